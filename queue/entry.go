@@ -1,0 +1,242 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Entry is a leased queue entry handed to a delivery worker. Exactly one of
+// Done, Defer or Hold ends the lease; until then InProgress keeps it alive.
+type Entry struct {
+	Env  *Envelope
+	q    *Queue
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+}
+
+// Entries is a stream of leased entries from the delivery consumer.
+type Entries struct {
+	q  *Queue
+	it jetstream.MessagesContext
+}
+
+// Lease starts pulling entries from the shared durable consumer. prefetch
+// bounds how many entries this process holds leased but not yet handed out.
+func (q *Queue) Lease(ctx context.Context, prefetch int) (*Entries, error) {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.Consumer(ctx, ConsumerName)
+	if err != nil {
+		return nil, err
+	}
+	if prefetch < 1 {
+		prefetch = 1
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return &Entries{q: q, it: it}, nil
+}
+
+// Next blocks until an entry is leased. A message that is not a valid
+// entry is terminated (logged) and skipped. Returns
+// jetstream.ErrMsgIteratorClosed after Stop.
+func (es *Entries) Next() (*Entry, error) {
+	for {
+		msg, err := es.it.Next()
+		if err != nil {
+			return nil, err
+		}
+		e, err := es.q.entryFromMsg(msg)
+		if err != nil {
+			es.q.log.Error().Err(err).Str("event", "bad_entry").Str("subject", msg.Subject()).Msg("unreadable queue entry terminated")
+			_ = msg.Term()
+			continue
+		}
+		return e, nil
+	}
+}
+
+// Stop stops pulling; entries already handed out keep their leases.
+func (es *Entries) Stop() { es.it.Stop() }
+
+// Drain stops pulling and lets buffered, not yet handed out entries go back.
+func (es *Entries) Drain() { es.it.Drain() }
+
+func (q *Queue) entryFromMsg(msg jetstream.Msg) (*Entry, error) {
+	env, err := UnmarshalEnvelope([]byte(msg.Headers().Get(HeaderEnv)))
+	if err != nil {
+		return nil, err
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	return &Entry{Env: env, q: q, msg: msg, meta: meta}, nil
+}
+
+// Deliveries is how often JetStream handed out this message (1 = first time).
+func (e *Entry) Deliveries() uint64 { return e.meta.NumDelivered }
+
+// Seq is the entry's stream sequence.
+func (e *Entry) Seq() uint64 { return e.meta.Sequence.Stream }
+
+// Body returns the message bytes (inline, or reassembled from chunks).
+func (e *Entry) Body(ctx context.Context) ([]byte, error) {
+	if e.Env.Chunks == 0 {
+		return e.msg.Data(), nil
+	}
+	return e.q.body(ctx, e.Env)
+}
+
+func (q *Queue) body(ctx context.Context, env *Envelope) ([]byte, error) {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, env.Size)
+	for i := 0; i < env.Chunks; i++ {
+		m, err := s.GetLastMsgForSubject(ctx, SubjBody+"."+env.ID+"."+strconv.Itoa(i))
+		if err != nil {
+			return nil, fmt.Errorf("queue: body chunk %d of %s: %w", i, env.ID, err)
+		}
+		out = append(out, m.Data...)
+	}
+	if int64(len(out)) != env.Size {
+		return nil, fmt.Errorf("queue: body of %s is %d bytes, envelope says %d", env.ID, len(out), env.Size)
+	}
+	return out, nil
+}
+
+// InProgress extends the lease (call during long deliveries, well within AckWait).
+func (e *Entry) InProgress() error { return e.msg.InProgress() }
+
+// Superseded reports whether a redelivered entry was already moved on by an
+// earlier lease holder that crashed after scheduling or holding it but
+// before acknowledging: then the entry must just be acknowledged.
+func (e *Entry) Superseded(ctx context.Context) bool {
+	if e.Deliveries() <= 1 {
+		return false
+	}
+	s, err := e.q.Stream(ctx)
+	if err != nil {
+		return false
+	}
+	for _, p := range []string{SubjScheduled, SubjHeld} {
+		if _, err := s.GetLastMsgForSubject(ctx, Subject(p, e.Env.ID, e.Env.Domain)); err == nil {
+			return true
+		}
+	}
+	if m, err := s.GetLastMsgForSubject(ctx, Subject(SubjReady, e.Env.ID, e.Env.Domain)); err == nil && m.Sequence > e.Seq() {
+		return true
+	}
+	return false
+}
+
+// Done acknowledges the entry for good (delivered, or failed and handed to
+// the bounce stage) and reclaims the body once no entry of the message is left.
+func (e *Entry) Done(ctx context.Context) error {
+	if err := e.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("queue: ack %s/%s: %w", e.Env.ID, e.Env.Domain, err)
+	}
+	if e.Env.Chunks > 0 {
+		return e.q.reclaimBody(ctx, e.Env.ID)
+	}
+	return nil
+}
+
+// reclaimBody purges a message's body chunks when no entry refers to them.
+// Acks are synchronous, so of two entries finishing at once at least the
+// later one sees no sibling left.
+func (q *Queue) reclaimBody(ctx context.Context, id string) error {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{SubjReady, SubjScheduled, SubjHeld} {
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(p+"."+id+".>"))
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs > 0 && len(info.State.Subjects) > 0 {
+			return nil
+		}
+	}
+	return s.Purge(ctx, jetstream.WithPurgeSubject(SubjBody+"."+id+".>"))
+}
+
+// Defer re-schedules the entry with env (its remaining recipients, attempt
+// count, last reply) for time at, then acknowledges the leased copy. The
+// schedule is stored before the ack, so a crash in between can only leave a
+// redelivery that Superseded recognises.
+func (e *Entry) Defer(ctx context.Context, env *Envelope, at time.Time) error {
+	env.NextAt = at.UTC()
+	msg, err := e.q.entryMsg(Subject(SubjScheduled, env.ID, env.Domain), env, e.inlineBody())
+	if err != nil {
+		return err
+	}
+	msg.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339))
+	msg.Header.Set("Nats-Schedule-Target", Subject(SubjReady, env.ID, env.Domain))
+	// Replace any older schedule of this entry (one schedule per subject).
+	msg.Header.Set("Nats-Rollup", "sub")
+	if _, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName)); err != nil {
+		return fmt.Errorf("queue: schedule %s/%s: %w", env.ID, env.Domain, err)
+	}
+	if err := e.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("queue: ack deferred %s/%s: %w", env.ID, env.Domain, err)
+	}
+	return nil
+}
+
+// Hold moves the entry to the held state (jr.h) until released.
+func (e *Entry) Hold(ctx context.Context) error {
+	env := *e.Env
+	env.Held = true
+	msg, err := e.q.entryMsg(Subject(SubjHeld, env.ID, env.Domain), &env, e.inlineBody())
+	if err != nil {
+		return err
+	}
+	if _, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName)); err != nil {
+		return err
+	}
+	return e.msg.DoubleAck(ctx)
+}
+
+// Release hands the lease back for immediate redelivery (shutdown).
+func (e *Entry) Release() error { return e.msg.Nak() }
+
+func (e *Entry) inlineBody() []byte {
+	if e.Env.Chunks == 0 {
+		return e.msg.Data()
+	}
+	return nil
+}
+
+func (q *Queue) entryMsg(subject string, env *Envelope, body []byte) (*nats.Msg, error) {
+	b, err := env.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: body}
+	msg.Header.Set(HeaderEnv, string(b))
+	return msg, nil
+}
+
+// ParseSubject splits an entry subject into state prefix, queue id and domain.
+func ParseSubject(subj string) (prefix, id, domain string, err error) {
+	parts := strings.SplitN(subj, ".", 4)
+	if len(parts) != 4 || parts[0] != "jr" {
+		return "", "", "", errors.New("queue: not an entry subject: " + subj)
+	}
+	return parts[0] + "." + parts[1], parts[2], parts[3], nil
+}

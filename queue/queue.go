@@ -1,0 +1,270 @@
+// Package queue owns jetrelay's durable state in NATS JetStream: the
+// embedded or external server connection, the queue stream and its
+// delivery consumer, the envelope codec, and the operations on entries
+// (enqueue, lease, defer, hold, finish, body reclaim).
+//
+// Model. One stream, JETRELAY_QUEUE (work-queue retention), holds:
+//
+//	jr.q.<id>.<domain>   ready entries, consumed by the durable "deliver" consumer
+//	jr.s.<id>.<domain>   deferred entries: message schedules (Nats-Schedule: @at T,
+//	                     Nats-Schedule-Target: jr.q.<id>.<domain>); the server moves
+//	                     them to jr.q at T, so waiting mail holds no consumer slot
+//	jr.h.<id>.<domain>   held entries (operator hold)
+//	jr.b.<id>.<n>        body chunks of a message stored apart from its entries
+//
+// One entry per (message, recipient domain). A message with one entry and a
+// body that fits in one NATS message is stored as a single publish with the
+// body inline. Otherwise chunks and entries are published as one JetStream
+// atomic batch: all of it is stored or none of it. Enqueue returns only after
+// JetStream acknowledged the publish; with the embedded server's default
+// sync=always that means the data is on disk.
+//
+// Guarantees: at-least-once. An entry leaves jr.q only when Done or Defer
+// acknowledges it; a crashed worker's entry is redelivered after AckWait.
+// Body chunks are purged when the last entry of their message is done.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Stream and subject names.
+const (
+	StreamName    = "JETRELAY_QUEUE"
+	ConsumerName  = "deliver"
+	SubjReady     = "jr.q"
+	SubjScheduled = "jr.s"
+	SubjHeld      = "jr.h"
+	SubjBody      = "jr.b"
+	HeaderEnv     = "Jr-Env"
+	// AckWait is how long an entry stays leased without a heartbeat.
+	AckWait = 2 * time.Minute
+)
+
+// Options says how to reach NATS.
+type Options struct {
+	DataDir string
+	// URL "" starts the embedded server; otherwise a comma-separated server list.
+	URL          string
+	Listen       string // embedded server's client port ("" = in-process only)
+	Credentials  string
+	User         string
+	PasswordFile string
+	Password     string // alternative to PasswordFile
+	Replicas     int
+	SyncInterval time.Duration // 0 = fsync before every ack (embedded)
+	Logger       zerolog.Logger
+	// Name is the NATS connection name.
+	Name string
+}
+
+// Queue is a connection to jetrelay's JetStream state.
+type Queue struct {
+	opts   Options
+	log    zerolog.Logger
+	ns     *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	// chunkSize is the largest body piece stored in one NATS message.
+	chunkSize int
+}
+
+// Open connects to NATS (starting the embedded server when URL is ""),
+// and creates or updates the queue stream and delivery consumer.
+func Open(ctx context.Context, opts Options) (*Queue, error) {
+	q, err := Connect(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := q.setup(ctx); err != nil {
+		q.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+// Connect connects (starting the embedded server when URL is "") without
+// touching streams: for CLI tools that only look.
+func Connect(ctx context.Context, opts Options) (*Queue, error) {
+	if opts.Replicas == 0 {
+		opts.Replicas = 1
+	}
+	if opts.Name == "" {
+		opts.Name = "jetrelay"
+	}
+	q := &Queue{opts: opts, log: opts.Logger}
+	natsOpts := []nats.Option{
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				q.log.Warn().Err(err).Str("event", "nats_disconnected").Msg("NATS connection lost")
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			q.log.Info().Str("event", "nats_reconnected").Str("url", nc.ConnectedUrlRedacted()).Msg("NATS connection restored")
+		}),
+	}
+	url := opts.URL
+	if url == "" {
+		ns, pass, err := startEmbedded(opts)
+		if err != nil {
+			return nil, err
+		}
+		q.ns = ns
+		natsOpts = append(natsOpts, nats.InProcessServer(ns), nats.UserInfo(EmbeddedUser, pass))
+	} else {
+		switch {
+		case opts.Credentials != "":
+			natsOpts = append(natsOpts, nats.UserCredentials(opts.Credentials))
+		case opts.User != "":
+			pass := opts.Password
+			if pass == "" && opts.PasswordFile != "" {
+				b, err := os.ReadFile(opts.PasswordFile)
+				if err != nil {
+					return nil, fmt.Errorf("nats password_file: %w", err)
+				}
+				pass = strings.TrimSpace(string(b))
+			}
+			natsOpts = append(natsOpts, nats.UserInfo(opts.User, pass))
+		}
+	}
+	nc, err := nats.Connect(url, natsOpts...)
+	if err != nil {
+		q.shutdownServer()
+		return nil, fmt.Errorf("connect to NATS %s: %w", redact(url), err)
+	}
+	q.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	q.js = js
+	// Leave room for headers (envelope, batch ids) below max_payload.
+	q.chunkSize = int(nc.MaxPayload()) - 64<<10
+	if q.chunkSize > 4<<20 {
+		q.chunkSize = 4 << 20
+	}
+	return q, nil
+}
+
+func redact(url string) string {
+	if url == "" {
+		return "(embedded)"
+	}
+	return url
+}
+
+// StreamConfig is the queue stream's configuration.
+func (q *Queue) StreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:               StreamName,
+		Description:        "jetrelay queue: entries, schedules, held entries and bodies",
+		Subjects:           []string{SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>"},
+		Retention:          jetstream.WorkQueuePolicy,
+		Storage:            jetstream.FileStorage,
+		Replicas:           q.opts.Replicas,
+		AllowMsgSchedules:  true,
+		AllowAtomicPublish: true,
+		AllowDirect:        true,
+		AllowRollup:        true,
+	}
+}
+
+func (q *Queue) setup(ctx context.Context) error {
+	s, err := q.js.CreateOrUpdateStream(ctx, q.StreamConfig())
+	if err != nil {
+		return fmt.Errorf("create stream %s (needs nats-server >= 2.12 with JetStream): %w", StreamName, err)
+	}
+	q.stream = s
+	_, err = s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "jetrelay delivery workers",
+		FilterSubject: SubjReady + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 20000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", ConsumerName, err)
+	}
+	return nil
+}
+
+// Stream returns the queue stream handle (after Open).
+func (q *Queue) Stream(ctx context.Context) (jetstream.Stream, error) {
+	if q.stream != nil {
+		return q.stream, nil
+	}
+	s, err := q.js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, err
+	}
+	q.stream = s
+	return s, nil
+}
+
+// JetStream returns the JetStream context for packages that own their own
+// streams and buckets (events, suppression list).
+func (q *Queue) JetStream() jetstream.JetStream { return q.js }
+
+// Conn returns the NATS connection.
+func (q *Queue) Conn() *nats.Conn { return q.nc }
+
+// Replicas returns the configured replica count for new streams.
+func (q *Queue) Replicas() int { return q.opts.Replicas }
+
+// Embedded returns the in-process server, or nil when connected to an external one.
+func (q *Queue) Embedded() *server.Server { return q.ns }
+
+// ClientURL returns the embedded server's TCP client URL ("" when none).
+func (q *Queue) ClientURL() string {
+	if q.ns == nil || q.opts.Listen == "" {
+		return ""
+	}
+	return q.ns.ClientURL()
+}
+
+// Ping checks that JetStream answers.
+func (q *Queue) Ping(ctx context.Context) error {
+	if q.nc == nil || !q.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	_, err := q.js.AccountInfo(ctx)
+	return err
+}
+
+// Close drains the connection and shuts the embedded server down.
+func (q *Queue) Close() {
+	if q.nc != nil {
+		_ = q.nc.Drain()
+		for i := 0; i < 100 && !q.nc.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		q.nc.Close()
+	}
+	q.shutdownServer()
+}
+
+func (q *Queue) shutdownServer() {
+	if q.ns != nil {
+		q.ns.Shutdown()
+		q.ns.WaitForShutdown()
+	}
+}

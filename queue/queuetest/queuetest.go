@@ -1,0 +1,56 @@
+// Package queuetest runs a real embedded JetStream queue for tests.
+package queuetest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/rs/zerolog"
+)
+
+// Options tweak RunJetStream.
+type Options struct {
+	// DataDir reuses a directory (for restart tests); default t.TempDir().
+	DataDir string
+	// Listen opens a TCP client port ("127.0.0.1:0" for a random one).
+	Listen string
+}
+
+// RunJetStream opens a queue on an embedded nats-server storing under a
+// temp dir, closed at test end.
+func RunJetStream(t testing.TB, opts ...Options) *queue.Queue {
+	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	q, err := queue.Open(ctx, queue.Options{
+		DataDir: o.DataDir,
+		Listen:  o.Listen,
+		Logger:  zerolog.New(zerolog.NewTestWriter(t)),
+	})
+	if err != nil {
+		t.Fatalf("open queue: %v", err)
+	}
+	t.Cleanup(q.Close)
+	return q
+}
+
+// Eventually polls cond every 10ms until it holds or the deadline passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

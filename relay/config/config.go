@@ -1,0 +1,375 @@
+// Package config owns jetrelay's YAML configuration: the schema, its defaults
+// and its validation. Load reads a file strictly (an unknown key is an error
+// naming the key and its line), applies defaults first, and reports every
+// problem at once, each with its YAML path and line. Parsed forms that other
+// packages need (rates, durations, sizes) are parsed here, once.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Hostname   string     `yaml:"hostname"`
+	DataDir    string     `yaml:"data_dir"`
+	NATS       NATS       `yaml:"nats"`
+	Submission Submission `yaml:"submission"`
+	Delivery   Delivery   `yaml:"delivery"`
+	Bounces    Bounces    `yaml:"bounces"`
+	DKIM       DKIM       `yaml:"dkim"`
+	Events     Events     `yaml:"events"`
+	Admin      Admin      `yaml:"admin"`
+	Log        Log        `yaml:"log"`
+
+	// Path is the file this was loaded from ("" for the built-in default).
+	Path string `yaml:"-"`
+	// Dev is true for the built-in default (no --config): a loopback dev user
+	// is generated at first start.
+	Dev bool `yaml:"-"`
+
+	root *yaml.Node
+}
+
+// NATS says where the queue lives.
+type NATS struct {
+	URL          string `yaml:"url"`
+	Listen       string `yaml:"listen"`
+	Credentials  string `yaml:"credentials"`
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	Replicas     int    `yaml:"replicas"`
+	// Sync is "always" (fsync before every ack) or a Go duration.
+	Sync string `yaml:"sync"`
+}
+
+// Embedded reports whether jetrelay runs its own in-process NATS server.
+func (n NATS) Embedded() bool { return n.URL == "" }
+
+// Listener is one submission port.
+type Listener struct {
+	Addr string `yaml:"addr"`
+	TLS  string `yaml:"tls"` // starttls | implicit
+}
+
+// TLSFiles names a certificate and key; empty means generated under data_dir.
+type TLSFiles struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// SubmissionTimeouts bound a client's session.
+type SubmissionTimeouts struct {
+	Idle    Duration `yaml:"idle"`
+	Session Duration `yaml:"session"`
+	Data    Duration `yaml:"data"`
+}
+
+// User is one submitting application.
+type User struct {
+	Name         string   `yaml:"name"`
+	PasswordHash string   `yaml:"password_hash"`
+	AllowedFrom  []string `yaml:"allowed_from"`
+	Rate         Rate     `yaml:"rate"`
+}
+
+// AuthFailures slows and then refuses an IP after repeated bad credentials.
+type AuthFailures struct {
+	Max    int      `yaml:"max"`    // failures within Window before the ban
+	Window Duration `yaml:"window"` // counting window
+	Ban    Duration `yaml:"ban"`    // how long the IP is refused
+	Delay  Duration `yaml:"delay"`  // added per failure (capped), slows brute force
+}
+
+// Submission is the authenticated SMTP side.
+type Submission struct {
+	Listeners           []Listener         `yaml:"listeners"`
+	TLS                 TLSFiles           `yaml:"tls"`
+	MaxMessageBytes     Size               `yaml:"max_message_bytes"`
+	MaxRecipients       int                `yaml:"max_recipients"`
+	MaxConnections      int                `yaml:"max_connections"`
+	MaxConnectionsPerIP int                `yaml:"max_connections_per_ip"`
+	MaxIdleCommands     int                `yaml:"max_idle_commands"`
+	MaxLineLength       int                `yaml:"max_line_length"`
+	MaxHeaderBytes      Size               `yaml:"max_header_bytes"`
+	Timeouts            SubmissionTimeouts `yaml:"timeouts"`
+	BareNewlines        string             `yaml:"bare_newlines"` // normalize | reject
+	AuthFailures        AuthFailures       `yaml:"auth_failures"`
+	Users               []User             `yaml:"users"`
+}
+
+// DNS configures the resolver used for MX lookups, routes and DKIM checks.
+type DNS struct {
+	Servers []string `yaml:"servers"`
+	Timeout Duration `yaml:"timeout"`
+}
+
+// DeliveryTLS is the outbound TLS policy.
+type DeliveryTLS struct {
+	Default string            `yaml:"default"` // none | opportunistic | required | verify
+	Domains map[string]string `yaml:"domains"`
+	CAFile  string            `yaml:"ca_file"`
+}
+
+// RouteAuth is the credential for a smarthost.
+type RouteAuth struct {
+	User        string `yaml:"user"`
+	PasswordEnv string `yaml:"password_env"`
+}
+
+// Route sends chosen domains to a smarthost instead of their MX.
+type Route struct {
+	Domains   []string   `yaml:"domains"`
+	Host      string     `yaml:"host"`
+	TLS       string     `yaml:"tls"` // starttls | implicit | none
+	TLSVerify *bool      `yaml:"tls_verify"`
+	Auth      *RouteAuth `yaml:"auth"`
+}
+
+// Verify reports whether the smarthost certificate must be verified (default true).
+func (r Route) Verify() bool { return r.TLSVerify == nil || *r.TLSVerify }
+
+// Retry is the schedule for temporary failures.
+type Retry struct {
+	Schedule []Duration `yaml:"schedule"`
+	MaxAge   Duration   `yaml:"max_age"`
+}
+
+// DeliveryTimeouts are the RFC 5321 §4.5.3.2 client timeouts.
+type DeliveryTimeouts struct {
+	Connect   Duration `yaml:"connect"`
+	Greeting  Duration `yaml:"greeting"`
+	Mail      Duration `yaml:"mail"`
+	Rcpt      Duration `yaml:"rcpt"`
+	DataInit  Duration `yaml:"data_init"`
+	DataBlock Duration `yaml:"data_block"`
+	DataFinal Duration `yaml:"data_final"`
+	// Idle closes a reused connection nobody needed for this long.
+	Idle Duration `yaml:"idle"`
+}
+
+// Delivery configures the outbound workers.
+type Delivery struct {
+	Port              int              `yaml:"port"`
+	DNS               DNS              `yaml:"dns"`
+	TLS               DeliveryTLS      `yaml:"tls"`
+	Routes            []Route          `yaml:"routes"`
+	MaxConnections    int              `yaml:"max_connections"`
+	MaxPerDestination int              `yaml:"max_per_destination"`
+	Retry             Retry            `yaml:"retry"`
+	Timeouts          DeliveryTimeouts `yaml:"timeouts"`
+	ShutdownGrace     Duration         `yaml:"shutdown_grace"`
+	// SourceIP binds outgoing connections to this local address ("" = any).
+	SourceIP string `yaml:"source_ip"`
+}
+
+// Bounces configures DSNs, VERP intake and the suppression list.
+type Bounces struct {
+	From             string   `yaml:"from"`
+	VERPDomain       string   `yaml:"verp_domain"`
+	Listen           string   `yaml:"listen"`
+	Suppress         *bool    `yaml:"suppress"`
+	SuppressFor      Duration `yaml:"suppress_for"`
+	DelayNoticeAfter Duration `yaml:"delay_notice_after"`
+	ReturnMaxBytes   Size     `yaml:"return_max_bytes"`
+}
+
+// SuppressEnabled reports whether hard bounces suppress recipients (default true).
+func (b Bounces) SuppressEnabled() bool { return b.Suppress == nil || *b.Suppress }
+
+// DKIMKey is one signing key.
+type DKIMKey struct {
+	Domain   string `yaml:"domain"`
+	Selector string `yaml:"selector"`
+	Key      string `yaml:"key"`  // PEM file
+	Sign     *bool  `yaml:"sign"` // false: published but unused
+}
+
+// Signs reports whether the key signs (default true).
+func (k DKIMKey) Signs() bool { return k.Sign == nil || *k.Sign }
+
+// DKIM configures signing at submission.
+type DKIM struct {
+	Keys []DKIMKey `yaml:"keys"`
+	// ParentDomains lets a key for example.com sign mail from sub.example.com.
+	ParentDomains bool `yaml:"parent_domains"`
+	// Lifetime sets the signature expiry (x=); 0 = none.
+	Lifetime Duration `yaml:"lifetime"`
+}
+
+// Events configures the delivery events stream.
+type Events struct {
+	MaxAge   Duration `yaml:"max_age"`
+	MaxBytes Size     `yaml:"max_bytes"`
+}
+
+// Admin is the metrics/health listener.
+type Admin struct {
+	Listen string `yaml:"listen"`
+	PProf  bool   `yaml:"pprof"`
+}
+
+// Log configures zerolog output.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"` // json | console
+}
+
+// Load reads, decodes strictly and validates a config file. The error, if
+// any, lists every problem found, one per line, each with its line number.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(data)
+	if c != nil {
+		c.Path = path
+		c.resolvePaths(filepath.Dir(path))
+	}
+	return c, err
+}
+
+// Parse decodes and validates YAML bytes. On validation problems it returns
+// the config too (for tools that want to look at it) along with the error.
+func Parse(data []byte) (*Config, error) {
+	c := Default()
+	c.Dev = false
+	c.Submission.Listeners = nil
+	c.Submission.Users = nil
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlErrors(err)
+	}
+	c.root = &root
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlErrors(err)
+	}
+	if len(c.Submission.Listeners) == 0 {
+		c.Submission.Listeners = Default().Submission.Listeners
+	}
+	c.applyDerivedDefaults()
+	return c, c.Validate()
+}
+
+// yamlErrors turns yaml.v3's errors into one problem per line.
+func yamlErrors(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		errs := make([]error, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			errs = append(errs, errors.New(strings.TrimPrefix(e, "yaml: ")))
+		}
+		return errors.Join(errs...)
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// resolvePaths makes relative file paths relative to the config file's directory
+// only when they do not exist relative to the working directory; data_dir stays
+// relative to the working directory, as the README shows.
+func (c *Config) resolvePaths(dir string) {
+	fix := func(p *string) {
+		if *p == "" || filepath.IsAbs(*p) {
+			return
+		}
+		if _, err := os.Stat(*p); err == nil {
+			return
+		}
+		if cand := filepath.Join(dir, *p); fileExists(cand) {
+			*p = cand
+		}
+	}
+	fix(&c.Submission.TLS.Cert)
+	fix(&c.Submission.TLS.Key)
+	fix(&c.Delivery.TLS.CAFile)
+	fix(&c.NATS.Credentials)
+	fix(&c.NATS.PasswordFile)
+	for i := range c.DKIM.Keys {
+		fix(&c.DKIM.Keys[i].Key)
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Line returns the line of the YAML node at path (keys and list indexes as
+// strings), or of its nearest existing parent; 0 when unknown.
+func (c *Config) Line(path ...string) int {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return 0
+	}
+	n := c.root.Content[0]
+	line := n.Line
+	for _, p := range path {
+		next := child(n, p)
+		if next == nil {
+			return line
+		}
+		n = next
+		line = n.Line
+	}
+	return line
+}
+
+func child(n *yaml.Node, key string) *yaml.Node {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				if n.Content[i+1].Kind == yaml.ScalarNode {
+					return n.Content[i+1]
+				}
+				// Point at the key: a block's value node starts on the next line.
+				v := *n.Content[i+1]
+				v.Line = n.Content[i].Line
+				return &v
+			}
+		}
+	case yaml.SequenceNode:
+		var idx int
+		if _, err := fmt.Sscanf(key, "%d", &idx); err == nil && idx >= 0 && idx < len(n.Content) {
+			return n.Content[idx]
+		}
+	}
+	return nil
+}
+
+// Problem is one validation finding.
+type Problem struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+func (p Problem) Error() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", p.Line, p.Path, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s", p.Path, p.Msg)
+}
+
+// problems collects validation findings with their lines.
+type problems struct {
+	c    *Config
+	errs []error
+}
+
+func (ps *problems) add(path string, format string, args ...any) {
+	parts := strings.Split(strings.NewReplacer("[", ".", "]", "").Replace(path), ".")
+	ps.errs = append(ps.errs, Problem{Path: path, Line: ps.c.Line(parts...), Msg: fmt.Sprintf(format, args...)})
+}
+
+func (ps *problems) err() error { return errors.Join(ps.errs...) }

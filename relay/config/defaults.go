@@ -1,0 +1,106 @@
+package config
+
+import (
+	"os"
+	"time"
+)
+
+// Default returns the built-in configuration: what `jetrelay serve` runs
+// without --config. Everything listens on loopback; the embedded NATS
+// server stores under ./data.
+func Default() *Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return &Config{
+		Hostname: host,
+		DataDir:  "./data",
+		Dev:      true,
+		NATS: NATS{
+			Listen:   "127.0.0.1:4222",
+			Replicas: 1,
+			Sync:     "always",
+		},
+		Submission: Submission{
+			Listeners: []Listener{
+				{Addr: "127.0.0.1:587", TLS: "starttls"},
+				{Addr: "127.0.0.1:465", TLS: "implicit"},
+				{Addr: "127.0.0.1:2525", TLS: "starttls"},
+			},
+			MaxMessageBytes:     25 << 20,
+			MaxRecipients:       100,
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 50,
+			MaxIdleCommands:     100,
+			MaxLineLength:       4096,
+			MaxHeaderBytes:      1 << 20,
+			Timeouts: SubmissionTimeouts{
+				Idle:    Duration(5 * time.Minute),
+				Session: Duration(30 * time.Minute),
+				Data:    Duration(10 * time.Minute),
+			},
+			BareNewlines: "normalize",
+			AuthFailures: AuthFailures{
+				Max:    10,
+				Window: Duration(15 * time.Minute),
+				Ban:    Duration(15 * time.Minute),
+				Delay:  Duration(time.Second),
+			},
+		},
+		Delivery: Delivery{
+			Port:              25,
+			DNS:               DNS{Timeout: Duration(5 * time.Second)},
+			TLS:               DeliveryTLS{Default: "opportunistic"},
+			MaxConnections:    200,
+			MaxPerDestination: 10,
+			Retry: Retry{
+				Schedule: []Duration{
+					Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
+					Duration(30 * time.Minute), Duration(time.Hour), Duration(2 * time.Hour),
+					Duration(4 * time.Hour),
+				},
+				MaxAge: Duration(48 * time.Hour),
+			},
+			Timeouts: DeliveryTimeouts{
+				Connect:   Duration(30 * time.Second),
+				Greeting:  Duration(5 * time.Minute),
+				Mail:      Duration(5 * time.Minute),
+				Rcpt:      Duration(5 * time.Minute),
+				DataInit:  Duration(2 * time.Minute),
+				DataBlock: Duration(3 * time.Minute),
+				DataFinal: Duration(10 * time.Minute),
+				Idle:      Duration(30 * time.Second),
+			},
+			ShutdownGrace: Duration(30 * time.Second),
+		},
+		Bounces: Bounces{
+			SuppressFor:    Duration(720 * time.Hour),
+			ReturnMaxBytes: 256 << 10,
+		},
+		Events: Events{
+			MaxAge:   Duration(7 * 24 * time.Hour),
+			MaxBytes: 1 << 30,
+		},
+		Admin: Admin{Listen: "127.0.0.1:8025"},
+		Log:   Log{Level: "info", Format: "json"},
+	}
+}
+
+// applyDerivedDefaults fills values that depend on other values.
+func (c *Config) applyDerivedDefaults() {
+	if c.Bounces.From == "" && c.Hostname != "" {
+		c.Bounces.From = "MAILER-DAEMON@" + c.Hostname
+	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
+}
+
+// BouncesFrom returns the From: address for DSNs.
+func (c *Config) BouncesFrom() string {
+	if c.Bounces.From != "" {
+		return c.Bounces.From
+	}
+	return "MAILER-DAEMON@" + c.Hostname
+}

@@ -1,0 +1,268 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	listenerTLS  = []string{"starttls", "implicit"}
+	routeTLS     = []string{"starttls", "implicit", "none"}
+	tlsPolicies  = []string{"none", "opportunistic", "required", "verify"}
+	bareNewlines = []string{"normalize", "reject"}
+	logFormats   = []string{"json", "console"}
+	logLevels    = []string{"trace", "debug", "info", "warn", "error"}
+)
+
+// Validate checks the whole configuration and returns every problem at once
+// (errors.Join of Problem values).
+func (c *Config) Validate() error {
+	ps := &problems{c: c}
+	if strings.TrimSpace(c.Hostname) == "" || strings.ContainsAny(c.Hostname, " \t\r\n") {
+		ps.add("hostname", "must be a host name")
+	}
+	if c.DataDir == "" {
+		ps.add("data_dir", "must not be empty")
+	}
+	c.validateNATS(ps)
+	c.validateSubmission(ps)
+	c.validateDelivery(ps)
+	c.validateBounces(ps)
+	c.validateDKIM(ps)
+	if c.Admin.Listen != "" {
+		checkAddr(ps, "admin.listen", c.Admin.Listen)
+	}
+	oneOf(ps, "log.format", c.Log.Format, logFormats)
+	oneOf(ps, "log.level", c.Log.Level, logLevels)
+	return ps.err()
+}
+
+func (c *Config) validateNATS(ps *problems) {
+	n := c.NATS
+	if n.URL == "" {
+		if n.Listen != "" {
+			checkAddr(ps, "nats.listen", n.Listen)
+		}
+	} else {
+		for _, u := range strings.Split(n.URL, ",") {
+			if !strings.Contains(u, "://") {
+				ps.add("nats.url", "%q is not a URL such as nats://host:4222", u)
+			}
+		}
+		if n.Credentials != "" && n.User != "" {
+			ps.add("nats.credentials", "use either credentials or user + password_file, not both")
+		}
+		if n.User != "" && n.PasswordFile == "" {
+			ps.add("nats.password_file", "required with nats.user")
+		}
+	}
+	if n.Credentials != "" && !fileExists(n.Credentials) {
+		ps.add("nats.credentials", "file %s does not exist", n.Credentials)
+	}
+	if n.Replicas < 1 || n.Replicas > 5 {
+		ps.add("nats.replicas", "must be between 1 and 5")
+	}
+	if _, err := c.SyncInterval(); err != nil {
+		ps.add("nats.sync", "%v", err)
+	}
+}
+
+// SyncInterval returns 0 for "always" or the configured flush interval.
+func (c *Config) SyncInterval() (time.Duration, error) {
+	s := strings.TrimSpace(c.NATS.Sync)
+	if s == "" || s == "always" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("must be \"always\" or a positive duration such as 2m, not %q", s)
+	}
+	return d, nil
+}
+
+func (c *Config) validateSubmission(ps *problems) {
+	s := c.Submission
+	if len(s.Listeners) == 0 {
+		ps.add("submission.listeners", "at least one listener is needed")
+	}
+	for i, l := range s.Listeners {
+		p := fmt.Sprintf("submission.listeners[%d]", i)
+		checkAddr(ps, p+".addr", l.Addr)
+		oneOf(ps, p+".tls", l.TLS, listenerTLS)
+	}
+	if (s.TLS.Cert == "") != (s.TLS.Key == "") {
+		ps.add("submission.tls", "set both cert and key, or neither (a certificate is then generated)")
+	}
+	for _, f := range []struct{ path, file string }{{"submission.tls.cert", s.TLS.Cert}, {"submission.tls.key", s.TLS.Key}} {
+		if f.file != "" && !fileExists(f.file) {
+			ps.add(f.path, "file %s does not exist", f.file)
+		}
+	}
+	positive(ps, "submission.max_message_bytes", int64(s.MaxMessageBytes))
+	positive(ps, "submission.max_recipients", int64(s.MaxRecipients))
+	positive(ps, "submission.max_connections", int64(s.MaxConnections))
+	positive(ps, "submission.max_connections_per_ip", int64(s.MaxConnectionsPerIP))
+	positive(ps, "submission.max_idle_commands", int64(s.MaxIdleCommands))
+	positive(ps, "submission.timeouts.idle", int64(s.Timeouts.Idle))
+	positive(ps, "submission.timeouts.session", int64(s.Timeouts.Session))
+	positive(ps, "submission.timeouts.data", int64(s.Timeouts.Data))
+	if s.MaxLineLength < 1000 {
+		ps.add("submission.max_line_length", "must be at least 1000 (RFC 5322 §2.1.1)")
+	}
+	oneOf(ps, "submission.bare_newlines", s.BareNewlines, bareNewlines)
+	seen := map[string]bool{}
+	for i, u := range s.Users {
+		p := fmt.Sprintf("submission.users[%d]", i)
+		if u.Name == "" {
+			ps.add(p+".name", "must not be empty")
+		} else if seen[u.Name] {
+			ps.add(p+".name", "user %q is defined twice", u.Name)
+		}
+		seen[u.Name] = true
+		if !strings.HasPrefix(u.PasswordHash, "$2") {
+			ps.add(p+".password_hash", "must be a bcrypt hash (make one with `jetrelay user hash`)")
+		}
+		if len(u.AllowedFrom) == 0 {
+			ps.add(p+".allowed_from", "list the domains or addresses this user may send from")
+		}
+		for j, a := range u.AllowedFrom {
+			if a == "" || strings.ContainsAny(a, " \t<>") || strings.Count(a, "@") > 1 {
+				ps.add(fmt.Sprintf("%s.allowed_from[%d]", p, j), "%q is not a domain or address", a)
+			}
+		}
+	}
+}
+
+func (c *Config) validateDelivery(ps *problems) {
+	d := c.Delivery
+	if d.Port < 1 || d.Port > 65535 {
+		ps.add("delivery.port", "must be a TCP port")
+	}
+	for i, s := range d.DNS.Servers {
+		host := s
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			host = h
+		}
+		if net.ParseIP(host) == nil {
+			ps.add(fmt.Sprintf("delivery.dns.servers[%d]", i), "%q must be an IP or IP:port", s)
+		}
+	}
+	oneOf(ps, "delivery.tls.default", d.TLS.Default, tlsPolicies)
+	for dom, pol := range d.TLS.Domains {
+		oneOf(ps, "delivery.tls.domains."+dom, pol, tlsPolicies)
+	}
+	if d.TLS.CAFile != "" && !fileExists(d.TLS.CAFile) {
+		ps.add("delivery.tls.ca_file", "file %s does not exist", d.TLS.CAFile)
+	}
+	for i, r := range d.Routes {
+		p := fmt.Sprintf("delivery.routes[%d]", i)
+		if len(r.Domains) == 0 {
+			ps.add(p+".domains", "list the domains for this route, or \"*\"")
+		}
+		if _, port, err := net.SplitHostPort(r.Host); err != nil || port == "" {
+			ps.add(p+".host", "%q must be name:port or ip:port", r.Host)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			ps.add(p+".host", "bad port in %q", r.Host)
+		}
+		oneOf(ps, p+".tls", r.TLS, routeTLS)
+		if r.Auth != nil {
+			if r.Auth.User == "" {
+				ps.add(p+".auth.user", "must not be empty")
+			}
+			if r.Auth.PasswordEnv == "" {
+				ps.add(p+".auth.password_env", "name the environment variable holding the password")
+			} else if _, ok := os.LookupEnv(r.Auth.PasswordEnv); !ok {
+				ps.add(p+".auth.password_env", "environment variable %s is not set", r.Auth.PasswordEnv)
+			}
+			if r.TLS == "none" {
+				ps.add(p+".auth", "AUTH over a plaintext connection is refused; use tls: starttls or implicit")
+			}
+		}
+	}
+	positive(ps, "delivery.max_connections", int64(d.MaxConnections))
+	positive(ps, "delivery.max_per_destination", int64(d.MaxPerDestination))
+	if len(d.Retry.Schedule) == 0 {
+		ps.add("delivery.retry.schedule", "at least one interval is needed")
+	}
+	for i, s := range d.Retry.Schedule {
+		if s <= 0 {
+			ps.add(fmt.Sprintf("delivery.retry.schedule[%d]", i), "must be positive")
+		}
+	}
+	positive(ps, "delivery.retry.max_age", int64(d.Retry.MaxAge))
+	t := d.Timeouts
+	for _, f := range []struct {
+		name string
+		v    Duration
+	}{{"connect", t.Connect}, {"greeting", t.Greeting}, {"mail", t.Mail}, {"rcpt", t.Rcpt},
+		{"data_init", t.DataInit}, {"data_block", t.DataBlock}, {"data_final", t.DataFinal}, {"idle", t.Idle}} {
+		positive(ps, "delivery.timeouts."+f.name, int64(f.v))
+	}
+	if d.SourceIP != "" && net.ParseIP(d.SourceIP) == nil {
+		ps.add("delivery.source_ip", "%q is not an IP address", d.SourceIP)
+	}
+}
+
+func (c *Config) validateBounces(ps *problems) {
+	b := c.Bounces
+	if b.From != "" && !strings.Contains(b.From, "@") {
+		ps.add("bounces.from", "%q is not an address", b.From)
+	}
+	if b.Listen != "" {
+		checkAddr(ps, "bounces.listen", b.Listen)
+		if b.VERPDomain == "" {
+			ps.add("bounces.listen", "needs bounces.verp_domain: the listener accepts mail only for it")
+		}
+	}
+	if b.VERPDomain != "" && strings.ContainsAny(b.VERPDomain, "@ \t") {
+		ps.add("bounces.verp_domain", "%q is not a domain", b.VERPDomain)
+	}
+}
+
+func (c *Config) validateDKIM(ps *problems) {
+	for i, k := range c.DKIM.Keys {
+		p := fmt.Sprintf("dkim.keys[%d]", i)
+		if k.Domain == "" {
+			ps.add(p+".domain", "must not be empty")
+		}
+		if k.Selector == "" || strings.ContainsAny(k.Selector, " \t@") {
+			ps.add(p+".selector", "must be a DNS label such as s2026")
+		}
+		if k.Key == "" {
+			ps.add(p+".key", "name the PEM key file")
+		} else if !fileExists(k.Key) {
+			ps.add(p+".key", "file %s does not exist", k.Key)
+		}
+	}
+}
+
+func checkAddr(ps *problems, path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		ps.add(path, "%q must be host:port or :port", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		ps.add(path, "bad port in %q", addr)
+	}
+	_ = host
+}
+
+func oneOf(ps *problems, path, v string, allowed []string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	ps.add(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func positive(ps *problems, path string, v int64) {
+	if v <= 0 {
+		ps.add(path, "must be greater than zero")
+	}
+}
