@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/jetrelay/jetrelay/relay/config"
+)
+
+// newFlags returns a flag set whose --help prints what the command does.
+func newFlags(name, usageLine, about string, io stdio) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	fs.Usage = func() {
+		fmt.Fprintf(io.out, "Usage: jetrelay %s\n\n%s\n", usageLine, about)
+		fs.SetOutput(io.out)
+		if hasFlags(fs) {
+			fmt.Fprintln(io.out, "\nFlags:")
+			fs.PrintDefaults()
+		}
+		fs.SetOutput(io.err)
+	}
+	return fs
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// parseFlags parses args; ok=false means return code rc.
+func parseFlags(fs *flag.FlagSet, args []string) (rc int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	return 0, true
+}
+
+func runCheck(args []string, io stdio) int {
+	fs := newFlags("check", "check --config FILE",
+		"Validates a configuration file: unknown keys, bad values, missing files and\n"+
+			"DKIM keys. Prints every problem with its YAML line and exits 1 if there is any.", io)
+	path := fs.String("config", "", "config file to check (required)")
+	if rc, ok := parseFlags(fs, args); !ok {
+		return rc
+	}
+	if *path == "" {
+		fmt.Fprintln(io.err, "jetrelay check: --config FILE is required")
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	var problems []string
+	if err != nil {
+		problems = append(problems, splitErrors(err)...)
+	}
+	if cfg != nil {
+		warnings, errs := checkDKIMKeys(cfg)
+		problems = append(problems, errs...)
+		for _, w := range warnings {
+			fmt.Fprintf(io.out, "%s: warning: %s\n", *path, w)
+		}
+	}
+	for _, p := range problems {
+		fmt.Fprintf(io.out, "%s: %s\n", *path, p)
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(io.out, "%d problem(s) found\n", len(problems))
+		return 1
+	}
+	fmt.Fprintf(io.out, "%s: OK\n", *path)
+	return 0
+}
+
+// splitErrors flattens an errors.Join tree into lines.
+func splitErrors(err error) []string {
+	var out []string
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, splitErrors(e)...)
+		}
+		return out
+	}
+	return []string{err.Error()}
+}

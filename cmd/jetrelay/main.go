@@ -1,0 +1,108 @@
+// Command jetrelay is an outbound SMTP relay that queues mail in NATS
+// JetStream. This package holds flags and subcommands only: it builds
+// components from the configuration and runs them.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sort"
+)
+
+// command is one subcommand.
+type command struct {
+	summary string
+	run     func(args []string, stdio stdio) int
+}
+
+// stdio bundles the streams a command uses (tests pass buffers).
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"serve":    {"run the relay (embedded NATS by default)", runServe},
+		"check":    {"validate a config file and print every problem with its line", runCheck},
+		"user":     {"manage submission users (user hash: bcrypt a password read on stdin)", runUser},
+		"version":  {"print the version", runVersion},
+		"dkim":     {"DKIM keys: keygen, dns, check", runDKIM},
+		"logs":     {"show and follow delivery events", runLogs},
+		"queue":    {"inspect and act on the queue: ls, show, retry, hold, release, delete", runQueue},
+		"suppress": {"manage the suppression list: ls, add, rm", runSuppress},
+		"bench":    {"load-test an SMTP submission service", runBench},
+		"sink":     {"run a development SMTP sink that accepts and counts mail", runSink},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr}))
+}
+
+func run(args []string, io stdio) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(io.out, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		return runVersion(nil, io)
+	}
+	c, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(io.err, "jetrelay: unknown command %q\n\n", args[0])
+		usage(io.err, cmds)
+		return 2
+	}
+	return c.run(args[1:], io)
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	fmt.Fprintln(w, "jetrelay: an outbound SMTP relay that queues mail in NATS JetStream")
+	fmt.Fprintln(w, "\nUsage: jetrelay <command> [flags]\n\nCommands:")
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'jetrelay <command> --help' for a command's flags.")
+}
+
+// version is set with -ldflags "-X main.version=..."; else taken from build info.
+var version = ""
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		if v != "" {
+			return v
+		}
+	}
+	return "devel"
+}
+
+func runVersion(args []string, io stdio) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintln(io.out, "Usage: jetrelay version\n\nPrints the jetrelay version.")
+		return 0
+	}
+	fmt.Fprintf(io.out, "jetrelay %s\n", versionString())
+	return 0
+}

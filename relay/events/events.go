@@ -1,0 +1,163 @@
+// Package events owns jetrelay's lifecycle events: one Event type whose
+// fields are the log line's fields, and the Emitter that writes each event
+// as one zerolog line and (when a Publisher is attached) publishes it to the
+// events stream. Emitting never blocks or fails the caller's work.
+package events
+
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Event kinds.
+const (
+	Accepted     = "accepted"
+	Rejected     = "rejected"
+	Delivery     = "delivery"
+	DSN          = "dsn"
+	Bounced      = "bounced"
+	Suppressed   = "suppressed"
+	Unsuppressed = "unsuppressed"
+	Expired      = "expired"
+	Deleted      = "deleted"
+	Held         = "held"
+	Released     = "released"
+)
+
+// Delivery statuses.
+const (
+	StatusDelivered = "delivered"
+	StatusDeferred  = "deferred"
+	StatusFailed    = "failed"
+	StatusRelayed   = "relayed"
+)
+
+// Event is one lifecycle event. JSON names are the fixed log field names
+// (STYLE.md); empty fields are left out.
+type Event struct {
+	Time        time.Time  `json:"time"`
+	Event       string     `json:"event"`
+	QueueID     string     `json:"queue_id,omitempty"`
+	MsgID       string     `json:"msg_id,omitempty"`
+	ConnID      string     `json:"conn_id,omitempty"`
+	RemoteAddr  string     `json:"remote_addr,omitempty"`
+	User        string     `json:"user,omitempty"`
+	MailFrom    *string    `json:"mail_from,omitempty"` // pointer: "" (null sender) is meaningful
+	Rcpt        string     `json:"rcpt,omitempty"`
+	RcptCount   int        `json:"rcpt_count,omitempty"`
+	Domain      string     `json:"domain,omitempty"`
+	Size        int64      `json:"size,omitempty"`
+	MX          string     `json:"mx,omitempty"`
+	IP          string     `json:"ip,omitempty"`
+	Port        int        `json:"port,omitempty"`
+	TLS         string     `json:"tls,omitempty"`
+	TLSCipher   string     `json:"tls_cipher,omitempty"`
+	TLSVerified *bool      `json:"tls_verified,omitempty"`
+	DKIM        string     `json:"dkim,omitempty"`
+	Attempt     int        `json:"attempt,omitempty"`
+	Status      string     `json:"status,omitempty"`
+	SMTPCode    int        `json:"smtp_code,omitempty"`
+	SMTPEnh     string     `json:"smtp_enh,omitempty"`
+	Reply       string     `json:"reply,omitempty"`
+	Reason      string     `json:"reason,omitempty"`
+	DurationMS  int64      `json:"duration_ms,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+	DSNID       string     `json:"dsn_id,omitempty"` // queue id of a generated DSN
+	Actor       string     `json:"actor,omitempty"`  // who made an operator change
+}
+
+// Str returns a pointer to s, for MailFrom.
+func Str(s string) *string { return &s }
+
+// Bool returns a pointer to b, for TLSVerified.
+func Bool(b bool) *bool { return &b }
+
+// Publisher sends events to the events stream. Publish must not block for
+// long and reports failures through its own logging and counters.
+type Publisher interface {
+	Publish(e *Event)
+}
+
+// Emitter writes every event as a log line and hands it to the publisher.
+type Emitter struct {
+	log zerolog.Logger
+	pub Publisher
+}
+
+// NewEmitter returns an emitter logging to log; pub may be nil.
+func NewEmitter(log zerolog.Logger, pub Publisher) *Emitter {
+	return &Emitter{log: log, pub: pub}
+}
+
+// Emit logs e (level by outcome) and publishes it.
+func (em *Emitter) Emit(e *Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	lvl := zerolog.InfoLevel
+	switch {
+	case e.Event == Rejected, e.Status == StatusDeferred:
+		lvl = zerolog.WarnLevel
+	case e.Status == StatusFailed:
+		lvl = zerolog.ErrorLevel
+	}
+	ev := em.log.WithLevel(lvl)
+	if ev != nil {
+		Fields(ev, e).Send()
+	}
+	if em.pub != nil {
+		em.pub.Publish(e)
+	}
+}
+
+// Fields adds e's fields to a zerolog event under the fixed names.
+func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
+	z = z.Str("event", e.Event)
+	str := func(k, v string) {
+		if v != "" {
+			z = z.Str(k, v)
+		}
+	}
+	num := func(k string, v int64) {
+		if v != 0 {
+			z = z.Int64(k, v)
+		}
+	}
+	str("queue_id", e.QueueID)
+	str("msg_id", e.MsgID)
+	str("conn_id", e.ConnID)
+	str("remote_addr", e.RemoteAddr)
+	str("user", e.User)
+	if e.MailFrom != nil {
+		z = z.Str("mail_from", *e.MailFrom)
+	}
+	str("rcpt", e.Rcpt)
+	num("rcpt_count", int64(e.RcptCount))
+	str("domain", e.Domain)
+	num("size", e.Size)
+	str("mx", e.MX)
+	str("ip", e.IP)
+	num("port", int64(e.Port))
+	str("tls", e.TLS)
+	str("tls_cipher", e.TLSCipher)
+	if e.TLSVerified != nil {
+		z = z.Bool("tls_verified", *e.TLSVerified)
+	}
+	str("dkim", e.DKIM)
+	num("attempt", int64(e.Attempt))
+	str("status", e.Status)
+	num("smtp_code", int64(e.SMTPCode))
+	str("smtp_enh", e.SMTPEnh)
+	str("reply", e.Reply)
+	str("reason", e.Reason)
+	if e.DurationMS != 0 || e.Event == Delivery {
+		z = z.Int64("duration_ms", e.DurationMS)
+	}
+	if e.NextAttempt != nil {
+		z = z.Str("next_attempt", e.NextAttempt.UTC().Format(time.RFC3339))
+	}
+	str("dsn_id", e.DSNID)
+	str("actor", e.Actor)
+	return z
+}
