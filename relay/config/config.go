@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -230,17 +231,20 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := Parse(data)
+	c, err := parse(data, filepath.Dir(path))
 	if c != nil {
 		c.Path = path
-		c.resolvePaths(filepath.Dir(path))
 	}
 	return c, err
 }
 
 // Parse decodes and validates YAML bytes. On validation problems it returns
 // the config too (for tools that want to look at it) along with the error.
-func Parse(data []byte) (*Config, error) {
+func Parse(data []byte) (*Config, error) { return parse(data, ".") }
+
+// parse decodes data; relative file paths that do not exist relative to the
+// working directory are looked up relative to dir (the config file's).
+func parse(data []byte, dir string) (*Config, error) {
 	c := Default()
 	c.Dev = false
 	c.Submission.Listeners = nil
@@ -259,6 +263,7 @@ func Parse(data []byte) (*Config, error) {
 		c.Submission.Listeners = Default().Submission.Listeners
 	}
 	c.applyDerivedDefaults()
+	c.resolvePaths(dir)
 	return c, c.Validate()
 }
 
@@ -268,11 +273,25 @@ func yamlErrors(err error) error {
 	if errors.As(err, &te) {
 		errs := make([]error, 0, len(te.Errors))
 		for _, e := range te.Errors {
-			errs = append(errs, errors.New(strings.TrimPrefix(e, "yaml: ")))
+			e = strings.TrimPrefix(e, "yaml: ")
+			if m := unknownField.FindStringSubmatch(e); m != nil {
+				e = fmt.Sprintf("%sunknown key %q (no such setting in %s)", m[1], m[2], sectionName(m[3]))
+			}
+			errs = append(errs, errors.New(e))
 		}
 		return errors.Join(errs...)
 	}
 	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+var unknownField = regexp.MustCompile(`^(line \d+: )field (\S+) not found in type config\.(\w+)$`)
+
+// sectionName turns a Go type name from a yaml.v3 message into words.
+func sectionName(typ string) string {
+	if typ == "Config" {
+		return "the top level"
+	}
+	return "a " + typ + " section"
 }
 
 // resolvePaths makes relative file paths relative to the config file's directory

@@ -9,6 +9,12 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// typeErr reports a bad scalar as a yaml.TypeError so that the decoder
+// records it with its line and goes on to find the other problems.
+func typeErr(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
+}
+
 // Duration is a time.Duration written in YAML as a Go duration string ("90s", "48h").
 type Duration time.Duration
 
@@ -18,7 +24,7 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // UnmarshalYAML accepts Go duration strings; "0" and "" mean zero.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("expected a duration such as 90s or 48h")
+		return typeErr(n, "expected a duration such as 90s or 48h")
 	}
 	s := strings.TrimSpace(n.Value)
 	if s == "" || s == "0" {
@@ -27,10 +33,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("bad duration %q (use Go durations such as 90s, 5m, 48h)", n.Value)
+		return typeErr(n, "bad duration %q (use Go durations such as 90s, 5m, 48h)", n.Value)
 	}
 	if v < 0 {
-		return fmt.Errorf("bad duration %q: must not be negative", n.Value)
+		return typeErr(n, "bad duration %q: must not be negative", n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -73,11 +79,11 @@ func ParseSize(s string) (Size, error) {
 // UnmarshalYAML accepts sizes as numbers or strings with units.
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("expected a size such as 25MiB")
+		return typeErr(n, "expected a size such as 25MiB")
 	}
 	v, err := ParseSize(n.Value)
 	if err != nil {
-		return err
+		return typeErr(n, "%v", err)
 	}
 	*s = v
 	return nil
@@ -114,11 +120,11 @@ func ParseRate(s string) (Rate, error) {
 // UnmarshalYAML parses the rate string.
 func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("expected a rate such as 600/m")
+		return typeErr(n, "expected a rate such as 600/m")
 	}
 	v, err := ParseRate(n.Value)
 	if err != nil {
-		return err
+		return typeErr(n, "%v", err)
 	}
 	*r = v
 	return nil
