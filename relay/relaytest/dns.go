@@ -1,0 +1,191 @@
+// Package relaytest holds test-only helpers shared by jetrelay's packages:
+// a fake DNS server (FakeDNS), fake MX servers (FakeMX), a throwaway
+// certificate authority (NewCA), a loopback-only dialer and a test config.
+// Everything listens and dials on 127.0.0.0/8 only and is torn down with
+// the test (t.Cleanup).
+package relaytest
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// MXRecord is one MX record of a fake zone.
+type MXRecord struct {
+	Pref uint16
+	Host string // "." for a null MX (RFC 7505)
+}
+
+// Zone is the fake DNS data, keyed by lower-case names without the
+// trailing dot. A name that appears in no map answers NXDOMAIN; a name that
+// exists but has no record of the asked type answers NOERROR with no data.
+// Change it through its methods while the server runs.
+type Zone struct {
+	mu       sync.Mutex
+	MX       map[string][]MXRecord
+	A        map[string][]string
+	AAAA     map[string][]string
+	CNAME    map[string]string
+	TXT      map[string][]string
+	servFail map[string]bool
+	nxDomain map[string]bool
+	drop     map[string]bool
+	queries  map[string]int
+	// TTL of every answer (default 60s).
+	TTL uint32
+}
+
+// NewZone returns an empty zone.
+func NewZone() *Zone {
+	return &Zone{MX: map[string][]MXRecord{}, A: map[string][]string{}, AAAA: map[string][]string{},
+		CNAME: map[string]string{}, TXT: map[string][]string{}, servFail: map[string]bool{},
+		nxDomain: map[string]bool{}, drop: map[string]bool{}, queries: map[string]int{}, TTL: 60}
+}
+
+func key(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
+
+// AddMX adds an MX record for name.
+func (z *Zone) AddMX(name string, pref uint16, host string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.MX[key(name)] = append(z.MX[key(name)], MXRecord{Pref: pref, Host: host})
+}
+
+// AddA adds A (or AAAA, for IPv6 literals) records for name.
+func (z *Zone) AddA(name string, ips ...string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for _, ip := range ips {
+		if strings.Contains(ip, ":") {
+			z.AAAA[key(name)] = append(z.AAAA[key(name)], ip)
+		} else {
+			z.A[key(name)] = append(z.A[key(name)], ip)
+		}
+	}
+}
+
+// AddCNAME makes name an alias of target.
+func (z *Zone) AddCNAME(name, target string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.CNAME[key(name)] = key(target)
+}
+
+// SetServFail makes every query for name answer SERVFAIL (or stop doing so).
+func (z *Zone) SetServFail(name string, on bool) { z.set(z.servFail, name, on) }
+
+// SetNXDomain makes every query for name answer NXDOMAIN.
+func (z *Zone) SetNXDomain(name string, on bool) { z.set(z.nxDomain, name, on) }
+
+// SetDrop makes the server never answer queries for name (a timeout).
+func (z *Zone) SetDrop(name string, on bool) { z.set(z.drop, name, on) }
+
+// Queries returns how many queries of type qtype (dns.TypeMX, …) for name were answered or dropped.
+func (z *Zone) Queries(name string, qtype uint16) int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.queries[key(name)+"/"+dns.TypeToString[qtype]]
+}
+
+func (z *Zone) set(m map[string]bool, name string, on bool) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	m[key(name)] = on
+}
+
+func (z *Zone) exists(n string) bool {
+	return z.MX[n] != nil || z.A[n] != nil || z.AAAA[n] != nil || z.CNAME[n] != "" || z.TXT[n] != nil
+}
+
+// answer fills m for question q; false means "do not answer at all".
+func (z *Zone) answer(q dns.Question, m *dns.Msg) bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	name := key(q.Name)
+	z.queries[name+"/"+dns.TypeToString[q.Qtype]]++
+	switch {
+	case z.drop[name]:
+		return false
+	case z.servFail[name]:
+		m.Rcode = dns.RcodeServerFailure
+		return true
+	case z.nxDomain[name] || !z.exists(name):
+		m.Rcode = dns.RcodeNameError
+		return true
+	}
+	hdr := func(n string, t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: dns.Fqdn(n), Rrtype: t, Class: dns.ClassINET, Ttl: z.TTL}
+	}
+	for hops := 0; hops < 8 && z.CNAME[name] != "" && q.Qtype != dns.TypeCNAME; hops++ {
+		target := z.CNAME[name]
+		m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME), Target: dns.Fqdn(target)})
+		name = target
+	}
+	switch q.Qtype {
+	case dns.TypeMX:
+		for _, r := range z.MX[name] {
+			m.Answer = append(m.Answer, &dns.MX{Hdr: hdr(name, dns.TypeMX), Preference: r.Pref, Mx: dns.Fqdn(r.Host)})
+		}
+	case dns.TypeA:
+		for _, ip := range z.A[name] {
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr(name, dns.TypeA), A: net.ParseIP(ip).To4()})
+		}
+	case dns.TypeAAAA:
+		for _, ip := range z.AAAA[name] {
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr(name, dns.TypeAAAA), AAAA: net.ParseIP(ip)})
+		}
+	case dns.TypeCNAME:
+		if t := z.CNAME[name]; t != "" {
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME), Target: dns.Fqdn(t)})
+		}
+	case dns.TypeTXT:
+		for _, s := range z.TXT[name] {
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: []string{s}})
+		}
+	}
+	return true
+}
+
+// ServeDNS implements dns.Handler.
+func (z *Zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	if len(r.Question) != 1 || !z.answer(r.Question[0], m) {
+		return
+	}
+	_ = w.WriteMsg(m)
+}
+
+// FakeDNS serves zone over UDP and TCP on one random 127.0.0.1 port and
+// returns its "ip:port". The servers stop at test end.
+func FakeDNS(t testing.TB, zone *Zone) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("fake dns: %v", err)
+	}
+	addr := pc.LocalAddr().String()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		t.Fatalf("fake dns tcp on %s: %v", addr, err)
+	}
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: zone}, {Listener: ln, Handler: zone}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = srv.ActivateAndServe() }()
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("fake dns did not start")
+		}
+		t.Cleanup(func() { _ = srv.Shutdown() })
+	}
+	return addr
+}
