@@ -1,0 +1,57 @@
+// Package submit owns jetrelay's authenticated submission service: one
+// go-smtp server per configured listener, all sharing one Backend, and the
+// Session that turns a client's transaction into a durable queue entry.
+//
+// What it promises:
+//
+//   - Never an open relay. AUTH (PLAIN, LOGIN) is offered and accepted only
+//     inside TLS (STARTTLS or implicit TLS); MAIL without AUTH is refused with
+//     530 5.7.0. Passwords are checked against bcrypt hashes; unknown users
+//     cost the same bcrypt work as known ones. Repeated bad credentials from
+//     one address (an IPv4 address or an IPv6 /64) are slowed by a growing,
+//     capped delay and then refused for submission.auth_failures.ban: 454 4.7.0
+//     at AUTH, 421 4.7.0 at connect. The tracking map is bounded.
+//   - Sender policy. MAIL FROM and every address in the header From: must be
+//     covered by the user's allowed_from (domains and exact addresses,
+//     case-insensitive; a domain does not cover its subdomains; "*" covers
+//     every sender). The null reverse-path (MAIL FROM:<>) is refused with
+//     553 5.7.1 unless allowed_from contains "*": applications have no
+//     business sending bounces, and a null sender disables every later bounce.
+//   - Acknowledge only what is stored. 250 2.0.0 "OK: queued as <ID>" is sent
+//     only after queue.Enqueue returned nil for the whole message (one entry per
+//     recipient domain); a failure answers 451 4.3.0 and a deadline 451 4.4.5,
+//     and nothing is acknowledged.
+//   - Hostile input is bounded. Every go-smtp limit is set (size, recipients,
+//     line length, read/write timeouts), plus what go-smtp leaves to us:
+//     max_connections and max_connections_per_ip (421 4.7.0 at connect),
+//     timeouts.session (whole connection), timeouts.data (whole DATA or BDAT
+//     transfer), max_idle_commands (commands outside a transaction, then
+//     421 4.7.0 and close), a header-section bound, address and EHLO syntax
+//     checks. A failed STARTTLS handshake closes the connection instead of
+//     carrying on in plaintext.
+//   - Message hygiene (RFC 5321 §4.1.4, RFC 6409 §8). Only CRLF.CRLF ends DATA
+//     (go-smtp's reader); bare CR or LF is rewritten to CRLF, or refused with
+//     550 5.6.0 when bare_newlines is "reject"; NUL is refused with 550 5.6.0.
+//     A Received: field is prepended (RFC 5321 §4.4, with TLS version, cipher,
+//     authenticated user and queue id), Message-ID: and Date: are added when
+//     missing, then the Signer (if any) prepends DKIM-Signature.
+//   - One error boundary. Every Session method returns through
+//     session.reply: an *smtp.SMTPError passes unchanged (and is logged as an
+//     event=rejected line), a deadline becomes 451 4.4.5, anything else
+//     451 4.3.0 "internal error, try again (id=…)" plus a full error log line.
+//     Internal text never reaches the client. Reply codes live in codes.go.
+//
+// Known limits of go-smtp v0.25.1 this package works around or accepts:
+// go-smtp answers "SIZE=" over the limit at MAIL and RCPT past
+// max_recipients itself, before any Session hook, so those two refusals
+// are not event=rejected lines; and its DATA reader refuses a message of
+// exactly max_message_bytes (the largest accepted by DATA is one byte
+// less; BDAT accepts exactly the limit). Commands go-smtp answers itself
+// (NOOP, VRFY, HELP, RSET, EHLO) are counted through the connection's
+// read deadlines, which go-smtp sets once per command line.
+//
+// Reload swaps users, allowed_from, rates and the connection, idle-command,
+// auth-failure, header, bare-newline and session/data timeout settings at
+// once; listeners, certificates, max_message_bytes, max_recipients,
+// max_line_length and timeouts.idle are fixed at Start and need a restart.
+package submit

@@ -1,0 +1,90 @@
+package submit
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jetrelay/jetrelay/relay/config"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
+)
+
+// policy is one immutable snapshot of everything Reload may change. Sessions
+// load the current snapshot per command; a reload never disturbs a command
+// in progress.
+type policy struct {
+	cfg   *config.Config
+	sub   config.Submission
+	users map[string]*userPolicy
+}
+
+// userPolicy is one submission user, parsed.
+type userPolicy struct {
+	name    string
+	hash    []byte
+	anyFrom bool
+	domains map[string]bool
+	addrs   map[string]bool
+	rate    config.Rate
+	limiter *rate.Limiter // nil = unlimited
+}
+
+// newPolicy parses cfg's users. Rate limiters of users whose rate did not
+// change are carried over from prev, so a reload neither refills nor
+// drains anyone's bucket.
+func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
+	p := &policy{cfg: cfg, sub: cfg.Submission, users: make(map[string]*userPolicy, len(cfg.Submission.Users))}
+	var errs []error
+	for i, u := range cfg.Submission.Users {
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			errs = append(errs, fmt.Errorf("submission.users[%d] (%s): password_hash is not a bcrypt hash: %v", i, u.Name, err))
+			continue
+		}
+		up := &userPolicy{name: u.Name, hash: []byte(u.PasswordHash), rate: u.Rate,
+			domains: map[string]bool{}, addrs: map[string]bool{}}
+		for _, a := range u.AllowedFrom {
+			a = strings.ToLower(strings.TrimSpace(a))
+			switch {
+			case a == "*":
+				up.anyFrom = true
+			case strings.Contains(a, "@"):
+				up.addrs[a] = true
+			default:
+				up.domains[strings.TrimPrefix(a, "@")] = true
+			}
+		}
+		if !u.Rate.Unlimited() {
+			if old := prev.user(u.Name); old != nil && old.limiter != nil && old.rate.Count == u.Rate.Count && old.rate.Per == u.Rate.Per {
+				up.limiter = old.limiter
+			} else {
+				// A token bucket: Count tokens, refilled at Count per Per.
+				up.limiter = rate.NewLimiter(rate.Limit(float64(u.Rate.Count)/u.Rate.Per.Seconds()), u.Rate.Count)
+			}
+		}
+		p.users[u.Name] = up
+	}
+	return p, errors.Join(errs...)
+}
+
+func (p *policy) user(name string) *userPolicy {
+	if p == nil {
+		return nil
+	}
+	return p.users[name]
+}
+
+// allows reports whether the user may use addr (already checked syntax) as
+// sender: "*", the exact address, or its domain, all case-insensitive.
+// A listed domain does not cover its subdomains.
+func (u *userPolicy) allows(addr string) bool {
+	if u.anyFrom {
+		return true
+	}
+	addr = strings.ToLower(addr)
+	if u.addrs[addr] {
+		return true
+	}
+	at := strings.LastIndexByte(addr, '@')
+	return at >= 0 && u.domains[addr[at+1:]]
+}

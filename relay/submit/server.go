@@ -1,0 +1,308 @@
+package submit
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Enqueuer stores a message durably; *queue.Queue implements it. Enqueue
+// returns nil only when every part of m is acknowledged by the store, and on
+// error leaves nothing of m deliverable.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, m *queue.Message) error
+}
+
+// Signer DKIM-signs at submission (implemented by package dkim). Sign
+// returns the DKIM-Signature header field(s) to prepend, CRLF-terminated,
+// and a short result for the accept log line ("none" when no key covers the
+// From domain, else e.g. "example.com:s1"). An error refuses the message
+// with 451 4.3.0: jetrelay never queues mail it was meant to sign unsigned.
+type Signer interface {
+	Sign(msg []byte) (sigs []byte, result string, err error)
+}
+
+// Suppressor is the suppression list (implemented by relay/bounce).
+// Suppressed reports whether addr is suppressed and since when; an error
+// answers that RCPT with 451 4.3.0.
+type Suppressor interface {
+	Suppressed(ctx context.Context, addr string) (since time.Time, ok bool, err error)
+}
+
+// Options are the submission server's dependencies. Signer and Suppressor
+// may be nil; everything else is required.
+type Options struct {
+	Config     *config.Config
+	Queue      Enqueuer
+	Signer     Signer
+	Suppressor Suppressor
+	Events     *events.Emitter
+	Logger     zerolog.Logger
+	TLS        *tls.Config
+}
+
+const (
+	// storeTimeout bounds signing plus enqueueing one message.
+	storeTimeout = time.Minute
+	// suppressTimeout bounds one suppression-list lookup.
+	suppressTimeout = 10 * time.Second
+	// maxWriteTimeout bounds writing one reply.
+	maxWriteTimeout = 2 * time.Minute
+	// maxRefusing bounds goroutines busy telling refused clients why.
+	maxRefusing = 64
+)
+
+// Server is the submission service: one go-smtp server per listener.
+type Server struct {
+	static    *config.Config // listeners and go-smtp limits, fixed at New
+	hostname  string
+	queue     Enqueuer
+	signer    Signer
+	suppress  Suppressor
+	events    *events.Emitter
+	log       zerolog.Logger
+	tlsConf   *tls.Config
+	pol       atomic.Pointer[policy]
+	fails     *authFailures
+	conns     *connTracker
+	dummyHash []byte
+	bcryptSem chan struct{}
+	refusing  chan struct{}
+
+	mu        sync.Mutex
+	servers   []*smtp.Server
+	listeners []net.Listener
+	started   bool
+	serving   sync.WaitGroup
+	bg        sync.WaitGroup
+}
+
+// New checks the options and parses the user policy; it binds nothing.
+func New(o Options) (*Server, error) {
+	switch {
+	case o.Config == nil:
+		return nil, errors.New("submit: Options.Config is required")
+	case o.Queue == nil:
+		return nil, errors.New("submit: Options.Queue is required")
+	case o.Events == nil:
+		return nil, errors.New("submit: Options.Events is required")
+	case o.TLS == nil:
+		return nil, errors.New("submit: Options.TLS is required (AUTH is only accepted inside TLS)")
+	}
+	pol, err := newPolicy(o.Config, nil)
+	if err != nil {
+		return nil, err
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte(randomHex(16)), bcrypt.DefaultCost)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		static: o.Config, hostname: o.Config.Hostname, queue: o.Queue, signer: o.Signer, suppress: o.Suppressor,
+		events: o.Events, log: o.Logger, tlsConf: o.TLS, fails: newAuthFailures(), conns: newConnTracker(),
+		dummyHash: dummy, bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
+		refusing: make(chan struct{}, maxRefusing),
+	}
+	s.pol.Store(pol)
+	return s, nil
+}
+
+func (s *Server) policy() *policy { return s.pol.Load() }
+
+// Reload swaps users, allowed_from, rates and the dynamic limits at once;
+// connections keep running and see the new policy at their next command.
+// Settings fixed at Start are logged when they differ, not applied.
+func (s *Server) Reload(cfg *config.Config) error {
+	if cfg == nil {
+		return errors.New("submit: nil config")
+	}
+	pol, err := newPolicy(cfg, s.policy())
+	if err != nil {
+		return err
+	}
+	if fixed := fixedChanges(s.static, cfg); len(fixed) > 0 {
+		s.log.Warn().Str("event", "reload").Strs("restart_needed", fixed).
+			Msg("these submission settings take effect only after a restart")
+	}
+	s.pol.Store(pol)
+	return nil
+}
+
+func fixedChanges(old, cfg *config.Config) []string {
+	var out []string
+	o, n := old.Submission, cfg.Submission
+	check := func(name string, changed bool) {
+		if changed {
+			out = append(out, name)
+		}
+	}
+	check("hostname", old.Hostname != cfg.Hostname)
+	check("submission.listeners", fmt.Sprint(o.Listeners) != fmt.Sprint(n.Listeners))
+	check("submission.tls", o.TLS != n.TLS)
+	check("submission.max_message_bytes", o.MaxMessageBytes != n.MaxMessageBytes)
+	check("submission.max_recipients", o.MaxRecipients != n.MaxRecipients)
+	check("submission.max_line_length", o.MaxLineLength != n.MaxLineLength)
+	check("submission.timeouts.idle", o.Timeouts.Idle != n.Timeouts.Idle)
+	return out
+}
+
+// Start binds every submission.listeners entry, in order, and serves each
+// in its own goroutine. If one address cannot be bound, none stays bound and
+// the error names the address and what to do.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("submit: already started")
+	}
+	var bound []net.Listener
+	for _, l := range s.static.Submission.Listeners {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			for _, b := range bound {
+				_ = b.Close()
+			}
+			return bindError(l.Addr, err)
+		}
+		bound = append(bound, &listener{Listener: ln, srv: s, implicit: l.TLS == "implicit"})
+	}
+	s.started = true
+	for _, ln := range bound {
+		srv := s.newSMTPServer()
+		s.servers = append(s.servers, srv)
+		s.listeners = append(s.listeners, ln)
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error().Err(err).Str("event", "listener_stopped").Str("addr", ln.Addr().String()).Msg("submission listener stopped")
+			}
+		}()
+	}
+	return nil
+}
+
+// bindError explains a failed bind in one line.
+func bindError(addr string, err error) error {
+	_, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
+	switch {
+	case (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)) && port > 0 && port < 1024:
+		return fmt.Errorf("submission listener %s: permission denied: ports below 1024 need root, or "+
+			"CAP_NET_BIND_SERVICE (sudo setcap cap_net_bind_service=+ep /path/to/jetrelay), "+
+			"or use ports >= 1024 in submission.listeners", addr)
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("submission listener %s: address already in use: stop the other process or choose another port in submission.listeners", addr)
+	}
+	return fmt.Errorf("submission listener %s: %w", addr, err)
+}
+
+func (s *Server) newSMTPServer() *smtp.Server {
+	sub := s.static.Submission
+	srv := smtp.NewServer(&backend{srv: s})
+	srv.Domain = s.hostname
+	srv.TLSConfig = s.tlsConf
+	srv.AllowInsecureAuth = false
+	srv.MaxMessageBytes = int64(sub.MaxMessageBytes)
+	srv.MaxRecipients = sub.MaxRecipients
+	srv.MaxLineLength = sub.MaxLineLength
+	srv.ReadTimeout = sub.Timeouts.Idle.D()
+	srv.WriteTimeout = min(sub.Timeouts.Idle.D(), maxWriteTimeout)
+	srv.EnableSMTPUTF8 = true
+	srv.EnableREQUIRETLS = true
+	srv.EnableDSN = true
+	srv.EnableBINARYMIME = false // bodies are line-normalised; binary would be corrupted
+	srv.ErrorLog = smtpLogger{log: s.log}
+	return srv
+}
+
+// Addrs returns the bound addresses in listener order (after Start).
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// Shutdown stops accepting, lets transfers in progress finish, ends idle
+// sessions, and waits until every connection is gone or ctx ends; then it
+// closes whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers, listeners := s.servers, s.listeners
+	s.mu.Unlock()
+	for _, l := range listeners {
+		_ = l.Close()
+	}
+	s.conns.drainAll()
+	errs := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errs <- srv.Shutdown(ctx) }()
+	}
+	var err error
+	for range servers {
+		if e := <-errs; e != nil && !errors.Is(e, net.ErrClosed) && !errors.Is(e, smtp.ErrServerClosed) {
+			err = e
+		}
+	}
+	if err != nil {
+		for _, srv := range servers {
+			_ = srv.Close()
+		}
+	}
+	s.serving.Wait()
+	s.bg.Wait()
+	return err
+}
+
+// emit logs and publishes an event.
+func (s *Server) emit(e *events.Event) { s.events.Emit(e) }
+
+func (s *Server) isBanned(key string) bool {
+	_, ok := s.fails.banned(key, time.Now())
+	return ok
+}
+
+// smtpLogger routes go-smtp's own messages (connection errors, panics) to zerolog.
+type smtpLogger struct{ log zerolog.Logger }
+
+func (l smtpLogger) Printf(format string, v ...any) { l.write(fmt.Sprintf(format, v...)) }
+func (l smtpLogger) Println(v ...any)               { l.write(fmt.Sprintln(v...)) }
+
+func (l smtpLogger) write(msg string) {
+	msg = strings.TrimSpace(msg)
+	if strings.Contains(msg, "panic") {
+		l.log.Error().Str("event", "smtp_panic").Msg(msg)
+		return
+	}
+	l.log.Debug().Str("event", "smtp_conn_error").Msg(msg)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

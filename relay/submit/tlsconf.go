@@ -1,0 +1,160 @@
+package submit
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/jetrelay/jetrelay/relay/config"
+)
+
+// Generated certificate files under data_dir.
+const (
+	tlsDir       = "tls"
+	certFileName = "cert.pem"
+	keyFileName  = "key.pem"
+	certLifetime = 10 * 365 * 24 * time.Hour
+	// certRenewBefore regenerates a generated certificate this close to expiry.
+	certRenewBefore = 30 * 24 * time.Hour
+)
+
+// LoadOrCreateTLS returns the submission TLS configuration: the
+// submission.tls cert and key, or else a self-signed ECDSA P-256
+// certificate for cfg.Hostname, localhost, 127.0.0.1 and ::1, generated once
+// under data_dir/tls (key mode 0600) and reused. A generated certificate is
+// replaced when it no longer names cfg.Hostname or is about to expire.
+// TLS 1.2 is the minimum (RFC 8996, RFC 9325 §3.1.1).
+func LoadOrCreateTLS(cfg *config.Config) (*tls.Config, error) {
+	certFile, keyFile := cfg.Submission.TLS.Cert, cfg.Submission.TLS.Key
+	if certFile == "" {
+		dir := filepath.Join(cfg.DataDir, tlsDir)
+		certFile, keyFile = filepath.Join(dir, certFileName), filepath.Join(dir, keyFileName)
+		if err := ensureSelfSigned(dir, certFile, keyFile, cfg.Hostname); err != nil {
+			return nil, fmt.Errorf("submission TLS certificate under %s: %w", dir, err)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("submission.tls: load %s and %s: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+func ensureSelfSigned(dir, certFile, keyFile, host string) error {
+	if ok, err := usableCert(certFile, keyFile, host); err != nil {
+		return err
+	} else if ok {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	certPEM, keyPEM, err := selfSigned(host, time.Now())
+	if err != nil {
+		return err
+	}
+	// Key first, both via rename, so a crash never leaves a cert without its key.
+	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certFile, certPEM, 0o644)
+}
+
+// usableCert reports whether a previously generated pair exists, matches,
+// names host and is not about to expire.
+func usableCert(certFile, keyFile, host string) (bool, error) {
+	_, errC := os.Stat(certFile)
+	_, errK := os.Stat(keyFile)
+	if errors.Is(errC, os.ErrNotExist) || errors.Is(errK, os.ErrNotExist) {
+		return false, nil
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return false, nil // unreadable or mismatched: generate a new pair
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return false, nil
+	}
+	if time.Until(leaf.NotAfter) < certRenewBefore {
+		return false, nil
+	}
+	return leaf.VerifyHostname(host) == nil, nil
+}
+
+func selfSigned(host string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	names := []string{"localhost"}
+	if host != "" && net.ParseIP(host) == nil && !slices.Contains(names, host) {
+		names = append([]string{host}, names...)
+	}
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
+	if ip := net.ParseIP(host); ip != nil {
+		ips = append(ips, ip)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"jetrelay self-signed"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(certLifetime),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              names,
+		IPAddresses:           ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
