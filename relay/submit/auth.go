@@ -106,8 +106,9 @@ func (s *session) authenticate(user, pass string) error {
 	if s.srv.isBanned(s.key) {
 		return errAuthBanned
 	}
-	u := s.srv.policy().user(user)
-	hash := s.srv.dummyHash
+	pol := s.srv.policy()
+	u := pol.user(user)
+	hash := pol.dummyHash
 	if u != nil {
 		hash = u.hash
 	}
@@ -121,7 +122,7 @@ func (s *session) authenticate(user, pass string) error {
 		s.log.Debug().Str("event", "auth").Str("user", u.name).Msg("authenticated")
 		return nil
 	}
-	cfg := s.srv.policy().sub.AuthFailures
+	cfg := pol.sub.AuthFailures
 	delay, banned := s.srv.fails.fail(s.key, cfg, now)
 	if banned {
 		s.srv.emit(&events.Event{Event: events.Rejected, ConnID: s.id, RemoteAddr: s.remote, IP: s.ip,

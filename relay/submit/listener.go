@@ -43,10 +43,8 @@ func (s *Server) admit(raw net.Conn, implicit bool) net.Conn {
 	if s.isBanned(key) {
 		line, reason = lineBanned, "client banned after repeated authentication failures"
 	} else if r := s.conns.add(key, sub.MaxConnections, sub.MaxConnectionsPerIP); r != "" {
-		line, reason = r, "connection limit"
-		if r == lineTooManyFromIP {
-			reason = "per-client connection limit"
-		}
+		line, reason = r, map[string]string{lineTooManyConns: "max_connections reached",
+			lineTooManyFromIP: "max_connections_per_ip reached", lineShutdown: "shutting down"}[r]
 	}
 	if line != "" {
 		s.refuse(raw, implicit, line, reason)

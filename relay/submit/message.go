@@ -196,7 +196,7 @@ func received(s stamp) string {
 	b.WriteString("Received: from " + sanitize(s.Helo, 255) + " (" + ipLiteral(s.IP) + ")\r\n")
 	b.WriteString("\tby " + s.Host + " (jetrelay) with " + proto + "\r\n")
 	if s.TLS != nil {
-		b.WriteString("\t(" + tls.VersionName(s.TLS.Version) + " cipher=" + tls.CipherSuiteName(s.TLS.CipherSuite) + ")\r\n")
+		b.WriteString("\t(version=" + tlsVersionName(s.TLS.Version) + " cipher=" + tls.CipherSuiteName(s.TLS.CipherSuite) + ")\r\n")
 	}
 	b.WriteString("\t(authenticated user " + sanitize(s.User, 64) + ")\r\n")
 	b.WriteString("\tid " + s.ID)
@@ -215,4 +215,5 @@ func ipLiteral(ip string) string {
 	return "[" + ip + "]"
 }
 
-func tlsVersionName(v uint16) string { return tls.VersionName(v) }
+// tlsVersionName is "TLS1.3" and the like (no space: log fields, comments).
+func tlsVersionName(v uint16) string { return strings.ReplaceAll(tls.VersionName(v), " ", "") }

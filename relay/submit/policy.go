@@ -17,6 +17,9 @@ type policy struct {
 	cfg   *config.Config
 	sub   config.Submission
 	users map[string]*userPolicy
+	// dummyHash is checked for unknown users, at the highest cost among the
+	// configured hashes, so that timing does not reveal which names exist.
+	dummyHash []byte
 }
 
 // userPolicy is one submission user, parsed.
@@ -36,11 +39,14 @@ type userPolicy struct {
 func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
 	p := &policy{cfg: cfg, sub: cfg.Submission, users: make(map[string]*userPolicy, len(cfg.Submission.Users))}
 	var errs []error
+	cost := bcrypt.MinCost
 	for i, u := range cfg.Submission.Users {
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		c, err := bcrypt.Cost([]byte(u.PasswordHash))
+		if err != nil {
 			errs = append(errs, fmt.Errorf("submission.users[%d] (%s): password_hash is not a bcrypt hash: %v", i, u.Name, err))
 			continue
 		}
+		cost = max(cost, c)
 		up := &userPolicy{name: u.Name, hash: []byte(u.PasswordHash), rate: u.Rate,
 			domains: map[string]bool{}, addrs: map[string]bool{}}
 		for _, a := range u.AllowedFrom {
@@ -64,7 +70,19 @@ func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
 		}
 		p.users[u.Name] = up
 	}
-	return p, errors.Join(errs...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(cfg.Submission.Users) == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	if prev != nil && prev.dummyCost() == cost {
+		p.dummyHash = prev.dummyHash
+		return p, nil
+	}
+	var err error
+	p.dummyHash, err = bcrypt.GenerateFromPassword([]byte(randomHex(16)), cost)
+	return p, err
 }
 
 func (p *policy) user(name string) *userPolicy {
@@ -87,4 +105,9 @@ func (u *userPolicy) allows(addr string) bool {
 	}
 	at := strings.LastIndexByte(addr, '@')
 	return at >= 0 && u.domains[addr[at+1:]]
+}
+
+func (p *policy) dummyCost() int {
+	c, _ := bcrypt.Cost(p.dummyHash)
+	return c
 }

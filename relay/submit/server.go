@@ -21,7 +21,6 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/rs/zerolog"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Enqueuer stores a message durably; *queue.Queue implements it. Enqueue
@@ -83,7 +82,6 @@ type Server struct {
 	pol       atomic.Pointer[policy]
 	fails     *authFailures
 	conns     *connTracker
-	dummyHash []byte
 	bcryptSem chan struct{}
 	refusing  chan struct{}
 
@@ -111,14 +109,10 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dummy, err := bcrypt.GenerateFromPassword([]byte(randomHex(16)), bcrypt.DefaultCost)
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{
 		static: o.Config, hostname: o.Config.Hostname, queue: o.Queue, signer: o.Signer, suppress: o.Suppressor,
 		events: o.Events, log: o.Logger, tlsConf: o.TLS, fails: newAuthFailures(), conns: newConnTracker(),
-		dummyHash: dummy, bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
+		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing: make(chan struct{}, maxRefusing),
 	}
 	s.pol.Store(pol)
