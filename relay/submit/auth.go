@@ -88,7 +88,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case s.srv.isBanned(s.key):
 		return nil, s.reply("AUTH", errAuthBanned, rejectInfo{ip: true})
 	}
-	check := func(user, pass string) error { return s.reply("AUTH", s.authenticate(user, pass), rejectInfo{ip: true}) }
+	check := func(user, pass string) error {
+		return s.reply("AUTH", s.authenticate(user, pass), rejectInfo{ip: true})
+	}
 	switch mech {
 	case mechPlain:
 		return &plainServer{check: check}, nil

@@ -113,7 +113,7 @@ func New(o Options) (*Server, error) {
 		static: o.Config, hostname: o.Config.Hostname, queue: o.Queue, signer: o.Signer, suppress: o.Suppressor,
 		events: o.Events, log: o.Logger, tlsConf: o.TLS, fails: newAuthFailures(), conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
-		refusing: make(chan struct{}, maxRefusing),
+		refusing:  make(chan struct{}, maxRefusing),
 	}
 	s.pol.Store(pol)
 	return s, nil
