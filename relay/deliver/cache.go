@@ -1,0 +1,143 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Cache bounds.
+const (
+	cacheMinTTL      = 5 * time.Second
+	cacheMaxTTL      = time.Hour
+	cacheNegativeTTL = time.Minute
+	cacheTempFailTTL = 2 * time.Second
+	cacheMaxEntries  = 50000
+)
+
+// cachingResolver caches another Resolver's answers for their TTL (clamped),
+// NXDOMAIN for a minute and temporary failures for two seconds, and runs one
+// query per name at a time however many workers ask (no DNS per message).
+type cachingResolver struct {
+	r   Resolver
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]*cacheEntry
+}
+
+type cacheEntry struct {
+	ready chan struct{} // closed when the answer is in
+	mx    []MX
+	addrs HostAddrs
+	err   error
+	exp   time.Time
+}
+
+func newCachingResolver(r Resolver) *cachingResolver {
+	return &cachingResolver{r: r, now: time.Now, m: map[string]*cacheEntry{}}
+}
+
+func (c *cachingResolver) LookupMX(ctx context.Context, domain string) ([]MX, time.Duration, error) {
+	e, err := c.get(ctx, "mx:"+domain, func(ctx context.Context, ce *cacheEntry) (time.Duration, error) {
+		mx, ttl, err := c.r.LookupMX(ctx, domain)
+		ce.mx = mx
+		return ttl, err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return e.mx, time.Until(e.exp), e.err
+}
+
+func (c *cachingResolver) LookupIP(ctx context.Context, host string) (HostAddrs, error) {
+	e, err := c.get(ctx, "ip:"+host, func(ctx context.Context, ce *cacheEntry) (time.Duration, error) {
+		a, err := c.r.LookupIP(ctx, host)
+		ce.addrs = a
+		return a.TTL, err
+	})
+	if err != nil {
+		return HostAddrs{}, err
+	}
+	return e.addrs, e.err
+}
+
+// get returns a fresh entry for key, fetching it (once) when missing or
+// expired. The returned error is only the caller's context ending.
+func (c *cachingResolver) get(ctx context.Context, key string,
+	fetch func(context.Context, *cacheEntry) (time.Duration, error)) (*cacheEntry, error) {
+	c.mu.Lock()
+	e := c.m[key]
+	if e != nil && !isReady(e) {
+		c.mu.Unlock()
+		return c.wait(ctx, e)
+	}
+	if e != nil && c.now().Before(e.exp) {
+		c.mu.Unlock()
+		return e, nil
+	}
+	e = &cacheEntry{ready: make(chan struct{})}
+	if len(c.m) >= cacheMaxEntries {
+		c.sweepLocked()
+	}
+	c.m[key] = e
+	c.mu.Unlock()
+
+	// The lookup is shared: it must not die with the first asker's context.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	ttl, err := fetch(lctx, e)
+	cancel()
+	e.err = err
+	e.exp = c.now().Add(clampTTL(ttl, err))
+	close(e.ready)
+	return e, nil
+}
+
+func (c *cachingResolver) wait(ctx context.Context, e *cacheEntry) (*cacheEntry, error) {
+	select {
+	case <-e.ready:
+		return e, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func isReady(e *cacheEntry) bool {
+	select {
+	case <-e.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+func clampTTL(ttl time.Duration, err error) time.Duration {
+	var de *DNSError
+	switch {
+	case errors.As(err, &de) && de.Kind == DNSNotFound:
+		return cacheNegativeTTL
+	case err != nil:
+		return cacheTempFailTTL
+	case ttl < cacheMinTTL:
+		return cacheMinTTL
+	case ttl > cacheMaxTTL:
+		return cacheMaxTTL
+	}
+	return ttl
+}
+
+func (c *cachingResolver) sweepLocked() {
+	now := c.now()
+	for k, e := range c.m {
+		if isReady(e) && now.After(e.exp) {
+			delete(c.m, k)
+		}
+	}
+	if len(c.m) >= cacheMaxEntries { // all fresh: drop everything ready
+		for k, e := range c.m {
+			if isReady(e) {
+				delete(c.m, k)
+			}
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package deliver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Reply is an SMTP verdict: one a remote server sent, or one jetrelay made
+// up for a failure that produced no reply (DNS, TCP, TLS, policy). Code is
+// the RFC 5321 §4.2 reply code, Enh the RFC 3463 enhanced status code.
+type Reply struct {
+	Code int
+	Enh  string
+	Text string
+}
+
+// Temporary reports a 4xx reply (retried).
+func (r Reply) Temporary() bool { return r.Code/100 == 4 }
+
+// Permanent reports a 5xx reply (failed for good).
+func (r Reply) Permanent() bool { return r.Code/100 == 5 }
+
+// OK reports a 2xx reply.
+func (r Reply) OK() bool { return r.Code/100 == 2 }
+
+func (r Reply) String() string {
+	if r.Enh == "" {
+		return strconv.Itoa(r.Code) + " " + r.Text
+	}
+	return strconv.Itoa(r.Code) + " " + r.Enh + " " + r.Text
+}
+
+// Verdict is a classified failure: the reply to record and whether the
+// failure is about the host or connection (so the next address or MX is
+// tried in the same attempt) rather than about the message or recipient.
+type Verdict struct {
+	Reply
+	NextHost bool
+}
+
+// Error is a failure jetrelay detected itself, already classified.
+type Error struct {
+	Verdict
+	Err error // underlying cause, if any
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Reply.String() + ": " + e.Err.Error()
+	}
+	return e.Reply.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Codes jetrelay uses for failures without a remote reply (RFC 3463,
+// RFC 5248 registry). The basic code follows the enhanced code's class.
+var (
+	replyNullMX       = Reply{556, "5.1.10", "recipient domain has a null MX (RFC 7505): it accepts no mail"}
+	replyNXDomain     = Reply{550, "5.1.2", "recipient domain does not exist (NXDOMAIN)"}
+	replyNoAddress    = Reply{550, "5.4.4", "recipient domain has neither MX nor address records"}
+	replyDNSTemp      = Reply{451, "4.4.3", "DNS lookup failed temporarily"}
+	replyNoUsableMX   = Reply{451, "4.4.4", "no usable MX host (all invalid or without addresses)"}
+	replyConnRefused  = Reply{451, "4.4.1", "connection refused"}
+	replyNoAnswer     = Reply{451, "4.4.1", "no answer from host"}
+	replyConnLost     = Reply{451, "4.4.2", "connection lost"}
+	replyTimeout      = Reply{451, "4.4.2", "timed out"}
+	replyTLSFailed    = Reply{451, "4.7.5", "TLS handshake or certificate check failed"}
+	replyTLSMissing   = Reply{451, "4.7.4", "TLS is required but the server does not offer STARTTLS"}
+	replyAuthFailed   = Reply{451, "4.7.8", "authentication to the smarthost failed"}
+	replyRequireTLS   = Reply{554, "5.7.10", "REQUIRETLS: no MX offers REQUIRETLS over verified TLS (RFC 8689)"}
+	replySMTPUTF8     = Reply{553, "5.6.7", "message needs SMTPUTF8 but the server does not offer it (RFC 6531)"}
+	replyNo8Bit       = Reply{554, "5.6.3", "8-bit message cannot be converted to 7 bits for a server without 8BITMIME"}
+	replyTooBig       = Reply{552, "5.3.4", "message exceeds the server's SIZE limit"}
+	replyLocal        = Reply{451, "4.3.0", "local error"}
+	replyShutdown     = Reply{451, "4.3.2", "delivery interrupted by shutdown"}
+	replyBusy         = Reply{451, "4.4.5", "destination busy; deferred without connecting"}
+	replyUnreachable  = Reply{451, "4.4.1", "destination unreachable; deferred without connecting"}
+	replyExpired      = Reply{554, "5.4.7", "delivery time expired"}
+	replyBadRecipient = Reply{553, "5.1.3", "bad recipient address"}
+)
+
+func newError(r Reply, nextHost bool, cause error) *Error {
+	return &Error{Verdict: Verdict{Reply: r, NextHost: nextHost}, Err: cause}
+}
+
+// Classify maps any delivery error to a verdict (nil → 250 2.0.0):
+//   - a remote *smtp.SMTPError keeps its code and whole (multiline) text; its
+//     enhanced code is made consistent with the basic code's class; 421 is a
+//     closing connection (RFC 5321 §3.8): next host;
+//   - DNS: NXDOMAIN permanent 5.1.2, null MX permanent 5.1.10, SERVFAIL and
+//     timeouts temporary 4.4.3;
+//   - TCP: refused 4.4.1, reset/EOF 4.4.2, timeouts 4.4.2: next host;
+//   - TLS handshake and certificate failures 4.7.5: next host;
+//   - anything else: temporary 4.3.0, next host.
+func Classify(err error) Verdict {
+	if err == nil {
+		return Verdict{Reply: Reply{250, "2.0.0", "OK"}}
+	}
+	var de *Error
+	if errors.As(err, &de) {
+		return de.Verdict
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return Verdict{Reply: smtpReply(se), NextHost: se.Code == 421}
+	}
+	var dnsErr *DNSError
+	if errors.As(err, &dnsErr) {
+		return Verdict{Reply: withCause(dnsErr.reply(), dnsErr.Error())}
+	}
+	if errors.Is(err, context.Canceled) {
+		return Verdict{Reply: replyShutdown}
+	}
+	r, ok := transportReply(err)
+	if !ok {
+		r = replyLocal
+	}
+	return Verdict{Reply: withCause(r, err.Error()), NextHost: true}
+}
+
+// transportReply classifies TCP and TLS failures.
+func transportReply(err error) (Reply, bool) {
+	var (
+		cve *tls.CertificateVerificationError
+		ua  x509.UnknownAuthorityError
+		he  x509.HostnameError
+		ci  x509.CertificateInvalidError
+		rhe tls.RecordHeaderError
+		ae  tls.AlertError
+		ne  net.Error
+	)
+	switch {
+	case errors.As(err, &cve), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci),
+		errors.As(err, &rhe), errors.As(err, &ae):
+		return replyTLSFailed, true
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return replyConnRefused, true
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return replyTimeout, true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return replyConnLost, true
+	case strings.Contains(err.Error(), "tls: "):
+		return replyTLSFailed, true
+	}
+	return Reply{}, false
+}
+
+// smtpReply turns a go-smtp error into a Reply, keeping multiline text
+// whole and the enhanced code's class equal to the basic code's (RFC 3463 §2).
+func smtpReply(se *smtp.SMTPError) Reply {
+	r := Reply{Code: se.Code, Text: se.Message}
+	class := se.Code / 100
+	ec := se.EnhancedCode
+	switch {
+	case ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode || ec[0] < 2 || ec[0] > 5:
+		if class == 2 || class == 4 || class == 5 {
+			r.Enh = fmt.Sprintf("%d.0.0", class)
+		}
+	default:
+		if ec[0] != class && (class == 4 || class == 5) {
+			ec[0] = class
+		}
+		r.Enh = fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
+	}
+	if class != 2 && class != 4 && class != 5 {
+		// A reply outside the expected classes (e.g. 354 where 250 was
+		// due) is a protocol error: retry later.
+		r = Reply{Code: 451, Enh: "4.5.0", Text: fmt.Sprintf("unexpected reply %d %s", se.Code, se.Message)}
+	}
+	return r
+}
+
+func withCause(r Reply, cause string) Reply {
+	if cause != "" {
+		r.Text += ": " + cause
+	}
+	return r
+}

@@ -1,0 +1,299 @@
+package deliver
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// Dialer opens TCP connections; *net.Dialer satisfies it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// timeouts are the RFC 5321 §4.5.3.2 client timeouts.
+type timeouts struct {
+	connect, greeting, mail, rcpt, dataInit, dataBlock, dataFinal, idle time.Duration
+}
+
+// extensions are the EHLO keywords delivery cares about.
+type extensions struct {
+	eightBit, utf8, dsn, requireTLS, pipelining bool
+	size                                        int64
+}
+
+// session is one open SMTP connection to one address of one host, owned
+// by one worker and reused for that destination's next entries.
+type session struct {
+	c        *smtp.Client
+	raw      net.Conn
+	host     string // MX or smarthost name
+	ip       string
+	port     int
+	tls      *tls.ConnectionState
+	verified bool
+	ext      extensions
+	dirty    bool // a transaction was left open: RSET before the next (RFC 5321 §4.1.1.5)
+	lastUsed time.Time
+	sent     int
+}
+
+// dialRequest is everything one connection attempt needs.
+type dialRequest struct {
+	dialer   Dialer
+	host     Host
+	ip       net.IP
+	plan     Plan
+	helo     string
+	roots    *x509.CertPool
+	timeouts timeouts
+}
+
+// dial connects, reads the greeting, says EHLO, negotiates TLS per plan
+// and authenticates. Under an opportunistic plan a failed STARTTLS or
+// handshake is followed at once by a plaintext connection to the same
+// address (RFC 7435 §3); the next attempt tries TLS again.
+func dial(ctx context.Context, r dialRequest) (*session, error) {
+	s, err := dialOnce(ctx, r)
+	if err != nil && r.plan.PlainFallback && r.plan.TLS == "starttls" && isTLSError(err) {
+		plain := r
+		plain.plan.TLS = "none"
+		return dialOnce(ctx, plain)
+	}
+	return s, err
+}
+
+func isTLSError(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Reply == replyTLSFailed || e.Enh == "4.7.5")
+}
+
+func dialOnce(ctx context.Context, r dialRequest) (*session, error) {
+	addr := net.JoinHostPort(r.ip.String(), strconv.Itoa(r.host.Port))
+	cctx, cancel := context.WithTimeout(ctx, r.timeouts.connect)
+	raw, err := r.dialer.DialContext(cctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		if v, ok := transportReply(err); ok && v == replyTimeout {
+			return nil, newError(withCause(replyNoAnswer, "connect to "+addr+" timed out"), true, err)
+		}
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
+	defer stop()
+	s := &session{raw: raw, host: r.host.Name, ip: r.ip.String(), port: r.host.Port}
+	if err := s.open(ctx, r, &deadlineConn{Conn: raw, block: r.timeouts.dataBlock}); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	s.loadExtensions()
+	if r.plan.User != "" {
+		s.c.CommandTimeout = r.timeouts.mail
+		if err := s.c.Auth(sasl.NewPlainClient("", r.plan.User, r.plan.Pass)); err != nil {
+			s.close()
+			if v := Classify(err); !v.NextHost {
+				return nil, newError(withCause(replyAuthFailed, v.Reply.String()), true, err)
+			}
+			return nil, err
+		}
+	}
+	s.lastUsed = time.Now()
+	return s, nil
+}
+
+// open runs greeting, EHLO and TLS on dc.
+func (s *session) open(ctx context.Context, r dialRequest, dc *deadlineConn) error {
+	name := r.plan.ServerName
+	if name == "" {
+		name = r.host.Name
+	}
+	if name == "" {
+		name = r.ip.String()
+	}
+	cfg := tlsConfig(r.plan, name, r.roots, &s.verified)
+	if r.plan.TLS == "implicit" {
+		tc, err := handshake(ctx, dc, cfg, r.timeouts.greeting)
+		if err != nil {
+			return err
+		}
+		s.setTLS(tc, r.plan)
+		return s.hello(smtp.NewClient(tc), r)
+	}
+	if err := s.hello(smtp.NewClient(dc), r); err != nil {
+		return err
+	}
+	if r.plan.TLS == "none" {
+		return nil
+	}
+	if ok, _ := s.c.Extension("STARTTLS"); !ok {
+		if r.plan.RequireTLS {
+			return newError(replyTLSMissing, true, nil)
+		}
+		return nil
+	}
+	tc, err := startTLS(ctx, dc, cfg, r.timeouts)
+	if err != nil {
+		return err
+	}
+	s.setTLS(tc, r.plan)
+	// RFC 3207 §4.2: the server's greeting is not repeated after
+	// STARTTLS; go-smtp's client expects one, so it is replayed locally.
+	return s.hello(smtp.NewClient(&replayConn{Conn: tc, pending: []byte("220 TLS\r\n")}), r)
+}
+
+func (s *session) hello(c *smtp.Client, r dialRequest) error {
+	s.c = c
+	c.CommandTimeout = r.timeouts.greeting
+	return c.Hello(r.helo)
+}
+
+func (s *session) setTLS(tc *tls.Conn, plan Plan) {
+	st := tc.ConnectionState()
+	s.tls = &st
+	if plan.Verify {
+		s.verified = true // the handshake checked the certificate
+	}
+}
+
+// startTLS sends STARTTLS itself: go-smtp's client only offers it through
+// NewClientStartTLS, which says EHLO as "localhost" (RFC 3207 §4).
+func startTLS(ctx context.Context, dc *deadlineConn, cfg *tls.Config, to timeouts) (*tls.Conn, error) {
+	_ = dc.SetDeadline(time.Now().Add(to.mail))
+	defer dc.SetDeadline(time.Time{})
+	if _, err := io.WriteString(dc, "STARTTLS\r\n"); err != nil {
+		return nil, err
+	}
+	// The server sends nothing after its 220 until our ClientHello, so
+	// this reader cannot swallow TLS bytes.
+	_, msg, err := textproto.NewReader(bufio.NewReaderSize(dc, 512)).ReadResponse(220)
+	if err != nil {
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			return nil, newError(withCause(replyTLSFailed, "STARTTLS refused: "+strconv.Itoa(te.Code)+" "+te.Msg), true, err)
+		}
+		return nil, err
+	}
+	_ = msg
+	return handshake(ctx, dc, cfg, to.greeting)
+}
+
+func handshake(ctx context.Context, dc *deadlineConn, cfg *tls.Config, d time.Duration) (*tls.Conn, error) {
+	tc := tls.Client(dc, cfg)
+	_ = dc.SetDeadline(time.Now().Add(d))
+	defer dc.SetDeadline(time.Time{})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, newError(withCause(replyTLSFailed, err.Error()), true, err)
+	}
+	return tc, nil
+}
+
+// tlsConfig builds the client TLS config. Under verify the handshake itself
+// checks the chain and the name; otherwise the certificate is accepted and
+// the check only recorded (tls_verified in the delivery log).
+func tlsConfig(plan Plan, name string, roots *x509.CertPool, verified *bool) *tls.Config {
+	cfg := &tls.Config{ServerName: name, RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if net.ParseIP(name) != nil && !plan.Verify {
+		cfg.ServerName = ""
+	}
+	if !plan.Verify {
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			*verified = verifyChain(cs, roots, name) == nil
+			return nil
+		}
+	}
+	return cfg
+}
+
+func verifyChain(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter})
+	return err
+}
+
+func (s *session) loadExtensions() {
+	has := func(k string) bool { ok, _ := s.c.Extension(k); return ok }
+	s.ext = extensions{eightBit: has("8BITMIME"), utf8: has("SMTPUTF8"), dsn: has("DSN"),
+		requireTLS: has("REQUIRETLS"), pipelining: has("PIPELINING")}
+	if ok, p := s.c.Extension("SIZE"); ok {
+		s.ext.size, _ = strconv.ParseInt(strings.TrimSpace(p), 10, 64)
+	}
+}
+
+// tlsName is the log form of the TLS version ("TLS1.3", "none").
+func (s *session) tlsName() string {
+	if s == nil || s.tls == nil {
+		return "none"
+	}
+	return strings.ReplaceAll(tls.VersionName(s.tls.Version), " ", "")
+}
+
+func (s *session) cipher() string {
+	if s == nil || s.tls == nil {
+		return ""
+	}
+	return tls.CipherSuiteName(s.tls.CipherSuite)
+}
+
+// quit says QUIT politely (bounded) and closes.
+func (s *session) quit(d time.Duration) {
+	s.c.CommandTimeout = d
+	if err := s.c.Quit(); err != nil {
+		s.close()
+	}
+}
+
+func (s *session) close() { _ = s.raw.Close() }
+
+// deadlineConn puts a write deadline on every write that happens without
+// one. go-smtp sets deadlines around commands but none while the body is
+// written, so this is the DATA block timeout of RFC 5321 §4.5.3.2.5.
+type deadlineConn struct {
+	net.Conn
+	block    time.Duration
+	explicit bool
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.explicit = !t.IsZero()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	if !c.explicit {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.block))
+	}
+	return c.Conn.Write(b)
+}
+
+// replayConn returns pending bytes before reading from Conn.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}

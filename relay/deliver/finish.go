@@ -1,0 +1,237 @@
+package deliver
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/events"
+)
+
+// Finishing: numbers of finisher goroutines and of entries waiting for one.
+const (
+	finishers     = 16
+	finishBacklog = 25000 // above the consumer's MaxAckPending: never blocks a worker
+	ackTimeout    = 30 * time.Second
+)
+
+// finishJob is an attempt's result on its way to the queue: events,
+// reporter, then Done or Defer.
+type finishJob struct {
+	j        *job
+	body     []byte // nil when not read (deferred without connecting)
+	replies  []Reply
+	conn     connInfo
+	start    time.Time
+	end      time.Time
+	untried  bool // deferred without an attempt to connect
+	releaseR bool // shutdown: hand the lease back
+}
+
+func (e *Engine) startFinishers() {
+	e.finishing = make(chan *finishJob, finishBacklog)
+	for range finishers {
+		e.finishWG.Add(1)
+		go func() {
+			defer e.finishWG.Done()
+			for fj := range e.finishing {
+				e.complete(fj)
+			}
+		}()
+	}
+}
+
+// finish hands a result to the finishers, so that the worker's connection
+// goes on with the next entry while the queue is updated.
+func (e *Engine) finish(fj *finishJob) { e.finishing <- fj }
+
+// deferUntried defers a job that was not attempted (breaker open, queue
+// full, waited too long): it counts as an attempt with reply r.
+func (e *Engine) deferUntried(j *job, r Reply) {
+	now := time.Now()
+	e.finish(&finishJob{j: j, replies: fill(len(j.en.Env.Rcpts), r), conn: connInfo{tls: "none"},
+		start: now, end: now, untried: true})
+}
+
+// release hands a job's lease back for immediate redelivery (shutdown).
+func (e *Engine) release(j *job) { e.finish(&finishJob{j: j, releaseR: true}) }
+
+// outcomes sorts the recipients of an attempt.
+type outcomes struct {
+	delivered, deferred, failed, relayed []Result
+}
+
+// complete turns an attempt's replies into events, reporter calls and the
+// entry's fate: Done when nothing is left, else Defer with the remaining
+// recipients at the next retry time; after retry.max_age the remaining
+// recipients fail with their last temporary reply.
+func (e *Engine) complete(fj *finishJob) {
+	en := fj.j.en
+	defer e.leases.remove(en)
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	if fj.releaseR {
+		if err := en.Release(); err != nil {
+			e.log.Warn().Err(err).Str("queue_id", en.Env.ID).Msg("release failed; redelivered after AckWait")
+		}
+		return
+	}
+	rt := e.rt.Load()
+	env := en.Env
+	o := e.sort(fj)
+	expired := len(o.deferred) > 0 && fj.end.Sub(env.Arrival) >= rt.cfg.Delivery.Retry.MaxAge.D()
+	if expired {
+		for i := range o.deferred {
+			o.deferred[i].Status = events.StatusFailed
+		}
+		o.failed, o.deferred = append(o.failed, o.deferred...), nil
+	}
+	next := e.nextAttempt(env, fj.end)
+	keep := e.report(ctx, fj, o)
+	e.emit(fj, o, keep, next)
+	remaining := append(slices.Clone(o.deferred), keep...)
+	if len(remaining) == 0 {
+		if err := en.Done(ctx); err != nil {
+			e.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
+				Msg("ack failed; the entry is delivered again after AckWait")
+		}
+		return
+	}
+	e.deferEntry(ctx, en, remaining, fj, next)
+}
+
+// sort classifies each recipient's reply (RFC 5321 §4.2.1: 2xx done, 4xx
+// retried, 5xx failed).
+func (e *Engine) sort(fj *finishJob) outcomes {
+	var o outcomes
+	for i, rc := range fj.j.en.Env.Rcpts {
+		r := fj.replies[i]
+		res := Result{Rcpt: rc, Code: r.Code, Enh: r.Enh, Reply: r.Text, MX: fj.conn.mx, IP: fj.conn.ip,
+			Time: fj.end, Temporary: r.Temporary()}
+		switch {
+		case r.OK():
+			res.Status = events.StatusDelivered
+			o.delivered = append(o.delivered, res)
+			if wantsSuccess(rc) && !fj.conn.dsn {
+				o.relayed = append(o.relayed, res)
+			}
+		case r.Temporary():
+			res.Status = events.StatusDeferred
+			o.deferred = append(o.deferred, res)
+		default:
+			res.Status = events.StatusFailed
+			o.failed = append(o.failed, res)
+		}
+	}
+	return o
+}
+
+func wantsSuccess(r queue.Recipient) bool {
+	return slices.ContainsFunc(r.Notify, func(n string) bool { return strings.EqualFold(n, "SUCCESS") })
+}
+
+// report calls the Reporter. It returns failed recipients whose report
+// failed: they stay queued, so the report is made again later.
+func (e *Engine) report(ctx context.Context, fj *finishJob, o outcomes) []Result {
+	if e.rep == nil || (len(o.failed) == 0 && len(o.relayed) == 0 && !e.delayDue(fj, o)) {
+		return nil
+	}
+	env := fj.j.en.Env
+	body := fj.body
+	if body == nil {
+		b, err := fj.j.en.Body(ctx)
+		if err != nil {
+			e.log.Error().Err(err).Str("queue_id", env.ID).Msg("reading the body for the reporter")
+			return o.failed
+		}
+		body = b
+	}
+	var keep []Result
+	if len(o.failed) > 0 {
+		if err := e.rep.Failed(ctx, env, body, o.failed); err != nil {
+			e.log.Error().Err(err).Str("queue_id", env.ID).Msg("reporting failures; the recipients stay queued")
+			keep = o.failed
+		}
+	}
+	if len(o.relayed) > 0 {
+		if err := e.rep.Relayed(ctx, env, body, o.relayed); err != nil {
+			// The mail was delivered: sending it again would be worse than
+			// a missing "relayed" notice.
+			e.log.Error().Err(err).Str("queue_id", env.ID).Msg("reporting relayed recipients; notice lost")
+		}
+	}
+	if e.delayDue(fj, o) {
+		if err := e.rep.Delayed(ctx, env, body, o.deferred); err == nil {
+			fj.j.en.Env.DelayNotified = true
+		} else {
+			e.log.Warn().Err(err).Str("queue_id", env.ID).Msg("delay notice failed; tried again next attempt")
+		}
+	}
+	return keep
+}
+
+func (e *Engine) delayDue(fj *finishJob, o outcomes) bool {
+	after := e.rt.Load().cfg.Bounces.DelayNoticeAfter.D()
+	env := fj.j.en.Env
+	return after > 0 && len(o.deferred) > 0 && !env.DelayNotified && fj.end.Sub(env.Arrival) >= after
+}
+
+// deferEntry re-schedules the entry with only the remaining recipients.
+func (e *Engine) deferEntry(ctx context.Context, en *queue.Entry, remaining []Result, fj *finishJob, next time.Time) {
+	env := *en.Env
+	env.Rcpts = make([]queue.Recipient, len(remaining))
+	for i, r := range remaining {
+		env.Rcpts[i] = r.Rcpt
+	}
+	env.Attempt++
+	r := remaining[0]
+	env.LastReply = queue.Reply{Code: r.Code, Enh: r.Enh, Text: r.Reply, MX: r.MX}
+	if err := en.Defer(ctx, &env, next); err != nil {
+		e.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
+			Msg("defer failed; the entry is delivered again after AckWait")
+	}
+}
+
+// nextAttempt is now + retry.schedule[attempt] (the last interval
+// repeating) ± 10% jitter, but no later than the entry's max_age.
+func (e *Engine) nextAttempt(env *queue.Envelope, now time.Time) time.Time {
+	rt := e.rt.Load()
+	d := retryDelay(rt.schedule, env.Attempt, rand.Float64())
+	next := now.Add(d)
+	if expiry := env.Arrival.Add(rt.cfg.Delivery.Retry.MaxAge.D()); next.After(expiry) && expiry.After(now) {
+		next = expiry
+	}
+	return next
+}
+
+// retryDelay is schedule[attempt] (the last one repeating) scaled by a
+// jitter factor in [0.9, 1.1) derived from u in [0, 1).
+func retryDelay(schedule []time.Duration, attempt int, u float64) time.Duration {
+	d := schedule[min(max(attempt, 0), len(schedule)-1)]
+	return time.Duration(float64(d) * (0.9 + 0.2*u))
+}
+
+// emit writes one delivery event per recipient of the attempt.
+func (e *Engine) emit(fj *finishJob, o outcomes, keep []Result, next time.Time) {
+	env := fj.j.en.Env
+	dur := fj.end.Sub(fj.start).Milliseconds()
+	all := slices.Concat(o.delivered, o.deferred, o.failed)
+	for _, r := range all {
+		ev := &events.Event{Time: fj.end, Event: events.Delivery, QueueID: env.ID, MsgID: env.MsgID,
+			Rcpt: r.Rcpt.Addr, Domain: env.Domain, MX: fj.conn.mx, IP: fj.conn.ip, Port: fj.conn.port,
+			TLS: fj.conn.tls, TLSCipher: fj.conn.cipher, TLSVerified: events.Bool(fj.conn.verified),
+			Attempt: env.Attempt + 1, Status: r.Status, SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Reply,
+			DurationMS: dur}
+		if r.Status == events.StatusDeferred || (r.Status == events.StatusFailed && slices.ContainsFunc(keep,
+			func(k Result) bool { return k.Rcpt.Addr == r.Rcpt.Addr })) {
+			ev.NextAttempt = &next
+		}
+		if fj.untried {
+			ev.Reason = "not_attempted"
+		}
+		e.ev.Emit(ev)
+	}
+}

@@ -1,0 +1,237 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// MX is one MX record: a mail exchanger and its preference (RFC 5321 §5.1).
+// Host "" is the null MX "." of RFC 7505.
+type MX struct {
+	Host string
+	Pref uint16
+}
+
+// HostAddrs are the addresses of a host name.
+type HostAddrs struct {
+	IPs []net.IP
+	// CNAME is the canonical name when the looked-up name was an alias.
+	CNAME string
+	TTL   time.Duration
+}
+
+// Resolver answers the DNS questions delivery asks. Implementations must be
+// safe for concurrent use.
+type Resolver interface {
+	// LookupMX returns domain's MX records (in any order) and how long they
+	// may be cached. A domain that exists without MX records returns no
+	// records and a nil error (implicit MX, RFC 5321 §5.1). A failure is
+	// a *DNSError: Kind DNSNotFound for NXDOMAIN, DNSTemporary otherwise.
+	LookupMX(ctx context.Context, domain string) ([]MX, time.Duration, error)
+	// LookupIP returns the IPv4 and IPv6 addresses of host, following
+	// CNAMEs. A name without addresses returns none and a nil error;
+	// failures are *DNSError as for LookupMX.
+	LookupIP(ctx context.Context, host string) (HostAddrs, error)
+}
+
+// DNSErrorKind says whether a DNS failure is final.
+type DNSErrorKind int
+
+// DNS failure kinds.
+const (
+	DNSTemporary DNSErrorKind = iota // SERVFAIL, REFUSED, timeout: retry later
+	DNSNotFound                      // NXDOMAIN: the name does not exist
+)
+
+// DNSError is a failed lookup.
+type DNSError struct {
+	Name string
+	Type string // "MX", "A", "AAAA"
+	Kind DNSErrorKind
+	Err  error
+}
+
+func (e *DNSError) Error() string {
+	if e.Kind == DNSNotFound {
+		return fmt.Sprintf("%s lookup of %s: NXDOMAIN", e.Type, e.Name)
+	}
+	return fmt.Sprintf("%s lookup of %s: %v", e.Type, e.Name, e.Err)
+}
+
+func (e *DNSError) Unwrap() error { return e.Err }
+
+func (e *DNSError) reply() Reply {
+	if e.Kind == DNSNotFound {
+		return replyNXDomain
+	}
+	return replyDNSTemp
+}
+
+// DNSOptions configure NewResolver.
+type DNSOptions struct {
+	// Servers are "ip" or "ip:port" (port 53 by default); empty reads ResolvConf.
+	Servers []string
+	// Timeout bounds one query to one server (default 5s).
+	Timeout time.Duration
+	// LoopbackOnly refuses any server outside 127.0.0.0/8 and ::1 (tests).
+	LoopbackOnly bool
+	// ResolvConf is read when Servers is empty (default /etc/resolv.conf).
+	ResolvConf string
+}
+
+// dnsResolver is the miekg/dns Resolver: recursive queries to the
+// configured servers in order, UDP with a TCP retry on truncation.
+type dnsResolver struct {
+	servers []string
+	udp     *dns.Client
+	tcp     *dns.Client
+	timeout time.Duration
+}
+
+// NewResolver returns a Resolver that asks o.Servers (or resolv.conf's).
+func NewResolver(o DNSOptions) (Resolver, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	servers := o.Servers
+	if len(servers) == 0 {
+		if o.ResolvConf == "" {
+			o.ResolvConf = "/etc/resolv.conf"
+		}
+		cc, err := dns.ClientConfigFromFile(o.ResolvConf)
+		if err != nil {
+			return nil, fmt.Errorf("dns: %w", err)
+		}
+		for _, s := range cc.Servers {
+			servers = append(servers, net.JoinHostPort(s, cc.Port))
+		}
+	}
+	r := &dnsResolver{timeout: o.Timeout,
+		udp: &dns.Client{Net: "udp", Timeout: o.Timeout, UDPSize: dns.DefaultMsgSize},
+		tcp: &dns.Client{Net: "tcp", Timeout: o.Timeout}}
+	for _, s := range servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			s = net.JoinHostPort(s, "53")
+		}
+		host, _, _ := net.SplitHostPort(s)
+		ip := net.ParseIP(host)
+		if ip == nil {
+			return nil, fmt.Errorf("dns: server %q is not an IP address", s)
+		}
+		if o.LoopbackOnly && !ip.IsLoopback() {
+			return nil, fmt.Errorf("dns: server %s refused: only loopback servers are allowed", s)
+		}
+		r.servers = append(r.servers, s)
+	}
+	if len(r.servers) == 0 {
+		return nil, errors.New("dns: no servers configured")
+	}
+	return r, nil
+}
+
+// query asks each server in turn until one answers NOERROR or NXDOMAIN.
+func (r *dnsResolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.SetEdns0(dns.DefaultMsgSize, false)
+	var last error
+	for _, srv := range r.servers {
+		qctx, cancel := context.WithTimeout(ctx, r.timeout)
+		in, _, err := r.udp.ExchangeContext(qctx, m, srv)
+		if err == nil && in.Truncated {
+			in, _, err = r.tcp.ExchangeContext(qctx, m, srv)
+		}
+		cancel()
+		if err != nil {
+			last = err
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		if in.Rcode == dns.RcodeSuccess || in.Rcode == dns.RcodeNameError {
+			return in, nil
+		}
+		last = fmt.Errorf("%s from %s", dns.RcodeToString[in.Rcode], srv)
+	}
+	return nil, last
+}
+
+func (r *dnsResolver) LookupMX(ctx context.Context, domain string) ([]MX, time.Duration, error) {
+	in, err := r.query(ctx, domain, dns.TypeMX)
+	if err != nil {
+		return nil, 0, &DNSError{Name: domain, Type: "MX", Kind: DNSTemporary, Err: err}
+	}
+	if in.Rcode == dns.RcodeNameError {
+		return nil, negativeTTL(in), &DNSError{Name: domain, Type: "MX", Kind: DNSNotFound}
+	}
+	var out []MX
+	ttl := time.Duration(-1)
+	for _, rr := range in.Answer {
+		if mx, ok := rr.(*dns.MX); ok {
+			out = append(out, MX{Host: strings.ToLower(strings.TrimSuffix(mx.Mx, ".")), Pref: mx.Preference})
+			ttl = minTTL(ttl, rr.Header().Ttl)
+		}
+	}
+	if ttl < 0 {
+		ttl = negativeTTL(in)
+	}
+	return out, ttl, nil
+}
+
+func (r *dnsResolver) LookupIP(ctx context.Context, host string) (HostAddrs, error) {
+	var out HostAddrs
+	ttl := time.Duration(-1)
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		in, err := r.query(ctx, host, qt)
+		typ := dns.TypeToString[qt]
+		switch {
+		case err != nil && qt == dns.TypeAAAA && len(out.IPs) > 0:
+			continue // broken AAAA answers must not hide working A records
+		case err != nil:
+			return out, &DNSError{Name: host, Type: typ, Kind: DNSTemporary, Err: err}
+		case in.Rcode == dns.RcodeNameError:
+			return out, &DNSError{Name: host, Type: typ, Kind: DNSNotFound}
+		}
+		for _, rr := range in.Answer {
+			switch v := rr.(type) {
+			case *dns.A:
+				out.IPs = append(out.IPs, v.A)
+			case *dns.AAAA:
+				out.IPs = append(out.IPs, v.AAAA)
+			case *dns.CNAME:
+				out.CNAME = strings.ToLower(strings.TrimSuffix(v.Target, "."))
+			}
+			ttl = minTTL(ttl, rr.Header().Ttl)
+		}
+	}
+	out.TTL = ttl
+	if ttl < 0 {
+		out.TTL = time.Minute
+	}
+	return out, nil
+}
+
+func minTTL(cur time.Duration, ttl uint32) time.Duration {
+	d := time.Duration(ttl) * time.Second
+	if cur < 0 || d < cur {
+		return d
+	}
+	return cur
+}
+
+// negativeTTL is the SOA minimum of a negative answer (RFC 2308 §5), or 60s.
+func negativeTTL(in *dns.Msg) time.Duration {
+	for _, rr := range in.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			return time.Duration(min(soa.Minttl, soa.Hdr.Ttl)) * time.Second
+		}
+	}
+	return time.Minute
+}

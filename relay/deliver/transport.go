@@ -1,0 +1,203 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Host is one server to try: its name (an MX host or a smarthost; "" for a
+// smarthost given as an IP) and its addresses, each of which is tried.
+type Host struct {
+	Name string
+	IPs  []net.IP
+	Port int
+}
+
+// Plan says how to talk to a destination's hosts.
+type Plan struct {
+	TLS           string // "none" | "starttls" | "implicit"
+	RequireTLS    bool   // no TLS session → try the next host, then defer
+	Verify        bool   // the certificate must be valid for the host name (in the handshake)
+	PlainFallback bool   // opportunistic: a failed handshake → plaintext to the same address
+	User, Pass    string // AUTH PLAIN when User != ""
+	// ServerName overrides the name the certificate is checked against.
+	ServerName string
+}
+
+// Transport is one way of reaching a destination. MX delivery and
+// smarthost routes are its two implementations.
+type Transport interface {
+	// Key identifies the destination: entries with equal keys share
+	// connections, concurrency limits and the circuit breaker.
+	Key() string
+	// Hosts returns the hosts to try, in order. Failures are *Error or
+	// *DNSError values that Classify understands (null MX and NXDOMAIN are
+	// permanent; everything else temporary).
+	Hosts(ctx context.Context) ([]Host, error)
+	// Plan says how to talk to the hosts.
+	Plan() Plan
+}
+
+// mxTransport delivers to a recipient domain's MX hosts (RFC 5321 §5.1).
+type mxTransport struct {
+	domain string
+	plan   Plan
+	port   int
+	res    Resolver
+	warn   *warnOnce
+}
+
+func (t *mxTransport) Key() string {
+	k := "mx:" + t.domain + "|" + t.plan.TLS
+	if t.plan.Verify {
+		k += "|verify"
+	} else if t.plan.RequireTLS {
+		k += "|required"
+	}
+	return k
+}
+
+func (t *mxTransport) Plan() Plan { return t.plan }
+
+// Hosts looks up the MX records: preference order with equal preferences
+// shuffled; no MX → the domain itself (implicit MX); null MX → 5.1.10;
+// IP-literal MX names are skipped; CNAME targets are followed with a warning.
+func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
+	mxs, _, err := t.res.LookupMX(ctx, t.domain)
+	if err != nil {
+		return nil, err
+	}
+	if len(mxs) == 0 {
+		return t.implicit(ctx)
+	}
+	if len(mxs) == 1 && mxs[0].Host == "" {
+		return nil, newError(replyNullMX, false, nil) // RFC 7505 §3
+	}
+	ordered := orderMX(mxs)
+	var hosts []Host
+	var lastErr error
+	for _, mx := range ordered {
+		if mx.Host == "" || net.ParseIP(strings.Trim(mx.Host, "[]")) != nil {
+			t.warn.Warn("mx_invalid:"+mx.Host, func(l zerolog.Logger) {
+				l.Warn().Str("event", "mx_invalid").Str("domain", t.domain).Str("mx", mx.Host).
+					Msg("MX target is an IP address or empty, not a host name (RFC 5321 §5.1); skipped")
+			})
+			continue
+		}
+		a, err := t.res.LookupIP(ctx, mx.Host)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if a.CNAME != "" && a.CNAME != mx.Host {
+			t.warn.Warn("mx_cname:"+mx.Host, func(l zerolog.Logger) {
+				l.Warn().Str("event", "mx_cname").Str("domain", t.domain).Str("mx", mx.Host).Str("cname", a.CNAME).
+					Msg("MX target is a CNAME (RFC 2181 §10.3); followed")
+			})
+		}
+		if len(a.IPs) > 0 {
+			hosts = append(hosts, Host{Name: mx.Host, IPs: a.IPs, Port: t.port})
+		}
+	}
+	if len(hosts) == 0 {
+		var de *DNSError
+		if errors.As(lastErr, &de) && de.Kind == DNSTemporary {
+			return nil, lastErr
+		}
+		return nil, newError(replyNoUsableMX, false, lastErr)
+	}
+	return hosts, nil
+}
+
+// implicit is the RFC 5321 §5.1 fallback: the domain's own A/AAAA records.
+func (t *mxTransport) implicit(ctx context.Context) ([]Host, error) {
+	a, err := t.res.LookupIP(ctx, t.domain)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.IPs) == 0 {
+		return nil, newError(replyNoAddress, false, nil)
+	}
+	return []Host{{Name: t.domain, IPs: a.IPs, Port: t.port}}, nil
+}
+
+// orderMX sorts by preference and shuffles records of equal preference
+// (RFC 5321 §5.1: "randomize ... to spread the load").
+func orderMX(in []MX) []MX {
+	out := slices.Clone(in)
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	slices.SortStableFunc(out, func(a, b MX) int { return int(a.Pref) - int(b.Pref) })
+	return out
+}
+
+// routeTransport delivers through a configured smarthost.
+type routeTransport struct {
+	key  string
+	host string // name or IP
+	port int
+	plan Plan
+	res  Resolver
+}
+
+func (t *routeTransport) Key() string { return t.key }
+func (t *routeTransport) Plan() Plan  { return t.plan }
+
+// Hosts resolves the smarthost through the same resolver. A smarthost that
+// does not resolve is our configuration problem, so it is never permanent.
+func (t *routeTransport) Hosts(ctx context.Context) ([]Host, error) {
+	if ip := net.ParseIP(t.host); ip != nil {
+		return []Host{{IPs: []net.IP{ip}, Port: t.port}}, nil
+	}
+	a, err := t.res.LookupIP(ctx, t.host)
+	if err != nil {
+		var de *DNSError
+		if errors.As(err, &de) {
+			return nil, &DNSError{Name: de.Name, Type: de.Type, Kind: DNSTemporary, Err: errors.New("smarthost does not resolve")}
+		}
+		return nil, err
+	}
+	if len(a.IPs) == 0 {
+		return nil, newError(withCause(replyNoUsableMX, "smarthost "+t.host+" has no address"), false, nil)
+	}
+	return []Host{{Name: t.host, IPs: a.IPs, Port: t.port}}, nil
+}
+
+func splitHostPort(hp string) (string, int) {
+	h, p, _ := net.SplitHostPort(hp)
+	n, _ := strconv.Atoi(p)
+	return h, n
+}
+
+// warnOnce rate-limits repeated warnings (MX configuration problems are
+// seen on every delivery while the answer is cached).
+type warnOnce struct {
+	log  zerolog.Logger
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (w *warnOnce) Warn(key string, f func(zerolog.Logger)) {
+	w.mu.Lock()
+	if w.last == nil {
+		w.last = map[string]time.Time{}
+	}
+	if t, ok := w.last[key]; ok && time.Since(t) < time.Hour {
+		w.mu.Unlock()
+		return
+	}
+	if len(w.last) > 10000 {
+		clear(w.last)
+	}
+	w.last[key] = time.Now()
+	w.mu.Unlock()
+	f(w.log)
+}
