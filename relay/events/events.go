@@ -65,6 +65,9 @@ type Event struct {
 	NextAttempt *time.Time `json:"next_attempt,omitempty"`
 	DSNID       string     `json:"dsn_id,omitempty"` // queue id of a generated DSN
 	Actor       string     `json:"actor,omitempty"`  // who made an operator change
+	// Arrival is when the message was accepted (delivery events): the
+	// accept → delivered latency is Time - Arrival.
+	Arrival time.Time `json:"arrival,omitzero"`
 }
 
 // Str returns a pointer to s, for MailFrom.
@@ -159,5 +162,8 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 	}
 	str("dsn_id", e.DSNID)
 	str("actor", e.Actor)
+	if !e.Arrival.IsZero() {
+		z = z.Str("arrival", e.Arrival.UTC().Format(time.RFC3339Nano))
+	}
 	return z
 }
