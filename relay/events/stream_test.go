@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-
 // newPublisher runs a queue and an events publisher on it.
 func newPublisher(t *testing.T, o events.PublisherOptions) (*events.StreamPublisher, jetstream.JetStream) {
 	t.Helper()
