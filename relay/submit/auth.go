@@ -20,7 +20,7 @@ const (
 // refused: nobody may act for another user.
 type plainServer struct {
 	done  bool
-	check func(user, pass string) error
+	check func(authz, user, pass string) error
 }
 
 func (p *plainServer) Next(resp []byte) ([]byte, bool, error) {
@@ -35,10 +35,7 @@ func (p *plainServer) Next(resp []byte) ([]byte, bool, error) {
 	if len(parts) != 3 || len(parts[1]) == 0 {
 		return nil, false, errAuthMalformed
 	}
-	if len(parts[0]) > 0 && !bytes.Equal(parts[0], parts[1]) {
-		return nil, false, errAuthFailed
-	}
-	if err := p.check(string(parts[1]), string(parts[2])); err != nil {
+	if err := p.check(string(parts[0]), string(parts[1]), string(parts[2])); err != nil {
 		return nil, false, err
 	}
 	return nil, true, nil
@@ -50,7 +47,7 @@ func (p *plainServer) Next(resp []byte) ([]byte, bool, error) {
 type loginServer struct {
 	step  int
 	user  string
-	check func(user, pass string) error
+	check func(authz, user, pass string) error
 }
 
 func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
@@ -63,7 +60,7 @@ func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
 		return []byte("Password:"), false, nil
 	case l.step == 2:
 		l.step = 3
-		if err := l.check(l.user, string(resp)); err != nil {
+		if err := l.check("", l.user, string(resp)); err != nil {
 			return nil, false, err
 		}
 		return nil, true, nil
@@ -88,8 +85,8 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case s.srv.isBanned(s.key):
 		return nil, s.reply("AUTH", errAuthBanned, rejectInfo{ip: true})
 	}
-	check := func(user, pass string) error {
-		return s.reply("AUTH", s.authenticate(user, pass), rejectInfo{ip: true})
+	check := func(authz, user, pass string) error {
+		return s.reply("AUTH", s.authenticate(authz, user, pass), rejectInfo{ip: true})
 	}
 	switch mech {
 	case mechPlain:
@@ -102,8 +99,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 
 // authenticate checks a password with bcrypt. An unknown user costs the same
 // bcrypt work (against a dummy hash), so timing does not reveal user names.
+// An authorization identity other than the user fails like a bad password.
 // A failure is counted for the client and answered after a growing delay.
-func (s *session) authenticate(user, pass string) error {
+func (s *session) authenticate(authz, user, pass string) error {
 	now := time.Now()
 	if s.srv.isBanned(s.key) {
 		return errAuthBanned
@@ -117,7 +115,7 @@ func (s *session) authenticate(user, pass string) error {
 	s.srv.bcryptSem <- struct{}{} // bound concurrent bcrypt work (CPU)
 	err := bcrypt.CompareHashAndPassword(hash, []byte(pass))
 	<-s.srv.bcryptSem
-	if u != nil && err == nil {
+	if u != nil && err == nil && (authz == "" || authz == user) {
 		s.srv.fails.success(s.key, now)
 		s.user = u.name
 		s.tc.resetIdle()

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/jetrelay/jetrelay/relay/events"
 )
 
 // sayTimeout bounds writing a line this package sends on its own.
@@ -45,9 +47,25 @@ type trackedConn struct {
 func (c *trackedConn) SetReadDeadline(t time.Time) error {
 	line, err := c.beforeCommand(t)
 	if line != "" {
+		c.srv.emit(&events.Event{Event: events.Rejected, ConnID: c.id, RemoteAddr: c.RemoteAddr().String(),
+			SMTPCode: 421, SMTPEnh: lineEnh(line), Reason: lineReasons[line]})
 		c.say(line)
 	}
 	return err
+}
+
+var lineReasons = map[string]string{
+	lineIdleCommands: "max_idle_commands reached",
+	lineSessionOver:  "timeouts.session reached",
+	lineShutdown:     "shutting down",
+}
+
+// lineEnh extracts the enhanced code of one of our own 421 lines.
+func lineEnh(line string) string {
+	if len(line) > 9 {
+		return line[4:9]
+	}
+	return ""
 }
 
 func (c *trackedConn) beforeCommand(t time.Time) (string, error) {

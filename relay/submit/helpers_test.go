@@ -73,7 +73,9 @@ func testConfig(t testing.TB, mods ...func(*config.Config)) *config.Config {
 		{Name: slowUser, PasswordHash: hash(t, slowPass), AllowedFrom: []string{"example.com"}, Rate: rate},
 	}
 	for _, m := range mods {
-		m(cfg)
+		if m != nil {
+			m(cfg)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
@@ -255,8 +257,18 @@ type rawClient struct {
 	r    *textproto.Reader
 }
 
-// dialRaw connects and reads the greeting (implicit: TLS first).
+// dialRaw connects and reads the 220 greeting (implicit: TLS first).
 func (h *harness) dialRaw(listener int) *rawClient {
+	h.t.Helper()
+	c, g := h.dialGreeting(listener)
+	if g.Code != 220 {
+		h.t.Fatalf("greeting: %v", g)
+	}
+	return c
+}
+
+// dialGreeting connects and returns the first reply, whatever it is.
+func (h *harness) dialGreeting(listener int) (*rawClient, smtpReply) {
 	h.t.Helper()
 	var conn net.Conn
 	var err error
@@ -271,10 +283,7 @@ func (h *harness) dialRaw(listener int) *rawClient {
 	}
 	h.t.Cleanup(func() { conn.Close() })
 	c := &rawClient{t: h.t, conn: conn, r: textproto.NewReader(bufio.NewReader(conn))}
-	if g := c.read(); g.Code != 220 {
-		h.t.Fatalf("greeting: %v", g)
-	}
-	return c
+	return c, c.read()
 }
 
 func (c *rawClient) send(s string) {
@@ -371,3 +380,5 @@ func plain(user, pass string) string {
 func message(from, extra string) string {
 	return "From: Sender <" + from + ">\r\nTo: rcpt@one.test\r\nSubject: test\r\n" + extra + "\r\nHello.\r\n"
 }
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
