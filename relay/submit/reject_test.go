@@ -63,7 +63,9 @@ func (m mapSuppressor) Suppressed(_ context.Context, addr string) (time.Time, bo
 
 type failingSigner struct{}
 
-func (failingSigner) Sign([]byte) ([]byte, string, error) { return nil, "", errors.New("key unreadable") }
+func (failingSigner) Sign([]byte) ([]byte, string, error) {
+	return nil, "", errors.New("key unreadable")
+}
 
 func rejections() []rejection {
 	limits := func(f func(s *config.Submission)) func(*config.Config) {
