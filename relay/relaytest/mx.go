@@ -36,10 +36,10 @@ type TLSMode int
 
 // TLS modes.
 const (
-	TLSOff       TLSMode = iota // no STARTTLS
-	TLSStartTLS                 // STARTTLS with the configured certificate
-	TLSBroken                   // STARTTLS advertised, every handshake fails
-	TLSImplicit                 // TLS from the first byte (smarthost on 465)
+	TLSOff      TLSMode = iota // no STARTTLS
+	TLSStartTLS                // STARTTLS with the configured certificate
+	TLSBroken                  // STARTTLS advertised, every handshake fails
+	TLSImplicit                // TLS from the first byte (smarthost on 465)
 )
 
 type mxConfig struct {
@@ -425,3 +425,13 @@ func (s *session) Data(r io.Reader) error {
 
 func (s *session) Reset()        { s.msg = Message{} }
 func (s *session) Logout() error { return nil }
+
+// ClosedAddr returns a 127.0.0.x address where nothing listens on port:
+// connecting to it is refused.
+func ClosedAddr(t testing.TB, port int) string {
+	t.Helper()
+	ln := listenLoopback(t, port)
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
+	_ = ln.Close()
+	return host
+}

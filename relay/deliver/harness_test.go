@@ -1,0 +1,252 @@
+package deliver_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/deliver"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// wait is the generous deadline for anything a test waits for.
+const wait = 60 * time.Second
+
+// harness is one test's world: a real embedded JetStream queue, a fake DNS
+// zone, fake MX servers sharing one port on distinct 127.0.0.x addresses,
+// and recorders for the delivery log and the reporter.
+type harness struct {
+	t       *testing.T
+	q       *queue.Queue
+	dataDir string
+	zone    *relaytest.Zone
+	dns     string
+	port    int
+	rep     *reporter
+	log     *eventLog
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, dataDir: t.TempDir(), zone: relaytest.NewZone(), rep: &reporter{}, log: &eventLog{t: t}}
+	h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.dataDir})
+	h.dns = relaytest.FakeDNS(t, h.zone)
+	return h
+}
+
+// mx starts a fake MX on the harness port (picked by the first one).
+func (h *harness) mx(opts ...relaytest.Option) *relaytest.MX {
+	h.t.Helper()
+	if h.port != 0 {
+		opts = append(opts, relaytest.Port(h.port))
+	}
+	m := relaytest.FakeMX(h.t, opts...)
+	h.port = m.Port
+	return m
+}
+
+// closedIP is an address where connections to the harness port are refused.
+func (h *harness) closedIP() string {
+	h.t.Helper()
+	if h.port == 0 {
+		h.mx() // fix the port
+	}
+	return relaytest.ClosedAddr(h.t, h.port)
+}
+
+// domain publishes "dom MX 10 mx.dom" with mx.dom → ip.
+func (h *harness) domain(dom string, ips ...string) {
+	for i, ip := range ips {
+		host := fmt.Sprintf("mx%d.%s", i+1, dom)
+		h.zone.AddMX(dom, uint16(10*(i+1)), host)
+		h.zone.AddA(host, ip)
+	}
+}
+
+func (h *harness) config() *config.Config {
+	h.t.Helper()
+	if h.port == 0 {
+		h.mx()
+	}
+	return relaytest.Config(h.t, h.dns, h.port)
+}
+
+// start runs an engine until the test ends (or the returned stop is called).
+func (h *harness) start(cfg *config.Config) (stop func()) {
+	h.t.Helper()
+	res, err := deliver.NewResolver(deliver.DNSOptions{Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	logger := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(h.t), h.log)).With().Timestamp().Logger()
+	eng, err := deliver.New(deliver.Options{Config: cfg, Queue: h.q, Events: events.NewEmitter(logger, nil),
+		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					h.t.Errorf("engine: %v", err)
+				}
+			case <-time.After(wait):
+				h.t.Errorf("engine did not stop")
+			}
+		})
+	}
+	h.t.Cleanup(stop)
+	return stop
+}
+
+// send enqueues one message to rcpts (all of one domain).
+func (h *harness) send(rcpts []string, edit ...func(*queue.Envelope)) string {
+	h.t.Helper()
+	return h.sendBody(rcpts, []byte("From: a@sender.test\r\nSubject: test\r\nMessage-ID: <m@sender.test>\r\n\r\nhello\r\n"), edit...)
+}
+
+func (h *harness) sendBody(rcpts []string, body []byte, edit ...func(*queue.Envelope)) string {
+	h.t.Helper()
+	_, dom, _ := strings.Cut(rcpts[0], "@")
+	env := &queue.Envelope{From: "a@sender.test", MsgID: "<m@sender.test>", Domain: dom, Arrival: time.Now()}
+	for _, r := range rcpts {
+		env.Rcpts = append(env.Rcpts, queue.Recipient{Addr: r})
+	}
+	for _, f := range edit {
+		f(env)
+	}
+	m := &queue.Message{Body: body, Entries: []*queue.Envelope{env}}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := h.q.Enqueue(ctx, m); err != nil {
+		h.t.Fatalf("enqueue: %v", err)
+	}
+	return m.ID
+}
+
+// queued counts stored entries under a subject prefix (queue.SubjReady, SubjScheduled).
+func (h *harness) queued(prefix string) int {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	s, err := h.q.Stream(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+".>"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
+}
+
+// waitFor polls cond until it holds (queuetest.Eventually with our deadline).
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	queuetest.Eventually(h.t, wait, what, cond)
+}
+
+// reporter records what the engine reports.
+type reporter struct {
+	mu                       sync.Mutex
+	failed, relayed, delayed []deliver.Result
+}
+
+func (r *reporter) Failed(_ context.Context, _ *queue.Envelope, _ []byte, res []deliver.Result) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed = append(r.failed, res...)
+	return nil
+}
+
+func (r *reporter) Relayed(_ context.Context, _ *queue.Envelope, _ []byte, res []deliver.Result) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.relayed = append(r.relayed, res...)
+	return nil
+}
+
+func (r *reporter) Delayed(_ context.Context, _ *queue.Envelope, _ []byte, res []deliver.Result) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delayed = append(r.delayed, res...)
+	return nil
+}
+
+// failures returns the failed results for rcpt.
+func (r *reporter) failures(rcpt string) []deliver.Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []deliver.Result
+	for _, f := range r.failed {
+		if f.Rcpt.Addr == rcpt {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// eventLog keeps the delivery events (event=delivery log lines).
+type eventLog struct {
+	t   *testing.T
+	mu  sync.Mutex
+	evs []map[string]any
+}
+
+func (l *eventLog) Write(p []byte) (int, error) {
+	if !bytes.Contains(p, []byte(`"event":"delivery"`)) {
+		return len(p), nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(p, &m); err == nil {
+		l.mu.Lock()
+		l.evs = append(l.evs, m)
+		l.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+// find returns the delivery events for rcpt (all statuses when status is "").
+func (l *eventLog) find(rcpt, status string) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, e := range l.evs {
+		if e["rcpt"] == rcpt && (status == "" || e["status"] == status) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (l *eventLog) count(rcpt, status string) int { return len(l.find(rcpt, status)) }
+
+// loopbackIP fails the test if s is not a 127.0.0.0/8 address.
+func loopbackIP(t *testing.T, s string) {
+	t.Helper()
+	if ip := net.ParseIP(s); ip == nil || !ip.IsLoopback() {
+		t.Fatalf("%q is not a loopback address", s)
+	}
+}
