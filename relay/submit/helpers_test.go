@@ -382,3 +382,12 @@ func message(from, extra string) string {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func testLogger(t testing.TB) zerolog.Logger { return zerolog.New(zerolog.NewTestWriter(t)) }
+
+func testEmitter(t testing.TB) *events.Emitter { return events.NewEmitter(testLogger(t), nil) }
+
+// nopQueue refuses everything; for tests that never get to DATA.
+type nopQueue struct{}
+
+func (nopQueue) Enqueue(context.Context, *queue.Message) error { return errors.New("nopQueue") }
