@@ -142,7 +142,7 @@ func TestDurationBound(t *testing.T) {
 	t.Parallel()
 	s := startSink(t, sink.Options{})
 	opts := baseOptions(s)
-	opts.Messages, opts.Duration, opts.Size = 1 << 30, 300*time.Millisecond, 512
+	opts.Messages, opts.Duration, opts.Size = 1<<30, 300*time.Millisecond, 512
 	start := time.Now()
 	res := run(t, opts)
 	if took := time.Since(start); took > 300*time.Millisecond+maxGrace {
