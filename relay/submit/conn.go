@@ -225,3 +225,10 @@ func (c *trackedConn) drain() {
 		_ = c.Conn.SetReadDeadline(time.Now())
 	}
 }
+
+// isInData reports whether a transfer is under way (tests, metrics).
+func (c *trackedConn) isInData() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inData
+}

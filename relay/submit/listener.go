@@ -169,3 +169,14 @@ func (t *connTracker) open() int {
 	defer t.mu.Unlock()
 	return t.total
 }
+
+// snapshot returns the open connections.
+func (t *connTracker) snapshot() map[*trackedConn]struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[*trackedConn]struct{}, len(t.conns))
+	for c := range t.conns {
+		out[c] = struct{}{}
+	}
+	return out
+}
