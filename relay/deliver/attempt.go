@@ -87,6 +87,7 @@ func (e *Engine) deliver(ctx context.Context, tr Transport, m *transaction, sess
 			s, err := dial(ctx, dialRequest{dialer: e.dialer, host: h, ip: ip, plan: plan,
 				helo: rt.cfg.Hostname, roots: rt.roots, timeouts: rt.to})
 			if err == nil {
+				out.down = false // a server answered: not a dead destination
 				var replies []Reply
 				if replies, err = s.transact(ctx, m, rt.to); err == nil {
 					s.lastUsed = time.Now()

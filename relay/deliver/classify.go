@@ -165,6 +165,9 @@ func smtpReply(se *smtp.SMTPError) Reply {
 	r := Reply{Code: se.Code, Text: se.Message}
 	class := se.Code / 100
 	ec := se.EnhancedCode
+	if ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode {
+		ec, r.Text = lineCodes(se.Message, ec)
+	}
 	switch {
 	case ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode || ec[0] < 2 || ec[0] > 5:
 		if class == 2 || class == 4 || class == 5 {
@@ -189,4 +192,25 @@ func withCause(r Reply, cause string) Reply {
 		r.Text += ": " + cause
 	}
 	return r
+}
+
+// lineCodes finds an enhanced code at the start of the lines of a
+// multiline reply whose first line has none (some servers, go-smtp's
+// among them, put it on the last line only) and strips it from every line.
+func lineCodes(text string, ec smtp.EnhancedCode) (smtp.EnhancedCode, string) {
+	lines := strings.Split(text, "\n")
+	found := false
+	for i, l := range lines {
+		first, rest, _ := strings.Cut(l, " ")
+		var c smtp.EnhancedCode
+		if n, err := fmt.Sscanf(first, "%d.%d.%d", &c[0], &c[1], &c[2]); err != nil || n != 3 || !enhRE.MatchString(first) {
+			continue
+		}
+		ec, found = c, true
+		lines[i] = rest
+	}
+	if !found {
+		return ec, text
+	}
+	return ec, strings.Join(lines, "\n")
 }

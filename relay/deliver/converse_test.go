@@ -1,0 +1,184 @@
+package deliver_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
+)
+
+// A 451 is retried on the schedule (1s here) and delivered the second time.
+func TestTempfailThenSuccess(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("retry.test", m.IP)
+	m.ReplyRcpt("x@retry.test", relaytest.Err(451, "4.3.0", "try later"), 1)
+	h.start(h.config())
+	h.send([]string{"x@retry.test"})
+	h.waitFor("delivered on retry", func() bool { return m.Received("x@retry.test") == 1 })
+	def := h.log.find("x@retry.test", events.StatusDeferred)
+	del := h.log.find("x@retry.test", events.StatusDelivered)
+	if len(def) != 1 || len(del) != 1 || def[0]["smtp_code"] != 451.0 || def[0]["reply"] != "try later" || del[0]["attempt"] != 2.0 {
+		t.Fatalf("events: deferred %v delivered %v", def, del)
+	}
+	next, _ := time.Parse(time.RFC3339, def[0]["next_attempt"].(string))
+	at, _ := time.Parse(time.RFC3339, def[0]["time"].(string))
+	if d := next.Sub(at); d < 0 || d > 2*time.Second {
+		t.Fatalf("next attempt %s after the failure; schedule is 1s", d)
+	}
+	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+}
+
+// One transaction, three recipients: 250 is delivered once, 451 is retried
+// (alone) and delivered later, 550 is failed and reported once.
+func TestMixedRecipientResults(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("mixed.test", m.IP)
+	m.ReplyRcpt("later@mixed.test", relaytest.Err(451, "4.2.1", "mailbox busy\nplease retry"), 1)
+	m.ReplyRcpt("bad@mixed.test", relaytest.Err(550, "5.1.1", "no such user"), -1)
+	h.start(h.config())
+	h.send([]string{"ok@mixed.test", "later@mixed.test", "bad@mixed.test"})
+	h.waitFor("retried recipient delivered", func() bool { return m.Received("later@mixed.test") == 1 })
+	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	if n := m.Received("ok@mixed.test"); n != 1 {
+		t.Fatalf("accepted recipient delivered %d times", n)
+	}
+	msgs := m.Messages()
+	if len(msgs) != 2 || len(msgs[0].Rcpts) != 1 || len(msgs[1].Rcpts) != 1 || msgs[1].Rcpts[0] != "later@mixed.test" {
+		t.Fatalf("transactions %+v", msgs)
+	}
+	f := h.rep.failures("bad@mixed.test")
+	if len(f) != 1 || f[0].Code != 550 || f[0].Enh != "5.1.1" || f[0].Reply != "no such user" {
+		t.Fatalf("failures %+v", f)
+	}
+	ev := h.log.find("later@mixed.test", events.StatusDeferred)
+	if len(ev) != 1 || ev[0]["reply"] != "mailbox busy\nplease retry" || ev[0]["smtp_enh"] != "4.2.1" {
+		t.Fatalf("multiline reply not kept whole: %q", ev[0]["reply"])
+	}
+	if h.log.count("bad@mixed.test", "") != 1 || len(h.rep.failures("ok@mixed.test")) != 0 {
+		t.Fatal("the failed recipient was tried again, or the good one reported")
+	}
+}
+
+// A connection dropped in the middle of DATA is retried; the message is
+// neither lost nor delivered twice.
+func TestDroppedMidData(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("drop.test", m.IP)
+	m.DropData(1)
+	h.start(h.config())
+	h.send([]string{"x@drop.test"})
+	h.waitFor("delivered after the drop", func() bool { return m.Received("x@drop.test") == 1 })
+	if ev := h.log.find("x@drop.test", events.StatusDeferred); len(ev) != 1 || ev[0]["smtp_enh"] != "4.4.2" {
+		t.Fatalf("deferred events %v", ev)
+	}
+	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	if m.Received("x@drop.test") != 1 {
+		t.Fatal("delivered twice")
+	}
+}
+
+// A server that accepts TCP and never greets times out (greeting timeout)
+// and the next MX gets the mail in the same attempt.
+func TestSilentServerTimesOutToNextMX(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	silent := h.mx(relaytest.Hang())
+	good := h.mx()
+	h.domain("silent.test", silent.IP, good.IP)
+	cfg := h.config()
+	cfg.Delivery.Timeouts.Greeting = config.Duration(time.Second)
+	h.start(cfg)
+	start := time.Now()
+	h.send([]string{"x@silent.test"})
+	h.waitFor("delivered via the second MX", func() bool { return good.Received("x@silent.test") == 1 })
+	if silent.Connections() == 0 || time.Since(start) < time.Second {
+		t.Fatal("the silent MX was not tried first")
+	}
+	if ev := h.log.find("x@silent.test", ""); len(ev) != 1 || ev[0]["attempt"] != 1.0 {
+		t.Fatalf("events %v", ev)
+	}
+}
+
+// N entries to one domain travel over fewer than N connections.
+func TestConnectionReuse(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("reuse.test", m.IP)
+	const n = 30
+	for i := 0; i < n; i++ {
+		h.send([]string{"r" + string(rune('a'+i%26)) + "@reuse.test"})
+	}
+	cfg := h.config()
+	cfg.Delivery.MaxPerDestination = 2
+	h.start(cfg)
+	h.waitFor("all delivered", func() bool { return len(m.Messages()) == n })
+	if c := m.Connections(); c >= n || c > 4 {
+		t.Fatalf("%d entries over %d connections", n, c)
+	}
+}
+
+// Extensions: DSN parameters pass on when offered; NOTIFY=SUCCESS to a
+// server without DSN is reported "relayed"; an 8-bit body to a server
+// without 8BITMIME arrives as quoted-printable; SMTPUTF8 to a server
+// without it fails 5.6.7.
+func TestExtensions(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dsn := h.mx(relaytest.DSN())
+	plain := h.mx(relaytest.No8BitMIME())
+	h.domain("dsn.test", dsn.IP)
+	h.domain("plain.test", plain.IP)
+	h.start(h.config())
+	notify := func(e *queue.Envelope) {
+		e.Rcpts[0].Notify = []string{"SUCCESS", "FAILURE"}
+		e.Rcpts[0].ORCPT = "rfc822;orig@dsn.test"
+		e.Ret, e.EnvID = "HDRS", "env-1"
+	}
+	h.send([]string{"x@dsn.test"}, notify)
+	h.send([]string{"x@plain.test"}, notify)
+	body8 := []byte("From: a@sender.test\r\nSubject: caf\xc3\xa9?\r\n\r\ncaf\xc3\xa9\r\n")
+	body8[len("From: a@sender.test\r\nSubject: caf")] = 'e' // 8-bit body, 7-bit header
+	body8[len("From: a@sender.test\r\nSubject: cafe")] = '!'
+	h.sendBody([]string{"y@plain.test"}, body8, func(e *queue.Envelope) { e.Body8Bit = true })
+	h.send([]string{"u@plain.test"}, func(e *queue.Envelope) { e.SMTPUTF8 = true })
+
+	h.waitFor("all settled", func() bool {
+		return dsn.Received("x@dsn.test") == 1 && plain.Received("x@plain.test") == 1 &&
+			plain.Received("y@plain.test") == 1 && len(h.rep.failures("u@plain.test")) == 1
+	})
+	got := dsn.Messages()[0]
+	ro := got.RcptOpts["x@dsn.test"]
+	if len(ro.Notify) != 2 || ro.OriginalRecipient != "orig@dsn.test" || got.MailOpts.EnvelopeID != "env-1" || got.MailOpts.Return != "HDRS" {
+		t.Fatalf("DSN parameters not passed on: %+v %+v", got.MailOpts, ro)
+	}
+	h.rep.mu.Lock()
+	relayed := h.rep.relayed
+	h.rep.mu.Unlock()
+	if len(relayed) != 1 || relayed[0].Rcpt.Addr != "x@plain.test" {
+		t.Fatalf("relayed %+v", relayed)
+	}
+	for _, msg := range plain.Messages() {
+		if msg.Rcpts[0] == "y@plain.test" {
+			if bytes.ContainsFunc(msg.Body, func(r rune) bool { return r >= 0x80 }) ||
+				!strings.Contains(string(msg.Body), "Content-Transfer-Encoding: quoted-printable") ||
+				!strings.Contains(string(msg.Body), "caf=C3=A9") {
+				t.Fatalf("8-bit body sent as is:\n%s", msg.Body)
+			}
+		}
+	}
+	if f := h.rep.failures("u@plain.test")[0]; f.Enh != "5.6.7" || f.Temporary {
+		t.Fatalf("SMTPUTF8 result %+v", f)
+	}
+}
