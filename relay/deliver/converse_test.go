@@ -21,7 +21,9 @@ func TestTempfailThenSuccess(t *testing.T) {
 	m.ReplyRcpt("x@retry.test", relaytest.Err(451, "4.3.0", "try later"), 1)
 	h.start(h.config())
 	h.send([]string{"x@retry.test"})
-	h.waitFor("delivered on retry", func() bool { return m.Received("x@retry.test") == 1 })
+	h.waitFor("delivered on retry", func() bool {
+		return m.Received("x@retry.test") == 1 && h.log.count("x@retry.test", events.StatusDelivered) == 1
+	})
 	def := h.log.find("x@retry.test", events.StatusDeferred)
 	del := h.log.find("x@retry.test", events.StatusDelivered)
 	if len(def) != 1 || len(del) != 1 || def[0]["smtp_code"] != 451.0 || def[0]["reply"] != "try later" || del[0]["attempt"] != 2.0 {
@@ -78,7 +80,9 @@ func TestDroppedMidData(t *testing.T) {
 	m.DropData(1)
 	h.start(h.config())
 	h.send([]string{"x@drop.test"})
-	h.waitFor("delivered after the drop", func() bool { return m.Received("x@drop.test") == 1 })
+	h.waitFor("delivered after the drop", func() bool {
+		return m.Received("x@drop.test") == 1 && h.log.count("x@drop.test", events.StatusDelivered) == 1
+	})
 	if ev := h.log.find("x@drop.test", events.StatusDeferred); len(ev) != 1 || ev[0]["smtp_enh"] != "4.4.2" {
 		t.Fatalf("deferred events %v", ev)
 	}
@@ -101,7 +105,9 @@ func TestSilentServerTimesOutToNextMX(t *testing.T) {
 	h.start(cfg)
 	start := time.Now()
 	h.send([]string{"x@silent.test"})
-	h.waitFor("delivered via the second MX", func() bool { return good.Received("x@silent.test") == 1 })
+	h.waitFor("delivered via the second MX", func() bool {
+		return good.Received("x@silent.test") == 1 && h.log.count("x@silent.test", "") == 1
+	})
 	if silent.Connections() == 0 || time.Since(start) < time.Second {
 		t.Fatal("the silent MX was not tried first")
 	}

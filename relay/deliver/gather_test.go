@@ -19,7 +19,10 @@ func TestMXPreferenceAndFallback(t *testing.T) {
 
 	h.send([]string{"a@pref.test"})
 	h.send([]string{"b@fallback.test"})
-	h.waitFor("both delivered", func() bool { return primary.Received("a@pref.test") == 1 && backup.Received("b@fallback.test") == 1 })
+	h.waitFor("both delivered", func() bool {
+		return primary.Received("a@pref.test") == 1 && backup.Received("b@fallback.test") == 1 &&
+			h.log.count("b@fallback.test", events.StatusDelivered) == 1
+	})
 	if backup.Received("a@pref.test") != 0 || primary.Received("b@fallback.test") != 0 {
 		t.Fatal("mail went to the wrong MX")
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -250,3 +251,27 @@ func loopbackIP(t *testing.T, s string) {
 		t.Fatalf("%q is not a loopback address", s)
 	}
 }
+
+// stored reports whether any entry of queue id is still in the queue
+// (ready, in flight or scheduled).
+func (h *harness) stored(id string) bool {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	s, err := h.q.Stream(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter("jr.*."+id+".>"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for subj, n := range info.State.Subjects {
+		if n > 0 && !strings.HasPrefix(subj, queue.SubjBody+".") {
+			return true
+		}
+	}
+	return false
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

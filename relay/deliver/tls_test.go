@@ -1,0 +1,162 @@
+package deliver_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
+)
+
+// Every TLS policy against a server offering STARTTLS, one without it and
+// one whose handshake breaks; `verify` refuses a self-signed certificate
+// and accepts one from ca_file; REQUIRETLS needs verified TLS and the
+// REQUIRETLS keyword, else fails 5.7.10 at once.
+func TestTLSPolicies(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ca := relaytest.NewCA(t)
+	type tcase struct {
+		domain, policy string
+		server         []relaytest.Option
+		ca             bool   // certificate from the test CA for mx1.<domain>
+		self           bool   // self-signed certificate for mx1.<domain>
+		want           string // "tls", "plain", "deferred:<enh>", "failed:<enh>"
+		requireTLS     bool
+		minConns       int
+	}
+	cases := []tcase{
+		{domain: "opp-on.test", policy: "opportunistic", server: []relaytest.Option{relaytest.StartTLS(nil)}, want: "tls"},
+		{domain: "opp-off.test", policy: "opportunistic", want: "plain"},
+		{domain: "opp-broken.test", policy: "opportunistic", server: []relaytest.Option{relaytest.BrokenTLS()}, want: "plain", minConns: 2},
+		{domain: "none-on.test", policy: "none", server: []relaytest.Option{relaytest.StartTLS(nil)}, want: "plain"},
+		{domain: "none-broken.test", policy: "none", server: []relaytest.Option{relaytest.BrokenTLS()}, want: "plain"},
+		{domain: "req-on.test", policy: "required", server: []relaytest.Option{relaytest.StartTLS(nil)}, want: "tls"},
+		{domain: "req-off.test", policy: "required", want: "deferred:4.7.4"},
+		{domain: "req-broken.test", policy: "required", server: []relaytest.Option{relaytest.BrokenTLS()}, want: "deferred:4.7.5"},
+		{domain: "ver-self.test", policy: "verify", self: true, want: "deferred:4.7.5"},
+		{domain: "ver-ca.test", policy: "verify", ca: true, want: "tls"},
+		{domain: "ver-off.test", policy: "verify", want: "deferred:4.7.4"},
+		{domain: "ver-broken.test", policy: "verify", server: []relaytest.Option{relaytest.BrokenTLS()}, want: "deferred:4.7.5"},
+		{domain: "rtls-ok.test", policy: "opportunistic", ca: true, server: []relaytest.Option{relaytest.RequireTLS()}, requireTLS: true, want: "tls"},
+		{domain: "rtls-no.test", policy: "opportunistic", ca: true, requireTLS: true, want: "failed:5.7.10"},
+	}
+	cfg := h.config()
+	cfg.Delivery.TLS.CAFile = ca.File
+	cfg.Delivery.TLS.Domains = map[string]string{}
+	servers := map[string]*relaytest.MX{}
+	ids := map[string]string{}
+	for _, c := range cases {
+		opts := c.server
+		if c.ca || c.self {
+			cert := ca.Cert(t, "mx1."+c.domain)
+			if c.self {
+				cert = relaytest.SelfSigned(t, "mx1."+c.domain)
+			}
+			opts = append([]relaytest.Option{relaytest.StartTLS(&cert)}, opts...)
+		}
+		m := h.mx(opts...)
+		servers[c.domain] = m
+		h.domain(c.domain, m.IP)
+		cfg.Delivery.TLS.Domains[c.domain] = c.policy
+	}
+	h.start(cfg)
+	for _, c := range cases {
+		ids[c.domain] = h.send([]string{"x@" + c.domain}, func(e *queue.Envelope) { e.RequireTLS = c.requireTLS })
+	}
+	for _, c := range cases {
+		t.Run(c.domain, func(t *testing.T) {
+			checkTLSCase(t, h, servers[c.domain], "x@"+c.domain, ids[c.domain], c.want, c.minConns)
+		})
+	}
+}
+
+func checkTLSCase(t *testing.T, h *harness, m *relaytest.MX, rcpt, id, want string, minConns int) {
+	kind, enh, _ := strings.Cut(want, ":")
+	switch kind {
+	case "tls", "plain":
+		h.waitFor(rcpt+" delivered", func() bool { return m.Received(rcpt) == 1 && h.log.count(rcpt, events.StatusDelivered) == 1 })
+		msg := m.Messages()[0]
+		if (msg.TLS != nil) != (kind == "tls") {
+			t.Fatalf("received with TLS=%v, want %s", msg.TLS != nil, kind)
+		}
+		ev := h.log.find(rcpt, events.StatusDelivered)[0]
+		if kind == "tls" && !strings.HasPrefix(ev["tls"].(string), "TLS1.") || kind == "plain" && ev["tls"] != "none" {
+			t.Fatalf("event tls=%v", ev["tls"])
+		}
+		if m.Connections() < minConns {
+			t.Fatalf("%d connections, want at least %d (plaintext retry)", m.Connections(), minConns)
+		}
+	case "deferred":
+		h.waitFor(rcpt+" deferred", func() bool { return h.log.count(rcpt, events.StatusDeferred) >= 1 })
+		if ev := h.log.find(rcpt, events.StatusDeferred)[0]; ev["smtp_enh"] != enh {
+			t.Fatalf("deferred with %v (%v), want %s", ev["smtp_enh"], ev["reply"], enh)
+		}
+		if m.Received(rcpt) != 0 || !h.stored(id) || len(h.rep.failures(rcpt)) != 0 {
+			t.Fatalf("deferred mail delivered, lost or reported (stored=%v)", h.stored(id))
+		}
+	case "failed":
+		h.waitFor(rcpt+" failed", func() bool { return len(h.rep.failures(rcpt)) == 1 })
+		if f := h.rep.failures(rcpt)[0]; f.Enh != enh || f.Temporary {
+			t.Fatalf("failed with %+v, want permanent %s", f, enh)
+		}
+		if m.Received(rcpt) != 0 || h.log.count(rcpt, events.StatusDeferred) != 0 {
+			t.Fatal("REQUIRETLS mail sent or retried")
+		}
+	}
+	if kind == "tls" && strings.HasPrefix(rcpt, "x@rtls") {
+		if !m.Messages()[0].MailOpts.RequireTLS {
+			t.Fatal("REQUIRETLS not passed on")
+		}
+	}
+}
+
+// A smarthost route: implicit TLS verified against ca_file, AUTH PLAIN
+// with the password from the environment; the recipient domain's MX is
+// never looked up.
+func TestSmarthostRouteWithAuth(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ca := relaytest.NewCA(t)
+	cert := ca.Cert(t, "smarthost.test")
+	up := h.mx(relaytest.ImplicitTLS(&cert), relaytest.Auth("relay", "s3cret"))
+	h.zone.AddA("smarthost.test", up.IP)
+	env := "JR_TEST_PASS_" + randHex(t)
+	if err := os.Setenv(env, "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Unsetenv(env) })
+	cfg := h.config()
+	cfg.Delivery.TLS.CAFile = ca.File
+	cfg.Delivery.Routes = []config.Route{{Domains: []string{"*"}, Host: "smarthost.test:" + itoa(h.port),
+		TLS: "implicit", Auth: &config.RouteAuth{User: "relay", PasswordEnv: env}}}
+	h.start(cfg)
+	h.send([]string{"x@anywhere.test", "y@anywhere.test"})
+	h.waitFor("relayed through the smarthost", func() bool {
+		return up.Received("x@anywhere.test") == 1 && up.Received("y@anywhere.test") == 1 &&
+			h.log.count("x@anywhere.test", events.StatusDelivered) == 1
+	})
+	msg := up.Messages()[0]
+	if msg.User != "relay" || msg.TLS == nil {
+		t.Fatalf("user %q tls %v", msg.User, msg.TLS != nil)
+	}
+	if ev := h.log.find("x@anywhere.test", events.StatusDelivered)[0]; ev["tls_verified"] != true || ev["mx"] != "smarthost.test" {
+		t.Fatalf("event %v", ev)
+	}
+	if n := h.zone.Queries("anywhere.test", 15 /* MX */); n != 0 {
+		t.Fatalf("%d MX lookups for a routed domain", n)
+	}
+}
+
+func randHex(t *testing.T) string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return strings.ToUpper(hex.EncodeToString(b))
+}
