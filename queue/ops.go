@@ -1,0 +1,479 @@
+package queue
+
+// Operator view of and actions on queue entries (jetrelay queue).
+//
+// Reading without a second consumer. A work-queue stream allows one
+// consumer per subject, and that is the delivery consumer. Operators read
+// the stream directly instead: per-subject counts from stream info with a
+// subject filter, and messages with batched direct gets (no server state).
+//
+// In-flight. JetStream tracks leases per consumer, not per message, but
+// the delivery consumer hands out jr.q messages in stream order, so its
+// position decides: a jr.q message with a stream sequence at or below the
+// consumer's delivered stream sequence has been handed to a worker and,
+// because it is still stored (work-queue retention removes acknowledged
+// messages), not yet acknowledged: it is in flight (leased, or handed back
+// at shutdown and waiting for redelivery). A jr.q message above it has
+// never been handed out: it is ready. Only messages above the ack floor can
+// be in flight, so listing them is a scan of (ack floor, delivered].
+//
+// Safety against the delivery worker. Every action names the stored copy
+// it acts on by stream sequence: deletes are by sequence, and publishes
+// carry Nats-Expected-Last-Subject-Sequence, so an action on an entry that
+// changed meanwhile fails with ErrChanged instead of duplicating or losing
+// it. A deferred entry is retried or held atomically by replacing its
+// schedule (rollup, expected sequence = the schedule's) with one firing
+// now, into jr.q or jr.h. An in-flight entry is refused (ErrInFlight). A
+// ready entry is removed by sequence; if the consumer reached that sequence
+// in the same instant, a worker may hold a copy: the action still happens
+// (never losing mail) and Result.Note says it may be delivered once.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// State is an entry's state as operators see it.
+type State string
+
+// Entry states.
+const (
+	StateReady    State = "ready"
+	StateInFlight State = "in-flight"
+	StateDeferred State = "deferred"
+	StateHeld     State = "held"
+)
+
+// States lists the states in display order.
+var States = []State{StateReady, StateInFlight, StateDeferred, StateHeld}
+
+// Operation errors.
+var (
+	ErrChanged     = errors.New("queue: the entry changed meanwhile (delivered, deferred or moved); look again")
+	ErrInFlight    = errors.New("queue: the entry is being delivered right now (leased by a worker); try again once it is deferred or done")
+	ErrNotDeferred = errors.New("queue: the entry is not deferred; nothing to retry")
+	ErrHeldEntry   = errors.New("queue: the entry is held; release it instead")
+	ErrNotHeld     = errors.New("queue: the entry is not held")
+)
+
+// noteRace qualifies an action on a ready entry the consumer reached at the same moment.
+const noteRace = "a delivery worker may have leased it at the same moment: it may still be delivered once"
+
+// Item is one stored queue entry.
+type Item struct {
+	Env     *Envelope   `json:"envelope"`
+	State   State       `json:"state"`
+	Subject string      `json:"subject"`
+	Seq     uint64      `json:"seq"`
+	Stored  time.Time   `json:"stored"` // when this copy was stored (entered its state)
+	Header  nats.Header `json:"headers"`
+	data    []byte      // inline body (or none)
+}
+
+// Result says what an action did.
+type Result struct {
+	Done bool   // the entry was changed
+	Note string // e.g. "already held", or a race warning
+}
+
+// DomainCount is one destination domain's entries by state.
+type DomainCount struct {
+	Domain string        `json:"domain"`
+	Counts map[State]int `json:"counts"`
+}
+
+// StateStat is the size of one state and its oldest entry.
+type StateStat struct {
+	Count  int       `json:"count"`
+	Oldest time.Time `json:"oldest,omitzero"` // arrival of the entry longest in this state
+}
+
+// cursor is the delivery consumer's position.
+type cursor struct {
+	delivered, ackFloor uint64
+	pending, ackPending int
+}
+
+func (q *Queue) cursor(ctx context.Context) (cursor, error) {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return cursor{}, err
+	}
+	c, err := s.Consumer(ctx, ConsumerName)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return cursor{}, nil
+	}
+	if err != nil {
+		return cursor{}, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return cursor{}, err
+	}
+	return cursor{delivered: info.Delivered.Stream, ackFloor: info.AckFloor.Stream,
+		pending: int(info.NumPending), ackPending: info.NumAckPending}, nil
+}
+
+// stateOf classifies a stored entry.
+func (c cursor) stateOf(prefix string, seq uint64, env *Envelope) State {
+	switch {
+	case prefix == SubjHeld || (prefix == SubjScheduled && env.Held):
+		return StateHeld
+	case prefix == SubjScheduled:
+		return StateDeferred
+	case seq <= c.delivered:
+		return StateInFlight
+	}
+	return StateReady
+}
+
+// ListOptions select entries; empty fields match all.
+type ListOptions struct {
+	ID     string
+	Domain string
+	State  State
+}
+
+// List returns the stored entries matching o, by queue id then domain.
+func (q *Queue) List(ctx context.Context, o ListOptions) ([]*Item, error) {
+	id, dom := "*", ">"
+	if o.ID != "" {
+		if !ValidID(o.ID) {
+			return nil, fmt.Errorf("queue: %q is not a queue id", o.ID)
+		}
+		id = o.ID
+	}
+	if o.Domain != "" {
+		if !ValidDomain(o.Domain) {
+			return nil, fmt.Errorf("%w: %q", ErrInvalidDomain, o.Domain)
+		}
+		dom = strings.ToLower(o.Domain)
+	}
+	c, err := q.cursor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Item
+	for _, p := range []string{SubjReady, SubjScheduled, SubjHeld} {
+		err := q.scan(ctx, p+"."+id+"."+dom, 1, 0, func(m *nats.Msg) error {
+			it, err := itemFrom(m, c)
+			if err == nil && (o.State == "" || it.State == o.State) {
+				out = append(out, it)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Env.ID != out[j].Env.ID {
+			return out[i].Env.ID < out[j].Env.ID
+		}
+		return out[i].Env.Domain < out[j].Env.Domain
+	})
+	return out, nil
+}
+
+// Counts returns entries per destination domain and state, from subject
+// counts plus a scan of the in-flight sequence range.
+func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := q.cursor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	by := map[string]map[State]int{}
+	add := func(subj string, st State, n int) {
+		_, _, d, err := ParseSubject(subj)
+		if err != nil {
+			return
+		}
+		if by[d] == nil {
+			by[d] = map[State]int{}
+		}
+		by[d][st] += n
+	}
+	for p, st := range map[string]State{SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld} {
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(p+".>"))
+		if err != nil {
+			return nil, err
+		}
+		for subj, n := range info.State.Subjects {
+			add(subj, st, int(n))
+		}
+	}
+	if c.delivered > c.ackFloor {
+		err = q.scan(ctx, SubjReady+".>", c.ackFloor+1, c.delivered, func(m *nats.Msg) error {
+			add(m.Header.Get(jetstream.SubjectHeader), StateInFlight, 1)
+			add(m.Header.Get(jetstream.SubjectHeader), StateReady, -1)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make([]DomainCount, 0, len(by))
+	for d, m := range by {
+		out = append(out, DomainCount{Domain: d, Counts: m})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
+	return out, nil
+}
+
+// Stats samples each state's size and oldest entry cheaply (for metrics):
+// consumer info for ready and in-flight counts, and one batched direct get
+// per state for the lowest-sequence entry (and, for deferred and held, the
+// count). "Oldest" is the arrival of the entry longest in that state.
+func (q *Queue) Stats(ctx context.Context) (map[State]StateStat, error) {
+	c, err := q.cursor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[State]StateStat{
+		StateReady:    {Count: c.pending},
+		StateInFlight: {Count: c.ackPending},
+	}
+	first := func(st State, filter string, from, upTo uint64, count bool) error {
+		m, left, err := q.first(ctx, filter, from)
+		if err != nil || m == nil {
+			return err
+		}
+		stat := out[st]
+		if count {
+			stat.Count = int(left) + 1
+		}
+		if seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); upTo == 0 || seq <= upTo {
+			if env, err := UnmarshalEnvelope([]byte(m.Header.Get(HeaderEnv))); err == nil {
+				stat.Oldest = env.Arrival
+			}
+		}
+		out[st] = stat
+		return nil
+	}
+	errs := []error{
+		first(StateReady, SubjReady+".>", c.delivered+1, 0, false),
+		first(StateInFlight, SubjReady+".>", c.ackFloor+1, c.delivered, false),
+		first(StateDeferred, SubjScheduled+".>", 1, 0, true),
+		first(StateHeld, SubjHeld+".>", 1, 0, true),
+	}
+	return out, errors.Join(errs...)
+}
+
+// Retry makes a deferred entry due now: its schedule is replaced by one
+// firing at once into jr.q.
+func (q *Queue) Retry(ctx context.Context, it *Item) (Result, error) {
+	prefix, _, _, _ := ParseSubject(it.Subject)
+	switch {
+	case prefix == SubjHeld || (prefix == SubjScheduled && it.Env.Held):
+		return Result{}, ErrHeldEntry
+	case prefix != SubjScheduled:
+		return Result{}, ErrNotDeferred
+	}
+	env := *it.Env
+	return q.rescheduleNow(ctx, it, &env, SubjReady)
+}
+
+// Hold stops delivery of an entry until Release: a deferred entry's
+// schedule is redirected into jr.h at once; a ready entry is copied to jr.h
+// and removed from jr.q by sequence. In-flight entries are refused.
+func (q *Queue) Hold(ctx context.Context, it *Item) (Result, error) {
+	prefix, _, _, _ := ParseSubject(it.Subject)
+	env := *it.Env
+	env.Held = true
+	switch {
+	case prefix == SubjHeld || (prefix == SubjScheduled && it.Env.Held):
+		return Result{Note: "already held"}, nil
+	case prefix == SubjScheduled:
+		return q.rescheduleNow(ctx, it, &env, SubjHeld)
+	}
+	c, err := q.cursor(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if it.Seq <= c.delivered {
+		return Result{}, ErrInFlight
+	}
+	msg, err := q.entryMsg(Subject(SubjHeld, env.ID, env.Domain), &env, it.data)
+	if err != nil {
+		return Result{}, err
+	}
+	ack, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0))
+	if err != nil {
+		return Result{}, casErr(err)
+	}
+	if err := q.deleteSeq(ctx, it.Seq); err != nil {
+		// Delivered or deferred meanwhile: undo the held copy.
+		if uerr := q.deleteSeq(ctx, ack.Sequence); uerr != nil && !errors.Is(uerr, ErrChanged) {
+			return Result{}, errors.Join(err, uerr)
+		}
+		return Result{}, err
+	}
+	return q.afterReadyRemoved(ctx, it.Seq), nil
+}
+
+// Release resumes delivery of a held entry (due now).
+func (q *Queue) Release(ctx context.Context, it *Item) (Result, error) {
+	prefix, _, _, _ := ParseSubject(it.Subject)
+	env := *it.Env
+	env.Held, env.NextAt = false, time.Time{}
+	switch {
+	case prefix == SubjScheduled && it.Env.Held:
+		return q.rescheduleNow(ctx, it, &env, SubjReady)
+	case prefix != SubjHeld:
+		return Result{}, ErrNotHeld
+	}
+	msg, err := q.entryMsg(Subject(SubjReady, env.ID, env.Domain), &env, it.data)
+	if err != nil {
+		return Result{}, err
+	}
+	// Expect no ready copy, then drop the held one: a crash in between
+	// leaves the held copy behind (never a lost entry).
+	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+		return Result{}, casErr(err)
+	}
+	if err := q.deleteSeq(ctx, it.Seq); err != nil {
+		return Result{Done: true, Note: "the held copy was already gone (another operator?)"}, nil
+	}
+	return Result{Done: true}, nil
+}
+
+// Bouncer tells the sender about the recipients of an entry an operator
+// deleted. relay/bounce implements it (via an adapter in cmd/jetrelay), so
+// queue does not import it.
+type Bouncer interface {
+	// Deleted queues a failure DSN for env's recipients; body is the
+	// message. It is called after the entry is removed; an error means no
+	// DSN was queued.
+	Deleted(ctx context.Context, env *Envelope, body []byte) error
+}
+
+// Delete removes an entry (not in flight) by sequence, tells bouncer (if
+// not nil), and reclaims the body once no entry of the message is left.
+func (q *Queue) Delete(ctx context.Context, it *Item, bouncer Bouncer) (Result, error) {
+	prefix, _, _, _ := ParseSubject(it.Subject)
+	if prefix == SubjReady {
+		c, err := q.cursor(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		if it.Seq <= c.delivered {
+			return Result{}, ErrInFlight
+		}
+	}
+	var body []byte
+	if bouncer != nil {
+		var err error
+		if body, err = q.itemBody(ctx, it); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := q.deleteSeq(ctx, it.Seq); err != nil {
+		return Result{}, err
+	}
+	res := Result{Done: true}
+	if prefix == SubjReady {
+		res = q.afterReadyRemoved(ctx, it.Seq)
+	}
+	var errs []error
+	if bouncer != nil {
+		if err := bouncer.Deleted(ctx, it.Env, body); err != nil {
+			errs = append(errs, fmt.Errorf("entry deleted, but no DSN was queued: %w", err))
+		}
+	}
+	if it.Env.Chunks > 0 {
+		errs = append(errs, q.reclaimBody(ctx, it.Env.ID))
+	}
+	return res, errors.Join(errs...)
+}
+
+// afterReadyRemoved checks whether the consumer reached a removed ready
+// entry's sequence meanwhile: then a worker may hold a copy.
+func (q *Queue) afterReadyRemoved(ctx context.Context, seq uint64) Result {
+	if c, err := q.cursor(ctx); err != nil || c.delivered >= seq {
+		return Result{Done: true, Note: noteRace}
+	}
+	return Result{Done: true}
+}
+
+// rescheduleNow replaces a schedule (only if it is still it.Seq) with one
+// firing now into target's subject.
+func (q *Queue) rescheduleNow(ctx context.Context, it *Item, env *Envelope, target string) (Result, error) {
+	now := time.Now().UTC()
+	if target == SubjReady {
+		env.NextAt = now
+	}
+	msg, err := q.entryMsg(it.Subject, env, it.data)
+	if err != nil {
+		return Result{}, err
+	}
+	msg.Header.Set("Nats-Schedule", "@at "+now.Format(time.RFC3339))
+	msg.Header.Set("Nats-Schedule-Target", Subject(target, env.ID, env.Domain))
+	msg.Header.Set("Nats-Rollup", "sub")
+	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(it.Seq)); err != nil {
+		return Result{}, casErr(err)
+	}
+	return Result{Done: true}, nil
+}
+
+// itemBody returns the message bytes of a stored entry.
+func (q *Queue) itemBody(ctx context.Context, it *Item) ([]byte, error) {
+	if it.Env.Chunks == 0 {
+		return it.data, nil
+	}
+	return q.body(ctx, it.Env)
+}
+
+// deleteSeq removes one stored message; ErrChanged when it is gone already.
+func (q *Queue) deleteSeq(ctx context.Context, seq uint64) error {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return err
+	}
+	derr := s.DeleteMsg(ctx, seq)
+	if derr == nil {
+		return nil
+	}
+	if _, err := s.GetMsg(ctx, seq); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ErrChanged
+	}
+	return derr
+}
+
+// casErr maps a failed expected-sequence check to ErrChanged.
+func casErr(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return ErrChanged
+	}
+	return err
+}
+
+// itemFrom builds an Item from a direct-get reply.
+func itemFrom(m *nats.Msg, c cursor) (*Item, error) {
+	subj := m.Header.Get(jetstream.SubjectHeader)
+	prefix, _, _, err := ParseSubject(subj)
+	if err != nil {
+		return nil, err
+	}
+	env, err := UnmarshalEnvelope([]byte(m.Header.Get(HeaderEnv)))
+	if err != nil {
+		return nil, err
+	}
+	seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(hdrTimeStamp))
+	return &Item{Env: env, State: c.stateOf(prefix, seq, env), Subject: subj, Seq: seq,
+		Stored: ts, Header: m.Header, data: m.Data}, nil
+}
