@@ -1,0 +1,205 @@
+package bounce
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Result is one recipient's outcome as the delivery engine reports it.
+type Result struct {
+	Rcpt      queue.Recipient
+	Status    string
+	Code      int    // SMTP reply code (0 when no reply, e.g. DNS failure)
+	Enh       string // RFC 3463 enhanced status, e.g. 5.1.1
+	Reply     string // the reply text as received
+	MX        string
+	IP        string
+	Time      time.Time // last attempt
+	Temporary bool      // the last failure was temporary (max_age expiry)
+}
+
+// RFC 3461 §4.1 NOTIFY values.
+const (
+	notifyNever   = "NEVER"
+	notifyFailure = "FAILURE"
+	notifyDelay   = "DELAY"
+	notifySuccess = "SUCCESS"
+)
+
+// Event statuses of event=dsn.
+const (
+	dsnQueued  = "queued"
+	dsnDropped = "dropped"
+)
+
+// Failed reports recipients that failed for good (a permanent reply, or
+// max_age reached with Temporary set). It suppresses recipients that failed
+// with a 5.1.x mailbox status and queues one failed DSN for those whose
+// NOTIFY includes FAILURE (the default). Safe to call again for the same
+// failure.
+func (b *Bouncer) Failed(ctx context.Context, env *queue.Envelope, body []byte, failed []Result) error {
+	if b.cfg.Bounces.SuppressEnabled() {
+		for _, r := range failed {
+			if hardBounce(r) {
+				b.suppressAfterFailure(ctx, env, r)
+			}
+		}
+	}
+	return b.report(ctx, ActionFailed, env, body, failed)
+}
+
+// Relayed reports recipients accepted by a next hop that does not offer
+// DSN (RFC 3461 §4.1 SUCCESS): a relayed DSN for those that asked for it.
+func (b *Bouncer) Relayed(ctx context.Context, env *queue.Envelope, body []byte, relayed []Result) error {
+	return b.report(ctx, ActionRelayed, env, body, relayed)
+}
+
+// Delayed reports recipients still being retried. Call it on every
+// deferral with the envelope about to be deferred: it sends a delay notice
+// once, when bounces.delay_notice_after has passed since arrival, to the
+// recipients whose NOTIFY includes DELAY (the default), and then sets
+// env.DelayNotified, which the caller must store with the deferred entry.
+func (b *Bouncer) Delayed(ctx context.Context, env *queue.Envelope, body []byte, delayed []Result) error {
+	if !b.DelayDue(env) {
+		return nil
+	}
+	if err := b.report(ctx, ActionDelayed, env, body, delayed); err != nil {
+		return err
+	}
+	env.DelayNotified = true
+	return nil
+}
+
+// DelayDue reports whether a delay notice for env is due now.
+func (b *Bouncer) DelayDue(env *queue.Envelope) bool {
+	after := b.cfg.Bounces.DelayNoticeAfter.D()
+	return after > 0 && !env.DelayNotified && !b.now().Before(env.Arrival.Add(after))
+}
+
+// hardBounce: a permanent failure with a 5.1.x status about the recipient
+// (RFC 3463 §3.2; 5.1.7 and 5.1.8 are about the sender and do not count).
+func hardBounce(r Result) bool {
+	if r.Temporary || !strings.HasPrefix(r.Enh, "5.1.") {
+		return false
+	}
+	return r.Enh != "5.1.7" && r.Enh != "5.1.8"
+}
+
+func (b *Bouncer) suppressAfterFailure(ctx context.Context, env *queue.Envelope, r Result) {
+	_, err := b.supp.Add(ctx, Suppression{
+		Addr: r.Rcpt.Addr, Reason: strings.ReplaceAll(diagnostic(r), "\n", " "), Code: r.Enh, QueueID: env.ID,
+	}, ActorDelivery)
+	if err != nil {
+		b.log.Error().Err(err).Str("queue_id", env.ID).Str("rcpt", r.Rcpt.Addr).Msg("could not suppress recipient")
+	}
+}
+
+// wants reports whether the recipient's NOTIFY asks for this action.
+func wants(r queue.Recipient, action string) bool {
+	n := r.Notify
+	if len(n) == 0 {
+		n = []string{notifyFailure, notifyDelay} // RFC 3461 §4.1 default
+	}
+	want := map[string]string{ActionFailed: notifyFailure, ActionDelayed: notifyDelay, ActionRelayed: notifySuccess}[action]
+	return slices.ContainsFunc(n, func(s string) bool { return strings.EqualFold(s, want) })
+}
+
+// report queues one DSN of the given action for the results that asked for
+// it, at most once per (message, action, recipients).
+func (b *Bouncer) report(ctx context.Context, action string, env *queue.Envelope, body []byte, results []Result) error {
+	var rcpts []Result
+	for _, r := range results {
+		if wants(r.Rcpt, action) {
+			rcpts = append(rcpts, r)
+		}
+	}
+	if len(rcpts) == 0 {
+		return nil
+	}
+	if reason := b.mustNotBounce(env); reason != "" {
+		b.emit(&events.Event{Event: events.DSN, QueueID: env.ID, MsgID: env.MsgID, MailFrom: events.Str(env.From),
+			Domain: env.Domain, RcptCount: len(rcpts), Status: dsnDropped, Reason: action + ": " + reason})
+		return nil
+	}
+	marker := dsnMarkerKey(env, action, rcpts)
+	if e, err := b.kv.Get(ctx, marker); err == nil {
+		b.log.Debug().Str("queue_id", env.ID).Str("dsn_id", string(e.Value())).Msg("DSN already queued for this event")
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("bounce: DSN marker: %w", err)
+	}
+	dsnID, err := b.enqueue(ctx, action, env, body, rcpts)
+	if err != nil {
+		return err
+	}
+	if _, err := b.kv.Put(ctx, marker, []byte(dsnID)); err != nil {
+		b.log.Warn().Err(err).Str("queue_id", env.ID).Str("dsn_id", dsnID).Msg("DSN marker not stored; a redelivery could repeat the DSN")
+	}
+	b.emit(&events.Event{Event: events.DSN, QueueID: env.ID, MsgID: env.MsgID, DSNID: dsnID, Rcpt: env.From,
+		RcptCount: len(rcpts), Domain: env.Domain, Status: dsnQueued, Reason: action})
+	return nil
+}
+
+// mustNotBounce returns why env gets no DSN: RFC 3461 §6.2 / RFC 5321
+// §4.5.5 — never to the null reverse-path, never about a DSN.
+func (b *Bouncer) mustNotBounce(env *queue.Envelope) string {
+	switch {
+	case env.IsDSN:
+		return "the message is itself a delivery status notification"
+	case env.From == "":
+		return "null reverse-path"
+	case !queue.ValidDomain(domainOf(env.From)):
+		return "sender domain cannot be delivered to"
+	}
+	return ""
+}
+
+func (b *Bouncer) enqueue(ctx context.Context, action string, env *queue.Envelope, body []byte, rcpts []Result) (string, error) {
+	n := &notice{
+		id: b.newID(), action: action, env: env, body: body, rcpts: rcpts, now: b.now().UTC(),
+		hostname: b.cfg.Hostname, from: b.cfg.BouncesFrom(), maxAge: b.cfg.Delivery.Retry.MaxAge.D(),
+		retMax: int(b.cfg.Bounces.ReturnMaxBytes),
+	}
+	if n.retMax <= 0 {
+		n.retMax = defaultReturnMax
+	}
+	msg, eightBit := n.compose()
+	dsn := &queue.Envelope{
+		MsgID: "<" + n.id + ".dsn@" + b.cfg.Hostname + ">", From: "", Domain: domainOf(env.From),
+		Rcpts:   []queue.Recipient{{Addr: env.From, Notify: []string{notifyNever}}},
+		Arrival: n.now, IsDSN: true, Body8Bit: eightBit, SMTPUTF8: !isASCII(env.From),
+	}
+	if err := b.q.Enqueue(ctx, &queue.Message{ID: n.id, Body: msg, Entries: []*queue.Envelope{dsn}}); err != nil {
+		return "", fmt.Errorf("bounce: queue %s DSN for %s: %w", action, env.ID, err)
+	}
+	return n.id, nil
+}
+
+// dsnMarkerKey identifies one report: message, entry domain, action and
+// the recipients reported.
+func dsnMarkerKey(env *queue.Envelope, action string, rcpts []Result) string {
+	addrs := make([]string, len(rcpts))
+	for i, r := range rcpts {
+		addrs[i] = NormalizeAddr(r.Rcpt.Addr)
+	}
+	slices.Sort(addrs)
+	h := sha256.Sum256([]byte(env.Domain + "\x00" + strings.Join(addrs, "\x00")))
+	return "dsn." + env.ID + "." + action + "." + b32.EncodeToString(h[:10])
+}
+
+func domainOf(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[at+1:])
+}
