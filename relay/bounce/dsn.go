@@ -207,7 +207,7 @@ func (n *notice) writeStatus(w *bytes.Buffer) {
 		if o := clean(r.Rcpt.ORCPT); o != "" {
 			f("Original-Recipient", o) // §2.3.1, as given in ORCPT
 		}
-		f("Action", n.action) // §2.3.3
+		f("Action", n.action)  // §2.3.3
 		f("Status", status(r)) // §2.3.4
 		if r.MX != "" {
 			f("Remote-MTA", "dns; "+clean(r.MX)) // §2.3.5
