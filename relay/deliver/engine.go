@@ -73,7 +73,8 @@ type Engine struct {
 
 	sched     scheduler
 	leases    leases
-	finishing chan *finishJob
+	finishing chan *finishJob // results of attempts
+	deferring chan *finishJob // entries deferred without connecting
 	finishWG  sync.WaitGroup
 }
 
@@ -288,6 +289,7 @@ func (e *Engine) shutdown(cancelWork context.CancelFunc, stopHousekeeping func()
 	}
 	stopHousekeeping()
 	close(e.finishing)
+	close(e.deferring)
 	e.finishWG.Wait()
 	e.log.Info().Str("event", "delivery_stopped").Msg("delivery stopped")
 }

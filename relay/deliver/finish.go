@@ -31,14 +31,42 @@ type finishJob struct {
 	releaseR bool // shutdown: hand the lease back
 }
 
+// startFinishers starts the finisher pool. Results of real attempts go
+// first (their ack closes the duplicate window); entries deferred without
+// connecting wait in a second line, so a flood of them never delays an ack.
 func (e *Engine) startFinishers() {
 	e.finishing = make(chan *finishJob, finishBacklog)
+	e.deferring = make(chan *finishJob, finishBacklog)
 	for range finishers {
 		e.finishWG.Add(1)
 		go func() {
 			defer e.finishWG.Done()
-			for fj := range e.finishing {
-				e.complete(fj)
+			hi, lo := e.finishing, e.deferring
+			for hi != nil || lo != nil {
+				select {
+				case fj, ok := <-hi:
+					if !ok {
+						hi = nil
+						continue
+					}
+					e.complete(fj)
+					continue
+				default:
+				}
+				select {
+				case fj, ok := <-hi:
+					if !ok {
+						hi = nil
+						continue
+					}
+					e.complete(fj)
+				case fj, ok := <-lo:
+					if !ok {
+						lo = nil
+						continue
+					}
+					e.complete(fj)
+				}
 			}
 		}()
 	}
@@ -46,7 +74,13 @@ func (e *Engine) startFinishers() {
 
 // finish hands a result to the finishers, so that the worker's connection
 // goes on with the next entry while the queue is updated.
-func (e *Engine) finish(fj *finishJob) { e.finishing <- fj }
+func (e *Engine) finish(fj *finishJob) {
+	if fj.untried {
+		e.deferring <- fj
+		return
+	}
+	e.finishing <- fj
+}
 
 // deferUntried defers a job that was not attempted (breaker open, queue
 // full, waited too long): it counts as an attempt with reply r.

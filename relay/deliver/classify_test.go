@@ -1,0 +1,131 @@
+package deliver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/google/go-cmp/cmp"
+)
+
+var classifyCases = []struct {
+	name string
+	err  error
+	want Verdict
+}{
+	{"nil", nil, Verdict{Reply: Reply{250, "2.0.0", "OK"}}},
+	{"550 user unknown", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+		Verdict{Reply: Reply{550, "5.1.1", "no such user"}}},
+	{"451 multiline", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "busy\nreally busy"},
+		Verdict{Reply: Reply{451, "4.3.0", "busy\nreally busy"}}},
+	{"421 closing: next host", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "bye"},
+		Verdict{Reply: Reply{421, "4.4.2", "bye"}, NextHost: true}},
+	{"no enhanced code", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCodeNotSet, Message: "no"},
+		Verdict{Reply: Reply{554, "5.0.0", "no"}}},
+	{"enhanced code on last line only", &smtp.SMTPError{Code: 452, Message: "first\n4.2.2 mailbox full"},
+		Verdict{Reply: Reply{452, "4.2.2", "first\nmailbox full"}}},
+	{"inconsistent class", &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{5, 2, 1}, Message: "x"},
+		Verdict{Reply: Reply{450, "4.2.1", "x"}}},
+	{"unexpected 3xx", &smtp.SMTPError{Code: 354, Message: "go ahead"},
+		Verdict{Reply: Reply{451, "4.5.0", "unexpected reply 354 go ahead"}}},
+	{"NXDOMAIN", &DNSError{Name: "x.test", Type: "MX", Kind: DNSNotFound},
+		Verdict{Reply: withCause(replyNXDomain, "MX lookup of x.test: NXDOMAIN")}},
+	{"SERVFAIL", &DNSError{Name: "x.test", Type: "MX", Kind: DNSTemporary, Err: errors.New("SERVFAIL from 127.0.0.1:53")},
+		Verdict{Reply: withCause(replyDNSTemp, "MX lookup of x.test: SERVFAIL from 127.0.0.1:53")}},
+	{"null MX", newError(replyNullMX, false, nil), Verdict{Reply: replyNullMX}},
+	{"REQUIRETLS", newError(replyRequireTLS, true, nil), Verdict{Reply: replyRequireTLS, NextHost: true}},
+	{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)},
+		Verdict{Reply: withCause(replyConnRefused, "dial tcp: connect: connection refused"), NextHost: true}},
+	{"reset", fmt.Errorf("write: %w", syscall.ECONNRESET),
+		Verdict{Reply: withCause(replyConnLost, "write: connection reset by peer"), NextHost: true}},
+	{"EOF", io.EOF, Verdict{Reply: withCause(replyConnLost, "EOF"), NextHost: true}},
+	{"read timeout", fmt.Errorf("read: %w", os.ErrDeadlineExceeded),
+		Verdict{Reply: withCause(replyTimeout, "read: i/o timeout"), NextHost: true}},
+	{"deadline", context.DeadlineExceeded, Verdict{Reply: withCause(replyTimeout, "context deadline exceeded"), NextHost: true}},
+	{"unknown CA", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}},
+		Verdict{Reply: withCause(replyTLSFailed, "tls: failed to verify certificate: x509: certificate signed by unknown authority"), NextHost: true}},
+	{"TLS alert", fmt.Errorf("handshake: %w", tls.AlertError(40)),
+		Verdict{Reply: withCause(replyTLSFailed, "handshake: tls: handshake failure"), NextHost: true}},
+	{"shutdown", context.Canceled, Verdict{Reply: replyShutdown}},
+	{"anything else", errors.New("boom"), Verdict{Reply: withCause(replyLocal, "boom"), NextHost: true}},
+}
+
+// TestClassify checks every failure class: code, enhanced code, kept text,
+// temporary/permanent and whether the next host is tried.
+func TestClassify(t *testing.T) {
+	for _, tc := range classifyCases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Classify(tc.err)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("Classify(%v) (-want +got):\n%s", tc.err, diff)
+			}
+			if got.Temporary() == got.Permanent() && !got.OK() {
+				t.Fatalf("%v is neither temporary nor permanent", got)
+			}
+		})
+	}
+}
+
+func BenchmarkClassify(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_ = Classify(classifyCases[i%len(classifyCases)].err)
+	}
+}
+
+// Retry jitter stays within ±10% and the last interval repeats.
+func TestRetryDelay(t *testing.T) {
+	s := []time.Duration{time.Minute, 5 * time.Minute}
+	for _, tc := range []struct {
+		attempt int
+		u       float64
+		want    time.Duration
+	}{{0, 0.5, time.Minute}, {0, 0, 54 * time.Second}, {0, 0.999999, 66 * time.Second}, {1, 0.5, 5 * time.Minute}, {9, 0.5, 5 * time.Minute}} {
+		got := retryDelay(s, tc.attempt, tc.u)
+		if d := got - tc.want; d < -time.Millisecond || d > time.Millisecond {
+			t.Errorf("retryDelay(attempt %d, u %v) = %s, want %s", tc.attempt, tc.u, got, tc.want)
+		}
+	}
+}
+
+// Equal preferences are shuffled, different ones kept in order.
+func TestOrderMX(t *testing.T) {
+	in := []MX{{"c", 20}, {"a", 10}, {"b", 10}, {"d", 30}}
+	firsts := map[string]int{}
+	for i := 0; i < 200; i++ {
+		out := orderMX(in)
+		if out[2].Host != "c" || out[3].Host != "d" {
+			t.Fatalf("order %v", out)
+		}
+		firsts[out[0].Host]++
+	}
+	if firsts["a"] == 0 || firsts["b"] == 0 {
+		t.Fatalf("equal preferences not shuffled: %v", firsts)
+	}
+}
+
+// 8-bit single-part bodies become quoted-printable; 8-bit headers and
+// multipart bodies cannot be converted.
+func TestToSevenBit(t *testing.T) {
+	out, ok := toSevenBit([]byte("Subject: x\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n"))
+	want := "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n"
+	if !ok || string(out) != want {
+		t.Fatalf("got %q, %v", out, ok)
+	}
+	for _, in := range []string{"Subject: caf\xc3\xa9\r\n\r\nx\r\n",
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n\xc3\xa9\r\n--b--\r\n",
+		"Content-Transfer-Encoding: binary\r\n\r\n\xc3\r\n"} {
+		if _, ok := toSevenBit([]byte(in)); ok {
+			t.Errorf("converted %q", in)
+		}
+	}
+}

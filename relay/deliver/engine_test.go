@@ -1,0 +1,154 @@
+package deliver_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
+)
+
+// sendMany enqueues n one-recipient messages to dom from 8 goroutines.
+func (h *harness) sendMany(n int, dom string) {
+	h.t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				env := &queue.Envelope{From: "a@sender.test", Domain: dom, Arrival: time.Now(),
+					Rcpts: []queue.Recipient{{Addr: fmt.Sprintf("u%d@%s", i, dom)}}}
+				ctx, cancel := context.WithTimeout(context.Background(), wait)
+				err := h.q.Enqueue(ctx, &queue.Message{Body: []byte("Subject: x\r\n\r\nx\r\n"), Entries: []*queue.Envelope{env}})
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		h.t.Fatal(err)
+	}
+}
+
+// Head-of-line isolation: 5,000 entries for a domain whose MX accepts TCP
+// and never answers are in front of a new message to a healthy domain;
+// that message is still delivered within 2 seconds, the dead domain gets
+// only a handful of connections, and all 5,000 entries stay queued.
+func TestHeadOfLineIsolation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dead := h.mx(relaytest.Hang())
+	good := h.mx()
+	h.domain("dead.test", dead.IP)
+	h.domain("good.test", good.IP)
+	const n = 5000
+	h.sendMany(n, "dead.test")
+	cfg := h.config()
+	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(time.Minute)}
+	h.start(cfg)
+	h.waitFor("the dead MX holding connections", func() bool { return dead.Connections() > 0 })
+	sent := time.Now()
+	h.send([]string{"x@good.test"})
+	h.waitFor("healthy message delivered", func() bool { return good.Received("x@good.test") == 1 })
+	if d := time.Since(sent); d > 2*time.Second {
+		t.Errorf("healthy message took %s behind a dead destination (limit 2s)", d)
+	}
+	h.waitFor("all dead entries deferred", func() bool { return h.queued(queue.SubjScheduled) == n })
+	if c := dead.Connections(); c > cfg.Delivery.MaxPerDestination {
+		t.Errorf("%d connections to the dead MX (max_per_destination %d)", c, cfg.Delivery.MaxPerDestination)
+	}
+	if len(h.rep.failures("u0@dead.test")) != 0 {
+		t.Error("dead-domain mail reported failed")
+	}
+	t.Logf("healthy delivered in %s; dead MX connections %d", time.Since(sent).Round(time.Millisecond), dead.Connections())
+}
+
+// Two engines on one NATS share the durable consumer: every entry is
+// delivered exactly once.
+func TestTwoEnginesDeliverEachEntryOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("once.test", m.IP)
+	const n = 300
+	h.sendMany(n, "once.test")
+	h.start(h.config())
+	h.start(h.config())
+	h.waitFor("all delivered", func() bool { return len(m.Messages()) >= n })
+	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	seen := map[string]int{}
+	for _, msg := range m.Messages() {
+		seen[msg.Rcpts[0]]++
+	}
+	for i := 0; i < n; i++ {
+		if c := seen[fmt.Sprintf("u%d@once.test", i)]; c != 1 {
+			t.Fatalf("u%d delivered %d times", i, c)
+		}
+	}
+}
+
+// A deferred entry survives closing and reopening the queue (same data
+// dir) with its next-attempt time, and is delivered then, not before.
+func TestDeferredEntrySurvivesRestart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("restart.test", m.IP)
+	m.ReplyRcpt("x@restart.test", relaytest.Err(451, "4.3.0", "later"), 1)
+	cfg := h.config()
+	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(4 * time.Second)}
+	stop := h.start(cfg)
+	id := h.send([]string{"x@restart.test"})
+	h.waitFor("deferred", func() bool { return h.log.count("x@restart.test", events.StatusDeferred) == 1 })
+	h.waitFor("scheduled", func() bool { return h.queued(queue.SubjScheduled) == 1 })
+	next, err := time.Parse(time.RFC3339, h.log.find("x@restart.test", events.StatusDeferred)[0]["next_attempt"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	h.q.Close()
+
+	h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.dataDir})
+	if !h.stored(id) || h.queued(queue.SubjScheduled) != 1 {
+		t.Fatal("deferred entry lost in the restart")
+	}
+	h.start(cfg)
+	h.waitFor("delivered after restart", func() bool { return m.Received("x@restart.test") == 1 })
+	if now := time.Now(); now.Before(next.Add(-time.Second)) {
+		t.Fatalf("delivered at %s, before the next attempt %s", now.Format(time.RFC3339), next.Format(time.RFC3339))
+	}
+	h.waitFor("delivery event", func() bool { return h.log.count("x@restart.test", events.StatusDelivered) == 1 })
+	if ev := h.log.find("x@restart.test", events.StatusDelivered)[0]; ev["attempt"] != 2.0 {
+		t.Fatalf("attempt %v after restart, want 2", ev["attempt"])
+	}
+}
+
+// Shutdown releases what is not being delivered; another engine later
+// delivers it: nothing lost.
+func TestShutdownReleasesQueuedEntries(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	slow := h.mx(relaytest.Hang())
+	h.domain("slow.test", slow.IP)
+	h.sendMany(20, "slow.test")
+	cfg := h.config()
+	stop := h.start(cfg)
+	h.waitFor("deliveries in flight", func() bool { return slow.Connections() > 0 })
+	stop()
+	if got := h.queued(queue.SubjReady) + h.queued(queue.SubjScheduled); got != 20 {
+		t.Fatalf("%d entries queued after shutdown, want 20", got)
+	}
+}
