@@ -122,30 +122,7 @@ func TestEndToEnd(t *testing.T) {
 		if e == nil {
 			t.Fatalf("message %d (%s) not in the queue", i, s.id)
 		}
-		want := &queue.Envelope{ID: s.id, MsgID: e.Env.MsgID, From: "billing@example.com", Domain: "one.test",
-			Rcpts: []queue.Recipient{{Addr: "rcpt@one.test", Notify: []string{"SUCCESS", "FAILURE"}, ORCPT: "rfc822;orig@one.test"}},
-			User:  appUser, Ret: "HDRS", EnvID: e.Env.EnvID, RequireTLS: true, Body8Bit: true, Size: e.Env.Size}
-		if diff := cmp.Diff(want, e.Env, cmpopts.IgnoreFields(queue.Envelope{}, "Arrival")); diff != "" {
-			t.Errorf("message %d envelope (-want +got):\n%s", i, diff)
-		}
-		if !strings.HasPrefix(e.Env.EnvID, "env-") || !strings.HasPrefix(e.Env.MsgID, "<m") {
-			t.Errorf("ENVID %q / Message-ID %q not kept", e.Env.EnvID, e.Env.MsgID)
-		}
-		if time.Since(e.Env.Arrival) > 10*time.Minute {
-			t.Errorf("arrival %v", e.Env.Arrival)
-		}
-		b := body(t, e)
-		// The client dot-stuffs "..leading dot"; the server unstuffs it: the
-		// stored body is what the client meant, plus Received only.
-		added := splitAdded(t, b, s.msg)
-		if strings.Contains(added, "Message-ID:") || strings.Contains(added, "\r\nDate:") {
-			t.Errorf("Message-ID/Date added although present:\n%s", added)
-		}
-		for _, part := range []string{"(version=TLS1.3 cipher=", "(authenticated user app)", "id " + s.id, "for <rcpt@one.test>;"} {
-			if !strings.Contains(added, part) {
-				t.Errorf("Received lacks %q:\n%s", part, added)
-			}
-		}
+		checkEntry(t, e, s.id, s.msg)
 	}
 	if got := len(h.logs.events("accepted")); got != len(all) {
 		t.Errorf("%d event=accepted lines, want %d", got, len(all))
@@ -156,6 +133,39 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("accepted event lacks %s: %v", k, ev)
 			}
 		}
+	}
+}
+
+// checkEntry compares one end-to-end entry with what was sent: envelope
+// with DSN and REQUIRETLS parameters, body byte for byte after Received.
+func checkEntry(t *testing.T, e *queue.Entry, id string, msg []byte) {
+	t.Helper()
+	want := &queue.Envelope{ID: id, MsgID: e.Env.MsgID, From: "billing@example.com", Domain: "one.test",
+		Rcpts: []queue.Recipient{{Addr: "rcpt@one.test", Notify: []string{"SUCCESS", "FAILURE"}, ORCPT: "rfc822;orig@one.test"}},
+		User:  appUser, Ret: "HDRS", EnvID: e.Env.EnvID, RequireTLS: true, Body8Bit: true, Size: e.Env.Size}
+	if diff := cmp.Diff(want, e.Env, cmpopts.IgnoreFields(queue.Envelope{}, "Arrival")); diff != "" {
+		t.Errorf("%s envelope (-want +got):\n%s", id, diff)
+	}
+	if !strings.HasPrefix(e.Env.EnvID, "env-") || !strings.HasPrefix(e.Env.MsgID, "<m") {
+		t.Errorf("ENVID %q / Message-ID %q not kept", e.Env.EnvID, e.Env.MsgID)
+	}
+	if time.Since(e.Env.Arrival) > 10*time.Minute {
+		t.Errorf("arrival %v", e.Env.Arrival)
+	}
+	b := body(t, e)
+	// The client dot-stuffs "..leading dot"; the server unstuffs it: the
+	// stored body is what the client meant, plus Received only.
+	added := splitAdded(t, b, msg)
+	if strings.Contains(added, "Message-ID:") || strings.Contains(added, "\r\nDate:") {
+		t.Errorf("Message-ID/Date added although present:\n%s", added)
+	}
+	for _, part := range []string{"(version=TLS1.3 cipher=", "(authenticated user app)", "id " + id, "for <rcpt@one.test>;"} {
+		if !strings.Contains(added, part) {
+			t.Errorf("Received lacks %q:\n%s", part, added)
+		}
+	}
+	if int64(len(b)) != e.Env.Size {
+		t.Errorf("envelope size %d, body %d", e.Env.Size, len(b))
 	}
 }
 

@@ -3,6 +3,7 @@ package submit
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -200,5 +201,40 @@ func TestShutdown(t *testing.T) {
 	}
 	if n := h.stored(); n != 1 {
 		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
+
+// TestSizeBoundary pins max_message_bytes at the edge, counted as the
+// client sent it: BDAT takes exactly the limit; go-smtp v0.25.1's DATA
+// reader takes one octet less (see the package comment).
+func TestSizeBoundary(t *testing.T) {
+	t.Parallel()
+	const limit = 4096
+	h := start(t, testConfig(t, func(c *config.Config) { c.Submission.MaxMessageBytes = limit }))
+	sized := func(n int) string {
+		m := message("a@example.com", "")
+		return m + strings.Repeat("y", n-len(m)-2) + "\r\n"
+	}
+	c := inTx(h, appUser, appPass, "a@example.com", "x@one.test")
+	c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", limit, sized(limit)))
+	if r := c.read(); r.Code != 250 {
+		t.Fatalf("BDAT of exactly the limit: %v", r)
+	}
+	c.expect("MAIL FROM:<a@example.com>", 250, "")
+	c.expect("RCPT TO:<x@one.test>", 250, "")
+	c.expect("DATA", 354, "")
+	c.send(sized(limit-1) + ".\r\n")
+	if r := c.read(); r.Code != 250 {
+		t.Fatalf("DATA of limit-1 octets: %v", r)
+	}
+	c.expect("MAIL FROM:<a@example.com>", 250, "")
+	c.expect("RCPT TO:<x@one.test>", 250, "")
+	c.expect("DATA", 354, "")
+	c.send(sized(limit) + ".\r\n")
+	if r := c.read(); r.Code != 552 || r.Enh != "5.3.4" {
+		t.Fatalf("DATA of exactly the limit: %v (go-smtp changed? update the package comment)", r)
+	}
+	if n := h.stored(); n != 2 {
+		t.Fatalf("%d messages stored, want 2", n)
 	}
 }

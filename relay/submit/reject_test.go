@@ -67,11 +67,27 @@ func (failingSigner) Sign([]byte) ([]byte, string, error) {
 	return nil, "", errors.New("key unreadable")
 }
 
+func limits(f func(s *config.Submission)) func(*config.Config) {
+	return func(c *config.Config) { f(&c.Submission) }
+}
+
 func rejections() []rejection {
-	limits := func(f func(s *config.Submission)) func(*config.Config) {
-		return func(c *config.Config) { f(&c.Submission) }
+	rs := append(authRejections(), senderRejections()...)
+	rs = append(rs, contentRejections()...)
+	rs = append(rs, limitRejections()...)
+	for _, a := range []string{"a@exa_mple.com", "a@-example.com", "a@example..com", "a\x01b@example.com",
+		"a\rb@example.com", "a\x00b@example.com", "a@exam\x7fple.com", "a@[1.2.3]", strings.Repeat("a", 65) + "@example.com"} {
+		rs = append(rs, rejection{name: fmt.Sprintf("MAIL syntax %q", a), code: 501, enh: "5.1.7", run: mailFrom(a)})
 	}
-	rs := []rejection{
+	for _, a := range []string{"x@one_test", "x@localhost", "x\x00@one.test", "x@one.test\r", "x@one.test\x1b"} {
+		rs = append(rs, rejection{name: fmt.Sprintf("RCPT syntax %q", a), code: 501, enh: "5.1.3", run: rcptTo(a)})
+	}
+	return rs
+}
+
+// authRejections: AUTH, its failure tracking, and EHLO.
+func authRejections() []rejection {
+	return []rejection{
 		{name: "MAIL without AUTH", code: 530, enh: "5.7.0", run: func(t *testing.T, h *harness) smtpReply {
 			c := h.dialRaw(lnImplicit)
 			c.expect("EHLO client.test", 250, "")
@@ -104,10 +120,50 @@ func rejections() []rejection {
 				_, g := h.dialGreeting(lnImplicit)
 				return g
 			}},
+		{name: "bad EHLO", code: 501, enh: "5.5.4", run: ehlo("bad!name")},
+		{name: "EHLO with control character", code: 501, enh: "5.5.4", run: ehlo("a\x01b.test")},
+		{name: "EHLO bad address literal", code: 501, enh: "5.5.4", run: ehlo("[300.1.1.1]")},
+		{name: "bad EHLO after a good one", code: 501, enh: "5.5.4", run: func(t *testing.T, h *harness) smtpReply {
+			c := h.login(lnImplicit, appUser, appPass)
+			c.expect("EHLO bad!name", 250, "") // go-smtp answers a second EHLO itself
+			return c.cmd("MAIL FROM:<a@example.com>")
+		}},
+	}
+}
+
+// senderRejections: sender policy, recipients, rate.
+func senderRejections() []rejection {
+	return []rejection{
 		{name: "MAIL FROM other domain", code: 553, enh: "5.7.1", run: mailFrom("a@other.test")},
 		{name: "MAIL FROM subdomain", code: 553, enh: "5.7.1", run: mailFrom("a@sub.example.com")},
 		{name: "MAIL FROM other address of allowed address's domain", code: 553, enh: "5.7.1", run: mailFrom("bob@example.org")},
 		{name: "null sender", code: 553, enh: "5.7.1", run: mailFrom("")},
+		{name: "8-bit sender without SMTPUTF8", code: 553, enh: "5.6.7", run: mailFrom("j\xc3\xb6rg@example.com")},
+		{name: "8-bit recipient without SMTPUTF8", code: 553, enh: "5.6.7", run: rcptTo("j\xc3\xb6rg@one.test")},
+		{name: "rate", code: 451, enh: "4.7.1", run: func(t *testing.T, h *harness) smtpReply {
+			c := h.login(lnImplicit, slowUser, slowPass)
+			for range 2 { // the bucket holds 2
+				c.expect("MAIL FROM:<a@example.com>", 250, "")
+				c.expect("RSET", 250, "")
+			}
+			return c.cmd("MAIL FROM:<a@example.com>")
+		}},
+		{name: "suppressed recipient", code: 550, enh: "5.1.1",
+			opts: harnessOpts{suppressor: mapSuppressor{"gone@one.test": time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}},
+			run: func(t *testing.T, h *harness) smtpReply {
+				r := rcptTo("Gone@One.Test")(t, h)
+				if !strings.Contains(r.Text, "hard bounce on 2026-03-01") {
+					t.Errorf("reply %v lacks the date", r)
+				}
+				return r
+			}},
+		{name: "address literal recipient", code: 550, enh: "5.1.2", run: rcptTo("x@[127.0.0.1]")},
+	}
+}
+
+// contentRejections: the message itself.
+func contentRejections() []rejection {
+	return []rejection{
 		{name: "header From not allowed", code: 550, enh: "5.7.1", run: func(t *testing.T, h *harness) smtpReply {
 			return data(h, message("evil@other.test", ""))
 		}},
@@ -123,6 +179,29 @@ func rejections() []rejection {
 		{name: "header line that is no field", code: 550, enh: "5.6.0", run: func(t *testing.T, h *harness) smtpReply {
 			return data(h, "From: a@example.com\r\ngarbage\r\nFrom: evil@bank.test\r\n\r\nbody\r\n")
 		}},
+		{name: "signer fails", code: 451, enh: "4.3.0", opts: harnessOpts{signer: failingSigner{}},
+			run: func(t *testing.T, h *harness) smtpReply { return data(h, message("a@example.com", "")) }},
+		{name: "bare LF with bare_newlines reject", code: 550, enh: "5.6.0",
+			mod: func(c *config.Config) { c.Submission.BareNewlines = "reject" },
+			run: func(t *testing.T, h *harness) smtpReply { return data(h, message("a@example.com", "")+"bare\nLF\r\n") }},
+		{name: "bare CR with bare_newlines reject", code: 550, enh: "5.6.0",
+			mod: func(c *config.Config) { c.Submission.BareNewlines = "reject" },
+			run: func(t *testing.T, h *harness) smtpReply { return data(h, message("a@example.com", "")+"bare\rCR\r\n") }},
+		{name: "NUL in body", code: 550, enh: "5.6.0", run: func(t *testing.T, h *harness) smtpReply {
+			return data(h, message("a@example.com", "")+"nul\x00byte\r\n")
+		}},
+		{name: "BDAT line too long", code: 554, enh: "5.6.0", run: func(t *testing.T, h *harness) smtpReply {
+			c := inTx(h, appUser, appPass, "a@example.com", "x@one.test")
+			msg := message("a@example.com", "") + strings.Repeat("y", 5000) + "\r\n"
+			c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg))
+			return c.read()
+		}},
+	}
+}
+
+// limitRejections: sizes, counts, connections.
+func limitRejections() []rejection {
+	return []rejection{
 		{name: "SIZE over limit at MAIL", code: 552, enh: "5.3.4", noEvent: true, run: func(t *testing.T, h *harness) smtpReply {
 			return h.login(lnImplicit, appUser, appPass).cmd(fmt.Sprintf("MAIL FROM:<a@example.com> SIZE=%d", h.cfg.Submission.MaxMessageBytes+1))
 		}},
@@ -144,31 +223,6 @@ func rejections() []rejection {
 			run: func(t *testing.T, h *harness) smtpReply {
 				return inTx(h, appUser, appPass, "a@example.com", "a@one.test", "b@one.test").cmd("RCPT TO:<c@one.test>")
 			}},
-		{name: "rate", code: 451, enh: "4.7.1", run: func(t *testing.T, h *harness) smtpReply {
-			c := h.login(lnImplicit, slowUser, slowPass)
-			for range 2 { // the bucket holds 2
-				c.expect("MAIL FROM:<a@example.com>", 250, "")
-				c.expect("RSET", 250, "")
-			}
-			return c.cmd("MAIL FROM:<a@example.com>")
-		}},
-		{name: "8-bit sender without SMTPUTF8", code: 553, enh: "5.6.7", run: mailFrom("j\xc3\xb6rg@example.com")},
-		{name: "8-bit recipient without SMTPUTF8", code: 553, enh: "5.6.7", run: rcptTo("j\xc3\xb6rg@one.test")},
-		{name: "bare LF with bare_newlines reject", code: 550, enh: "5.6.0",
-			mod: func(c *config.Config) { c.Submission.BareNewlines = "reject" },
-			run: func(t *testing.T, h *harness) smtpReply { return data(h, message("a@example.com", "")+"bare\nLF\r\n") }},
-		{name: "bare CR with bare_newlines reject", code: 550, enh: "5.6.0",
-			mod: func(c *config.Config) { c.Submission.BareNewlines = "reject" },
-			run: func(t *testing.T, h *harness) smtpReply { return data(h, message("a@example.com", "")+"bare\rCR\r\n") }},
-		{name: "NUL in body", code: 550, enh: "5.6.0", run: func(t *testing.T, h *harness) smtpReply {
-			return data(h, message("a@example.com", "")+"nul\x00byte\r\n")
-		}},
-		{name: "BDAT line too long", code: 554, enh: "5.6.0", run: func(t *testing.T, h *harness) smtpReply {
-			c := inTx(h, appUser, appPass, "a@example.com", "x@one.test")
-			msg := message("a@example.com", "") + strings.Repeat("y", 5000) + "\r\n"
-			c.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg))
-			return c.read()
-		}},
 		{name: "max_connections", code: 421, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.MaxConnections = 1 }),
 			run: secondConnection},
 		{name: "max_connections_per_ip", code: 421, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.MaxConnectionsPerIP = 1 }),
@@ -198,35 +252,7 @@ func rejections() []rejection {
 				}
 				return c.read()
 			}},
-		{name: "bad EHLO", code: 501, enh: "5.5.4", run: ehlo("bad!name")},
-		{name: "EHLO with control character", code: 501, enh: "5.5.4", run: ehlo("a\x01b.test")},
-		{name: "EHLO bad address literal", code: 501, enh: "5.5.4", run: ehlo("[300.1.1.1]")},
-		{name: "bad EHLO after a good one", code: 501, enh: "5.5.4", run: func(t *testing.T, h *harness) smtpReply {
-			c := h.login(lnImplicit, appUser, appPass)
-			c.expect("EHLO bad!name", 250, "") // go-smtp answers a second EHLO itself
-			return c.cmd("MAIL FROM:<a@example.com>")
-		}},
-		{name: "suppressed recipient", code: 550, enh: "5.1.1",
-			opts: harnessOpts{suppressor: mapSuppressor{"gone@one.test": time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}},
-			run: func(t *testing.T, h *harness) smtpReply {
-				r := rcptTo("Gone@One.Test")(t, h)
-				if !strings.Contains(r.Text, "hard bounce on 2026-03-01") {
-					t.Errorf("reply %v lacks the date", r)
-				}
-				return r
-			}},
-		{name: "signer fails", code: 451, enh: "4.3.0", opts: harnessOpts{signer: failingSigner{}},
-			run: func(t *testing.T, h *harness) smtpReply { return data(h, message("a@example.com", "")) }},
-		{name: "address literal recipient", code: 550, enh: "5.1.2", run: rcptTo("x@[127.0.0.1]")},
 	}
-	for _, a := range []string{"a@exa_mple.com", "a@-example.com", "a@example..com", "a\x01b@example.com",
-		"a\rb@example.com", "a\x00b@example.com", "a@exam\x7fple.com", "a@[1.2.3]", strings.Repeat("a", 65) + "@example.com"} {
-		rs = append(rs, rejection{name: fmt.Sprintf("MAIL syntax %q", a), code: 501, enh: "5.1.7", run: mailFrom(a)})
-	}
-	for _, a := range []string{"x@one_test", "x@localhost", "x\x00@one.test", "x@one.test\r", "x@one.test\x1b"} {
-		rs = append(rs, rejection{name: fmt.Sprintf("RCPT syntax %q", a), code: 501, enh: "5.1.3", run: rcptTo(a)})
-	}
-	return rs
 }
 
 func auth(user, pass string) func(*testing.T, *harness) smtpReply {
