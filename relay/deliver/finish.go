@@ -13,7 +13,7 @@ import (
 
 // Finishing: numbers of finisher goroutines and of entries waiting for one.
 const (
-	finishers     = 16
+	finishers     = 64
 	finishBacklog = 25000 // above the consumer's MaxAckPending: never blocks a worker
 	ackTimeout    = 30 * time.Second
 )

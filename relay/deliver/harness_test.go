@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +29,7 @@ const wait = 60 * time.Second
 // zone, fake MX servers sharing one port on distinct 127.0.0.x addresses,
 // and recorders for the delivery log and the reporter.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	q       *queue.Queue
 	dataDir string
 	zone    *relaytest.Zone
@@ -37,9 +37,10 @@ type harness struct {
 	port    int
 	rep     *reporter
 	log     *eventLog
+	quiet   bool // benchmarks: no log lines in the test output
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	h := &harness{t: t, dataDir: t.TempDir(), zone: relaytest.NewZone(), rep: &reporter{}, log: &eventLog{t: t}}
 	h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.dataDir})
@@ -91,7 +92,11 @@ func (h *harness) start(cfg *config.Config) (stop func()) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	logger := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(h.t), h.log)).With().Timestamp().Logger()
+	var w io.Writer = zerolog.MultiLevelWriter(zerolog.NewTestWriter(h.t), h.log)
+	if h.quiet {
+		w = io.Discard
+	}
+	logger := zerolog.New(w).With().Timestamp().Logger()
 	eng, err := deliver.New(deliver.Options{Config: cfg, Queue: h.q, Events: events.NewEmitter(logger, nil),
 		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
 	if err != nil {
@@ -211,7 +216,7 @@ func (r *reporter) failures(rcpt string) []deliver.Result {
 
 // eventLog keeps the delivery events (event=delivery log lines).
 type eventLog struct {
-	t   *testing.T
+	t   testing.TB
 	mu  sync.Mutex
 	evs []map[string]any
 }
@@ -244,13 +249,6 @@ func (l *eventLog) find(rcpt, status string) []map[string]any {
 
 func (l *eventLog) count(rcpt, status string) int { return len(l.find(rcpt, status)) }
 
-// loopbackIP fails the test if s is not a 127.0.0.0/8 address.
-func loopbackIP(t *testing.T, s string) {
-	t.Helper()
-	if ip := net.ParseIP(s); ip == nil || !ip.IsLoopback() {
-		t.Fatalf("%q is not a loopback address", s)
-	}
-}
 
 // stored reports whether any entry of queue id is still in the queue
 // (ready, in flight or scheduled).

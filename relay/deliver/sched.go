@@ -258,11 +258,15 @@ func (e *Engine) record(d *dest, reached bool, v Verdict) {
 		s.mu.Unlock()
 		return
 	}
-	d.failures++
 	d.lastFail = v
-	sched := e.rt.Load().schedule
-	open := sched[0] << min(d.failures-1, 16)
-	d.openUntil = now.Add(min(open, maxBreakerOpen))
+	if !now.Before(d.openUntil) {
+		// Only a failure after the breaker (re)closed escalates it, not
+		// the other connections that were already trying when it opened.
+		d.failures++
+		sched := e.rt.Load().schedule
+		open := sched[0] << min(d.failures-1, 16)
+		d.openUntil = now.Add(min(open, maxBreakerOpen))
+	}
 	failures, until := d.failures, d.openUntil
 	waiting := d.queue
 	d.queue = nil
