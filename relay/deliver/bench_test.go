@@ -1,8 +1,8 @@
 package deliver_test
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"net"
 	"strconv"
 	"testing"

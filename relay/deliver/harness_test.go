@@ -249,7 +249,6 @@ func (l *eventLog) find(rcpt, status string) []map[string]any {
 
 func (l *eventLog) count(rcpt, status string) int { return len(l.find(rcpt, status)) }
 
-
 // stored reports whether any entry of queue id is still in the queue
 // (ready, in flight or scheduled).
 func (h *harness) stored(id string) bool {
