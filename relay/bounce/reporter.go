@@ -7,25 +7,18 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Result is one recipient's outcome as the delivery engine reports it.
-type Result struct {
-	Rcpt      queue.Recipient
-	Status    string
-	Code      int    // SMTP reply code (0 when no reply, e.g. DNS failure)
-	Enh       string // RFC 3463 enhanced status, e.g. 5.1.1
-	Reply     string // the reply text as received
-	MX        string
-	IP        string
-	Time      time.Time // last attempt
-	Temporary bool      // the last failure was temporary (max_age expiry)
-}
+type Result = deliver.Result
+
+// Bouncer is the delivery engine's Reporter.
+var _ deliver.Reporter = (*Bouncer)(nil)
 
 // RFC 3461 §4.1 NOTIFY values.
 const (

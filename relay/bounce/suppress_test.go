@@ -1,0 +1,95 @@
+package bounce
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jetrelay/jetrelay/relay/events"
+)
+
+func TestSuppressionList(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil) // suppress_for 720h
+	l := f.b.Suppressions()
+	ctx := context.Background()
+	s, err := l.Add(ctx, Suppression{Addr: " <Bob@Example.ORG> ", Reason: "550 5.1.1 user unknown", Code: "5.1.1", QueueID: "Q1"}, "cli:alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Suppression{Addr: "bob@example.org", Since: t0, Reason: "550 5.1.1 user unknown", Code: "5.1.1",
+		QueueID: "Q1", Expires: t0.Add(720 * time.Hour)}
+	if diff := cmp.Diff(want, s); diff != "" {
+		t.Errorf("Add (-want +got):\n%s", diff)
+	}
+	f.now = t0.Add(time.Hour)
+	if _, err := l.Add(ctx, Suppression{Addr: "carol@example.org"}, "cli:alice"); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"bob@example.org", "BOB@EXAMPLE.ORG", "<bob@example.org>"} {
+		if since, ok, err := l.Suppressed(ctx, a); !ok || err != nil || !since.Equal(t0) {
+			t.Errorf("Suppressed(%q) = %v, %v, %v", a, since, ok, err)
+		}
+	}
+	list, err := l.List(ctx)
+	if err != nil || len(list) != 2 || list[0].Addr != "bob@example.org" || list[1].Addr != "carol@example.org" {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	found, err := l.Remove(ctx, "BOB@example.org", "cli:alice")
+	if err != nil || !found {
+		t.Fatalf("Remove = %v, %v", found, err)
+	}
+	if found, _ := l.Remove(ctx, "nobody@example.org", "cli:alice"); found {
+		t.Error("removed an address that was not listed")
+	}
+	if _, ok, _ := l.Suppressed(ctx, "bob@example.org"); ok {
+		t.Error("still suppressed after Remove")
+	}
+	var kinds []string
+	for _, e := range f.rec.evs {
+		if e.Actor != "cli:alice" || e.Rcpt == "" {
+			t.Errorf("event without actor or rcpt: %+v", e)
+		}
+		kinds = append(kinds, e.Event)
+	}
+	if diff := cmp.Diff([]string{events.Suppressed, events.Suppressed, events.Unsuppressed}, kinds); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
+
+func TestSuppressionExpiry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	l := f.b.Suppressions()
+	ctx := context.Background()
+	if _, err := l.Add(ctx, Suppression{Addr: "bob@example.org"}, ActorIntake); err != nil {
+		t.Fatal(err)
+	}
+	f.now = t0.Add(720*time.Hour - time.Second)
+	if _, ok, _ := l.Suppressed(ctx, "bob@example.org"); !ok {
+		t.Error("expired early")
+	}
+	f.now = t0.Add(720 * time.Hour)
+	if _, ok, _ := l.Suppressed(ctx, "bob@example.org"); ok {
+		t.Error("still suppressed at since + suppress_for")
+	}
+	if list, _ := l.List(ctx); len(list) != 0 {
+		t.Errorf("expired entry listed: %+v", list)
+	}
+}
+
+func TestSuppressionBadInput(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	l := f.b.Suppressions()
+	ctx := context.Background()
+	for _, a := range []string{"", "nobody", "@example.org", "a b@example.org", "x@", "a\r\n@b.c"} {
+		if _, err := l.Add(ctx, Suppression{Addr: a}, "test"); err == nil {
+			t.Errorf("Add(%q) accepted", a)
+		}
+		if _, ok, err := l.Suppressed(ctx, a); ok || err != nil {
+			t.Errorf("Suppressed(%q) = %v, %v", a, ok, err)
+		}
+	}
+}
