@@ -31,16 +31,20 @@ func addNATSFlags(fs *flag.FlagSet) *natsFlags {
 	return f
 }
 
+// loadConfig returns --config's configuration, or the built-in default.
+func (f *natsFlags) loadConfig() (*config.Config, error) {
+	if f.config == "" {
+		return config.Default(), nil
+	}
+	return config.Load(f.config)
+}
+
 // natsOptions resolves where and how to connect. It never starts an
 // embedded server: the embedded one is reached on its client port.
 func (f *natsFlags) natsOptions() (queue.Options, error) {
-	cfg := config.Default()
-	if f.config != "" {
-		c, err := config.Load(f.config)
-		if err != nil {
-			return queue.Options{}, err
-		}
-		cfg = c
+	cfg, err := f.loadConfig()
+	if err != nil {
+		return queue.Options{}, err
 	}
 	o := queue.Options{Replicas: cfg.NATS.Replicas, Logger: zerolog.Nop()}
 	switch {

@@ -23,6 +23,7 @@ const (
 	Deleted      = "deleted"
 	Held         = "held"
 	Released     = "released"
+	Retried      = "retried" // an operator made a deferred entry due now
 )
 
 // Delivery statuses.
