@@ -42,7 +42,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return s.reply("DATA", err, info)
 	}
-	return queuedReply(id)
+	return s.reply("DATA", queuedReply(id), info)
 }
 
 // readMessage reads the whole transfer, at most limit octets (go-smtp limits

@@ -88,7 +88,8 @@ type rejectInfo struct {
 }
 
 // reply is the session's one error boundary (STYLE.md): an *smtp.SMTPError
-// passes (4xx/5xx ones are logged as event=rejected), a deadline becomes
+// passes (a 2xx one is DATA's success reply; 4xx/5xx ones are logged as
+// event=rejected), a deadline becomes
 // 451 4.4.5, anything else 451 4.3.0 with an id, and the full error goes to
 // the log only.
 func (s *session) reply(op string, err error, info rejectInfo) error {
