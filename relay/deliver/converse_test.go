@@ -188,3 +188,26 @@ func TestExtensions(t *testing.T) {
 		t.Fatalf("SMTPUTF8 result %+v", f)
 	}
 }
+
+// After retry.max_age a recipient that keeps getting 4xx fails for good,
+// reported with its last temporary reply.
+func TestMaxAgeExpiry(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("expire.test", m.IP)
+	m.ReplyRcpt("x@expire.test", relaytest.Err(452, "4.2.2", "mailbox full"), -1)
+	cfg := h.config()
+	cfg.Delivery.Retry.MaxAge = config.Duration(2 * time.Second)
+	h.start(cfg)
+	h.send([]string{"x@expire.test"})
+	h.waitFor("expired and reported", func() bool { return len(h.rep.failures("x@expire.test")) == 1 })
+	f := h.rep.failures("x@expire.test")[0]
+	if f.Status != events.StatusFailed || !f.Temporary || f.Enh != "4.2.2" || f.Reply != "mailbox full" {
+		t.Fatalf("expiry result %+v", f)
+	}
+	if h.log.count("x@expire.test", events.StatusDeferred) < 1 {
+		t.Fatal("failed without being retried first")
+	}
+	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+}

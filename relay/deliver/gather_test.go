@@ -96,3 +96,26 @@ func TestNXDomainVersusServFail(t *testing.T) {
 	h.waitFor("delivered after DNS recovered", func() bool { return m.Received("y@flaky.test") == 1 })
 	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 }
+
+// An MX named by an IP address is skipped; an MX target that is a CNAME
+// is followed (with a warning).
+func TestMXNameQuirks(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.zone.AddMX("quirk.test", 5, m.IP) // "MX 5 127.0.0.x": invalid, skipped
+	h.zone.AddMX("quirk.test", 10, "alias.quirk.test")
+	h.zone.AddCNAME("alias.quirk.test", "real.quirk.test")
+	h.zone.AddA("real.quirk.test", m.IP)
+	h.start(h.config())
+	h.send([]string{"x@quirk.test"})
+	h.waitFor("delivered via the CNAME target", func() bool {
+		return m.Received("x@quirk.test") == 1 && h.log.count("x@quirk.test", events.StatusDelivered) == 1
+	})
+	if ev := h.log.find("x@quirk.test", events.StatusDelivered)[0]; ev["mx"] != "alias.quirk.test" {
+		t.Fatalf("delivered via %v", ev["mx"])
+	}
+	if m.Connections() != 1 {
+		t.Fatalf("%d connections: the IP-literal MX was used", m.Connections())
+	}
+}
