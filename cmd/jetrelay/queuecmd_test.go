@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/jetrelay/jetrelay/relay/events"
+)
+
+func enqueueTo(t *testing.T, q *queue.Queue, domain string) string {
+	t.Helper()
+	e := &queue.Envelope{From: "app@example.com", Domain: domain, Arrival: time.Now().Add(-time.Hour),
+		Rcpts: []queue.Recipient{{Addr: "u@" + domain}}}
+	m := &queue.Message{Body: []byte("Subject: t\r\n\r\nhi\r\n"), Entries: []*queue.Envelope{e}}
+	if err := q.Enqueue(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m.ID
+}
+
+// leaseTwo leases the two oldest ready entries: the first is deferred for
+// an hour, the second stays in flight. No pull request is left waiting.
+func leaseTwo(t *testing.T, q *queue.Queue) {
+	t.Helper()
+	ctx := context.Background()
+	es, err := q.Lease(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() *queue.Entry {
+		ch := make(chan *queue.Entry, 1)
+		go func() {
+			e, err := es.Next()
+			if err != nil {
+				t.Error(err)
+			}
+			ch <- e
+		}()
+		select {
+		case e := <-ch:
+			return e
+		case <-time.After(30 * time.Second):
+			t.Fatal("no entry leased")
+		}
+		return nil
+	}
+	e := next()
+	env := *e.Env
+	env.Attempt, env.LastReply = 1, queue.Reply{Code: 451, Enh: "4.7.1", Text: "greylisted", MX: "mx.one.example"}
+	if err := e.Defer(ctx, &env, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	next()
+	es.Stop()
+	s, _ := q.Stream(ctx)
+	c, _ := s.Consumer(ctx, queue.ConsumerName)
+	queuetest.Eventually(t, 20*time.Second, "no waiting pulls", func() bool {
+		info, err := c.Info(ctx)
+		return err == nil && info.NumWaiting == 0
+	})
+}
+
+func lsItems(t *testing.T, o *opsEnv, args ...string) []*queue.Item {
+	t.Helper()
+	rc, out, errOut := runOps(t, queueMain, append([]string{"ls"}, o.args(append(args, "--json")...)...)...)
+	if rc != 0 {
+		t.Fatalf("ls rc %d: %s", rc, errOut)
+	}
+	var items []*queue.Item
+	if err := json.Unmarshal([]byte(out), &items); err != nil {
+		t.Fatalf("ls --json: %v\n%s", err, out)
+	}
+	return items
+}
+
+func lsItemsByID(t *testing.T, o *opsEnv, id string) []*queue.Item {
+	t.Helper()
+	items, err := o.q.List(context.Background(), queue.ListOptions{ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return items
+}
+
+func TestQueueCLI(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	dID := enqueueTo(t, o.q, "one.example")
+	fID := enqueueTo(t, o.q, "one.example")
+	leaseTwo(t, o.q)
+	xID := enqueueTo(t, o.q, "one.example")
+	rID := enqueueTo(t, o.q, "two.example")
+
+	rc, out, errOut := runOps(t, queueMain, append([]string{"ls"}, o.args()...)...)
+	if rc != 0 || !regexp.MustCompile(`one\.example\s+1\s+1\s+1\s+0`).MatchString(out) ||
+		!regexp.MustCompile(`two\.example\s+1\s+0\s+0\s+0`).MatchString(out) {
+		t.Fatalf("ls rc %d:\n%s%s", rc, out, errOut)
+	}
+	rc, out, _ = runOps(t, queueMain, append([]string{"ls", "--domain", "one.example"}, o.args()...)...)
+	if rc != 0 || !strings.Contains(out, dID) || !strings.Contains(out, "451 4.7.1 greylisted") || !strings.Contains(out, "3 entries") {
+		t.Fatalf("ls --domain rc %d:\n%s", rc, out)
+	}
+	rc, out, _ = runOps(t, queueMain, append([]string{"show", dID}, o.args()...)...)
+	for _, want := range []string{"State:", "deferred", "Last reply:", "Jr-Env", "History:"} {
+		if rc != 0 || !strings.Contains(out, want) {
+			t.Fatalf("show lacks %q (rc %d):\n%s", want, rc, out)
+		}
+	}
+
+	t.Run("retry", func(t *testing.T) {
+		rc, out, errOut := runOps(t, queueMain, append([]string{"retry", dID}, o.args()...)...)
+		if rc != 0 || !strings.Contains(out, "made due "+dID) {
+			t.Fatalf("retry rc %d: %s %s", rc, out, errOut)
+		}
+		queuetest.Eventually(t, 20*time.Second, "retried entry ready", func() bool {
+			items := lsItemsByID(t, o, dID)
+			return len(items) == 1 && items[0].State == queue.StateReady && strings.HasPrefix(items[0].Subject, "jr.q.")
+		})
+	})
+	t.Run("hold in flight is refused", func(t *testing.T) {
+		rc, out, _ := runOps(t, queueMain, append([]string{"hold", fID}, o.args()...)...)
+		if rc != 1 || !strings.Contains(out, "being delivered") {
+			t.Fatalf("hold in-flight rc %d: %s", rc, out)
+		}
+	})
+	t.Run("hold and release", func(t *testing.T) {
+		if rc, out, errOut := runOps(t, queueMain, append([]string{"hold", rID}, o.args()...)...); rc != 0 || !strings.Contains(out, "held "+rID) {
+			t.Fatalf("hold rc %d: %s %s", rc, out, errOut)
+		}
+		if items := lsItems(t, o, "--domain", "two.example"); len(items) != 1 || items[0].State != queue.StateHeld {
+			t.Fatalf("after hold: %+v", items)
+		}
+		rc, out, _ := runOps(t, queueMain, append([]string{"release", "--domain", "two.example"}, o.args()...)...)
+		if rc != 0 || !strings.Contains(out, "1 released") {
+			t.Fatalf("release rc %d: %s", rc, out)
+		}
+		if items := lsItems(t, o, "--domain", "two.example"); len(items) != 1 || items[0].State != queue.StateReady {
+			t.Fatalf("after release: %+v", items)
+		}
+	})
+	t.Run("delete", func(t *testing.T) {
+		if rc, _, _ := runOps(t, queueMain, append([]string{"delete", "--domain", "two.example"}, o.args()...)...); rc != 2 {
+			t.Fatalf("bulk delete without --yes: rc %d", rc)
+		}
+		if rc, out, errOut := runOps(t, queueMain, append([]string{"delete", rID, "--no-bounce"}, o.args()...)...); rc != 0 || !strings.Contains(out, "deleted "+rID) {
+			t.Fatalf("delete rc %d: %s %s", rc, out, errOut)
+		}
+		if len(lsItemsByID(t, o, rID)) != 0 {
+			t.Fatal("entry still stored after delete")
+		}
+		rc, out, errOut := runOps(t, queueMain, append([]string{"delete", xID}, o.args()...)...)
+		if rc != 0 {
+			t.Fatalf("delete with DSN rc %d: %s %s", rc, out, errOut)
+		}
+		var dsn *queue.Item
+		for _, it := range lsItems(t, o, "--domain", "example.com") {
+			if it.Env.IsDSN && it.Env.Rcpts[0].Addr == "app@example.com" {
+				dsn = it
+			}
+		}
+		if dsn == nil {
+			t.Fatal("no DSN queued to the sender")
+		}
+	})
+	t.Run("history records operator actions", func(t *testing.T) {
+		rc, out, _ := runOps(t, logsMain, o.args("--json", "--id", xID)...)
+		var kinds []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var e events.Event
+			if json.Unmarshal([]byte(l), &e) == nil {
+				kinds = append(kinds, e.Event)
+				if e.Event == events.Deleted && !strings.HasPrefix(e.Actor, "cli:") {
+					t.Errorf("deleted event actor %q", e.Actor)
+				}
+			}
+		}
+		if rc != 0 || strings.Join(kinds, ",") != "dsn,deleted" {
+			t.Fatalf("history of deleted entry: rc %d kinds %v", rc, kinds)
+		}
+	})
+}
