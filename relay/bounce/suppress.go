@@ -31,7 +31,7 @@ type Suppression struct {
 	Code    string    `json:"code,omitempty"` // enhanced status, e.g. 5.1.1
 	QueueID string    `json:"queue_id,omitempty"`
 	// Expires is Since + bounces.suppress_for; computed, not stored.
-	Expires time.Time `json:"expires"`
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // SuppressionList is the list of recipients that submission refuses
@@ -82,6 +82,30 @@ func OpenSuppressionList(ctx context.Context, o SuppressionOptions) (*Suppressio
 	}
 	return &SuppressionList{kv: kv, ttl: o.TTL, events: o.Events, now: o.Now}, nil
 }
+
+// AttachSuppressionList opens the bucket as it is, for tools that must not
+// change its TTL (their config may not be the server's); it is created
+// with o.TTL only if missing. The list's expiry is the bucket's TTL.
+func AttachSuppressionList(ctx context.Context, o SuppressionOptions) (*SuppressionList, error) {
+	kv, err := o.JetStream.KeyValue(ctx, SuppressBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return OpenSuppressionList(ctx, o)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bounce: suppression bucket %s: %w", SuppressBucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bounce: suppression bucket %s: %w", SuppressBucket, err)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &SuppressionList{kv: kv, ttl: st.TTL(), events: o.Events, now: o.Now}, nil
+}
+
+// TTL is how long an entry lasts (bounces.suppress_for; 0 = forever).
+func (l *SuppressionList) TTL() time.Duration { return l.ttl }
 
 // NormalizeAddr returns the address as the list keys it: trimmed, without
 // angle brackets, lower-cased. (RFC 5321 §2.4 lets local parts be case
