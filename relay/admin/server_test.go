@@ -3,9 +3,11 @@ package admin_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -179,5 +181,45 @@ func TestPProfOffByDefault(t *testing.T) {
 	_, base := startAdmin(t, admin.Options{Metrics: admin.NewMetrics(), Queue: q})
 	if code, _ := get(t, base+"/debug/pprof/"); code != 404 {
 		t.Fatalf("pprof without admin.pprof: %d", code)
+	}
+}
+
+// The example dashboard charts every jetrelay series.
+func TestDashboardCoversSeries(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../scripts/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	var exprs strings.Builder
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs.WriteString(tg.Expr + "\n")
+		}
+	}
+	m := admin.NewMetrics()
+	m.Publish(&events.Event{Event: events.Rejected, SMTPEnh: "5.7.8"})
+	m.Publish(&events.Event{Event: events.Delivery, Status: events.StatusDelivered, TLS: "TLS1.3"})
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		n++
+		if name := mf.GetName(); strings.HasPrefix(name, "jetrelay_") && !strings.Contains(exprs.String(), name) {
+			t.Errorf("dashboard does not chart %s", name)
+		}
+	}
+	if n < 11 {
+		t.Fatalf("gathered only %d families", n)
 	}
 }
