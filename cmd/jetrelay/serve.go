@@ -1,8 +1,210 @@
 package main
 
-import "fmt"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
-func runServe(args []string, io stdio) int {
-	fmt.Fprintln(io.err, "jetrelay serve: being wired")
-	return 2
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/deliver"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/submit"
+	"github.com/rs/zerolog"
+)
+
+const serveAbout = `Runs the relay: submission listeners, the JetStream queue and the delivery
+workers. Without --config it runs the embedded default: listeners on
+127.0.0.1:587 (STARTTLS), 127.0.0.1:465 (implicit TLS) and 127.0.0.1:2525
+(STARTTLS), an embedded NATS JetStream server storing under ./data (client port
+127.0.0.1:4222, user "jetrelay", password in ./data/nats.password), a
+self-signed certificate generated once under ./data/tls, and a dev user whose
+password is generated and printed once at first start (kept in
+./data/dev.password). SIGTERM/SIGINT shut down gracefully; SIGHUP reloads the
+config file.`
+
+func runServe(args []string, sio stdio) int {
+	fs := newFlags("serve", "serve [--config FILE]", serveAbout, sio)
+	path := fs.String("config", "", "config file (default: the built-in loopback default)")
+	if rc, ok := parseFlags(fs, args); !ok {
+		return rc
+	}
+	cfg, err := loadServeConfig(*path)
+	if err != nil {
+		for _, line := range splitErrors(err) {
+			fmt.Fprintf(sio.err, "jetrelay serve: %s\n", line)
+		}
+		return 1
+	}
+	log := newLogger(cfg, sio)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log, sio); err != nil {
+		log.Error().Err(err).Str("event", "fatal").Msg("jetrelay stopped")
+		fmt.Fprintf(sio.err, "jetrelay serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func loadServeConfig(path string) (*config.Config, error) {
+	if path != "" {
+		return config.Load(path)
+	}
+	cfg := config.Default()
+	return cfg, cfg.Validate()
+}
+
+func newLogger(cfg *config.Config, sio stdio) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	w := sio.out
+	if cfg.Log.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: sio.out, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// relay is the running set of components.
+type relay struct {
+	cfg     *config.Config
+	log     zerolog.Logger
+	q       *queue.Queue
+	emitter *events.Emitter
+	sub     *submit.Server
+	eng     *deliver.Engine
+}
+
+func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if cfg.Dev {
+		if err := addDevUser(cfg, sio); err != nil {
+			return err
+		}
+	}
+	syncEvery, _ := cfg.SyncInterval()
+	q, err := queue.Open(ctx, queue.Options{
+		DataDir: cfg.DataDir, URL: cfg.NATS.URL, Listen: cfg.NATS.Listen,
+		Credentials: cfg.NATS.Credentials, User: cfg.NATS.User, PasswordFile: cfg.NATS.PasswordFile,
+		Replicas: cfg.NATS.Replicas, SyncInterval: syncEvery, Logger: log, Name: "jetrelay " + cfg.Hostname,
+	})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	r := &relay{cfg: cfg, log: log, q: q, emitter: events.NewEmitter(log, nil)}
+	if err := r.start(); err != nil {
+		return err
+	}
+	logStart(cfg, log, q, r.sub)
+	engDone := make(chan error, 1)
+	engCtx, engCancel := context.WithCancel(context.Background())
+	defer engCancel()
+	go func() { engDone <- r.eng.Run(engCtx) }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			r.reload()
+		case err := <-engDone:
+			_ = r.sub.Shutdown(context.Background())
+			return fmt.Errorf("delivery stopped: %w", err)
+		case <-ctx.Done():
+			return r.shutdown(engCancel, engDone)
+		}
+	}
+}
+
+func (r *relay) start() error {
+	tlsConf, err := submit.LoadOrCreateTLS(r.cfg)
+	if err != nil {
+		return err
+	}
+	signer, err := newDKIMSigner(r.cfg)
+	if err != nil {
+		return fmt.Errorf("dkim: %w", err)
+	}
+	r.sub, err = submit.New(submit.Options{
+		Config: r.cfg, Queue: r.q, Signer: signer, Events: r.emitter, Logger: r.log, TLS: tlsConf,
+	})
+	if err != nil {
+		return err
+	}
+	r.eng, err = deliver.New(deliver.Options{Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log})
+	if err != nil {
+		return err
+	}
+	return r.sub.Start()
+}
+
+// shutdown follows STYLE.md's order: listeners, then delivery (grace), then NATS.
+func (r *relay) shutdown(engCancel context.CancelFunc, engDone <-chan error) error {
+	r.log.Info().Str("event", "shutdown").Msg("stopping: listeners first, then delivery")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.sub.Shutdown(ctx); err != nil {
+		r.log.Warn().Err(err).Msg("submission shutdown")
+	}
+	engCancel()
+	grace := r.cfg.Delivery.ShutdownGrace.D() + 10*time.Second
+	select {
+	case err := <-engDone:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			r.log.Warn().Err(err).Msg("delivery shutdown")
+		}
+	case <-time.After(grace):
+		r.log.Warn().Msg("delivery did not stop within shutdown_grace; unfinished entries are redelivered later")
+	}
+	r.log.Info().Str("event", "stopped").Msg("jetrelay stopped")
+	return nil
+}
+
+// reload re-reads the config file (SIGHUP); a bad file is refused and the old config kept.
+func (r *relay) reload() {
+	if r.cfg.Path == "" {
+		r.log.Warn().Str("event", "reload").Msg("SIGHUP ignored: running the built-in default (no --config)")
+		return
+	}
+	cfg, err := config.Load(r.cfg.Path)
+	if err != nil {
+		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("new config refused; keeping the old one")
+		return
+	}
+	if err := r.sub.Reload(cfg); err != nil {
+		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("submission refused the new config")
+		return
+	}
+	if err := r.eng.Reload(cfg); err != nil {
+		r.log.Error().Str("event", "reload").Str("status", "partial").Err(err).Msg("delivery refused the new config")
+		return
+	}
+	r.log.Info().Str("event", "reload").Str("status", "ok").Int("users", len(cfg.Submission.Users)).Msg("config reloaded")
+}
+
+func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submit.Server) {
+	ev := log.Info().Str("event", "started").Str("version", versionString()).
+		Str("hostname", cfg.Hostname).Str("data_dir", cfg.DataDir)
+	addrs := []string{}
+	for _, a := range sub.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	ev = ev.Strs("submission", addrs).Int("users", len(cfg.Submission.Users))
+	if cfg.NATS.Embedded() {
+		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync)
+	} else {
+		ev = ev.Str("nats", cfg.NATS.URL)
+	}
+	ev.Str("tls_policy", cfg.Delivery.TLS.Default).Int("routes", len(cfg.Delivery.Routes)).
+		Int("dkim_keys", len(cfg.DKIM.Keys)).Msg("jetrelay running")
 }
