@@ -3,14 +3,21 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/jetrelay/jetrelay/relay/admin"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 func enqueueTo(t *testing.T, q *queue.Queue, domain string) string {
@@ -183,5 +190,111 @@ func TestQueueCLI(t *testing.T) {
 		if rc != 0 || strings.Join(kinds, ",") != "dsn,deleted" {
 			t.Fatalf("history of deleted entry: rc %d kinds %v", rc, kinds)
 		}
+	})
+}
+
+// liveRelay runs the real delivery engine against o's queue, a fake DNS
+// and a fake MX, with a one-hour retry schedule, events to the stream and
+// to metrics, and the admin endpoint.
+func liveRelay(t *testing.T, o *opsEnv) (*relaytest.MX, *events.Emitter, string) {
+	t.Helper()
+	zone := relaytest.NewZone()
+	dnsAddr := relaytest.FakeDNS(t, zone)
+	mx := relaytest.FakeMX(t)
+	zone.AddMX("live.example", 10, "mx.live.example")
+	zone.AddA("mx.live.example", mx.IP)
+	cfg := relaytest.Config(t, dnsAddr, mx.Port)
+	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(time.Hour)}
+	cfg.Delivery.Retry.MaxAge = config.Duration(48 * time.Hour) // enqueueTo backdates arrival by an hour
+	m := admin.NewMetrics()
+	srv, err := admin.New(admin.Options{Listen: "127.0.0.1:0", Metrics: m, Queue: o.q, SampleEvery: 20 * time.Millisecond,
+		Logger: relaytest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	em := events.NewEmitter(relaytest.Logger(t), events.Tee(m, o.pub))
+	res, err := deliver.NewResolver(deliver.DNSOptions{Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := deliver.New(deliver.Options{Config: cfg, Queue: o.q, Events: em, Logger: relaytest.Logger(t),
+		Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("delivery engine did not stop")
+		}
+	})
+	return mx, em, "http://" + srv.Addr().String()
+}
+
+func metricValue(t *testing.T, base, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
+}
+
+// A greylisted delivery is deferred for an hour; `queue retry` makes the
+// running engine deliver it now; logs and metrics follow.
+func TestQueueRetryAgainstLiveRelay(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	mx, em, base := liveRelay(t, o)
+	const rcpt = "u@live.example"
+	mx.ReplyRcpt(rcpt, relaytest.Err(451, "4.7.1", "greylisted"), 1)
+	id := enqueueTo(t, o.q, "live.example")
+	em.Emit(&events.Event{Event: events.Accepted, QueueID: id, MailFrom: events.Str("app@example.com"), RcptCount: 1})
+
+	queuetest.Eventually(t, 30*time.Second, "deferred entry", func() bool {
+		items := lsItemsByID(t, o, id)
+		return len(items) == 1 && items[0].State == queue.StateDeferred && items[0].Env.LastReply.Code == 451
+	})
+	queuetest.Eventually(t, 20*time.Second, "metrics: deferred delivery, depth", func() bool {
+		return metricValue(t, base, `jetrelay_deliveries_total{class="4",status="deferred"}`) == 1 &&
+			metricValue(t, base, `jetrelay_queue_depth{state="deferred"}`) == 1
+	})
+	if rc, out, errOut := runOps(t, queueMain, append([]string{"retry", "--domain", "live.example"}, o.args()...)...); rc != 0 || !strings.Contains(out, "1 made due") {
+		t.Fatalf("retry rc %d: %s %s", rc, out, errOut)
+	}
+	queuetest.Eventually(t, 30*time.Second, "delivered after retry", func() bool { return mx.Received(rcpt) == 1 })
+	queuetest.Eventually(t, 20*time.Second, "metrics: delivered, queue empty", func() bool {
+		return metricValue(t, base, `jetrelay_deliveries_total{class="2",status="delivered"}`) == 1 &&
+			metricValue(t, base, `jetrelay_queue_depth{state="deferred"}`) == 0 &&
+			metricValue(t, base, "jetrelay_messages_accepted_total") == 1
+	})
+	var kinds []string
+	queuetest.Eventually(t, 20*time.Second, "full history", func() bool {
+		rc, out, _ := runOps(t, logsMain, o.args("--json", "--id", id)...)
+		kinds = nil
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var e events.Event
+			if json.Unmarshal([]byte(l), &e) == nil {
+				kinds = append(kinds, statusOf(&e))
+			}
+		}
+		return rc == 0 && strings.Join(kinds, ",") == "accepted,deferred,retried,delivered"
 	})
 }
