@@ -226,6 +226,8 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 	}
 	out := make([]DomainCount, 0, len(by))
 	for d, m := range by {
+		m[StateReady] = max(m[StateReady], 0) // an entry acked between the two reads
+
 		out = append(out, DomainCount{Domain: d, Counts: m})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
