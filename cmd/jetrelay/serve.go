@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/admin"
+	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
@@ -73,12 +76,17 @@ func newLogger(cfg *config.Config, sio stdio) zerolog.Logger {
 
 // relay is the running set of components.
 type relay struct {
-	cfg     *config.Config
-	log     zerolog.Logger
-	q       *queue.Queue
-	emitter *events.Emitter
-	sub     *submit.Server
-	eng     *deliver.Engine
+	cfg      *config.Config
+	log      zerolog.Logger
+	q        *queue.Queue
+	metrics  *admin.Metrics
+	evPub    *events.StreamPublisher
+	emitter  *events.Emitter
+	bouncer  *bounce.Bouncer
+	sub      *submit.Server
+	eng      *deliver.Engine
+	adm      *admin.Server
+	stopping atomic.Bool
 }
 
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {
@@ -99,9 +107,9 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 	if err != nil {
 		return err
 	}
-	defer q.Close()
-	r := &relay{cfg: cfg, log: log, q: q, emitter: events.NewEmitter(log, nil)}
-	if err := r.start(); err != nil {
+	r := &relay{cfg: cfg, log: log, q: q, metrics: admin.NewMetrics()}
+	defer r.close()
+	if err := r.start(ctx); err != nil {
 		return err
 	}
 	logStart(cfg, log, q, r.sub)
@@ -126,7 +134,23 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 	}
 }
 
-func (r *relay) start() error {
+// start builds every component; what it started is stopped by close.
+func (r *relay) start(ctx context.Context) error {
+	var err error
+	r.evPub, err = events.NewPublisher(events.PublisherOptions{
+		Conn: r.q.Conn(), Logger: r.log, OnDrop: r.metrics.EventDropped, Stream: r.eventStreamOptions(r.cfg),
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.evPub.Start(ctx); err != nil {
+		return fmt.Errorf("events stream: %w", err)
+	}
+	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
+	r.bouncer, err = bounce.New(ctx, bounce.Options{Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log})
+	if err != nil {
+		return err
+	}
 	tlsConf, err := submit.LoadOrCreateTLS(r.cfg)
 	if err != nil {
 		return err
@@ -136,20 +160,72 @@ func (r *relay) start() error {
 		return fmt.Errorf("dkim: %w", err)
 	}
 	r.sub, err = submit.New(submit.Options{
-		Config: r.cfg, Queue: r.q, Signer: signer, Events: r.emitter, Logger: r.log, TLS: tlsConf,
+		Config: r.cfg, Queue: r.q, Signer: signer, Suppressor: r.bouncer,
+		Events: r.emitter, Logger: r.log, TLS: tlsConf,
 	})
 	if err != nil {
 		return err
 	}
-	r.eng, err = deliver.New(deliver.Options{Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log})
+	r.eng, err = deliver.New(deliver.Options{
+		Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
+	})
 	if err != nil {
 		return err
 	}
-	return r.sub.Start()
+	if err := r.sub.Start(); err != nil {
+		return err
+	}
+	if r.cfg.Bounces.Listen != "" {
+		if err := r.bouncer.StartIntake(); err != nil {
+			return err
+		}
+	}
+	return r.startAdmin()
+}
+
+func (r *relay) eventStreamOptions(cfg *config.Config) events.StreamOptions {
+	return events.StreamOptions{MaxAge: cfg.Events.MaxAge.D(), MaxBytes: int64(cfg.Events.MaxBytes), Replicas: cfg.NATS.Replicas}
+}
+
+func (r *relay) startAdmin() error {
+	if r.cfg.Admin.Listen == "" {
+		return nil
+	}
+	var err error
+	r.adm, err = admin.New(admin.Options{
+		Listen: r.cfg.Admin.Listen, PProf: r.cfg.Admin.PProf, Metrics: r.metrics, Queue: r.q, Logger: r.log,
+		Listening: func() error {
+			if r.stopping.Load() || len(r.sub.Addrs()) == 0 {
+				return errors.New("submission listeners closed")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	return r.adm.Start()
+}
+
+// close stops what start started, in reverse order, NATS last.
+func (r *relay) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if r.adm != nil {
+		_ = r.adm.Shutdown(ctx)
+	}
+	if r.bouncer != nil && r.cfg.Bounces.Listen != "" {
+		_ = r.bouncer.Shutdown(ctx)
+	}
+	if r.evPub != nil {
+		_ = r.evPub.Close(ctx)
+	}
+	r.q.Close()
 }
 
 // shutdown follows STYLE.md's order: listeners, then delivery (grace), then NATS.
 func (r *relay) shutdown(engCancel context.CancelFunc, engDone <-chan error) error {
+	r.stopping.Store(true)
 	r.log.Info().Str("event", "shutdown").Msg("stopping: listeners first, then delivery")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -184,6 +260,11 @@ func (r *relay) reload() {
 	if err := r.sub.Reload(cfg); err != nil {
 		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("submission refused the new config")
 		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := events.EnsureStream(ctx, r.q.JetStream(), r.eventStreamOptions(cfg)); err != nil {
+		r.log.Warn().Str("event", "reload").Err(err).Msg("events stream limits not updated")
 	}
 	if err := r.eng.Reload(cfg); err != nil {
 		r.log.Error().Str("event", "reload").Str("status", "partial").Err(err).Msg("delivery refused the new config")
