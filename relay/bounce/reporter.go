@@ -109,6 +109,11 @@ func wants(r queue.Recipient, action string) bool {
 // report queues one DSN of the given action for the results that asked for
 // it, at most once per (message, action, recipients).
 func (b *Bouncer) report(ctx context.Context, action string, env *queue.Envelope, body []byte, results []Result) error {
+	if reason := b.mustNotBounce(env); reason != "" {
+		b.emit(&events.Event{Event: events.DSN, QueueID: env.ID, MsgID: env.MsgID, MailFrom: events.Str(env.From),
+			Domain: env.Domain, RcptCount: len(results), Status: dsnDropped, Reason: action + ": " + reason})
+		return nil
+	}
 	var rcpts []Result
 	for _, r := range results {
 		if wants(r.Rcpt, action) {
@@ -116,11 +121,6 @@ func (b *Bouncer) report(ctx context.Context, action string, env *queue.Envelope
 		}
 	}
 	if len(rcpts) == 0 {
-		return nil
-	}
-	if reason := b.mustNotBounce(env); reason != "" {
-		b.emit(&events.Event{Event: events.DSN, QueueID: env.ID, MsgID: env.MsgID, MailFrom: events.Str(env.From),
-			Domain: env.Domain, RcptCount: len(rcpts), Status: dsnDropped, Reason: action + ": " + reason})
 		return nil
 	}
 	marker := dsnMarkerKey(env, action, rcpts)
