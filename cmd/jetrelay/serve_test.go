@@ -45,14 +45,14 @@ func freePort(t *testing.T) int {
 // relayProc is a jetrelay child process.
 type relayProc struct {
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *syncBuffer
 }
 
 func startRelay(t *testing.T, cfgPath, waitAddr string) *relayProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "JETRELAY_TEST_MAIN=1")
-	logs := &bytes.Buffer{}
+	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -83,6 +83,7 @@ func startRelay(t *testing.T, cfgPath, waitAddr string) *relayProc {
 type testRelayConfig struct {
 	dir, cfgPath, subAddr, natsAddr string
 	user, pass                      string
+	closedPort                      int
 }
 
 func writeRelayConfig(t *testing.T) testRelayConfig {
@@ -96,40 +97,62 @@ func writeRelayConfig(t *testing.T) testRelayConfig {
 		user:     "app",
 		pass:     "s3cret-pass",
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(c.pass), bcrypt.MinCost)
+	c.closedPort = freePort(t)
+	c.write(t, c.userLine(t, c.user, c.pass))
+	return c
+}
+
+func (c testRelayConfig) userLine(t *testing.T, name, pass string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Delivery goes to a closed loopback port: entries stay queued (deferred).
+	return fmt.Sprintf(`{name: %s, password_hash: "%s", allowed_from: [example.com]}`, name, hash)
+}
+
+// write writes the config with the given users; delivery goes to a closed
+// loopback port, so entries stay queued (deferred).
+func (c testRelayConfig) write(t *testing.T, users ...string) {
+	t.Helper()
 	yaml := fmt.Sprintf(`hostname: relay.test
 data_dir: %s
 nats: {listen: "%s"}
 submission:
   listeners: [{addr: "%s", tls: starttls}]
-  users: [{name: %s, password_hash: "%s", allowed_from: [example.com]}]
+  users: [%s]
 delivery:
   dns: {servers: ["127.0.0.1:9"]}
   routes: [{domains: ["*"], host: "127.0.0.1:%d", tls: none}]
 admin: {listen: ""}
-log: {level: warn}
-`, filepath.Join(dir, "data"), c.natsAddr, c.subAddr, c.user, hash, freePort(t))
+log: {level: info}
+`, filepath.Join(c.dir, "data"), c.natsAddr, c.subAddr, strings.Join(users, ", "), c.closedPort)
 	if err := os.WriteFile(c.cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return c
+}
+
+// authenticate logs in over STARTTLS.
+func authenticate(addr, user, pass string) (*smtp.Client, error) {
+	cl, err := smtp.DialStartTLS(addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.Auth(sasl.NewPlainClient("", user, pass)); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return cl, nil
 }
 
 // submit sends one message and returns its queue id.
 func submitOne(t *testing.T, c testRelayConfig, body []byte) string {
 	t.Helper()
-	cl, err := smtp.DialStartTLS(c.subAddr, &tls.Config{InsecureSkipVerify: true})
+	cl, err := authenticate(c.subAddr, c.user, c.pass)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if err := cl.Auth(sasl.NewPlainClient("", c.user, c.pass)); err != nil {
-		t.Fatal(err)
-	}
 	if err := cl.Mail("app@example.com", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -208,5 +231,57 @@ func TestCrashKeepsAcceptedMail(t *testing.T) {
 		if !found {
 			t.Errorf("accepted message %s is not in the queue after kill -9", id)
 		}
+	}
+}
+
+// TestSIGHUPReload: a user added to the file can log in after SIGHUP; a
+// broken file is refused with the reason logged and the old config kept.
+func TestSIGHUPReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test")
+	}
+	c := writeRelayConfig(t)
+	p := startRelay(t, c.cfgPath, c.subAddr)
+	if _, err := authenticate(c.subAddr, "newapp", "new-pass"); err == nil {
+		t.Fatal("unknown user authenticated")
+	}
+	c.write(t, c.userLine(t, c.user, c.pass), c.userLine(t, "newapp", "new-pass"))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reload ok in the log", func() bool { return strings.Contains(p.logs.String(), `"status":"ok"`) })
+	cl, err := authenticate(c.subAddr, "newapp", "new-pass")
+	if err != nil {
+		t.Fatalf("new user after SIGHUP: %v\n%s", err, p.logs.String())
+	}
+	cl.Close()
+
+	if err := os.WriteFile(c.cfgPath, []byte("hostname: relay.test\nbogus_key: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "refusal in the log", func() bool { return strings.Contains(p.logs.String(), `"status":"refused"`) })
+	if !strings.Contains(p.logs.String(), "bogus_key") {
+		t.Errorf("refusal does not name the problem:\n%s", p.logs.String())
+	}
+	for _, u := range [][2]string{{c.user, c.pass}, {"newapp", "new-pass"}} {
+		cl, err := authenticate(c.subAddr, u[0], u[1])
+		if err != nil {
+			t.Fatalf("%s after a refused reload: %v", u[0], err)
+		}
+		cl.Close()
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
