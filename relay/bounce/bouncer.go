@@ -55,6 +55,10 @@ type Options struct {
 	Now func() time.Time
 	// NewID returns queue ids for DSNs (default queue.NewID).
 	NewID func() string
+	// AttachOnly is for ops commands, whose config may not be the
+	// server's: the buckets are used as they are (created only if missing),
+	// so their TTL and replicas are never changed.
+	AttachOnly bool
 }
 
 // Bouncer implements the delivery engine's Reporter, VERP, the bounce
@@ -73,8 +77,9 @@ type Bouncer struct {
 	intake     *intake
 }
 
-// New opens the jetrelay_bounce and jetrelay_suppress buckets and loads (or
-// creates) data_dir/bounce.key.
+// New opens (creating or updating) the jetrelay_bounce and
+// jetrelay_suppress buckets and, when bounces.verp_domain is set, loads or
+// creates data_dir/bounce.key.
 func New(ctx context.Context, o Options) (*Bouncer, error) {
 	if o.Config == nil || o.Queue == nil {
 		return nil, errors.New("bounce: Config and Queue are required")
@@ -88,33 +93,54 @@ func New(ctx context.Context, o Options) (*Bouncer, error) {
 	if o.Events == nil {
 		o.Events = events.NewEmitter(o.Logger, nil)
 	}
-	key, err := LoadOrCreateKey(o.Config.DataDir)
+	b := &Bouncer{
+		cfg: o.Config, q: o.Queue, events: o.Events, log: o.Logger, now: o.Now, newID: o.NewID,
+		verpDomain: o.Config.Bounces.VERPDomain,
+	}
+	if b.verpDomain != "" {
+		key, err := LoadOrCreateKey(o.Config.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		b.key = key
+	}
+	js := o.Queue.JetStream()
+	var err error
+	if b.kv, err = openStateBucket(ctx, js, o.Queue.Replicas(), o.AttachOnly); err != nil {
+		return nil, err
+	}
+	so := SuppressionOptions{JetStream: js, Replicas: o.Queue.Replicas(), TTL: o.Config.Bounces.SuppressFor.D(),
+		Events: o.Events, Now: o.Now}
+	if o.AttachOnly {
+		b.supp, err = AttachSuppressionList(ctx, so)
+	} else {
+		b.supp, err = OpenSuppressionList(ctx, so)
+	}
 	if err != nil {
 		return nil, err
 	}
-	js := o.Queue.JetStream()
+	return b, nil
+}
+
+func openStateBucket(ctx context.Context, js jetstream.JetStream, replicas int, attach bool) (jetstream.KeyValue, error) {
+	if attach {
+		kv, err := js.KeyValue(ctx, StateBucket)
+		if err == nil || !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return kv, err
+		}
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      StateBucket,
 		Description: "jetrelay bounces: VERP recipients and DSN idempotency markers",
 		History:     1,
 		TTL:         stateTTL,
 		Storage:     jetstream.FileStorage,
-		Replicas:    o.Queue.Replicas(),
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bounce: bucket %s: %w", StateBucket, err)
 	}
-	supp, err := OpenSuppressionList(ctx, SuppressionOptions{
-		JetStream: js, Replicas: o.Queue.Replicas(), TTL: o.Config.Bounces.SuppressFor.D(),
-		Events: o.Events, Now: o.Now,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &Bouncer{
-		cfg: o.Config, q: o.Queue, events: o.Events, log: o.Logger, now: o.Now, newID: o.NewID,
-		kv: kv, key: key, verpDomain: o.Config.Bounces.VERPDomain, supp: supp,
-	}, nil
+	return kv, nil
 }
 
 // Suppressions returns the suppression list.

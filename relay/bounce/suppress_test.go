@@ -2,10 +2,13 @@ package bounce
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 )
 
@@ -91,5 +94,32 @@ func TestSuppressionBadInput(t *testing.T) {
 		if _, ok, err := l.Suppressed(ctx, a); ok || err != nil {
 			t.Errorf("Suppressed(%q) = %v, %v", a, ok, err)
 		}
+	}
+}
+
+// TestAttachOnlyKeepsTTL: an ops command with another suppress_for does
+// not change the server's bucket; the server (re)opening it does.
+func TestAttachOnlyKeepsTTL(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil) // 720h
+	ctx := context.Background()
+	other := testConfig(t)
+	other.Bounces.SuppressFor = config.Duration(time.Hour)
+	tool, err := New(ctx, Options{Config: other, Queue: f.q, AttachOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tool.Suppressions().TTL(); got != 720*time.Hour {
+		t.Errorf("attached TTL %v, want the bucket's 720h", got)
+	}
+	if _, err := os.Stat(filepath.Join(other.DataDir, KeyFileName)); !os.IsNotExist(err) {
+		t.Errorf("bounce.key created without verp_domain: %v", err)
+	}
+	srv, err := New(ctx, Options{Config: other, Queue: f.q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Suppressions().TTL(); got != time.Hour {
+		t.Errorf("server TTL %v, want 1h from its config", got)
 	}
 }
