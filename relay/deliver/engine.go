@@ -233,7 +233,7 @@ func planFor(policy string) Plan {
 // delivery.shutdown_grace, releases everything else and returns.
 func (e *Engine) Run(ctx context.Context) error {
 	cfg := e.rt.Load().cfg
-	prefetch := min(max(64, 2*cfg.Delivery.MaxConnections), 1024)
+	prefetch := min(max(256, 4*cfg.Delivery.MaxConnections), 2048)
 	es, err := e.q.Lease(ctx, prefetch)
 	if err != nil {
 		return fmt.Errorf("deliver: lease: %w", err)

@@ -68,7 +68,10 @@ func TestHeadOfLineIsolation(t *testing.T) {
 		t.Errorf("healthy message took %s behind a dead destination (limit 2s)", took)
 	}
 	// Deferring 5,000 entries is 10,000 fsyncs with sync=always: allow time.
-	queuetest.Eventually(t, 5*time.Minute, "all dead entries deferred", func() bool { return h.queued(queue.SubjScheduled) == n })
+	h.waitSettled(5*time.Minute, n)
+	if got := h.queued(queue.SubjScheduled); got != n {
+		t.Fatalf("%d entries scheduled, want %d", got, n)
+	}
 	if c := dead.Connections(); c > cfg.Delivery.MaxPerDestination {
 		t.Errorf("%d connections to the dead MX (max_per_destination %d)", c, cfg.Delivery.MaxPerDestination)
 	}
@@ -152,5 +155,36 @@ func TestShutdownReleasesQueuedEntries(t *testing.T) {
 	stop()
 	if got := h.queued(queue.SubjReady) + h.queued(queue.SubjScheduled); got != 20 {
 		t.Fatalf("%d entries queued after shutdown, want 20", got)
+	}
+}
+
+// waitSettled waits until nothing is ready or leased and the stream holds
+// exactly n messages (cheap to ask, unlike per-subject counts).
+func (h *harness) waitSettled(d time.Duration, n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		s, err := h.q.Stream(ctx)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		info, err1 := s.Info(ctx)
+		c, err2 := s.Consumer(ctx, queue.ConsumerName)
+		var pending, acks int
+		if err2 == nil {
+			ci, err := c.Info(ctx)
+			if err == nil {
+				pending, acks = int(ci.NumPending), ci.NumAckPending
+			}
+		}
+		cancel()
+		if err1 == nil && err2 == nil && int(info.State.Msgs) == n && pending == 0 && acks == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("queue not settled after %s: %d msgs (want %d), %d pending, %d leased", d, info.State.Msgs, n, pending, acks)
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 }

@@ -14,6 +14,7 @@ import (
 // Finishing: numbers of finisher goroutines and of entries waiting for one.
 const (
 	finishers     = 64
+	deferrers     = 16 // of the finishers, how many also take untried deferrals
 	finishBacklog = 25000 // above the consumer's MaxAckPending: never blocks a worker
 	ackTimeout    = 30 * time.Second
 )
@@ -37,11 +38,14 @@ type finishJob struct {
 func (e *Engine) startFinishers() {
 	e.finishing = make(chan *finishJob, finishBacklog)
 	e.deferring = make(chan *finishJob, finishBacklog)
-	for range finishers {
+	for i := range finishers {
 		e.finishWG.Add(1)
 		go func() {
 			defer e.finishWG.Done()
 			hi, lo := e.finishing, e.deferring
+			if i >= deferrers {
+				lo = nil // most finishers only ever ack attempts
+			}
 			for hi != nil || lo != nil {
 				select {
 				case fj, ok := <-hi:

@@ -259,7 +259,8 @@ func (e *Engine) record(d *dest, reached bool, v Verdict) {
 		return
 	}
 	d.lastFail = v
-	if !now.Before(d.openUntil) {
+	opened := !now.Before(d.openUntil)
+	if opened {
 		// Only a failure after the breaker (re)closed escalates it, not
 		// the other connections that were already trying when it opened.
 		d.failures++
@@ -272,8 +273,10 @@ func (e *Engine) record(d *dest, reached bool, v Verdict) {
 	d.queue = nil
 	broadcast(&d.popped)
 	s.mu.Unlock()
-	e.log.Warn().Str("event", "destination_down").Str("destination", d.key).Int("failures", failures).
-		Time("until", until).Str("reply", v.Reply.String()).Msg("destination unreachable; deferring its entries without connecting")
+	if opened {
+		e.log.Warn().Str("event", "destination_down").Str("destination", d.key).Int("failures", failures).
+			Time("until", until).Str("reply", v.Reply.String()).Msg("destination unreachable; deferring its entries without connecting")
+	}
 	for _, j := range waiting {
 		e.deferUntried(j, withCause(replyUnreachable, v.Reply.String()))
 	}

@@ -166,16 +166,11 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 // returns its "ip:port". The servers stop at test end.
 func FakeDNS(t testing.TB, zone *Zone) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, ln, err := listenDNS()
 	if err != nil {
 		t.Fatalf("fake dns: %v", err)
 	}
 	addr := pc.LocalAddr().String()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		pc.Close()
-		t.Fatalf("fake dns tcp on %s: %v", addr, err)
-	}
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: zone}, {Listener: ln, Handler: zone}} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
@@ -188,4 +183,23 @@ func FakeDNS(t testing.TB, zone *Zone) string {
 		t.Cleanup(func() { _ = srv.Shutdown() })
 	}
 	return addr
+}
+
+// listenDNS binds UDP and TCP on one random 127.0.0.1 port, retrying when
+// the TCP side of the UDP port is taken.
+func listenDNS() (net.PacketConn, net.Listener, error) {
+	var lastErr error
+	for i := 0; i < 50; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		lastErr = err
+	}
+	return nil, nil, lastErr
 }
