@@ -14,7 +14,7 @@ import (
 // Finishing: numbers of finisher goroutines and of entries waiting for one.
 const (
 	finishers     = 64
-	deferrers     = 16 // of the finishers, how many also take untried deferrals
+	deferrers     = 16    // of the finishers, how many also take untried deferrals
 	finishBacklog = 25000 // above the consumer's MaxAckPending: never blocks a worker
 	ackTimeout    = 30 * time.Second
 )
