@@ -127,7 +127,7 @@ func actFunc(ctx context.Context, c *queueCmd, o actOptions, q *queue.Queue, em 
 		if err != nil {
 			return nil, err
 		}
-		bb, err := bounce.New(ctx, bounce.Options{Config: cfg, Queue: q, Events: em, Logger: zerolog.Nop()})
+		bb, err := bounce.New(ctx, bounce.Options{Config: cfg, Queue: q, Events: em, Logger: zerolog.Nop(), AttachOnly: true})
 		if err != nil {
 			return nil, fmt.Errorf("cannot send DSNs (%w); use --no-bounce to delete without telling the sender", err)
 		}

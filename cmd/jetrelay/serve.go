@@ -162,6 +162,7 @@ func (r *relay) start(ctx context.Context) error {
 	r.sub, err = submit.New(submit.Options{
 		Config: r.cfg, Queue: r.q, Signer: signer, Suppressor: r.bouncer,
 		Events: r.emitter, Logger: r.log, TLS: tlsConf,
+		Observer: r.metrics, Conns: r.metrics.Connections(admin.Inbound),
 	})
 	if err != nil {
 		return err
@@ -257,8 +258,20 @@ func (r *relay) reload() {
 		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("new config refused; keeping the old one")
 		return
 	}
+	signer, err := newDKIMSigner(cfg)
+	if err != nil {
+		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("new DKIM keys refused; keeping the old config")
+		return
+	}
+	// Delivery first: it can refuse (ca_file); submission after, rolling
+	// delivery back if submission refuses, so the relay never runs half a config.
+	if err := r.eng.Reload(cfg); err != nil {
+		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("delivery refused the new config; keeping the old one")
+		return
+	}
 	if err := r.sub.Reload(cfg); err != nil {
-		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("submission refused the new config")
+		_ = r.eng.Reload(r.cfg)
+		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("submission refused the new config; keeping the old one")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -266,10 +279,8 @@ func (r *relay) reload() {
 	if _, err := events.EnsureStream(ctx, r.q.JetStream(), r.eventStreamOptions(cfg)); err != nil {
 		r.log.Warn().Str("event", "reload").Err(err).Msg("events stream limits not updated")
 	}
-	if err := r.eng.Reload(cfg); err != nil {
-		r.log.Error().Str("event", "reload").Str("status", "partial").Err(err).Msg("delivery refused the new config")
-		return
-	}
+	r.sub.SetSigner(signer)
+	r.cfg = cfg
 	r.log.Info().Str("event", "reload").Str("status", "ok").Int("users", len(cfg.Submission.Users)).Msg("config reloaded")
 }
 

@@ -163,8 +163,10 @@ func (s *session) store(tx *txn, p *prepared) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	dkim := "none"
-	if s.srv.signer != nil {
-		sigs, result, err := s.srv.signer.Sign(msg)
+	if signer := s.srv.signer.Load().s; signer != nil {
+		start := time.Now()
+		sigs, result, err := signer.Sign(msg)
+		s.srv.observe.ObserveDKIMSign(time.Since(start))
 		if err != nil {
 			s.log.Error().Err(err).Str("event", "dkim_error").Str("queue_id", id).Str("user", s.user).Msg("DKIM signing failed")
 			return "", errSign
@@ -173,7 +175,10 @@ func (s *session) store(tx *txn, p *prepared) (string, error) {
 		dkim = result
 	}
 	m := &queue.Message{ID: id, Body: msg, Entries: s.envelopes(tx, msgID, now)}
-	if err := s.srv.queue.Enqueue(ctx, m); err != nil {
+	start := time.Now()
+	err := s.srv.queue.Enqueue(ctx, m)
+	s.srv.observe.ObservePublish(time.Since(start))
+	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
 			return "", errors.Join(context.DeadlineExceeded, err)
 		}

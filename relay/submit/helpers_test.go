@@ -97,6 +97,8 @@ type harness struct {
 type harnessOpts struct {
 	signer     Signer
 	suppressor Suppressor
+	observer   Observer
+	conns      Gauge
 }
 
 func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
@@ -113,7 +115,7 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 	}
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
 	h.srv, err = New(Options{Config: cfg, Queue: h.q, Signer: o.signer, Suppressor: o.suppressor,
-		Events: events.NewEmitter(log, nil), Logger: log, TLS: tlsConf})
+		Events: events.NewEmitter(log, nil), Logger: log, TLS: tlsConf, Observer: o.observer, Conns: o.conns})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,6 +138,7 @@ func (t *connTracker) track(c *trackedConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.conns[c] = struct{}{}
+	c.srv.connGauge.Inc()
 	if t.draining {
 		c.drain()
 	}
@@ -147,6 +148,7 @@ func (t *connTracker) remove(c *trackedConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.conns, c)
+	c.srv.connGauge.Dec()
 	t.total--
 	if t.perKey[c.key]--; t.perKey[c.key] <= 0 {
 		delete(t.perKey, c.key)

@@ -46,8 +46,22 @@ type Suppressor interface {
 	Suppressed(ctx context.Context, addr string) (since time.Time, ok bool, err error)
 }
 
-// Options are the submission server's dependencies. Signer and Suppressor
-// may be nil; everything else is required.
+// Observer receives the timings and gauges that events do not carry
+// (relay/admin's Metrics implements it). Methods must be cheap and safe for
+// concurrent use.
+type Observer interface {
+	ObserveDKIMSign(d time.Duration)
+	ObservePublish(d time.Duration)
+}
+
+// Gauge counts open inbound connections (a prometheus.Gauge fits).
+type Gauge interface {
+	Inc()
+	Dec()
+}
+
+// Options are the submission server's dependencies. Signer, Suppressor,
+// Observer and Conns may be nil; everything else is required.
 type Options struct {
 	Config     *config.Config
 	Queue      Enqueuer
@@ -56,7 +70,24 @@ type Options struct {
 	Events     *events.Emitter
 	Logger     zerolog.Logger
 	TLS        *tls.Config
+	Observer   Observer
+	Conns      Gauge
 }
+
+// signerBox lets SetSigner swap the signer while sessions sign.
+type signerBox struct{ s Signer }
+
+// nopObserver is used when Options.Observer is nil.
+type nopObserver struct{}
+
+func (nopObserver) ObserveDKIMSign(time.Duration) {}
+func (nopObserver) ObservePublish(time.Duration)  {}
+
+// nopGauge is used when Options.Conns is nil.
+type nopGauge struct{}
+
+func (nopGauge) Inc() {}
+func (nopGauge) Dec() {}
 
 const (
 	// storeTimeout bounds signing plus enqueueing one message.
@@ -74,7 +105,9 @@ type Server struct {
 	static    *config.Config // listeners and go-smtp limits, fixed at New
 	hostname  string
 	queue     Enqueuer
-	signer    Signer
+	signer    atomic.Pointer[signerBox]
+	observe   Observer
+	connGauge Gauge
 	suppress  Suppressor
 	events    *events.Emitter
 	log       zerolog.Logger
@@ -110,14 +143,26 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		static: o.Config, hostname: o.Config.Hostname, queue: o.Queue, signer: o.Signer, suppress: o.Suppressor,
+		static: o.Config, hostname: o.Config.Hostname, queue: o.Queue, suppress: o.Suppressor,
+		observe: o.Observer, connGauge: o.Conns,
 		events: o.Events, log: o.Logger, tlsConf: o.TLS, fails: newAuthFailures(), conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
 	}
+	if s.observe == nil {
+		s.observe = nopObserver{}
+	}
+	if s.connGauge == nil {
+		s.connGauge = nopGauge{}
+	}
 	s.pol.Store(pol)
+	s.SetSigner(o.Signer)
 	return s, nil
 }
+
+// SetSigner replaces the DKIM signer (nil: sign nothing); messages in DATA
+// at that moment finish with the signer they started with. Used on reload.
+func (s *Server) SetSigner(sg Signer) { s.signer.Store(&signerBox{s: sg}) }
 
 func (s *Server) policy() *policy { return s.pol.Load() }
 
