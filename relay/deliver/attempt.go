@@ -19,6 +19,10 @@ type outcome struct {
 	down     bool
 	last     Verdict
 	canceled bool
+	// conns: per recipient (envelope order), the connection its
+	// transaction used, when recipients had transactions of their own
+	// (VERP); nil means every recipient used info().
+	conns []connInfo
 }
 
 // attempt delivers one job with sess (reused if still good) and returns
@@ -33,9 +37,11 @@ func (e *Engine) attempt(d *dest, j *job, sess *session) *session {
 		v := Verdict{Reply: withCause(replyLocal, "reading the message body: "+err.Error())}
 		out = outcome{replies: fill(len(j.en.Env.Rcpts), v.Reply), sess: sess, last: v}
 	} else {
-		out = e.deliver(ctx, j.tr, &transaction{env: j.en.Env, rcpts: j.en.Env.Rcpts, body: body}, sess)
+		out = e.deliverEntry(ctx, j.tr, j.en.Env, body, sess)
 	}
-	if out.canceled || ctx.Err() != nil {
+	// Cancelled before any server gave a verdict: hand the entry back. Once
+	// one did (some recipients may be delivered), the replies are kept.
+	if out.canceled || (ctx.Err() != nil && !out.reached) {
 		if out.sess != nil {
 			out.sess.close()
 		}
@@ -48,7 +54,8 @@ func (e *Engine) attempt(d *dest, j *job, sess *session) *session {
 	case out.down:
 		e.record(d, false, out.last)
 	}
-	e.finish(&finishJob{j: j, body: body, replies: out.replies, conn: out.info(), start: start, end: time.Now()})
+	e.finish(&finishJob{j: j, body: body, replies: out.replies, conn: out.info(), rconn: out.conns,
+		start: start, end: time.Now()})
 	return out.sess
 }
 
@@ -85,7 +92,7 @@ func (e *Engine) deliver(ctx context.Context, tr Transport, m *transaction, sess
 			}
 			out.host, out.ip, out.port = h.Name, ip.String(), h.Port
 			s, err := dial(ctx, dialRequest{dialer: e.dialer, host: h, ip: ip, plan: plan,
-				helo: rt.cfg.Hostname, roots: rt.roots, timeouts: rt.to})
+				helo: rt.cfg.Hostname, roots: rt.roots, timeouts: rt.to, conns: e.conns})
 			if err == nil {
 				out.down = false // a server answered: not a dead destination
 				var replies []Reply

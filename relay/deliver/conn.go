@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -58,6 +59,7 @@ type dialRequest struct {
 	helo     string
 	roots    *x509.CertPool
 	timeouts timeouts
+	conns    Gauge // nil: connections not counted
 }
 
 // dial connects, reads the greeting, says EHLO, negotiates TLS per plan
@@ -89,6 +91,10 @@ func dialOnce(ctx context.Context, r dialRequest) (*session, error) {
 			return nil, newError(withCause(replyNoAnswer, "connect to "+addr+" timed out"), true, err)
 		}
 		return nil, err
+	}
+	if r.conns != nil {
+		r.conns.Inc()
+		raw = &countedConn{Conn: raw, g: r.conns}
 	}
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	defer stop()
@@ -261,6 +267,22 @@ func (s *session) quit(d time.Duration) {
 }
 
 func (s *session) close() { _ = s.raw.Close() }
+
+// countedConn decrements the connections gauge on its first Close, so
+// every path that closes the connection (QUIT, failures, cancellation,
+// the opportunistic plaintext retry) counts it exactly once.
+type countedConn struct {
+	net.Conn
+	g      Gauge
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.g.Dec()
+	}
+	return c.Conn.Close()
+}
 
 // deadlineConn puts a write deadline on every write that happens without
 // one. go-smtp sets deadlines around commands but none while the body is

@@ -57,6 +57,22 @@ type Options struct {
 	Reporter Reporter // nil: failures are only logged
 	Resolver Resolver // nil: miekg/dns against delivery.dns.servers or /etc/resolv.conf
 	Dialer   Dialer   // nil: net.Dialer bound to delivery.source_ip
+	// Sender, when set, gives the envelope sender to use on the wire for
+	// one recipient (relay/bounce's VERPSender). It is used only when
+	// bounces.verp_domain is set and the entry has a non-null sender;
+	// each recipient then gets its own transaction. nil: env.From.
+	Sender func(env *queue.Envelope, rcpt string) string
+	// Conns counts open outbound SMTP connections (nil: not counted);
+	// a prometheus.Gauge fits.
+	Conns Gauge
+}
+
+// Gauge counts open outbound connections: Inc once a TCP connection is
+// established, Dec once when it is closed, whatever path closes it.
+// Implementations must be safe for concurrent use.
+type Gauge interface {
+	Inc()
+	Dec()
 }
 
 // Engine is the delivery engine: it leases entries from the queue and
@@ -68,6 +84,8 @@ type Engine struct {
 	rep    Reporter
 	res    Resolver
 	dialer Dialer
+	sender func(env *queue.Envelope, rcpt string) string
+	conns  Gauge
 	rt     atomic.Pointer[runtime]
 	warn   *warnOnce
 
@@ -98,7 +116,7 @@ func New(o Options) (*Engine, error) {
 		o.Events = events.NewEmitter(o.Logger, nil)
 	}
 	e := &Engine{log: o.Logger, q: o.Queue, ev: o.Events, rep: o.Reporter, dialer: o.Dialer,
-		warn: &warnOnce{log: o.Logger}}
+		sender: o.Sender, conns: o.Conns, warn: &warnOnce{log: o.Logger}}
 	res := o.Resolver
 	if res == nil {
 		r, err := NewResolver(DNSOptions{Servers: o.Config.Delivery.DNS.Servers, Timeout: o.Config.Delivery.DNS.Timeout.D()})

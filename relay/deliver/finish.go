@@ -26,6 +26,7 @@ type finishJob struct {
 	body     []byte // nil when not read (deferred without connecting)
 	replies  []Reply
 	conn     connInfo
+	rconn    []connInfo // per recipient (envelope order) when they differ; nil: conn
 	start    time.Time
 	end      time.Time
 	untried  bool // deferred without an attempt to connect
@@ -146,14 +147,14 @@ func (e *Engine) complete(fj *finishJob) {
 func (e *Engine) sort(fj *finishJob) outcomes {
 	var o outcomes
 	for i, rc := range fj.j.en.Env.Rcpts {
-		r := fj.replies[i]
-		res := Result{Rcpt: rc, Code: r.Code, Enh: r.Enh, Reply: r.Text, MX: fj.conn.mx, IP: fj.conn.ip,
+		r, conn := fj.replies[i], fj.connOf(i)
+		res := Result{Rcpt: rc, Code: r.Code, Enh: r.Enh, Reply: r.Text, MX: conn.mx, IP: conn.ip,
 			Time: fj.end, Temporary: r.Temporary()}
 		switch {
 		case r.OK():
 			res.Status = events.StatusDelivered
 			o.delivered = append(o.delivered, res)
-			if wantsSuccess(rc) && !fj.conn.dsn {
+			if wantsSuccess(rc) && !conn.dsn {
 				o.relayed = append(o.relayed, res)
 			}
 		case r.Temporary():
@@ -165,6 +166,14 @@ func (e *Engine) sort(fj *finishJob) outcomes {
 		}
 	}
 	return o
+}
+
+// connOf is the connection recipient i's transaction used.
+func (fj *finishJob) connOf(i int) connInfo {
+	if i >= 0 && i < len(fj.rconn) {
+		return fj.rconn[i]
+	}
+	return fj.conn
 }
 
 func wantsSuccess(r queue.Recipient) bool {
@@ -258,11 +267,15 @@ func (e *Engine) emit(fj *finishJob, o outcomes, keep []Result, next time.Time) 
 	dur := fj.end.Sub(fj.start).Milliseconds()
 	all := slices.Concat(o.delivered, o.deferred, o.failed)
 	for _, r := range all {
+		conn := fj.conn
+		if fj.rconn != nil {
+			conn = fj.connOf(slices.IndexFunc(env.Rcpts, func(rc queue.Recipient) bool { return rc.Addr == r.Rcpt.Addr }))
+		}
 		ev := &events.Event{Time: fj.end, Event: events.Delivery, QueueID: env.ID, MsgID: env.MsgID,
-			Rcpt: r.Rcpt.Addr, Domain: env.Domain, MX: fj.conn.mx, IP: fj.conn.ip, Port: fj.conn.port,
-			TLS: fj.conn.tls, TLSCipher: fj.conn.cipher, TLSVerified: events.Bool(fj.conn.verified),
+			Rcpt: r.Rcpt.Addr, Domain: env.Domain, MX: conn.mx, IP: conn.ip, Port: conn.port,
+			TLS: conn.tls, TLSCipher: conn.cipher, TLSVerified: events.Bool(conn.verified),
 			Attempt: env.Attempt + 1, Status: r.Status, SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Reply,
-			DurationMS: dur}
+			DurationMS: dur, Arrival: env.Arrival}
 		if r.Status == events.StatusDeferred || (r.Status == events.StatusFailed && slices.ContainsFunc(keep,
 			func(k Result) bool { return k.Rcpt.Addr == r.Rcpt.Addr })) {
 			ev.NextAttempt = &next

@@ -11,9 +11,11 @@ import (
 )
 
 // transaction is one message to send to one host: the entry's pending
-// recipients and its body.
+// recipients (or, under VERP, one of them), the envelope sender to use on
+// the wire and the body.
 type transaction struct {
 	env   *queue.Envelope
+	from  string
 	rcpts []queue.Recipient
 	body  []byte
 }
@@ -40,7 +42,7 @@ func (s *session) transact(ctx context.Context, m *transaction, to timeouts) ([]
 	}
 	s.dirty = true
 	c.CommandTimeout = to.mail
-	if err := c.Mail(m.env.From, s.mailOptions(m.env, len(body))); err != nil {
+	if err := c.Mail(m.from, s.mailOptions(m.env, len(body))); err != nil {
 		v := Classify(err)
 		if v.NextHost {
 			return nil, err
