@@ -20,7 +20,8 @@ func TestTempfailThenSuccess(t *testing.T) {
 	h.domain("retry.test", m.IP)
 	m.ReplyRcpt("x@retry.test", relaytest.Err(451, "4.3.0", "try later"), 1)
 	h.start(h.config())
-	h.send([]string{"x@retry.test"})
+	arrival := time.Now().Add(-time.Minute)
+	h.send([]string{"x@retry.test"}, func(e *queue.Envelope) { e.Arrival = arrival })
 	h.waitFor("delivered on retry", func() bool {
 		return m.Received("x@retry.test") == 1 && h.log.count("x@retry.test", events.StatusDelivered) == 1
 	})
@@ -28,6 +29,10 @@ func TestTempfailThenSuccess(t *testing.T) {
 	del := h.log.find("x@retry.test", events.StatusDelivered)
 	if len(def) != 1 || len(del) != 1 || def[0]["smtp_code"] != 451.0 || def[0]["reply"] != "try later" || del[0]["attempt"] != 2.0 {
 		t.Fatalf("events: deferred %v delivered %v", def, del)
+	}
+	// The latency histogram's input: the original arrival on every attempt.
+	if want := arrival.UTC().Format(time.RFC3339Nano); def[0]["arrival"] != want || del[0]["arrival"] != want {
+		t.Fatalf("arrival %v / %v, want %s", def[0]["arrival"], del[0]["arrival"], want)
 	}
 	next, _ := time.Parse(time.RFC3339, def[0]["next_attempt"].(string))
 	at, _ := time.Parse(time.RFC3339, def[0]["time"].(string))

@@ -26,7 +26,9 @@
 //     REQUIRETLS messages (RFC 8689) always use verify and need the
 //     REQUIRETLS keyword; if no MX offers that, they fail at once (5.7.10).
 //   - converse (send.go): go-smtp's client, one transaction per entry with
-//     all its recipients; SIZE, 8BITMIME, SMTPUTF8 and DSN used when
+//     all its recipients — or, with VERP (Options.Sender and
+//     bounces.verp_domain, verp.go), one per recipient on the same
+//     connection, each with its own reverse-path; SIZE, 8BITMIME, SMTPUTF8 and DSN used when
 //     offered; an 8-bit body for a server without 8BITMIME is converted to
 //     quoted-printable or failed with 5.6.3; a message needing SMTPUTF8 to
 //     a server without it fails with 5.6.7. Per-command timeouts follow

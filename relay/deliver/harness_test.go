@@ -38,6 +38,10 @@ type harness struct {
 	rep     *reporter
 	log     *eventLog
 	quiet   bool // benchmarks: no log lines in the test output
+	// Optional engine options for the next start.
+	sender func(*queue.Envelope, string) string
+	conns  deliver.Gauge
+	dialer deliver.Dialer
 }
 
 func newHarness(t testing.TB) *harness {
@@ -97,8 +101,12 @@ func (h *harness) start(cfg *config.Config) (stop func()) {
 		w = io.Discard
 	}
 	logger := zerolog.New(w).With().Timestamp().Logger()
+	var dialer deliver.Dialer = &relaytest.LoopbackDialer{}
+	if h.dialer != nil {
+		dialer = h.dialer
+	}
 	eng, err := deliver.New(deliver.Options{Config: cfg, Queue: h.q, Events: events.NewEmitter(logger, nil),
-		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
+		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: dialer, Sender: h.sender, Conns: h.conns})
 	if err != nil {
 		h.t.Fatal(err)
 	}
