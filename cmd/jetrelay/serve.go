@@ -169,6 +169,8 @@ func (r *relay) start(ctx context.Context) error {
 	}
 	r.eng, err = deliver.New(deliver.Options{
 		Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
+		// VERP senders only take effect with bounces.verp_domain set.
+		Sender: r.bouncer.VERPSender, Conns: r.metrics.Connections(admin.Outbound),
 	})
 	if err != nil {
 		return err
