@@ -60,3 +60,4 @@ func readPassword(r io.Reader) (string, error) {
 	}
 	return s, nil
 }
+
