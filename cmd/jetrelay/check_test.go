@@ -36,7 +36,7 @@ func TestCheckReportsLines(t *testing.T) {
 // one trailing newline stripped.
 func TestUserHash(t *testing.T) {
 	var out, errb bytes.Buffer
-	if rc := run([]string{"user", "hash"}, stdio{strings.NewReader("p4ss word\n")), &out, &errb}); rc != 0 {
+	if rc := run([]string{"user", "hash"}, stdio{strings.NewReader("p4ss word\n"), &out, &errb}); rc != 0 {
 		t.Fatalf("rc=%d %s", rc, errb.String())
 	}
 	hash := strings.TrimSpace(out.String())

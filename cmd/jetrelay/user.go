@@ -60,4 +60,3 @@ func readPassword(r io.Reader) (string, error) {
 	}
 	return s, nil
 }
-
