@@ -41,6 +41,21 @@ func parseFlags(fs *flag.FlagSet, args []string) (rc int, ok bool) {
 	return 0, true
 }
 
+// parseMixed parses flags that may come before or after positional
+// arguments (`suppress add ADDR --reason R`, `queue show ID --json`).
+func parseMixed(fs *flag.FlagSet, args []string) (pos []string, rc int, ok bool) {
+	for {
+		if rc, ok := parseFlags(fs, args); !ok {
+			return nil, rc, false
+		}
+		if fs.NArg() == 0 {
+			return pos, 0, true
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 func runCheck(args []string, io stdio) int {
 	fs := newFlags("check", "check --config FILE",
 		"Validates a configuration file: unknown keys, bad values, missing files and\n"+

@@ -59,20 +59,6 @@ func queueMain(ctx context.Context, args []string, sio stdio) int {
 	return 2
 }
 
-// parseMixed parses flags that may come after positional arguments.
-func parseMixed(fs *flag.FlagSet, args []string) (pos []string, rc int, ok bool) {
-	for {
-		if rc, ok := parseFlags(fs, args); !ok {
-			return nil, rc, false
-		}
-		if fs.NArg() == 0 {
-			return pos, 0, true
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 // queueCmd parses a subcommand's flags and connects.
 type queueCmd struct {
 	fs   *flag.FlagSet

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -121,7 +120,7 @@ func parseSuppress(args []string, sio stdio) (c suppressCmd, rc int, ok bool) {
 	case "add":
 		fs.StringVar(&c.reason, "reason", "added by an operator", "why (shown by ls)")
 	}
-	pos, rc, ok := parseInterspersed(fs, args[1:])
+	pos, rc, ok := parseMixed(fs, args[1:])
 	if !ok {
 		return c, rc, false
 	}
@@ -134,21 +133,6 @@ func parseSuppress(args []string, sio stdio) (c suppressCmd, rc int, ok bool) {
 		c.addr = pos[0]
 	}
 	return c, 0, true
-}
-
-// parseInterspersed parses flags that may come before or after positional
-// arguments (`add ADDR --reason R`).
-func parseInterspersed(fs *flag.FlagSet, args []string) (pos []string, rc int, ok bool) {
-	for {
-		if rc, ok := parseFlags(fs, args); !ok {
-			return nil, rc, false
-		}
-		if fs.NArg() == 0 {
-			return pos, 0, true
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
 }
 
 func suppressList(ctx context.Context, l *bounce.SuppressionList, asJSON bool, sio stdio) int {
