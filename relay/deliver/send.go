@@ -47,6 +47,7 @@ func (s *session) transact(ctx context.Context, m *transaction, to timeouts) ([]
 		if v.NextHost {
 			return nil, err
 		}
+		s.dirty = false // a refused MAIL opens no transaction (RFC 5321 §3.3)
 		return fill(len(m.rcpts), v.Reply), nil
 	}
 	replies, accepted, err := s.rcpts(m.rcpts, to)
