@@ -48,6 +48,8 @@ type session struct {
 	dirty    bool // a transaction was left open: RSET before the next (RFC 5321 §4.1.1.5)
 	lastUsed time.Time
 	sent     int
+	wire     net.Conn // the connection go-smtp's client talks on
+	pipe     *pipe    // pipelined transactions (pipeline.go), once used
 }
 
 // dialRequest is everything one connection attempt needs.
@@ -134,8 +136,10 @@ func (s *session) open(ctx context.Context, r dialRequest, dc *deadlineConn) err
 			return err
 		}
 		s.setTLS(tc, r.plan)
+		s.wire = tc
 		return s.hello(smtp.NewClient(tc), r)
 	}
+	s.wire = dc
 	if err := s.hello(smtp.NewClient(dc), r); err != nil {
 		return err
 	}
@@ -155,7 +159,8 @@ func (s *session) open(ctx context.Context, r dialRequest, dc *deadlineConn) err
 	s.setTLS(tc, r.plan)
 	// RFC 3207 §4.2: the server's greeting is not repeated after
 	// STARTTLS; go-smtp's client expects one, so it is replayed locally.
-	return s.hello(smtp.NewClient(&replayConn{Conn: tc, pending: []byte("220 TLS\r\n")}), r)
+	s.wire = &replayConn{Conn: tc, pending: []byte("220 TLS\r\n")}
+	return s.hello(smtp.NewClient(s.wire), r)
 }
 
 func (s *session) hello(c *smtp.Client, r dialRequest) error {

@@ -33,6 +33,9 @@ func (s *session) transact(ctx context.Context, m *transaction, to timeouts) ([]
 	}
 	stop := context.AfterFunc(ctx, s.close)
 	defer stop()
+	if s.canPipeline(m) {
+		return s.pipelined(m, body, to)
+	}
 	c := s.c
 	if s.dirty {
 		c.CommandTimeout = to.mail

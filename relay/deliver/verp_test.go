@@ -136,19 +136,27 @@ func (c *wireConn) Write(b []byte) (int, error) {
 }
 
 // commands returns each connection's command verbs (MAIL, RCPT, DATA,
-// RSET, QUIT) with their arguments; body lines are skipped.
+// RSET, QUIT) with their arguments; body lines are skipped. A pipelined
+// DATA (RFC 2920) that the server refused is followed by the next command
+// instead of a body: it is dropped, as it opened no body.
 func (d *wireDialer) commands() [][]string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out [][]string
 	for _, buf := range d.conns {
 		var cmds []string
-		inData := false
+		inData, bodyStart := false, false
 		for _, l := range strings.Split(buf.String(), "\r\n") {
+			isCmd := strings.HasPrefix(l, "MAIL FROM:") || l == "RSET" || l == "QUIT"
 			switch {
+			case inData && bodyStart && isCmd:
+				cmds = cmds[:len(cmds)-1] // refused DATA
+				cmds = append(cmds, l)
+				inData, bodyStart = false, false
 			case inData:
-				inData = l != "."
+				inData, bodyStart = l != ".", false
 			case l == "DATA":
+				bodyStart = true
 				inData = true
 				cmds = append(cmds, l)
 			case strings.HasPrefix(l, "MAIL FROM:"), strings.HasPrefix(l, "RCPT TO:"), l == "RSET", l == "QUIT":
