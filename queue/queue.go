@@ -78,7 +78,12 @@ type Queue struct {
 	stream jetstream.Stream
 	// chunkSize is the largest body piece stored in one NATS message.
 	chunkSize int
+	// closed is closed by the connection's ClosedHandler.
+	closed chan struct{}
 }
+
+// drainTimeout bounds how long Close waits for pending acks and publishes.
+const drainTimeout = 5 * time.Second
 
 // Open connects to NATS (starting the embedded server when URL is ""),
 // and creates or updates the queue stream and delivery consumer.
@@ -103,7 +108,7 @@ func Connect(ctx context.Context, opts Options) (*Queue, error) {
 	if opts.Name == "" {
 		opts.Name = "jetrelay"
 	}
-	q := &Queue{opts: opts, log: opts.Logger}
+	q := &Queue{opts: opts, log: opts.Logger, closed: make(chan struct{})}
 	natsOpts := []nats.Option{
 		nats.Name(opts.Name),
 		nats.MaxReconnects(-1),
@@ -113,6 +118,7 @@ func Connect(ctx context.Context, opts Options) (*Queue, error) {
 				q.log.Warn().Err(err).Str("event", "nats_disconnected").Msg("NATS connection lost")
 			}
 		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(q.closed) }),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			q.log.Info().Str("event", "nats_reconnected").Str("url", nc.ConnectedUrlRedacted()).Msg("NATS connection restored")
 		}),
@@ -253,9 +259,12 @@ func (q *Queue) Ping(ctx context.Context) error {
 // Close drains the connection and shuts the embedded server down.
 func (q *Queue) Close() {
 	if q.nc != nil {
-		_ = q.nc.Drain()
-		for i := 0; i < 100 && !q.nc.IsClosed(); i++ {
-			time.Sleep(20 * time.Millisecond)
+		if err := q.nc.Drain(); err == nil {
+			select {
+			case <-q.closed:
+			case <-time.After(drainTimeout):
+				q.log.Warn().Str("event", "nats_drain_timeout").Msg("NATS connection did not drain in time; closing")
+			}
 		}
 		q.nc.Close()
 	}
