@@ -95,6 +95,12 @@ func authRejections() []rejection {
 		}},
 		{name: "bad password", code: 535, enh: "5.7.8", run: auth(appUser, "wrong")},
 		{name: "unknown user", code: 535, enh: "5.7.8", run: auth("nobody", appPass)},
+		{name: "bad password after a cached success", code: 535, enh: "5.7.8", run: func(t *testing.T, h *harness) smtpReply {
+			h.login(lnImplicit, appUser, appPass) // the right password is now in the credential cache
+			c := h.dialRaw(lnImplicit)
+			c.expect("EHLO client.test", 250, "")
+			return c.cmd("AUTH PLAIN " + plain(appUser, appPass+"x"))
+		}},
 		{name: "authzid of another user", code: 535, enh: "5.7.8", run: func(t *testing.T, h *harness) smtpReply {
 			c := h.dialRaw(lnImplicit)
 			c.expect("EHLO client.test", 250, "")
@@ -219,7 +225,7 @@ func limitRejections() []rejection {
 			run: func(t *testing.T, h *harness) smtpReply {
 				return data(h, message("a@example.com", strings.Repeat("X-Pad: 0123456789abcdef\r\n", 100)))
 			}},
-		{name: "too many recipients", code: 452, enh: "4.5.3", noEvent: true, mod: limits(func(s *config.Submission) { s.MaxRecipients = 2 }),
+		{name: "too many recipients", code: 452, enh: "4.5.3", mod: limits(func(s *config.Submission) { s.MaxRecipients = 2 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				return inTx(h, appUser, appPass, "a@example.com", "a@one.test", "b@one.test").cmd("RCPT TO:<c@one.test>")
 			}},

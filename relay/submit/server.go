@@ -261,7 +261,9 @@ func (s *Server) newSMTPServer() *smtp.Server {
 	srv.TLSConfig = s.tlsConf
 	srv.AllowInsecureAuth = false
 	srv.MaxMessageBytes = int64(sub.MaxMessageBytes)
-	srv.MaxRecipients = sub.MaxRecipients
+	// Recipients are limited by session.rcpt (452 4.5.3, with an
+	// event=rejected line); go-smtp's own check would answer without one.
+	srv.MaxRecipients = 0
 	srv.MaxLineLength = sub.MaxLineLength
 	srv.ReadTimeout = sub.Timeouts.Idle.D()
 	srv.WriteTimeout = min(sub.Timeouts.Idle.D(), maxWriteTimeout)
