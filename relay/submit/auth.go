@@ -97,7 +97,8 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, s.reply("AUTH", errAuthMechanism, rejectInfo{})
 }
 
-// authenticate checks a password with bcrypt. An unknown user costs the same
+// authenticate checks a password with bcrypt (or the cache of passwords
+// bcrypt accepted, authcache.go). An unknown user costs the same
 // bcrypt work (against a dummy hash), so timing does not reveal user names.
 // An authorization identity other than the user fails like a bad password.
 // A failure is counted for the client and answered after a growing delay.
@@ -112,9 +113,15 @@ func (s *session) authenticate(authz, user, pass string) error {
 	if u != nil {
 		hash = u.hash
 	}
-	s.srv.bcryptSem <- struct{}{} // bound concurrent bcrypt work (CPU)
-	err := bcrypt.CompareHashAndPassword(hash, []byte(pass))
-	<-s.srv.bcryptSem
+	var err error
+	if u == nil || !u.creds.ok(pass, now) {
+		s.srv.bcryptSem <- struct{}{} // bound concurrent bcrypt work (CPU)
+		err = bcrypt.CompareHashAndPassword(hash, []byte(pass))
+		<-s.srv.bcryptSem
+		if u != nil && err == nil {
+			u.creds.add(pass, now)
+		}
+	}
 	if u != nil && err == nil && (authz == "" || authz == user) {
 		s.srv.fails.success(s.key, now)
 		s.user = u.name

@@ -31,6 +31,7 @@ type userPolicy struct {
 	addrs   map[string]bool
 	rate    config.Rate
 	limiter *rate.Limiter // nil = unlimited
+	creds   *credCache    // passwords bcrypt accepted (authcache.go)
 }
 
 // newPolicy parses cfg's users. Rate limiters of users whose rate did not
@@ -48,7 +49,7 @@ func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
 		}
 		cost = max(cost, c)
 		up := &userPolicy{name: u.Name, hash: []byte(u.PasswordHash), rate: u.Rate,
-			domains: map[string]bool{}, addrs: map[string]bool{}}
+			domains: map[string]bool{}, addrs: map[string]bool{}, creds: newCredCache()}
 		for _, a := range u.AllowedFrom {
 			a = strings.ToLower(strings.TrimSpace(a))
 			switch {

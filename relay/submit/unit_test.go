@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -236,5 +237,49 @@ func TestBindErrors(t *testing.T) {
 	}
 	if len(s.Addrs()) != 0 {
 		t.Fatal("listeners left bound after a failed Start")
+	}
+}
+
+// TestCredCache: only accepted passwords are remembered, for credTTL,
+// bounded per user; a reload starts empty.
+func TestCredCache(t *testing.T) {
+	t.Parallel()
+	c := newCredCache()
+	now := time.Now()
+	if c.ok("secret", now) {
+		t.Fatal("empty cache accepts")
+	}
+	c.add("secret", now)
+	if !c.ok("secret", now.Add(credTTL-time.Second)) || c.ok("Secret", now) || c.ok("", now) {
+		t.Fatal("cache does not match exactly the accepted password")
+	}
+	if c.ok("secret", now.Add(credTTL)) {
+		t.Fatal("entry outlived credTTL")
+	}
+	for i := range 3 * credPerUser {
+		c.add(strconv.Itoa(i), now)
+	}
+	if len(c.m) > credPerUser {
+		t.Fatalf("%d entries, bound is %d", len(c.m), credPerUser)
+	}
+	for _, d := range []string{"secret"} {
+		for k := range c.m {
+			if string(k[:]) == d {
+				t.Fatal("password stored in clear")
+			}
+		}
+	}
+	cfg := testConfig(t)
+	p1, err := newPolicy(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1.user(appUser).creds.add(appPass, now)
+	p2, err := newPolicy(cfg, p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.user(appUser).creds.ok(appPass, now) {
+		t.Fatal("reload kept the credential cache")
 	}
 }
