@@ -63,11 +63,12 @@ func TestInlineEnqueueLeaseDone(t *testing.T) {
 	if err := e.Done(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The ack of an inline entry is not waited for: poll until it is applied.
 	s, _ := q.Stream(ctx)
-	info, _ := s.Info(ctx)
-	if info.State.Msgs != 0 {
-		t.Fatalf("stream keeps %d msgs after done", info.State.Msgs)
-	}
+	queuetest.Eventually(t, 20*time.Second, "stream empty after done", func() bool {
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
 }
 
 func TestChunkedMultiDomainAtomicAndReclaim(t *testing.T) {
