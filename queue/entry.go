@@ -27,25 +27,55 @@ type Entries struct {
 	it jetstream.MessagesContext
 }
 
+// leasePrefetchBytes bounds the bytes of entries pulled ahead of the
+// workers (with their inline bodies): 800 entries of 100 KiB would be 80 MB.
+const leasePrefetchBytes = 8 << 20
+
 // Lease starts pulling entries from the shared durable consumer. prefetch
-// bounds how many entries this process holds leased but not yet handed out.
+// bounds how many entries this process holds leased but not yet handed
+// out (and leasePrefetchBytes their size).
+//
+// Entries arrive on a connection of their own: on the publishing
+// connection every publish acknowledgement (each submission's 250 waits
+// for one) queued behind the bodies the server pushes to the consumer, and
+// with 100 KiB bodies at 16 connections that stalled accepts by tens of
+// milliseconds.
 func (q *Queue) Lease(ctx context.Context, prefetch int) (*Entries, error) {
-	s, err := q.Stream(ctx)
+	js, err := q.leaseJS()
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.Consumer(ctx, ConsumerName)
+	c, err := js.Consumer(ctx, StreamName, ConsumerName)
 	if err != nil {
 		return nil, err
 	}
 	if prefetch < 1 {
 		prefetch = 1
 	}
-	it, err := c.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(5*time.Second))
+	it, err := c.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetch, leasePrefetchBytes),
+		jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return nil, err
 	}
 	return &Entries{q: q, it: it}, nil
+}
+
+// leaseJS returns JetStream on the lease connection, opening it once.
+func (q *Queue) leaseJS() (jetstream.JetStream, error) {
+	q.leaseMu.Lock()
+	defer q.leaseMu.Unlock()
+	if q.leaseNC == nil {
+		if q.dial == nil {
+			return q.js, nil
+		}
+		closed := make(chan struct{})
+		nc, err := q.dial(" lease", closed)
+		if err != nil {
+			return nil, fmt.Errorf("queue: lease connection: %w", err)
+		}
+		q.leaseNC, q.leaseClosed = nc, closed
+	}
+	return jetstream.New(q.leaseNC)
 }
 
 // Next blocks until an entry is leased. A message that is not a valid

@@ -29,7 +29,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -80,6 +82,12 @@ type Queue struct {
 	chunkSize int
 	// closed is closed by the connection's ClosedHandler.
 	closed chan struct{}
+	// dial opens another connection like nc (name suffix, closed channel).
+	dial func(suffix string, closed chan struct{}) (*nats.Conn, error)
+	// lease is the delivery consumer's own connection (entry.go, Lease).
+	leaseMu     sync.Mutex
+	leaseNC     *nats.Conn
+	leaseClosed chan struct{}
 }
 
 // drainTimeout bounds how long Close waits for pending acks and publishes.
@@ -146,6 +154,11 @@ func Connect(ctx context.Context, opts Options) (*Queue, error) {
 			}
 			natsOpts = append(natsOpts, nats.UserInfo(opts.User, pass))
 		}
+	}
+	q.dial = func(suffix string, closed chan struct{}) (*nats.Conn, error) {
+		o := append(slices.Clip(natsOpts), nats.Name(opts.Name+suffix),
+			nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+		return nats.Connect(url, o...)
 	}
 	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {
@@ -256,8 +269,20 @@ func (q *Queue) Ping(ctx context.Context) error {
 	return err
 }
 
-// Close drains the connection and shuts the embedded server down.
+// Close drains the connections (the lease connection first: its acks)
+// and shuts the embedded server down.
 func (q *Queue) Close() {
+	q.leaseMu.Lock()
+	if lnc := q.leaseNC; lnc != nil {
+		if err := lnc.Drain(); err == nil {
+			select {
+			case <-q.leaseClosed:
+			case <-time.After(drainTimeout):
+			}
+		}
+		lnc.Close()
+	}
+	q.leaseMu.Unlock()
 	if q.nc != nil {
 		if err := q.nc.Drain(); err == nil {
 			select {
