@@ -1,6 +1,7 @@
 package submit
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -26,6 +27,27 @@ func BenchmarkSubmit(b *testing.B) {
 		c.send(msg + ".\r\n")
 		if r := c.read(); r.Code != 250 {
 			b.Fatalf("end of DATA: %v", r)
+		}
+	}
+}
+
+// BenchmarkNormalize compares normalize's line-at-a-time check with the
+// byte loop it skips for canonical messages (4 KiB and 100 KiB).
+func BenchmarkNormalize(b *testing.B) {
+	for _, size := range []int{4 << 10, 100 << 10} {
+		msg := []byte(strings.Repeat(strings.Repeat("x", 76)+"\r\n", size/78))
+		for _, v := range []struct {
+			name string
+			f    func([]byte, bool, int) ([]byte, error)
+		}{{"lines", normalize}, {"loop", normalizeLoop}} {
+			b.Run(v.name+"/"+strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+				b.SetBytes(int64(len(msg)))
+				for b.Loop() {
+					if _, err := v.f(msg, false, 998); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }

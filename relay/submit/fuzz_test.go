@@ -2,6 +2,7 @@ package submit
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,21 @@ func FuzzMessage(f *testing.F) {
 		r := received(stamp{Helo: string(msg), IP: "127.0.0.1", Host: "h", User: string(msg), ID: "ID", Time: time.Unix(0, 0)})
 		if bytes.Count([]byte(r), []byte("\r\n")) != bytes.Count([]byte(r), []byte("\r\n\t"))+1 {
 			t.Fatalf("Received: field broken by input: %q", r)
+		}
+	})
+}
+
+// FuzzNormalizeFastPath: normalize's line-at-a-time shortcut answers
+// exactly like the byte loop.
+func FuzzNormalizeFastPath(f *testing.F) {
+	for _, s := range []string{"", "a\r\n", "a\r\nb", "a\nb\r\n", "a\rb\r\n", "x\x00\r\n", "0123456789A\r\n", "\r\n.\r\n"} {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, msg []byte, reject bool) {
+		got, gerr := normalize(msg, reject, 10)
+		want, werr := normalizeLoop(msg, reject, 10)
+		if !bytes.Equal(got, want) || !errors.Is(gerr, werr) && gerr != werr {
+			t.Fatalf("normalize(%q) = %q, %v; loop: %q, %v", msg, got, gerr, want, werr)
 		}
 	})
 }

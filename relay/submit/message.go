@@ -14,12 +14,42 @@ import (
 // reads everywhere, header count included).
 const maxHeaderFields = 1000
 
+// canonical reports whether msg needs nothing from normalize: no NUL, every
+// line ends in CRLF (the last one too) with no other CR, none longer than
+// maxLine (0 = unlimited). It scans with bytes.IndexByte instead of a byte
+// loop; anything else takes normalize's loop, which also names the error.
+func canonical(msg []byte, maxLine int) bool {
+	if bytes.IndexByte(msg, 0) >= 0 {
+		return false
+	}
+	for len(msg) > 0 {
+		i := bytes.IndexByte(msg, '\n')
+		if i < 1 || msg[i-1] != '\r' {
+			return false
+		}
+		line := msg[:i-1]
+		if (maxLine > 0 && len(line) > maxLine) || bytes.IndexByte(line, '\r') >= 0 {
+			return false
+		}
+		msg = msg[i+1:]
+	}
+	return true
+}
+
 // normalize returns msg with every line ending in CRLF (RFC 5322 §2.3).
 // Bare CR and bare LF become CRLF, or errBareNewline when reject is set; a
 // NUL byte is errNUL; a line longer than maxLine octets (without its CRLF)
 // is errLineTooLong. A final line without CRLF gets one. msg is returned
 // as it is (no copy) when nothing needs changing.
 func normalize(msg []byte, reject bool, maxLine int) ([]byte, error) {
+	if canonical(msg, maxLine) {
+		return msg, nil // the common case, checked a line at a time
+	}
+	return normalizeLoop(msg, reject, maxLine)
+}
+
+// normalizeLoop is normalize byte by byte.
+func normalizeLoop(msg []byte, reject bool, maxLine int) ([]byte, error) {
 	var out []byte // nil until the first rewrite
 	lineLen := 0
 	for i := 0; i < len(msg); i++ {
