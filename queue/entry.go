@@ -175,21 +175,10 @@ func (e *Entry) Superseded(ctx context.Context) bool {
 
 // Done acknowledges the entry for good (delivered, or failed and handed to
 // the bounce stage) and reclaims the body once no entry of the message is left.
-//
-// An entry with its body inline is acknowledged without waiting for the
-// server's confirmation: nothing else depends on the ack, and a lost one
-// only means a redelivery after AckWait (at-least-once, as for a crash
-// between the remote's reply and the ack). The server still stores each
-// ack (a tombstone, fsynced under sync=always); the finisher just does not
-// sit through it. An entry whose body is chunked keeps the synchronous ack:
-// the body reclaim below must see the entry gone.
+// The ack is synchronous: when Done returns, the entry is gone from the
+// stream for every reader (the lease connection is not the one Info and
+// List use, so an unconfirmed ack could still be seen there).
 func (e *Entry) Done(ctx context.Context) error {
-	if e.Env.Chunks == 0 {
-		if err := e.msg.Ack(); err != nil {
-			return fmt.Errorf("queue: ack %s/%s: %w", e.Env.ID, e.Env.Domain, err)
-		}
-		return nil
-	}
 	if err := e.msg.DoubleAck(ctx); err != nil {
 		return fmt.Errorf("queue: ack %s/%s: %w", e.Env.ID, e.Env.Domain, err)
 	}
