@@ -56,15 +56,6 @@ type Envelope struct {
 	Held bool `json:"held,omitempty"`
 }
 
-// RcptAddrs returns the recipients' addresses.
-func (e *Envelope) RcptAddrs() []string {
-	out := make([]string, len(e.Rcpts))
-	for i, r := range e.Rcpts {
-		out[i] = r.Addr
-	}
-	return out
-}
-
 // Marshal encodes the envelope for the Jr-Env header.
 func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }
 

@@ -89,15 +89,13 @@ func Default() *Config {
 
 // applyDerivedDefaults fills values that depend on other values.
 func (c *Config) applyDerivedDefaults() {
-	if c.Bounces.From == "" && c.Hostname != "" {
-		c.Bounces.From = "MAILER-DAEMON@" + c.Hostname
-	}
 	if c.NATS.Replicas == 0 {
 		c.NATS.Replicas = 1
 	}
 }
 
-// BouncesFrom returns the From: address for DSNs.
+// BouncesFrom returns the From: address for DSNs: bounces.from, or
+// MAILER-DAEMON@<hostname> when it is empty.
 func (c *Config) BouncesFrom() string {
 	if c.Bounces.From != "" {
 		return c.Bounces.From
