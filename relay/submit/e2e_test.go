@@ -223,7 +223,11 @@ func TestMultiDomain(t *testing.T) {
 		if e == nil {
 			t.Fatalf("no entry for %s", dom)
 		}
-		if diff := cmp.Diff(rcpts, e.Env.RcptAddrs()); diff != "" {
+		var got []string
+		for _, r := range e.Env.Rcpts {
+			got = append(got, r.Addr)
+		}
+		if diff := cmp.Diff(rcpts, got); diff != "" {
 			t.Errorf("%s recipients (-want +got):\n%s", dom, diff)
 		}
 		added := splitAdded(t, body(t, e), msg)
