@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/rs/zerolog"
 )
@@ -55,16 +56,4 @@ func benchRoute(b *testing.B, h *harness) {
 }
 
 // streamMsgs counts every message in the queue stream.
-func (h *harness) streamMsgs() int {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	s, err := h.q.Stream(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return int(info.State.Msgs)
-}
+func (h *harness) streamMsgs() int { return int(queuetest.StreamMsgs(h.t, h.q)) }

@@ -152,17 +152,7 @@ func (h *harness) addr(i int) string { return h.srv.Addrs()[i].String() }
 // stored returns how many messages the queue stream holds.
 func (h *harness) stored() uint64 {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	s, err := h.q.Stream(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return info.State.Msgs
+	return queuetest.StreamMsgs(h.t, h.q)
 }
 
 // lease reads n entries from the delivery consumer (keyed queue id/domain).
