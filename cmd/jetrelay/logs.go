@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const logsAbout = `Shows delivery events from the events stream (JETRELAY_EVENTS): accepted,
@@ -69,12 +71,39 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 	}
 	defer q.Close()
 	p := newEventPrinter(sio.out, *asJSON)
-	err = events.Tail(ctx, q.JetStream(), f, p.print)
+	if f.ID != "" && !f.Follow {
+		err = printHistory(ctx, q.JetStream(), f, p.print)
+	} else {
+		err = events.Tail(ctx, q.JetStream(), f, p.print)
+	}
 	if err != nil && !(f.Follow && ctx.Err() != nil) {
 		fmt.Fprintf(sio.err, "jetrelay logs: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// printHistory prints one message's events in the order they happened.
+// The stream holds them in publish order, which can differ: submission
+// publishes "accepted" after the enqueue returned, and a fast delivery
+// attempt may publish first. Events carry their time (accepted: the
+// arrival), so a stable sort by it restores the history.
+func printHistory(ctx context.Context, js jetstream.JetStream, f events.Filter, print func(events.Record) error) error {
+	var recs []events.Record
+	err := events.Tail(ctx, js, f, func(r events.Record) error {
+		recs = append(recs, r)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Event.Time.Before(recs[j].Event.Time) })
+	for _, r := range recs {
+		if err := print(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseSince accepts a duration back from now or an RFC 3339 time.

@@ -185,7 +185,9 @@ func (s *session) store(tx *txn, p *prepared) (string, error) {
 		s.log.Error().Err(err).Str("event", "enqueue_error").Str("queue_id", id).Str("user", s.user).Msg("enqueue failed")
 		return "", errStore
 	}
-	s.srv.emit(&events.Event{Event: events.Accepted, QueueID: id, MsgID: msgID, ConnID: s.id, RemoteAddr: s.remote,
+	// The accepted event carries the arrival time: a delivery attempt may
+	// publish its event before this one, and histories sort by time.
+	s.srv.emit(&events.Event{Time: now.UTC(), Event: events.Accepted, QueueID: id, MsgID: msgID, ConnID: s.id, RemoteAddr: s.remote,
 		User: s.user, MailFrom: events.Str(tx.from), RcptCount: len(tx.rcpts), Size: int64(len(msg)),
 		TLS: tlsName(s), DKIM: dkim})
 	return id, nil
