@@ -34,7 +34,9 @@
 //     a server without it fails with 5.6.7. Per-command timeouts follow
 //     RFC 5321 §4.5.3.2, and a deadline-setting net.Conn wrapper puts the
 //     data_block timeout on every body write (go-smtp has none).
-//     PIPELINING is not used: go-smtp's client is lock-step.
+//     To a server offering PIPELINING (RFC 2920), MAIL, every RCPT and
+//     DATA go out in one write and the body in another (pipeline.go);
+//     go-smtp's lock-step client is used for the rest.
 //   - classify (classify.go): every error becomes a Verdict — reply code,
 //     RFC 3463 enhanced code, whole (multiline) text — and whether the next
 //     address/MX should be tried (421, dropped connection, timeouts, TLS).

@@ -26,7 +26,6 @@ var (
 	errBadRcpt      = reply(501, 5, 1, 3, "bad recipient address syntax")
 	errRcptLiteral  = reply(550, 5, 1, 2, "address literals are not accepted as recipients")
 	errNeedUTF8     = reply(553, 5, 6, 7, "non-ASCII address requires SMTPUTF8")
-	errTooManyRcpts = reply(452, 4, 5, 3, "too many recipients")
 	errRate         = reply(451, 4, 7, 1, "sending rate exceeded, try again later")
 	errBadORCPT     = reply(501, 5, 5, 4, "malformed ORCPT parameter")
 	errNoTxn        = reply(503, 5, 5, 1, "bad sequence of commands")

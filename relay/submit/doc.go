@@ -41,14 +41,14 @@
 //     451 4.3.0 "internal error, try again (id=…)" plus a full error log line.
 //     Internal text never reaches the client. Reply codes live in codes.go.
 //
-// Known limits of go-smtp v0.25.1 this package works around or accepts:
-// go-smtp answers "SIZE=" over the limit at MAIL and RCPT past
-// max_recipients itself, before any Session hook, so those two refusals
-// are not event=rejected lines; and its DATA reader refuses a message of
-// exactly max_message_bytes (the largest accepted by DATA is one byte
-// less; BDAT accepts exactly the limit). Commands go-smtp answers itself
-// (NOOP, VRFY, HELP, RSET, EHLO) are counted through the connection's
-// read deadlines, which go-smtp sets once per command line.
+// go-smtp is used with jetrelay's patches (relay/third_party/go-smtp,
+// PATCHES.md): refusals it answers itself (syntax, sequence, SIZE= over
+// the limit at MAIL, an oversized BDAT chunk, RCPT past max_recipients)
+// reach Server.protocolRejected and are event=rejected lines like the
+// session's; DATA and BDAT both accept exactly max_message_bytes.
+// Commands go-smtp answers itself (NOOP, VRFY, HELP, RSET, EHLO) are
+// counted through the connection's read deadlines, which go-smtp sets once
+// per command line.
 //
 // Reload swaps users, allowed_from, rates and the connection, idle-command,
 // auth-failure, header, bare-newline and session/data timeout settings at

@@ -14,13 +14,12 @@ import (
 
 // rejection is one refusal the submission server must answer exactly.
 type rejection struct {
-	name    string
-	mod     func(*config.Config)
-	opts    harnessOpts
-	code    int
-	enh     string
-	noEvent bool // answered by go-smtp itself, before any Session hook
-	run     func(t *testing.T, h *harness) smtpReply
+	name string
+	mod  func(*config.Config)
+	opts harnessOpts
+	code int
+	enh  string
+	run  func(t *testing.T, h *harness) smtpReply
 }
 
 // inTx logs in on the implicit-TLS listener and opens a transaction.
@@ -75,6 +74,7 @@ func rejections() []rejection {
 	rs := append(authRejections(), senderRejections()...)
 	rs = append(rs, contentRejections()...)
 	rs = append(rs, limitRejections()...)
+	rs = append(rs, protocolRejections()...)
 	for _, a := range []string{"a@exa_mple.com", "a@-example.com", "a@example..com", "a\x01b@example.com",
 		"a\rb@example.com", "a\x00b@example.com", "a@exam\x7fple.com", "a@[1.2.3]", strings.Repeat("a", 65) + "@example.com"} {
 		rs = append(rs, rejection{name: fmt.Sprintf("MAIL syntax %q", a), code: 501, enh: "5.1.7", run: mailFrom(a)})
@@ -205,17 +205,38 @@ func contentRejections() []rejection {
 	}
 }
 
+// protocolRejections: syntax and sequence errors go-smtp answers itself
+// (logged through Server.Rejected).
+func protocolRejections() []rejection {
+	return []rejection{
+		{name: "unknown command", code: 500, enh: "5.5.2", run: func(t *testing.T, h *harness) smtpReply {
+			return h.login(lnImplicit, appUser, appPass).cmd("XYZZ")
+		}},
+		{name: "RCPT before MAIL", code: 502, enh: "5.5.1", run: func(t *testing.T, h *harness) smtpReply {
+			return h.login(lnImplicit, appUser, appPass).cmd("RCPT TO:<x@one.test>")
+		}},
+		{name: "DATA before RCPT", code: 502, enh: "5.5.1", run: func(t *testing.T, h *harness) smtpReply {
+			c := h.login(lnImplicit, appUser, appPass)
+			c.expect("MAIL FROM:<a@example.com>", 250, "")
+			return c.cmd("DATA")
+		}},
+		{name: "MAIL SIZE not a number", code: 501, enh: "5.5.4", run: func(t *testing.T, h *harness) smtpReply {
+			return h.login(lnImplicit, appUser, appPass).cmd("MAIL FROM:<a@example.com> SIZE=big")
+		}},
+	}
+}
+
 // limitRejections: sizes, counts, connections.
 func limitRejections() []rejection {
 	return []rejection{
-		{name: "SIZE over limit at MAIL", code: 552, enh: "5.3.4", noEvent: true, run: func(t *testing.T, h *harness) smtpReply {
+		{name: "SIZE over limit at MAIL", code: 552, enh: "5.3.4", run: func(t *testing.T, h *harness) smtpReply {
 			return h.login(lnImplicit, appUser, appPass).cmd(fmt.Sprintf("MAIL FROM:<a@example.com> SIZE=%d", h.cfg.Submission.MaxMessageBytes+1))
 		}},
 		{name: "data over limit", code: 552, enh: "5.3.4", mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				return data(h, message("a@example.com", "")+strings.Repeat("0123456789abcdef\r\n", 400))
 			}},
-		{name: "BDAT over limit", code: 552, enh: "5.3.4", noEvent: true, mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
+		{name: "BDAT over limit", code: 552, enh: "5.3.4", mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				c := inTx(h, appUser, appPass, "a@example.com", "x@one.test")
 				c.send("BDAT 5000 LAST\r\n" + strings.Repeat("x", 5000))
@@ -304,16 +325,14 @@ func TestRejections(t *testing.T) {
 			if strings.Contains(r.Text, "internal") && rc.code != 451 {
 				t.Errorf("internal text in reply: %v", r)
 			}
-			if !rc.noEvent {
-				eventually(t, "event=rejected", func() bool {
-					for _, ev := range h.logs.events("rejected")[before:] {
-						if ev["smtp_code"] == float64(rc.code) && ev["smtp_enh"] == rc.enh {
-							return true
-						}
+			eventually(t, "event=rejected", func() bool {
+				for _, ev := range h.logs.events("rejected")[before:] {
+					if ev["smtp_code"] == float64(rc.code) && ev["smtp_enh"] == rc.enh {
+						return true
 					}
-					return false
-				})
-			}
+				}
+				return false
+			})
 			if n := h.stored(); n != 0 {
 				t.Errorf("%d messages stored after a refusal", n)
 			}

@@ -261,9 +261,7 @@ func (s *Server) newSMTPServer() *smtp.Server {
 	srv.TLSConfig = s.tlsConf
 	srv.AllowInsecureAuth = false
 	srv.MaxMessageBytes = int64(sub.MaxMessageBytes)
-	// Recipients are limited by session.rcpt (452 4.5.3, with an
-	// event=rejected line); go-smtp's own check would answer without one.
-	srv.MaxRecipients = 0
+	srv.MaxRecipients = sub.MaxRecipients // 452 4.5.3, advertised as LIMITS RCPTMAX (RFC 9422)
 	srv.MaxLineLength = sub.MaxLineLength
 	srv.ReadTimeout = sub.Timeouts.Idle.D()
 	srv.WriteTimeout = min(sub.Timeouts.Idle.D(), maxWriteTimeout)
@@ -272,7 +270,23 @@ func (s *Server) newSMTPServer() *smtp.Server {
 	srv.EnableDSN = true
 	srv.EnableBINARYMIME = false // bodies are line-normalised; binary would be corrupted
 	srv.ErrorLog = smtpLogger{log: s.log}
+	srv.Rejected = s.protocolRejected
 	return srv
+}
+
+// protocolRejected logs a refusal go-smtp chose itself (syntax, sequence,
+// SIZE over the limit at MAIL, an oversized BDAT chunk, too many
+// recipients) as an event=rejected line, like the session's own refusals.
+func (s *Server) protocolRejected(c *smtp.Conn, code int, ec smtp.EnhancedCode, text string) {
+	e := &events.Event{Event: events.Rejected, RemoteAddr: c.Conn().RemoteAddr().String(),
+		SMTPCode: code, SMTPEnh: enh(&smtp.SMTPError{Code: code, EnhancedCode: ec}), Reason: "smtp: " + text}
+	if tc := findTracked(c.Conn()); tc != nil {
+		e.ConnID = tc.id
+	}
+	if ss, ok := c.Session().(*session); ok {
+		e.User = ss.user
+	}
+	s.emit(e)
 }
 
 // Addrs returns the bound addresses in listener order (after Start).

@@ -192,9 +192,6 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 func (s *session) rcpt(tx *txn, to string, opts *smtp.RcptOptions) (queue.Recipient, error) {
-	if len(tx.rcpts) >= s.srv.static.Submission.MaxRecipients {
-		return queue.Recipient{}, errTooManyRcpts
-	}
 	mb, err := parseMailbox(to, tx.utf8)
 	switch {
 	case errors.Is(err, errAddr8Bit):

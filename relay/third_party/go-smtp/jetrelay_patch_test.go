@@ -1,0 +1,223 @@
+package smtp
+
+// Tests for jetrelay's patches (see PATCHES.md).
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"math/rand"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// referenceData is upstream v0.25.1's byte-at-a-time reader, unlimited.
+func referenceData(in []byte) ([]byte, error) {
+	r := &dataReader{r: bufio.NewReader(bytes.NewReader(in))}
+	var out []byte
+	for {
+		c, err := r.r.ReadByte()
+		if err != nil {
+			return out, io.ErrUnexpectedEOF
+		}
+		if r.step(c) {
+			out = append(out, c)
+		}
+		if r.state == stateEOF {
+			return out, nil
+		}
+	}
+}
+
+// readPatched reads in through the patched reader with a small bufio buffer
+// and reads of size chunk, so buffer and read boundaries fall everywhere.
+func readPatched(in []byte, bufSize, chunk int, limit int64) ([]byte, []byte, error) {
+	br := bufio.NewReaderSize(bytes.NewReader(in), bufSize)
+	r := &dataReader{r: br, limited: limit > 0, n: limit}
+	var out []byte
+	b := make([]byte, chunk)
+	for {
+		n, err := r.Read(b)
+		out = append(out, b[:n]...)
+		if err == io.EOF {
+			rest, _ := io.ReadAll(br)
+			return out, rest, nil
+		}
+		if err != nil {
+			return out, nil, err
+		}
+	}
+}
+
+func TestDataReaderMatchesUpstream(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	alphabet := []byte("ab.\r\n")
+	for i := 0; i < 20000; i++ {
+		in := make([]byte, rng.Intn(200))
+		for j := range in {
+			in[j] = alphabet[rng.Intn(len(alphabet))]
+		}
+		in = append(in, "\r\n.\r\nNEXT"...)
+		want, werr := referenceData(in)
+		got, rest, err := readPatched(in, 16+rng.Intn(32), 1+rng.Intn(64), 0)
+		if (werr == nil) != (err == nil) || !bytes.Equal(got, want) {
+			t.Fatalf("input %q:\n got %q, %v\nwant %q, %v", in, got, err, want, werr)
+		}
+		if err == nil && !bytes.HasSuffix(in, rest) {
+			t.Fatalf("input %q: left %q unread", in, rest)
+		}
+	}
+}
+
+func FuzzDataReader(f *testing.F) {
+	f.Add([]byte("Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\n"), 16, 7)
+	f.Fuzz(func(t *testing.T, in []byte, bufSize, chunk int) {
+		bufSize = 16 + abs(bufSize)%4096
+		chunk = 1 + abs(chunk)%8192
+		want, werr := referenceData(in)
+		got, _, err := readPatched(in, bufSize, chunk, 0)
+		if (werr == nil) != (err == nil) || !bytes.Equal(got, want) {
+			t.Fatalf("got %q, %v; want %q, %v", got, err, want, werr)
+		}
+	})
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+func TestDataReaderLimitCountsContentOnly(t *testing.T) {
+	body := strings.Repeat("x", 98) + "\r\n" // 100 bytes of content
+	in := []byte(body + ".\r\nNEXT")
+	for _, chunk := range []int{1, 7, 100, 4096} {
+		got, rest, err := readPatched(in, 16, chunk, 100)
+		if err != nil || string(got) != body || string(rest) != "NEXT" {
+			t.Fatalf("chunk %d, limit = size: got %d bytes, rest %q, %v", chunk, len(got), rest, err)
+		}
+		_, _, err = readPatched(in, 16, chunk, 99)
+		if !errors.Is(err, ErrDataTooLarge) {
+			t.Fatalf("chunk %d, limit = size-1: err %v, want ErrDataTooLarge", chunk, err)
+		}
+	}
+}
+
+// After ErrDataTooLarge the reader must still find the end marker when
+// drained unlimited, wherever the limit struck.
+func TestDataReaderDrainAfterLimit(t *testing.T) {
+	in := []byte("ab\r\n..c\r\nd\r\n.\r\nNEXT")
+	for limit := int64(1); limit < 11; limit++ { // the content is 11 bytes
+		br := bufio.NewReaderSize(bytes.NewReader(in), 16)
+		r := &dataReader{r: br, limited: true, n: limit}
+		_, err := io.ReadAll(r)
+		if !errors.Is(err, ErrDataTooLarge) {
+			t.Fatalf("limit %d: %v", limit, err)
+		}
+		r.limited = false
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			t.Fatalf("limit %d: drain: %v", limit, err)
+		}
+		if rest, _ := io.ReadAll(br); string(rest) != "NEXT" {
+			t.Fatalf("limit %d: left %q", limit, rest)
+		}
+	}
+}
+
+type rejectBackend struct{}
+
+func (rejectBackend) NewSession(c *Conn) (Session, error) { return rejectSession{}, nil }
+
+type rejectSession struct{}
+
+func (rejectSession) Reset()        {}
+func (rejectSession) Logout() error { return nil }
+func (rejectSession) Mail(from string, opts *MailOptions) error {
+	if from == "refused@example.org" {
+		return &SMTPError{Code: 553, EnhancedCode: EnhancedCode{5, 7, 1}, Message: "not yours"}
+	}
+	return nil
+}
+func (rejectSession) Rcpt(to string, opts *RcptOptions) error { return nil }
+func (rejectSession) Data(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+func TestRejectedHook(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	s := NewServer(rejectBackend{})
+	s.Domain = "localhost"
+	s.AllowInsecureAuth = true
+	s.MaxMessageBytes = 100
+	s.MaxRecipients = 1
+	s.Rejected = func(c *Conn, code int, enh EnhancedCode, text string) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, strings.Join([]string{itoa(code), itoa(enh[0]) + "." + itoa(enh[1]) + "." + itoa(enh[2])}, " "))
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(l)
+	defer s.Close()
+
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	cmd := func(line string) string {
+		t.Helper()
+		if line != "" {
+			io.WriteString(c, line+"\r\n")
+		}
+		var last string
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			if len(l) < 4 || l[3] != '-' {
+				last = l
+				break
+			}
+		}
+		return last[:3]
+	}
+	cmd("")
+	for _, step := range []struct{ line, code string }{
+		{"EHLO client", "250"},
+		{"MAIL FROM:<a@example.org> SIZE=101", "552"}, // server's own: reported
+		{"MAIL FROM:<refused@example.org>", "553"},    // the session's: not reported
+		{"MAIL FROM:<a@example.org> SIZE=100", "250"},
+		{"RCPT TO:<b@example.org>", "250"},
+		{"RCPT TO:<c@example.org>", "452"},                     // over MaxRecipients: reported
+		{"BDAT 101 LAST\r\n" + strings.Repeat("x", 99), "552"}, // + the CRLF cmd adds
+	} {
+		if code := cmd(step.line); code != step.code {
+			t.Fatalf("%q: reply %s, want %s", step.line, code, step.code)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"552 5.3.4", "452 4.5.3", "552 5.3.4"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("Rejected saw %q, want %q", got, want)
+	}
+}
+
+func itoa(n int) string {
+	const digits = "0123456789"
+	if n < 10 {
+		return digits[n : n+1]
+	}
+	return itoa(n/10) + digits[n%10:n%10+1]
+}
