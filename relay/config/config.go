@@ -142,6 +142,10 @@ func (r Route) Verify() bool { return r.TLSVerify == nil || *r.TLSVerify }
 type Retry struct {
 	Schedule []Duration `yaml:"schedule"`
 	MaxAge   Duration   `yaml:"max_age"`
+	// Pace caps the retries of failing destinations (nothing delivered in
+	// their last attempts): at most this many per second in all, spread
+	// out at or after their scheduled times. "" = no cap.
+	Pace Rate `yaml:"pace"`
 }
 
 // DeliveryTimeouts are the RFC 5321 §4.5.3.2 client timeouts.

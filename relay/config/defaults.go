@@ -61,6 +61,7 @@ func Default() *Config {
 					Duration(4 * time.Hour),
 				},
 				MaxAge: Duration(48 * time.Hour),
+				Pace:   Rate{Count: 50, Per: time.Second, Source: "50/s"},
 			},
 			Timeouts: DeliveryTimeouts{
 				Connect:   Duration(30 * time.Second),

@@ -87,6 +87,7 @@ type Engine struct {
 	sender func(env *queue.Envelope, rcpt string) string
 	conns  Gauge
 	rt     atomic.Pointer[runtime]
+	pace   *pacer // spreads the retries of failing destinations (pace.go)
 	warn   *warnOnce
 
 	sched     scheduler
@@ -133,6 +134,7 @@ func New(o Options) (*Engine, error) {
 		}
 		e.dialer = d
 	}
+	e.pace = newPacer(o.Config.Delivery.Retry.Pace)
 	if err := e.Reload(o.Config); err != nil {
 		return nil, err
 	}
@@ -149,6 +151,9 @@ func (e *Engine) Reload(cfg *config.Config) error {
 		return err
 	}
 	e.rt.Store(rt)
+	if e.pace != nil {
+		e.pace.setRate(cfg.Delivery.Retry.Pace)
+	}
 	return nil
 }
 

@@ -188,3 +188,62 @@ func (h *harness) waitSettled(d time.Duration, n int) {
 		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 }
+
+// A destination that defers everything is paced: once paceAfter attempts
+// in a row delivered nothing, its retries are spread to delivery.retry.pace
+// per second instead of coming back together; nothing is lost meanwhile.
+func TestFailingDestinationRetriesArePaced(t *testing.T) {
+	t.Parallel()
+	const n, pace = 60, 2
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("paced.test", m.IP)
+	m.ReplyMail(relaytest.Err(451, "4.7.1", "try later"), 10*n)
+	cfg := h.config()
+	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(time.Minute)}
+	cfg.Delivery.Retry.Pace = config.Rate{Count: pace, Per: time.Second, Source: "2/s"}
+	h.start(cfg)
+	h.sendMany(n, "paced.test")
+
+	var next []time.Time
+	h.waitFor("every entry deferred once", func() bool {
+		next = next[:0]
+		for i := 0; i < n; i++ {
+			evs := h.log.find(fmt.Sprintf("u%d@paced.test", i), events.StatusDeferred)
+			if len(evs) == 0 {
+				return false
+			}
+			at, err := time.Parse(time.RFC3339Nano, evs[0]["next_attempt"].(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			next = append(next, at)
+		}
+		return true
+	})
+	h.waitFor("all scheduled", func() bool { return h.queued(queue.SubjScheduled) == n })
+
+	perSecond := map[int64]int{}
+	first, last := next[0], next[0]
+	for _, at := range next {
+		perSecond[at.Unix()]++
+		if at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	// Only the attempts before the destination counted as failing are
+	// unpaced; they are the only ones that may crowd a second.
+	excess := 0
+	for _, c := range perSecond {
+		excess += max(0, c-pace)
+	}
+	if excess > 9 {
+		t.Fatalf("%d retries over the pace of %d/s (per second: %v)", excess, pace, perSecond)
+	}
+	if span := last.Sub(first); span < 20*time.Second {
+		t.Fatalf("%d retries of a failing destination within %v; at %d/s they need 25 s or more", n, span, pace)
+	}
+}

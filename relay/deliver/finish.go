@@ -30,6 +30,7 @@ type finishJob struct {
 	start    time.Time
 	end      time.Time
 	untried  bool // deferred without an attempt to connect
+	busy     bool // untried because the destination had no room (not a failure of it)
 	releaseR bool // shutdown: hand the lease back
 }
 
@@ -92,7 +93,7 @@ func (e *Engine) finish(fj *finishJob) {
 func (e *Engine) deferUntried(j *job, r Reply) {
 	now := time.Now()
 	e.finish(&finishJob{j: j, replies: fill(len(j.en.Env.Rcpts), r), conn: connInfo{tls: "none"},
-		start: now, end: now, untried: true})
+		start: now, end: now, untried: true, busy: r == replyBusy})
 }
 
 // release hands a job's lease back for immediate redelivery (shutdown).
@@ -128,7 +129,8 @@ func (e *Engine) complete(fj *finishJob) {
 		}
 		o.failed, o.deferred = append(o.failed, o.deferred...), nil
 	}
-	next := e.nextAttempt(env, fj.end)
+	paced := !fj.busy && e.pace.observe(fj.j.tr.Key(), len(o.delivered) > 0, fj.end)
+	next := e.nextAttempt(env, fj.end, paced && len(o.deferred) > 0)
 	keep := e.report(ctx, fj, o)
 	e.emit(fj, o, keep, next)
 	remaining := append(slices.Clone(o.deferred), keep...)
@@ -243,11 +245,15 @@ func (e *Engine) deferEntry(ctx context.Context, en *queue.Entry, remaining []Re
 }
 
 // nextAttempt is now + retry.schedule[attempt] (the last interval
-// repeating) ± 10% jitter, but no later than the entry's max_age.
-func (e *Engine) nextAttempt(env *queue.Envelope, now time.Time) time.Time {
+// repeating) ± 10% jitter — placed by the pacer when the destination is
+// failing (pace.go) — but no later than the entry's max_age.
+func (e *Engine) nextAttempt(env *queue.Envelope, now time.Time, paced bool) time.Time {
 	rt := e.rt.Load()
 	d := retryDelay(rt.schedule, env.Attempt, rand.Float64())
 	next := now.Add(d)
+	if paced {
+		next = e.pace.place(next)
+	}
 	if expiry := env.Arrival.Add(rt.cfg.Delivery.Retry.MaxAge.D()); next.After(expiry) && expiry.After(now) {
 		next = expiry
 	}

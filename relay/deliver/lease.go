@@ -81,6 +81,7 @@ func (e *Engine) housekeeping(ctx context.Context) {
 				_ = en.InProgress()
 			}
 			e.sweep(now)
+			e.pace.sweep(now)
 		}
 	}
 }

@@ -1,0 +1,97 @@
+package deliver
+
+import (
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/relay/config"
+)
+
+func TestPacerPlacesIntoSlotsWithRoom(t *testing.T) {
+	p := newPacer(config.Rate{Count: 10, Per: time.Second})
+	at := time.Unix(1_800_000_000, 400_000_000)
+	perSlot := map[int64]int{}
+	var last time.Time
+	for i := 0; i < 100; i++ {
+		got := p.place(at)
+		if got.Before(at) {
+			t.Fatalf("placed at %v, before the scheduled %v", got, at)
+		}
+		perSlot[got.Unix()]++
+		if got.After(last) {
+			last = got
+		}
+	}
+	for s, n := range perSlot {
+		if n > 10 {
+			t.Fatalf("slot %d holds %d retries, pace is 10/s", s, n)
+		}
+	}
+	if len(perSlot) != 10 || last.Sub(at) > 10*time.Second {
+		t.Fatalf("100 retries at 10/s took %d slots, last at +%v; want 10 slots within 10s", len(perSlot), last.Sub(at))
+	}
+	// A later time with room is used as it is; the full slots are skipped.
+	if later := at.Add(time.Minute); !p.place(later).Equal(later) {
+		t.Fatal("a slot with room did not take the scheduled time")
+	}
+	if got := p.place(at); got.Unix() != at.Unix()+10 {
+		t.Fatalf("next retry at the full time went to %v, want the first free slot %d", got, at.Unix()+10)
+	}
+}
+
+func TestPacerSlowRateWidensSlots(t *testing.T) {
+	p := newPacer(config.Rate{Count: 30, Per: time.Minute}) // one per 2 s
+	at := time.Unix(1_800_000_000, 0)
+	a, b, c := p.place(at), p.place(at), p.place(at)
+	if b.Sub(a) < time.Second || c.Sub(b) < time.Second || c.Sub(a) < 2*time.Second {
+		t.Fatalf("30/m placed retries at %v, %v, %v: want about 2 s apart", a, b, c)
+	}
+}
+
+func TestPacerObserve(t *testing.T) {
+	p := newPacer(config.Rate{Count: 5, Per: time.Second})
+	now := time.Now()
+	for i := 1; i < paceAfter; i++ {
+		if p.observe("mx:dead.test", false, now) {
+			t.Fatalf("paced after %d failures, want %d", i, paceAfter)
+		}
+	}
+	if !p.observe("mx:dead.test", false, now) {
+		t.Fatalf("not paced after %d failures", paceAfter)
+	}
+	if p.observe("mx:other.test", false, now) {
+		t.Fatal("another destination inherited the streak")
+	}
+	if p.observe("mx:dead.test", true, now) || p.observe("mx:dead.test", false, now) {
+		t.Fatal("a delivery did not end the streak")
+	}
+	off := newPacer(config.Rate{})
+	for i := 0; i < 2*paceAfter; i++ {
+		if off.observe("mx:dead.test", false, now) {
+			t.Fatal(`pace "" paced`)
+		}
+	}
+	if at := now.Add(time.Minute); !off.place(at).Equal(at) {
+		t.Fatal(`pace "" moved a retry`)
+	}
+}
+
+func TestPacerSweep(t *testing.T) {
+	p := newPacer(config.Rate{Count: 1, Per: time.Second})
+	now := time.Unix(1_800_000_000, 0)
+	for i := 0; i < 5; i++ {
+		p.place(now)
+	}
+	p.observe("mx:dead.test", false, now)
+	p.sweep(now.Add(3 * time.Second))
+	if len(p.used) != 2 || len(p.skip) > 2 {
+		t.Fatalf("after sweep: %d used slots, %d links; want the 2 future ones", len(p.used), len(p.skip))
+	}
+	if got := p.place(now.Add(3 * time.Second)); got.Unix() != now.Unix()+5 {
+		t.Fatalf("after sweep placed at +%ds, want +5s", got.Unix()-now.Unix())
+	}
+	p.sweep(now.Add(paceForget + time.Minute))
+	if len(p.dests) != 0 {
+		t.Fatal("an old destination was not forgotten")
+	}
+}
