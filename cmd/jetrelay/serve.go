@@ -287,7 +287,7 @@ func (r *relay) reload() {
 }
 
 func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submit.Server) {
-	ev := log.Info().Str("event", "started").Str("version", versionString()).
+	ev := log.Info().Str("event", "started").Str("version", versionString()).Str("crypto", cryptoBackend).
 		Str("hostname", cfg.Hostname).Str("data_dir", cfg.DataDir)
 	addrs := []string{}
 	for _, a := range sub.Addrs() {
