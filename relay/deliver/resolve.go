@@ -2,12 +2,12 @@ package deliver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/dnsclient"
 	"github.com/miekg/dns"
 )
 
@@ -73,94 +73,26 @@ func (e *DNSError) reply() Reply {
 	return replyDNSTemp
 }
 
-// DNSOptions configure NewResolver.
-type DNSOptions struct {
-	// Servers are "ip" or "ip:port" (port 53 by default); empty reads ResolvConf.
-	Servers []string
-	// Timeout bounds one query to one server (default 5s).
-	Timeout time.Duration
-	// LoopbackOnly refuses any server outside 127.0.0.0/8 and ::1 (tests).
-	LoopbackOnly bool
-	// ResolvConf is read when Servers is empty (default /etc/resolv.conf).
-	ResolvConf string
-}
+// DNSOptions configure NewResolver (servers, timeout, loopback-only).
+type DNSOptions = dnsclient.Options
 
-// dnsResolver is the miekg/dns Resolver: recursive queries to the
-// configured servers in order, UDP with a TCP retry on truncation.
+// dnsResolver is the miekg/dns Resolver (relay/dnsclient: the configured
+// servers in order, UDP with a TCP retry on truncation).
 type dnsResolver struct {
-	servers []string
-	udp     *dns.Client
-	tcp     *dns.Client
-	timeout time.Duration
+	c *dnsclient.Client
 }
 
 // NewResolver returns a Resolver that asks o.Servers (or resolv.conf's).
 func NewResolver(o DNSOptions) (Resolver, error) {
-	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
+	c, err := dnsclient.New(o)
+	if err != nil {
+		return nil, err
 	}
-	servers := o.Servers
-	if len(servers) == 0 {
-		if o.ResolvConf == "" {
-			o.ResolvConf = "/etc/resolv.conf"
-		}
-		cc, err := dns.ClientConfigFromFile(o.ResolvConf)
-		if err != nil {
-			return nil, fmt.Errorf("dns: %w", err)
-		}
-		for _, s := range cc.Servers {
-			servers = append(servers, net.JoinHostPort(s, cc.Port))
-		}
-	}
-	r := &dnsResolver{timeout: o.Timeout,
-		udp: &dns.Client{Net: "udp", Timeout: o.Timeout, UDPSize: dns.DefaultMsgSize},
-		tcp: &dns.Client{Net: "tcp", Timeout: o.Timeout}}
-	for _, s := range servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			s = net.JoinHostPort(s, "53")
-		}
-		host, _, _ := net.SplitHostPort(s)
-		ip := net.ParseIP(host)
-		if ip == nil {
-			return nil, fmt.Errorf("dns: server %q is not an IP address", s)
-		}
-		if o.LoopbackOnly && !ip.IsLoopback() {
-			return nil, fmt.Errorf("dns: server %s refused: only loopback servers are allowed", s)
-		}
-		r.servers = append(r.servers, s)
-	}
-	if len(r.servers) == 0 {
-		return nil, errors.New("dns: no servers configured")
-	}
-	return r, nil
+	return &dnsResolver{c: c}, nil
 }
 
-// query asks each server in turn until one answers NOERROR or NXDOMAIN.
 func (r *dnsResolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.SetEdns0(dns.DefaultMsgSize, false)
-	var last error
-	for _, srv := range r.servers {
-		qctx, cancel := context.WithTimeout(ctx, r.timeout)
-		in, _, err := r.udp.ExchangeContext(qctx, m, srv)
-		if err == nil && in.Truncated {
-			in, _, err = r.tcp.ExchangeContext(qctx, m, srv)
-		}
-		cancel()
-		if err != nil {
-			last = err
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		if in.Rcode == dns.RcodeSuccess || in.Rcode == dns.RcodeNameError {
-			return in, nil
-		}
-		last = fmt.Errorf("%s from %s", dns.RcodeToString[in.Rcode], srv)
-	}
-	return nil, last
+	return r.c.Query(ctx, name, qtype)
 }
 
 func (r *dnsResolver) LookupMX(ctx context.Context, domain string) ([]MX, time.Duration, error) {
