@@ -248,4 +248,7 @@ func TestFailingDestinationRetriesArePaced(t *testing.T) {
 	if span := last.Sub(first); span < 20*time.Second {
 		t.Fatalf("%d retries of a failing destination within %v; at %d/s they need 25 s or more", n, span, pace)
 	}
+	if c := h.log.named("destination_failing"); c != 1 {
+		t.Fatalf("%d destination_failing lines, want 1", c)
+	}
 }

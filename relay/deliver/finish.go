@@ -129,7 +129,12 @@ func (e *Engine) complete(fj *finishJob) {
 		}
 		o.failed, o.deferred = append(o.failed, o.deferred...), nil
 	}
-	paced := !fj.busy && e.pace.observe(fj.j.tr.Key(), len(o.delivered) > 0, fj.end)
+	paced := false
+	if !fj.busy {
+		var change paceChange
+		paced, change = e.pace.observe(fj.j.tr.Key(), len(o.delivered) > 0, fj.end)
+		e.logPaceChange(fj.j.tr.Key(), change, fj.replies)
+	}
 	next := e.nextAttempt(env, fj.end, paced && len(o.deferred) > 0)
 	keep := e.report(ctx, fj, o)
 	e.emit(fj, o, keep, next)
@@ -290,5 +295,22 @@ func (e *Engine) emit(fj *finishJob, o outcomes, keep []Result, next time.Time) 
 			ev.Reason = "not_attempted"
 		}
 		e.ev.Emit(ev)
+	}
+}
+
+// logPaceChange says when a destination starts or stops counting as
+// failing (its retries paced, pace.go).
+func (e *Engine) logPaceChange(key string, change paceChange, replies []Reply) {
+	switch change {
+	case paceFailing:
+		ev := e.log.Warn().Str("event", "destination_failing").Str("destination", key).Int("attempts", paceAfter).
+			Str("pace", e.rt.Load().cfg.Delivery.Retry.Pace.Source)
+		if len(replies) > 0 {
+			ev = ev.Str("reply", replies[0].String())
+		}
+		ev.Msg("nothing delivered in the last attempts; its retries are paced")
+	case paceRecovered:
+		e.log.Info().Str("event", "destination_recovered").Str("destination", key).
+			Msg("delivering again; new retries follow the schedule")
 	}
 }

@@ -222,7 +222,8 @@ func (r *reporter) failures(rcpt string) []deliver.Result {
 	return out
 }
 
-// eventLog keeps the delivery events (event=delivery log lines).
+// eventLog keeps the delivery events (event=delivery log lines) and the
+// destination_* lines.
 type eventLog struct {
 	t   testing.TB
 	mu  sync.Mutex
@@ -230,7 +231,7 @@ type eventLog struct {
 }
 
 func (l *eventLog) Write(p []byte) (int, error) {
-	if !bytes.Contains(p, []byte(`"event":"delivery"`)) {
+	if !bytes.Contains(p, []byte(`"event":"delivery"`)) && !bytes.Contains(p, []byte(`"event":"destination_`)) {
 		return len(p), nil
 	}
 	var m map[string]any
@@ -256,6 +257,19 @@ func (l *eventLog) find(rcpt, status string) []map[string]any {
 }
 
 func (l *eventLog) count(rcpt, status string) int { return len(l.find(rcpt, status)) }
+
+// named counts the lines with event=name.
+func (l *eventLog) named(name string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.evs {
+		if e["event"] == name {
+			n++
+		}
+	}
+	return n
+}
 
 // stored reports whether any entry of queue id is still in the queue
 // (ready, in flight or scheduled).

@@ -75,23 +75,43 @@ func (p *pacer) setRate(r config.Rate) {
 	p.room, p.width = 1, time.Duration(float64(time.Second)/perSec)
 }
 
+// paceChange is a destination entering or leaving the failing state.
+type paceChange int
+
+const (
+	paceSame paceChange = iota
+	paceFailing
+	paceRecovered
+)
+
 // observe records an attempt's outcome for destination key and reports
-// whether the destination is failing (its retries are to be paced).
-func (p *pacer) observe(key string, delivered bool, now time.Time) bool {
+// whether the destination is failing (its retries are to be paced) and
+// whether that just changed.
+func (p *pacer) observe(key string, delivered bool, now time.Time) (bool, paceChange) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if delivered {
-		delete(p.dests, key)
-		return false
-	}
 	st := p.dests[key]
+	if delivered {
+		if st == nil {
+			return false, paceSame
+		}
+		delete(p.dests, key)
+		if st.streak >= paceAfter {
+			return false, paceRecovered
+		}
+		return false, paceSame
+	}
 	if st == nil {
 		st = &paceState{}
 		p.dests[key] = st
 	}
 	st.streak++
 	st.seen = now
-	return p.room > 0 && st.streak >= paceAfter
+	change := paceSame
+	if st.streak == paceAfter {
+		change = paceFailing
+	}
+	return p.room > 0 && st.streak >= paceAfter, change
 }
 
 // place returns the first time at or after at that has room in its slot,

@@ -52,22 +52,31 @@ func TestPacerObserve(t *testing.T) {
 	p := newPacer(config.Rate{Count: 5, Per: time.Second})
 	now := time.Now()
 	for i := 1; i < paceAfter; i++ {
-		if p.observe("mx:dead.test", false, now) {
-			t.Fatalf("paced after %d failures, want %d", i, paceAfter)
+		if paced, ch := p.observe("mx:dead.test", false, now); paced || ch != paceSame {
+			t.Fatalf("paced (%v, change %d) after %d failures, want %d", paced, ch, i, paceAfter)
 		}
 	}
-	if !p.observe("mx:dead.test", false, now) {
-		t.Fatalf("not paced after %d failures", paceAfter)
+	if paced, ch := p.observe("mx:dead.test", false, now); !paced || ch != paceFailing {
+		t.Fatalf("after %d failures: paced %v, change %d; want paced, failing", paceAfter, paced, ch)
 	}
-	if p.observe("mx:other.test", false, now) {
+	if paced, ch := p.observe("mx:dead.test", false, now); !paced || ch != paceSame {
+		t.Fatalf("the next failure: paced %v, change %d; want paced, no change", paced, ch)
+	}
+	if paced, _ := p.observe("mx:other.test", false, now); paced {
 		t.Fatal("another destination inherited the streak")
 	}
-	if p.observe("mx:dead.test", true, now) || p.observe("mx:dead.test", false, now) {
+	if paced, ch := p.observe("mx:dead.test", true, now); paced || ch != paceRecovered {
+		t.Fatalf("a delivery: paced %v, change %d; want recovered", paced, ch)
+	}
+	if paced, ch := p.observe("mx:dead.test", false, now); paced || ch != paceSame {
 		t.Fatal("a delivery did not end the streak")
+	}
+	if _, ch := p.observe("mx:fine.test", true, now); ch != paceSame {
+		t.Fatal("a healthy destination reported as recovered")
 	}
 	off := newPacer(config.Rate{})
 	for i := 0; i < 2*paceAfter; i++ {
-		if off.observe("mx:dead.test", false, now) {
+		if paced, _ := off.observe("mx:dead.test", false, now); paced {
 			t.Fatal(`pace "" paced`)
 		}
 	}
