@@ -10,7 +10,6 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // opsFixture is a queue with entries in every state:
@@ -226,13 +225,8 @@ func TestOpsDelete(t *testing.T) {
 	if _, err := f.q.Delete(ctx, one, b); !errors.Is(err, queue.ErrChanged) {
 		t.Fatalf("second delete: %v, want ErrChanged", err)
 	}
-	s, _ := f.q.Stream(ctx)
 	bodies := func() int {
-		info, err := s.Info(ctx, jetstreamSubjects(queue.SubjBody+"."+f.multi.ID+".>"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(info.State.Subjects)
+		return len(queuetest.StreamInfo(t, f.q, queue.SubjBody+"."+f.multi.ID+".>").State.Subjects)
 	}
 	if bodies() == 0 {
 		t.Fatal("body reclaimed while an entry still refers to it")
@@ -253,8 +247,4 @@ func TestOpsDelete(t *testing.T) {
 	if items, _ := f.q.List(ctx, queue.ListOptions{}); len(items) != 3 {
 		t.Fatalf("%d entries left, want 3", len(items))
 	}
-}
-
-func jetstreamSubjects(filter string) jetstream.StreamInfoOpt {
-	return jetstream.WithSubjectFilter(filter)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -59,15 +60,26 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 // schedules, held entries and body chunks).
 func StreamMsgs(t testing.TB, q *queue.Queue) uint64 {
 	t.Helper()
+	return StreamInfo(t, q, "").State.Msgs
+}
+
+// StreamInfo returns the queue stream's info; with a subject filter (such
+// as "jr.s.>") its State.Subjects holds the counts of the matching subjects.
+func StreamInfo(t testing.TB, q *queue.Queue, filter string) *jetstream.StreamInfo {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := q.Stream(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctx)
+	var opts []jetstream.StreamInfoOpt
+	if filter != "" {
+		opts = append(opts, jetstream.WithSubjectFilter(filter))
+	}
+	info, err := s.Info(ctx, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	return info
 }

@@ -101,17 +101,9 @@ func newFixture(t *testing.T, cfg *config.Config) *fixture {
 // Bouncer queued since the last call. Bodies are inline, so still readable.
 func (f *fixture) queued(t *testing.T) []*queue.Entry {
 	t.Helper()
+	n := int(queuetest.StreamMsgs(t, f.q))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := f.q.Stream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := int(info.State.Msgs)
 	if n == 0 {
 		return nil
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -159,18 +158,8 @@ func (h *harness) sendBody(rcpts []string, body []byte, edit ...func(*queue.Enve
 // queued counts stored entries under a subject prefix (queue.SubjReady, SubjScheduled).
 func (h *harness) queued(prefix string) int {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	s, err := h.q.Stream(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+".>"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	n := 0
-	for _, c := range info.State.Subjects {
+	for _, c := range queuetest.StreamInfo(h.t, h.q, prefix+".>").State.Subjects {
 		n += int(c)
 	}
 	return n
@@ -275,16 +264,7 @@ func (l *eventLog) named(name string) int {
 // (ready, in flight or scheduled).
 func (h *harness) stored(id string) bool {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	s, err := h.q.Stream(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter("jr.*."+id+".>"))
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	info := queuetest.StreamInfo(h.t, h.q, "jr.*."+id+".>")
 	for subj, n := range info.State.Subjects {
 		if n > 0 && !strings.HasPrefix(subj, queue.SubjBody+".") {
 			return true

@@ -42,9 +42,12 @@ func TestPacerPlacesIntoSlotsWithRoom(t *testing.T) {
 func TestPacerSlowRateWidensSlots(t *testing.T) {
 	p := newPacer(config.Rate{Count: 30, Per: time.Minute}) // one per 2 s
 	at := time.Unix(1_800_000_000, 0)
-	a, b, c := p.place(at), p.place(at), p.place(at)
-	if b.Sub(a) < time.Second || c.Sub(b) < time.Second || c.Sub(a) < 2*time.Second {
-		t.Fatalf("30/m placed retries at %v, %v, %v: want about 2 s apart", a, b, c)
+	slot := func(x time.Time) int64 { return x.UnixNano() / int64(2*time.Second) }
+	for i := int64(0); i < 5; i++ {
+		got := p.place(at)
+		if got.Before(at) || slot(got) != slot(at)+i {
+			t.Fatalf("retry %d at 30/m placed at %v (slot +%d), want slot +%d", i, got, slot(got)-slot(at), i)
+		}
 	}
 }
 

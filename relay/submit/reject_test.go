@@ -370,17 +370,7 @@ func TestQueueDown(t *testing.T) {
 	if entries[id+"/one.test"] == nil {
 		t.Fatalf("accepted message lost; have %v", entries)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	s, err := q.Stream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 1 {
-		t.Fatalf("%d messages in the queue, want only the accepted one", info.State.Msgs)
+	if n := queuetest.StreamMsgs(t, q); n != 1 {
+		t.Fatalf("%d messages in the queue, want only the accepted one", n)
 	}
 }
