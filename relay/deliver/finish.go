@@ -131,9 +131,10 @@ func (e *Engine) complete(fj *finishJob) {
 	}
 	paced := false
 	if !fj.busy {
+		key := fj.j.tr.Key()
 		var change paceChange
-		paced, change = e.pace.observe(fj.j.tr.Key(), len(o.delivered) > 0, fj.end)
-		e.logPaceChange(fj.j.tr.Key(), change, fj.replies)
+		paced, change = e.pace.observe(key, len(o.delivered) > 0, fj.end)
+		e.logPaceChange(key, change, fj.replies)
 	}
 	next := e.nextAttempt(env, fj.end, paced && len(o.deferred) > 0)
 	keep := e.report(ctx, fj, o)
