@@ -179,7 +179,7 @@ func (e *Entry) Superseded(ctx context.Context) bool {
 // stream for every reader (the lease connection is not the one Info and
 // List use, so an unconfirmed ack could still be seen there).
 func (e *Entry) Done(ctx context.Context) error {
-	if err := e.msg.DoubleAck(ctx); err != nil {
+	if err := e.ack(ctx); err != nil {
 		return fmt.Errorf("queue: ack %s/%s: %w", e.Env.ID, e.Env.Domain, err)
 	}
 	if e.Env.Chunks > 0 {
@@ -220,15 +220,57 @@ func (e *Entry) Defer(ctx context.Context, env *Envelope, at time.Time) error {
 	}
 	msg.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339))
 	msg.Header.Set("Nats-Schedule-Target", Subject(SubjReady, env.ID, env.Domain))
-	// Replace any older schedule of this entry (one schedule per subject).
+	// Replace any older schedule of this entry (one schedule per subject),
+	// which also makes publishing it again harmless.
 	msg.Header.Set("Nats-Rollup", "sub")
-	if _, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName)); err != nil {
+	if err := persist(ctx, func() error {
+		_, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName))
+		return err
+	}); err != nil {
 		return fmt.Errorf("queue: schedule %s/%s: %w", env.ID, env.Domain, err)
 	}
-	if err := e.msg.DoubleAck(ctx); err != nil {
+	if err := e.ack(ctx); err != nil {
 		return fmt.Errorf("queue: ack deferred %s/%s: %w", env.ID, env.Domain, err)
 	}
 	return nil
+}
+
+// ack acknowledges the lease for good (a double ack: confirmed by the
+// server), trying again through passing failures.
+func (e *Entry) ack(ctx context.Context) error {
+	return persist(ctx, func() error {
+		err := e.msg.DoubleAck(ctx)
+		if errors.Is(err, jetstream.ErrMsgAlreadyAckd) { // an earlier try got through
+			return nil
+		}
+		return err
+	})
+}
+
+// persist runs op, which records a lease's outcome in the stream, until it
+// succeeds, ctx ends or the failure is final (the connection closed for
+// good, or the server refused with an API error), backing off from 50 ms
+// to 2 s between tries. A
+// lease whose outcome is lost to a passing failure (a reconnect, a leader
+// election) comes back after AckWait with every recipient it had, so a
+// partly delivered entry would be delivered again to those who have it.
+func persist(ctx context.Context, op func() error) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := op()
+		var api *jetstream.APIError
+		if err == nil || ctx.Err() != nil || errors.Is(err, nats.ErrConnectionClosed) || errors.As(err, &api) {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 // Hold moves the entry to the held state (jr.h) until released.
@@ -242,7 +284,7 @@ func (e *Entry) Hold(ctx context.Context) error {
 	if _, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName)); err != nil {
 		return err
 	}
-	return e.msg.DoubleAck(ctx)
+	return e.ack(ctx)
 }
 
 // Release hands the lease back for immediate redelivery (shutdown).
