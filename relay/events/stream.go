@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,14 +16,24 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// The events stream. Subjects are jr.ev.<kind>.<queue_id>, with "-" for
-// events that belong to no message (a refused connection, an operator's
-// suppression change), so that one message's history is the subject filter
-// jr.ev.*.<queue_id>.
+// The events stream. Subjects are jr.ev.<kind>.<shard>: shard is two hex
+// digits of a hash of the queue id, or "-" for events that belong to no
+// message (a refused connection, an operator's suppression change).
+//
+// Why shards and not the queue id itself: nats-server keeps an index entry
+// for every distinct subject a stream holds, about 250 bytes of heap each,
+// for as long as the events are retained. With one subject per message a
+// week of history at 1 million messages a day would cost gigabytes of
+// server memory; with 256 shards it is bounded (kinds × 257 subjects). One
+// message's history is still a server-side filter, jr.ev.*.<shard>, reading
+// 1/256 of the stream, with the queue id matched on the event itself.
+// Streams written before the change hold jr.ev.<kind>.<queue_id>; Tail
+// reads both forms.
 const (
 	StreamName  = "JETRELAY_EVENTS"
 	SubjPrefix  = "jr.ev"
 	noQueueID   = "-"
+	shards      = 256
 	dropLogGap  = 10 * time.Second
 	defaultBuf  = 4096
 	defaultWin  = 256
@@ -31,11 +42,17 @@ const (
 
 // Subject returns the events-stream subject of e.
 func Subject(e *Event) string {
-	id := e.QueueID
+	return SubjPrefix + "." + token(e.Event) + "." + Shard(e.QueueID)
+}
+
+// Shard is the subject token for the events of queue id id.
+func Shard(id string) string {
 	if id == "" {
-		id = noQueueID
+		return noQueueID
 	}
-	return SubjPrefix + "." + token(e.Event) + "." + token(id)
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return fmt.Sprintf("%02x", h.Sum32()%shards)
 }
 
 // token makes s usable as one subject token.
@@ -263,14 +280,14 @@ func (p *StreamPublisher) collect() {
 }
 
 func (p *StreamPublisher) dropMsg(msg *nats.Msg, reason string) {
-	kind, id := "", ""
-	if msg != nil {
-		parts := strings.SplitN(msg.Subject, ".", 4)
-		if len(parts) == 4 {
-			kind, id = parts[2], parts[3]
-		}
+	var e struct {
+		Event   string `json:"event"`
+		QueueID string `json:"queue_id"`
 	}
-	p.drop(kind, id, reason)
+	if msg != nil {
+		_ = json.Unmarshal(msg.Data, &e)
+	}
+	p.drop(e.Event, e.QueueID, reason)
 }
 
 // drop counts a dropped event and logs at most one line per dropLogGap.

@@ -2,6 +2,9 @@ package events_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -155,9 +158,9 @@ func TestPublisherDropsInsteadOfBlocking(t *testing.T) {
 func TestSubjectAndTee(t *testing.T) {
 	t.Parallel()
 	cases := map[string]*events.Event{
-		"jr.ev.delivery.01JAAAAAAAAAAAAAAAAAAA": {Event: events.Delivery, QueueID: "01JAAAAAAAAAAAAAAAAAAA"},
-		"jr.ev.rejected.-":                      {Event: events.Rejected},
-		"jr.ev.a_b_c.-":                         {Event: "a.b c"},
+		"jr.ev.delivery." + events.Shard("01JAAAAAAAAAAAAAAAAAAA"): {Event: events.Delivery, QueueID: "01JAAAAAAAAAAAAAAAAAAA"},
+		"jr.ev.rejected.-": {Event: events.Rejected},
+		"jr.ev.a_b_c.-":    {Event: "a.b c"},
 	}
 	for want, e := range cases {
 		if got := events.Subject(e); got != want {
@@ -168,6 +171,67 @@ func TestSubjectAndTee(t *testing.T) {
 	events.Tee(&a, nil, &b).Publish(&events.Event{Event: "x"})
 	if a.n != 1 || b.n != 1 {
 		t.Fatalf("tee: %d %d", a.n, b.n)
+	}
+}
+
+// TestSubjectsBoundedAndHistoryByID: the stream's subjects do not grow
+// with the number of messages (nats-server indexes every distinct subject
+// in memory), and one message's history is still exact: its events only,
+// not those of another message in the same shard, and events stored under
+// the older per-message subject are found too.
+func TestSubjectsBoundedAndHistoryByID(t *testing.T) {
+	t.Parallel()
+	p, js := newPublisher(t, events.PublisherOptions{})
+	const id = "01JABCDEFGHJKMNPQRSTVW"
+	var sibling string // another id in the same shard
+	ids := map[string]bool{}
+	for i := 0; i < 3000; i++ {
+		other := fmt.Sprintf("01JOTHER%014d", i)
+		ids[other] = true
+		p.Publish(&events.Event{Time: time.Now(), Event: events.Delivery, QueueID: other, Status: events.StatusDelivered})
+		if sibling == "" && events.Shard(other) == events.Shard(id) {
+			sibling = other
+		}
+	}
+	if sibling == "" {
+		t.Fatal("no id of 3000 shares a shard with the test id")
+	}
+	p.Publish(&events.Event{Time: time.Now(), Event: events.Accepted, QueueID: id})
+	p.Publish(&events.Event{Time: time.Now(), Event: events.Delivery, QueueID: id, Status: events.StatusDelivered})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An event written by an older jetrelay under jr.ev.<kind>.<queue_id>.
+	data, _ := json.Marshal(&events.Event{Time: time.Now(), Event: events.Expired, QueueID: id, Status: events.StatusFailed})
+	if _, err := js.Publish(ctx, events.SubjPrefix+".expired."+id, data); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.SubjPrefix+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3003 || len(info.State.Subjects) > 2*257+1 {
+		t.Fatalf("%d events on %d subjects; want 3003 on at most %d", info.State.Msgs, len(info.State.Subjects), 2*257+1)
+	}
+	hist := collect(t, js, events.Filter{ID: id})
+	var kinds []string
+	for _, r := range hist {
+		if r.Event.QueueID != id {
+			t.Fatalf("history of %s holds an event of %s", id, r.Event.QueueID)
+		}
+		kinds = append(kinds, r.Event.Event)
+	}
+	if want := []string{events.Accepted, events.Delivery, events.Expired}; !slices.Equal(kinds, want) {
+		t.Fatalf("history of %s: %v, want %v", id, kinds, want)
+	}
+	if got := collect(t, js, events.Filter{ID: sibling}); len(got) != 1 || got[0].Event.QueueID != sibling {
+		t.Fatalf("history of %s (same shard): %d events", sibling, len(got))
 	}
 }
 

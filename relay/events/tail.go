@@ -13,7 +13,8 @@ import (
 
 // Filter selects events for Tail. Empty fields match everything.
 type Filter struct {
-	// ID selects one message's history (server-side: subject jr.ev.*.<ID>).
+	// ID selects one message's history (server-side: the subjects of its
+	// shard, jr.ev.*.<Shard(ID)>, and the older form jr.ev.*.<ID>).
 	ID string
 	// From selects messages by envelope sender: an event carrying a
 	// matching mail_from (accepted) selects its queue id, and every later
@@ -59,7 +60,10 @@ func Tail(ctx context.Context, js jetstream.JetStream, f Filter, fn func(Record)
 		InactiveThreshold: time.Minute,
 	}
 	if f.ID != "" {
-		cfg.FilterSubjects = []string{SubjPrefix + ".*." + token(f.ID)}
+		cfg.FilterSubjects = []string{SubjPrefix + ".*." + Shard(f.ID)}
+		if legacy := token(f.ID); legacy != Shard(f.ID) {
+			cfg.FilterSubjects = append(cfg.FilterSubjects, SubjPrefix+".*."+legacy)
+		}
 	}
 	if !f.Since.IsZero() {
 		since := f.Since
