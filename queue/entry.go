@@ -15,7 +15,10 @@ import (
 // Entry is a leased queue entry handed to a delivery worker. Exactly one of
 // Done, Defer or Hold ends the lease; until then InProgress keeps it alive.
 type Entry struct {
-	Env  *Envelope
+	Env *Envelope // nil for a wake-up
+	// Wake is set (and Env nil) when the message is a parked domain's
+	// wake-up (park.go) rather than an entry.
+	Wake *Wake
 	q    *Queue
 	msg  jetstream.Msg
 	meta *jetstream.MsgMetadata
@@ -104,6 +107,14 @@ func (es *Entries) Stop() { es.it.Stop() }
 func (es *Entries) Drain() { es.it.Drain() }
 
 func (q *Queue) entryFromMsg(msg jetstream.Msg) (*Entry, error) {
+	if subj := msg.Subject(); isWakeSubject(subj) {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		w := wakeFromMsg(strings.TrimPrefix(subj, SubjReady+"."+WakeID+"."), msg.Headers())
+		return &Entry{Wake: w, q: q, msg: msg, meta: meta}, nil
+	}
 	env, err := UnmarshalEnvelope([]byte(msg.Headers().Get(HeaderEnv)))
 	if err != nil {
 		return nil, err
@@ -179,6 +190,12 @@ func (e *Entry) Superseded(ctx context.Context) bool {
 // stream for every reader (the lease connection is not the one Info and
 // List use, so an unconfirmed ack could still be seen there).
 func (e *Entry) Done(ctx context.Context) error {
+	if e.Wake != nil {
+		if err := e.ack(ctx); err != nil {
+			return fmt.Errorf("queue: ack wake-up of %s: %w", e.Wake.Domain, err)
+		}
+		return nil
+	}
 	if err := e.ack(ctx); err != nil {
 		return fmt.Errorf("queue: ack %s/%s: %w", e.Env.ID, e.Env.Domain, err)
 	}
@@ -214,6 +231,7 @@ func (q *Queue) reclaimBody(ctx context.Context, id string) error {
 // redelivery that Superseded recognises.
 func (e *Entry) Defer(ctx context.Context, env *Envelope, at time.Time) error {
 	env.NextAt = at.UTC()
+	env.Probe = false
 	msg, err := e.q.entryMsg(Subject(SubjScheduled, env.ID, env.Domain), env, e.inlineBody())
 	if err != nil {
 		return err

@@ -54,6 +54,9 @@ type Envelope struct {
 	LastReply     Reply `json:"last_reply,omitempty"`
 	// Held is set while an operator holds the entry.
 	Held bool `json:"held,omitempty"`
+	// Probe marks an entry unparked to test its failing destination: its
+	// delivery unparks the rest of the domain (park.go).
+	Probe bool `json:"probe,omitempty"`
 }
 
 // Marshal encodes the envelope for the Jr-Env header.

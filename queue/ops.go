@@ -75,7 +75,10 @@ type Item struct {
 	Seq     uint64      `json:"seq"`
 	Stored  time.Time   `json:"stored"` // when this copy was stored (entered its state)
 	Header  nats.Header `json:"headers"`
-	data    []byte      // inline body (or none)
+	// Parked: deferred with its failing destination's other entries
+	// (park.go); its next attempt is the domain's next probe.
+	Parked bool   `json:"parked,omitempty"`
+	data   []byte // inline body (or none)
 }
 
 // Result says what an action did.
@@ -127,7 +130,7 @@ func (c cursor) stateOf(prefix string, seq uint64, env *Envelope) State {
 	switch {
 	case prefix == SubjHeld || (prefix == SubjScheduled && env.Held):
 		return StateHeld
-	case prefix == SubjScheduled:
+	case prefix == SubjScheduled || prefix == SubjParked:
 		return StateDeferred
 	case seq <= c.delivered:
 		return StateInFlight
@@ -162,10 +165,14 @@ func (q *Queue) List(ctx context.Context, o ListOptions) ([]*Item, error) {
 		return nil, err
 	}
 	var out []*Item
-	for _, p := range []string{SubjReady, SubjScheduled, SubjHeld} {
-		err := q.scan(ctx, p+"."+id+"."+dom, 1, 0, func(m *nats.Msg) error {
+	for _, p := range []string{SubjReady, SubjScheduled, SubjHeld, SubjParked} {
+		filter := p + "." + id + "." + dom
+		if p == SubjParked { // no queue id in the subject: matched below
+			filter = p + ".*." + dom
+		}
+		err := q.scan(ctx, filter, 1, 0, func(m *nats.Msg) error {
 			it, err := itemFrom(m, c)
-			if err == nil && (o.State == "" || it.State == o.State) {
+			if err == nil && (o.State == "" || it.State == o.State) && (o.ID == "" || it.Env.ID == o.ID) {
 				out = append(out, it)
 			}
 			return nil
@@ -196,8 +203,8 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 	}
 	by := map[string]map[State]int{}
 	add := func(subj string, st State, n int) {
-		_, _, d, err := ParseSubject(subj)
-		if err != nil {
+		_, id, d, err := ParseSubject(subj)
+		if err != nil || id == WakeID {
 			return
 		}
 		if by[d] == nil {
@@ -205,7 +212,7 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 		}
 		by[d][st] += n
 	}
-	for p, st := range map[string]State{SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld} {
+	for p, st := range map[string]State{SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred} {
 		info, err := s.Info(ctx, jetstream.WithSubjectFilter(p+".>"))
 		if err != nil {
 			return nil, err
@@ -270,6 +277,16 @@ func (q *Queue) Stats(ctx context.Context) (map[State]StateStat, error) {
 		first(StateDeferred, SubjScheduled+".>", 1, 0, true),
 		first(StateHeld, SubjHeld+".>", 1, 0, true),
 	}
+	// Parked entries are deferred too.
+	sched := out[StateDeferred]
+	delete(out, StateDeferred)
+	errs = append(errs, first(StateDeferred, SubjParked+".>", 1, 0, true))
+	parked := out[StateDeferred]
+	if sched.Oldest.IsZero() || (!parked.Oldest.IsZero() && parked.Oldest.Before(sched.Oldest)) {
+		sched.Oldest = parked.Oldest
+	}
+	sched.Count += parked.Count
+	out[StateDeferred] = sched
 	return out, errors.Join(errs...)
 }
 
@@ -280,6 +297,8 @@ func (q *Queue) Retry(ctx context.Context, it *Item) (Result, error) {
 	switch {
 	case prefix == SubjHeld || (prefix == SubjScheduled && it.Env.Held):
 		return Result{}, ErrHeldEntry
+	case prefix == SubjParked:
+		return q.unparkItem(ctx, it)
 	case prefix != SubjScheduled:
 		return Result{}, ErrNotDeferred
 	}
@@ -299,14 +318,16 @@ func (q *Queue) Hold(ctx context.Context, it *Item) (Result, error) {
 		return Result{Note: "already held"}, nil
 	case prefix == SubjScheduled:
 		return q.rescheduleNow(ctx, it, &env, SubjHeld)
+	case prefix == SubjReady:
+		c, err := q.cursor(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		if it.Seq <= c.delivered {
+			return Result{}, ErrInFlight
+		}
 	}
-	c, err := q.cursor(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	if it.Seq <= c.delivered {
-		return Result{}, ErrInFlight
-	}
+	env.Probe, env.NextAt = false, time.Time{}
 	msg, err := q.entryMsg(Subject(SubjHeld, env.ID, env.Domain), &env, it.data)
 	if err != nil {
 		return Result{}, err
@@ -322,7 +343,33 @@ func (q *Queue) Hold(ctx context.Context, it *Item) (Result, error) {
 		}
 		return Result{}, err
 	}
+	if prefix != SubjReady {
+		return Result{Done: true}, nil
+	}
 	return q.afterReadyRemoved(ctx, it.Seq), nil
+}
+
+// unparkItem makes a parked entry due now (as a probe of its domain:
+// if it gets through, the domain's other entries follow).
+func (q *Queue) unparkItem(ctx context.Context, it *Item) (Result, error) {
+	m := &nats.Msg{Header: nats.Header{}, Data: it.data}
+	for k, v := range it.Header {
+		m.Header[k] = v
+	}
+	m.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(it.Seq, 10))
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := s.GetMsg(ctx, it.Seq); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Result{}, ErrChanged // unparked by its domain's wake-up meanwhile
+	} else if err != nil {
+		return Result{}, err
+	}
+	if err := q.unpark(ctx, m); err != nil {
+		return Result{}, err
+	}
+	return Result{Done: true}, nil
 }
 
 // Release resumes delivery of a held entry (due now).
@@ -477,5 +524,5 @@ func itemFrom(m *nats.Msg, c cursor) (*Item, error) {
 	seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 	ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(hdrTimeStamp))
 	return &Item{Env: env, State: c.stateOf(prefix, seq, env), Subject: subj, Seq: seq,
-		Stored: ts, Header: m.Header, data: m.Data}, nil
+		Stored: ts, Header: m.Header, Parked: prefix == SubjParked, data: m.Data}, nil
 }

@@ -11,6 +11,8 @@
 //	                     them to jr.q at T, so waiting mail holds no consumer slot
 //	jr.h.<id>.<domain>   held entries (operator hold)
 //	jr.b.<id>.<n>        body chunks of a message stored apart from its entries
+//	jr.p.<due>.<domain>  entries of a failing destination, parked (park.go)
+//	jr.w.<domain>        a parked domain's wake-up schedule (into jr.q.~wake.<domain>)
 //
 // One entry per (message, recipient domain). A message with one entry and a
 // body that fits in one NATS message is stored as a single publish with the
@@ -192,7 +194,7 @@ func (q *Queue) StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:               StreamName,
 		Description:        "jetrelay queue: entries, schedules, held entries and bodies",
-		Subjects:           []string{SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>"},
+		Subjects:           []string{SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>", SubjParked + ".>", SubjWake + ".>"},
 		Retention:          jetstream.WorkQueuePolicy,
 		Storage:            jetstream.FileStorage,
 		Replicas:           q.opts.Replicas,

@@ -95,6 +95,7 @@ type Engine struct {
 	finishing chan *finishJob // results of attempts
 	deferring chan *finishJob // entries deferred without connecting
 	finishWG  sync.WaitGroup
+	wakes     sync.WaitGroup // wake-up handlers of parked domains (park.go)
 }
 
 // runtime is the reloadable part of the configuration, parsed once.
@@ -289,6 +290,11 @@ func (e *Engine) Run(ctx context.Context) error {
 			_ = en.Release()
 			continue
 		}
+		if en.Wake != nil {
+			e.wakes.Add(1)
+			go func() { defer e.wakes.Done(); e.handleWake(en) }()
+			continue
+		}
 		e.dispatch(ctx, en)
 	}
 	e.shutdown(cancelWork, stopBG)
@@ -311,6 +317,7 @@ func (e *Engine) shutdown(cancelWork context.CancelFunc, stopHousekeeping func()
 		<-done
 	}
 	stopHousekeeping()
+	e.wakes.Wait()
 	close(e.finishing)
 	close(e.deferring)
 	e.finishWG.Wait()

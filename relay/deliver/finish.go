@@ -140,6 +140,9 @@ func (e *Engine) complete(fj *finishJob) {
 	keep := e.report(ctx, fj, o)
 	e.emit(fj, o, keep, next)
 	remaining := append(slices.Clone(o.deferred), keep...)
+	if env.Probe && len(o.delivered) > 0 {
+		e.wakeAll(ctx, env.Domain)
+	}
 	if len(remaining) == 0 {
 		if err := en.Done(ctx); err != nil {
 			e.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
@@ -147,7 +150,13 @@ func (e *Engine) complete(fj *finishJob) {
 		}
 		return
 	}
-	e.deferEntry(ctx, en, remaining, fj, next)
+	if paced && len(keep) == 0 {
+		if due, ok := e.parkDue(env, fj.end); ok {
+			e.parkEntry(ctx, en, remaining, due, next)
+			return
+		}
+	}
+	e.deferEntry(ctx, en, remaining, next)
 }
 
 // sort classifies each recipient's reply (RFC 5321 §4.2.1: 2xx done, 4xx
@@ -235,16 +244,9 @@ func (e *Engine) delayDue(fj *finishJob, o outcomes) bool {
 }
 
 // deferEntry re-schedules the entry with only the remaining recipients.
-func (e *Engine) deferEntry(ctx context.Context, en *queue.Entry, remaining []Result, fj *finishJob, next time.Time) {
-	env := *en.Env
-	env.Rcpts = make([]queue.Recipient, len(remaining))
-	for i, r := range remaining {
-		env.Rcpts[i] = r.Rcpt
-	}
-	env.Attempt++
-	r := remaining[0]
-	env.LastReply = queue.Reply{Code: r.Code, Enh: r.Enh, Text: r.Reply, MX: r.MX}
-	if err := en.Defer(ctx, &env, next); err != nil {
+func (e *Engine) deferEntry(ctx context.Context, en *queue.Entry, remaining []Result, next time.Time) {
+	env := remainingEnv(en.Env, remaining)
+	if err := en.Defer(ctx, env, next); err != nil {
 		e.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
 			Msg("defer failed; the entry is delivered again after AckWait")
 	}

@@ -72,6 +72,7 @@ func (l *leases) Len() int {
 func (e *Engine) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	nextWakeCheck := time.Now().Add(time.Minute)
 	for {
 		select {
 		case <-ctx.Done():
@@ -82,6 +83,12 @@ func (e *Engine) housekeeping(ctx context.Context) {
 			}
 			e.sweep(now)
 			e.pace.sweep(now)
+			if now.After(nextWakeCheck) {
+				cctx, cancel := context.WithTimeout(ctx, ackTimeout)
+				e.checkWakes(cctx, now)
+				cancel()
+				nextWakeCheck = now.Add(wakeCheckEvery)
+			}
 		}
 	}
 }

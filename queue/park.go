@@ -1,0 +1,332 @@
+package queue
+
+// Parking: where the entries of a failing destination wait.
+//
+// A deferred entry normally waits as a message schedule on its own subject
+// (jr.s.<id>.<domain>). nats-server keeps an index entry for every subject
+// and a timer-table entry for every schedule: about 500 bytes of heap per
+// waiting entry, for as long as it waits (measured: 100,000 schedules hold
+// 48 MB; the same entries on a few subjects, 2 MB). When a destination has
+// stopped accepting mail, its entries are parked instead:
+//
+//	jr.p.<due>.<domain>   parked entries of a domain; due (unix seconds,
+//	                      rounded up to ParkGrain) is when the entry needs an
+//	                      attempt of its own whatever the destination does:
+//	                      its retry.max_age expiry, or its delay notice
+//	jr.w.<domain>         the domain's wake-up: one message schedule firing
+//	                      into jr.q.~wake.<domain>
+//
+// so a domain holds a few dozen subjects however many entries wait, and one
+// schedule. The wake-up is leased through the delivery consumer like an
+// entry, so exactly one jetrelay process handles it at a time, and one that
+// crashes while handling it leaves it to another after AckWait. Its handler
+// (relay/deliver) unparks the entries that are due, plus one more as a probe
+// (Envelope.Probe), and schedules the next wake-up; a probe that gets
+// delivered asks for a wake-up that unparks everything parked before it.
+//
+// Unparking publishes the entry to jr.q with Nats-Msg-Id u<seq> and then
+// deletes the parked copy by sequence: a crash in between leaves both, and
+// whoever unparks it again is deduplicated by the id (the stream's
+// duplicate window); never a lost entry.
+//
+// Invariant: while a domain has parked entries, a wake-up is scheduled or
+// leased. Park creates one when none is scheduled, the handler schedules
+// the next one before acknowledging its own, and EnsureWakes (run
+// periodically by delivery) repairs anything a crash or an operator broke.
+//
+// Only entries with an inline body are parked: body chunks are reclaimed
+// when no sibling entry is found under its queue id, and a parked entry's
+// subject does not carry one.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Parking subjects and headers.
+const (
+	SubjParked = "jr.p"
+	SubjWake   = "jr.w"
+	// WakeID is the queue-id token of a wake-up message in jr.q.
+	WakeID = "~wake"
+	// ParkGrain is the granularity of a parked entry's due time.
+	ParkGrain     = 10 * time.Minute
+	hdrWake       = "Jr-Wake" // "probe" or "all"
+	hdrWakeProbes = "Jr-Wake-Probes"
+	hdrWakeUpTo   = "Jr-Wake-Up-To"
+	hdrMsgID      = "Nats-Msg-Id"
+)
+
+// Wake is a parked domain's wake-up, leased like an entry (Entry.Wake).
+type Wake struct {
+	Domain string
+	// All: the destination delivers again; unpark every entry parked with
+	// a sequence up to UpTo (0: up to the wake-up's own sequence).
+	All  bool
+	UpTo uint64
+	// Probes counts the probes in a row that did not get through.
+	Probes int
+}
+
+// ParkedSubject is the subject of an entry of domain parked until due.
+func ParkedSubject(domain string, due time.Time) string {
+	g := int64(ParkGrain / time.Second)
+	u := due.Unix()
+	u = (u + g - 1) / g * g
+	return SubjParked + "." + strconv.FormatInt(u, 10) + "." + domain
+}
+
+// Park stores env (the entry's remaining recipients) on its domain's
+// parked subject, due when it needs an attempt of its own, makes sure the
+// domain has a wake-up (at wakeAt when none is scheduled), and then
+// acknowledges the lease. Only entries with an inline body can be parked.
+func (e *Entry) Park(ctx context.Context, env *Envelope, due, wakeAt time.Time) error {
+	if e.Env.Chunks > 0 {
+		return errors.New("queue: only entries with an inline body are parked")
+	}
+	env.NextAt = wakeAt.UTC()
+	env.Probe = false
+	msg, err := e.q.entryMsg(ParkedSubject(env.Domain, due), env, e.inlineBody())
+	if err != nil {
+		return err
+	}
+	if err := persist(ctx, func() error {
+		_, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName))
+		return err
+	}); err != nil {
+		return fmt.Errorf("queue: park %s/%s: %w", env.ID, env.Domain, err)
+	}
+	if err := e.q.EnsureWake(ctx, env.Domain, wakeAt); err != nil {
+		// The lease is acknowledged anyway: EnsureWakes repairs it, while a
+		// redelivery would park the entry a second time.
+		e.q.log.Warn().Err(err).Str("event", "wake_missing").Str("domain", env.Domain).
+			Msg("could not schedule the wake-up of a parked domain; the periodic check will")
+	}
+	if err := e.ack(ctx); err != nil {
+		return fmt.Errorf("queue: ack parked %s/%s: %w", env.ID, env.Domain, err)
+	}
+	return nil
+}
+
+// wakeMsg is the schedule of domain's wake-up w at at.
+func wakeMsg(w Wake, at time.Time) *nats.Msg {
+	msg := &nats.Msg{Subject: SubjWake + "." + w.Domain, Header: nats.Header{}}
+	msg.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339))
+	msg.Header.Set("Nats-Schedule-Target", Subject(SubjReady, WakeID, w.Domain))
+	mode := "probe"
+	if w.All {
+		mode = "all"
+	}
+	msg.Header.Set(hdrWake, mode)
+	msg.Header.Set(hdrWakeProbes, strconv.Itoa(w.Probes))
+	if w.UpTo > 0 {
+		msg.Header.Set(hdrWakeUpTo, strconv.FormatUint(w.UpTo, 10))
+	}
+	return msg
+}
+
+// EnsureWake schedules a probe wake-up of domain at at unless one is
+// scheduled already.
+func (q *Queue) EnsureWake(ctx context.Context, domain string, at time.Time) error {
+	_, err := q.js.PublishMsg(ctx, wakeMsg(Wake{Domain: domain}, at),
+		jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0))
+	if errors.Is(casErr(err), ErrChanged) {
+		return nil
+	}
+	return err
+}
+
+// ScheduleWake replaces domain's scheduled wake-up (if any) by w at at.
+func (q *Queue) ScheduleWake(ctx context.Context, w Wake, at time.Time) error {
+	msg := wakeMsg(w, at)
+	msg.Header.Set("Nats-Rollup", "sub")
+	return persist(ctx, func() error {
+		_, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName))
+		return err
+	})
+}
+
+// wakeFromMsg reads a fired wake-up.
+func wakeFromMsg(domain string, h nats.Header) *Wake {
+	w := &Wake{Domain: domain, All: h.Get(hdrWake) == "all"}
+	w.Probes, _ = strconv.Atoi(h.Get(hdrWakeProbes))
+	w.UpTo, _ = strconv.ParseUint(h.Get(hdrWakeUpTo), 10, 64)
+	return w
+}
+
+// Retry hands a leased message back for another try after delay (a wake-up
+// whose handling failed).
+func (e *Entry) Retry(delay time.Duration) error { return e.msg.NakWithDelay(delay) }
+
+// UnparkResult says what Unpark did.
+type UnparkResult struct {
+	Moved int // entries moved to jr.q
+	Left  int // entries still parked
+	// NextDue is the earliest due time of the entries left (zero: none).
+	NextDue time.Time
+	// More: the extra budget ran out before every entry up to upTo moved.
+	More bool
+}
+
+var errStop = errors.New("stop")
+
+// Unpark moves domain's parked entries to jr.q: every entry due by now,
+// then up to extra more, oldest bucket first, with a sequence up to upTo
+// (0: any). Unparked entries are marked as probes.
+func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra int, upTo uint64) (UnparkResult, error) {
+	var res UnparkResult
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return res, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(SubjParked+".*."+domain))
+	if err != nil {
+		return res, err
+	}
+	type bucket struct {
+		subj string
+		due  time.Time
+		n    int
+	}
+	var buckets []bucket
+	for subj, n := range info.State.Subjects {
+		_, tok, _, err := ParseSubject(subj)
+		u, perr := strconv.ParseInt(tok, 10, 64)
+		if err != nil || perr != nil {
+			continue
+		}
+		buckets = append(buckets, bucket{subj, time.Unix(u, 0), int(n)})
+		res.Left += int(n)
+	}
+	slices.SortFunc(buckets, func(a, b bucket) int { return a.due.Compare(b.due) })
+	for _, b := range buckets {
+		due := !b.due.After(now)
+		if !due && extra <= 0 {
+			if res.NextDue.IsZero() || b.due.Before(res.NextDue) {
+				res.NextDue = b.due
+			}
+			continue
+		}
+		moved := 0
+		err := q.scan(ctx, b.subj, 1, 0, func(m *nats.Msg) error {
+			if !due {
+				seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+				if upTo > 0 && seq > upTo {
+					return nil
+				}
+				if extra <= 0 {
+					res.More = true
+					return errStop
+				}
+				extra--
+			}
+			if err := q.unpark(ctx, m); err != nil {
+				return err
+			}
+			moved++
+			return nil
+		})
+		res.Moved += moved
+		res.Left -= moved
+		if err != nil && !errors.Is(err, errStop) {
+			return res, err
+		}
+		if moved < b.n && b.due.After(now) && (res.NextDue.IsZero() || b.due.Before(res.NextDue)) {
+			res.NextDue = b.due
+		}
+	}
+	res.Left = max(res.Left, 0)
+	return res, nil
+}
+
+// unpark moves one parked message (a direct-get reply) to jr.q as a probe.
+func (q *Queue) unpark(ctx context.Context, m *nats.Msg) error {
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return fmt.Errorf("queue: parked message without a sequence: %w", err)
+	}
+	env, err := UnmarshalEnvelope([]byte(m.Header.Get(HeaderEnv)))
+	if err != nil {
+		// Not an entry: nothing can deliver it; keep it for an operator.
+		q.log.Error().Err(err).Str("event", "bad_entry").Uint64("seq", seq).Msg("unreadable parked entry left in place")
+		return nil
+	}
+	env.Probe, env.NextAt = true, time.Time{}
+	msg, err := q.entryMsg(Subject(SubjReady, env.ID, env.Domain), env, m.Data)
+	if err != nil {
+		return err
+	}
+	msg.Header.Set(hdrMsgID, "u"+strconv.FormatUint(seq, 10))
+	if err := persist(ctx, func() error {
+		_, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName))
+		return err
+	}); err != nil {
+		return fmt.Errorf("queue: unpark %s/%s: %w", env.ID, env.Domain, err)
+	}
+	if err := q.deleteSeq(ctx, seq); err != nil && !errors.Is(err, ErrChanged) {
+		return fmt.Errorf("queue: unpark %s/%s: remove parked copy: %w", env.ID, env.Domain, err)
+	}
+	return nil
+}
+
+// ParkedDomains returns the domains with parked entries and their counts.
+func (q *Queue) ParkedDomains(ctx context.Context) (map[string]int, error) {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(SubjParked+".>"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for subj, n := range info.State.Subjects {
+		if _, _, d, err := ParseSubject(subj); err == nil {
+			out[d] += int(n)
+		}
+	}
+	return out, nil
+}
+
+// EnsureWakes gives every domain with parked entries a wake-up at at
+// unless it has one scheduled. It returns the domains it scheduled.
+func (q *Queue) EnsureWakes(ctx context.Context, at time.Time) ([]string, error) {
+	parked, err := q.ParkedDomains(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var made, errs = []string(nil), []error(nil)
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for d := range parked {
+		if _, err := s.GetLastMsgForSubject(ctx, Subject(SubjReady, WakeID, d)); err == nil {
+			continue // fired, waiting for or in its handler
+		}
+		ack, err := q.js.PublishMsg(ctx, wakeMsg(Wake{Domain: d}, at),
+			jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0))
+		switch {
+		case err == nil && ack != nil:
+			made = append(made, d)
+		case errors.Is(casErr(err), ErrChanged):
+		default:
+			errs = append(errs, err)
+		}
+	}
+	slices.Sort(made)
+	return made, errors.Join(errs...)
+}
+
+// isWakeSubject reports whether subj is a fired wake-up in jr.q.
+func isWakeSubject(subj string) bool {
+	return strings.HasPrefix(subj, SubjReady+"."+WakeID+".")
+}
