@@ -366,7 +366,7 @@ func (q *Queue) unparkItem(ctx context.Context, it *Item) (Result, error) {
 	} else if err != nil {
 		return Result{}, err
 	}
-	if err := q.unpark(ctx, m); err != nil {
+	if err := q.unpark(ctx, m, true); err != nil {
 		return Result{}, err
 	}
 	return Result{Done: true}, nil

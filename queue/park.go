@@ -78,10 +78,7 @@ type Wake struct {
 
 // ParkedSubject is the subject of an entry of domain parked until due.
 func ParkedSubject(domain string, due time.Time) string {
-	g := int64(ParkGrain / time.Second)
-	u := due.Unix()
-	u = (u + g - 1) / g * g
-	return SubjParked + "." + strconv.FormatInt(u, 10) + "." + domain
+	return SubjParked + "." + strconv.FormatInt(parkedDue(due).Unix(), 10) + "." + domain
 }
 
 // Park stores env (the entry's remaining recipients) on its domain's
@@ -104,7 +101,7 @@ func (e *Entry) Park(ctx context.Context, env *Envelope, due, wakeAt time.Time) 
 	}); err != nil {
 		return fmt.Errorf("queue: park %s/%s: %w", env.ID, env.Domain, err)
 	}
-	if err := e.q.EnsureWake(ctx, env.Domain, wakeAt); err != nil {
+	if err := e.q.wakeBy(ctx, env.Domain, wakeAt, parkedDue(due)); err != nil {
 		// The lease is acknowledged anyway: EnsureWakes repairs it, while a
 		// redelivery would park the entry a second time.
 		e.q.log.Warn().Err(err).Str("event", "wake_missing").Str("domain", env.Domain).
@@ -131,6 +128,46 @@ func wakeMsg(w Wake, at time.Time) *nats.Msg {
 		msg.Header.Set(hdrWakeUpTo, strconv.FormatUint(w.UpTo, 10))
 	}
 	return msg
+}
+
+// wakeBy makes sure domain's wake-up comes no later than due: it
+// schedules one at at (or due, if earlier) when none is scheduled, and
+// brings a scheduled one forward to due.
+func (q *Queue) wakeBy(ctx context.Context, domain string, at, due time.Time) error {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return err
+	}
+	if due.Before(at) {
+		at = due
+	}
+	m, err := s.GetLastMsgForSubject(ctx, SubjWake+"."+domain)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return q.EnsureWake(ctx, domain, at)
+	}
+	if err != nil {
+		return err
+	}
+	when, err := time.Parse(time.RFC3339, strings.TrimPrefix(m.Header.Get("Nats-Schedule"), "@at "))
+	if err == nil && !when.After(due) {
+		return nil
+	}
+	w := wakeFromMsg(domain, m.Header)
+	msg := wakeMsg(*w, due)
+	msg.Header.Set("Nats-Rollup", "sub")
+	_, err = q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(m.Sequence))
+	if errors.Is(casErr(err), ErrChanged) {
+		return nil // fired or replaced meanwhile: its handler sees the entry
+	}
+	return err
+}
+
+// parkedDue is the time an entry parked until due is unparked: due
+// rounded up to ParkGrain (its subject's bucket).
+func parkedDue(due time.Time) time.Time {
+	g := int64(ParkGrain / time.Second)
+	u := due.Unix()
+	return time.Unix((u+g-1)/g*g, 0)
 }
 
 // EnsureWake schedules a probe wake-up of domain at at unless one is
@@ -180,8 +217,8 @@ var errStop = errors.New("stop")
 
 // Unpark moves domain's parked entries to jr.q: every entry due by now,
 // then up to extra more, oldest bucket first, with a sequence up to upTo
-// (0: any). Unparked entries are marked as probes.
-func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra int, upTo uint64) (UnparkResult, error) {
+// (0: any). With probe set, the unparked entries are marked as probes.
+func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra int, upTo uint64, probe bool) (UnparkResult, error) {
 	var res UnparkResult
 	s, err := q.Stream(ctx)
 	if err != nil {
@@ -213,6 +250,7 @@ func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra 
 			if res.NextDue.IsZero() || b.due.Before(res.NextDue) {
 				res.NextDue = b.due
 			}
+			res.More = true // perhaps (those above upTo do not count)
 			continue
 		}
 		moved := 0
@@ -228,7 +266,7 @@ func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra 
 				}
 				extra--
 			}
-			if err := q.unpark(ctx, m); err != nil {
+			if err := q.unpark(ctx, m, probe); err != nil {
 				return err
 			}
 			moved++
@@ -247,8 +285,8 @@ func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra 
 	return res, nil
 }
 
-// unpark moves one parked message (a direct-get reply) to jr.q as a probe.
-func (q *Queue) unpark(ctx context.Context, m *nats.Msg) error {
+// unpark moves one parked message (a direct-get reply) to jr.q.
+func (q *Queue) unpark(ctx context.Context, m *nats.Msg, probe bool) error {
 	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 	if err != nil {
 		return fmt.Errorf("queue: parked message without a sequence: %w", err)
@@ -259,7 +297,7 @@ func (q *Queue) unpark(ctx context.Context, m *nats.Msg) error {
 		q.log.Error().Err(err).Str("event", "bad_entry").Uint64("seq", seq).Msg("unreadable parked entry left in place")
 		return nil
 	}
-	env.Probe, env.NextAt = true, time.Time{}
+	env.Probe, env.NextAt = probe, time.Time{}
 	msg, err := q.entryMsg(Subject(SubjReady, env.ID, env.Domain), env, m.Data)
 	if err != nil {
 		return err

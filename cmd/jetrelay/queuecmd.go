@@ -29,7 +29,9 @@ delivery worker moved meanwhile is reported, never duplicated or lost).
   delete ID | --domain D --yes [--no-bounce]
                                          remove entries; the sender gets a DSN unless --no-bounce
 
-States: ready, in-flight (leased by a worker), deferred (waiting for a retry), held.
+States: ready, in-flight (leased by a worker), deferred (waiting for a retry;
+"parked" when its destination is failing: it is retried when a probe of its
+domain gets through, or at its own delay notice or expiry), held.
 Entries in flight are left alone: act again once they are deferred or done.`
 
 func runQueue(args []string, sio stdio) int {
@@ -162,7 +164,10 @@ func printItems(sio stdio, items []*queue.Item, now time.Time) {
 	for _, it := range items {
 		e := it.Env
 		next := "-"
-		if it.State == queue.StateDeferred && !e.NextAt.IsZero() {
+		switch {
+		case it.Parked: // its domain's next probe decides
+			next = "parked: with its domain"
+		case it.State == queue.StateDeferred && !e.NextAt.IsZero():
 			next = e.NextAt.UTC().Format(time.RFC3339) + " (in " + age(e.NextAt.Sub(now)) + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", e.ID, e.Domain, it.State, age(now.Sub(e.Arrival)),

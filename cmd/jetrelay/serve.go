@@ -93,6 +93,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
+	applyMemoryLimit(cfg)
 	if cfg.Dev {
 		if err := addDevUser(cfg, sio); err != nil {
 			return err
@@ -283,12 +284,14 @@ func (r *relay) reload() {
 	}
 	r.sub.SetSigner(signer)
 	r.cfg = cfg
+	applyMemoryLimit(cfg)
 	r.log.Info().Str("event", "reload").Str("status", "ok").Int("users", len(cfg.Submission.Users)).Msg("config reloaded")
 }
 
 func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submit.Server) {
+	limit, from := memoryLimit()
 	ev := log.Info().Str("event", "started").Str("version", versionString()).Str("crypto", cryptoBackend).
-		Str("hostname", cfg.Hostname).Str("data_dir", cfg.DataDir)
+		Str("hostname", cfg.Hostname).Str("data_dir", cfg.DataDir).Int64("memory_limit", limit).Str("memory_limit_from", from)
 	addrs := []string{}
 	for _, a := range sub.Addrs() {
 		addrs = append(addrs, a.String())

@@ -30,6 +30,9 @@ type Config struct {
 	Events     Events     `yaml:"events"`
 	Admin      Admin      `yaml:"admin"`
 	Log        Log        `yaml:"log"`
+	// MemoryLimit is the Go runtime's soft memory limit (0 = none); the
+	// GOMEMLIMIT environment variable, when set, takes precedence.
+	MemoryLimit Size `yaml:"memory_limit"`
 
 	// Path is the file this was loaded from ("" for the built-in default).
 	Path string `yaml:"-"`

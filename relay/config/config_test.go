@@ -45,6 +45,8 @@ func TestProblemsCarryLines(t *testing.T) {
 			[]string{`line 2: log.format: "xml" is not one of`, `line 4: delivery.tls.default: "maybe"`, `line 5: delivery.port: must be a TCP port`}},
 		{"listener tls", "submission:\n  listeners:\n    - {addr: \":587\", tls: ssl}\n",
 			[]string{`line 3: submission.listeners[0].tls: "ssl" is not one of starttls, implicit`}},
+		{"memory limit too low", "hostname: x\nmemory_limit: 1MiB\n",
+			[]string{`line 2: memory_limit: must be 0 (no limit) or at least 32MiB`}},
 		{"user without hash", "submission:\n  users:\n    - name: app\n      password_hash: secret\n      allowed_from: [example.com]\n",
 			[]string{`line 4: submission.users[0].password_hash: must be a bcrypt hash`}},
 	}

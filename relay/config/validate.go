@@ -20,6 +20,9 @@ var (
 
 // Validate checks the whole configuration and returns every problem at once
 // (errors.Join of Problem values).
+// minMemoryLimit: below this the GC would run all the time.
+const minMemoryLimit = 32 << 20
+
 func (c *Config) Validate() error {
 	ps := &problems{c: c}
 	if strings.TrimSpace(c.Hostname) == "" || strings.ContainsAny(c.Hostname, " \t\r\n") {
@@ -38,6 +41,9 @@ func (c *Config) Validate() error {
 	}
 	oneOf(ps, "log.format", c.Log.Format, logFormats)
 	oneOf(ps, "log.level", c.Log.Level, logLevels)
+	if c.MemoryLimit != 0 && c.MemoryLimit < minMemoryLimit {
+		ps.add("memory_limit", "must be 0 (no limit) or at least 32MiB")
+	}
 	return ps.err()
 }
 

@@ -96,6 +96,8 @@ type Engine struct {
 	deferring chan *finishJob // entries deferred without connecting
 	finishWG  sync.WaitGroup
 	wakes     sync.WaitGroup // wake-up handlers of parked domains (park.go)
+	unparkMu  sync.Mutex
+	unparking map[string]time.Time // domain -> when its unparking was asked for
 }
 
 // runtime is the reloadable part of the configuration, parsed once.
@@ -141,6 +143,7 @@ func New(o Options) (*Engine, error) {
 	}
 	e.sched.init()
 	e.leases.m = map[*queue.Entry]time.Time{}
+	e.unparking = map[string]time.Time{}
 	return e, nil
 }
 

@@ -212,7 +212,7 @@ func (r *reporter) failures(rcpt string) []deliver.Result {
 }
 
 // eventLog keeps the delivery events (event=delivery log lines) and the
-// destination_* lines.
+// destination_* and domain_* lines.
 type eventLog struct {
 	t   testing.TB
 	mu  sync.Mutex
@@ -220,7 +220,8 @@ type eventLog struct {
 }
 
 func (l *eventLog) Write(p []byte) (int, error) {
-	if !bytes.Contains(p, []byte(`"event":"delivery"`)) && !bytes.Contains(p, []byte(`"event":"destination_`)) {
+	if !bytes.Contains(p, []byte(`"event":"delivery"`)) && !bytes.Contains(p, []byte(`"event":"destination_`)) &&
+		!bytes.Contains(p, []byte(`"event":"domain_`)) {
 		return len(p), nil
 	}
 	var m map[string]any

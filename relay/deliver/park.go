@@ -36,6 +36,9 @@ const (
 	wakeCheckEvery = 5 * time.Minute
 	// wakeRetry: a wake-up whose handling failed is tried again after this.
 	wakeRetry = 30 * time.Second
+	// wakeAllGap: delivered probes of one domain ask for it to be
+	// unparked at most once in this interval (per process).
+	wakeAllGap = 10 * time.Second
 )
 
 // parkDue says whether an entry deferred at now may be parked, and until
@@ -67,8 +70,21 @@ func (e *Engine) parkEntry(ctx context.Context, en *queue.Entry, remaining []Res
 }
 
 // wakeAll asks for the rest of a domain to be unparked: one of its probes
-// was delivered.
+// was delivered. Several probes delivered together ask once.
 func (e *Engine) wakeAll(ctx context.Context, domain string) {
+	now := time.Now()
+	e.unparkMu.Lock()
+	if last, ok := e.unparking[domain]; ok && now.Sub(last) < wakeAllGap {
+		e.unparkMu.Unlock()
+		return
+	}
+	for d, last := range e.unparking { // forget old requests
+		if now.Sub(last) >= wakeAllGap {
+			delete(e.unparking, d)
+		}
+	}
+	e.unparking[domain] = now
+	e.unparkMu.Unlock()
 	if err := e.q.ScheduleWake(ctx, queue.Wake{Domain: domain, All: true}, time.Now()); err != nil {
 		e.log.Warn().Err(err).Str("event", "wake_failed").Str("domain", domain).
 			Msg("could not ask for the parked entries of a recovered domain; they follow at the next probe")
@@ -91,7 +107,7 @@ func (e *Engine) handleWake(en *queue.Entry) {
 			upTo = en.Seq() // everything parked before the wake-up fired
 		}
 	}
-	res, err := e.q.Unpark(ctx, w.Domain, now, extra, upTo)
+	res, err := e.q.Unpark(ctx, w.Domain, now, extra, upTo, !w.All)
 	if err != nil {
 		e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).Int("moved", res.Moved).
 			Msg("unparking failed; the wake-up is tried again")

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"os"
+	"runtime/debug"
+
+	"github.com/jetrelay/jetrelay/relay/config"
+)
+
+// applyMemoryLimit sets the Go runtime's soft memory limit from the
+// configuration (memory_limit), unless GOMEMLIMIT is set in the
+// environment, which the runtime has applied already. It returns the limit
+// in force (0: none) and where it came from.
+//
+// The limit is soft: near it the GC runs more often (at most about half of
+// the CPU), it never makes an allocation fail. Above the live state, most
+// of jetrelay's heap is the embedded nats-server's message-block caches;
+// without a limit Go lets the heap grow to twice the live state before
+// collecting them (DESIGN-NOTES "Memory limit").
+func applyMemoryLimit(cfg *config.Config) (int64, string) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return limitInForce(debug.SetMemoryLimit(-1)), "GOMEMLIMIT"
+	}
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+		return int64(cfg.MemoryLimit), "memory_limit"
+	}
+	debug.SetMemoryLimit(noLimit)
+	return 0, "memory_limit"
+}
+
+// memoryLimit reports the limit in force (0: none) and its source.
+func memoryLimit() (int64, string) {
+	from := "memory_limit"
+	if os.Getenv("GOMEMLIMIT") != "" {
+		from = "GOMEMLIMIT"
+	}
+	return limitInForce(debug.SetMemoryLimit(-1)), from
+}
+
+const noLimit = int64(^uint64(0) >> 1) // math.MaxInt64: the runtime's "no limit"
+
+func limitInForce(v int64) int64 {
+	if v == noLimit {
+		return 0
+	}
+	return v
+}
