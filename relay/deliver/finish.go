@@ -136,7 +136,14 @@ func (e *Engine) complete(fj *finishJob) {
 		paced, change = e.pace.observe(key, len(o.delivered) > 0, fj.end)
 		e.logPaceChange(key, change, fj.replies)
 	}
-	next := e.nextAttempt(env, fj.end, paced && len(o.deferred) > 0)
+	// A failing destination's entry is parked (park.go) when it can be;
+	// otherwise its retry is paced. A parked entry takes no pacer slot.
+	var parkUntil time.Time
+	park := false
+	if paced && len(o.deferred) > 0 {
+		parkUntil, park = e.parkDue(env, fj.end)
+	}
+	next := e.nextAttempt(env, fj.end, paced && len(o.deferred) > 0 && !park)
 	keep := e.report(ctx, fj, o)
 	e.emit(fj, o, keep, next)
 	remaining := append(slices.Clone(o.deferred), keep...)
@@ -150,11 +157,9 @@ func (e *Engine) complete(fj *finishJob) {
 		}
 		return
 	}
-	if paced && len(keep) == 0 {
-		if due, ok := e.parkDue(env, fj.end); ok {
-			e.parkEntry(ctx, en, remaining, due, next)
-			return
-		}
+	if park && len(keep) == 0 {
+		e.parkEntry(ctx, en, remaining, parkUntil, next)
+		return
 	}
 	e.deferEntry(ctx, en, remaining, next)
 }

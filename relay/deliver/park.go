@@ -97,7 +97,8 @@ func (e *Engine) wakeAll(ctx context.Context, domain string) {
 // handleWake handles a parked domain's wake-up (leased like an entry).
 func (e *Engine) handleWake(en *queue.Entry) {
 	w := en.Wake
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	// Half the lease: a batch of unparks is two synchronous writes each.
+	ctx, cancel := context.WithTimeout(context.Background(), queue.AckWait/2)
 	defer cancel()
 	now := time.Now()
 	extra, upTo := 1, uint64(0)
