@@ -193,10 +193,6 @@ func (q *Queue) List(ctx context.Context, o ListOptions) ([]*Item, error) {
 // Counts returns entries per destination domain and state, from subject
 // counts plus a scan of the in-flight sequence range.
 func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
-	s, err := q.Stream(ctx)
-	if err != nil {
-		return nil, err
-	}
 	c, err := q.cursor(ctx)
 	if err != nil {
 		return nil, err
@@ -213,7 +209,14 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 		by[d][st] += n
 	}
 	for p, st := range map[string]State{SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred} {
-		info, err := s.Info(ctx, jetstream.WithSubjectFilter(p+".>"))
+		ps, err := q.streamFor(ctx, p+".>")
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = ps.Info(ctx, jetstream.WithSubjectFilter(p+".>"))
+		}
+		if p == SubjParked && streamMissing(err) {
+			continue // a NATS set up by a jetrelay without a park stream
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -336,9 +339,9 @@ func (q *Queue) Hold(ctx context.Context, it *Item) (Result, error) {
 	if err != nil {
 		return Result{}, casErr(err)
 	}
-	if err := q.deleteSeq(ctx, it.Seq); err != nil {
+	if err := q.deleteSeq(ctx, it.Subject, it.Seq); err != nil {
 		// Delivered or deferred meanwhile: undo the held copy.
-		if uerr := q.deleteSeq(ctx, ack.Sequence); uerr != nil && !errors.Is(uerr, ErrChanged) {
+		if uerr := q.deleteSeq(ctx, msg.Subject, ack.Sequence); uerr != nil && !errors.Is(uerr, ErrChanged) {
 			return Result{}, errors.Join(err, uerr)
 		}
 		return Result{}, err
@@ -357,7 +360,7 @@ func (q *Queue) unparkItem(ctx context.Context, it *Item) (Result, error) {
 		m.Header[k] = v
 	}
 	m.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(it.Seq, 10))
-	s, err := q.Stream(ctx)
+	s, err := q.ParkStream(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -392,7 +395,7 @@ func (q *Queue) Release(ctx context.Context, it *Item) (Result, error) {
 	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
 		return Result{}, casErr(err)
 	}
-	if err := q.deleteSeq(ctx, it.Seq); err != nil {
+	if err := q.deleteSeq(ctx, it.Subject, it.Seq); err != nil {
 		return Result{Done: true, Note: "the held copy was already gone (another operator?)"}, nil
 	}
 	return Result{Done: true}, nil
@@ -428,7 +431,7 @@ func (q *Queue) Delete(ctx context.Context, it *Item, bouncer Bouncer) (Result, 
 			return Result{}, err
 		}
 	}
-	if err := q.deleteSeq(ctx, it.Seq); err != nil {
+	if err := q.deleteSeq(ctx, it.Subject, it.Seq); err != nil {
 		return Result{}, err
 	}
 	res := Result{Done: true}
@@ -484,9 +487,10 @@ func (q *Queue) itemBody(ctx context.Context, it *Item) ([]byte, error) {
 	return q.body(ctx, it.Env)
 }
 
-// deleteSeq removes one stored message; ErrChanged when it is gone already.
-func (q *Queue) deleteSeq(ctx context.Context, seq uint64) error {
-	s, err := q.Stream(ctx)
+// deleteSeq removes one stored message (of subject's stream); ErrChanged
+// when it is gone already.
+func (q *Queue) deleteSeq(ctx context.Context, subject string, seq uint64) error {
+	s, err := q.streamFor(ctx, subject)
 	if err != nil {
 		return err
 	}

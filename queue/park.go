@@ -9,7 +9,8 @@ package queue
 // 48 MB; the same entries on a few subjects, 2 MB). When a destination has
 // stopped accepting mail, its entries are parked instead:
 //
-//	jr.p.<due>.<domain>   parked entries of a domain; due (unix seconds,
+//	jr.p.<due>.<domain>   (stream JETRELAY_PARKED, see ParkStreamConfig)
+//	                      parked entries of a domain; due (unix seconds,
 //	                      rounded up to ParkGrain) is when the entry needs an
 //	                      attempt of its own whatever the destination does:
 //	                      its retry.max_age expiry, or its delay notice
@@ -24,8 +25,8 @@ package queue
 // (Envelope.Probe), and schedules the next wake-up; a probe that gets
 // delivered asks for a wake-up that unparks everything parked before it.
 //
-// Unparking publishes the entry to jr.q with Nats-Msg-Id u<seq> and then
-// deletes the parked copy by sequence: a crash in between leaves both, and
+// Unparking publishes the entry to jr.q with Nats-Msg-Id u<seq> (seq in
+// the park stream) and then deletes the parked copy by sequence: a crash in between leaves both, and
 // whoever unparks it again is deduplicated by the id (the stream's
 // duplicate window); never a lost entry.
 //
@@ -69,7 +70,8 @@ const (
 type Wake struct {
 	Domain string
 	// All: the destination delivers again; unpark every entry parked with
-	// a sequence up to UpTo (0: up to the wake-up's own sequence).
+	// a sequence (of the park stream) up to UpTo (0: whatever is parked
+	// when the wake-up is handled).
 	All  bool
 	UpTo uint64
 	// Probes counts the probes in a row that did not get through.
@@ -96,7 +98,7 @@ func (e *Entry) Park(ctx context.Context, env *Envelope, due, wakeAt time.Time) 
 		return err
 	}
 	if err := persist(ctx, func() error {
-		_, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName))
+		_, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(ParkStreamName))
 		return err
 	}); err != nil {
 		return fmt.Errorf("queue: park %s/%s: %w", env.ID, env.Domain, err)
@@ -220,7 +222,7 @@ var errStop = errors.New("stop")
 // (0: any). With probe set, the unparked entries are marked as probes.
 func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra int, upTo uint64, probe bool) (UnparkResult, error) {
 	var res UnparkResult
-	s, err := q.Stream(ctx)
+	s, err := q.ParkStream(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -309,19 +311,35 @@ func (q *Queue) unpark(ctx context.Context, m *nats.Msg, probe bool) error {
 	}); err != nil {
 		return fmt.Errorf("queue: unpark %s/%s: %w", env.ID, env.Domain, err)
 	}
-	if err := q.deleteSeq(ctx, seq); err != nil && !errors.Is(err, ErrChanged) {
+	if err := q.deleteSeq(ctx, SubjParked+".", seq); err != nil && !errors.Is(err, ErrChanged) {
 		return fmt.Errorf("queue: unpark %s/%s: remove parked copy: %w", env.ID, env.Domain, err)
 	}
 	return nil
 }
 
+// ParkedLastSeq is the park stream's last sequence.
+func (q *Queue) ParkedLastSeq(ctx context.Context) (uint64, error) {
+	s, err := q.ParkStream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
+}
+
 // ParkedDomains returns the domains with parked entries and their counts.
 func (q *Queue) ParkedDomains(ctx context.Context) (map[string]int, error) {
-	s, err := q.Stream(ctx)
-	if err != nil {
-		return nil, err
+	s, err := q.ParkStream(ctx)
+	var info *jetstream.StreamInfo
+	if err == nil {
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter(SubjParked+".>"))
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(SubjParked+".>"))
+	if streamMissing(err) {
+		return nil, nil // a NATS set up by a jetrelay without a park stream
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -362,6 +380,13 @@ func (q *Queue) EnsureWakes(ctx context.Context, at time.Time) ([]string, error)
 	}
 	slices.Sort(made)
 	return made, errors.Join(errs...)
+}
+
+// streamMissing reports whether err says the stream does not exist.
+func streamMissing(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrStreamNotFound) ||
+		(errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamNotFound)
 }
 
 // isWakeSubject reports whether subj is a fired wake-up in jr.q.

@@ -192,15 +192,10 @@ func TestUnparkUpTo(t *testing.T) {
 	ctx := context.Background()
 	q := queuetest.RunJetStream(t)
 	parkAll(t, q, 4, 0)
-	s, err := q.Stream(ctx)
+	upTo, err := q.ParkedLastSeq(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	upTo := info.State.LastSeq
 	parkAll(t, q, 3, 0)
 	res, err := q.Unpark(ctx, parkDom, time.Now(), 100, upTo, false)
 	if err != nil || res.Moved != 4 || res.Left != 3 || res.More {
@@ -326,5 +321,29 @@ func TestOpsOnParkedEntries(t *testing.T) {
 	}
 	if left := total(subjects(t, q, queue.SubjParked+".>")); left != 0 {
 		t.Fatalf("%d still parked", left)
+	}
+}
+
+// An operator's jetrelay talking to a NATS whose park stream does not
+// exist (set up by an older jetrelay) lists, counts and samples the rest.
+func TestOpsWithoutParkStream(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := queuetest.RunJetStream(t)
+	enqueue(t, q, "ready\r\n", env("two.example", "z@two.example"))
+	if err := q.JetStream().DeleteStream(ctx, queue.ParkStreamName); err != nil {
+		t.Fatal(err)
+	}
+	if items, err := q.List(ctx, queue.ListOptions{}); err != nil || len(items) != 1 {
+		t.Fatalf("list: %d items, %v", len(items), err)
+	}
+	if counts, err := q.Counts(ctx); err != nil || len(counts) != 1 || counts[0].Counts[queue.StateReady] != 1 {
+		t.Fatalf("counts: %+v %v", counts, err)
+	}
+	if stats, err := q.Stats(ctx); err != nil || stats[queue.StateDeferred].Count != 0 {
+		t.Fatalf("stats: %+v %v", stats, err)
+	}
+	if d, err := q.ParkedDomains(ctx); err != nil || len(d) != 0 {
+		t.Fatalf("parked domains: %v %v", d, err)
 	}
 }

@@ -11,7 +11,8 @@
 //	                     them to jr.q at T, so waiting mail holds no consumer slot
 //	jr.h.<id>.<domain>   held entries (operator hold)
 //	jr.b.<id>.<n>        body chunks of a message stored apart from its entries
-//	jr.p.<due>.<domain>  entries of a failing destination, parked (park.go)
+//	jr.p.<due>.<domain>  entries of a failing destination, parked (park.go), in a
+//	                     stream of their own: JETRELAY_PARKED
 //	jr.w.<domain>        a parked domain's wake-up schedule (into jr.q.~wake.<domain>)
 //
 // One entry per (message, recipient domain). A message with one entry and a
@@ -45,6 +46,9 @@ import (
 // Stream and subject names.
 const (
 	StreamName    = "JETRELAY_QUEUE"
+	// ParkStreamName holds parked entries (jr.p.>, park.go) apart from the
+	// queue stream's churn.
+	ParkStreamName = "JETRELAY_PARKED"
 	ConsumerName  = "deliver"
 	SubjReady     = "jr.q"
 	SubjScheduled = "jr.s"
@@ -80,6 +84,7 @@ type Queue struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	parked jetstream.Stream // ParkStreamName
 	// chunkSize is the largest body piece stored in one NATS message.
 	chunkSize int
 	// closed is closed by the connection's ClosedHandler.
@@ -194,7 +199,7 @@ func (q *Queue) StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:               StreamName,
 		Description:        "jetrelay queue: entries, schedules, held entries and bodies",
-		Subjects:           []string{SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>", SubjParked + ".>", SubjWake + ".>"},
+		Subjects:           []string{SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>", SubjWake + ".>"},
 		Retention:          jetstream.WorkQueuePolicy,
 		Storage:            jetstream.FileStorage,
 		Replicas:           q.opts.Replicas,
@@ -205,12 +210,35 @@ func (q *Queue) StreamConfig() jetstream.StreamConfig {
 	}
 }
 
+// ParkStreamConfig is the parked-entries stream's configuration. Parked
+// entries live apart from the queue stream: there, every block also holds
+// entries that are delivered and deleted within seconds, and a block left
+// half full of parked entries is compacted (loaded and rewritten) on the
+// hot path of acknowledgements; here, blocks are written once and touched
+// again only when their entries are unparked.
+func (q *Queue) ParkStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        ParkStreamName,
+		Description: "jetrelay parked entries of failing destinations (see JETRELAY_QUEUE)",
+		Subjects:    []string{SubjParked + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    q.opts.Replicas,
+		AllowDirect: true,
+	}
+}
+
 func (q *Queue) setup(ctx context.Context) error {
 	s, err := q.js.CreateOrUpdateStream(ctx, q.StreamConfig())
 	if err != nil {
 		return fmt.Errorf("create stream %s (needs nats-server >= 2.12 with JetStream): %w", StreamName, err)
 	}
 	q.stream = s
+	ps, err := q.js.CreateOrUpdateStream(ctx, q.ParkStreamConfig())
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", ParkStreamName, err)
+	}
+	q.parked = ps
 	_, err = s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "jetrelay delivery workers",
@@ -239,6 +267,35 @@ func (q *Queue) Stream(ctx context.Context) (jetstream.Stream, error) {
 	}
 	q.stream = s
 	return s, nil
+}
+
+// ParkStream returns the parked-entries stream handle.
+func (q *Queue) ParkStream(ctx context.Context) (jetstream.Stream, error) {
+	if q.parked != nil {
+		return q.parked, nil
+	}
+	s, err := q.js.Stream(ctx, ParkStreamName)
+	if err != nil {
+		return nil, err
+	}
+	q.parked = s
+	return s, nil
+}
+
+// StreamFor names the stream that stores subject (or subject filter).
+func StreamFor(subject string) string {
+	if strings.HasPrefix(subject, SubjParked+".") {
+		return ParkStreamName
+	}
+	return StreamName
+}
+
+// streamFor returns the handle of the stream that stores subject.
+func (q *Queue) streamFor(ctx context.Context, subject string) (jetstream.Stream, error) {
+	if StreamFor(subject) == ParkStreamName {
+		return q.ParkStream(ctx)
+	}
+	return q.Stream(ctx)
 }
 
 // JetStream returns the JetStream context for packages that own their own

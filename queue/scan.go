@@ -7,6 +7,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -70,12 +71,15 @@ func (q *Queue) directBatch(ctx context.Context, filter string, from uint64, bat
 		return 0, false, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := q.nc.PublishRequest("$JS.API.DIRECT.GET."+StreamName, inbox, req); err != nil {
+	if err := q.nc.PublishRequest("$JS.API.DIRECT.GET."+StreamFor(filter), inbox, req); err != nil {
 		return 0, false, err
 	}
 	want := true
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) && StreamFor(filter) == ParkStreamName {
+			return last, false, nil // no park stream (an older jetrelay's NATS): nothing parked
+		}
 		if err != nil {
 			return last, false, fmt.Errorf("queue: direct get %s: %w", filter, err)
 		}

@@ -219,8 +219,12 @@ func TestCrashKeepsAcceptedMail(t *testing.T) {
 	// Parked entries (their destination failing) carry no queue id in
 	// their subject: read them all once.
 	parked := map[string][]byte{}
+	ps, err := js.Stream(ctx, queue.ParkStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for seq := uint64(1); ; seq++ {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(queue.SubjParked+".*.example.net"))
+		m, err := ps.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(queue.SubjParked+".*.example.net"))
 		if err != nil {
 			break
 		}

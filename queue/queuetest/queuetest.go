@@ -63,13 +63,15 @@ func StreamMsgs(t testing.TB, q *queue.Queue) uint64 {
 	return StreamInfo(t, q, "").State.Msgs
 }
 
-// StreamInfo returns the queue stream's info; with a subject filter (such
-// as "jr.s.>") its State.Subjects holds the counts of the matching subjects.
+// StreamInfo returns the info of the stream that stores filter's subjects
+// (the queue stream, or the park stream for "jr.p..."); with a subject
+// filter (such as "jr.s.>") its State.Subjects holds the counts of the
+// matching subjects.
 func StreamInfo(t testing.TB, q *queue.Queue, filter string) *jetstream.StreamInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := q.Stream(ctx)
+	s, err := q.JetStream().Stream(ctx, queue.StreamFor(filter))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,9 +162,9 @@ func TestShutdownReleasesQueuedEntries(t *testing.T) {
 	}
 }
 
-// waitSettled waits until nothing is ready or leased and the stream holds
-// exactly n messages besides wake-up schedules (cheap to ask, unlike
-// per-subject counts).
+// waitSettled waits until nothing is ready or leased and the queue and
+// park streams hold exactly n messages besides wake-up schedules (cheap to
+// ask, unlike per-subject counts).
 func (h *harness) waitSettled(d time.Duration, n int) {
 	h.t.Helper()
 	deadline := time.Now().Add(d)
@@ -183,6 +183,15 @@ func (h *harness) waitSettled(d time.Duration, n int) {
 			for _, c := range wakes.State.Subjects {
 				info.State.Msgs -= c
 			}
+			ps, err := h.q.ParkStream(ctx)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			pinfo, err := ps.Info(ctx)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			info.State.Msgs += pinfo.State.Msgs
 		}
 		c, err2 := s.Consumer(ctx, queue.ConsumerName)
 		var pending, acks int

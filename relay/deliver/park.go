@@ -104,8 +104,15 @@ func (e *Engine) handleWake(en *queue.Entry) {
 	extra, upTo := 1, uint64(0)
 	if w.All {
 		extra, upTo = unparkBatch, w.UpTo
-		if upTo == 0 {
-			upTo = en.Seq() // everything parked before the wake-up fired
+		if upTo == 0 { // everything parked before the wake-up is handled
+			last, err := e.q.ParkedLastSeq(ctx)
+			if err != nil {
+				e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).
+					Msg("reading the park stream failed; the wake-up is tried again")
+				_ = en.Retry(wakeRetry)
+				return
+			}
+			upTo = max(last, 1)
 		}
 	}
 	res, err := e.q.Unpark(ctx, w.Domain, now, extra, upTo, !w.All)
