@@ -45,16 +45,16 @@ import (
 
 // Stream and subject names.
 const (
-	StreamName    = "JETRELAY_QUEUE"
+	StreamName = "JETRELAY_QUEUE"
 	// ParkStreamName holds parked entries (jr.p.>, park.go) apart from the
 	// queue stream's churn.
 	ParkStreamName = "JETRELAY_PARKED"
-	ConsumerName  = "deliver"
-	SubjReady     = "jr.q"
-	SubjScheduled = "jr.s"
-	SubjHeld      = "jr.h"
-	SubjBody      = "jr.b"
-	HeaderEnv     = "Jr-Env"
+	ConsumerName   = "deliver"
+	SubjReady      = "jr.q"
+	SubjScheduled  = "jr.s"
+	SubjHeld       = "jr.h"
+	SubjBody       = "jr.b"
+	HeaderEnv      = "Jr-Env"
 	// AckWait is how long an entry stays leased without a heartbeat.
 	AckWait = 2 * time.Minute
 )
