@@ -258,27 +258,24 @@ func (q *Queue) setup(ctx context.Context) error {
 
 // Stream returns the queue stream handle (after Open).
 func (q *Queue) Stream(ctx context.Context) (jetstream.Stream, error) {
-	if q.stream != nil {
-		return q.stream, nil
-	}
-	s, err := q.js.Stream(ctx, StreamName)
-	if err != nil {
-		return nil, err
-	}
-	q.stream = s
-	return s, nil
+	return q.handle(ctx, &q.stream, StreamName)
 }
 
 // ParkStream returns the parked-entries stream handle.
 func (q *Queue) ParkStream(ctx context.Context) (jetstream.Stream, error) {
-	if q.parked != nil {
-		return q.parked, nil
+	return q.handle(ctx, &q.parked, ParkStreamName)
+}
+
+// handle returns *h, looking stream name up once when it is not set yet.
+func (q *Queue) handle(ctx context.Context, h *jetstream.Stream, name string) (jetstream.Stream, error) {
+	if *h != nil {
+		return *h, nil
 	}
-	s, err := q.js.Stream(ctx, ParkStreamName)
+	s, err := q.js.Stream(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	q.parked = s
+	*h = s
 	return s, nil
 }
 
