@@ -165,9 +165,14 @@ func TestExtensions(t *testing.T) {
 	h.sendBody([]string{"y@plain.test"}, body8, func(e *queue.Envelope) { e.Body8Bit = true })
 	h.send([]string{"u@plain.test"}, func(e *queue.Envelope) { e.SMTPUTF8 = true })
 
+	// The MX has a message before the engine has its reply: wait for the
+	// reports too (relayed is made after the reply, on the finisher).
 	h.waitFor("all settled", func() bool {
+		h.rep.mu.Lock()
+		reported := len(h.rep.relayed) > 0
+		h.rep.mu.Unlock()
 		return dsn.Received("x@dsn.test") == 1 && plain.Received("x@plain.test") == 1 &&
-			plain.Received("y@plain.test") == 1 && len(h.rep.failures("u@plain.test")) == 1
+			plain.Received("y@plain.test") == 1 && len(h.rep.failures("u@plain.test")) == 1 && reported
 	})
 	got := dsn.Messages()[0]
 	ro := got.RcptOpts["x@dsn.test"]
