@@ -145,7 +145,8 @@ func (q *Queue) wakeBy(ctx context.Context, domain string, at, due time.Time) er
 	}
 	m, err := s.GetLastMsgForSubject(ctx, SubjWake+"."+domain)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return q.EnsureWake(ctx, domain, at)
+		_, err := q.EnsureWake(ctx, domain, at)
+		return err
 	}
 	if err != nil {
 		return err
@@ -173,14 +174,14 @@ func parkedDue(due time.Time) time.Time {
 }
 
 // EnsureWake schedules a probe wake-up of domain at at unless one is
-// scheduled already.
-func (q *Queue) EnsureWake(ctx context.Context, domain string, at time.Time) error {
-	_, err := q.js.PublishMsg(ctx, wakeMsg(Wake{Domain: domain}, at),
+// scheduled already; created says whether it did.
+func (q *Queue) EnsureWake(ctx context.Context, domain string, at time.Time) (created bool, err error) {
+	_, err = q.js.PublishMsg(ctx, wakeMsg(Wake{Domain: domain}, at),
 		jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0))
 	if errors.Is(casErr(err), ErrChanged) {
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // ScheduleWake replaces domain's scheduled wake-up (if any) by w at at.
@@ -368,15 +369,11 @@ func (q *Queue) EnsureWakes(ctx context.Context, at time.Time) ([]string, error)
 		if _, err := s.GetLastMsgForSubject(ctx, Subject(SubjReady, WakeID, d)); err == nil {
 			continue // fired, waiting for or in its handler
 		}
-		ack, err := q.js.PublishMsg(ctx, wakeMsg(Wake{Domain: d}, at),
-			jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0))
-		switch {
-		case err == nil && ack != nil:
+		created, err := q.EnsureWake(ctx, d, at)
+		if created {
 			made = append(made, d)
-		case errors.Is(casErr(err), ErrChanged):
-		default:
-			errs = append(errs, err)
 		}
+		errs = append(errs, err)
 	}
 	slices.Sort(made)
 	return made, errors.Join(errs...)

@@ -223,8 +223,8 @@ func TestWakeUps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.EnsureWake(ctx, parkDom, time.Now()); err != nil {
-		t.Fatal(err)
+	if created, err := q.EnsureWake(ctx, parkDom, time.Now()); err != nil || created {
+		t.Fatalf("EnsureWake with one scheduled: created %v, %v", created, err)
 	}
 	if w2, err := s.GetLastMsgForSubject(ctx, queue.SubjWake+"."+parkDom); err != nil || w2.Sequence != w1.Sequence {
 		t.Fatalf("EnsureWake replaced the scheduled wake-up (%d -> %v, %v)", w1.Sequence, w2, err)
