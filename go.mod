@@ -39,4 +39,4 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace github.com/emersion/go-smtp => ./relay/third_party/go-smtp
+replace github.com/emersion/go-smtp => ./third_party/go-smtp

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/config"
-	"github.com/jetrelay/jetrelay/relay/loadgen"
+	"github.com/jetrelay/jetrelay/relay/devtools/loadgen"
 	"golang.org/x/term"
 )
 

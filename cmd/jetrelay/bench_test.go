@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/jetrelay/jetrelay/relay/sink"
+	"github.com/jetrelay/jetrelay/relay/devtools/sink"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/config"
-	"github.com/jetrelay/jetrelay/relay/sink"
+	"github.com/jetrelay/jetrelay/relay/devtools/sink"
 )
 
 const sinkAbout = `Runs a development SMTP sink (like Postfix's smtp-sink): accepts every

@@ -41,7 +41,7 @@
 //     451 4.3.0 "internal error, try again (id=…)" plus a full error log line.
 //     Internal text never reaches the client. Reply codes live in codes.go.
 //
-// go-smtp is used with jetrelay's patches (relay/third_party/go-smtp,
+// go-smtp is used with jetrelay's patches (third_party/go-smtp,
 // PATCHES.md): refusals it answers itself (syntax, sequence, SIZE= over
 // the limit at MAIL, an oversized BDAT chunk, RCPT past max_recipients)
 // reach Server.protocolRejected and are event=rejected lines like the

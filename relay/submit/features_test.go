@@ -206,7 +206,7 @@ func TestShutdown(t *testing.T) {
 
 // TestSizeBoundary pins max_message_bytes at the edge, counted as the
 // client sent it: BDAT and DATA both take exactly the limit and refuse one
-// octet more (go-smtp patch 2, relay/third_party/go-smtp/PATCHES.md).
+// octet more (go-smtp patch 2, third_party/go-smtp/PATCHES.md).
 func TestSizeBoundary(t *testing.T) {
 	t.Parallel()
 	const limit = 4096

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetrelay/jetrelay/relay/sink"
+	"github.com/jetrelay/jetrelay/relay/devtools/sink"
 )
 
 // startSink starts an in-process sink on a random loopback port.
