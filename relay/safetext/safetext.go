@@ -11,7 +11,8 @@
 // CR, LF and TAB become \r, \n and \t. Backslashes are not escaped: the
 // output is for people, not meant to be decoded again. The output is always
 // valid UTF-8. Text that needs no escaping (and is within the length limit)
-// is returned unchanged without allocating.
+// is returned unchanged without allocating. JSON does the same for a JSON
+// document printed as it is (logs --json), with \u escapes that keep it valid.
 package safetext
 
 import (
