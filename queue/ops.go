@@ -74,7 +74,7 @@ type Item struct {
 	Subject string      `json:"subject"`
 	Seq     uint64      `json:"seq"`
 	Stored  time.Time   `json:"stored"` // when this copy was stored (entered its state)
-	Header  nats.Header `json:"headers"`
+	Header  nats.Header `json:"-"`      // the NATS storage headers (envelope, schedule), not the message's
 	// Parked: deferred with its failing destination's other entries
 	// (park.go); its next attempt is the domain's next probe.
 	Parked bool   `json:"parked,omitempty"`
