@@ -328,15 +328,26 @@ func TestSignConcurrently(t *testing.T) {
 	s, fake := setup(t, Options{Lifetime: time.Hour},
 		testKey{"example.com", "rsa1", rsaKeyA(), false},
 		testKey{"example.com", "ed1", edKeyA(), false})
+	// The workers only sign (t.Fatal must not run outside the test's
+	// goroutine); the signatures are checked after they are done.
+	const workers, each = 8, 5
+	full := make([][]byte, workers*each)
+	errs := make([]error, workers*each)
 	var wg sync.WaitGroup
-	for g := range 8 {
+	for g := range workers {
 		wg.Go(func() {
-			for i := range 5 {
+			for i := range each {
 				msg := message("a@example.com", 1000*(g+1)+i)
-				full, _, _ := signed(t, s, msg)
-				requireValid(t, verify(t, fake, full), 2, "example.com")
+				sigs, _, err := s.Sign(msg)
+				full[g*each+i], errs[g*each+i] = append(sigs, msg...), err
 			}
 		})
 	}
 	wg.Wait()
+	for i := range full {
+		if errs[i] != nil {
+			t.Fatalf("message %d: %v", i, errs[i])
+		}
+		requireValid(t, verify(t, fake, full[i]), 2, "example.com")
+	}
 }

@@ -305,8 +305,9 @@ func (e *Entry) Hold(ctx context.Context) error {
 	return e.ack(ctx)
 }
 
-// Release hands the lease back for immediate redelivery (shutdown).
-func (e *Entry) Release() error { return e.msg.Nak() }
+// Nak hands the lease back for immediate redelivery (shutdown). Not to be
+// confused with Queue.Release, the operator's "resume a held entry".
+func (e *Entry) Nak() error { return e.msg.Nak() }
 
 func (e *Entry) inlineBody() []byte {
 	if e.Env.Chunks == 0 {

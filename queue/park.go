@@ -202,9 +202,10 @@ func wakeFromMsg(domain string, h nats.Header) *Wake {
 	return w
 }
 
-// Retry hands a leased message back for another try after delay (a wake-up
-// whose handling failed).
-func (e *Entry) Retry(delay time.Duration) error { return e.msg.NakWithDelay(delay) }
+// NakWithDelay hands a leased message back for another try after delay (a
+// wake-up whose handling failed). Not to be confused with Queue.Retry, the
+// operator's "make a deferred entry due now".
+func (e *Entry) NakWithDelay(delay time.Duration) error { return e.msg.NakWithDelay(delay) }
 
 // UnparkResult says what Unpark did.
 type UnparkResult struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -24,7 +25,7 @@ jetrelay runs: every action names the stored copy it acts on, so an entry a
 delivery worker moved meanwhile is reported, never duplicated or lost).
 
   ls [--domain D] [--state S] [--json]   counts by domain and state, or one domain's entries
-  show ID [--json]                       entries of a message (envelope, headers) and its history
+  show ID [--json]                       a message: its entries (envelope, state), its header and its history
   retry ID | --domain D | --all          make deferred entries due now
   hold ID | --domain D                   stop delivery (ready or deferred entries)
   release ID | --domain D                resume delivery of held entries
@@ -219,7 +220,7 @@ func replyText(r queue.Reply) string {
 
 func queueShow(ctx context.Context, args []string, sio stdio) int {
 	c := newQueueCmd("show", "show ID [--json]", sio)
-	asJSON := c.fs.Bool("json", false, "print JSON: {entries, history}")
+	asJSON := c.fs.Bool("json", false, "print JSON: {entries, message_header, history}")
 	pos, rc, ok := parseMixed(c.fs, args)
 	if !ok {
 		return rc
@@ -248,18 +249,22 @@ func queueShow(ctx context.Context, args []string, sio stdio) int {
 	if len(items) == 0 && len(hist) == 0 {
 		return c.fail("no entry and no history for %s", pos[0])
 	}
+	hdr := messageHeader(ctx, q, items, sio)
 	if *asJSON {
 		raw := make([]json.RawMessage, len(hist))
 		for i, r := range hist {
 			raw[i] = r.Raw
 		}
-		return printJSON(sio, map[string]any{"entries": items, "history": raw})
+		return printJSON(sio, map[string]any{"entries": items, "message_header": hdr, "history": raw})
 	}
 	for _, it := range items {
 		printItem(sio, it, time.Now())
 	}
 	if len(items) == 0 {
 		fmt.Fprintln(sio.out, "No entry left in the queue (delivered, failed or deleted).")
+	}
+	if hdr != nil {
+		printMessageHeader(sio, hdr)
 	}
 	fmt.Fprintln(sio.out, "History:")
 	p := newEventPrinter(sio.out, false)
@@ -298,11 +303,40 @@ func printItem(sio stdio, it *queue.Item, now time.Time) {
 	kv("Message-ID", "%s", orDash(e.MsgID))
 	kv("User", "%s", orDash(e.User))
 	_ = tw.Flush()
-	fmt.Fprintln(sio.out, "Headers:")
-	for k, vs := range it.Header {
-		for _, v := range vs {
-			_ = tprintf(sio.out, "  %s: %s\n", k, v)
+	fmt.Fprintln(sio.out)
+}
+
+// messageHeader reads the message's own header section from the first
+// entry whose body can be read (all entries of a message share it); nil
+// when no entry is left or none could be read (a warning says why).
+func messageHeader(ctx context.Context, q *queue.Queue, items []*queue.Item, sio stdio) *queue.MessageHeader {
+	var errs []error
+	for _, it := range items {
+		h, err := q.MessageHeader(ctx, it)
+		if err == nil {
+			return &h
 		}
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		fmt.Fprintf(sio.err, "jetrelay queue show: message header: %v\n", errors.Join(errs...))
+	}
+	return nil
+}
+
+// printMessageHeader prints the message's header fields as they were
+// submitted (unfolded, encoded-words decoded, control characters escaped).
+func printMessageHeader(sio stdio, h *queue.MessageHeader) {
+	fmt.Fprintln(sio.out, "Message header:")
+	for _, f := range h.Fields {
+		if f.Name == "" {
+			_ = tprintf(sio.out, "  (not a field) %s\n", f.Value)
+			continue
+		}
+		_ = tprintf(sio.out, "  %s: %s\n", f.Name, f.Value)
+	}
+	if h.Truncated {
+		fmt.Fprintf(sio.out, "  ... (header section longer than %d KiB, cut)\n", queue.MaxHeaderSection>>10)
 	}
 	fmt.Fprintln(sio.out)
 }

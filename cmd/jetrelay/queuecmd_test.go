@@ -114,10 +114,13 @@ func TestQueueCLI(t *testing.T) {
 		t.Fatalf("ls --domain rc %d:\n%s", rc, out)
 	}
 	rc, out, _ = runOps(t, queueMain, append([]string{"show", dID}, o.args()...)...)
-	for _, want := range []string{"State:", "deferred", "Last reply:", "Jr-Env", "History:"} {
+	for _, want := range []string{"State:", "deferred", "Last reply:", "Message header:\n  Subject: t\n", "History:"} {
 		if rc != 0 || !strings.Contains(out, want) {
 			t.Fatalf("show lacks %q (rc %d):\n%s", want, rc, out)
 		}
+	}
+	if strings.Contains(out, "Jr-Env") || strings.Contains(out, "Nats-") {
+		t.Fatalf("show prints NATS storage headers:\n%s", out)
 	}
 
 	t.Run("retry", func(t *testing.T) {
@@ -301,4 +304,60 @@ func TestQueueRetryAgainstLiveRelay(t *testing.T) {
 		}
 		return rc == 0 && strings.Join(kinds, ",") == "accepted,deferred,retried,delivered"
 	})
+}
+
+// queue show prints the message's own header section, decoded for display,
+// from an inline body and from a chunked one, never the NATS headers.
+func TestQueueShowMessageHeader(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	hdr := "From: =?UTF-8?Q?J=C3=B6rg?= <j@example.com>\r\nTo: u@one.example\r\n" +
+		"Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n folded\r\nMessage-ID: <m1@example.com>\r\n" +
+		"Date: Tue, 1 Jul 2025 10:00:00 +0000\r\nX-Evil: \x1b[2Jgone\r\n\r\n"
+	want := []string{"From: Jörg <j@example.com>", "To: u@one.example", "Subject: Grüße folded",
+		"Message-ID: <m1@example.com>", "Date: Tue, 1 Jul 2025 10:00:00 +0000", `X-Evil: \x1b[2Jgone`}
+	enqueue := func(domains ...string) string {
+		m := &queue.Message{Body: []byte(hdr + "Subject: not a header, the body\r\n")}
+		for _, d := range domains {
+			m.Entries = append(m.Entries, &queue.Envelope{From: "j@example.com", Domain: d, Arrival: time.Now(),
+				Rcpts: []queue.Recipient{{Addr: "u@" + d}}})
+		}
+		if err := o.q.Enqueue(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		return m.ID
+	}
+	for name, id := range map[string]string{"inline": enqueue("one.example"), "chunked": enqueue("one.example", "two.example")} {
+		t.Run(name, func(t *testing.T) {
+			rc, out, errOut := runOps(t, queueMain, append([]string{"show", id}, o.args()...)...)
+			if rc != 0 {
+				t.Fatalf("show rc %d: %s", rc, errOut)
+			}
+			for _, w := range want {
+				if !strings.Contains(out, "\n  "+w+"\n") {
+					t.Errorf("show lacks %q:\n%s", w, out)
+				}
+			}
+			for _, bad := range []string{"Jr-Env", "Nats-", "\x1b", "the body"} {
+				if strings.Contains(out, bad) {
+					t.Errorf("show prints %q:\n%s", bad, out)
+				}
+			}
+			rc, out, errOut = runOps(t, queueMain, append([]string{"show", id, "--json"}, o.args()...)...)
+			var got struct {
+				Entries       []map[string]any     `json:"entries"`
+				MessageHeader *queue.MessageHeader `json:"message_header"`
+			}
+			if err := json.Unmarshal([]byte(out), &got); rc != 0 || err != nil {
+				t.Fatalf("show --json rc %d: %v %s\n%s", rc, err, errOut, out)
+			}
+			if got.MessageHeader == nil || len(got.MessageHeader.Fields) != len(want) ||
+				got.MessageHeader.Fields[2] != (queue.HeaderField{Name: "Subject", Value: "Grüße folded"}) {
+				t.Fatalf("message_header %+v", got.MessageHeader)
+			}
+			if _, ok := got.Entries[0]["headers"]; ok || strings.Contains(out, "Jr-Env") {
+				t.Fatalf("--json still has the NATS headers:\n%s", out)
+			}
+		})
+	}
 }

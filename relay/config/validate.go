@@ -20,11 +20,11 @@ var (
 	logLevels    = []string{"trace", "debug", "info", "warn", "error"}
 )
 
-// Validate checks the whole configuration and returns every problem at once
-// (errors.Join of Problem values).
 // minMemoryLimit: below this the GC would run all the time.
 const minMemoryLimit = 32 << 20
 
+// Validate checks the whole configuration and returns every problem at once
+// (errors.Join of Problem values).
 func (c *Config) Validate() error {
 	ps := &problems{c: c}
 	if strings.TrimSpace(c.Hostname) == "" || strings.ContainsAny(c.Hostname, " \t\r\n") {

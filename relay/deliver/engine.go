@@ -290,7 +290,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			continue
 		}
 		if ctx.Err() != nil {
-			_ = en.Release()
+			_ = en.Nak()
 			continue
 		}
 		if en.Wake != nil {

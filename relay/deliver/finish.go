@@ -114,7 +114,7 @@ func (e *Engine) complete(fj *finishJob) {
 	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
 	defer cancel()
 	if fj.releaseR {
-		if err := en.Release(); err != nil {
+		if err := en.Nak(); err != nil {
 			e.log.Warn().Err(err).Str("queue_id", en.Env.ID).Msg("release failed; redelivered after AckWait")
 		}
 		return

@@ -109,7 +109,7 @@ func (e *Engine) handleWake(en *queue.Entry) {
 			if err != nil {
 				e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).
 					Msg("reading the park stream failed; the wake-up is tried again")
-				_ = en.Retry(wakeRetry)
+				_ = en.NakWithDelay(wakeRetry)
 				return
 			}
 			upTo = max(last, 1)
@@ -119,7 +119,7 @@ func (e *Engine) handleWake(en *queue.Entry) {
 	if err != nil {
 		e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).Int("moved", res.Moved).
 			Msg("unparking failed; the wake-up is tried again")
-		_ = en.Retry(wakeRetry)
+		_ = en.NakWithDelay(wakeRetry)
 		return
 	}
 	var next queue.Wake
@@ -141,7 +141,7 @@ func (e *Engine) handleWake(en *queue.Entry) {
 		if err := e.q.ScheduleWake(ctx, next, at); err != nil {
 			e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).
 				Msg("could not schedule the next wake-up; this one is tried again")
-			_ = en.Retry(wakeRetry)
+			_ = en.NakWithDelay(wakeRetry)
 			return
 		}
 	}
