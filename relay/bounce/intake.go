@@ -81,6 +81,7 @@ func (b *Bouncer) StartIntake() error {
 	srv.WriteTimeout = intakeCmdTimeout
 	srv.EnableSMTPUTF8 = true
 	srv.ErrorLog = smtpLogger{b}
+	srv.Rejected = b.logProtocolRefusal
 	b.intake = &intake{srv: srv, ln: ln}
 	go func() {
 		if err := srv.Serve(b.newIntakeListener(ln)); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
@@ -210,6 +211,14 @@ func (s *intakeSession) Data(r io.Reader) error {
 		s.b.handleBounce(ctx, s.remote, to, msg)
 	}
 	return nil
+}
+
+// logProtocolRefusal logs the refusals go-smtp makes itself (bad
+// commands, over-long lines, size limit, the idle and session cut-off's
+// "421 4.4.2"); the session's own refusals are logged where they are made.
+func (b *Bouncer) logProtocolRefusal(c *smtp.Conn, code int, enh smtp.EnhancedCode, text string) {
+	b.log.Warn().Str("event", "bounce_refused").Str("remote_addr", c.Conn().RemoteAddr().String()).
+		Int("smtp_code", code).Str("smtp_enh", enhString(enh)).Str("reply", text).Msg("intake refused a command")
 }
 
 func enhString(c smtp.EnhancedCode) string {

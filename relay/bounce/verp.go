@@ -179,8 +179,13 @@ func (b *Bouncer) VERPAddress(ctx context.Context, env *queue.Envelope, rcpt str
 	if b.verpDomain == "" || env.From == "" || !queue.ValidID(env.ID) {
 		return env.From, nil
 	}
+	return b.mint(ctx, env, rcpt, b.now())
+}
+
+// mint is VERPAddress at time now.
+func (b *Bouncer) mint(ctx context.Context, env *queue.Envelope, rcpt string, now time.Time) (string, error) {
 	h := rcptHash(rcpt)
-	t := encodeHours(b.now())
+	t := encodeHours(now)
 	token := strings.ToLower(env.ID) + t + b32.EncodeToString(h) + b32.EncodeToString(b.verpMAC(env.ID, t, h))
 	if _, err := b.kv.Put(ctx, verpRecordKey(env.ID, h), []byte(NormalizeAddr(rcpt))); err != nil {
 		return env.From, fmt.Errorf("bounce: VERP record for %s: %w", env.ID, err)
