@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/relay/config"
 )
 
 func verpFixture(t *testing.T) *fixture {
@@ -135,4 +138,31 @@ func TestKeyFile(t *testing.T) {
 	if _, err := LoadOrCreateKey(dir); err == nil {
 		t.Error("bad key file accepted")
 	}
+}
+
+// FuzzVERP: no address makes the token check panic, and no input other
+// than a minted token authenticates.
+func FuzzVERP(f *testing.F) {
+	cfg := config.Default()
+	cfg.Bounces.VERPDomain = "bounces.relay.test"
+	b := &Bouncer{cfg: cfg, verpDomain: cfg.Bounces.VERPDomain, key: bytes.Repeat([]byte{7}, keyBytes),
+		now: func() time.Time { return t0 }}
+	h := rcptHash("bob@example.org")
+	tok := "01jrtest0000000000000a" + encodeHours(t0) + b32.EncodeToString(h) +
+		b32.EncodeToString(b.verpMAC("01JRTEST0000000000000A", encodeHours(t0), h))
+	f.Add("b+" + tok + "@bounces.relay.test")
+	f.Add("<B+" + strings.ToUpper(tok) + "@Bounces.Relay.Test>")
+	f.Add("b+" + tok[:22] + tok[27:] + "@bounces.relay.test")
+	f.Add("b+@bounces.relay.test")
+	f.Add("@")
+	f.Fuzz(func(t *testing.T, addr string) {
+		vt, ok := b.verifyVERP(addr)
+		if !ok {
+			return
+		}
+		if !strings.Contains(strings.ToLower(addr), tok[22:]) && !strings.Contains(strings.ToLower(addr), tok[27:]) {
+			t.Fatalf("%q authenticated without a minted MAC", addr)
+		}
+		_ = b.expired(vt)
+	})
 }
