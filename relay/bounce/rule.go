@@ -117,15 +117,19 @@ func ShouldSuppress(e Evidence) (bool, string) {
 }
 
 // resultEvidence derives the rule's evidence from a delivery result. A
-// Result has no explicit origin marker: a reply counts as remote when the
-// result names the IP address it was received from (Result.IP), which the
-// delivery engine sets only once a connection was made; DNS failures,
-// denied networks, expiry and other locally generated verdicts have no IP.
-// Locally generated codes outside 5.1.0/5.1.1/5.1.6 are refused by the
-// rule anyway; the IP check keeps that true if one ever overlaps.
+// Result has no explicit origin marker, so it is derived: a status counts
+// as remote when the result names the host or address it was received
+// from (Result.MX or Result.IP), which the delivery engine fills only once
+// a connection was made; DNS verdicts (5.1.2 NXDOMAIN, 5.1.10 null MX,
+// 5.4.4) have neither and are local. Some local verdicts are made on a
+// connection (5.3.4 SIZE, 5.6.7 SMTPUTF8, REQUIRETLS, 5.4.7 expiry after
+// attempts) and so look remote here; none of them is 5.1.0, 5.1.1 or
+// 5.1.6, which is the rule's main guard. When the delivery side's outcome
+// type gets an explicit "reply came from the remote server" field, this
+// is the one place to use it.
 func resultEvidence(env *queue.Envelope, r Result) Evidence {
 	src := SourceLocal
-	if r.IP != "" {
+	if r.IP != "" || r.MX != "" {
 		src = SourceRemote
 	}
 	return Evidence{Source: src, Status: r.Enh, Temporary: r.Temporary || r.Code < 500,
