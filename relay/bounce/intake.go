@@ -6,28 +6,40 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
+
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Intake limits. go-smtp's zero values mean "unlimited" (STYLE.md pitfall 1).
+// Intake limits. go-smtp's zero values mean "unlimited" (STYLE.md pitfall
+// 1). Connection counts, idle time and session length come from
+// bounces.intake.
 const (
 	intakeMaxRcpts       = 10
 	intakeMaxLine        = 2000 // RFC 5321 §4.5.3.1.6 allows 1000; be lenient
-	intakeTimeout        = 2 * time.Minute
-	intakeMaxConns       = 100
+	intakeCmdTimeout     = 2 * time.Minute
 	intakeParseBytes     = 1 << 20 // a DSN's status part comes before any returned message
 	intakeSlack          = 1 << 20 // a bounce may carry our whole message plus its report
 	intakeHandlerTimeout = 30 * time.Second
 )
 
+// Intake replies (RFC 5321 §4.2.2, RFC 3463), the intake's catalogue.
 var (
 	errNotOurs = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 		Message: "relaying denied: this server accepts only bounces for its own mail"}
-	errNoRcpt = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "no valid recipients"}
+	errExpired = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+		Message: "this bounce address has expired"}
+	errNoRcpt   = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "no valid recipients"}
+	errReadBody = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "read error, try again"}
+	errLookup   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary lookup failure, try again"}
+)
+
+// Connection refusals are written before go-smtp sees the connection.
+const (
+	replyTooManyFromIP = "421 4.7.0 too many connections from your address, try again later"
+	replyTooMany       = "421 4.7.0 too many connections, try again later"
 )
 
 // intake is the running bounce listener.
@@ -58,19 +70,21 @@ func (b *Bouncer) StartIntake() error {
 		return fmt.Errorf("bounce: bounces.listen %s: %w", listen, err)
 	}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &intakeSession{b: b, remote: c.Conn().RemoteAddr().String()}, nil
+		ic, _ := c.Conn().(*intakeConn)
+		return &intakeSession{b: b, conn: ic, remote: c.Conn().RemoteAddr().String()}, nil
 	}))
 	srv.Domain = b.cfg.Hostname
 	srv.MaxRecipients = intakeMaxRcpts
 	srv.MaxMessageBytes = int64(b.cfg.Submission.MaxMessageBytes) + intakeSlack
 	srv.MaxLineLength = intakeMaxLine
-	srv.ReadTimeout = intakeTimeout
-	srv.WriteTimeout = intakeTimeout
+	srv.ReadTimeout = intakeCmdTimeout // further cut by bounces.intake.idle and .session
+	srv.WriteTimeout = intakeCmdTimeout
 	srv.EnableSMTPUTF8 = true
 	srv.ErrorLog = smtpLogger{b}
+	srv.Rejected = b.logProtocolRefusal
 	b.intake = &intake{srv: srv, ln: ln}
 	go func() {
-		if err := srv.Serve(&limitListener{Listener: ln, sem: make(chan struct{}, intakeMaxConns)}); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+		if err := srv.Serve(b.newIntakeListener(ln)); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
 			b.log.Error().Err(err).Str("event", "bounce_intake").Msg("bounce intake stopped")
 		}
 	}()
@@ -106,6 +120,7 @@ func (b *Bouncer) Shutdown(ctx context.Context) error {
 // recipients accepted at RCPT are per-message state.
 type intakeSession struct {
 	b      *Bouncer
+	conn   *intakeConn // nil only if the listener was bypassed
 	remote string
 	from   string
 	rcpts  []string
@@ -114,41 +129,81 @@ type intakeSession struct {
 func (s *intakeSession) Reset()        { s.from, s.rcpts = "", nil }
 func (s *intakeSession) Logout() error { return nil }
 
+// progress marks a transaction step: the idle clock restarts.
+func (s *intakeSession) progress() {
+	if s.conn != nil {
+		s.conn.progress()
+	}
+}
+
 // Mail accepts any reverse-path: bounces come from <> (RFC 5321 §4.5.5)
 // but some systems use a postmaster address.
 func (s *intakeSession) Mail(from string, _ *smtp.MailOptions) error {
 	s.from = from
+	s.progress()
 	return nil
 }
 
-// Rcpt accepts only authentic VERP addresses at verp_domain.
+// Rcpt accepts only authentic, unexpired VERP addresses at verp_domain.
 func (s *intakeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if _, _, ok := s.b.verifyVERP(to); !ok {
+	if err := s.b.checkVERP(to); err != nil {
 		s.b.log.Warn().Str("event", "bounce_refused").Str("remote_addr", s.remote).Str("mail_from", s.from).
-			Str("rcpt", to).Msg("intake refused a recipient that is not an authentic VERP address")
-		return errNotOurs
+			Str("rcpt", to).Int("smtp_code", err.Code).Str("smtp_enh", enhString(err.EnhancedCode)).
+			Msg("intake refused a recipient: " + err.Message)
+		return err
 	}
 	s.rcpts = append(s.rcpts, to)
+	s.progress()
+	return nil
+}
+
+// checkVERP is RCPT's verdict on a VERP address: nil, 550 5.7.1 (not
+// ours), 550 5.1.1 (expired) or 451 4.3.0 (the record lookup a legacy
+// token needs failed).
+func (b *Bouncer) checkVERP(addr string) *smtp.SMTPError {
+	t, ok := b.verifyVERP(addr)
+	switch {
+	case !ok:
+		return errNotOurs
+	case b.expired(t):
+		return errExpired
+	case !t.legacy():
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	_, err := b.kv.Get(ctx, verpRecordKey(t.qid, t.h))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return errExpired
+	case err != nil:
+		return errLookup
+	}
 	return nil
 }
 
 // Data reads the bounce (parsing at most intakeParseBytes, discarding the
 // rest) and records it for each accepted VERP recipient. Internal trouble
 // is logged, never returned: the sender could do nothing better with it.
+// The body may take until the session cap, not only the idle time.
 func (s *intakeSession) Data(r io.Reader) error {
 	if len(s.rcpts) == 0 {
 		return errNoRcpt
+	}
+	if s.conn != nil {
+		s.conn.dataPhase()
+		defer s.conn.progress()
 	}
 	msg, err := io.ReadAll(io.LimitReader(r, intakeParseBytes))
 	if err == nil {
 		_, err = io.Copy(io.Discard, r)
 	}
 	if err != nil {
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			return se
-		}
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "read error, try again"}
+		se := errReadBody
+		errors.As(err, &se)
+		s.b.log.Warn().Err(err).Str("event", "bounce_refused").Str("remote_addr", s.remote).
+			Int("smtp_code", se.Code).Str("smtp_enh", enhString(se.EnhancedCode)).Msg("intake refused a message body")
+		return se
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), intakeHandlerTimeout)
 	defer cancel()
@@ -158,61 +213,16 @@ func (s *intakeSession) Data(r io.Reader) error {
 	return nil
 }
 
-// handleBounce matches one bounce to the message and recipient its VERP
-// address stands for, records event=bounced and suppresses permanent
-// failures.
-func (b *Bouncer) handleBounce(ctx context.Context, remote, verpAddr string, msg []byte) {
-	qid, rcpt, _ := b.ParseVERP(ctx, verpAddr)
-	_, h, _ := b.verifyVERP(verpAddr)
-	bounce, ok := ParseBounce(msg)
-	ignored := b.log.Info().Str("event", "bounce_ignored").Str("queue_id", qid).Str("remote_addr", remote)
-	if !ok {
-		ignored.Msg("message at the bounce intake reports no delivery status")
-		return
-	}
-	r, ok := matchBounce(bounce, rcpt, h)
-	if !ok {
-		ignored.Str("rcpt", rcpt).Msg("bounce names no recipient of this message")
-		return
-	}
-	if r.Action != ActionFailed {
-		ignored.Str("rcpt", r.Addr).Str("status", r.Action).Msg("delivery report is not a failure")
-		return
-	}
-	if rcpt == "" {
-		rcpt = NormalizeAddr(r.Addr)
-	}
-	b.emit(&events.Event{Event: events.Bounced, QueueID: qid, Rcpt: rcpt, RemoteAddr: remote, MX: r.RemoteMTA,
-		Status: events.StatusFailed, SMTPEnh: r.Status, Reply: r.Diagnostic})
-	if r.Permanent() && b.cfg.Bounces.SuppressEnabled() {
-		_, err := b.supp.Add(ctx, Suppression{Addr: rcpt, Reason: r.Diagnostic, Code: r.Status, QueueID: qid}, ActorIntake)
-		if err != nil {
-			b.log.Error().Err(err).Str("queue_id", qid).Str("rcpt", rcpt).Msg("could not suppress recipient")
-		}
-	}
+// logProtocolRefusal logs the refusals go-smtp makes itself (bad
+// commands, over-long lines, size limit, the idle and session cut-off's
+// "421 4.4.2"); the session's own refusals are logged where they are made.
+func (b *Bouncer) logProtocolRefusal(c *smtp.Conn, code int, enh smtp.EnhancedCode, text string) {
+	b.log.Warn().Str("event", "bounce_refused").Str("remote_addr", c.Conn().RemoteAddr().String()).
+		Int("smtp_code", code).Str("smtp_enh", enhString(enh)).Str("reply", text).Msg("intake refused a command")
 }
 
-// matchBounce picks the reported recipient for the VERP recipient rcpt
-// (hash h when the record is gone). A DSN at a VERP address concerns that
-// recipient whatever it names (a forwarder may report its own target), so
-// with a single failed DSN recipient it is taken; plain text must name it.
-func matchBounce(bn Bounce, rcpt string, h []byte) (BouncedRcpt, bool) {
-	for _, r := range bn.Rcpts {
-		if rcpt != "" && (NormalizeAddr(r.Addr) == rcpt || NormalizeAddr(r.Original) == rcpt) {
-			return r, true
-		}
-		if rcpt == "" && (hashIs(r.Addr, h) || hashIs(r.Original, h)) {
-			return r, true
-		}
-	}
-	if bn.DSN && rcpt != "" && len(bn.Rcpts) == 1 {
-		return bn.Rcpts[0], true
-	}
-	return BouncedRcpt{}, false
-}
-
-func hashIs(addr string, h []byte) bool {
-	return addr != "" && string(rcptHash(addr)) == string(h)
+func enhString(c smtp.EnhancedCode) string {
+	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
 }
 
 // smtpLogger routes go-smtp's internal errors to the logger.
@@ -224,31 +234,4 @@ func (l smtpLogger) Printf(format string, v ...any) {
 
 func (l smtpLogger) Println(v ...any) {
 	l.b.log.Warn().Str("event", "bounce_intake").Msg(fmt.Sprint(v...))
-}
-
-// limitListener caps concurrent intake connections.
-type limitListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
 }

@@ -16,11 +16,12 @@ import (
 
 // Parser limits: the input is hostile (DESIGN.md "Input is hostile").
 const (
-	maxParts       = 20       // MIME parts looked at
-	maxDepth       = 3        // nested multiparts followed
-	maxStatusBlock = 100      // per-recipient blocks in one delivery-status part
-	maxTextScan    = 64 << 10 // bytes of plain text scanned for a bounce
-	maxAddrs       = 50       // addresses collected from plain text
+	maxParts         = 20       // MIME parts looked at
+	maxDepth         = 3        // nested multiparts followed
+	maxStatusBlock   = 100      // per-recipient blocks in one delivery-status part
+	maxTextScan      = 64 << 10 // bytes of plain text scanned for a bounce
+	maxAddrs         = 50       // addresses collected from plain text
+	maxFeedbackBytes = 16 << 10 // of a message/feedback-report part
 )
 
 // Bounce is what an incoming bounce message says.
@@ -28,6 +29,16 @@ type Bounce struct {
 	// DSN is true when the message carried an RFC 3464 delivery-status part.
 	DSN   bool
 	Rcpts []BouncedRcpt
+	// Feedback is set when the message is an RFC 5965 ARF report
+	// (a message/feedback-report part).
+	Feedback *Feedback
+}
+
+// Feedback is the machine-readable part of an ARF report (RFC 5965 §3.1).
+type Feedback struct {
+	Type  string   // Feedback-Type, lower case: abuse, fraud, virus, not-spam, other, auth-failure
+	Rcpts []string // Original-Rcpt-To addresses (often redacted or absent)
+	UA    string   // User-Agent
 }
 
 // BouncedRcpt is one recipient a bounce reports on.
@@ -57,6 +68,10 @@ func ParseBounce(msg []byte) (b Bounce, ok bool) {
 	}
 	var text strings.Builder
 	walkParts(textproto.MIMEHeader(m.Header), m.Body, 0, new(int), &b, &text)
+	if b.Feedback != nil {
+		b.Rcpts = nil // an ARF report is not a delivery report
+		return b, true
+	}
 	if len(b.Rcpts) > 0 {
 		b.DSN = true
 		return b, true
@@ -92,6 +107,8 @@ func walkParts(h textproto.MIMEHeader, body io.Reader, depth int, seen *int, b *
 		}
 	case ctype == "message/delivery-status" || ctype == "message/global-delivery-status":
 		b.Rcpts = append(b.Rcpts, parseDeliveryStatus(body)...)
+	case ctype == "message/feedback-report" && b.Feedback == nil:
+		b.Feedback = parseFeedback(body)
 	case ctype == "text/plain" && text.Len() < maxTextScan:
 		buf, _ := io.ReadAll(io.LimitReader(body, int64(maxTextScan-text.Len())))
 		text.Write(buf)
@@ -128,6 +145,34 @@ func parseDeliveryStatus(r io.Reader) []BouncedRcpt {
 		}
 	}
 	return out
+}
+
+// parseFeedback reads an RFC 5965 §3.1 feedback-report block. A report
+// without a Feedback-Type gets type "other".
+func parseFeedback(r io.Reader) *Feedback {
+	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, maxFeedbackBytes)))
+	f, _ := tp.ReadMIMEHeader()
+	fb := &Feedback{Type: strings.ToLower(firstWord(f.Get("Feedback-Type"))), UA: afterType(f.Get("User-Agent"))}
+	if fb.Type == "" {
+		fb.Type = "other"
+	}
+	for _, v := range f.Values("Original-Rcpt-To") {
+		if len(fb.Rcpts) >= maxAddrs {
+			break
+		}
+		if a := typedAddr(v); a != "" {
+			fb.Rcpts = append(fb.Rcpts, a)
+		}
+	}
+	return fb
+}
+
+func firstWord(v string) string {
+	f := strings.Fields(v)
+	if len(f) == 0 || len(f[0]) > 40 {
+		return ""
+	}
+	return f[0]
 }
 
 func recipientBlock(f textproto.MIMEHeader) (BouncedRcpt, bool) {

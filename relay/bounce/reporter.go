@@ -35,16 +35,21 @@ const (
 )
 
 // Failed reports recipients that failed for good (a permanent reply, or
-// max_age reached with Temporary set). It suppresses recipients that failed
-// with a 5.1.x mailbox status and queues one failed DSN for those whose
-// NOTIFY includes FAILURE (the default). Safe to call again for the same
-// failure.
+// max_age reached with Temporary set). It suppresses the recipients the
+// suppression rule (ShouldSuppress) names — a remote 5.1.0/5.1.1/5.1.6,
+// never a locally generated status nor the recipient of a DSN — and
+// queues one failed DSN for those whose NOTIFY includes FAILURE (the
+// default). Safe to call again for the same failure.
 func (b *Bouncer) Failed(ctx context.Context, env *queue.Envelope, body []byte, failed []Result) error {
 	if b.cfg.Bounces.SuppressEnabled() {
 		for _, r := range failed {
-			if hardBounce(r) {
+			ok, why := ShouldSuppress(resultEvidence(env, r))
+			if ok {
 				b.suppressAfterFailure(ctx, env, r)
+				continue
 			}
+			b.log.Debug().Str("queue_id", env.ID).Str("rcpt", r.Rcpt.Addr).Str("smtp_enh", r.Enh).
+				Str("reason", why).Msg("failed recipient not suppressed")
 		}
 	}
 	return b.report(ctx, ActionFailed, env, body, failed)
@@ -76,15 +81,6 @@ func (b *Bouncer) Delayed(ctx context.Context, env *queue.Envelope, body []byte,
 func (b *Bouncer) DelayDue(env *queue.Envelope) bool {
 	after := b.cfg.Bounces.DelayNoticeAfter.D()
 	return after > 0 && !env.DelayNotified && !b.now().Before(env.Arrival.Add(after))
-}
-
-// hardBounce: a permanent failure with a 5.1.x status about the recipient
-// (RFC 3463 §3.2; 5.1.7 and 5.1.8 are about the sender and do not count).
-func hardBounce(r Result) bool {
-	if r.Temporary || !strings.HasPrefix(r.Enh, "5.1.") {
-		return false
-	}
-	return r.Enh != "5.1.7" && r.Enh != "5.1.8"
 }
 
 func (b *Bouncer) suppressAfterFailure(ctx context.Context, env *queue.Envelope, r Result) {

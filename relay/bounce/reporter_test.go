@@ -201,7 +201,8 @@ func TestSuppressOnHardBounce(t *testing.T) {
 		want      bool
 	}{
 		{"a@example.org", "5.1.1", false, true},
-		{"b@example.org", "5.1.2", false, true},
+		{"b@example.org", "5.1.2", false, false}, // a DNS verdict, not a mailbox one
+		{"f@example.org", "5.1.6", false, true},
 		{"c@example.org", "5.7.1", false, false},
 		{"d@example.org", "5.1.8", false, false},
 		{"e@example.org", "4.1.1", true, false},

@@ -15,38 +15,62 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // VERP (variable envelope return path). With bounces.verp_domain set, the
-// envelope sender on the wire for recipient R of message Q is
+// envelope sender on the wire for recipient R of message Q, minted at time
+// t, is
 //
 //	b+<token>@<verp_domain>
-//	token = lower(Q) ‖ base32(H) ‖ base32(MAC)     (22 + 8 + 16 = 46 characters)
+//	token = lower(Q) ‖ T ‖ base32(H) ‖ base32(MAC)     (22 + 5 + 8 + 16 = 51 characters)
+//	T     = hours since 1970-01-01 UTC at t, 5 base32 digits (25 bits)
 //	H     = SHA-256(lower(R))[:5]
-//	MAC   = HMAC-SHA256(key, "jetrelay-verp-1" ‖ 0 ‖ Q ‖ 0 ‖ H)[:10]
+//	MAC   = HMAC-SHA256(key, "jetrelay-verp-2" ‖ 0 ‖ Q ‖ 0 ‖ T ‖ 0 ‖ H)[:10]
 //
-// in lower-case Crockford base32, so the local part is 48 octets, within
+// in lower-case Crockford base32, so the local part is 53 octets, within
 // RFC 5321 §4.5.3.1.1's 64, and survives MTAs that fold case. An 80-bit MAC
 // makes forged tokens hopeless; it is checked in constant time.
 //
+// Expiry. A token is accepted for bounces.verp_max_age (default 14 days)
+// after T. Tokens are minted per delivery attempt, so the age covers what
+// happens after the attempt that used it: the receiving system's own queue
+// lifetime before it gives up (Postfix and Sendmail default to 5 days,
+// Exchange to 2) plus the DSN's own retries towards the intake (up to
+// another 5 days), with margin. Later "bounces" (a late "5.7.1 rejected as
+// spam", replays of an old token) are refused at RCPT with 550 5.1.1.
+// The age is capped at 30 days, the lifetime of the KV record below.
+//
+// Tokens of the previous format (46 characters, no T, MAC domain
+// "jetrelay-verp-1") are accepted only while their KV record exists: those
+// records were written when the token was minted and expire 30 days later,
+// so old tokens die out by themselves at most 30 days after the upgrade
+// without a cut-over date to configure.
+//
 // The token does not carry the address (base32 of an address would break
-// the 64-octet limit). VERPSender records R under verp.<Q>.<H> in the
-// jetrelay_bounce KV bucket (kept verpRecordTTL), and ParseVERP looks it up.
-// If that record is missing, the intake falls back to the addresses the
-// bounce itself names, accepting the one whose hash is H.
+// the 64-octet limit). VERPAddress records R under verp.<Q>.<H> in the
+// jetrelay_bounce KV bucket (rewritten at every minting, so it outlives
+// every token that names it), and ParseVERP looks it up. The record is
+// the truth about the recipient: without it a bounce is recorded but never
+// suppresses (ShouldSuppress).
 const (
-	verpPrefix    = "b+"
-	verpHashLen   = 5
-	verpMACLen    = 10
-	verpTokenLen  = 22 + 8 + 16
-	verpMACDomain = "jetrelay-verp-1"
+	verpPrefix     = "b+"
+	verpHashLen    = 5
+	verpMACLen     = 10
+	verpQIDLen     = 22
+	verpTimeLen    = 5
+	verpTokenLen   = verpQIDLen + verpTimeLen + 8 + 16
+	verpLegacyLen  = verpQIDLen + 8 + 16
+	verpMACDomain  = "jetrelay-verp-2"
+	verpLegacyMAC  = "jetrelay-verp-1"
+	verpDefaultAge = 14 * 24 * time.Hour
 	// KeyFileName is the HMAC key file under data_dir.
 	KeyFileName = "bounce.key"
 	keyBytes    = 32
 )
 
-var b32 = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+const b32Alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+var b32 = base32.NewEncoding(b32Alphabet).WithPadding(base32.NoPadding)
 
 // LoadOrCreateKey returns the VERP HMAC key from dataDir/bounce.key (hex),
 // generating it (mode 0600) on first use. Every jetrelay process that may
@@ -91,12 +115,21 @@ func rcptHash(addr string) []byte {
 	return h[:verpHashLen]
 }
 
-func (b *Bouncer) verpMAC(qid string, h []byte) []byte {
+// verpMAC is MAC above; t is "" for a legacy token (old MAC domain).
+func (b *Bouncer) verpMAC(qid, t string, h []byte) []byte {
 	m := hmac.New(sha256.New, b.key)
-	m.Write([]byte(verpMACDomain))
+	if t == "" {
+		m.Write([]byte(verpLegacyMAC))
+	} else {
+		m.Write([]byte(verpMACDomain))
+	}
 	m.Write([]byte{0})
 	m.Write([]byte(qid))
 	m.Write([]byte{0})
+	if t != "" {
+		m.Write([]byte(t))
+		m.Write([]byte{0})
+	}
 	m.Write(h)
 	return m.Sum(nil)[:verpMACLen]
 }
@@ -105,67 +138,157 @@ func verpRecordKey(qid string, h []byte) string {
 	return "verp." + qid + "." + b32.EncodeToString(h)
 }
 
-// VERPSender returns the envelope sender to use on the wire for rcpt of
-// env: b+<token>@<verp_domain> when VERP is on, else env.From. The null
-// reverse-path (DSNs) stays null. It records the token's recipient in the
-// jetrelay_bounce bucket (idempotent; a failure is logged, and the intake
-// then matches the recipient by hash).
-func (b *Bouncer) VERPSender(env *queue.Envelope, rcpt string) string {
-	if b.verpDomain == "" || env.From == "" || !queue.ValidID(env.ID) {
-		return env.From
+// encodeHours writes hours since the epoch as verpTimeLen base32 digits.
+func encodeHours(t time.Time) string {
+	n := uint64(t.Unix()/3600) & (1<<(5*verpTimeLen) - 1)
+	var out [verpTimeLen]byte
+	for i := verpTimeLen - 1; i >= 0; i-- {
+		out[i] = b32Alphabet[n&31]
+		n >>= 5
 	}
-	h := rcptHash(rcpt)
-	token := strings.ToLower(env.ID) + b32.EncodeToString(h) + b32.EncodeToString(b.verpMAC(env.ID, h))
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
-	_, err := b.kv.Create(ctx, verpRecordKey(env.ID, h), []byte(NormalizeAddr(rcpt)))
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		b.log.Warn().Err(err).Str("queue_id", env.ID).Str("rcpt", rcpt).Msg("VERP record not stored; a bounce will be matched by hash")
-	}
-	return verpPrefix + token + "@" + b.verpDomain
+	return string(out[:])
 }
 
-// verifyVERP checks addr's form, domain and MAC without any lookup.
-func (b *Bouncer) verifyVERP(addr string) (qid string, h []byte, ok bool) {
+// decodeHours is the inverse of encodeHours.
+func decodeHours(s string) (time.Time, bool) {
+	var n int64
+	for i := 0; i < len(s); i++ {
+		d := strings.IndexByte(b32Alphabet, s[i])
+		if d < 0 {
+			return time.Time{}, false
+		}
+		n = n<<5 | int64(d)
+	}
+	return time.Unix(n*3600, 0).UTC(), true
+}
+
+// verpMaxAge is bounces.verp_max_age (default verpDefaultAge).
+func (b *Bouncer) verpMaxAge() time.Duration {
+	if d := b.cfg.Bounces.VERPMaxAge.D(); d > 0 {
+		return d
+	}
+	return verpDefaultAge
+}
+
+// VERPAddress returns the envelope sender to use on the wire for rcpt of
+// env: b+<token>@<verp_domain> when VERP is on, else env.From. The null
+// reverse-path (DSNs) stays null. It first records the token's recipient
+// in the jetrelay_bounce bucket; if that fails it returns env.From and the
+// error (a bounce to a token without record could never be attributed).
+func (b *Bouncer) VERPAddress(ctx context.Context, env *queue.Envelope, rcpt string) (string, error) {
+	if b.verpDomain == "" || env.From == "" || !queue.ValidID(env.ID) {
+		return env.From, nil
+	}
+	return b.mint(ctx, env, rcpt, b.now())
+}
+
+// mint is VERPAddress at time now.
+func (b *Bouncer) mint(ctx context.Context, env *queue.Envelope, rcpt string, now time.Time) (string, error) {
+	h := rcptHash(rcpt)
+	t := encodeHours(now)
+	token := strings.ToLower(env.ID) + t + b32.EncodeToString(h) + b32.EncodeToString(b.verpMAC(env.ID, t, h))
+	if _, err := b.kv.Put(ctx, verpRecordKey(env.ID, h), []byte(NormalizeAddr(rcpt))); err != nil {
+		return env.From, fmt.Errorf("bounce: VERP record for %s: %w", env.ID, err)
+	}
+	return verpPrefix + token + "@" + b.verpDomain, nil
+}
+
+// VERPSender is VERPAddress for callers without a context (the delivery
+// engine's Options.Sender): bounded by kvTimeout, an error is logged and
+// the plain sender used.
+func (b *Bouncer) VERPSender(env *queue.Envelope, rcpt string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	from, err := b.VERPAddress(ctx, env, rcpt)
+	if err != nil {
+		b.log.Warn().Err(err).Str("queue_id", env.ID).Str("rcpt", rcpt).
+			Msg("VERP record not stored; sending with the plain envelope sender")
+	}
+	return from
+}
+
+// verpToken is an authenticated token.
+type verpToken struct {
+	qid    string
+	h      []byte
+	issued time.Time // zero for a legacy token
+}
+
+func (t verpToken) legacy() bool { return t.issued.IsZero() }
+
+// verifyVERP checks addr's form, domain and MAC without any lookup and
+// without looking at its age.
+func (b *Bouncer) verifyVERP(addr string) (verpToken, bool) {
 	if b.verpDomain == "" {
-		return "", nil, false
+		return verpToken{}, false
 	}
 	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(addr), "<"), ">")
 	at := strings.LastIndexByte(addr, '@')
 	if at < 0 || !strings.EqualFold(addr[at+1:], b.verpDomain) {
-		return "", nil, false
+		return verpToken{}, false
 	}
 	local := strings.ToLower(addr[:at])
-	if !strings.HasPrefix(local, verpPrefix) || len(local) != len(verpPrefix)+verpTokenLen {
-		return "", nil, false
+	if !strings.HasPrefix(local, verpPrefix) {
+		return verpToken{}, false
 	}
 	tok := local[len(verpPrefix):]
-	qid = strings.ToUpper(tok[:22])
-	h, err1 := b32.DecodeString(tok[22:30])
-	mac, err2 := b32.DecodeString(tok[30:])
-	if !queue.ValidID(qid) || err1 != nil || err2 != nil {
-		return "", nil, false
+	var tstr string
+	switch len(tok) {
+	case verpTokenLen:
+		tstr, tok = tok[verpQIDLen:verpQIDLen+verpTimeLen], tok[:verpQIDLen]+tok[verpQIDLen+verpTimeLen:]
+	case verpLegacyLen:
+	default:
+		return verpToken{}, false
 	}
-	if !hmac.Equal(mac, b.verpMAC(qid, h)) {
-		return "", nil, false
+	qid := strings.ToUpper(tok[:verpQIDLen])
+	h, err1 := b32.DecodeString(tok[verpQIDLen : verpQIDLen+8])
+	mac, err2 := b32.DecodeString(tok[verpQIDLen+8:])
+	if !queue.ValidID(qid) || err1 != nil || err2 != nil || len(h) != verpHashLen {
+		return verpToken{}, false
 	}
-	return qid, h, true
+	if !hmac.Equal(mac, b.verpMAC(qid, tstr, h)) {
+		return verpToken{}, false
+	}
+	vt := verpToken{qid: qid, h: h}
+	if tstr != "" {
+		issued, ok := decodeHours(tstr)
+		if !ok {
+			return verpToken{}, false
+		}
+		vt.issued = issued
+	}
+	return vt, true
+}
+
+// expired reports whether a new-format token is past bounces.verp_max_age
+// (or minted more than an hour in the future, which only clock trouble or
+// a leaked key could produce).
+func (b *Bouncer) expired(t verpToken) bool {
+	if t.legacy() {
+		return false
+	}
+	now := b.now()
+	return now.After(t.issued.Add(time.Hour).Add(b.verpMaxAge())) || t.issued.After(now.Add(time.Hour))
 }
 
 // ParseVERP authenticates a VERP address and returns the queue id and
 // recipient it stands for. ok is false for anything not minted by
-// VERPSender with this key (other domains, malformed or tampered tokens).
-// rcpt is "" when the token is genuine but its record is gone (expired).
+// VERPAddress with this key (other domains, malformed or tampered tokens),
+// for expired tokens and for legacy tokens whose record is gone. rcpt is
+// "" when a current token's record is gone or cannot be read.
 func (b *Bouncer) ParseVERP(ctx context.Context, addr string) (queueID, rcpt string, ok bool) {
-	qid, h, ok := b.verifyVERP(addr)
-	if !ok {
+	t, ok := b.verifyVERP(addr)
+	if !ok || b.expired(t) {
 		return "", "", false
 	}
-	e, err := b.kv.Get(ctx, verpRecordKey(qid, h))
+	e, err := b.kv.Get(ctx, verpRecordKey(t.qid, t.h))
 	if err != nil {
-		return qid, "", true
+		if t.legacy() {
+			return "", "", false
+		}
+		return t.qid, "", true
 	}
-	return qid, string(e.Value()), true
+	return t.qid, string(e.Value()), true
 }
 
 // kvTimeout bounds one KV operation made without a caller's context.

@@ -194,6 +194,22 @@ type Bounces struct {
 	SuppressFor      Duration `yaml:"suppress_for"`
 	DelayNoticeAfter Duration `yaml:"delay_notice_after"`
 	ReturnMaxBytes   Size     `yaml:"return_max_bytes"`
+	// VERPMaxAge is how long after minting a VERP token is accepted at the
+	// intake (at most MaxVERPAge, the life of its KV record).
+	VERPMaxAge Duration     `yaml:"verp_max_age"`
+	Intake     BounceIntake `yaml:"intake"`
+}
+
+// BounceIntake limits the bounce intake listener (bounces.listen).
+type BounceIntake struct {
+	MaxConnections      int `yaml:"max_connections"`        // all clients; more get 421 4.7.0
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"` // per IPv4 address or IPv6 /64
+	// Idle is the time allowed between transaction steps (connect, MAIL,
+	// RCPT, DATA); other commands (NOOP, RSET, HELP, VRFY, EHLO) do not
+	// extend it.
+	Idle Duration `yaml:"idle"`
+	// Session caps a connection's whole life.
+	Session Duration `yaml:"session"`
 }
 
 // SuppressEnabled reports whether hard bounces suppress recipients (default true).

@@ -81,6 +81,11 @@ func Default() *Config {
 		Bounces: Bounces{
 			SuppressFor:    Duration(720 * time.Hour),
 			ReturnMaxBytes: 256 << 10,
+			VERPMaxAge:     Duration(14 * 24 * time.Hour),
+			Intake: BounceIntake{
+				MaxConnections: 100, MaxConnectionsPerIP: 10,
+				Idle: Duration(time.Minute), Session: Duration(10 * time.Minute),
+			},
 		},
 		Events: Events{
 			MaxAge:   Duration(7 * 24 * time.Hour),
@@ -101,6 +106,9 @@ func (c *Config) applyDerivedDefaults() {
 		c.NATS.Replicas = 1
 	}
 }
+
+// MaxVERPAge caps bounces.verp_max_age: VERP records live 30 days.
+const MaxVERPAge = 30 * 24 * time.Hour
 
 // BouncesFrom returns the From: address for DSNs: bounces.from, or
 // MAILER-DAEMON@<hostname> when it is empty.

@@ -240,6 +240,22 @@ func (c *Config) validateBounces(ps *problems) {
 	if b.VERPDomain != "" && strings.ContainsAny(b.VERPDomain, "@ \t") {
 		ps.add("bounces.verp_domain", "%q is not a domain", b.VERPDomain)
 	}
+	if b.VERPMaxAge.D() < time.Hour || b.VERPMaxAge.D() > MaxVERPAge {
+		ps.add("bounces.verp_max_age", "must be between 1h and %s (the life of a VERP record)", MaxVERPAge)
+	}
+	in := b.Intake
+	if in.MaxConnections < 1 {
+		ps.add("bounces.intake.max_connections", "must be at least 1")
+	}
+	if in.MaxConnectionsPerIP < 1 || in.MaxConnectionsPerIP > in.MaxConnections {
+		ps.add("bounces.intake.max_connections_per_ip", "must be between 1 and bounces.intake.max_connections")
+	}
+	if in.Idle.D() <= 0 {
+		ps.add("bounces.intake.idle", "must be positive")
+	}
+	if in.Session.D() < in.Idle.D() {
+		ps.add("bounces.intake.session", "must be at least bounces.intake.idle")
+	}
 }
 
 func (c *Config) validateDKIM(ps *problems) {
