@@ -1,24 +1,19 @@
 package config
 
-// This file builds docs/configuration.md from the schema itself: keys from
-// the yaml tags of Config, types from the Go types, defaults from Default(),
-// and the meaning from the fields' doc comments (read from this package's
-// source with go/parser and go/doc). A field without a doc comment falls back
-// to its comment in configs/jetrelay.yaml. TestReference fails when the file
-// is stale; regenerate it with ReferenceCommand.
+// This file and reference_source_test.go build docs/configuration.md from the
+// schema itself: keys from the yaml tags of Config, types from the Go types,
+// defaults from Default(), and the meaning from the fields' doc comments
+// (read from this package's source with go/parser and go/doc, in the test so
+// that the binary does not carry them). A field without a doc comment falls
+// back to its comment in configs/jetrelay.yaml. TestReference fails when the
+// file is stale; regenerate it with ReferenceCommand.
 
 //go:generate go test -run TestReference -update .
 
 import (
 	"bytes"
 	"fmt"
-	"go/ast"
-	"go/doc"
-	"go/parser"
-	"go/token"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -108,22 +103,6 @@ func sectionType(t reflect.Type) (reflect.Type, bool) {
 		return nil, false
 	}
 	return t, list
-}
-
-// Reference renders docs/configuration.md. srcDir is this package's source
-// directory and example the path of configs/jetrelay.yaml.
-func Reference(srcDir, example string) ([]byte, error) {
-	docs, err := fieldDocs(srcDir)
-	if err != nil {
-		return nil, err
-	}
-	if docs.example, err = exampleDocs(example); err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	b.WriteString(referenceIntro)
-	docs.section(&b, reflect.TypeOf(Config{}), "", reflect.ValueOf(*Default()))
-	return b.Bytes(), nil
 }
 
 // section writes the table of one struct's keys, then its sub-sections.
@@ -330,58 +309,6 @@ func formatSize(s Size) string {
 // the example file's comments by plain key path.
 type sourceDocs struct {
 	types, fields, example map[string]string
-}
-
-// fieldDocs reads the doc comments of this package's struct types and fields.
-func fieldDocs(dir string) (sourceDocs, error) {
-	fset := token.NewFileSet()
-	var files []*ast.File
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() && p != dir {
-			return skipDir(d, err)
-		}
-		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
-			return nil
-		}
-		f, err := parser.ParseFile(fset, p, nil, parser.ParseComments)
-		files = append(files, f)
-		return err
-	})
-	if err != nil {
-		return sourceDocs{}, err
-	}
-	pkg, err := doc.NewFromFiles(fset, files, "github.com/jetrelay/jetrelay/relay/config")
-	if err != nil {
-		return sourceDocs{}, err
-	}
-	d := sourceDocs{types: map[string]string{}, fields: map[string]string{}}
-	for _, t := range pkg.Types {
-		d.types[t.Name] = oneLine(t.Doc)
-		for _, spec := range t.Decl.Specs {
-			ts, ok := spec.(*ast.TypeSpec)
-			st, isStruct := ts.Type.(*ast.StructType)
-			if !ok || !isStruct {
-				continue
-			}
-			for _, f := range st.Fields.List {
-				text := oneLine(f.Doc.Text() + " " + f.Comment.Text())
-				for _, n := range f.Names {
-					d.fields[ts.Name.Name+"."+n.Name] = text
-				}
-			}
-		}
-	}
-	return d, nil
-}
-
-func skipDir(d fs.DirEntry, err error) error {
-	if err != nil {
-		return err
-	}
-	if d.IsDir() {
-		return filepath.SkipDir
-	}
-	return nil
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
