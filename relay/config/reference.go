@@ -192,6 +192,9 @@ func typeName(t reflect.Type) string {
 	case reflect.TypeOf(Rate{}):
 		return "rate"
 	}
+	if t.Kind() == reflect.Struct && reflect.PointerTo(t).Implements(unmarshalerType) {
+		return strings.ToLower(t.Name()) // a scalar with its own syntax
+	}
 	switch t.Kind() {
 	case reflect.Pointer:
 		return typeName(t.Elem())
@@ -250,6 +253,8 @@ func formatValue(v reflect.Value) string {
 			return `""`
 		}
 		return x
+	case fmt.Stringer:
+		return x.String()
 	}
 	switch v.Kind() {
 	case reflect.Slice:
