@@ -56,9 +56,9 @@ func (c *Config) validateNATS(ps *problems) {
 			checkAddr(ps, "nats.listen", n.Listen)
 		}
 	} else {
-		for _, u := range strings.Split(n.URL, ",") {
-			if !strings.Contains(u, "://") {
-				ps.add("nats.url", "%q is not a URL such as nats://host:4222", u)
+		for i, u := range strings.Split(n.URL, ",") {
+			if !strings.Contains(u, "://") { // not quoted: it may hold a password
+				ps.add("nats.url", "entry %d is not a URL such as nats://host:4222", i+1)
 			}
 		}
 		if n.Credentials != "" && n.User != "" {

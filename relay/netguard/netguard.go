@@ -53,6 +53,9 @@ func (e *DeniedError) Error() string { return "address is in a denied network" }
 
 // Detail names the address and the network, for log lines only.
 func (e *DeniedError) Detail() string {
+	if !e.Addr.IsValid() {
+		return "invalid address"
+	}
 	return fmt.Sprintf("%s is in denied network %s", e.Addr, e.Network)
 }
 

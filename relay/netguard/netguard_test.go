@@ -71,8 +71,10 @@ func TestCheckDefaults(t *testing.T) {
 }
 
 func TestCheckInvalidAddress(t *testing.T) {
-	if err := New(nil, nil).Check(netip.Addr{}); err == nil {
-		t.Fatal("zero address was permitted")
+	err := New(nil, nil).Check(netip.Addr{})
+	var de *DeniedError
+	if !errors.As(err, &de) || de.Detail() != "invalid address" {
+		t.Fatalf("zero address: %v", err)
 	}
 }
 
