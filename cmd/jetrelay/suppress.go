@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/bounce"
-	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/safetext"
-	"github.com/rs/zerolog"
 )
 
 const suppressAbout = `Manages the suppression list (JetStream KV bucket jetrelay_suppress).
@@ -63,7 +61,8 @@ func suppressMain(ctx context.Context, args []string, sio stdio) int {
 		return 1
 	}
 	defer q.Close()
-	em := events.NewEmitter(zerolog.Nop(), &syncPublisher{js: q.JetStream(), warn: sio.err})
+	em, closeEvents := cliEmitter(ctx, q, sio)
+	defer closeEvents()
 	l, err := bounce.AttachSuppressionList(ctx, bounce.SuppressionOptions{
 		JetStream: q.JetStream(), Replicas: cfg.NATS.Replicas, TTL: cfg.Bounces.SuppressFor.D(), Events: em,
 	})

@@ -135,6 +135,10 @@ type PublisherOptions struct {
 	AckWait time.Duration
 	// OnDrop is called once per dropped event (a metrics counter).
 	OnDrop func()
+	// Attach is for ops commands, whose config may not be the server's:
+	// Start uses the events stream as it is and never creates or changes
+	// it (a missing stream is Start's error).
+	Attach bool
 }
 
 // StreamPublisher implements Publisher on the events stream. Publish never
@@ -187,9 +191,14 @@ func NewPublisher(o PublisherOptions) (*StreamPublisher, error) {
 	}, nil
 }
 
-// Start creates (or updates) the events stream and starts publishing.
+// Start creates (or updates) the events stream, or with Attach only checks
+// that it exists, and starts publishing.
 func (p *StreamPublisher) Start(ctx context.Context) error {
-	if _, err := EnsureStream(ctx, p.js, p.o.Stream); err != nil {
+	if p.o.Attach {
+		if _, err := p.js.Stream(ctx, StreamName); err != nil {
+			return fmt.Errorf("events: stream %s: %w", StreamName, err)
+		}
+	} else if _, err := EnsureStream(ctx, p.js, p.o.Stream); err != nil {
 		return err
 	}
 	p.mu.Lock()

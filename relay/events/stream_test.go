@@ -238,3 +238,47 @@ func TestSubjectsBoundedAndHistoryByID(t *testing.T) {
 type rec struct{ n int }
 
 func (r *rec) Publish(*events.Event) { r.n++ }
+
+// An attached publisher (ops commands) never creates or changes the
+// stream: without one Start fails; with one its limits stay the server's.
+func TestPublisherAttachLeavesStreamAlone(t *testing.T) {
+	t.Parallel()
+	q := queuetest.RunJetStream(t)
+	ctx := context.Background()
+	attached := func() *events.StreamPublisher {
+		p, err := events.NewPublisher(events.PublisherOptions{Conn: q.Conn(), Logger: zerolog.Nop(), Attach: true,
+			Stream: events.StreamOptions{MaxAge: time.Minute}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if err := attached().Start(ctx); err == nil {
+		t.Fatal("attached Start without a stream succeeded")
+	}
+	if _, err := q.JetStream().Stream(ctx, events.StreamName); err == nil {
+		t.Fatal("attached Start created the stream")
+	}
+	if _, err := events.EnsureStream(ctx, q.JetStream(), events.StreamOptions{MaxAge: time.Hour, Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p := attached()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	events.NewEmitter(zerolog.Nop(), p).Emit(&events.Event{Event: events.Held, QueueID: "q1"})
+	if err := p.Close(ctx); err != nil || p.Dropped() != 0 {
+		t.Fatalf("close: %v, %d dropped", err, p.Dropped())
+	}
+	s, err := q.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != time.Hour || info.State.Msgs != 1 {
+		t.Fatalf("stream after an attached publisher: max_age %v, %d msgs", info.Config.MaxAge, info.State.Msgs)
+	}
+}
