@@ -49,11 +49,15 @@ type intake struct {
 }
 
 // StartIntake starts the bounce intake listener on bounces.listen: SMTP
-// without AUTH or relaying, accepting RCPT only for VERP addresses this
-// process's key minted (550 5.7.1 for anything else). Each accepted bounce
-// is parsed (RFC 3464 DSN or plain text), recorded as event=bounced for the
-// original message and recipient, and a permanent failure suppresses the
-// recipient. It returns once the listener is bound.
+// without AUTH or relaying, accepting RCPT only for unexpired VERP
+// addresses this process's key minted (550 5.7.1 for anything else,
+// 550 5.1.1 for expired ones), within the bounces.intake connection,
+// idle and session limits (intake_conn.go). Each accepted bounce is
+// parsed (RFC 3464 DSN, RFC 5965 ARF or plain text), recorded as
+// event=bounced for the original message and recipient, and suppresses
+// only what ShouldSuppress allows. Messages over the submission limit
+// plus intakeSlack get go-smtp's 552 5.3.4. It returns once the listener
+// is bound.
 func (b *Bouncer) StartIntake() error {
 	listen := b.cfg.Bounces.Listen
 	if listen == "" {

@@ -184,3 +184,29 @@ func TestIntakeSessionCap(t *testing.T) {
 		t.Errorf("last reply %q, want 421 4.4.2", l)
 	}
 }
+
+// TestIntakeSizeLimit: a message over submission.max_message_bytes plus
+// the slack is refused with 552 5.3.4 and processed not at all.
+func TestIntakeSizeLimit(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.Bounces.VERPDomain = "bounces.relay.test"
+	cfg.Bounces.Listen = "127.0.0.1:0"
+	cfg.Submission.MaxMessageBytes = 1024
+	f := newFixture(t, cfg)
+	if err := f.b.StartIntake(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = f.b.Shutdown(ctx)
+	})
+	verp := f.b.VERPSender(origEnv(), "bob@example.org")
+	big := sample(t, "postfix.eml", verp) + strings.Repeat("x", 78) + "\r\n"
+	big += strings.Repeat(strings.Repeat("y", 78)+"\r\n", (intakeSlack+2048)/80)
+	wantSMTP(t, "oversized bounce", sendBounce(t, f, verp, big), 552, smtp.EnhancedCode{5, 3, 4})
+	if suppressed(t, f, "bob@example.org") {
+		t.Error("oversized bounce processed")
+	}
+}

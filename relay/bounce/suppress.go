@@ -19,7 +19,7 @@ const SuppressBucket = "jetrelay_suppress"
 
 // Actors recorded on suppression events.
 const (
-	ActorDelivery = "delivery" // a permanent 5.1.x failure during delivery
+	ActorDelivery = "delivery" // a remote 5.1.0/5.1.1/5.1.6 during delivery (ShouldSuppress)
 	ActorIntake   = "intake"   // an asynchronous bounce at the intake listener
 )
 
