@@ -114,6 +114,7 @@ type Server struct {
 	tlsConf   *tls.Config
 	pol       atomic.Pointer[policy]
 	fails     *authFailures
+	inflight  *inflight // message data held in memory, this process (spool.go)
 	conns     *connTracker
 	bcryptSem chan struct{}
 	refusing  chan struct{}
@@ -148,6 +149,7 @@ func New(o Options) (*Server, error) {
 		events: o.Events, log: o.Logger, tlsConf: o.TLS, fails: newAuthFailures(), conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
+		inflight:  &inflight{max: int64(o.Config.Submission.MaxInflightBytes)},
 	}
 	if s.observe == nil {
 		s.observe = nopObserver{}
@@ -199,6 +201,7 @@ func fixedChanges(old, cfg *config.Config) []string {
 	check("submission.max_message_bytes", o.MaxMessageBytes != n.MaxMessageBytes)
 	check("submission.max_recipients", o.MaxRecipients != n.MaxRecipients)
 	check("submission.max_line_length", o.MaxLineLength != n.MaxLineLength)
+	check("submission.max_inflight_bytes", o.MaxInflightBytes != n.MaxInflightBytes)
 	check("submission.timeouts.idle", o.Timeouts.Idle != n.Timeouts.Idle)
 	return out
 }
