@@ -122,8 +122,8 @@ func (c *Config) validateSubmission(ps *problems) {
 	}
 	oneOf(ps, "submission.bare_newlines", s.BareNewlines, bareNewlines)
 	oneOf(ps, "submission.long_lines", s.LongLines, longLines)
-	if s.MaxInflightBytes < s.MaxMessageBytes {
-		ps.add("submission.max_inflight_bytes", "must be at least max_message_bytes (%d)", int64(s.MaxMessageBytes))
+	if s.MaxInflightBytes < 2*s.MaxMessageBytes { // a growing buffer briefly holds old and new copy
+		ps.add("submission.max_inflight_bytes", "must be at least twice max_message_bytes (%d)", int64(s.MaxMessageBytes))
 	}
 	seen := map[string]bool{}
 	for i, u := range s.Users {

@@ -22,9 +22,10 @@ import (
 // re-encoded) gets a second buffer.
 //
 // The buffer grows by doubling up to growLinearFrom and by a quarter after
-// that, so a large message over-allocates by at most 25 % and a growth step
-// holds old and new buffer together only briefly; a SIZE= declared at MAIL
-// sizes it at once. Every buffer's capacity is charged to the server's
+// that (never past max_message_bytes), so a large message over-allocates by
+// at most 25 %; a growth step holds old and new buffer together briefly and
+// is charged for both, which is why max_inflight_bytes must be at least
+// twice max_message_bytes. A SIZE= declared at MAIL sizes the buffer at once. Every buffer's capacity is charged to the server's
 // inflight budget (submission.max_inflight_bytes) before it is allocated.
 //
 // Streaming chunks to JetStream while the data arrives was not done: the
@@ -81,9 +82,9 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, headroom+readBuf
 // readSpool reads the whole transfer, at most limit octets (go-smtp limits
 // DATA and BDAT already; this bounds memory even if it did not). sizeHint
 // is the SIZE= from MAIL (0: none). When the budget cannot hold the data,
-// the rest of the transfer is read and discarded and the error is
-// errInflight (RFC 5321 §4.3.2: the reply follows the final "."). The
-// caller must call release.
+// the buffer is released, the rest of the transfer is read and discarded
+// and the error is errInflight (RFC 5321 §4.3.2: the reply follows the
+// final "."). The caller must call release.
 func readSpool(r io.Reader, budget *inflight, limit, sizeHint int64) (*spool, error) {
 	sp := &spool{off: headroom, budget: budget}
 	if sizeHint > 0 && sizeHint <= limit && sizeHint > readBufStart {
@@ -106,13 +107,15 @@ func readSpool(r io.Reader, budget *inflight, limit, sizeHint int64) (*spool, er
 			} else {
 				want += want / 4
 			}
-			if !sp.grow(want) {
+			if !sp.grow(min(want, int(limit)+2)) {
+				sp.release()
 				return sp, discard(r, errInflight)
 			}
 		}
 		n, err := lr.Read(sp.buf[len(sp.buf):cap(sp.buf)])
 		sp.buf = sp.buf[:len(sp.buf)+n]
 		if int64(len(sp.buf)-headroom) > limit {
+			sp.release()
 			return sp, discard(r, smtp.ErrDataTooLarge)
 		}
 		if errors.Is(err, io.EOF) {
