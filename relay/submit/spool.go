@@ -21,12 +21,14 @@ import (
 // Only a message that must be rewritten (bare LF normalised, long lines
 // re-encoded) gets a second buffer.
 //
-// The buffer grows by doubling up to growLinearFrom and by a quarter after
-// that (never past max_message_bytes), so a large message over-allocates by
-// at most 25 %; a growth step holds old and new buffer together briefly and
-// is charged for both, which is why max_inflight_bytes must be at least
-// twice max_message_bytes. A SIZE= declared at MAIL sizes the buffer at once. Every buffer's capacity is charged to the server's
-// inflight budget (submission.max_inflight_bytes) before it is allocated.
+// The buffer grows by doubling up to growLinearFrom (1 MiB, beyond which
+// messages are rare); past that the data goes into blocks of that size that
+// are joined into one buffer of the exact size at the end, so a large
+// message is allocated about twice (not the 4-5 times of geometric growth)
+// and over-allocated by nothing. While blocks are joined both are held and
+// charged to the inflight budget, which is why max_inflight_bytes must be
+// at least twice max_message_bytes. A SIZE= declared at MAIL sizes the
+// buffer at once (exactly one allocation).
 //
 // Streaming chunks to JetStream while the data arrives was not done: the
 // DKIM-Signature and Received fields belong in front of the first chunk but
@@ -70,11 +72,12 @@ func (b *inflight) give(n int64) { b.used.Add(-n) }
 // spool is one message's buffer: the message is buf[off:], with off octets
 // of headroom in front. held is what it charged to the budget.
 type spool struct {
-	buf    []byte
-	off    int
-	held   int64
-	budget *inflight
-	pooled bool
+	buf       []byte
+	off       int
+	held      int64
+	blockHeld int64 // charged by blocks being filled (see readSpool)
+	budget    *inflight
+	pooled    bool
 }
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, headroom+readBufStart); return &b }}
@@ -87,7 +90,7 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, headroom+readBuf
 // final "."). The caller must call release.
 func readSpool(r io.Reader, budget *inflight, limit, sizeHint int64) (*spool, error) {
 	sp := &spool{off: headroom, budget: budget}
-	if sizeHint > 0 && sizeHint <= limit && sizeHint > readBufStart {
+	if sizeHint > readBufStart && sizeHint <= limit {
 		if !sp.grow(int(sizeHint) + 2) { // a final CRLF may be added
 			return sp, discard(r, errInflight)
 		}
@@ -98,33 +101,90 @@ func readSpool(r io.Reader, budget *inflight, limit, sizeHint int64) (*spool, er
 		sp.buf = (*readBufs.Get().(*[]byte))[:headroom]
 		sp.held, sp.pooled = headroom+readBufStart, true
 	}
+	var blocks [][]byte // past growLinearFrom: filled blocks, joined at the end
 	lr := io.LimitReader(r, limit+1)
+	var total int64
 	for {
 		if len(sp.buf) == cap(sp.buf) {
-			want := len(sp.buf) - headroom
-			if want < growLinearFrom {
-				want *= 2
-			} else {
-				want += want / 4
+			ok := true
+			switch size := len(sp.buf) - headroom; {
+			case blocks == nil && size < growLinearFrom:
+				ok = sp.grow(min(2*size, int(limit)+2))
+			default:
+				blocks = append(blocks, sp.buf[headroom:])
+				ok = sp.newBlock()
 			}
-			if !sp.grow(min(want, int(limit)+2)) {
-				sp.release()
+			if !ok {
+				sp.releaseBlocks(blocks)
 				return sp, discard(r, errInflight)
 			}
 		}
 		n, err := lr.Read(sp.buf[len(sp.buf):cap(sp.buf)])
 		sp.buf = sp.buf[:len(sp.buf)+n]
-		if int64(len(sp.buf)-headroom) > limit {
+		if total += int64(n); total > limit {
+			sp.releaseBlocks(blocks)
 			sp.release()
 			return sp, discard(r, smtp.ErrDataTooLarge)
 		}
-		if errors.Is(err, io.EOF) {
-			return sp, nil
+		if err == nil {
+			continue
 		}
-		if err != nil {
+		if !errors.Is(err, io.EOF) {
+			sp.releaseBlocks(blocks)
 			return sp, err
 		}
+		if !sp.join(blocks) {
+			return sp, discard(r, errInflight)
+		}
+		return sp, nil
 	}
+}
+
+// newBlock starts a new block of growLinearFrom octets (with headroom, so
+// the last block needs no copy when it is the first); the filled one stays
+// charged in blockHeld.
+func (sp *spool) newBlock() bool {
+	c := int64(headroom + growLinearFrom)
+	if !sp.budget.take(c) {
+		return false
+	}
+	sp.blockHeld += sp.held
+	sp.held, sp.pooled = c, false
+	sp.buf = make([]byte, headroom, headroom+growLinearFrom)
+	return true
+}
+
+// join copies the filled blocks and the current buffer into one buffer of
+// exactly the message's size (plus a CRLF normalize may add): a large
+// message is copied once at the end instead of at every growth step.
+func (sp *spool) join(blocks [][]byte) bool {
+	if blocks == nil {
+		return true
+	}
+	defer sp.releaseBlocks(blocks)
+	n := len(sp.buf) - headroom
+	for _, b := range blocks {
+		n += len(b)
+	}
+	c := int64(headroom + n + 2)
+	if !sp.budget.take(c) {
+		sp.release()
+		return false
+	}
+	nb := make([]byte, headroom, headroom+n+2)
+	for _, b := range blocks {
+		nb = append(nb, b...)
+	}
+	nb = append(nb, sp.buf[headroom:]...)
+	sp.release()
+	sp.buf, sp.held = nb, c
+	return true
+}
+
+// releaseBlocks gives back what the filled blocks charged.
+func (sp *spool) releaseBlocks([][]byte) {
+	sp.budget.give(sp.blockHeld)
+	sp.blockHeld = 0
 }
 
 // grow moves the data into a buffer with room for n octets of message,
