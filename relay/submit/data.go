@@ -81,9 +81,14 @@ type prepared struct {
 // header section, and the header From: against the user's allowed_from.
 func (s *session) prepare(tx *txn, pol *policy, raw []byte) (*prepared, error) {
 	sub := pol.sub
-	body, err := normalize(raw, sub.BareNewlines == "reject", sub.MaxLineLength)
+	body, long, err := normalizeLong(raw, sub.BareNewlines == "reject", sub.MaxLineLength)
 	if err != nil {
 		return nil, err
+	}
+	if long { // RFC 5322 §2.1.1; before signing (longlines.go)
+		if body, err = fixLongLines(body, sub.LongLines == "reject"); err != nil {
+			return nil, err
+		}
 	}
 	h, err := scanHeader(body, int(sub.MaxHeaderBytes))
 	if err != nil {
