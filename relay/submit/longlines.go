@@ -321,8 +321,12 @@ func reencode(hdr, body []byte, isMessage bool) ([]byte, []byte, error) {
 	w := quotedprintable.NewWriter(&enc)
 	_, _ = w.Write(content) // writes to a bytes.Buffer do not fail
 	_ = w.Close()
-	if bytes.HasSuffix(content, crlf) && !bytes.HasSuffix(enc.Bytes(), crlf) {
-		enc.Write(crlf)
+	if bytes.HasSuffix(body, crlf) && !bytes.HasSuffix(enc.Bytes(), crlf) {
+		if bytes.HasSuffix(content, crlf) {
+			enc.Write(crlf)
+		} else {
+			enc.WriteString("=\r\n") // a soft line break: the content has no final newline
+		}
 	}
 	hdr = setField(hdr, "Content-Transfer-Encoding", "quoted-printable")
 	if _, ok := headerValue(hdr, "MIME-Version"); isMessage && !ok {
