@@ -12,8 +12,9 @@ import (
 // reports the heap: peak-MiB is the highest HeapInuse above the idle heap
 // seen while a message is transferred, signed and stored (sampled every
 // millisecond; it includes the in-process nats-server storing the message),
-// alloc-MiB/msg the bytes allocated per message. The message is 20 MiB, so
-// three copies would be 60 MiB.
+// alloc-MiB/msg the bytes allocated per message, held-MiB the most that
+// submission's own buffers held at once (its inflight budget, sampled). The
+// message is 20 MiB, so three copies would be 60 MiB.
 //
 //	go test -run x -bench LargeMessageHeap -benchtime 10x ./relay/submit/
 func BenchmarkLargeMessageHeap(b *testing.B) {
@@ -24,6 +25,7 @@ func BenchmarkLargeMessageHeap(b *testing.B) {
 	line := strings.Repeat("z", 98) + "\r\n"
 	msg := []byte(head + strings.Repeat(line, (size-len(head))/len(line)) + ".\r\n")
 	var peak atomic.Uint64
+	var held int64 // peak of what submission charged to its inflight budget
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	runtime.GC()
@@ -44,6 +46,7 @@ func BenchmarkLargeMessageHeap(b *testing.B) {
 				if m.HeapInuse > peak.Load() {
 					peak.Store(m.HeapInuse)
 				}
+				held = max(held, h.srv.inflight.used.Load())
 			}
 		}
 	}()
@@ -69,4 +72,5 @@ func BenchmarkLargeMessageHeap(b *testing.B) {
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(peak.Load()-min(idle, peak.Load()))/(1<<20), "peak-MiB")
 	b.ReportMetric(float64(ms.TotalAlloc-allocs)/float64(b.N)/(1<<20), "alloc-MiB/msg")
+	b.ReportMetric(float64(held)/(1<<20), "held-MiB")
 }
