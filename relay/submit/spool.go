@@ -114,8 +114,9 @@ func readSpool(r io.Reader, budget *inflight, limit, sizeHint int64) (*spool, er
 				blocks = append(blocks, sp.buf[headroom:])
 				ok = sp.newBlock()
 			}
-			if !ok {
+			if !ok { // nothing stays charged while the rest is drained
 				sp.releaseBlocks(blocks)
+				sp.release()
 				return sp, discard(r, errInflight)
 			}
 		}
@@ -140,9 +141,9 @@ func readSpool(r io.Reader, budget *inflight, limit, sizeHint int64) (*spool, er
 	}
 }
 
-// newBlock starts a new block of growLinearFrom octets (with headroom, so
-// the last block needs no copy when it is the first); the filled one stays
-// charged in blockHeld.
+// newBlock starts a new block of growLinearFrom octets (laid out like the
+// first buffer, headroom included, so that the read loop treats every
+// buffer alike); the filled one stays charged in blockHeld.
 func (sp *spool) newBlock() bool {
 	c := int64(headroom + growLinearFrom)
 	if !sp.budget.take(c) {

@@ -9,15 +9,21 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// countingReader counts what was read from it.
+// countingReader counts what was read from it and notes what the budget
+// held when the end was reached.
 type countingReader struct {
-	r io.Reader
-	n int
+	r      io.Reader
+	n      int
+	budget *inflight
+	atEOF  int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += n
+	if err == io.EOF {
+		c.atEOF = c.budget.used.Load()
+	}
 	return n, err
 }
 
@@ -51,13 +57,16 @@ func TestReadSpool(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			budget := &inflight{max: c.max}
 			in := data(c.size)
-			cr := &countingReader{r: bytes.NewReader(in)}
+			cr := &countingReader{r: bytes.NewReader(in), budget: budget}
 			sp, err := readSpool(cr, budget, c.limit, c.hint)
 			if !errors.Is(err, c.want) && err != c.want {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
 			if cr.n != c.size {
 				t.Fatalf("read %d of %d octets: the transfer must be read to its end", cr.n, c.size)
+			}
+			if err != nil && cr.atEOF != 0 {
+				t.Fatalf("%d octets charged while the refused transfer was drained", cr.atEOF)
 			}
 			if err == nil {
 				if !bytes.Equal(sp.message(), in) {
