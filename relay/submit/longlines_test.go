@@ -158,6 +158,16 @@ func TestLongLinesHeaderAndBase64(t *testing.T) {
 	if got := decodedBody(t, "base64", m.Body); got != string(raw) {
 		t.Fatal("base64 content changed by re-wrapping")
 	}
+	// long_lines: reject is about body lines; header lines are folded anyway.
+	short := "From: a@example.com\r\nSubject: " + words + "\r\n\r\nhi\r\n"
+	out, err = fixLongLines([]byte(short), true)
+	if err != nil {
+		t.Fatalf("reject mode refused a foldable header: %v", err)
+	}
+	checkLines(t, out)
+	if !strings.HasSuffix(string(out), "\r\n\r\nhi\r\n") {
+		t.Fatalf("body changed: %q", out[len(out)-20:])
+	}
 }
 
 // TestLongLinesSubmitted: through the server with a real DKIM signer, a
