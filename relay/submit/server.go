@@ -25,7 +25,9 @@ import (
 
 // Enqueuer stores a message durably; *queue.Queue implements it. Enqueue
 // returns nil only when every part of m is acknowledged by the store, and on
-// error leaves nothing of m deliverable.
+// error leaves nothing of m deliverable. m.Body is submission's read buffer,
+// reused once Enqueue returns: an implementation must not keep it (the
+// NATS client copies what it publishes).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, m *queue.Message) error
 }
