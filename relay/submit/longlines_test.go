@@ -213,6 +213,20 @@ func TestLongLinesSubmitted(t *testing.T) {
 	if got := decodedBody(t, m.Header.Get("Content-Transfer-Encoding"), m.Body); got != longHTML {
 		t.Fatalf("stored body decodes to something else")
 	}
+	textPart := "--b\r\nContent-Type: text/plain\r\n\r\nplain text\r\n"
+	multi := "From: <a@example.com>\r\nTo: x@one.test\r\nSubject: alt\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/alternative; boundary=b\r\n\r\n" + textPart +
+		"--b\r\nContent-Type: text/html\r\n\r\n" + longHTML + "--b--\r\n"
+	id = sendRaw(t, c, "MAIL FROM:<a@example.com>", "RCPT TO:<x@one.test>", multi)
+	b = body(t, h.lease(1)[id+"/one.test"])
+	checkLines(t, b)
+	vs, err = msgauth.VerifyWithOptions(bytes.NewReader(b), &msgauth.VerifyOptions{LookupTXT: fake.LookupTXT})
+	if err != nil || len(vs) != 1 || vs[0].Err != nil {
+		t.Fatalf("DKIM after re-encoding a multipart: %v %+v", err, vs)
+	}
+	if !bytes.Contains(b, []byte(textPart+"--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")) {
+		t.Fatalf("multipart not stored as expected:\n%s", b[:min(len(b), 800)])
+	}
 
 	hr := start(t, testConfig(t, func(c *config.Config) { c.Submission.LongLines = "reject" }))
 	cr := hr.login(lnImplicit, appUser, appPass)
