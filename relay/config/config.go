@@ -105,7 +105,9 @@ type Submission struct {
 	MaxLineLength       int                `yaml:"max_line_length"`
 	MaxHeaderBytes      Size               `yaml:"max_header_bytes"`
 	Timeouts            SubmissionTimeouts `yaml:"timeouts"`
-	BareNewlines        string             `yaml:"bare_newlines"` // normalize | reject
+	BareNewlines        string             `yaml:"bare_newlines"`      // normalize | reject
+	LongLines           string             `yaml:"long_lines"`         // encode | reject (body lines > 998 octets)
+	MaxInflightBytes    Size               `yaml:"max_inflight_bytes"` // all DATA in memory at once, per process
 	AuthFailures        AuthFailures       `yaml:"auth_failures"`
 	Users               []User             `yaml:"users"`
 }

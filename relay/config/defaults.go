@@ -42,7 +42,9 @@ func Default() *Config {
 				Session: Duration(30 * time.Minute),
 				Data:    Duration(10 * time.Minute),
 			},
-			BareNewlines: "normalize",
+			BareNewlines:     "normalize",
+			LongLines:        "encode",
+			MaxInflightBytes: 256 << 20,
 			AuthFailures: AuthFailures{
 				Max:    10,
 				Window: Duration(15 * time.Minute),

@@ -16,6 +16,7 @@ var (
 	routeTLS     = []string{"starttls", "implicit", "none"}
 	tlsPolicies  = []string{"none", "opportunistic", "required", "verify"}
 	bareNewlines = []string{"normalize", "reject"}
+	longLines    = []string{"encode", "reject"}
 	logFormats   = []string{"json", "console"}
 	logLevels    = []string{"trace", "debug", "info", "warn", "error"}
 )
@@ -122,6 +123,10 @@ func (c *Config) validateSubmission(ps *problems) {
 		ps.add("submission.max_line_length", "must be at least 1000 (RFC 5322 §2.1.1)")
 	}
 	oneOf(ps, "submission.bare_newlines", s.BareNewlines, bareNewlines)
+	oneOf(ps, "submission.long_lines", s.LongLines, longLines)
+	if s.MaxInflightBytes < 2*s.MaxMessageBytes { // a growing buffer briefly holds old and new copy
+		ps.add("submission.max_inflight_bytes", "must be at least twice max_message_bytes (%d)", int64(s.MaxMessageBytes))
+	}
 	seen := map[string]bool{}
 	for i, u := range s.Users {
 		p := fmt.Sprintf("submission.users[%d]", i)

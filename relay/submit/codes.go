@@ -45,6 +45,10 @@ var (
 	errFromDenied     = reply(550, 5, 7, 1, "header From: address not allowed for this user")
 	errDataTimeout    = reply(421, 4, 4, 2, "message transfer took too long, closing connection")
 	errTransferFailed = reply(451, 4, 3, 0, "message transfer aborted")
+	errInflight       = reply(452, 4, 3, 1, "insufficient system storage for the message right now, try again later")
+	errLongLine       = reply(554, 5, 6, 0, "message line longer than 998 octets (RFC 5322 §2.1.1)")
+	errLongHeader     = reply(554, 5, 6, 0, "header line longer than 998 octets cannot be folded (RFC 5322 §2.2.3)")
+	errLongSigned     = reply(554, 5, 6, 0, "line longer than 998 octets in signed or encrypted content, cannot re-encode")
 
 	// Storage and signing.
 	errStore    = reply(451, 4, 3, 0, "could not store the message, try again later")

@@ -1,13 +1,11 @@
 package submit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -30,58 +28,22 @@ func (s *session) Data(r io.Reader) error {
 	info := rejectInfo{mailFrom: events.Str(tx.from)}
 	pol := s.srv.policy()
 	s.tc.beginData(pol.sub.Timeouts.Data.D())
-	buf := getReadBuf()
-	defer putReadBuf(buf) // store copies the message: nothing refers to raw after Data
-	raw, err := readMessage(buf, r, int64(s.srv.static.Submission.MaxMessageBytes))
+	sp, err := readSpool(r, s.srv.inflight, int64(s.srv.static.Submission.MaxMessageBytes), tx.size)
+	defer sp.release() // Enqueue has copied what it publishes when store returns
 	s.tc.endData(isTimeout(err))
 	if err != nil {
 		return s.reply("DATA", transferError(err), info)
 	}
+	raw := sp.message()
 	msg, err := s.prepare(tx, pol, raw)
 	if err != nil {
 		return s.reply("DATA", err, info)
 	}
-	id, err := s.store(tx, msg)
+	id, err := s.store(tx, msg, sp)
 	if err != nil {
 		return s.reply("DATA", err, info)
 	}
 	return s.reply("DATA", queuedReply(id), info)
-}
-
-// readMessage reads the whole transfer into buf, at most limit octets
-// (go-smtp limits DATA and BDAT already; this bounds memory even if it did
-// not). The result aliases buf.
-func readMessage(buf *bytes.Buffer, r io.Reader, limit int64) ([]byte, error) {
-	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > limit {
-		return nil, smtp.ErrDataTooLarge
-	}
-	return buf.Bytes(), nil
-}
-
-// Read buffers are reused: growing a fresh bytes.Buffer to each message's
-// size was 18 % of all bytes allocated under load (heap profile of
-// scripts/bench), and every allocated byte brings the next GC closer.
-// Buffers grown past readBufKeep are dropped, so one big message does not
-// pin its size in the pool.
-const (
-	readBufStart = 16 << 10
-	readBufKeep  = 256 << 10
-)
-
-var readBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, readBufStart)) }}
-
-func getReadBuf() *bytes.Buffer { return readBufs.Get().(*bytes.Buffer) }
-
-func putReadBuf(b *bytes.Buffer) {
-	if b.Cap() > readBufKeep {
-		return
-	}
-	b.Reset()
-	readBufs.Put(b)
 }
 
 // transferError maps a failed read of the message to a reply.
@@ -119,9 +81,14 @@ type prepared struct {
 // header section, and the header From: against the user's allowed_from.
 func (s *session) prepare(tx *txn, pol *policy, raw []byte) (*prepared, error) {
 	sub := pol.sub
-	body, err := normalize(raw, sub.BareNewlines == "reject", sub.MaxLineLength)
+	body, long, err := normalizeLong(raw, sub.BareNewlines == "reject", sub.MaxLineLength)
 	if err != nil {
 		return nil, err
+	}
+	if long { // RFC 5322 §2.1.1; before signing (longlines.go)
+		if body, err = fixLongLines(body, sub.LongLines == "reject"); err != nil {
+			return nil, err
+		}
 	}
 	h, err := scanHeader(body, int(sub.MaxHeaderBytes))
 	if err != nil {
@@ -164,7 +131,7 @@ func hasEightBit(b []byte) bool {
 
 // store adds trace and missing fields (RFC 5321 §4.4, RFC 6409 §8), signs,
 // splits recipients per domain and enqueues the message once.
-func (s *session) store(tx *txn, p *prepared) (string, error) {
+func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 	id := queue.NewID()
 	now := time.Now()
 	var head strings.Builder
@@ -182,24 +149,24 @@ func (s *session) store(tx *txn, p *prepared) (string, error) {
 	if p.addDay {
 		head.WriteString("Date: " + now.Format(time.RFC1123Z) + "\r\n")
 	}
-	msg := make([]byte, 0, head.Len()+len(p.body)+1024)
-	msg = append(append(msg, head.String()...), p.body...)
+	msg := frame(sp, p.body) // the added fields go in front without copying the body
+	msg.prepend([]byte(head.String()))
 
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	dkim := "none"
 	if signer := s.srv.signer.Load().s; signer != nil {
 		start := time.Now()
-		sigs, result, err := signer.Sign(msg)
+		sigs, result, err := signer.Sign(msg.bytes())
 		s.srv.observe.ObserveDKIMSign(time.Since(start))
 		if err != nil {
 			s.log.Error().Err(err).Str("event", "dkim_error").Str("queue_id", id).Str("user", s.user).Msg("DKIM signing failed")
 			return "", errSign
 		}
-		msg = append(sigs, msg...)
+		msg.prepend(sigs)
 		dkim = result
 	}
-	m := &queue.Message{ID: id, Body: msg, Entries: s.envelopes(tx, msgID, now)}
+	m := &queue.Message{ID: id, Body: msg.bytes(), Entries: s.envelopes(tx, msgID, now)}
 	start := time.Now()
 	err := s.srv.queue.Enqueue(ctx, m)
 	s.srv.observe.ObservePublish(time.Since(start))
@@ -213,7 +180,7 @@ func (s *session) store(tx *txn, p *prepared) (string, error) {
 	// The accepted event carries the arrival time: a delivery attempt may
 	// publish its event before this one, and histories sort by time.
 	s.srv.emit(&events.Event{Time: now.UTC(), Event: events.Accepted, QueueID: id, MsgID: msgID, ConnID: s.id, RemoteAddr: s.remote,
-		User: s.user, MailFrom: events.Str(tx.from), RcptCount: len(tx.rcpts), Size: int64(len(msg)),
+		User: s.user, MailFrom: events.Str(tx.from), RcptCount: len(tx.rcpts), Size: int64(len(m.Body)),
 		TLS: tlsName(s), DKIM: dkim})
 	return id, nil
 }

@@ -34,7 +34,15 @@
 //     550 5.6.0 when bare_newlines is "reject"; NUL is refused with 550 5.6.0.
 //     A Received: field is prepended (RFC 5321 §4.4, with TLS version, cipher,
 //     authenticated user and queue id), Message-ID: and Date: are added when
-//     missing, then the Signer (if any) prepends DKIM-Signature.
+//     missing, then the Signer (if any) prepends DKIM-Signature. Lines over
+//     998 octets (RFC 5322 §2.1.1) are folded (header) or re-encoded as
+//     quoted-printable (body part) before signing, or refused 554 5.6.0
+//     (long_lines: reject; signed or encrypted content): longlines.go.
+//   - Bounded memory. A message is held once, the added fields and
+//     signatures written into headroom in front of it; all DATA in memory
+//     at once is capped by max_inflight_bytes (per process: it guards this
+//     process's heap), over it 452 4.3.1 at MAIL (SIZE=) or after the final
+//     dot (RFC 5321 §4.3.2): spool.go.
 //   - One error boundary. Every Session method returns through
 //     session.reply: an *smtp.SMTPError passes unchanged (and is logged as an
 //     event=rejected line), a deadline becomes 451 4.4.5, anything else
@@ -53,5 +61,6 @@
 // Reload swaps users, allowed_from, rates and the connection, idle-command,
 // auth-failure, header, bare-newline and session/data timeout settings at
 // once; listeners, certificates, max_message_bytes, max_recipients,
-// max_line_length and timeouts.idle are fixed at Start and need a restart.
+// max_line_length, max_inflight_bytes and timeouts.idle are fixed at Start
+// and need a restart; long_lines is reloaded with the rest.
 package submit

@@ -18,22 +18,24 @@ const maxHeaderFields = 1000
 // line ends in CRLF (the last one too) with no other CR, none longer than
 // maxLine (0 = unlimited). It scans with bytes.IndexByte instead of a byte
 // loop; anything else takes normalize's loop, which also names the error.
-func canonical(msg []byte, maxLine int) bool {
+// long reports a line over 998 octets (RFC 5322 §2.1.1) in the same pass.
+func canonical(msg []byte, maxLine int) (ok, long bool) {
 	if bytes.IndexByte(msg, 0) >= 0 {
-		return false
+		return false, false
 	}
 	for len(msg) > 0 {
 		i := bytes.IndexByte(msg, '\n')
 		if i < 1 || msg[i-1] != '\r' {
-			return false
+			return false, false
 		}
 		line := msg[:i-1]
 		if (maxLine > 0 && len(line) > maxLine) || bytes.IndexByte(line, '\r') >= 0 {
-			return false
+			return false, false
 		}
+		long = long || len(line) > maxTextLine
 		msg = msg[i+1:]
 	}
-	return true
+	return true, long
 }
 
 // normalize returns msg with every line ending in CRLF (RFC 5322 §2.3).
@@ -42,10 +44,22 @@ func canonical(msg []byte, maxLine int) bool {
 // is errLineTooLong. A final line without CRLF gets one. msg is returned
 // as it is (no copy) when nothing needs changing.
 func normalize(msg []byte, reject bool, maxLine int) ([]byte, error) {
-	if canonical(msg, maxLine) {
-		return msg, nil // the common case, checked a line at a time
+	out, _, err := normalizeLong(msg, reject, maxLine)
+	return out, err
+}
+
+// normalizeLong is normalize that also reports whether a line is longer
+// than 998 octets; for a canonical message (the common case) it costs one
+// comparison per line.
+func normalizeLong(msg []byte, reject bool, maxLine int) (out []byte, long bool, err error) {
+	if ok, long := canonical(msg, maxLine); ok {
+		return msg, long, nil
 	}
-	return normalizeLoop(msg, reject, maxLine)
+	out, err = normalizeLoop(msg, reject, maxLine)
+	if err != nil {
+		return nil, false, err
+	}
+	return out, hasLongLine(out), nil
 }
 
 // normalizeLoop is normalize byte by byte.

@@ -25,7 +25,9 @@ import (
 
 // Enqueuer stores a message durably; *queue.Queue implements it. Enqueue
 // returns nil only when every part of m is acknowledged by the store, and on
-// error leaves nothing of m deliverable.
+// error leaves nothing of m deliverable. m.Body is submission's read buffer,
+// reused once Enqueue returns: an implementation must not keep it (the
+// NATS client copies what it publishes).
 type Enqueuer interface {
 	Enqueue(ctx context.Context, m *queue.Message) error
 }
@@ -114,6 +116,7 @@ type Server struct {
 	tlsConf   *tls.Config
 	pol       atomic.Pointer[policy]
 	fails     *authFailures
+	inflight  *inflight // message data held in memory, this process (spool.go)
 	conns     *connTracker
 	bcryptSem chan struct{}
 	refusing  chan struct{}
@@ -148,6 +151,7 @@ func New(o Options) (*Server, error) {
 		events: o.Events, log: o.Logger, tlsConf: o.TLS, fails: newAuthFailures(), conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
+		inflight:  &inflight{max: int64(o.Config.Submission.MaxInflightBytes)},
 	}
 	if s.observe == nil {
 		s.observe = nopObserver{}
@@ -199,6 +203,7 @@ func fixedChanges(old, cfg *config.Config) []string {
 	check("submission.max_message_bytes", o.MaxMessageBytes != n.MaxMessageBytes)
 	check("submission.max_recipients", o.MaxRecipients != n.MaxRecipients)
 	check("submission.max_line_length", o.MaxLineLength != n.MaxLineLength)
+	check("submission.max_inflight_bytes", o.MaxInflightBytes != n.MaxInflightBytes)
 	check("submission.timeouts.idle", o.Timeouts.Idle != n.Timeouts.Idle)
 	return out
 }

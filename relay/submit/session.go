@@ -78,6 +78,7 @@ type txn struct {
 	rcpts    []queue.Recipient
 	seen     map[string]bool
 	started  time.Time
+	size     int64 // SIZE= at MAIL (RFC 1870), 0 if none
 }
 
 // rejectInfo adds context to a rejection's log line.
@@ -162,6 +163,10 @@ func (s *session) mail(from string, opts *smtp.MailOptions) (*txn, error) {
 		}
 		tx.from = mb.String()
 	}
+	if !s.srv.inflight.fits(opts.Size) { // RFC 5321 §4.3.2 / RFC 1870 §6.1: 452 4.3.1
+		return nil, errInflight
+	}
+	tx.size = opts.Size
 	if u.limiter != nil && !u.limiter.Allow() {
 		return nil, errRate
 	}
