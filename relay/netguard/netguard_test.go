@@ -89,7 +89,8 @@ func TestNilGuardPermits(t *testing.T) {
 }
 
 func TestAllowedPunchesHoles(t *testing.T) {
-	g, err := Parse([]string{"10.0.0.0/8", "127.0.0.0/8", "::1"}, []string{"10.1.0.0/16", "127.0.0.1", "::ffff:127.0.0.2/128"})
+	g, err := Parse([]string{"10.0.0.0/8", "127.0.0.0/8", "::1"},
+		[]string{"10.1.0.0/16", "127.0.0.1", "::ffff:127.0.0.2/128"})
 	if err != nil {
 		t.Fatal(err)
 	}
