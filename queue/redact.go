@@ -92,7 +92,8 @@ func redactError(err error, urls string) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		// Its detail quotes the bad part, which may be in the password.
-		msg = fmt.Sprintf("%s %q: invalid URL (percent-encode special characters in user and password)", ue.Op, RedactURL(ue.URL))
+		msg = fmt.Sprintf("%s %q: invalid URL (percent-encode special characters in user and password)",
+			ue.Op, RedactURL(ue.URL))
 	}
 	for _, s := range urlSecrets(urls) {
 		msg = strings.ReplaceAll(msg, s, redactedMask)

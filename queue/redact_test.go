@@ -20,7 +20,8 @@ func TestRedactURL(t *testing.T) {
 		{"nats://s3cr3tt0ken@h:4222", "nats://xxxxx@h:4222"},
 		{"tls://user:pa/ss#w?d@h:4222", "tls://user:xxxxx@h:4222"},
 		{"user:secret@h:4222", "user:xxxxx@h:4222"},
-		{"nats://a:one@h1:4222,nats://h2:4222, nats://tok@h3:4222", "nats://a:xxxxx@h1:4222,nats://h2:4222, nats://xxxxx@h3:4222"},
+		{"nats://a:one@h1:4222,nats://h2:4222, nats://tok@h3:4222",
+			"nats://a:xxxxx@h1:4222,nats://h2:4222, nats://xxxxx@h3:4222"},
 		{"nats://user:p%40ss@h", "nats://user:xxxxx@h"},
 		{"nats://user:@h", "nats://user:xxxxx@h"},
 	} {

@@ -42,8 +42,9 @@ func TestLogsEscapesRemoteText(t *testing.T) {
 	t.Parallel()
 	o := newOpsEnv(t)
 	id := queue.NewID()
-	o.em.Emit(&events.Event{Event: events.Delivery, QueueID: id, Rcpt: "u\x1b]0;pwned\x07@example.net", Domain: "example.net",
-		MX: "mx\r.example.net", Attempt: 1, Status: events.StatusFailed, SMTPCode: 550, SMTPEnh: "5.1.1", Reply: hostileReply})
+	o.em.Emit(&events.Event{Event: events.Delivery, QueueID: id, Rcpt: "u\x1b]0;pwned\x07@example.net",
+		Domain: "example.net", MX: "mx\r.example.net", Attempt: 1, Status: events.StatusFailed,
+		SMTPCode: 550, SMTPEnh: "5.1.1", Reply: hostileReply})
 	waitStored(t, o, 1)
 
 	rc, out, errOut := runOps(t, logsMain, o.args("--id", id)...)
@@ -51,7 +52,8 @@ func TestLogsEscapesRemoteText(t *testing.T) {
 		t.Fatalf("rc %d: %s", rc, errOut)
 	}
 	assertTerminalSafe(t, "logs", out)
-	for _, want := range []string{`\x1b[2Jgone\rOK\u009b31m\u202eevil`, `u\x1b]0;pwned\x07@example.net`, `mx\r.example.net`} {
+	for _, want := range []string{`\x1b[2Jgone\rOK\u009b31m\u202eevil`, `u\x1b]0;pwned\x07@example.net`,
+		`mx\r.example.net`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("logs output lacks %q:\n%s", want, out)
 		}
@@ -85,7 +87,8 @@ func TestQueueShowEscapesRemoteText(t *testing.T) {
 		SMTPCode: 451, Reply: hostileReply})
 	waitStored(t, o, 1)
 
-	for _, args := range [][]string{{"show", m.ID}, {"show", m.ID, "--json"}, {"ls", "--domain", "example.net"}, {"ls", "--json"}} {
+	cases := [][]string{{"show", m.ID}, {"show", m.ID, "--json"}, {"ls", "--domain", "example.net"}, {"ls", "--json"}}
+	for _, args := range cases {
 		rc, out, errOut := runOps(t, queueMain, append(args[:1:1], o.args(args[1:]...)...)...)
 		if rc != 0 {
 			t.Fatalf("queue %v: rc %d: %s", args, rc, errOut)
@@ -121,7 +124,8 @@ func TestQueueShowEscapesRemoteText(t *testing.T) {
 func TestSuppressListEscapesReason(t *testing.T) {
 	t.Parallel()
 	o := newOpsEnv(t)
-	if rc, _, errOut := runOps(t, suppressMain, append([]string{"add", "x@example.org"}, o.args("--reason", hostileReply)...)...); rc != 0 {
+	add := append([]string{"add", "x@example.org"}, o.args("--reason", hostileReply)...)
+	if rc, _, errOut := runOps(t, suppressMain, add...); rc != 0 {
 		t.Fatalf("add: rc %d: %s", rc, errOut)
 	}
 	rc, out, errOut := runOps(t, suppressMain, append([]string{"ls"}, o.args()...)...)

@@ -12,7 +12,8 @@ func TestNATSURLProblemHidesPassword(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	if !strings.Contains(err.Error(), "line 3: nats.url: entry 2 is not a URL") || strings.Contains(err.Error(), "secret") {
+	msg := err.Error()
+	if !strings.Contains(msg, "line 3: nats.url: entry 2 is not a URL") || strings.Contains(msg, "secret") {
 		t.Fatalf("error %q", err)
 	}
 }

@@ -37,6 +37,8 @@ func (c *Config) Validate() error {
 	c.validateNATS(ps)
 	c.validateSubmission(ps)
 	c.validateDelivery(ps)
+	checkNetworks(ps, "delivery.denied_networks", c.Delivery.DeniedNetworks)
+	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
 	c.validateDKIM(ps)
 	if c.Admin.Listen != "" {
@@ -218,8 +220,6 @@ func (c *Config) validateDelivery(ps *problems) {
 	if d.SourceIP != "" && net.ParseIP(d.SourceIP) == nil {
 		ps.add("delivery.source_ip", "%q is not an IP address", d.SourceIP)
 	}
-	checkNetworks(ps, "delivery.denied_networks", d.DeniedNetworks)
-	checkNetworks(ps, "delivery.allowed_networks", d.AllowedNetworks)
 }
 
 // checkNetworks reports every entry of a network list that does not parse.
