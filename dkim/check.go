@@ -66,7 +66,8 @@ func checkKeys(specs []KeySpec) ([]Key, []Finding) {
 		}
 		id := k.Selector + "._domainkey." + k.Domain
 		if seen[id] {
-			out = append(out, Finding{Key: i, Field: "Selector", Severity: Error, Err: fmt.Errorf("%s is configured twice", id)})
+			err := fmt.Errorf("%s is configured twice", id)
+			out = append(out, Finding{Key: i, Field: "Selector", Severity: Error, Err: err})
 			continue
 		}
 		seen[id] = true
@@ -109,8 +110,8 @@ type keyFile struct {
 func loadKeyFile(path string) keyFile {
 	var f keyFile
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&groupOtherRWX != 0 {
-		f.warnings = append(f.warnings, fmt.Errorf("key file %s is accessible by group or others (mode %04o): chmod 600 %s",
-			path, fi.Mode().Perm(), path))
+		f.warnings = append(f.warnings, fmt.Errorf(
+			"key file %s is accessible by group or others (mode %04o): chmod 600 %s", path, fi.Mode().Perm(), path))
 	}
 	f.signer, f.err = LoadKey(path)
 	if errors.Is(f.err, ErrWeakKey) {
@@ -118,7 +119,8 @@ func loadKeyFile(path string) keyFile {
 	}
 	if bits := KeyBits(f.signer); f.err == nil && bits > 0 && bits < RecommendedRSABits {
 		f.warnings = append(f.warnings, fmt.Errorf("%s: %d-bit RSA key; RFC 8301 §3.1 recommends %d bits: "+
-			"generate a new key under a new selector (jetrelay dkim keygen) and rotate", path, bits, RecommendedRSABits))
+			"generate a new key under a new selector (jetrelay dkim keygen) and rotate",
+			path, bits, RecommendedRSABits))
 	}
 	return f
 }

@@ -278,7 +278,8 @@ func runDKIMCheck(args []string, io stdio) int {
 		fmt.Fprintf(io.err, "jetrelay dkim check: no keys configured%s\n", forDomain(sel.domain))
 		return 1
 	}
-	dc, err := dnsclient.New(dnsclient.Options{Servers: cfg.Delivery.DNS.Servers, Timeout: cfg.Delivery.DNS.Timeout.D()})
+	d := cfg.Delivery.DNS
+	dc, err := dnsclient.New(dnsclient.Options{Servers: d.Servers, Timeout: d.Timeout.D()})
 	if err != nil {
 		fmt.Fprintf(io.err, "jetrelay dkim check: %v\n", err)
 		return 1
