@@ -36,3 +36,16 @@ func BenchmarkSign(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSignHostileHeader: a hostile header (hostileHeader) must cost
+// milliseconds, not the seconds go-msgauth's quadratic unfolding would.
+func BenchmarkSignHostileHeader(b *testing.B) {
+	s, _ := setup(b, Options{}, testKey{"example.com", "s1", edKeyA(), false})
+	msg := hostileHeader()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if _, _, err := s.Sign(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package dkim
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
@@ -11,9 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/jetrelay/jetrelay/dkim/dkimtest"
 	"github.com/miekg/dns"
 )
 
@@ -176,18 +173,5 @@ func TestMatchRecord(t *testing.T) {
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
-	}
-}
-
-func TestResolverLookupTXT(t *testing.T) {
-	t.Parallel()
-	fake := dkimtest.FakeDNS(t, `s1._domainkey.example.com. IN TXT "v=DKIM1; k=ed25519; " "p=abc"`)
-	r := Resolver{Servers: []string{fake.Addr}, Timeout: 2 * time.Second}
-	got, err := r.LookupTXT(context.Background(), "S1._domainkey.example.com")
-	if err != nil || len(got) != 1 || got[0] != "v=DKIM1; k=ed25519; p=abc" {
-		t.Fatalf("LookupTXT = %q, %v", got, err)
-	}
-	if _, err := r.LookupTXT(context.Background(), "s2._domainkey.example.com"); !errors.Is(err, ErrNoRecord) {
-		t.Errorf("missing name: %v, want ErrNoRecord", err)
 	}
 }

@@ -1,6 +1,10 @@
 // Package dkim owns jetrelay's DomainKeys Identified Mail: the signing keys
-// (load, generate, the DNS record to publish) and the Signer that submission
-// calls once per message, before it is queued.
+// (load, generate, the DNS record to publish), the key rules (CheckKeys:
+// what NewSigner refuses and what `jetrelay check` warns about, one
+// implementation for both), the check of a published record against its
+// key (CheckPublished, through a TXTResolver the caller passes), and the
+// Signer that submission calls once per message, before it is queued.
+// It imports nothing of relay.
 //
 // Promises:
 //   - Every key is read and parsed once, in NewSigner; a missing or bad key
@@ -76,8 +80,9 @@ type Signer struct {
 	now      func() time.Time
 }
 
-// NewSigner loads every key (each file once) and checks the set: a domain
-// and selector may appear only once. All problems are reported together.
+// NewSigner loads every key (each file once) and checks the set with the
+// rules of CheckKeys; its errors (never its warnings) refuse the set, all
+// reported together.
 func NewSigner(specs []KeySpec, o Options) (*Signer, error) {
 	if o.Lifetime < 0 {
 		return nil, fmt.Errorf("dkim: negative signature lifetime %s", o.Lifetime)
@@ -91,40 +96,32 @@ func NewSigner(specs []KeySpec, o Options) (*Signer, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	loaded := make(map[string]crypto.Signer)
-	seen := make(map[string]bool)
+	keys, findings := checkKeys(specs)
 	var errs []error
-	for i, spec := range specs {
-		k := Key{Domain: normalizeDomain(spec.Domain), Selector: spec.Selector, File: spec.KeyFile, Sign: spec.Sign}
-		if err := CheckNames(k.Domain, k.Selector); err != nil {
-			errs = append(errs, fmt.Errorf("dkim key %d: %w", i, err))
-			continue
-		}
-		id := k.Selector + "._domainkey." + k.Domain
-		if seen[id] {
-			errs = append(errs, fmt.Errorf("dkim key %d: %s is configured twice", i, id))
-			continue
-		}
-		seen[id] = true
-		signer, ok := loaded[spec.KeyFile]
-		if !ok {
-			var err error
-			if signer, err = LoadKey(spec.KeyFile); err != nil {
-				errs = append(errs, fmt.Errorf("dkim key %d (%s): %w", i, id, err))
-				continue
-			}
-			loaded[spec.KeyFile] = signer
-		}
-		k.Signer = signer
-		s.keys = append(s.keys, k)
-		if k.Sign {
-			s.byDomain[k.Domain] = append(s.byDomain[k.Domain], k)
+	for _, f := range findings {
+		if f.Severity == Error {
+			errs = append(errs, fmt.Errorf("dkim key %d%s: %w", f.Key, specID(specs[f.Key]), f.Err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	s.keys = keys
+	for _, k := range keys {
+		if k.Sign {
+			s.byDomain[k.Domain] = append(s.byDomain[k.Domain], k)
+		}
+	}
 	return s, nil
+}
+
+// specID names a spec's key record in errors: " (sel._domainkey.example.com)".
+func specID(spec KeySpec) string {
+	d := normalizeDomain(spec.Domain)
+	if CheckNames(d, spec.Selector) != nil {
+		return ""
+	}
+	return " (" + spec.Selector + "._domainkey." + d + ")"
 }
 
 // CheckNames refuses a domain or selector that cannot form a key record

@@ -286,29 +286,14 @@ func TestNewSignerRefusesBadKeys(t *testing.T) {
 	})
 }
 
-// A hostile header must not make signing slow: thousands of unsigned
-// fields, a field folded into thousands of lines (go-msgauth joins those
-// quadratically) and more copies of a field than maxSignedCopies.
+// A hostile header is signed correctly: thousands of unsigned fields, a
+// field folded into thousands of lines and more copies of a field than
+// maxSignedCopies (h= lists at most that many). Its speed (go-msgauth
+// joins folded lines quadratically) is BenchmarkSignHostileHeader's.
 func TestSignHostileHeader(t *testing.T) {
 	t.Parallel()
 	s, fake := setup(t, Options{}, testKey{"example.com", "s1", edKeyA(), false})
-	var b bytes.Buffer
-	for range 10000 {
-		b.WriteString("Received: from x by y; Tue, 1 Jul 2025 10:00:00 +0000\r\n")
-	}
-	for range 3 * maxSignedCopies {
-		b.WriteString("To: b@example.net\r\n")
-	}
-	b.WriteString("From: a@example.com\r\nSubject: x")
-	for range 20000 {
-		b.WriteString("\r\n y")
-	}
-	b.WriteString("\r\n\r\nbody\r\n")
-	start := time.Now()
-	full, _, sigs := signed(t, s, b.Bytes())
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("signing took %v", d)
-	}
+	full, _, sigs := signed(t, s, hostileHeader())
 	h := sigTags(t, sigs)["h"]
 	n := 0
 	for _, k := range strings.Split(h, ":") {
@@ -350,4 +335,22 @@ func TestSignConcurrently(t *testing.T) {
 		}
 		requireValid(t, verify(t, fake, full[i]), 2, "example.com")
 	}
+}
+
+// hostileHeader is a message with 10,000 unsigned fields, 3×maxSignedCopies
+// To fields and a Subject folded into 20,000 lines.
+func hostileHeader() []byte {
+	var b bytes.Buffer
+	for range 10000 {
+		b.WriteString("Received: from x by y; Tue, 1 Jul 2025 10:00:00 +0000\r\n")
+	}
+	for range 3 * maxSignedCopies {
+		b.WriteString("To: b@example.net\r\n")
+	}
+	b.WriteString("From: a@example.com\r\nSubject: x")
+	for range 20000 {
+		b.WriteString("\r\n y")
+	}
+	b.WriteString("\r\n\r\nbody\r\n")
+	return b.Bytes()
 }

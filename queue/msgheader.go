@@ -103,7 +103,8 @@ func ParseMessageHeader(msg []byte) MessageHeader {
 			h.Fields = append(h.Fields, HeaderField{Value: displaySafe(l)})
 			continue
 		}
-		h.Fields = append(h.Fields, HeaderField{Name: displaySafe(name), Value: displaySafe(decodeWords(strings.TrimSpace(value)))})
+		value = decodeWords(strings.TrimSpace(value))
+		h.Fields = append(h.Fields, HeaderField{Name: displaySafe(name), Value: displaySafe(value)})
 	}
 	return h
 }

@@ -13,14 +13,13 @@ import (
 
 	"github.com/jetrelay/jetrelay/dkim"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/dnsclient"
+	"github.com/miekg/dns"
 )
 
-// keyFileMode is how keygen writes a private key; checkDKIMKeys warns about
-// key files that group or others can access.
-const (
-	keyFileMode   fs.FileMode = 0o600
-	groupOtherRWX fs.FileMode = 0o077
-)
+// keyFileMode is how keygen writes a private key (dkim.CheckKeys warns
+// about key files that group or others can access).
+const keyFileMode fs.FileMode = 0o600
 
 const dkimUsage = `Usage: jetrelay dkim <keygen|dns|check> [flags]
 
@@ -38,8 +37,8 @@ Run 'jetrelay dkim <command> --help' for its flags.
 // silently).
 func newDKIMSigner(cfg *config.Config) (*dkim.Signer, error) {
 	specs := make([]dkim.KeySpec, 0, len(cfg.DKIM.Keys))
-	for _, k := range cfg.DKIM.Keys {
-		specs = append(specs, dkim.KeySpec{Domain: k.Domain, Selector: k.Selector, KeyFile: k.Key, Sign: k.Signs()})
+	for i, k := range cfg.DKIM.Keys {
+		specs = append(specs, configuredKey{i, k}.spec())
 	}
 	return dkim.NewSigner(specs, dkim.Options{ParentDomains: cfg.DKIM.ParentDomains, Lifetime: cfg.DKIM.Lifetime.D()})
 }
@@ -145,10 +144,16 @@ func writeKeyFile(path string, key crypto.Signer) error {
 	return err
 }
 
+// dkimSelection is what dns and check were asked for.
+type dkimSelection struct {
+	domain string // "" = all
+	json   bool
+}
+
 // dkimConfig loads the config for dns and check. Problems elsewhere in the
 // file are reported but do not stop the command; an unreadable file does.
-func dkimConfig(name string, args []string, io stdio) (cfg *config.Config, domain string, rc int, ok bool) {
-	usageLine := "dkim " + name + " --config FILE [--domain D]"
+func dkimConfig(name string, args []string, io stdio) (cfg *config.Config, sel dkimSelection, rc int, ok bool) {
+	usageLine := "dkim " + name + " --config FILE [--domain D] [--json]"
 	about := "Prints the DNS record (one zone-file line) of every configured DKIM key,\n" +
 		"sign: false keys included, so they can be published or re-published."
 	if name == "check" {
@@ -159,28 +164,35 @@ func dkimConfig(name string, args []string, io stdio) (cfg *config.Config, domai
 	fs := newFlags("dkim "+name, usageLine, about, io)
 	path := fs.String("config", "", "config file (required)")
 	dom := fs.String("domain", "", "only keys of this signing domain (default: all)")
+	fs.BoolVar(&sel.json, "json", false, "print JSON")
 	if rc, ok := parseFlags(fs, args); !ok {
-		return nil, "", rc, false
+		return nil, sel, rc, false
 	}
 	if *path == "" {
 		fmt.Fprintf(io.err, "jetrelay dkim %s: --config FILE is required\n", name)
-		return nil, "", 2, false
+		return nil, sel, 2, false
 	}
 	cfg, err := config.Load(*path)
 	if cfg == nil {
 		fmt.Fprintf(io.err, "jetrelay dkim %s: %v\n", name, err)
-		return nil, "", 1, false
+		return nil, sel, 1, false
 	}
 	if err != nil {
 		fmt.Fprintf(io.err, "warning: %s has problems (run jetrelay check --config %s)\n", *path, *path)
 	}
-	return cfg, strings.TrimSuffix(strings.ToLower(*dom), "."), 0, true
+	sel.domain = strings.TrimSuffix(strings.ToLower(*dom), ".")
+	return cfg, sel, 0, true
 }
 
 // configuredKey is one dkim.keys entry with its index.
 type configuredKey struct {
 	i int
 	config.DKIMKey
+}
+
+// spec is the entry as dkim sees it.
+func (k configuredKey) spec() dkim.KeySpec {
+	return dkim.KeySpec{Domain: k.Domain, Selector: k.Selector, KeyFile: k.Key, Sign: k.Signs()}
 }
 
 // where names the entry's key setting with its line.
@@ -199,31 +211,52 @@ func selectKeys(cfg *config.Config, domain string) []configuredKey {
 	return out
 }
 
+// dnsRecord is one line of dkim dns --json.
+type dnsRecord struct {
+	Domain   string `json:"domain"`
+	Selector string `json:"selector"`
+	Sign     bool   `json:"sign"`
+	Name     string `json:"name,omitempty"`
+	TXT      string `json:"txt,omitempty"`
+	Zone     string `json:"zone_line,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
 func runDKIMDNS(args []string, io stdio) int {
-	cfg, domain, rc, ok := dkimConfig("dns", args, io)
+	cfg, sel, rc, ok := dkimConfig("dns", args, io)
 	if !ok {
 		return rc
 	}
-	keys := selectKeys(cfg, domain)
+	keys := selectKeys(cfg, sel.domain)
 	if len(keys) == 0 {
-		fmt.Fprintf(io.err, "jetrelay dkim dns: no keys configured%s\n", forDomain(domain))
+		fmt.Fprintf(io.err, "jetrelay dkim dns: no keys configured%s\n", forDomain(sel.domain))
 		return 1
 	}
+	var recs []dnsRecord
 	for _, k := range keys {
+		r := dnsRecord{Domain: k.Domain, Selector: k.Selector, Sign: k.Signs()}
 		key, err := dkim.LoadKey(k.Key)
-		var line string
 		if err == nil {
-			line, err = dkim.ZoneLine(k.Selector, k.Domain, key)
+			r.Name = dkim.RecordName(k.Selector, k.Domain)
+			r.TXT, _ = dkim.TXTRecord(key)
+			r.Zone, err = dkim.ZoneLine(k.Selector, k.Domain, key)
 		}
 		if err != nil {
+			r.Error = err.Error()
 			fmt.Fprintf(io.err, "%s: %v\n", k.where(cfg), err)
 			rc = 1
+		}
+		recs = append(recs, r)
+		if sel.json || err != nil {
 			continue
 		}
 		if !k.Signs() {
-			line += " ; sign: false (published, not signing)"
+			r.Zone += " ; sign: false (published, not signing)"
 		}
-		fmt.Fprintln(io.out, line)
+		fmt.Fprintln(io.out, r.Zone)
+	}
+	if sel.json && printJSON(io, recs) != 0 {
+		return 1
 	}
 	return rc
 }
@@ -236,120 +269,101 @@ func forDomain(domain string) string {
 }
 
 func runDKIMCheck(args []string, io stdio) int {
-	cfg, domain, rc, ok := dkimConfig("check", args, io)
+	cfg, sel, rc, ok := dkimConfig("check", args, io)
 	if !ok {
 		return rc
 	}
-	keys := selectKeys(cfg, domain)
+	keys := selectKeys(cfg, sel.domain)
 	if len(keys) == 0 {
-		fmt.Fprintf(io.err, "jetrelay dkim check: no keys configured%s\n", forDomain(domain))
+		fmt.Fprintf(io.err, "jetrelay dkim check: no keys configured%s\n", forDomain(sel.domain))
 		return 1
 	}
-	r := dkim.Resolver{Servers: cfg.Delivery.DNS.Servers, Timeout: cfg.Delivery.DNS.Timeout.D()}
+	d := cfg.Delivery.DNS
+	dc, err := dnsclient.New(dnsclient.Options{Servers: d.Servers, Timeout: d.Timeout.D()})
+	if err != nil {
+		fmt.Fprintf(io.err, "jetrelay dkim check: %v\n", err)
+		return 1
+	}
+	checks := make([]dkim.PublishedCheck, 0, len(keys))
 	for _, k := range keys {
-		name := strings.TrimSuffix(dkim.RecordName(k.Selector, k.Domain), ".")
-		msg, good := checkPublished(context.Background(), r, k)
-		fmt.Fprintf(io.out, "%s: %s\n", name, msg)
-		if !good {
+		c := dkim.CheckPublished(context.Background(), dnsTXT{dc}, k.spec())
+		if c.State != dkim.Published {
 			rc = 1
+		}
+		checks = append(checks, c)
+		if !sel.json {
+			fmt.Fprintf(io.out, "%s: %s\n", c.Name, publishedText(c, k))
+		}
+	}
+	if sel.json {
+		if printJSON(io, checks) != 0 {
+			return 1
 		}
 	}
 	return rc
 }
 
-// checkPublished compares one key's published record with the key file.
-func checkPublished(ctx context.Context, r dkim.Resolver, k configuredKey) (msg string, ok bool) {
-	key, err := dkim.LoadKey(k.Key)
-	if err != nil {
-		return "ERROR: " + err.Error(), false
+// publishedText is one line (and the record to publish) of dkim check.
+func publishedText(c dkim.PublishedCheck, k configuredKey) string {
+	switch c.State {
+	case dkim.Published:
+		use := "signing"
+		if !k.Signs() {
+			use = "published only, sign: false"
+		}
+		return fmt.Sprintf("OK: matches the %s key in %s (%s)", c.Key, k.Key, use)
+	case dkim.NotFound:
+		return "MISSING: not published; publish:\n  " + c.Want
+	case dkim.Mismatch:
+		return fmt.Sprintf("MISMATCH: %s; the record should be:\n  %s", c.Detail, c.Want)
 	}
-	line, err := dkim.ZoneLine(k.Selector, k.Domain, key)
-	if err != nil {
-		return "ERROR: " + err.Error(), false
-	}
-	txts, err := r.LookupTXT(ctx, dkim.RecordName(k.Selector, k.Domain))
-	switch {
-	case errors.Is(err, dkim.ErrNoRecord):
-		return "MISSING: not published; publish:\n  " + line, false
-	case err != nil:
-		return "ERROR: " + err.Error(), false
-	case len(txts) > 1:
-		// RFC 6376 §3.6.2.2: several TXT records give undefined results.
-		return fmt.Sprintf("MISMATCH: %d TXT records, want exactly one:\n  %s", len(txts), line), false
-	}
-	if err := dkim.MatchRecord(txts[0], key); err != nil {
-		return fmt.Sprintf("MISMATCH: %v; the record should be:\n  %s", err, line), false
-	}
-	use := "signing"
-	if !k.Signs() {
-		use = "published only, sign: false"
-	}
-	return fmt.Sprintf("OK: matches the %s key in %s (%s)", dkim.Describe(key), k.Key, use), true
+	return "ERROR: " + c.Detail
 }
 
-// checkDKIMKeys loads every configured key for `jetrelay check`: errors for
-// keys that cannot sign (unreadable, not a key, RSA below 1024 bits,
-// the same selector twice), warnings for RSA below 2048 bits, key files
-// that group or others can access, and domains left without a signing key.
-// A missing file is left to config validation, which reports it on the
-// same line already.
-func checkDKIMKeys(cfg *config.Config) (warnings, errs []string) {
-	seen := make(map[string]bool)
-	signing := make(map[string]bool)
-	for i, ck := range cfg.DKIM.Keys {
-		k := configuredKey{i, ck}
-		domain := strings.TrimSuffix(strings.ToLower(k.Domain), ".")
-		id := k.Selector + "._domainkey." + domain
-		if seen[id] {
-			errs = append(errs, fmt.Sprintf("line %d: dkim.keys[%d].selector: %s is configured twice",
-				cfg.Line("dkim", "keys", strconv.Itoa(i), "selector"), i, id))
-		}
-		seen[id] = true
-		signing[domain] = signing[domain] || k.Signs()
-		if k.Key == "" {
-			continue // config validation: "name the PEM key file"
-		}
-		w, e := checkKeyFile(k.Key)
-		for _, s := range w {
-			warnings = append(warnings, k.where(cfg)+": "+s)
-		}
-		if e != "" {
-			errs = append(errs, k.where(cfg)+": "+e)
+// dnsTXT is dkim's TXT lookup through the DNS client delivery uses.
+type dnsTXT struct{ c *dnsclient.Client }
+
+func (r dnsTXT) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	resp, err := r.c.Query(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, fmt.Errorf("lookup %s: %w", name, err)
+	}
+	var out []string
+	for _, rr := range resp.Answer {
+		if txt, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(txt.Txt, ""))
 		}
 	}
+	if resp.Rcode == dns.RcodeNameError || len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w (%s)", name, dkim.ErrNoRecord, dns.RcodeToString[resp.Rcode])
+	}
+	return out, nil
+}
+
+// checkDKIMKeys applies dkim's key rules (dkim.CheckKeys, the ones serve's
+// signer enforces) for `jetrelay check`, naming each finding's YAML line.
+// Empty names and missing files are left to config validation, which
+// reports them on the same line already.
+func checkDKIMKeys(cfg *config.Config) (warnings, errs []string) {
+	specs := make([]dkim.KeySpec, len(cfg.DKIM.Keys))
 	for i, k := range cfg.DKIM.Keys {
-		domain := strings.TrimSuffix(strings.ToLower(k.Domain), ".")
-		if domain != "" && !signing[domain] {
-			warnings = append(warnings, fmt.Sprintf("line %d: dkim.keys[%d]: no key of %s has sign: true; its mail goes out unsigned",
-				cfg.Line("dkim", "keys", strconv.Itoa(i)), i, domain))
-			signing[domain] = true // once per domain
+		specs[i] = configuredKey{i, k}.spec()
+	}
+	fields := map[string]string{"Domain": "domain", "Selector": "selector", "KeyFile": "key"}
+	for _, f := range dkim.CheckKeys(specs) {
+		k := cfg.DKIM.Keys[f.Key]
+		if errors.Is(f.Err, fs.ErrNotExist) || k.Domain == "" || k.Selector == "" || k.Key == "" {
+			continue
+		}
+		where := fmt.Sprintf("line %d: dkim.keys[%d]", cfg.Line("dkim", "keys", strconv.Itoa(f.Key)), f.Key)
+		if y := fields[f.Field]; y != "" {
+			where = fmt.Sprintf("line %d: dkim.keys[%d].%s", cfg.Line("dkim", "keys", strconv.Itoa(f.Key), y), f.Key, y)
+		}
+		if f.Severity == dkim.Warning {
+			warnings = append(warnings, where+": "+f.Err.Error())
+		} else {
+			errs = append(errs, where+": "+f.Err.Error())
 		}
 	}
 	return warnings, errs
-}
-
-// checkKeyFile inspects one key file: warnings and at most one error.
-func checkKeyFile(path string) (warnings []string, errMsg string) {
-	fi, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ""
-	}
-	if err != nil {
-		return nil, err.Error()
-	}
-	if perm := fi.Mode().Perm(); perm&groupOtherRWX != 0 {
-		warnings = append(warnings, fmt.Sprintf("key file %s is accessible by group or others (mode %04o): chmod 600 %s", path, perm, path))
-	}
-	key, err := dkim.LoadKey(path)
-	if errors.Is(err, dkim.ErrWeakKey) {
-		return warnings, "refused: " + err.Error()
-	}
-	if err != nil {
-		return warnings, err.Error()
-	}
-	if bits := dkim.KeyBits(key); bits > 0 && bits < dkim.RecommendedRSABits {
-		warnings = append(warnings, fmt.Sprintf("%s: %d-bit RSA key; RFC 8301 §3.1 recommends %d bits: generate a new key under a new selector (jetrelay dkim keygen) and rotate",
-			path, bits, dkim.RecommendedRSABits))
-	}
-	return warnings, ""
 }

@@ -2,16 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/jetrelay/jetrelay/dkim"
 	"github.com/jetrelay/jetrelay/dkim/dkimtest"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/dnsclient"
 	"github.com/miekg/dns"
 )
 
@@ -272,5 +277,44 @@ func TestNewDKIMSignerFromConfig(t *testing.T) {
 	}
 	if _, err := newDKIMSigner(cfg); err == nil {
 		t.Fatal("a broken sign: false key did not stop the start")
+	}
+}
+
+// dkim check's TXT lookups go through relay/dnsclient: strings of one
+// record concatenated, a missing name is dkim.ErrNoRecord.
+func TestDKIMLookupTXTThroughDNSClient(t *testing.T) {
+	t.Parallel()
+	fake := dkimtest.FakeDNS(t, `s1._domainkey.example.com. IN TXT "v=DKIM1; k=ed25519; " "p=abc"`)
+	c, err := dnsclient.New(dnsclient.Options{Servers: []string{fake.Addr}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := dnsTXT{c}
+	got, err := r.LookupTXT(context.Background(), "S1._domainkey.example.com.")
+	if err != nil || len(got) != 1 || got[0] != "v=DKIM1; k=ed25519; p=abc" {
+		t.Fatalf("LookupTXT = %q, %v", got, err)
+	}
+	if _, err := r.LookupTXT(context.Background(), "s2._domainkey.example.com."); !errors.Is(err, dkim.ErrNoRecord) {
+		t.Errorf("missing name: %v, want ErrNoRecord", err)
+	}
+}
+
+// dkim dns and dkim check list their keys as JSON with --json.
+func TestDKIMListsAsJSON(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	keyFile, line := keygen(t, dir, "s1", "--algo", "ed25519")
+	fake := dkimtest.FakeDNS(t, line)
+	cfg := writeConfig(t, dir, fake.Addr, fmt.Sprintf("{domain: example.com, selector: s1, key: %s}", keyFile))
+	rc, out, errOut := runCmd(t, "dkim", "dns", "--config", cfg, "--json")
+	var recs []dnsRecord
+	if err := json.Unmarshal([]byte(out), &recs); rc != 0 || err != nil || len(recs) != 1 || recs[0].Zone != line ||
+		recs[0].Name != "s1._domainkey.example.com." || !recs[0].Sign {
+		t.Fatalf("dkim dns --json rc=%d %v %s\n%s", rc, err, errOut, out)
+	}
+	rc, out, errOut = runCmd(t, "dkim", "check", "--config", cfg, "--json")
+	var checks []dkim.PublishedCheck
+	if err := json.Unmarshal([]byte(out), &checks); rc != 0 || err != nil || len(checks) != 1 || checks[0].State != dkim.Published {
+		t.Fatalf("dkim check --json rc=%d %v %s\n%s", rc, err, errOut, out)
 	}
 }

@@ -97,7 +97,8 @@ func queueAct(ctx context.Context, verb string, args []string, sio stdio) int {
 	if progress && rep.Selected > 1 {
 		fmt.Fprintln(c.sio.err)
 	}
-	fmt.Fprintf(c.sio.out, "%s: %d %s, %d skipped, %d failed\n", verb, rep.Done, queueVerbs[verb].done, rep.Skipped, rep.Failed)
+	fmt.Fprintf(c.sio.out, "%s: %d %s, %d skipped, %d failed\n",
+		verb, rep.Done, queueVerbs[verb].done, rep.Skipped, rep.Failed)
 	if rep.Failed > 0 || (r.ID != "" && rep.Done == 0) {
 		return 1
 	}

@@ -24,7 +24,7 @@ const queueAbout = `Inspects and acts on the queue, against the NATS jetrelay us
 jetrelay runs: every action names the stored copy it acts on, so an entry a
 delivery worker moved meanwhile is reported, never duplicated or lost).
 
-  ls [--domain D] [--state S] [--json]   counts by domain and state, or one domain's entries
+  ls [--domain D] [--state S] [--json]   counts by domain and state, or one domain's entries (also: list)
   show ID [--json]                       a message: its entries (envelope, state), its header and its history
   retry ID | --domain D | --all          make deferred entries due now
   hold ID | --domain D                   stop delivery (ready or deferred entries)
@@ -53,7 +53,7 @@ func queueMain(ctx context.Context, args []string, sio stdio) int {
 		return 0
 	}
 	switch args[0] {
-	case "ls":
+	case "ls", "list":
 		return queueLs(ctx, args[1:], sio)
 	case "show":
 		return queueShow(ctx, args[1:], sio)

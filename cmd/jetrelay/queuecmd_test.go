@@ -109,7 +109,7 @@ func TestQueueCLI(t *testing.T) {
 		!regexp.MustCompile(`two\.example\s+1\s+0\s+0\s+0`).MatchString(out) {
 		t.Fatalf("ls rc %d:\n%s%s", rc, out, errOut)
 	}
-	rc, out, _ = runOps(t, queueMain, append([]string{"ls", "--domain", "one.example"}, o.args()...)...)
+	rc, out, _ = runOps(t, queueMain, append([]string{"list", "--domain", "one.example"}, o.args()...)...)
 	if rc != 0 || !strings.Contains(out, dID) || !strings.Contains(out, "451 4.7.1 greylisted") || !strings.Contains(out, "3 entries") {
 		t.Fatalf("ls --domain rc %d:\n%s", rc, out)
 	}

@@ -21,7 +21,7 @@ bounce at the VERP intake) are refused at RCPT with 550 5.1.1 until their
 entry expires, bounces.suppress_for after it was made.
 
   ls            print address, since, reason and expiry, aligned (--json: one
-                JSON object per line)
+                JSON object per line); also: list
   add ADDR      suppress ADDR by hand (--reason R)
   rm ADDR       lift the suppression of ADDR (exit 1 if it was not listed)
 
@@ -107,6 +107,9 @@ func parseSuppress(args []string, sio stdio) (c suppressCmd, rc int, ok bool) {
 		return c, 0, false
 	}
 	c.sub = args[0]
+	if c.sub == "list" {
+		c.sub = "ls"
+	}
 	usage := map[string]string{"ls": "suppress ls [--json]", "add": "suppress add ADDR [--reason R]", "rm": "suppress rm ADDR"}[c.sub]
 	if usage == "" {
 		fmt.Fprintf(sio.err, "jetrelay suppress: unknown subcommand %q (ls, add, rm)\n", c.sub)

@@ -77,7 +77,7 @@ func TestSuppressCLI(t *testing.T) {
 	if _, ok, _ := b.Suppressed(ctx, "carol@example.org"); !ok {
 		t.Error("add did not suppress")
 	}
-	rc, out, _ = runOps(t, suppressMain, append([]string{"ls", "--json"}, o.args()...)...)
+	rc, out, _ = runOps(t, suppressMain, append([]string{"list", "--json"}, o.args()...)...)
 	var s bounce.Suppression
 	if rc != 0 || json.Unmarshal([]byte(out), &s) != nil || s.Addr != "carol@example.org" || s.Reason != "asked to stop" ||
 		!s.Expires.Equal(s.Since.Add(720*time.Hour)) {

@@ -135,13 +135,16 @@ func (o Outcome) Skipped() bool {
 	if o.Err == nil {
 		return !o.Result.Done
 	}
-	for _, e := range []error{queue.ErrInFlight, queue.ErrNotDeferred, queue.ErrHeldEntry, queue.ErrNotHeld, queue.ErrChanged} {
+	for _, e := range skips {
 		if errors.Is(o.Err, e) {
 			return true
 		}
 	}
 	return false
 }
+
+// skips are the errors that mean "does not apply to this entry now".
+var skips = []error{queue.ErrInFlight, queue.ErrNotDeferred, queue.ErrHeldEntry, queue.ErrNotHeld, queue.ErrChanged}
 
 // Failed reports an entry the action failed on.
 func (o Outcome) Failed() bool { return o.Err != nil && !o.Skipped() }
@@ -222,7 +225,9 @@ func (op *Operator) actFunc(a Action, r Request) (func(context.Context, *queue.I
 }
 
 // eventKinds are the events of the actions.
-var eventKinds = map[Action]string{Retry: events.Retried, Hold: events.Held, Release: events.Released, Delete: events.Deleted}
+var eventKinds = map[Action]string{
+	Retry: events.Retried, Hold: events.Held, Release: events.Released, Delete: events.Deleted,
+}
 
 // record emits the event of one changed entry.
 func (op *Operator) record(a Action, out Outcome) {
