@@ -190,8 +190,8 @@ func TestCrashKeepsAcceptedMail(t *testing.T) {
 	sent := map[string][]byte{}
 	for i := 0; i < n; i++ {
 		body := []byte(fmt.Sprintf("From: app@example.com\r\nTo: user@example.net\r\nSubject: crash %d\r\n"+
-			"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <crash-%d@example.com>\r\n\r\nbody %d\r\n%s\r\n",
-			i, i, i, strings.Repeat("x", i*97)))
+			"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <crash-%d@example.com>\r\n\r\nbody %d\r\n%s",
+			i, i, i, strings.Repeat(strings.Repeat("x", 97)+"\r\n", i))) // lines under 998 octets: kept byte for byte
 		sent[submitOne(t, c, body)] = body
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
