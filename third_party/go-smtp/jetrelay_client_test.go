@@ -176,6 +176,11 @@ func FuzzReadReply(f *testing.F) {
 		if len(in) == 0 || in[len(in)-1] != '\n' {
 			return
 		}
+		for _, l := range strings.Split(string(in), "\n") {
+			if len(strings.TrimSuffix(l, "\r")) == 3 {
+				return // a bare code ends a reply here; textproto wants a space
+			}
+		}
 		wcode, wmsg, werr := textproto.NewReader(bufio.NewReader(bytes.NewReader(in))).ReadResponse(0)
 		if werr == nil && (err != nil || code != wcode || msg != wmsg) {
 			t.Fatalf("readReply = %d %q %v, textproto = %d %q", code, msg, err, wcode, wmsg)
