@@ -407,3 +407,41 @@ func FuzzAppendDotStuffed(f *testing.F) {
 		}
 	})
 }
+
+// RFC 5321 section 4.5.3.2.5: a body write that makes no progress times
+// out (Timeouts.DataBlock), lock-step and pipelined; nothing was sent, so
+// it is not a DataSentError.
+func TestDataBlockTimeout(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 1<<14) // 1 MiB
+	for _, pipelined := range []bool{false, true} {
+		hold := make(chan struct{})
+		c := pipeServer(t, func(sc net.Conn) {
+			br := bufio.NewReader(sc)
+			io.WriteString(sc, "220 mx\r\n")
+			br.ReadString('\n')
+			io.WriteString(sc, ehloReply)
+			if pipelined {
+				readBatch(br, "DATA")
+				io.WriteString(sc, "250 ok\r\n250 ok\r\n354 go\r\n")
+			} else {
+				for _, r := range []string{"250 ok\r\n", "250 ok\r\n", "354 go\r\n"} {
+					br.ReadString('\n')
+					io.WriteString(sc, r)
+				}
+			}
+			<-hold // the body is never read
+		})
+		c.Timeouts.DataBlock = 100 * time.Millisecond
+		var err error
+		if pipelined {
+			_, err = c.SendPipelined("s@example.org", nil, testRcpts[1:2], body)
+		} else {
+			err = c.SendMail("s@example.org", []string{"b@example.org"}, bytes.NewReader(body))
+		}
+		close(hold)
+		var sent *DataSentError
+		if !errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &sent) {
+			t.Fatalf("pipelined=%v: %v, want a write timeout before the final dot", pipelined, err)
+		}
+	}
+}
