@@ -249,8 +249,12 @@ func TestSendPipelinedDataRefused(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	c.Timeouts.Mail = 100 * time.Millisecond // the server does not answer the second batch
-	if _, err := c.SendPipelined("s@example.org", nil, testRcpts, []byte("x\r\n")); !errors.Is(err, os.ErrDeadlineExceeded) {
+	_, err = c.SendPipelined("s@example.org", nil, testRcpts, []byte("x\r\n"))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("second transaction = %v, want a timeout", err)
+	}
+	if err2 := c.Noop(); err2 != err {
+		t.Fatalf("Noop after a failed pipeline = %v, want the same error (connection out of step)", err2)
 	}
 	if first := <-got; first != "RSET" {
 		t.Fatalf("next batch starts with %q, want RSET", first)
