@@ -33,6 +33,8 @@ type trackedConn struct {
 	mu            sync.Mutex
 	top           net.Conn // the conn go-smtp talks through (a *tls.Conn once TLS is up)
 	tlsUp         bool
+	started       time.Time
+	authed        bool // AUTH succeeded: the pre-auth limits are over
 	sessionEnd    time.Time
 	dataEnd       time.Time
 	inTx, inData  bool
@@ -57,6 +59,7 @@ func (c *trackedConn) SetReadDeadline(t time.Time) error {
 var lineReasons = map[string]string{
 	lineIdleCommands: "max_idle_commands reached",
 	lineSessionOver:  "timeouts.session reached",
+	linePreAuthOver:  "timeouts.pre_auth.session reached",
 	lineShutdown:     "shutting down",
 }
 
@@ -77,9 +80,17 @@ func (c *trackedConn) beforeCommand(t time.Time) (string, error) {
 	case c.draining && !c.inData:
 		c.dead = true
 		return lineShutdown, net.ErrClosed
+	case !time.Now().Before(c.sessionEnd) && !c.authed:
+		c.dead = true
+		return linePreAuthOver, net.ErrClosed
 	case !time.Now().Before(c.sessionEnd):
 		c.dead = true
 		return lineSessionOver, net.ErrClosed
+	}
+	if !c.authed { // RFC 5321 §4.5.3.2 allows shorter limits; before AUTH they are
+		if end := time.Now().Add(c.srv.policy().sub.Timeouts.PreAuth.Idle.D()); t.IsZero() || t.After(end) {
+			t = end
+		}
 	}
 	if !c.inTx && !c.inData {
 		c.idle++
@@ -190,11 +201,14 @@ func (c *trackedConn) endTx() {
 	c.inTx = false
 }
 
-// resetIdle restarts the idle-command count (after a successful AUTH).
-func (c *trackedConn) resetIdle() {
+// authenticated ends the pre-auth phase (after a successful AUTH): the
+// idle-command count restarts and timeouts.session applies from the
+// connection's start instead of timeouts.pre_auth.session.
+func (c *trackedConn) authenticated() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.idle = 0
+	c.idle, c.authed = 0, true
+	c.sessionEnd = c.started.Add(c.srv.policy().sub.Timeouts.Session.D())
 }
 
 // beginData lets a transfer take up to d in all (timeouts.data).

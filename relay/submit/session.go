@@ -85,6 +85,7 @@ type rejectInfo struct {
 	rcpt     string
 	mailFrom *string
 	ip       bool
+	user     string // the user name tried at AUTH (never the password)
 }
 
 // reply is the session's one error boundary (STYLE.md): an *smtp.SMTPError
@@ -112,6 +113,9 @@ func (s *session) reply(op string, err error, info rejectInfo) error {
 			Rcpt: info.rcpt, MailFrom: info.mailFrom, SMTPCode: se.Code, SMTPEnh: enh(se), Reason: op + ": " + se.Message}
 		if info.ip {
 			e.IP = s.ip
+		}
+		if e.User == "" {
+			e.User = info.user
 		}
 		s.srv.emit(e)
 	}
