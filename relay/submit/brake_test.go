@@ -334,3 +334,21 @@ func TestTrustedNetworksNeverBanned(t *testing.T) {
 		t.Fatalf("untrusted client after max failures: %v, want a ban", r)
 	}
 }
+
+// TestBrakeUnavailable: when the bucket cannot be read, a connection is
+// still greeted (AUTH checks again) and AUTH answers 454 4.7.0 rather than
+// skipping the brake.
+func TestBrakeUnavailable(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(t))
+	h.q.Close()
+	c := h.dialRaw(lnImplicit)
+	c.expect("EHLO client.test", 250, "")
+	r := c.expect("AUTH PLAIN "+plain(appUser, appPass), 454, "4.7.0")
+	if !strings.Contains(r.Text, "temporary") {
+		t.Fatalf("AUTH with the brake unreadable: %v", r)
+	}
+	if !strings.Contains(h.logs.String(), "auth_brake_unavailable") {
+		t.Fatal("no auth_brake_unavailable log line")
+	}
+}
