@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,9 +163,11 @@ func converse(addr string, implicit bool, conf *tls.Config, in []byte) ([]byte, 
 	return r.b, nil
 }
 
+// isClosedErr: the server closed first (after a fatal reply), which a
+// client writing or half-closing may see in several ways.
 func isClosedErr(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) ||
-		strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "connection reset")
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENOTCONN)
 }
 
 // checkReplies validates a reply stream; "" means it is well formed.
