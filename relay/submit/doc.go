@@ -52,8 +52,8 @@
 // reach Server.protocolRejected and are event=rejected lines like the
 // session's; DATA and BDAT both accept exactly max_message_bytes.
 // Commands go-smtp answers itself (NOOP, VRFY, HELP, RSET, EHLO) are
-// counted through the connection's read deadlines, which go-smtp sets once
-// per command line.
+// counted by the fork's Server.CommandHook; the per-line read time comes
+// from its ReadTimeoutFunc (conn.go).
 //
 // Reload swaps users, allowed_from, rates and the connection, idle-command,
 // auth-failure, header, bare-newline and session/data timeout settings at

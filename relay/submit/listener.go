@@ -52,15 +52,12 @@ func (s *Server) admit(raw net.Conn, implicit bool) net.Conn {
 	}
 	now := time.Now()
 	c := &trackedConn{
-		Conn: raw, srv: s, id: "c" + randomHex(6), ip: ip, key: key, watchTLS: !implicit, started: now,
+		Conn: raw, srv: s, id: "c" + randomHex(6), ip: ip, key: key, started: now,
 		sessionEnd: now.Add(min(sub.Timeouts.Session.D(), sub.Timeouts.PreAuth.Session.D())),
 	}
-	c.top = c
 	s.conns.track(c)
 	if implicit {
-		tc := tls.Server(c, s.tlsConf)
-		c.setTop(tc)
-		return tc
+		return tls.Server(c, s.tlsConf)
 	}
 	return c
 }

@@ -271,7 +271,11 @@ func (s *Server) newSMTPServer() *smtp.Server {
 	srv.MaxMessageBytes = int64(sub.MaxMessageBytes)
 	srv.MaxRecipients = sub.MaxRecipients // 452 4.5.3, advertised as LIMITS RCPTMAX (RFC 9422)
 	srv.MaxLineLength = sub.MaxLineLength
-	srv.ReadTimeout = sub.Timeouts.Idle.D()
+	srv.ReadTimeout = min(sub.Timeouts.Idle.D(), sub.Timeouts.PreAuth.Idle.D()) // implicit TLS handshake
+	srv.ReadTimeoutFunc = s.readTimeout
+	srv.ReadTimeoutReply = s.timeoutReply
+	srv.CommandHook = s.commandHook
+	srv.TLSHandshakeFailed = s.handshakeFailed
 	srv.WriteTimeout = min(sub.Timeouts.Idle.D(), maxWriteTimeout)
 	srv.EnableSMTPUTF8 = true
 	srv.EnableREQUIRETLS = true

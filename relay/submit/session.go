@@ -27,7 +27,6 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if s.tc == nil { // not from our listener: refuse rather than run unlimited
 		return nil, internalReply("noconn")
 	}
-	s.tc.setTop(c.Conn())
 	s.id, s.ip, s.key = s.tc.id, s.tc.ip, s.tc.key
 	s.log = b.srv.log.With().Str("conn_id", s.id).Str("remote_addr", s.remote).Logger()
 	if st, ok := c.TLSConnectionState(); ok {
