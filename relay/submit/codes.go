@@ -35,6 +35,10 @@ var (
 	errBadORCPT     = reply(501, 5, 5, 4, "malformed ORCPT parameter")
 	errNoTxn        = reply(503, 5, 5, 1, "bad sequence of commands")
 
+	// A command verb that is not alphabetic ASCII (RFC 5321 §4.1.1): the
+	// client is not speaking SMTP; the connection is closed.
+	errBadVerb = reply(500, 5, 5, 2, "syntax error, command unrecognized, closing connection")
+
 	// EHLO (RFC 5321 §4.1.1.1).
 	errBadHelo = reply(501, 5, 5, 4, "invalid EHLO argument: a domain name or address literal is required")
 

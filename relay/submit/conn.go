@@ -46,11 +46,30 @@ func (s *Server) commandHook(c *smtp.Conn, verb string) error {
 	if tc == nil {
 		return net.ErrClosed
 	}
+	if !commandVerb(verb) {
+		tc.mu.Lock()
+		tc.dead = true
+		tc.mu.Unlock()
+		return errBadVerb
+	}
 	line, err := tc.beforeCommand()
 	if line != "" {
 		return lineReply(line, s.hostname)
 	}
 	return err
+}
+
+// commandVerb reports whether verb is alphabetic ASCII (RFC 5321 §4.1.1), or
+// "" for a line go-smtp could not parse (it answers that itself). go-smtp
+// echoes an unknown verb in its reply, so any other byte there would put
+// control characters (even a bare CR) into a reply line.
+func commandVerb(verb string) bool {
+	for i := 0; i < len(verb); i++ {
+		if verb[i] < 'A' || verb[i] > 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *trackedConn) beforeCommand() (string, error) {
