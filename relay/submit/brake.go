@@ -33,7 +33,7 @@ import (
 // early, and stale counters vanish on their own. Counters are updated with
 // compare-and-set on the key's revision, so concurrent failures on two
 // nodes are never lost.
-const AuthBucket = "JR_AUTH"
+const AuthBucket = "jetrelay_auth"
 
 const (
 	// maxAuthDelay caps the growing per-failure delay.
@@ -108,7 +108,7 @@ type BrakeOptions struct {
 type Brake struct {
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
-	subject string // "$KV.JR_AUTH."
+	subject string // "$KV.jetrelay_auth."
 	now     func() time.Time
 	neg     negCache
 }

@@ -8,7 +8,7 @@
 //     inside TLS (STARTTLS or implicit TLS); MAIL without AUTH is refused with
 //     530 5.7.0. Passwords are checked against bcrypt hashes; unknown users
 //     cost the same bcrypt work as known ones. One auth brake (brake.go),
-//     kept in the JetStream KV bucket JR_AUTH so it holds on every node:
+//     kept in the JetStream KV bucket jetrelay_auth so it holds on every node:
 //     auth_failures.max failures from one client (an IPv4 address or an
 //     IPv6 /64) ban it (454 4.7.0 at AUTH, 421 4.7.0 at connect);
 //     max_per_user failures for one user from one client ban that pair
