@@ -160,10 +160,14 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dkim: %w", err)
 	}
+	brake, err := submit.OpenBrake(ctx, submit.BrakeOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas()})
+	if err != nil {
+		return err
+	}
 	r.sub, err = submit.New(submit.Options{
 		Config: r.cfg, Queue: r.q, Signer: signer, Suppressor: r.bouncer,
 		Events: r.emitter, Logger: r.log, TLS: tlsConf,
-		Observer: r.metrics, Conns: r.metrics.Connections(admin.Inbound),
+		Observer: r.metrics, Conns: r.metrics.Connections(admin.Inbound), Brake: brake,
 	})
 	if err != nil {
 		return err

@@ -35,8 +35,12 @@ func (w *world) startSubmit() string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	brake, err := submit.OpenBrake(w.t.Context(), submit.BrakeOptions{JetStream: w.q.JetStream()})
+	if err != nil {
+		w.t.Fatal(err)
+	}
 	srv, err := submit.New(submit.Options{Config: &cfg, Queue: w.q, Suppressor: w.b, Events: w.em,
-		Logger: relaytest.Logger(w.t), TLS: tlsConf})
+		Logger: relaytest.Logger(w.t), TLS: tlsConf, Brake: brake})
 	if err != nil {
 		w.t.Fatal(err)
 	}

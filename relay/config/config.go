@@ -75,6 +75,14 @@ type SubmissionTimeouts struct {
 	Idle    Duration `yaml:"idle"`
 	Session Duration `yaml:"session"`
 	Data    Duration `yaml:"data"`
+	// PreAuth are the shorter limits before AUTH succeeds.
+	PreAuth PreAuthTimeouts `yaml:"pre_auth"`
+}
+
+// PreAuthTimeouts bound the unauthenticated phase of a session.
+type PreAuthTimeouts struct {
+	Idle    Duration `yaml:"idle"`
+	Session Duration `yaml:"session"`
 }
 
 // User is one submitting application.
@@ -85,12 +93,17 @@ type User struct {
 	Rate         Rate     `yaml:"rate"`
 }
 
-// AuthFailures slows and then refuses an IP after repeated bad credentials.
+// AuthFailures slows and then refuses a client after repeated bad
+// credentials: Max failures from one client IP (IPv6: its /64) for any
+// users ban the IP; MaxPerUser failures for one user name from one IP ban
+// that (user, IP) pair. Failures for a user name from all addresses only
+// add delay, never a ban.
 type AuthFailures struct {
-	Max    int      `yaml:"max"`    // failures within Window before the ban
-	Window Duration `yaml:"window"` // counting window
-	Ban    Duration `yaml:"ban"`    // how long the IP is refused
-	Delay  Duration `yaml:"delay"`  // added per failure (capped), slows brute force
+	Max        int      `yaml:"max"`          // failures from one IP within Window before the IP ban
+	MaxPerUser int      `yaml:"max_per_user"` // failures for one user from one IP before that pair's ban
+	Window     Duration `yaml:"window"`       // counting window
+	Ban        Duration `yaml:"ban"`          // how long the IP or (user, IP) is refused
+	Delay      Duration `yaml:"delay"`        // added per failure (capped), slows brute force
 }
 
 // Submission is the authenticated SMTP side.
@@ -110,6 +123,12 @@ type Submission struct {
 	MaxInflightBytes    Size               `yaml:"max_inflight_bytes"` // all DATA in memory at once, per process
 	AuthFailures        AuthFailures       `yaml:"auth_failures"`
 	Users               []User             `yaml:"users"`
+
+	// TrustedNetworks (CIDRs) are never banned for auth failures (they
+	// still authenticate).
+	TrustedNetworks []string `yaml:"trusted_networks"`
+	// ReceivedUser names the login in the Received: field.
+	ReceivedUser bool `yaml:"received_user"`
 }
 
 // DNS configures the resolver used for MX lookups, routes and DKIM checks.

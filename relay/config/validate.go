@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -121,6 +122,14 @@ func (c *Config) validateSubmission(ps *problems) {
 	positive(ps, "submission.timeouts.idle", int64(s.Timeouts.Idle))
 	positive(ps, "submission.timeouts.session", int64(s.Timeouts.Session))
 	positive(ps, "submission.timeouts.data", int64(s.Timeouts.Data))
+	positive(ps, "submission.timeouts.pre_auth.idle", int64(s.Timeouts.PreAuth.Idle))
+	positive(ps, "submission.timeouts.pre_auth.session", int64(s.Timeouts.PreAuth.Session))
+	validateAuthFailures(ps, s.AuthFailures)
+	for i, n := range s.TrustedNetworks {
+		if _, err := ParseNetwork(n); err != nil {
+			ps.add(fmt.Sprintf("submission.trusted_networks[%d]", i), "%q is not a CIDR prefix or IP address", n)
+		}
+	}
 	if s.MaxLineLength < 1000 {
 		ps.add("submission.max_line_length", "must be at least 1000 (RFC 5322 §2.1.1)")
 	}
@@ -305,4 +314,37 @@ func positive(ps *problems, path string, v int64) {
 	if v <= 0 {
 		ps.add(path, "must be greater than zero")
 	}
+}
+
+// validateAuthFailures checks submission.auth_failures: a window and a ban
+// are needed whenever a ban can happen.
+func validateAuthFailures(ps *problems, a AuthFailures) {
+	const p = "submission.auth_failures"
+	if a.Max < 0 {
+		ps.add(p+".max", "must not be negative (0 = no IP ban)")
+	}
+	if a.MaxPerUser < 0 {
+		ps.add(p+".max_per_user", "must not be negative (0 = no (user, IP) ban)")
+	}
+	if a.Max > 0 || a.MaxPerUser > 0 {
+		positive(ps, p+".window", int64(a.Window))
+		positive(ps, p+".ban", int64(a.Ban))
+	}
+	if a.Delay < 0 {
+		ps.add(p+".delay", "must not be negative")
+	}
+}
+
+// ParseNetwork parses a CIDR prefix ("10.0.0.0/8", "2001:db8::/32") or a
+// single address (a /32 or /128), masked to its prefix.
+func ParseNetwork(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -2,6 +2,7 @@ package submit
 
 import (
 	"bytes"
+	"context"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -78,15 +79,16 @@ func (s *session) AuthMechanisms() []string {
 }
 
 // Auth starts a SASL exchange; errors from it pass the session's boundary.
+// A banned client is refused before any credentials are read.
 func (s *session) Auth(mech string) (sasl.Server, error) {
-	switch {
-	case s.tlsState == nil:
+	if s.tlsState == nil {
 		return nil, s.reply("AUTH", errAuthNeedsTLS, rejectInfo{})
-	case s.srv.isBanned(s.key):
-		return nil, s.reply("AUTH", errAuthBanned, rejectInfo{ip: true})
+	}
+	if err := s.checkBan(""); err != nil {
+		return nil, s.reply("AUTH", err, rejectInfo{ip: true})
 	}
 	check := func(authz, user, pass string) error {
-		return s.reply("AUTH", s.authenticate(authz, user, pass), rejectInfo{ip: true})
+		return s.reply("AUTH", s.authenticate(authz, user, pass), rejectInfo{ip: true, user: user})
 	}
 	switch mech {
 	case mechPlain:
@@ -97,16 +99,45 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, s.reply("AUTH", errAuthMechanism, rejectInfo{})
 }
 
+// checkBan refuses a banned client, or (user != "") a banned (user,
+// client) pair; trusted_networks are never banned. A bucket that cannot be
+// read refuses with a temporary failure: the brake is never skipped.
+func (s *session) checkBan(user string) error {
+	if s.srv.policy().trusted(s.ip) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
+	defer cancel()
+	var banned bool
+	var err error
+	if user == "" {
+		_, banned, err = s.srv.brake.clientBan(ctx, s.key)
+	} else {
+		banned, err = s.srv.brake.banned(ctx, s.key, user)
+	}
+	switch {
+	case err != nil:
+		s.log.Error().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).Msg("auth brake bucket unreadable")
+		return errAuthUnavailable
+	case banned && user != "":
+		return errAuthUserBanned
+	case banned:
+		return errAuthBanned
+	}
+	return nil
+}
+
 // authenticate checks a password with bcrypt (or the cache of passwords
 // bcrypt accepted, authcache.go). An unknown user costs the same
 // bcrypt work (against a dummy hash), so timing does not reveal user names.
 // An authorization identity other than the user fails like a bad password.
-// A failure is counted for the client and answered after a growing delay.
+// A failure is counted by the brake (brake.go) and answered after a
+// growing delay.
 func (s *session) authenticate(authz, user, pass string) error {
-	now := time.Now()
-	if s.srv.isBanned(s.key) {
-		return errAuthBanned
+	if err := s.checkBan(user); err != nil {
+		return err
 	}
+	now := time.Now()
 	pol := s.srv.policy()
 	u := pol.user(user)
 	hash := pol.dummyHash
@@ -123,20 +154,63 @@ func (s *session) authenticate(authz, user, pass string) error {
 		}
 	}
 	if u != nil && err == nil && (authz == "" || authz == user) {
-		s.srv.fails.success(s.key, now)
-		s.user = u.name
-		s.tc.resetIdle()
-		s.log.Debug().Str("event", "auth").Str("user", u.name).Msg("authenticated")
+		s.authSucceeded(u.name)
 		return nil
 	}
-	cfg := pol.sub.AuthFailures
-	delay, banned := s.srv.fails.fail(s.key, cfg, now)
-	if banned {
-		s.srv.emit(&events.Event{Event: events.Rejected, ConnID: s.id, RemoteAddr: s.remote, IP: s.ip,
-			SMTPCode: errAuthBanned.Code, SMTPEnh: enh(errAuthBanned),
-			Reason: "auth failures reached " + itoa(cfg.Max) + "; client banned for " + cfg.Ban.D().String()})
-	}
-	t := time.NewTimer(delay)
+	t := time.NewTimer(s.authFailed(user))
 	<-t.C
 	return errAuthFailed
+}
+
+// authSucceeded clears this (user, client) pair's counter and ends the
+// pre-auth phase.
+func (s *session) authSucceeded(user string) {
+	if !s.srv.policy().trusted(s.ip) {
+		ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
+		defer cancel()
+		if err := s.srv.brake.success(ctx, s.key, user); err != nil {
+			s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).Msg("could not clear the failure counter")
+		}
+	}
+	s.user = user
+	s.tc.authenticated()
+	s.log.Debug().Str("event", "auth").Str("user", user).Msg("authenticated")
+}
+
+// authFailed records a failure and returns how long to wait before
+// answering; the bans it starts are logged and evented.
+func (s *session) authFailed(user string) time.Duration {
+	pol := s.srv.policy()
+	cfg := pol.sub.AuthFailures
+	if pol.trusted(s.ip) {
+		return cfg.Delay.D()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
+	defer cancel()
+	out, err := s.srv.brake.fail(ctx, failure{client: s.key, user: user, cfg: cfg})
+	if err != nil {
+		s.log.Error().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).Msg("could not count an auth failure")
+		return min(cfg.Delay.D(), maxAuthDelay)
+	}
+	ban := func(what string, n int) {
+		s.srv.emit(&events.Event{Event: events.Rejected, ConnID: s.id, RemoteAddr: s.remote, IP: s.ip, User: user,
+			SMTPCode: errAuthBanned.Code, SMTPEnh: enh(errAuthBanned),
+			Reason: "auth failures reached " + itoa(n) + "; " + what + " banned for " + cfg.Ban.D().String()})
+	}
+	if out.clientBan {
+		ban("client "+s.key, cfg.Max)
+	}
+	if out.pairBan {
+		ban("user from client "+s.key, cfg.MaxPerUser)
+	}
+	return out.delay
+}
+
+// stampUser is the login the Received: field names: none unless
+// submission.received_user (the login is an internal account name).
+func (s *session) stampUser() string {
+	if !s.srv.policy().sub.ReceivedUser {
+		return ""
+	}
+	return s.user
 }

@@ -19,6 +19,11 @@ var (
 	errAuthNeedsTLS  = reply(530, 5, 7, 0, "must issue a STARTTLS command first")
 	errUserGone      = reply(530, 5, 7, 0, "user is no longer configured, authenticate again")
 
+	// The auth brake (brake.go): a (user, client) ban leaves other users
+	// of the client alone; an unreadable bucket is a temporary failure.
+	errAuthUserBanned  = reply(454, 4, 7, 0, "too many authentication failures for this user from your address, try again later")
+	errAuthUnavailable = reply(454, 4, 7, 0, "temporary authentication failure, try again later")
+
 	// Sender and recipients.
 	errSenderDenied = reply(553, 5, 7, 1, "sender address not allowed for this user")
 	errNullSender   = reply(553, 5, 7, 1, "null sender not allowed for this user")
@@ -29,6 +34,10 @@ var (
 	errRate         = reply(451, 4, 7, 1, "sending rate exceeded, try again later")
 	errBadORCPT     = reply(501, 5, 5, 4, "malformed ORCPT parameter")
 	errNoTxn        = reply(503, 5, 5, 1, "bad sequence of commands")
+
+	// A command verb that is not alphabetic ASCII (RFC 5321 §4.1.1): the
+	// client is not speaking SMTP; the connection is closed.
+	errBadVerb = reply(500, 5, 5, 2, "syntax error, command unrecognized, closing connection")
 
 	// EHLO (RFC 5321 §4.1.1.1).
 	errBadHelo = reply(501, 5, 5, 4, "invalid EHLO argument: a domain name or address literal is required")
@@ -63,6 +72,7 @@ const (
 	lineBanned        = "421 4.7.0 %s too many authentication failures from your address, try again later\r\n"
 	lineIdleCommands  = "421 4.7.0 %s too many commands without a transaction, closing connection\r\n"
 	lineSessionOver   = "421 4.4.2 %s session time limit reached, closing connection\r\n"
+	linePreAuthOver   = "421 4.4.2 %s time limit for authenticating reached, closing connection\r\n"
 	lineShutdown      = "421 4.3.2 %s service shutting down, try again later\r\n"
 )
 

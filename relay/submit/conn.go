@@ -1,85 +1,83 @@
 package submit
 
 import (
-	"bytes"
-	"crypto/tls"
-	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/emersion/go-smtp"
 )
 
 // sayTimeout bounds writing a line this package sends on its own.
 const sayTimeout = 5 * time.Second
 
-// trackedConn wraps an accepted connection to add what go-smtp v0.25.1
-// lacks. go-smtp sets the read deadline once before every command line it
-// reads (through a *tls.Conn, which passes deadlines down to this conn), so
-// SetReadDeadline is where this conn counts commands outside a transaction
-// (max_idle_commands), enforces timeouts.session and shutdown, and stretches
-// the deadline over a whole DATA/BDAT transfer (timeouts.data). Returning
-// net.ErrClosed there makes go-smtp close the connection quietly, after
-// this conn wrote its own 421 line.
+// trackedConn wraps an accepted connection with the limits go-smtp leaves
+// to its user: commands outside a transaction (max_idle_commands),
+// timeouts.session and timeouts.pre_auth, the whole-transfer
+// timeouts.data, and draining at shutdown. go-smtp asks for them through
+// the hooks of jetrelay's fork (Server.CommandHook before each command,
+// ReadTimeoutFunc before each line read, ReadTimeoutReply when a read timed
+// out); a failed TLS handshake after STARTTLS is closed by go-smtp itself
+// and reported to TLSHandshakeFailed (RFC 3207 §4.1).
 type trackedConn struct {
 	net.Conn
-	srv      *Server
-	id       string
-	ip, key  string
-	watchTLS bool // a STARTTLS listener: a failed handshake closes the connection
-	release  sync.Once
+	srv     *Server
+	id      string
+	ip, key string
+	release sync.Once
 
-	mu            sync.Mutex
-	top           net.Conn // the conn go-smtp talks through (a *tls.Conn once TLS is up)
-	tlsUp         bool
-	sessionEnd    time.Time
-	dataEnd       time.Time
-	inTx, inData  bool
-	draining      bool
-	dead          bool
-	idle          int
-	replies220    int  // "220 " lines written in plaintext: greeting, then STARTTLS
-	afterStartTLS bool // STARTTLS was answered with 220: only TLS records may follow
+	mu           sync.Mutex
+	started      time.Time
+	authed       bool // AUTH succeeded: the pre-auth limits are over
+	sessionEnd   time.Time
+	dataEnd      time.Time
+	inTx, inData bool
+	draining     bool
+	dead         bool
+	idle         int
 }
 
-// SetReadDeadline is called by go-smtp before each command line.
-func (c *trackedConn) SetReadDeadline(t time.Time) error {
-	line, err := c.beforeCommand(t)
+// commandHook runs before go-smtp handles a command line (Server.CommandHook):
+// it ends a draining, expired or idling session with its 421 reply.
+func (s *Server) commandHook(c *smtp.Conn, verb string) error {
+	tc := findTracked(c.Conn())
+	if tc == nil {
+		return net.ErrClosed
+	}
+	if !commandVerb(verb) {
+		tc.mu.Lock()
+		tc.dead = true
+		tc.mu.Unlock()
+		return errBadVerb
+	}
+	line, err := tc.beforeCommand()
 	if line != "" {
-		c.srv.emit(&events.Event{Event: events.Rejected, ConnID: c.id, RemoteAddr: c.RemoteAddr().String(),
-			SMTPCode: 421, SMTPEnh: lineEnh(line), Reason: lineReasons[line]})
-		c.say(line)
+		return lineReply(line, s.hostname)
 	}
 	return err
 }
 
-var lineReasons = map[string]string{
-	lineIdleCommands: "max_idle_commands reached",
-	lineSessionOver:  "timeouts.session reached",
-	lineShutdown:     "shutting down",
-}
-
-// lineEnh extracts the enhanced code of one of our own 421 lines.
-func lineEnh(line string) string {
-	if len(line) > 9 {
-		return line[4:9]
+// commandVerb reports whether verb is alphabetic ASCII (RFC 5321 §4.1.1), or
+// "" for a line go-smtp could not parse (it answers that itself). go-smtp
+// echoes an unknown verb in its reply, so any other byte there would put
+// control characters (even a bare CR) into a reply line.
+func commandVerb(verb string) bool {
+	for i := 0; i < len(verb); i++ {
+		if verb[i] < 'A' || verb[i] > 'Z' {
+			return false
+		}
 	}
-	return ""
+	return true
 }
 
-func (c *trackedConn) beforeCommand(t time.Time) (string, error) {
+func (c *trackedConn) beforeCommand() (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case c.dead:
-		return "", net.ErrClosed
-	case c.draining && !c.inData:
+	if line := c.endLineLocked(); line != "" || c.dead {
 		c.dead = true
-		return lineShutdown, net.ErrClosed
-	case !time.Now().Before(c.sessionEnd):
-		c.dead = true
-		return lineSessionOver, net.ErrClosed
+		return line, net.ErrClosed
 	}
 	if !c.inTx && !c.inData {
 		c.idle++
@@ -88,64 +86,99 @@ func (c *trackedConn) beforeCommand(t time.Time) (string, error) {
 			return lineIdleCommands, net.ErrClosed
 		}
 	}
-	return "", c.Conn.SetReadDeadline(c.clampLocked(t))
+	return "", nil
 }
 
-// clampLocked limits a deadline to the session's end and, during a
-// transfer, to the transfer's end.
-func (c *trackedConn) clampLocked(t time.Time) time.Time {
-	end := c.sessionEnd
-	if c.inData && c.dataEnd.Before(end) {
-		end = c.dataEnd
+// endLineLocked returns the line that ends the session now, if any.
+func (c *trackedConn) endLineLocked() string {
+	switch {
+	case c.draining && !c.inData:
+		return lineShutdown
+	case !time.Now().Before(c.sessionEnd) && !c.authed:
+		return linePreAuthOver
+	case !time.Now().Before(c.sessionEnd):
+		return lineSessionOver
 	}
-	if t.IsZero() || t.After(end) {
-		return end
-	}
-	return t
+	return ""
 }
 
-// SetDeadline keeps the session limit on reads.
-func (c *trackedConn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	rt := c.clampLocked(t)
-	c.mu.Unlock()
-	if err := c.Conn.SetReadDeadline(rt); err != nil {
-		return err
-	}
-	return c.Conn.SetWriteDeadline(t)
+// idleLimitLocked reports that the idle commands used up max_idle_commands:
+// the session ends before reading another command.
+func (c *trackedConn) idleLimitLocked() bool {
+	limit := c.srv.policy().sub.MaxIdleCommands
+	return limit > 0 && !c.inTx && !c.inData && c.idle >= limit
 }
 
-// Write watches a STARTTLS listener's plaintext: after the "220" that
-// answers STARTTLS, only TLS records may go out. go-smtp answers a failed
-// handshake with a plaintext "550" and carries on in plaintext; that reply
-// is dropped here and the connection closed instead (RFC 3207 §4.1).
-func (c *trackedConn) Write(b []byte) (int, error) {
-	if c.watchTLS && len(b) > 0 && !c.checkWrite(b) {
-		c.srv.log.Info().Str("event", "starttls_failed").Str("conn_id", c.id).Str("remote_addr", c.RemoteAddr().String()).
-			Msg("TLS handshake failed after STARTTLS; connection closed")
-		_ = c.Conn.Close()
-		return 0, net.ErrClosed
+// readTimeout is the time allowed for the next line (Server.ReadTimeoutFunc):
+// timeouts.idle, before AUTH at most timeouts.pre_auth.idle (RFC 5321
+// §4.5.3.2 allows shorter limits), never past the session's end or, during
+// a BDAT transfer, the transfer's end. A dead connection is closed here.
+func (s *Server) readTimeout(c *smtp.Conn) time.Duration {
+	tc := findTracked(c.Conn())
+	if tc == nil {
+		return time.Nanosecond
 	}
-	return c.Conn.Write(b)
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.dead {
+		_ = tc.Conn.Close() // its last reply is written: end without another
+		return time.Nanosecond
+	}
+	sub := s.policy().sub
+	d := sub.Timeouts.Idle.D()
+	if !tc.authed {
+		d = min(d, sub.Timeouts.PreAuth.Idle.D())
+	}
+	if tc.endLineLocked() != "" || tc.idleLimitLocked() {
+		return time.Nanosecond // timeoutReply answers with the limit
+	}
+	end := tc.sessionEnd
+	if tc.inData && tc.dataEnd.Before(end) {
+		end = tc.dataEnd
+	}
+	return max(min(d, time.Until(end)), time.Nanosecond)
 }
 
-func (c *trackedConn) checkWrite(b []byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.afterStartTLS {
-		if bytes.HasPrefix(b, []byte("220 ")) {
-			if c.replies220++; c.replies220 == 2 {
-				c.afterStartTLS = true
-			}
-		}
-		return true
+// timeoutReply answers a read that timed out (Server.ReadTimeoutReply):
+// the limit that ended it, else go-smtp's idle timeout reply.
+func (s *Server) timeoutReply(c *smtp.Conn) *smtp.SMTPError {
+	tc := findTracked(c.Conn())
+	if tc == nil {
+		return nil
 	}
-	// TLS records start with a content type 0x14..0x18; a reply starts with a digit.
-	if b[0] >= '0' && b[0] <= '9' {
-		c.dead = true
-		return false
+	tc.mu.Lock()
+	line := tc.endLineLocked()
+	if line == "" && tc.idleLimitLocked() {
+		line = lineIdleCommands
 	}
-	return true
+	tc.dead = true
+	tc.mu.Unlock()
+	if line == "" {
+		return nil
+	}
+	return lineReply(line, s.hostname)
+}
+
+// handshakeFailed logs a failed TLS handshake (Server.TLSHandshakeFailed);
+// go-smtp closes the connection without a plaintext reply.
+func (s *Server) handshakeFailed(c *smtp.Conn, err error) {
+	ev := s.log.Info().Err(err).Str("event", "starttls_failed").Str("remote_addr", c.Conn().RemoteAddr().String())
+	if tc := findTracked(c.Conn()); tc != nil {
+		ev = ev.Str("conn_id", tc.id)
+	}
+	ev.Msg("TLS handshake failed; connection closed")
+}
+
+// lineReply turns one of this package's 421 lines into the reply go-smtp
+// writes, naming this host as RFC 5321 §4.2 asks of 421.
+func lineReply(line, host string) *smtp.SMTPError {
+	code, _ := strconv.Atoi(line[:3])
+	var enh smtp.EnhancedCode
+	for i, p := range strings.SplitN(line[4:9], ".", 3) {
+		enh[i], _ = strconv.Atoi(p)
+	}
+	text := strings.Replace(strings.TrimSuffix(line[10:], "\r\n"), "%s", host, 1)
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: text}
 }
 
 // Close releases the connection's slot once.
@@ -153,27 +186,6 @@ func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.release.Do(func() { c.srv.conns.remove(c) })
 	return err
-}
-
-// say writes one of this package's own lines through the TLS layer when
-// there is one; during a STARTTLS handshake it writes nothing.
-func (c *trackedConn) say(format string) {
-	c.mu.Lock()
-	top, ok := c.top, !c.afterStartTLS || c.tlsUp
-	c.mu.Unlock()
-	if !ok || top == nil {
-		return
-	}
-	_ = top.SetWriteDeadline(time.Now().Add(sayTimeout))
-	_, _ = fmt.Fprintf(top, format, c.srv.hostname)
-}
-
-// setTop records the conn go-smtp uses (called when a session starts).
-func (c *trackedConn) setTop(top net.Conn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.top = top
-	_, c.tlsUp = top.(*tls.Conn)
 }
 
 // beginTx marks a transaction: commands inside it are not idle.
@@ -190,19 +202,28 @@ func (c *trackedConn) endTx() {
 	c.inTx = false
 }
 
-// resetIdle restarts the idle-command count (after a successful AUTH).
-func (c *trackedConn) resetIdle() {
+// authenticated ends the pre-auth phase (after a successful AUTH): the
+// idle-command count restarts and timeouts.session applies from the
+// connection's start instead of timeouts.pre_auth.session.
+func (c *trackedConn) authenticated() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.idle = 0
+	c.idle, c.authed = 0, true
+	c.sessionEnd = c.started.Add(c.srv.policy().sub.Timeouts.Session.D())
 }
 
-// beginData lets a transfer take up to d in all (timeouts.data).
+// beginData lets a transfer take up to d in all (timeouts.data), never
+// past the session's end. go-smtp reads DATA content under the deadline
+// set here; BDAT chunks under readTimeout's, which honours dataEnd.
 func (c *trackedConn) beginData(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.inData, c.dataEnd = true, time.Now().Add(d)
-	_ = c.Conn.SetReadDeadline(c.clampLocked(c.dataEnd))
+	end := c.dataEnd
+	if c.sessionEnd.Before(end) {
+		end = c.sessionEnd
+	}
+	_ = c.Conn.SetReadDeadline(end)
 }
 
 // endData ends a transfer; after a timed-out transfer the connection closes.

@@ -135,7 +135,7 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 	id := queue.NewID()
 	now := time.Now()
 	var head strings.Builder
-	st := stamp{Helo: tx.helo, IP: s.ip, Host: s.srv.hostname, TLS: s.tlsState, User: s.user, ID: id,
+	st := stamp{Helo: tx.helo, IP: s.ip, Host: s.srv.hostname, TLS: s.tlsState, User: s.stampUser(), ID: id,
 		SMTPUTF8: tx.utf8, Time: now}
 	if len(tx.rcpts) == 1 {
 		st.Rcpt = tx.rcpts[0].Addr

@@ -7,10 +7,15 @@
 //   - Never an open relay. AUTH (PLAIN, LOGIN) is offered and accepted only
 //     inside TLS (STARTTLS or implicit TLS); MAIL without AUTH is refused with
 //     530 5.7.0. Passwords are checked against bcrypt hashes; unknown users
-//     cost the same bcrypt work as known ones. Repeated bad credentials from
-//     one address (an IPv4 address or an IPv6 /64) are slowed by a growing,
-//     capped delay and then refused for submission.auth_failures.ban: 454 4.7.0
-//     at AUTH, 421 4.7.0 at connect. The tracking map is bounded.
+//     cost the same bcrypt work as known ones. One auth brake (brake.go),
+//     kept in the JetStream KV bucket jetrelay_auth so it holds on every node:
+//     auth_failures.max failures from one client (an IPv4 address or an
+//     IPv6 /64) ban it (454 4.7.0 at AUTH, 421 4.7.0 at connect);
+//     max_per_user failures for one user from one client ban that pair
+//     (454 4.7.0 for that user only); a user's failures from everywhere only
+//     add a capped delay, so nobody can lock a user out. A success clears only
+//     its own (user, client) counter. trusted_networks are never banned.
+//     Before AUTH succeeds, timeouts.pre_auth (idle, session) apply.
 //   - Sender policy. MAIL FROM and every address in the header From: must be
 //     covered by the user's allowed_from (domains and exact addresses,
 //     case-insensitive; a domain does not cover its subdomains; "*" covers
@@ -33,7 +38,7 @@
 //     (go-smtp's reader); bare CR or LF is rewritten to CRLF, or refused with
 //     550 5.6.0 when bare_newlines is "reject"; NUL is refused with 550 5.6.0.
 //     A Received: field is prepended (RFC 5321 §4.4, with TLS version, cipher,
-//     authenticated user and queue id), Message-ID: and Date: are added when
+//     the login only with received_user, and queue id), Message-ID: and Date: are added when
 //     missing, then the Signer (if any) prepends DKIM-Signature. Lines over
 //     998 octets (RFC 5322 §2.1.1) are folded (header) or re-encoded as
 //     quoted-printable (body part) before signing, or refused 554 5.6.0
@@ -55,8 +60,8 @@
 // reach Server.protocolRejected and are event=rejected lines like the
 // session's; DATA and BDAT both accept exactly max_message_bytes.
 // Commands go-smtp answers itself (NOOP, VRFY, HELP, RSET, EHLO) are
-// counted through the connection's read deadlines, which go-smtp sets once
-// per command line.
+// counted by the fork's Server.CommandHook; the per-line read time comes
+// from its ReadTimeoutFunc (conn.go).
 //
 // Reload swaps users, allowed_from, rates and the connection, idle-command,
 // auth-failure, header, bare-newline and session/data timeout settings at

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/config"
 )
 
 // dial connects go-smtp's client to a listener (STARTTLS or implicit TLS).
@@ -89,7 +90,7 @@ func splitAdded(t testing.TB, stored, original []byte) string {
 // intact in JetStream.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	h := start(t, testConfig(t))
+	h := start(t, testConfig(t, func(c *config.Config) { c.Submission.ReceivedUser = true }))
 	type sent struct {
 		id  string
 		msg []byte
@@ -233,6 +234,9 @@ func TestMultiDomain(t *testing.T) {
 		added := splitAdded(t, body(t, e), msg)
 		if strings.Contains(added, "\tfor <") {
 			t.Errorf("Received names a recipient of a multi-recipient message:\n%s", added)
+		}
+		if strings.Contains(added, "authenticated user") || strings.Contains(added, appUser) {
+			t.Errorf("Received names the login without submission.received_user:\n%s", added)
 		}
 	}
 }

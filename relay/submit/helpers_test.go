@@ -99,6 +99,7 @@ type harnessOpts struct {
 	suppressor Suppressor
 	observer   Observer
 	conns      Gauge
+	queue      *queue.Queue // share another harness's JetStream (default: a new one)
 }
 
 func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
@@ -108,14 +109,19 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 		o = ho[0]
 	}
 	h := &harness{t: t, cfg: cfg, qDir: t.TempDir(), logs: &logBuffer{}}
-	h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.qDir})
+	h.q = o.queue
+	if h.q == nil {
+		h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.qDir})
+	}
+	brake := openTestBrake(t, h.q)
 	tlsConf, err := LoadOrCreateTLS(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
 	h.srv, err = New(Options{Config: cfg, Queue: h.q, Signer: o.signer, Suppressor: o.suppressor,
-		Events: events.NewEmitter(log, nil), Logger: log, TLS: tlsConf, Observer: o.observer, Conns: o.conns})
+		Events: events.NewEmitter(log, nil), Logger: log, TLS: tlsConf, Observer: o.observer, Conns: o.conns,
+		Brake: brake})
 	if err != nil {
 		t.Fatal(err)
 	}

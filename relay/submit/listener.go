@@ -40,7 +40,7 @@ func (s *Server) admit(raw net.Conn, implicit bool) net.Conn {
 	key := clientKey(ip)
 	sub := s.policy().sub
 	line, reason := "", ""
-	if s.isBanned(key) {
+	if !s.policy().trusted(ip) && s.clientBanned(key) {
 		line, reason = lineBanned, "client banned after repeated authentication failures"
 	} else if r := s.conns.add(key, sub.MaxConnections, sub.MaxConnectionsPerIP); r != "" {
 		line, reason = r, map[string]string{lineTooManyConns: "max_connections reached",
@@ -50,16 +50,14 @@ func (s *Server) admit(raw net.Conn, implicit bool) net.Conn {
 		s.refuse(raw, implicit, line, reason)
 		return nil
 	}
+	now := time.Now()
 	c := &trackedConn{
-		Conn: raw, srv: s, id: "c" + randomHex(6), ip: ip, key: key, watchTLS: !implicit,
-		sessionEnd: time.Now().Add(sub.Timeouts.Session.D()),
+		Conn: raw, srv: s, id: "c" + randomHex(6), ip: ip, key: key, started: now,
+		sessionEnd: now.Add(min(sub.Timeouts.Session.D(), sub.Timeouts.PreAuth.Session.D())),
 	}
-	c.top = c
 	s.conns.track(c)
 	if implicit {
-		tc := tls.Server(c, s.tlsConf)
-		c.setTop(tc)
-		return tc
+		return tls.Server(c, s.tlsConf)
 	}
 	return c
 }

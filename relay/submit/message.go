@@ -242,7 +242,9 @@ func received(s stamp) string {
 	if s.TLS != nil {
 		b.WriteString("\t(version=" + tlsVersionName(s.TLS.Version) + " cipher=" + tls.CipherSuiteName(s.TLS.CipherSuite) + ")\r\n")
 	}
-	b.WriteString("\t(authenticated user " + sanitize(s.User, 64) + ")\r\n")
+	if s.User != "" { // only with submission.received_user (stampUser)
+		b.WriteString("\t(authenticated user " + sanitize(s.User, 64) + ")\r\n")
+	}
 	b.WriteString("\tid " + s.ID)
 	if s.Rcpt != "" {
 		b.WriteString("\r\n\tfor <" + s.Rcpt + ">")

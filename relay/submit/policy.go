@@ -3,6 +3,7 @@ package submit
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/jetrelay/jetrelay/relay/config"
@@ -17,6 +18,8 @@ type policy struct {
 	cfg   *config.Config
 	sub   config.Submission
 	users map[string]*userPolicy
+	// trustedNets are never banned by the auth brake.
+	trustedNets []netip.Prefix
 	// dummyHash is checked for unknown users, at the highest cost among the
 	// configured hashes, so that timing does not reveal which names exist.
 	dummyHash []byte
@@ -71,6 +74,14 @@ func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
 		}
 		p.users[u.Name] = up
 	}
+	for i, n := range cfg.Submission.TrustedNetworks {
+		pfx, err := config.ParseNetwork(n)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("submission.trusted_networks[%d]: %q is not a CIDR prefix", i, n))
+			continue
+		}
+		p.trustedNets = append(p.trustedNets, pfx)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -84,6 +95,21 @@ func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
 	var err error
 	p.dummyHash, err = bcrypt.GenerateFromPassword([]byte(randomHex(16)), cost)
 	return p, err
+}
+
+// trusted reports whether ip is in submission.trusted_networks.
+func (p *policy) trusted(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, n := range p.trustedNets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *policy) user(name string) *userPolicy {

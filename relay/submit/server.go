@@ -74,6 +74,8 @@ type Options struct {
 	TLS        *tls.Config
 	Observer   Observer
 	Conns      Gauge
+	// Brake is the auth brake in JetStream KV (OpenBrake); required.
+	Brake *Brake
 }
 
 // signerBox lets SetSigner swap the signer while sessions sign.
@@ -100,6 +102,10 @@ const (
 	maxWriteTimeout = 2 * time.Minute
 	// maxRefusing bounds goroutines busy telling refused clients why.
 	maxRefusing = 64
+	// admitBanTimeout bounds the ban check of a new connection.
+	admitBanTimeout = time.Second
+	// brakeTimeout bounds the auth brake's bucket work for one AUTH.
+	brakeTimeout = 10 * time.Second
 )
 
 // Server is the submission service: one go-smtp server per listener.
@@ -115,7 +121,7 @@ type Server struct {
 	log       zerolog.Logger
 	tlsConf   *tls.Config
 	pol       atomic.Pointer[policy]
-	fails     *authFailures
+	brake     *Brake
 	inflight  *inflight // message data held in memory, this process (spool.go)
 	conns     *connTracker
 	bcryptSem chan struct{}
@@ -140,6 +146,8 @@ func New(o Options) (*Server, error) {
 		return nil, errors.New("submit: Options.Events is required")
 	case o.TLS == nil:
 		return nil, errors.New("submit: Options.TLS is required (AUTH is only accepted inside TLS)")
+	case o.Brake == nil:
+		return nil, errors.New("submit: Options.Brake is required (OpenBrake)")
 	}
 	pol, err := newPolicy(o.Config, nil)
 	if err != nil {
@@ -148,7 +156,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		static: o.Config, hostname: o.Config.Hostname, queue: o.Queue, suppress: o.Suppressor,
 		observe: o.Observer, connGauge: o.Conns,
-		events: o.Events, log: o.Logger, tlsConf: o.TLS, fails: newAuthFailures(), conns: newConnTracker(),
+		events: o.Events, log: o.Logger, tlsConf: o.TLS, brake: o.Brake, conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
 		inflight:  &inflight{max: int64(o.Config.Submission.MaxInflightBytes)},
@@ -268,7 +276,11 @@ func (s *Server) newSMTPServer() *smtp.Server {
 	srv.MaxMessageBytes = int64(sub.MaxMessageBytes)
 	srv.MaxRecipients = sub.MaxRecipients // 452 4.5.3, advertised as LIMITS RCPTMAX (RFC 9422)
 	srv.MaxLineLength = sub.MaxLineLength
-	srv.ReadTimeout = sub.Timeouts.Idle.D()
+	srv.ReadTimeout = min(sub.Timeouts.Idle.D(), sub.Timeouts.PreAuth.Idle.D()) // implicit TLS handshake
+	srv.ReadTimeoutFunc = s.readTimeout
+	srv.ReadTimeoutReply = s.timeoutReply
+	srv.CommandHook = s.commandHook
+	srv.TLSHandshakeFailed = s.handshakeFailed
 	srv.WriteTimeout = min(sub.Timeouts.Idle.D(), maxWriteTimeout)
 	srv.EnableSMTPUTF8 = true
 	srv.EnableREQUIRETLS = true
@@ -339,9 +351,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // emit logs and publishes an event.
 func (s *Server) emit(e *events.Event) { s.events.Emit(e) }
 
-func (s *Server) isBanned(key string) bool {
-	_, ok := s.fails.banned(key, time.Now())
-	return ok
+// clientBanned reports whether a connecting client is banned. An unreadable
+// bucket lets the client in (AUTH checks again and then refuses).
+func (s *Server) clientBanned(client string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), admitBanTimeout)
+	defer cancel()
+	_, banned, err := s.brake.clientBan(ctx, client)
+	if err != nil {
+		s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("ip", client).Msg("ban check at connect failed; AUTH will check again")
+	}
+	return banned
 }
 
 // smtpLogger routes go-smtp's own messages (connection errors, panics) to zerolog.

@@ -27,7 +27,6 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if s.tc == nil { // not from our listener: refuse rather than run unlimited
 		return nil, internalReply("noconn")
 	}
-	s.tc.setTop(c.Conn())
 	s.id, s.ip, s.key = s.tc.id, s.tc.ip, s.tc.key
 	s.log = b.srv.log.With().Str("conn_id", s.id).Str("remote_addr", s.remote).Logger()
 	if st, ok := c.TLSConnectionState(); ok {
@@ -86,6 +85,7 @@ type rejectInfo struct {
 	rcpt     string
 	mailFrom *string
 	ip       bool
+	user     string // the user name tried at AUTH (never the password)
 }
 
 // reply is the session's one error boundary (STYLE.md): an *smtp.SMTPError
@@ -113,6 +113,9 @@ func (s *session) reply(op string, err error, info rejectInfo) error {
 			Rcpt: info.rcpt, MailFrom: info.mailFrom, SMTPCode: se.Code, SMTPEnh: enh(se), Reason: op + ": " + se.Message}
 		if info.ip {
 			e.IP = s.ip
+		}
+		if e.User == "" {
+			e.User = info.user
 		}
 		s.srv.emit(e)
 	}

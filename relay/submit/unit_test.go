@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
 )
 
@@ -126,44 +127,6 @@ func TestScanHeader(t *testing.T) {
 	}
 }
 
-// TestAuthFailuresBounded: the failure map never grows past its bound,
-// bans last for the configured time, and the delay is capped.
-func TestAuthFailuresBounded(t *testing.T) {
-	t.Parallel()
-	a := newAuthFailures()
-	cfg := config.AuthFailures{Max: 3, Window: config.Duration(time.Minute), Ban: config.Duration(time.Hour), Delay: config.Duration(time.Second)}
-	now := time.Now()
-	for i := range maxTrackedClients + 500 {
-		a.fail(clientKey(net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String()), cfg, now)
-	}
-	if len(a.m) > maxTrackedClients {
-		t.Fatalf("%d entries tracked, bound is %d", len(a.m), maxTrackedClients)
-	}
-	var banned bool
-	var delay time.Duration
-	for range 3 {
-		delay, banned = a.fail("192.0.2.1", cfg, now)
-	}
-	if !banned || delay != 3*time.Second {
-		t.Fatalf("third failure: banned=%v delay=%v", banned, delay)
-	}
-	if _, ok := a.banned("192.0.2.1", now.Add(59*time.Minute)); !ok {
-		t.Error("ban ended early")
-	}
-	if _, ok := a.banned("192.0.2.1", now.Add(61*time.Minute)); ok {
-		t.Error("ban did not end")
-	}
-	for range 20 {
-		delay, _ = a.fail("192.0.2.2", cfg, now)
-	}
-	if delay != maxAuthDelay {
-		t.Errorf("delay %v not capped at %v", delay, maxAuthDelay)
-	}
-	if clientKey("2001:db8::1") != clientKey("2001:db8::ffff") || clientKey("2001:db8::1") == clientKey("2001:db8:0:1::1") {
-		t.Error("IPv6 clients are not grouped by /64")
-	}
-}
-
 // TestLoadOrCreateTLS: generated once (key 0600), reused, covering the
 // hostname and loopback names.
 func TestLoadOrCreateTLS(t *testing.T) {
@@ -227,7 +190,8 @@ func TestBindErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Config: cfg, Queue: nopQueue{}, Events: testEmitter(t), Logger: testLogger(t), TLS: tlsConf})
+	s, err := New(Options{Config: cfg, Queue: nopQueue{}, Events: testEmitter(t), Logger: testLogger(t), TLS: tlsConf,
+		Brake: openTestBrake(t, queuetest.RunJetStream(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
