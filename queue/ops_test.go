@@ -137,7 +137,9 @@ func TestOpsListCountsStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounts := map[queue.State]int{queue.StateReady: 3, queue.StateInFlight: 1, queue.StateDeferred: 2, queue.StateHeld: 0}
+	wantCounts := map[queue.State]int{
+		queue.StateReady: 3, queue.StateInFlight: 1, queue.StateDeferred: 2, queue.StateHeld: 0,
+	}
 	for st, n := range wantCounts {
 		if stats[st].Count != n {
 			t.Errorf("stats %s count %d, want %d", st, stats[st].Count, n)
