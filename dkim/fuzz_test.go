@@ -13,7 +13,8 @@ import (
 // panic, and a key it accepts must produce a record that matches it.
 // Seeds: the PEM files in testdata plus the corpus in testdata/fuzz.
 func FuzzParseKey(f *testing.F) {
-	for _, p := range []string{"testdata/ed25519.pem", "testdata/rsa1024-pkcs1.pem", "testdata/rsa512.pem", "testdata/ecdsa.pem"} {
+	seeds := []string{"testdata/ed25519.pem", "testdata/rsa1024-pkcs1.pem", "testdata/rsa512.pem", "testdata/ecdsa.pem"}
+	for _, p := range seeds {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)
@@ -47,7 +48,8 @@ func FuzzSign(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s, err := NewSigner([]KeySpec{{Domain: "example.com", Selector: "s1", KeyFile: writeKey(f, key), Sign: true}}, Options{ParentDomains: true})
+	spec := KeySpec{Domain: "example.com", Selector: "s1", KeyFile: writeKey(f, key), Sign: true}
+	s, err := NewSigner([]KeySpec{spec}, Options{ParentDomains: true})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -20,7 +20,8 @@ func TestParseKeyFormats(t *testing.T) {
 	pkcs1 := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)})
 	pkcs8RSA, _ := MarshalKey(rsaKey)
 	pkcs8Ed, _ := MarshalKey(edKeyA())
-	withParams := append([]byte("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"), pkcs8Ed...)
+	ecParams := []byte("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n")
+	withParams := append(ecParams, pkcs8Ed...)
 	cases := []struct {
 		name, file string
 		data       []byte
@@ -36,7 +37,8 @@ func TestParseKeyFormats(t *testing.T) {
 		{"ECDSA", "testdata/ecdsa.pem", nil, "unsupported key type"},
 		{"empty", "", nil, "no PEM private key"},
 		{"public key only", "", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}}), "no PEM private key"},
-		{"encrypted", "", []byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"), "encrypted"},
+		{"encrypted", "",
+			[]byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"), "encrypted"},
 		{"corrupt PKCS#8", "", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{0x30, 1, 2}}), "bad PKCS#8"},
 	}
 	for _, tc := range cases {

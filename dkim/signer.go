@@ -130,7 +130,8 @@ func CheckNames(domain, selector string) error {
 	if domain == "" || strings.ContainsAny(domain, " \t@;\"") {
 		return fmt.Errorf("bad domain %q", domain)
 	}
-	if selector == "" || strings.ContainsAny(selector, " \t@;\"") || strings.HasPrefix(selector, ".") || strings.HasSuffix(selector, ".") {
+	if selector == "" || strings.ContainsAny(selector, " \t@;\"") ||
+		strings.HasPrefix(selector, ".") || strings.HasSuffix(selector, ".") {
 		return fmt.Errorf("bad selector %q", selector)
 	}
 	return nil

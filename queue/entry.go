@@ -92,7 +92,8 @@ func (es *Entries) Next() (*Entry, error) {
 		}
 		e, err := es.q.entryFromMsg(msg)
 		if err != nil {
-			es.q.log.Error().Err(err).Str("event", "bad_entry").Str("subject", msg.Subject()).Msg("unreadable queue entry terminated")
+			es.q.log.Error().Err(err).Str("event", "bad_entry").Str("subject", msg.Subject()).
+				Msg("unreadable queue entry terminated")
 			_ = msg.Term()
 			continue
 		}
@@ -178,7 +179,8 @@ func (e *Entry) Superseded(ctx context.Context) bool {
 			return true
 		}
 	}
-	if m, err := s.GetLastMsgForSubject(ctx, Subject(SubjReady, e.Env.ID, e.Env.Domain)); err == nil && m.Sequence > e.Seq() {
+	m, err := s.GetLastMsgForSubject(ctx, Subject(SubjReady, e.Env.ID, e.Env.Domain))
+	if err == nil && m.Sequence > e.Seq() {
 		return true
 	}
 	return false

@@ -19,17 +19,20 @@ func TestParseMessageHeader(t *testing.T) {
 			MessageHeader{Fields: []HeaderField{{"From", "a@example.com"}, {"Subject", "hi"}}}},
 		{"folded and bare LF", "Subject: one\n two\nTo: b@example.net\n\nbody\n",
 			MessageHeader{Fields: []HeaderField{{"Subject", "one two"}, {"To", "b@example.net"}}}},
-		{"encoded-words", "Subject: =?UTF-8?B?R3LDvMOfZQ==?= =?ISO-8859-1?Q?caf=E9?=\r\nFrom: =?utf-8?q?J=C3=B6rg?= <j@example.com>\r\n\r\n",
+		{"encoded-words",
+			"Subject: =?UTF-8?B?R3LDvMOfZQ==?= =?ISO-8859-1?Q?caf=E9?=\r\nFrom: =?utf-8?q?J=C3=B6rg?= <j@example.com>\r\n\r\n",
 			MessageHeader{Fields: []HeaderField{{"Subject", "Grüßecafé"}, {"From", "Jörg <j@example.com>"}}}},
 		{"unknown charset shown as it is", "Subject: =?x-unknown?Q?abc?=\r\n\r\n",
 			MessageHeader{Fields: []HeaderField{{"Subject", "=?x-unknown?Q?abc?="}}}},
-		{"control characters escaped, also when encoded", "Subject: a\x1b[31mred =?UTF-8?Q?=1B]0;x=07?=\r\nX-Bad: \xff\r\n\r\n",
+		{"control characters escaped, also when encoded",
+			"Subject: a\x1b[31mred =?UTF-8?Q?=1B]0;x=07?=\r\nX-Bad: \xff\r\n\r\n",
 			MessageHeader{Fields: []HeaderField{{"Subject", `a\x1b[31mred \x1b]0;x\x07`}, {"X-Bad", `\xff`}}}},
 		{"malformed line kept", "not a field\r\nTo: b@example.net\r\n\r\n",
 			MessageHeader{Fields: []HeaderField{{"", "not a field"}, {"To", "b@example.net"}}}},
 		{"no header", "\r\nbody\r\n", MessageHeader{}},
 		{"no body", "Subject: only\r\nTo: x", MessageHeader{Fields: []HeaderField{{"Subject", "only"}, {"To", "x"}}}},
-		{"too long", "Subject: s\r\n" + long + "To: x\r\n\r\n", MessageHeader{Fields: []HeaderField{{"Subject", "s"}}, Truncated: true}},
+		{"too long", "Subject: s\r\n" + long + "To: x\r\n\r\n",
+			MessageHeader{Fields: []HeaderField{{"Subject", "s"}}, Truncated: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,8 +57,9 @@ var States = []State{StateReady, StateInFlight, StateDeferred, StateHeld}
 
 // Operation errors.
 var (
-	ErrChanged     = errors.New("queue: the entry changed meanwhile (delivered, deferred or moved); look again")
-	ErrInFlight    = errors.New("queue: the entry is being delivered right now (leased by a worker); try again once it is deferred or done")
+	ErrChanged  = errors.New("queue: the entry changed meanwhile (delivered, deferred or moved); look again")
+	ErrInFlight = errors.New("queue: the entry is being delivered right now (leased by a worker); " +
+		"try again once it is deferred or done")
 	ErrNotDeferred = errors.New("queue: the entry is not deferred; nothing to retry")
 	ErrHeldEntry   = errors.New("queue: the entry is held; release it instead")
 	ErrNotHeld     = errors.New("queue: the entry is not held")
@@ -208,7 +209,10 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 		}
 		by[d][st] += n
 	}
-	for p, st := range map[string]State{SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred} {
+	subjStates := map[string]State{
+		SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred,
+	}
+	for p, st := range subjStates {
 		ps, err := q.streamFor(ctx, p+".>")
 		var info *jetstream.StreamInfo
 		if err == nil {

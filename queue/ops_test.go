@@ -126,7 +126,8 @@ func TestOpsListCountsStats(t *testing.T) {
 	if it := f.item(t, f.inflight.ID, ""); it.State != queue.StateInFlight {
 		t.Fatalf("in-flight entry listed as %s", it.State)
 	}
-	if items, _ := f.q.List(ctx, queue.ListOptions{ID: f.multi.ID}); len(items) != 2 || items[0].State != queue.StateReady {
+	items, _ := f.q.List(ctx, queue.ListOptions{ID: f.multi.ID})
+	if len(items) != 2 || items[0].State != queue.StateReady {
 		t.Fatalf("multi entries %+v", items)
 	}
 	if items, _ := f.q.List(ctx, queue.ListOptions{State: queue.StateReady}); len(items) != 3 {
@@ -136,7 +137,10 @@ func TestOpsListCountsStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for st, n := range map[queue.State]int{queue.StateReady: 3, queue.StateInFlight: 1, queue.StateDeferred: 2, queue.StateHeld: 0} {
+	wantCounts := map[queue.State]int{
+		queue.StateReady: 3, queue.StateInFlight: 1, queue.StateDeferred: 2, queue.StateHeld: 0,
+	}
+	for st, n := range wantCounts {
 		if stats[st].Count != n {
 			t.Errorf("stats %s count %d, want %d", st, stats[st].Count, n)
 		}
@@ -167,7 +171,8 @@ func TestOpsRetryHoldRelease(t *testing.T) {
 		t.Fatalf("hold ready: %+v %v", res, err)
 	}
 	held := f.item(t, f.readyMsg.ID, "")
-	if held.State != queue.StateHeld || !held.Env.Held || held.Subject != queue.Subject(queue.SubjHeld, f.readyMsg.ID, "two.example") {
+	wantSubj := queue.Subject(queue.SubjHeld, f.readyMsg.ID, "two.example")
+	if held.State != queue.StateHeld || !held.Env.Held || held.Subject != wantSubj {
 		t.Fatalf("held item %+v", held)
 	}
 	if _, err := f.q.Hold(ctx, ready); !errors.Is(err, queue.ErrChanged) {

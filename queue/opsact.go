@@ -58,7 +58,7 @@ func (q *Queue) Hold(ctx context.Context, it *Item) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	ack, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0))
+	ack, err := q.publishExpect(ctx, msg, 0)
 	if err != nil {
 		return Result{}, casErr(err)
 	}
@@ -115,7 +115,7 @@ func (q *Queue) Release(ctx context.Context, it *Item) (Result, error) {
 	}
 	// Expect no ready copy, then drop the held one: a crash in between
 	// leaves the held copy behind (never a lost entry).
-	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+	if _, err := q.publishExpect(ctx, msg, 0); err != nil {
 		return Result{}, casErr(err)
 	}
 	if err := q.deleteSeq(ctx, it.Subject, it.Seq); err != nil {
@@ -196,7 +196,7 @@ func (q *Queue) rescheduleNow(ctx context.Context, it *Item, env *Envelope, targ
 	msg.Header.Set("Nats-Schedule", "@at "+now.Format(time.RFC3339))
 	msg.Header.Set("Nats-Schedule-Target", Subject(target, env.ID, env.Domain))
 	msg.Header.Set("Nats-Rollup", "sub")
-	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(it.Seq)); err != nil {
+	if _, err := q.publishExpect(ctx, msg, it.Seq); err != nil {
 		return Result{}, casErr(err)
 	}
 	return Result{Done: true}, nil
@@ -225,6 +225,13 @@ func (q *Queue) deleteSeq(ctx context.Context, subject string, seq uint64) error
 		return ErrChanged
 	}
 	return derr
+}
+
+// publishExpect publishes msg to the queue stream only if the last message
+// on its subject has sequence last (0: there is none); see casErr.
+func (q *Queue) publishExpect(ctx context.Context, msg *nats.Msg, last uint64) (*jetstream.PubAck, error) {
+	return q.js.PublishMsg(ctx, msg,
+		jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(last))
 }
 
 // casErr maps a failed expected-sequence check to ErrChanged.

@@ -158,7 +158,7 @@ func (q *Queue) wakeBy(ctx context.Context, domain string, at, due time.Time) er
 	w := wakeFromMsg(domain, m.Header)
 	msg := wakeMsg(*w, due)
 	msg.Header.Set("Nats-Rollup", "sub")
-	_, err = q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(m.Sequence))
+	_, err = q.publishExpect(ctx, msg, m.Sequence)
 	if errors.Is(casErr(err), ErrChanged) {
 		return nil // fired or replaced meanwhile: its handler sees the entry
 	}
@@ -176,8 +176,7 @@ func parkedDue(due time.Time) time.Time {
 // EnsureWake schedules a probe wake-up of domain at at unless one is
 // scheduled already; created says whether it did.
 func (q *Queue) EnsureWake(ctx context.Context, domain string, at time.Time) (created bool, err error) {
-	_, err = q.js.PublishMsg(ctx, wakeMsg(Wake{Domain: domain}, at),
-		jetstream.WithExpectStream(StreamName), jetstream.WithExpectLastSequencePerSubject(0))
+	_, err = q.publishExpect(ctx, wakeMsg(Wake{Domain: domain}, at), 0)
 	if errors.Is(casErr(err), ErrChanged) {
 		return false, nil
 	}
@@ -222,38 +221,21 @@ var errStop = errors.New("stop")
 // Unpark moves domain's parked entries to jr.q: every entry due by now,
 // then up to extra more, oldest bucket first, with a sequence up to upTo
 // (0: any). With probe set, the unparked entries are marked as probes.
-func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra int, upTo uint64, probe bool) (UnparkResult, error) {
+func (q *Queue) Unpark(
+	ctx context.Context, domain string, now time.Time, extra int, upTo uint64, probe bool,
+) (UnparkResult, error) {
 	var res UnparkResult
-	s, err := q.ParkStream(ctx)
+	buckets, err := q.parkedBuckets(ctx, domain)
 	if err != nil {
 		return res, err
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(SubjParked+".*."+domain))
-	if err != nil {
-		return res, err
+	for _, b := range buckets {
+		res.Left += b.n
 	}
-	type bucket struct {
-		subj string
-		due  time.Time
-		n    int
-	}
-	var buckets []bucket
-	for subj, n := range info.State.Subjects {
-		_, tok, _, err := ParseSubject(subj)
-		u, perr := strconv.ParseInt(tok, 10, 64)
-		if err != nil || perr != nil {
-			continue
-		}
-		buckets = append(buckets, bucket{subj, time.Unix(u, 0), int(n)})
-		res.Left += int(n)
-	}
-	slices.SortFunc(buckets, func(a, b bucket) int { return a.due.Compare(b.due) })
 	for _, b := range buckets {
 		due := !b.due.After(now)
 		if !due && extra <= 0 {
-			if res.NextDue.IsZero() || b.due.Before(res.NextDue) {
-				res.NextDue = b.due
-			}
+			res.noteDue(b.due)
 			res.More = true // perhaps (those above upTo do not count)
 			continue
 		}
@@ -281,12 +263,49 @@ func (q *Queue) Unpark(ctx context.Context, domain string, now time.Time, extra 
 		if err != nil && !errors.Is(err, errStop) {
 			return res, err
 		}
-		if moved < b.n && b.due.After(now) && (res.NextDue.IsZero() || b.due.Before(res.NextDue)) {
-			res.NextDue = b.due
+		if moved < b.n && b.due.After(now) {
+			res.noteDue(b.due)
 		}
 	}
 	res.Left = max(res.Left, 0)
 	return res, nil
+}
+
+// noteDue lowers r.NextDue to due if due is earlier (or none is set).
+func (r *UnparkResult) noteDue(due time.Time) {
+	if r.NextDue.IsZero() || due.Before(r.NextDue) {
+		r.NextDue = due
+	}
+}
+
+// parkBucket is one subject of domain's parked entries: all due at due.
+type parkBucket struct {
+	subj string
+	due  time.Time
+	n    int
+}
+
+// parkedBuckets lists domain's park buckets, earliest due first.
+func (q *Queue) parkedBuckets(ctx context.Context, domain string) ([]parkBucket, error) {
+	s, err := q.ParkStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(SubjParked+".*."+domain))
+	if err != nil {
+		return nil, err
+	}
+	var buckets []parkBucket
+	for subj, n := range info.State.Subjects {
+		_, tok, _, err := ParseSubject(subj)
+		u, perr := strconv.ParseInt(tok, 10, 64)
+		if err != nil || perr != nil {
+			continue
+		}
+		buckets = append(buckets, parkBucket{subj, time.Unix(u, 0), int(n)})
+	}
+	slices.SortFunc(buckets, func(a, b parkBucket) int { return a.due.Compare(b.due) })
+	return buckets, nil
 }
 
 // unpark moves one parked message (a direct-get reply) to jr.q.

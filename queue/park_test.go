@@ -128,7 +128,8 @@ func TestParkAndUnpark(t *testing.T) {
 	if res.Moved != 3 || res.Left != n-3 || !res.More {
 		t.Fatalf("unpark: %+v, want 3 moved, %d left, more", res, n-3)
 	}
-	if want := time.Unix(now.Add(2*time.Hour).Unix(), 0); res.NextDue.Before(want) || res.NextDue.After(want.Add(queue.ParkGrain)) {
+	want := time.Unix(now.Add(2*time.Hour).Unix(), 0)
+	if res.NextDue.Before(want) || res.NextDue.After(want.Add(queue.ParkGrain)) {
 		t.Fatalf("next due %s, want within a grain after %s", res.NextDue, want)
 	}
 	es, err := q.Lease(ctx, 1)
@@ -164,7 +165,9 @@ func TestParkAndUnpark(t *testing.T) {
 			first = it
 		}
 	}
-	crashed := &nats.Msg{Subject: queue.Subject(queue.SubjReady, first.Env.ID, parkDom), Header: nats.Header{}, Data: []byte("copy\r\n")}
+	crashed := &nats.Msg{
+		Subject: queue.Subject(queue.SubjReady, first.Env.ID, parkDom), Header: nats.Header{}, Data: []byte("copy\r\n"),
+	}
 	envJSON, _ := first.Env.Marshal()
 	crashed.Header.Set(queue.HeaderEnv, string(envJSON))
 	crashed.Header.Set("Nats-Msg-Id", "u"+strconv.FormatUint(first.Seq, 10))

@@ -44,7 +44,9 @@ func TestPersistStopsWithItsContext(t *testing.T) {
 func TestPersistGivesUpOnFinalFailures(t *testing.T) {
 	for _, final := range []error{
 		fmt.Errorf("publish: %w", nats.ErrConnectionClosed),
-		&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence, Description: "wrong last sequence"},
+		&jetstream.APIError{
+			Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence, Description: "wrong last sequence",
+		},
 	} {
 		calls := 0
 		err := persist(context.Background(), func() error { calls++; return final })

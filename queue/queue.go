@@ -124,44 +124,11 @@ func Connect(ctx context.Context, opts Options) (*Queue, error) {
 		opts.Name = "jetrelay"
 	}
 	q := &Queue{opts: opts, log: opts.Logger, closed: make(chan struct{})}
-	natsOpts := []nats.Option{
-		nats.Name(opts.Name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				q.log.Warn().Err(err).Str("event", "nats_disconnected").Msg("NATS connection lost")
-			}
-		}),
-		nats.ClosedHandler(func(*nats.Conn) { close(q.closed) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			q.log.Info().Str("event", "nats_reconnected").Str("url", nc.ConnectedUrlRedacted()).Msg("NATS connection restored")
-		}),
+	natsOpts, err := q.connOptions()
+	if err != nil {
+		return nil, err
 	}
 	url := opts.URL
-	if url == "" {
-		ns, pass, err := startEmbedded(opts)
-		if err != nil {
-			return nil, err
-		}
-		q.ns = ns
-		natsOpts = append(natsOpts, nats.InProcessServer(ns), nats.UserInfo(EmbeddedUser, pass))
-	} else {
-		switch {
-		case opts.Credentials != "":
-			natsOpts = append(natsOpts, nats.UserCredentials(opts.Credentials))
-		case opts.User != "":
-			pass := opts.Password
-			if pass == "" && opts.PasswordFile != "" {
-				b, err := os.ReadFile(opts.PasswordFile)
-				if err != nil {
-					return nil, fmt.Errorf("nats password_file: %w", err)
-				}
-				pass = strings.TrimSpace(string(b))
-			}
-			natsOpts = append(natsOpts, nats.UserInfo(opts.User, pass))
-		}
-	}
 	q.dial = func(suffix string, closed chan struct{}) (*nats.Conn, error) {
 		o := append(slices.Clip(natsOpts), nats.Name(opts.Name+suffix),
 			nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
@@ -192,12 +159,69 @@ func Connect(ctx context.Context, opts Options) (*Queue, error) {
 	return q, nil
 }
 
+// connOptions returns the NATS connection options for q: name, reconnect
+// policy, lifecycle logging and credentials. With no URL it starts the
+// embedded server (q.ns) and connects in-process.
+func (q *Queue) connOptions() ([]nats.Option, error) {
+	opts := q.opts
+	natsOpts := []nats.Option{
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				q.log.Warn().Err(err).Str("event", "nats_disconnected").Msg("NATS connection lost")
+			}
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(q.closed) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			q.log.Info().Str("event", "nats_reconnected").Str("url", nc.ConnectedUrlRedacted()).
+				Msg("NATS connection restored")
+		}),
+	}
+	if opts.URL == "" {
+		ns, pass, err := startEmbedded(opts)
+		if err != nil {
+			return nil, err
+		}
+		q.ns = ns
+		return append(natsOpts, nats.InProcessServer(ns), nats.UserInfo(EmbeddedUser, pass)), nil
+	}
+	auth, err := remoteAuth(opts)
+	if err != nil {
+		return nil, err
+	}
+	return append(natsOpts, auth...), nil
+}
+
+// remoteAuth returns the credentials option for a remote NATS server:
+// a credentials file, or a user with a password (inline or from a file).
+func remoteAuth(opts Options) ([]nats.Option, error) {
+	switch {
+	case opts.Credentials != "":
+		return []nats.Option{nats.UserCredentials(opts.Credentials)}, nil
+	case opts.User != "":
+		pass := opts.Password
+		if pass == "" && opts.PasswordFile != "" {
+			b, err := os.ReadFile(opts.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("nats password_file: %w", err)
+			}
+			pass = strings.TrimSpace(string(b))
+		}
+		return []nats.Option{nats.UserInfo(opts.User, pass)}, nil
+	}
+	return nil, nil
+}
+
 // StreamConfig is the queue stream's configuration.
 func (q *Queue) StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:               StreamName,
-		Description:        "jetrelay queue: entries, schedules, held entries and bodies",
-		Subjects:           []string{SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>", SubjWake + ".>"},
+		Name:        StreamName,
+		Description: "jetrelay queue: entries, schedules, held entries and bodies",
+		Subjects: []string{
+			SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>", SubjWake + ".>",
+		},
 		Retention:          jetstream.WorkQueuePolicy,
 		Storage:            jetstream.FileStorage,
 		Replicas:           q.opts.Replicas,

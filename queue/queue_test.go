@@ -91,7 +91,9 @@ func TestChunkedMultiDomainAtomicAndReclaim(t *testing.T) {
 	q := queuetest.RunJetStream(t)
 	ctx := context.Background()
 	body := bytes.Repeat([]byte("0123456789abcdef"), (20<<20)/16) // 20 MiB
-	m := &queue.Message{Body: body, Entries: []*queue.Envelope{env("a.example", "x@a.example"), env("b.example", "y@b.example")}}
+	m := &queue.Message{Body: body, Entries: []*queue.Envelope{
+		env("a.example", "x@a.example"), env("b.example", "y@b.example"),
+	}}
 	if err := q.Enqueue(ctx, m); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +131,10 @@ func TestDeferReturnsAtScheduledTime(t *testing.T) {
 	t.Parallel()
 	q := queuetest.RunJetStream(t)
 	ctx := context.Background()
-	m := &queue.Message{Body: []byte("x\r\n"), Entries: []*queue.Envelope{env("example.org", "a@example.org", "b@example.org")}}
+	m := &queue.Message{
+		Body:    []byte("x\r\n"),
+		Entries: []*queue.Envelope{env("example.org", "a@example.org", "b@example.org")},
+	}
 	if err := q.Enqueue(ctx, m); err != nil {
 		t.Fatal(err)
 	}

@@ -58,13 +58,17 @@ func (q *Queue) first(ctx context.Context, filter string, from uint64) (*nats.Ms
 // directBatch sends one batched direct-get request and hands each reply to
 // fn until it returns false. more says whether matching messages remain
 // after last (the highest sequence received).
-func (q *Queue) directBatch(ctx context.Context, filter string, from uint64, batch int, fn func(*nats.Msg, uint64) (bool, error)) (last uint64, more bool, err error) {
+func (q *Queue) directBatch(
+	ctx context.Context, filter string, from uint64, batch int, fn func(*nats.Msg, uint64) (bool, error),
+) (last uint64, more bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	req, _ := json.Marshal(map[string]any{"seq": max(from, 1), "next_by_subj": filter, "batch": batch, "max_bytes": scanBytes})
+	req, _ := json.Marshal(map[string]any{
+		"seq": max(from, 1), "next_by_subj": filter, "batch": batch, "max_bytes": scanBytes,
+	})
 	inbox := q.nc.NewRespInbox()
 	sub, err := q.nc.SubscribeSync(inbox)
 	if err != nil {

@@ -68,7 +68,8 @@ func startEmbedded(opts Options) (*server.Server, string, error) {
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		if opts.Listen != "" {
-			return nil, "", fmt.Errorf("embedded nats did not start; is %s (nats.listen) already in use? stop the other process or set nats.listen to a free port", opts.Listen)
+			return nil, "", fmt.Errorf("embedded nats did not start; is %s (nats.listen) already in use? "+
+				"stop the other process or set nats.listen to a free port", opts.Listen)
 		}
 		return nil, "", errors.New("embedded nats did not start")
 	}

@@ -51,7 +51,8 @@ func parseBenchFlags(args []string, sio stdio) (*benchFlags, int, bool) {
 	fs.StringVar(&f.size, "size", "4KiB", "message size, headers included (bytes or 4KiB, 100KiB)")
 	fs.StringVar(&f.opts.Rcpt, "rcpt", "user{n}@example.test", "recipient; {n} is the message number")
 	fs.StringVar(&f.opts.From, "from", "bench@example.test", "envelope and header sender")
-	fs.DurationVar(&f.opts.Duration, "duration", loadgen.DefaultDuration, "stop after this long even if -n is not reached (max 24h)")
+	fs.DurationVar(&f.opts.Duration, "duration", loadgen.DefaultDuration,
+		"stop after this long even if -n is not reached (max 24h)")
 	fs.DurationVar(&f.opts.Timeout, "timeout", loadgen.DefaultTimeout, "per SMTP command and per end-of-DATA reply")
 	fs.StringVar(&f.opts.EHLO, "ehlo", loadgen.DefaultEHLO, "EHLO name")
 	fs.BoolVar(&f.opts.AllowRemote, "allow-remote", false, "allow a server that is not on a loopback address")

@@ -15,7 +15,9 @@ import (
 func TestCheckReportsLines(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("hostname: relay.test\nsubmission:\n  max_recipients: 10\n  colour: blue\ndelivery:\n  retry: {max_age: 2days}\n"), 0o600)
+	badYAML := "hostname: relay.test\nsubmission:\n  max_recipients: 10\n  colour: blue\n" +
+		"delivery:\n  retry: {max_age: 2days}\n"
+	os.WriteFile(bad, []byte(badYAML), 0o600)
 	var out, errb bytes.Buffer
 	rc := run([]string{"check", "--config", bad}, stdio{strings.NewReader(""), &out, &errb})
 	if rc != 1 {
@@ -27,7 +29,8 @@ func TestCheckReportsLines(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if rc := run([]string{"check", "--config", filepath.Join("..", "..", "configs", "jetrelay.yaml")}, stdio{nil, &out, &errb}); rc != 0 {
+	example := filepath.Join("..", "..", "configs", "jetrelay.yaml")
+	if rc := run([]string{"check", "--config", example}, stdio{nil, &out, &errb}); rc != 0 {
 		t.Fatalf("example config: rc=%d\n%s", rc, out.String())
 	}
 }

@@ -32,7 +32,8 @@ func runCmd(t *testing.T, args ...string) (rc int, stdout, stderr string) {
 func keygen(t *testing.T, dir, selector string, extra ...string) (keyFile, line string) {
 	t.Helper()
 	keyFile = filepath.Join(dir, selector+".pem")
-	args := append([]string{"dkim", "keygen", "--domain", "example.com", "--selector", selector, "--out", keyFile}, extra...)
+	args := []string{"dkim", "keygen", "--domain", "example.com", "--selector", selector, "--out", keyFile}
+	args = append(args, extra...)
 	rc, out, errOut := runCmd(t, args...)
 	if rc != 0 {
 		t.Fatalf("keygen rc=%d: %s", rc, errOut)
@@ -83,7 +84,8 @@ func TestDKIMKeygenSignVerify(t *testing.T) {
 	if err != nil || result != "d=example.com s=rsa2026,ed2026" {
 		t.Fatalf("Sign: %q %v", result, err)
 	}
-	vs, err := msgauth.VerifyWithOptions(bytes.NewReader(append(sigs, msg...)), &msgauth.VerifyOptions{LookupTXT: fake.LookupTXT})
+	signed := bytes.NewReader(append(sigs, msg...))
+	vs, err := msgauth.VerifyWithOptions(signed, &msgauth.VerifyOptions{LookupTXT: fake.LookupTXT})
 	if err != nil || len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {
 		t.Fatalf("verify: %v %+v", err, vs)
 	}
@@ -101,10 +103,14 @@ func TestDKIMKeygenRefusals(t *testing.T) {
 	}{
 		{"overwrite", []string{"--domain", "example.com", "--selector", "s1", "--out", existing}, "refusing to overwrite"},
 		{"no out", []string{"--domain", "example.com", "--selector", "s2"}, "required"},
-		{"bits for ed25519", []string{"--domain", "example.com", "--selector", "s2", "--algo", "ed25519", "--bits", "4096", "--out", filepath.Join(dir, "x")}, "rsa keys only"},
-		{"weak RSA", []string{"--domain", "example.com", "--selector", "s2", "--bits", "512", "--out", filepath.Join(dir, "y")}, "out of range"},
-		{"bad algo", []string{"--domain", "example.com", "--selector", "s2", "--algo", "dsa", "--out", filepath.Join(dir, "z")}, "unknown key algorithm"},
-		{"bad selector", []string{"--domain", "example.com", "--selector", "a b", "--out", filepath.Join(dir, "w")}, "bad selector"},
+		{"bits for ed25519", []string{"--domain", "example.com", "--selector", "s2",
+			"--algo", "ed25519", "--bits", "4096", "--out", filepath.Join(dir, "x")}, "rsa keys only"},
+		{"weak RSA", []string{"--domain", "example.com", "--selector", "s2",
+			"--bits", "512", "--out", filepath.Join(dir, "y")}, "out of range"},
+		{"bad algo", []string{"--domain", "example.com", "--selector", "s2",
+			"--algo", "dsa", "--out", filepath.Join(dir, "z")}, "unknown key algorithm"},
+		{"bad selector", []string{"--domain", "example.com", "--selector", "a b",
+			"--out", filepath.Join(dir, "w")}, "bad selector"},
 	}
 	for _, tc := range cases {
 		rc, _, errOut := runCmd(t, append([]string{"dkim", "keygen"}, tc.args...)...)
@@ -124,7 +130,10 @@ func TestDKIMKeygenRefusals(t *testing.T) {
 
 func TestDKIMHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"dkim", "--help"}, {"dkim", "keygen", "--help"}, {"dkim", "dns", "--help"}, {"dkim", "check", "--help"}} {
+	helps := [][]string{
+		{"dkim", "--help"}, {"dkim", "keygen", "--help"}, {"dkim", "dns", "--help"}, {"dkim", "check", "--help"},
+	}
+	for _, args := range helps {
 		rc, out, _ := runCmd(t, args...)
 		if rc != 0 || !strings.Contains(out, "Usage: jetrelay dkim") {
 			t.Errorf("%v: rc=%d out=%q", args, rc, out)
@@ -175,7 +184,8 @@ func TestDKIMCheckAgainstDNS(t *testing.T) {
 		want   string
 	}{
 		{"match", line, 0, "s1._domainkey.example.com: OK: matches the ed25519 key"},
-		{"other key", strings.Replace(otherLine, "other._domainkey", "s1._domainkey", 1), 1, "MISMATCH: p= is a different public key"},
+		{"other key", strings.Replace(otherLine, "other._domainkey", "s1._domainkey", 1), 1,
+			"MISMATCH: p= is a different public key"},
 		{"missing", "", 1, "MISSING: not published"},
 	}
 	for _, tc := range cases { // sequential: they share the fake DNS
@@ -227,9 +237,11 @@ func TestCheckReportsDKIMKeyProblems(t *testing.T) {
 		t.Errorf("rc=%d, want 1", rc)
 	}
 	wants := []string{
-		"warning: line 5: dkim.keys[0].key: " + filepath.Join(dir, "1024.pem") + ": 1024-bit RSA key; RFC 8301 §3.1 recommends 2048 bits",
+		"warning: line 5: dkim.keys[0].key: " + filepath.Join(dir, "1024.pem") +
+			": 1024-bit RSA key; RFC 8301 §3.1 recommends 2048 bits",
 		"line 6: dkim.keys[1].key: refused: " + filepath.Join(dir, "512.pem") + ": 512-bit RSA key is shorter than 1024 bits",
-		"warning: line 7: dkim.keys[2].key: key file " + filepath.Join(dir, "open.pem") + " is accessible by group or others (mode 0644)",
+		"warning: line 7: dkim.keys[2].key: key file " + filepath.Join(dir, "open.pem") +
+			" is accessible by group or others (mode 0644)",
 		"line 8: dkim.keys[3].key: file " + filepath.Join(dir, "gone.pem") + " does not exist",
 	}
 	for _, w := range wants {
@@ -314,7 +326,8 @@ func TestDKIMListsAsJSON(t *testing.T) {
 	}
 	rc, out, errOut = runCmd(t, "dkim", "check", "--config", cfg, "--json")
 	var checks []dkim.PublishedCheck
-	if err := json.Unmarshal([]byte(out), &checks); rc != 0 || err != nil || len(checks) != 1 || checks[0].State != dkim.Published {
+	err := json.Unmarshal([]byte(out), &checks)
+	if rc != 0 || err != nil || len(checks) != 1 || checks[0].State != dkim.Published {
 		t.Fatalf("dkim check --json rc=%d %v %s\n%s", rc, err, errOut, out)
 	}
 }

@@ -37,7 +37,9 @@ func runLogs(args []string, sio stdio) int {
 
 // logsMain is runLogs with the caller's context (tests cancel it).
 func logsMain(ctx context.Context, args []string, sio stdio) int {
-	fs := newFlags("logs", "logs [-f] [--id QUEUEID] [--from ADDR] [--rcpt ADDR] [--domain D] [--status S] [--since 1h] [--json]", logsAbout, sio)
+	fs := newFlags("logs",
+		"logs [-f] [--id QUEUEID] [--from ADDR] [--rcpt ADDR] [--domain D] [--status S] [--since 1h] [--json]",
+		logsAbout, sio)
 	nf := addNATSFlags(fs)
 	var f events.Filter
 	fs.BoolVar(&f.Follow, "f", false, "follow: keep printing new events until interrupted")
@@ -46,7 +48,8 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 	fs.StringVar(&f.From, "from", "", "messages from this envelope sender (their accepted event and everything after)")
 	fs.StringVar(&f.Rcpt, "rcpt", "", "events for this recipient")
 	fs.StringVar(&f.Domain, "domain", "", "events for this recipient domain")
-	fs.StringVar(&f.Status, "status", "", "events with this status or kind: delivered, deferred, failed, accepted, rejected, dsn, ...")
+	fs.StringVar(&f.Status, "status", "",
+		"events with this status or kind: delivered, deferred, failed, accepted, rejected, dsn, ...")
 	since := fs.String("since", "", "start this long ago (1h, 30m) or at this time (RFC 3339)")
 	asJSON := fs.Bool("json", false, "print raw JSON events, one per line")
 	if rc, ok := parseFlags(fs, args); !ok {

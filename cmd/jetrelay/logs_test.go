@@ -73,7 +73,8 @@ func history(o *opsEnv, id, other string) []string {
 		{Event: events.Accepted, QueueID: id, MailFrom: events.Str("app@example.com"), RcptCount: 1, Size: 100},
 		{Event: events.Accepted, QueueID: other, MailFrom: events.Str("x@example.com"), RcptCount: 1},
 		{Event: events.Delivery, QueueID: id, Rcpt: "u@example.net", Domain: "example.net", MX: "mx.example.net",
-			Attempt: 1, Status: events.StatusDeferred, SMTPCode: 451, SMTPEnh: "4.7.1", Reply: "try later", NextAttempt: &next, Arrival: base},
+			Attempt: 1, Status: events.StatusDeferred, SMTPCode: 451, SMTPEnh: "4.7.1", Reply: "try later",
+			NextAttempt: &next, Arrival: base},
 		{Event: events.Delivery, QueueID: other, Rcpt: "v@example.org", Status: events.StatusDelivered, SMTPCode: 250},
 		{Event: events.Delivery, QueueID: id, Rcpt: "u@example.net", Domain: "example.net", MX: "mx.example.net",
 			Attempt: 2, Status: events.StatusFailed, SMTPCode: 550, SMTPEnh: "5.1.1", Reply: "no such user", Arrival: base},
@@ -143,7 +144,8 @@ func TestLogsTextFiltersAndPlainOutput(t *testing.T) {
 			t.Errorf("line lacks %q: %s", f, lines[0])
 		}
 	}
-	if rc, out, _ := runOps(t, logsMain, o.args("--from", "x@example.com")...); rc != 0 || strings.Count(out, other) != 2 || strings.Contains(out, id) {
+	rc, out, _ = runOps(t, logsMain, o.args("--from", "x@example.com")...)
+	if rc != 0 || strings.Count(out, other) != 2 || strings.Contains(out, id) {
 		t.Fatalf("--from: rc %d\n%s", rc, out)
 	}
 	if rc, _, _ := runOps(t, logsMain, o.args("--id", "nope")...); rc != 2 {
@@ -161,7 +163,9 @@ func TestLogsFollowShowsLaterDelivery(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() { done <- logsMain(ctx, o.args("-f"), stdio{out: &out, err: &errb}) }()
-	queuetest.Eventually(t, 20*time.Second, "follow caught up", func() bool { return strings.Contains(out.String(), first) })
+	queuetest.Eventually(t, 20*time.Second, "follow caught up", func() bool {
+		return strings.Contains(out.String(), first)
+	})
 	o.em.Emit(&events.Event{Event: events.Delivery, QueueID: later, Rcpt: "r@example.net", Status: events.StatusDelivered,
 		SMTPCode: 250, SMTPEnh: "2.0.0", MX: "mx.example.net"})
 	queuetest.Eventually(t, 20*time.Second, "later delivery printed", func() bool {

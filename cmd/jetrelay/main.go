@@ -100,7 +100,8 @@ func versionString() string {
 
 func runVersion(args []string, io stdio) int {
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(io.out, "Usage: jetrelay version\n\nPrints the jetrelay version and the crypto it was built with\n(go, or boringcrypto from scripts/build).")
+		fmt.Fprintln(io.out, "Usage: jetrelay version\n\n"+
+			"Prints the jetrelay version and the crypto it was built with\n(go, or boringcrypto from scripts/build).")
 		return 0
 	}
 	fmt.Fprintf(io.out, "jetrelay %s (crypto: %s)\n", versionString(), cryptoBackend)

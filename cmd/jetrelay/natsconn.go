@@ -51,10 +51,12 @@ func (f *natsFlags) natsOptions() (queue.Options, error) {
 	case f.url != "":
 		o.URL = f.url
 	case cfg.NATS.URL != "":
-		o.URL, o.Credentials, o.User, o.PasswordFile = cfg.NATS.URL, cfg.NATS.Credentials, cfg.NATS.User, cfg.NATS.PasswordFile
+		o.URL, o.Credentials = cfg.NATS.URL, cfg.NATS.Credentials
+		o.User, o.PasswordFile = cfg.NATS.User, cfg.NATS.PasswordFile
 	default:
 		if cfg.NATS.Listen == "" {
-			return o, errors.New("the embedded NATS server of this config has no client port (nats.listen): set one, or pass --nats")
+			return o, errors.New("the embedded NATS server of this config has no client port (nats.listen): " +
+				"set one, or pass --nats")
 		}
 		host, port, err := net.SplitHostPort(cfg.NATS.Listen)
 		if err != nil {

@@ -110,7 +110,8 @@ func TestQueueCLI(t *testing.T) {
 		t.Fatalf("ls rc %d:\n%s%s", rc, out, errOut)
 	}
 	rc, out, _ = runOps(t, queueMain, append([]string{"list", "--domain", "one.example"}, o.args()...)...)
-	if rc != 0 || !strings.Contains(out, dID) || !strings.Contains(out, "451 4.7.1 greylisted") || !strings.Contains(out, "3 entries") {
+	if rc != 0 || !strings.Contains(out, dID) || !strings.Contains(out, "451 4.7.1 greylisted") ||
+		!strings.Contains(out, "3 entries") {
 		t.Fatalf("ls --domain rc %d:\n%s", rc, out)
 	}
 	rc, out, _ = runOps(t, queueMain, append([]string{"show", dID}, o.args()...)...)
@@ -140,13 +141,14 @@ func TestQueueCLI(t *testing.T) {
 		}
 	})
 	t.Run("hold and release", func(t *testing.T) {
-		if rc, out, errOut := runOps(t, queueMain, append([]string{"hold", rID}, o.args()...)...); rc != 0 || !strings.Contains(out, "held "+rID) {
+		rc, out, errOut := runOps(t, queueMain, append([]string{"hold", rID}, o.args()...)...)
+		if rc != 0 || !strings.Contains(out, "held "+rID) {
 			t.Fatalf("hold rc %d: %s %s", rc, out, errOut)
 		}
 		if items := lsItems(t, o, "--domain", "two.example"); len(items) != 1 || items[0].State != queue.StateHeld {
 			t.Fatalf("after hold: %+v", items)
 		}
-		rc, out, _ := runOps(t, queueMain, append([]string{"release", "--domain", "two.example"}, o.args()...)...)
+		rc, out, _ = runOps(t, queueMain, append([]string{"release", "--domain", "two.example"}, o.args()...)...)
 		if rc != 0 || !strings.Contains(out, "1 released") {
 			t.Fatalf("release rc %d: %s", rc, out)
 		}
@@ -158,13 +160,14 @@ func TestQueueCLI(t *testing.T) {
 		if rc, _, _ := runOps(t, queueMain, append([]string{"delete", "--domain", "two.example"}, o.args()...)...); rc != 2 {
 			t.Fatalf("bulk delete without --yes: rc %d", rc)
 		}
-		if rc, out, errOut := runOps(t, queueMain, append([]string{"delete", rID, "--no-bounce"}, o.args()...)...); rc != 0 || !strings.Contains(out, "deleted "+rID) {
+		rc, out, errOut := runOps(t, queueMain, append([]string{"delete", rID, "--no-bounce"}, o.args()...)...)
+		if rc != 0 || !strings.Contains(out, "deleted "+rID) {
 			t.Fatalf("delete rc %d: %s %s", rc, out, errOut)
 		}
 		if len(lsItemsByID(t, o, rID)) != 0 {
 			t.Fatal("entry still stored after delete")
 		}
-		rc, out, errOut := runOps(t, queueMain, append([]string{"delete", xID}, o.args()...)...)
+		rc, out, errOut = runOps(t, queueMain, append([]string{"delete", xID}, o.args()...)...)
 		if rc != 0 {
 			t.Fatalf("delete with DSN rc %d: %s %s", rc, out, errOut)
 		}
@@ -220,7 +223,9 @@ func liveRelay(t *testing.T, o *opsEnv) (*relaytest.MX, *events.Emitter, string)
 	}
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	em := events.NewEmitter(relaytest.Logger(t), events.Tee(m, o.pub))
-	res, err := deliver.NewResolver(deliver.DNSOptions{Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
+	res, err := deliver.NewResolver(deliver.DNSOptions{
+		Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +288,8 @@ func TestQueueRetryAgainstLiveRelay(t *testing.T) {
 		return metricValue(t, base, `jetrelay_deliveries_total{class="4",status="deferred"}`) == 1 &&
 			metricValue(t, base, `jetrelay_queue_depth{state="deferred"}`) == 1
 	})
-	if rc, out, errOut := runOps(t, queueMain, append([]string{"retry", "--domain", "live.example"}, o.args()...)...); rc != 0 || !strings.Contains(out, "1 made due") {
+	rc, out, errOut := runOps(t, queueMain, append([]string{"retry", "--domain", "live.example"}, o.args()...)...)
+	if rc != 0 || !strings.Contains(out, "1 made due") {
 		t.Fatalf("retry rc %d: %s %s", rc, out, errOut)
 	}
 	queuetest.Eventually(t, 30*time.Second, "delivered after retry", func() bool { return mx.Received(rcpt) == 1 })
@@ -327,7 +333,8 @@ func TestQueueShowMessageHeader(t *testing.T) {
 		}
 		return m.ID
 	}
-	for name, id := range map[string]string{"inline": enqueue("one.example"), "chunked": enqueue("one.example", "two.example")} {
+	ids := map[string]string{"inline": enqueue("one.example"), "chunked": enqueue("one.example", "two.example")}
+	for name, id := range ids {
 		t.Run(name, func(t *testing.T) {
 			rc, out, errOut := runOps(t, queueMain, append([]string{"show", id}, o.args()...)...)
 			if rc != 0 {

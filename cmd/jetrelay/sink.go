@@ -205,7 +205,8 @@ func waitSink(ctx context.Context, s *sink.Sink, f *sinkFlags, sio stdio) int {
 			return 0
 		case <-tick.C:
 			if st := s.Stats(); !f.quiet && st != last {
-				fmt.Fprintf(sio.err, "jetrelay sink: %d msg/s %.2f MB/s | %d msgs %d rcpts %.1f MB %d conns %d tempfail %d permfail\n",
+				fmt.Fprintf(sio.err, "jetrelay sink: %d msg/s %.2f MB/s | "+
+					"%d msgs %d rcpts %.1f MB %d conns %d tempfail %d permfail\n",
 					max(st.Messages-last.Messages, 0), float64(max(st.Bytes-last.Bytes, 0))/1e6,
 					st.Messages, st.Rcpts, float64(st.Bytes)/1e6, st.Connections, st.TempFailed, st.PermFailed)
 				last = st

@@ -58,7 +58,8 @@ func TestRunSinkExpectWithTLS(t *testing.T) {
 	if rc := r.wait(t); rc != 0 {
 		t.Fatalf("sink rc %d: %s", rc, r.err.String())
 	}
-	if got := r.out.String(); !strings.HasPrefix(got, "expect_reached=30 nth_unix_ns=") || !strings.Contains(got, "messages=30") {
+	got := r.out.String()
+	if !strings.HasPrefix(got, "expect_reached=30 nth_unix_ns=") || !strings.Contains(got, "messages=30") {
 		t.Errorf("sink output %q", got)
 	}
 }

@@ -110,7 +110,9 @@ func parseSuppress(args []string, sio stdio) (c suppressCmd, rc int, ok bool) {
 	if c.sub == "list" {
 		c.sub = "ls"
 	}
-	usage := map[string]string{"ls": "suppress ls [--json]", "add": "suppress add ADDR [--reason R]", "rm": "suppress rm ADDR"}[c.sub]
+	usage := map[string]string{
+		"ls": "suppress ls [--json]", "add": "suppress add ADDR [--reason R]", "rm": "suppress rm ADDR",
+	}[c.sub]
 	if usage == "" {
 		fmt.Fprintf(sio.err, "jetrelay suppress: unknown subcommand %q (ls, add, rm)\n", c.sub)
 		return c, 2, false

@@ -22,7 +22,9 @@ func hardBounce(t *testing.T, o *opsEnv, addr string) *bounce.Bouncer {
 	cfg := config.Default()
 	cfg.Hostname, cfg.DataDir = "relay.test", o.dataDir
 	ctx := context.Background()
-	b, err := bounce.New(ctx, bounce.Options{Config: cfg, Queue: o.q, Events: o.em, Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	b, err := bounce.New(ctx, bounce.Options{
+		Config: cfg, Queue: o.q, Events: o.em, Logger: zerolog.New(zerolog.NewTestWriter(t)),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +72,8 @@ func TestSuppressCLI(t *testing.T) {
 		t.Errorf("unsuppressed event actor %q, want cli:…", un.Actor)
 	}
 
-	rc, _, errOut = runOps(t, suppressMain, append(append([]string{"add"}, o.args()...), "carol@example.org", "--reason", "asked to stop")...)
+	addArgs := append(append([]string{"add"}, o.args()...), "carol@example.org", "--reason", "asked to stop")
+	rc, _, errOut = runOps(t, suppressMain, addArgs...)
 	if rc != 0 {
 		t.Fatalf("add: rc %d %s", rc, errOut)
 	}

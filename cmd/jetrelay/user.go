@@ -12,9 +12,13 @@ import (
 // bcryptCost is the cost of password hashes `jetrelay user hash` makes.
 const bcryptCost = 10
 
+// userHashAbout describes `jetrelay user hash`.
+const userHashAbout = "Reads a password on stdin (one trailing newline stripped) and prints its\n" +
+	"bcrypt hash for submission.users[].password_hash."
+
 func runUser(args []string, sio stdio) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(sio.out, "Usage: jetrelay user hash\n\nReads a password on stdin (one trailing newline stripped) and prints its\nbcrypt hash for submission.users[].password_hash.")
+		fmt.Fprintln(sio.out, "Usage: jetrelay user hash\n\n"+userHashAbout)
 		if len(args) == 0 {
 			return 2
 		}
@@ -24,8 +28,7 @@ func runUser(args []string, sio stdio) int {
 		fmt.Fprintf(sio.err, "jetrelay user: unknown subcommand %q (want: hash)\n", args[0])
 		return 2
 	}
-	fs := newFlags("user hash", "user hash < password",
-		"Reads a password on stdin (one trailing newline stripped) and prints its\nbcrypt hash for submission.users[].password_hash.", sio)
+	fs := newFlags("user hash", "user hash < password", userHashAbout, sio)
 	if rc, ok := parseFlags(fs, args[1:]); !ok {
 		return rc
 	}

@@ -105,7 +105,9 @@ func (d *DNS) LookupTXT(name string) ([]string, error) {
 		return nil, err
 	}
 	if resp.Rcode != dns.RcodeSuccess {
-		return nil, &net.DNSError{Err: dns.RcodeToString[resp.Rcode], Name: name, IsNotFound: resp.Rcode == dns.RcodeNameError}
+		return nil, &net.DNSError{
+			Err: dns.RcodeToString[resp.Rcode], Name: name, IsNotFound: resp.Rcode == dns.RcodeNameError,
+		}
 	}
 	var out []string
 	for _, rr := range resp.Answer {

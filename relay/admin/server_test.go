@@ -129,7 +129,8 @@ func TestMetricsMoveWithEventsAndQueue(t *testing.T) {
 	// Queue depth follows the stream through the sampler.
 	e := &queue.Envelope{From: "a@example.com", Domain: "example.net", Arrival: time.Now().Add(-time.Minute),
 		Rcpts: []queue.Recipient{{Addr: "b@example.net"}}}
-	if err := q.Enqueue(context.Background(), &queue.Message{Body: []byte("x\r\n"), Entries: []*queue.Envelope{e}}); err != nil {
+	msg := &queue.Message{Body: []byte("x\r\n"), Entries: []*queue.Envelope{e}}
+	if err := q.Enqueue(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
 	queuetest.Eventually(t, 20*time.Second, "sampled depth", func() bool {

@@ -25,7 +25,8 @@ func TestBouncesIntakeValidation(t *testing.T) {
 		}
 	}
 	c := Default()
-	if in := c.Bounces.Intake; in.MaxConnections != 100 || in.MaxConnectionsPerIP != 10 || in.Idle.D().String() != "1m0s" ||
+	in := c.Bounces.Intake
+	if in.MaxConnections != 100 || in.MaxConnectionsPerIP != 10 || in.Idle.D().String() != "1m0s" ||
 		in.Session.D().String() != "10m0s" || c.Bounces.VERPMaxAge.D().String() != "336h0m0s" {
 		t.Errorf("defaults %+v, verp_max_age %v", in, c.Bounces.VERPMaxAge.D())
 	}

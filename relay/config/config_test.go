@@ -37,17 +37,23 @@ func TestProblemsCarryLines(t *testing.T) {
 	}{
 		{"unknown key and bad duration", "hostname: x\nsubmission:\n  timeouts: {idle: 5x}\n  bogus: 1\n",
 			[]string{`line 3: bad duration "5x"`, `line 4: unknown key "bogus"`}},
-		{"negative duration", "delivery:\n  retry: {max_age: -1h}\n", []string{`line 2: bad duration "-1h": must not be negative`}},
+		{"negative duration", "delivery:\n  retry: {max_age: -1h}\n",
+			[]string{`line 2: bad duration "-1h": must not be negative`}},
 		{"bad size", "submission:\n  max_message_bytes: 25XB\n", []string{`line 2: bad size "25XB"`}},
-		{"bad rate", "submission:\n  users:\n    - {name: a, password_hash: \"$2a$10$x\", allowed_from: [a.example], rate: 5/d}\n",
+		{"bad rate",
+			"submission:\n  users:\n    - {name: a, password_hash: \"$2a$10$x\", allowed_from: [a.example], rate: 5/d}\n",
 			[]string{`line 3: bad rate "5/d"`}},
 		{"validation", "hostname: x\nlog: {format: xml}\ndelivery:\n  tls: {default: maybe}\n  port: 0\n",
-			[]string{`line 2: log.format: "xml" is not one of`, `line 4: delivery.tls.default: "maybe"`, `line 5: delivery.port: must be a TCP port`}},
+			[]string{
+				`line 2: log.format: "xml" is not one of`, `line 4: delivery.tls.default: "maybe"`,
+				`line 5: delivery.port: must be a TCP port`,
+			}},
 		{"listener tls", "submission:\n  listeners:\n    - {addr: \":587\", tls: ssl}\n",
 			[]string{`line 3: submission.listeners[0].tls: "ssl" is not one of starttls, implicit`}},
 		{"memory limit too low", "hostname: x\nmemory_limit: 1MiB\n",
 			[]string{`line 2: memory_limit: must be 0 (no limit) or at least 32MiB`}},
-		{"user without hash", "submission:\n  users:\n    - name: app\n      password_hash: secret\n      allowed_from: [example.com]\n",
+		{"user without hash",
+			"submission:\n  users:\n    - name: app\n      password_hash: secret\n      allowed_from: [example.com]\n",
 			[]string{`line 4: submission.users[0].password_hash: must be a bcrypt hash`}},
 	}
 	for _, tc := range cases {
@@ -66,7 +72,8 @@ func TestProblemsCarryLines(t *testing.T) {
 }
 
 func TestParseSizeAndRate(t *testing.T) {
-	for in, want := range map[string]Size{"4096": 4096, "25MiB": 25 << 20, "512KiB": 512 << 10, "10MB": 10_000_000, "1GiB": 1 << 30} {
+	sizes := map[string]Size{"4096": 4096, "25MiB": 25 << 20, "512KiB": 512 << 10, "10MB": 10_000_000, "1GiB": 1 << 30}
+	for in, want := range sizes {
 		if got, err := ParseSize(in); err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}

@@ -24,73 +24,9 @@ func Default() *Config {
 			Replicas: 1,
 			Sync:     "always",
 		},
-		Submission: Submission{
-			Listeners: []Listener{
-				{Addr: "127.0.0.1:587", TLS: "starttls"},
-				{Addr: "127.0.0.1:465", TLS: "implicit"},
-				{Addr: "127.0.0.1:2525", TLS: "starttls"},
-			},
-			MaxMessageBytes:     25 << 20,
-			MaxRecipients:       100,
-			MaxConnections:      1000,
-			MaxConnectionsPerIP: 50,
-			MaxIdleCommands:     100,
-			MaxLineLength:       4096,
-			MaxHeaderBytes:      1 << 20,
-			Timeouts: SubmissionTimeouts{
-				Idle:    Duration(5 * time.Minute),
-				Session: Duration(30 * time.Minute),
-				Data:    Duration(10 * time.Minute),
-				PreAuth: PreAuthTimeouts{Idle: Duration(time.Minute), Session: Duration(3 * time.Minute)},
-			},
-			BareNewlines:     "normalize",
-			LongLines:        "encode",
-			MaxInflightBytes: 256 << 20,
-			AuthFailures: AuthFailures{
-				Max:        10,
-				MaxPerUser: 5,
-				Window:     Duration(15 * time.Minute),
-				Ban:        Duration(15 * time.Minute),
-				Delay:      Duration(time.Second),
-			},
-		},
-		Delivery: Delivery{
-			Port:              25,
-			DNS:               DNS{Timeout: Duration(5 * time.Second)},
-			TLS:               DeliveryTLS{Default: "opportunistic"},
-			MaxConnections:    200,
-			MaxPerDestination: 10,
-			Retry: Retry{
-				Schedule: []Duration{
-					Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
-					Duration(30 * time.Minute), Duration(time.Hour), Duration(2 * time.Hour),
-					Duration(4 * time.Hour),
-				},
-				MaxAge: Duration(48 * time.Hour),
-				Pace:   Rate{Count: 50, Per: time.Second, Source: "50/s"},
-			},
-			Timeouts: DeliveryTimeouts{
-				Connect:   Duration(30 * time.Second),
-				Greeting:  Duration(5 * time.Minute),
-				Mail:      Duration(5 * time.Minute),
-				Rcpt:      Duration(5 * time.Minute),
-				DataInit:  Duration(2 * time.Minute),
-				DataBlock: Duration(3 * time.Minute),
-				DataFinal: Duration(10 * time.Minute),
-				Idle:      Duration(30 * time.Second),
-			},
-			ShutdownGrace:  Duration(30 * time.Second),
-			DeniedNetworks: defaultDeniedNetworks(),
-		},
-		Bounces: Bounces{
-			SuppressFor:    Duration(720 * time.Hour),
-			ReturnMaxBytes: 256 << 10,
-			VERPMaxAge:     Duration(14 * 24 * time.Hour),
-			Intake: BounceIntake{
-				MaxConnections: 100, MaxConnectionsPerIP: 10,
-				Idle: Duration(time.Minute), Session: Duration(10 * time.Minute),
-			},
-		},
+		Submission: defaultSubmission(),
+		Delivery:   defaultDelivery(),
+		Bounces:    defaultBounces(),
 		Events: Events{
 			MaxAge:   Duration(7 * 24 * time.Hour),
 			MaxBytes: 1 << 30,
@@ -101,6 +37,89 @@ func Default() *Config {
 		// state is nats-server's block caches, which a soft limit lets the
 		// GC reclaim before the heap doubles.
 		MemoryLimit: 128 << 20,
+	}
+}
+
+// defaultSubmission is the built-in submission section: loopback listeners on
+// 587 (STARTTLS), 465 (implicit TLS) and 2525 (STARTTLS).
+func defaultSubmission() Submission {
+	return Submission{
+		Listeners: []Listener{
+			{Addr: "127.0.0.1:587", TLS: "starttls"},
+			{Addr: "127.0.0.1:465", TLS: "implicit"},
+			{Addr: "127.0.0.1:2525", TLS: "starttls"},
+		},
+		MaxMessageBytes:     25 << 20,
+		MaxRecipients:       100,
+		MaxConnections:      1000,
+		MaxConnectionsPerIP: 50,
+		MaxIdleCommands:     100,
+		MaxLineLength:       4096,
+		MaxHeaderBytes:      1 << 20,
+		Timeouts: SubmissionTimeouts{
+			Idle:    Duration(5 * time.Minute),
+			Session: Duration(30 * time.Minute),
+			Data:    Duration(10 * time.Minute),
+			PreAuth: PreAuthTimeouts{Idle: Duration(time.Minute), Session: Duration(3 * time.Minute)},
+		},
+		BareNewlines:     "normalize",
+		LongLines:        "encode",
+		MaxInflightBytes: 256 << 20,
+		AuthFailures: AuthFailures{
+			Max:        10,
+			MaxPerUser: 5,
+			Window:     Duration(15 * time.Minute),
+			Ban:        Duration(15 * time.Minute),
+			Delay:      Duration(time.Second),
+		},
+	}
+}
+
+// defaultDelivery is the built-in delivery section: MX delivery on port 25
+// with opportunistic TLS, retries from one minute apart up to four hours
+// apart, for at most 48 hours.
+func defaultDelivery() Delivery {
+	return Delivery{
+		Port:              25,
+		DNS:               DNS{Timeout: Duration(5 * time.Second)},
+		TLS:               DeliveryTLS{Default: "opportunistic"},
+		MaxConnections:    200,
+		MaxPerDestination: 10,
+		Retry: Retry{
+			Schedule: []Duration{
+				Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
+				Duration(30 * time.Minute), Duration(time.Hour), Duration(2 * time.Hour),
+				Duration(4 * time.Hour),
+			},
+			MaxAge: Duration(48 * time.Hour),
+			Pace:   Rate{Count: 50, Per: time.Second, Source: "50/s"},
+		},
+		Timeouts: DeliveryTimeouts{
+			Connect:   Duration(30 * time.Second),
+			Greeting:  Duration(5 * time.Minute),
+			Mail:      Duration(5 * time.Minute),
+			Rcpt:      Duration(5 * time.Minute),
+			DataInit:  Duration(2 * time.Minute),
+			DataBlock: Duration(3 * time.Minute),
+			DataFinal: Duration(10 * time.Minute),
+			Idle:      Duration(30 * time.Second),
+		},
+		ShutdownGrace:  Duration(30 * time.Second),
+		DeniedNetworks: defaultDeniedNetworks(),
+	}
+}
+
+// defaultBounces is the built-in bounces section: suppression, returned
+// content, VERP record age and the bounce intake limits.
+func defaultBounces() Bounces {
+	return Bounces{
+		SuppressFor:    Duration(720 * time.Hour),
+		ReturnMaxBytes: 256 << 10,
+		VERPMaxAge:     Duration(14 * 24 * time.Hour),
+		Intake: BounceIntake{
+			MaxConnections: 100, MaxConnectionsPerIP: 10,
+			Idle: Duration(time.Minute), Session: Duration(10 * time.Minute),
+		},
 	}
 }
 

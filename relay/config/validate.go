@@ -109,7 +109,8 @@ func (c *Config) validateSubmission(ps *problems) {
 	if (s.TLS.Cert == "") != (s.TLS.Key == "") {
 		ps.add("submission.tls", "set both cert and key, or neither (a certificate is then generated)")
 	}
-	for _, f := range []struct{ path, file string }{{"submission.tls.cert", s.TLS.Cert}, {"submission.tls.key", s.TLS.Key}} {
+	certFiles := []struct{ path, file string }{{"submission.tls.cert", s.TLS.Cert}, {"submission.tls.key", s.TLS.Key}}
+	for _, f := range certFiles {
 		if f.file != "" && !fileExists(f.file) {
 			ps.add(f.path, "file %s does not exist", f.file)
 		}
@@ -161,6 +162,8 @@ func (c *Config) validateSubmission(ps *problems) {
 	}
 }
 
+// validateDelivery checks the delivery section: port, DNS servers, TLS
+// policies, routes, limits, the retry schedule and timeouts.
 func (c *Config) validateDelivery(ps *problems) {
 	d := c.Delivery
 	if d.Port < 1 || d.Port > 65535 {
@@ -183,29 +186,7 @@ func (c *Config) validateDelivery(ps *problems) {
 		ps.add("delivery.tls.ca_file", "file %s does not exist", d.TLS.CAFile)
 	}
 	for i, r := range d.Routes {
-		p := fmt.Sprintf("delivery.routes[%d]", i)
-		if len(r.Domains) == 0 {
-			ps.add(p+".domains", "list the domains for this route, or \"*\"")
-		}
-		if _, port, err := net.SplitHostPort(r.Host); err != nil || port == "" {
-			ps.add(p+".host", "%q must be name:port or ip:port", r.Host)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			ps.add(p+".host", "bad port in %q", r.Host)
-		}
-		oneOf(ps, p+".tls", r.TLS, routeTLS)
-		if r.Auth != nil {
-			if r.Auth.User == "" {
-				ps.add(p+".auth.user", "must not be empty")
-			}
-			if r.Auth.PasswordEnv == "" {
-				ps.add(p+".auth.password_env", "name the environment variable holding the password")
-			} else if _, ok := os.LookupEnv(r.Auth.PasswordEnv); !ok {
-				ps.add(p+".auth.password_env", "environment variable %s is not set", r.Auth.PasswordEnv)
-			}
-			if r.TLS == "none" {
-				ps.add(p+".auth", "AUTH over a plaintext connection is refused; use tls: starttls or implicit")
-			}
-		}
+		validateRoute(ps, fmt.Sprintf("delivery.routes[%d]", i), r)
 	}
 	positive(ps, "delivery.max_connections", int64(d.MaxConnections))
 	positive(ps, "delivery.max_per_destination", int64(d.MaxPerDestination))
@@ -228,6 +209,33 @@ func (c *Config) validateDelivery(ps *problems) {
 	}
 	if d.SourceIP != "" && net.ParseIP(d.SourceIP) == nil {
 		ps.add("delivery.source_ip", "%q is not an IP address", d.SourceIP)
+	}
+}
+
+// validateRoute checks one smarthost route at path p: its domains, its
+// host:port, its TLS mode, and AUTH only with a password and over TLS.
+func validateRoute(ps *problems, p string, r Route) {
+	if len(r.Domains) == 0 {
+		ps.add(p+".domains", "list the domains for this route, or \"*\"")
+	}
+	if _, port, err := net.SplitHostPort(r.Host); err != nil || port == "" {
+		ps.add(p+".host", "%q must be name:port or ip:port", r.Host)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		ps.add(p+".host", "bad port in %q", r.Host)
+	}
+	oneOf(ps, p+".tls", r.TLS, routeTLS)
+	if r.Auth != nil {
+		if r.Auth.User == "" {
+			ps.add(p+".auth.user", "must not be empty")
+		}
+		if r.Auth.PasswordEnv == "" {
+			ps.add(p+".auth.password_env", "name the environment variable holding the password")
+		} else if _, ok := os.LookupEnv(r.Auth.PasswordEnv); !ok {
+			ps.add(p+".auth.password_env", "environment variable %s is not set", r.Auth.PasswordEnv)
+		}
+		if r.TLS == "none" {
+			ps.add(p+".auth", "AUTH over a plaintext connection is refused; use tls: starttls or implicit")
+		}
 	}
 }
 

@@ -57,13 +57,33 @@ func TestEventPerOutcomeStoredWithFields(t *testing.T) {
 	at := arrival.Add(time.Second)
 	const id = "01JABCDEFGHJKMNPQRSTVW"
 	want := []*events.Event{
-		{Event: events.Accepted, QueueID: id, MsgID: "<m@x>", User: "app", MailFrom: events.Str("a@example.com"), RcptCount: 3, Size: 1234, TLS: "TLS1.3", DKIM: "signed"},
-		{Event: events.Delivery, QueueID: id, Rcpt: "ok@example.net", Domain: "example.net", MX: "mx.example.net", IP: "127.0.0.2", Port: 25, TLS: "TLS1.3", TLSVerified: events.Bool(true), Attempt: 1, Status: events.StatusDelivered, SMTPCode: 250, SMTPEnh: "2.0.0", Reply: "queued", DurationMS: 42, Arrival: arrival},
-		{Event: events.Delivery, QueueID: id, Rcpt: "later@example.org", Domain: "example.org", MX: "mx.example.org", Attempt: 1, Status: events.StatusDeferred, SMTPCode: 451, SMTPEnh: "4.7.1", Reply: "greylisted", NextAttempt: &next, Arrival: arrival},
-		{Event: events.Delivery, QueueID: id, Rcpt: "nobody@example.com", Domain: "example.com", Attempt: 1, Status: events.StatusFailed, SMTPCode: 550, SMTPEnh: "5.1.1", Reply: "no such user", Arrival: arrival},
+		{
+			Event: events.Accepted, QueueID: id, MsgID: "<m@x>", User: "app", MailFrom: events.Str("a@example.com"),
+			RcptCount: 3, Size: 1234, TLS: "TLS1.3", DKIM: "signed",
+		},
+		{
+			Event: events.Delivery, QueueID: id, Rcpt: "ok@example.net", Domain: "example.net", MX: "mx.example.net",
+			IP: "127.0.0.2", Port: 25, TLS: "TLS1.3", TLSVerified: events.Bool(true), Attempt: 1,
+			Status: events.StatusDelivered, SMTPCode: 250, SMTPEnh: "2.0.0", Reply: "queued", DurationMS: 42, Arrival: arrival,
+		},
+		{
+			Event: events.Delivery, QueueID: id, Rcpt: "later@example.org", Domain: "example.org", MX: "mx.example.org",
+			Attempt: 1, Status: events.StatusDeferred, SMTPCode: 451, SMTPEnh: "4.7.1", Reply: "greylisted",
+			NextAttempt: &next, Arrival: arrival,
+		},
+		{
+			Event: events.Delivery, QueueID: id, Rcpt: "nobody@example.com", Domain: "example.com", Attempt: 1,
+			Status: events.StatusFailed, SMTPCode: 550, SMTPEnh: "5.1.1", Reply: "no such user", Arrival: arrival,
+		},
 		{Event: events.DSN, QueueID: id, DSNID: "01JZZZZZZZZZZZZZZZZZZZ", Rcpt: "a@example.com", Status: "queued"},
-		{Event: events.Expired, QueueID: id, Rcpt: "later@example.org", Status: events.StatusFailed, Reason: "max_age reached"},
-		{Event: events.Rejected, RemoteAddr: "127.0.0.1:4000", SMTPCode: 535, SMTPEnh: "5.7.8", Reason: "AUTH: bad credentials"},
+		{
+			Event: events.Expired, QueueID: id, Rcpt: "later@example.org", Status: events.StatusFailed,
+			Reason: "max_age reached",
+		},
+		{
+			Event: events.Rejected, RemoteAddr: "127.0.0.1:4000", SMTPCode: 535, SMTPEnh: "5.7.8",
+			Reason: "AUTH: bad credentials",
+		},
 		{Event: events.Suppressed, Rcpt: "nobody@example.com", Reason: "5.1.1", Actor: "delivery"},
 	}
 	for i, e := range want {
@@ -90,8 +110,9 @@ func TestEventPerOutcomeStoredWithFields(t *testing.T) {
 	if len(hist) != 6 || hist[0].Event.Event != events.Accepted || hist[5].Event.Event != events.Expired {
 		t.Fatalf("history of %s: %d events", id, len(hist))
 	}
-	if got := collect(t, js, events.Filter{Status: "deferred"}); len(got) != 1 || got[0].Event.Rcpt != "later@example.org" {
-		t.Fatalf("status filter: %+v", got)
+	deferred := collect(t, js, events.Filter{Status: "deferred"})
+	if len(deferred) != 1 || deferred[0].Event.Rcpt != "later@example.org" {
+		t.Fatalf("status filter: %+v", deferred)
 	}
 	if got := collect(t, js, events.Filter{From: "A@example.com"}); len(got) != 6 {
 		t.Fatalf("from filter selects the message's %d events, want 6", len(got))
@@ -119,7 +140,9 @@ func TestTailFollowSeesLaterEvent(t *testing.T) {
 				return nil
 			})
 	}()
-	p.Publish(&events.Event{Time: time.Now(), Event: events.Delivery, Status: events.StatusDelivered, QueueID: "01JBBBBBBBBBBBBBBBBBBB"})
+	p.Publish(&events.Event{
+		Time: time.Now(), Event: events.Delivery, Status: events.StatusDelivered, QueueID: "01JBBBBBBBBBBBBBBBBBBB",
+	})
 	queuetest.Eventually(t, 20*time.Second, "followed event", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -136,8 +159,10 @@ func TestPublisherDropsInsteadOfBlocking(t *testing.T) {
 	q := queuetest.RunJetStream(t)
 	var drops int
 	var mu sync.Mutex
-	p, err := events.NewPublisher(events.PublisherOptions{Conn: q.Conn(), Buffer: 2, Logger: zerolog.New(zerolog.NewTestWriter(t)),
-		OnDrop: func() { mu.Lock(); drops++; mu.Unlock() }})
+	p, err := events.NewPublisher(events.PublisherOptions{
+		Conn: q.Conn(), Buffer: 2, Logger: zerolog.New(zerolog.NewTestWriter(t)),
+		OnDrop: func() { mu.Lock(); drops++; mu.Unlock() },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +183,9 @@ func TestPublisherDropsInsteadOfBlocking(t *testing.T) {
 func TestSubjectAndTee(t *testing.T) {
 	t.Parallel()
 	cases := map[string]*events.Event{
-		"jr.ev.delivery." + events.Shard("01JAAAAAAAAAAAAAAAAAAA"): {Event: events.Delivery, QueueID: "01JAAAAAAAAAAAAAAAAAAA"},
+		"jr.ev.delivery." + events.Shard("01JAAAAAAAAAAAAAAAAAAA"): {
+			Event: events.Delivery, QueueID: "01JAAAAAAAAAAAAAAAAAAA",
+		},
 		"jr.ev.rejected.-": {Event: events.Rejected},
 		"jr.ev.a_b_c.-":    {Event: "a.b c"},
 	}
@@ -204,7 +231,9 @@ func TestSubjectsBoundedAndHistoryByID(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An event written by an older jetrelay under jr.ev.<kind>.<queue_id>.
-	data, _ := json.Marshal(&events.Event{Time: time.Now(), Event: events.Expired, QueueID: id, Status: events.StatusFailed})
+	data, _ := json.Marshal(&events.Event{
+		Time: time.Now(), Event: events.Expired, QueueID: id, Status: events.StatusFailed,
+	})
 	if _, err := js.Publish(ctx, events.SubjPrefix+".expired."+id, data); err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +288,8 @@ func TestPublisherAttachLeavesStreamAlone(t *testing.T) {
 	if _, err := q.JetStream().Stream(ctx, events.StreamName); err == nil {
 		t.Fatal("attached Start created the stream")
 	}
-	if _, err := events.EnsureStream(ctx, q.JetStream(), events.StreamOptions{MaxAge: time.Hour, Replicas: 1}); err != nil {
+	streamOpts := events.StreamOptions{MaxAge: time.Hour, Replicas: 1}
+	if _, err := events.EnsureStream(ctx, q.JetStream(), streamOpts); err != nil {
 		t.Fatal(err)
 	}
 	p := attached()

@@ -122,14 +122,16 @@ func TestActions(t *testing.T) {
 		}
 		return rep
 	}
-	if rep := do(noDSN, ops.Retry, ops.Request{AllDeferred: true}); rep != (ops.Report{Selected: 1, Done: 1}) || !inState(t, q, a, queue.StateReady) {
+	rep := do(noDSN, ops.Retry, ops.Request{AllDeferred: true})
+	if rep != (ops.Report{Selected: 1, Done: 1}) || !inState(t, q, a, queue.StateReady) {
 		t.Fatalf("retry --all: %+v", rep)
 	}
-	if rep := do(noDSN, ops.Hold, ops.Request{Domain: "b.example"}); rep.Done != 1 || !inState(t, q, bID, queue.StateHeld) {
+	if rep = do(noDSN, ops.Hold, ops.Request{Domain: "b.example"}); rep.Done != 1 || !inState(t, q, bID, queue.StateHeld) {
 		t.Fatalf("hold: %+v", rep)
 	}
 	var notes []string
-	rep := do(noDSN, ops.Hold, ops.Request{ID: bID, Each: func(o ops.Outcome, i, n int) { notes = append(notes, o.Result.Note) }})
+	noteEach := func(o ops.Outcome, i, n int) { notes = append(notes, o.Result.Note) }
+	rep = do(noDSN, ops.Hold, ops.Request{ID: bID, Each: noteEach})
 	if rep != (ops.Report{Selected: 1, Skipped: 1}) || len(notes) != 1 || notes[0] != "already held" {
 		t.Fatalf("hold again: %+v %q", rep, notes)
 	}
