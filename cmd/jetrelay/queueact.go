@@ -11,6 +11,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -205,7 +206,7 @@ func (d deleteBouncer) Deleted(ctx context.Context, env *queue.Envelope, body []
 	rs := make([]bounce.Result, len(env.Rcpts))
 	now := time.Now()
 	for i, r := range env.Rcpts {
-		rs[i] = bounce.Result{Rcpt: r, Status: events.StatusFailed, Code: 550, Enh: "5.0.0", Reply: deletedReply, Time: now}
+		rs[i] = bounce.Result{Rcpt: r, Status: outcome.Failed, Reply: outcome.Reply{Code: 550, Enh: "5.0.0", Text: deletedReply}, Time: now}
 	}
 	return d.b.Failed(ctx, env, body, rs)
 }

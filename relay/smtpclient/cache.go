@@ -1,4 +1,4 @@
-package deliver
+package smtpclient
 
 import (
 	"context"
@@ -33,6 +33,11 @@ type cacheEntry struct {
 	err   error
 	exp   time.Time
 }
+
+// NewCache returns a Resolver that caches r's answers for their TTL
+// (clamped to 5s..1h), NXDOMAIN for a minute and temporary failures for
+// two seconds, and asks r once per name however many callers ask at once.
+func NewCache(r Resolver) Resolver { return newCachingResolver(r) }
 
 func newCachingResolver(r Resolver) *cachingResolver {
 	return &cachingResolver{r: r, now: time.Now, m: map[string]*cacheEntry{}}

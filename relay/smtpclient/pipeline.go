@@ -1,4 +1,4 @@
-package deliver
+package smtpclient
 
 import (
 	"bufio"
@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/jetrelay/jetrelay/queue"
 )
 
 // Pipelined transactions (RFC 2920). go-smtp's client is lock-step: MAIL,
@@ -44,14 +43,14 @@ var stuffPool = sync.Pool{New: func() any { return new([]byte) }}
 const maxPooledStuff = 1 << 20
 
 // canPipeline reports whether m can go as a pipelined transaction.
-func (s *session) canPipeline(m *transaction) bool {
-	if !s.ext.pipelining || s.wire == nil || !validLine(m.from) {
+func (s *Session) canPipeline(m *Message) bool {
+	if !s.ext.pipelining || s.wire == nil || !validLine(m.From) {
 		return false
 	}
-	if s.ext.dsn && !printableASCII(m.env.EnvID) {
+	if s.ext.dsn && !printableASCII(m.EnvID) {
 		return false
 	}
-	for _, r := range m.rcpts {
+	for _, r := range m.Rcpts {
 		if !validLine(r.Addr) {
 			return false
 		}
@@ -69,7 +68,7 @@ func (s *session) canPipeline(m *transaction) bool {
 }
 
 // pipelined runs m as one pipelined transaction (see canPipeline).
-func (s *session) pipelined(m *transaction, body []byte, to timeouts) ([]Reply, error) {
+func (s *Session) pipelined(m *Message, body []byte, to Timeouts) ([]Reply, error) {
 	p := s.pipe
 	var cmds bytes.Buffer
 	rset := s.dirty
@@ -78,37 +77,37 @@ func (s *session) pipelined(m *transaction, body []byte, to timeouts) ([]Reply, 
 	}
 	s.dirty = true
 	s.writeMail(&cmds, m, len(body))
-	for _, r := range m.rcpts {
+	for _, r := range m.Rcpts {
 		s.writeRcpt(&cmds, r)
 	}
 	cmds.WriteString("DATA\r\n")
-	if err := p.send(cmds.Bytes(), to.mail); err != nil {
+	if err := p.send(cmds.Bytes(), to.Mail); err != nil {
 		return nil, err
 	}
 	if rset {
-		if _, err := p.reply(to.mail, 2); err != nil {
+		if _, err := p.reply(to.Mail, 2); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := p.reply(to.mail, 2); err != nil {
+	if _, err := p.reply(to.Mail, 2); err != nil {
 		if v := Classify(err); v.NextHost {
 			return nil, err
 		} else {
 			// RFC 2920 §3.1: the RCPTs and DATA are refused too; read them.
-			if err := p.drain(len(m.rcpts), to); err != nil {
+			if err := p.drain(len(m.Rcpts), to); err != nil {
 				return nil, err
 			}
 			s.dirty = false // a refused MAIL opens no transaction (RFC 5321 §3.3)
-			return fill(len(m.rcpts), v.Reply), nil
+			return fill(len(m.Rcpts), v.Reply), nil
 		}
 	}
-	replies := make([]Reply, len(m.rcpts))
+	replies := make([]Reply, len(m.Rcpts))
 	accepted := 0
 	var closing error
-	for i := range m.rcpts {
-		_, err := p.reply(to.rcpt, 2)
+	for i := range m.Rcpts {
+		_, err := p.reply(to.Rcpt, 2)
 		if err == nil {
-			replies[i] = Reply{Code: 250, Enh: "2.1.5", Text: "recipient ok"}
+			replies[i] = replyRcptOK
 			accepted++
 			continue
 		}
@@ -118,7 +117,7 @@ func (s *session) pipelined(m *transaction, body []byte, to timeouts) ([]Reply, 
 		}
 		replies[i] = v.Reply
 	}
-	dataErr := p.replyCode(to.dataInit, 354)
+	dataErr := p.replyCode(to.DataInit, 354)
 	if closing != nil {
 		return nil, closing
 	}
@@ -132,10 +131,10 @@ func (s *session) pipelined(m *transaction, body []byte, to timeouts) ([]Reply, 
 	}
 	if accepted == 0 {
 		// DATA was accepted without recipients: end it empty (RFC 2920 §3.1).
-		if err := p.send([]byte(".\r\n"), to.dataFinal); err != nil {
+		if err := p.send([]byte(".\r\n"), to.DataFinal); err != nil {
 			return nil, err
 		}
-		if _, err := p.reply(to.dataFinal, 0); err != nil {
+		if _, err := p.reply(to.DataFinal, 0); err != nil {
 			return nil, err
 		}
 		s.dirty = false
@@ -154,7 +153,7 @@ func (s *session) pipelined(m *transaction, body []byte, to timeouts) ([]Reply, 
 
 // sendBody writes the dot-stuffed body and the final dot in one write and
 // returns the final reply; an error means the connection failed.
-func (s *session) sendBody(body []byte, to timeouts) (Reply, error) {
+func (s *Session) sendBody(body []byte, to Timeouts) (Reply, error) {
 	p := s.pipe
 	bp := stuffPool.Get().(*[]byte)
 	buf := appendDotStuffed((*bp)[:0], body)
@@ -169,14 +168,10 @@ func (s *session) sendBody(body []byte, to timeouts) (Reply, error) {
 	if err != nil {
 		return Reply{}, err
 	}
-	msg, err := p.reply(to.dataFinal, 2)
+	msg, err := p.reply(to.DataFinal, 2)
 	if err != nil {
-		v := Classify(err)
-		if v.NextHost {
-			return Reply{}, err
-		}
 		s.dirty = false
-		return v.Reply, nil
+		return s.finalFailed(err), nil
 	}
 	s.dirty = false
 	return okReply(msg), nil
@@ -192,10 +187,10 @@ func fillAccepted(replies []Reply, r Reply) {
 
 // writeMail formats MAIL FROM with the parameters go-smtp's Client.Mail
 // would send for the same options.
-func (s *session) writeMail(b *bytes.Buffer, m *transaction, size int) {
-	o := s.mailOptions(m.env, size)
+func (s *Session) writeMail(b *bytes.Buffer, m *Message, size int) {
+	o := s.mailOptions(m, size)
 	b.WriteString("MAIL FROM:<")
-	b.WriteString(m.from)
+	b.WriteString(m.From)
 	b.WriteString(">")
 	if s.pipe.eightBit {
 		b.WriteString(" BODY=8BITMIME")
@@ -221,7 +216,7 @@ func (s *session) writeMail(b *bytes.Buffer, m *transaction, size int) {
 }
 
 // writeRcpt formats RCPT TO like go-smtp's Client.Rcpt.
-func (s *session) writeRcpt(b *bytes.Buffer, r queue.Recipient) {
+func (s *Session) writeRcpt(b *bytes.Buffer, r Recipient) {
 	b.WriteString("RCPT TO:<")
 	b.WriteString(r.Addr)
 	b.WriteString(">")
@@ -280,17 +275,17 @@ func (p *pipe) replyCode(d time.Duration, code int) error {
 
 // drain reads the replies to n RCPTs and DATA after a refused MAIL. A 354
 // (a server accepting DATA anyway) is answered with an empty message.
-func (p *pipe) drain(n int, to timeouts) error {
+func (p *pipe) drain(n int, to Timeouts) error {
 	for range n {
-		if _, err := p.reply(to.rcpt, 0); err != nil {
+		if _, err := p.reply(to.Rcpt, 0); err != nil {
 			return err
 		}
 	}
-	if err := p.replyCode(to.dataInit, 354); err == nil {
-		if err := p.send([]byte(".\r\n"), to.dataFinal); err != nil {
+	if err := p.replyCode(to.DataInit, 354); err == nil {
+		if err := p.send([]byte(".\r\n"), to.DataFinal); err != nil {
 			return err
 		}
-		_, err = p.reply(to.dataFinal, 0)
+		_, err = p.reply(to.DataFinal, 0)
 		return err
 	} else if _, ok := err.(*smtp.SMTPError); !ok {
 		return err
