@@ -183,6 +183,12 @@ type Delivery struct {
 	ShutdownGrace  Duration         `yaml:"shutdown_grace"`
 	// SourceIP binds outgoing connections to this local address ("" = any).
 	SourceIP string `yaml:"source_ip"`
+	// DeniedNetworks are never dialled for MX delivery or for a fetch whose
+	// host a recipient domain chooses; a list given in the file replaces the
+	// default (netguard.DefaultDenied). Smarthost routes are exempt.
+	DeniedNetworks []string `yaml:"denied_networks"`
+	// AllowedNetworks punch holes in DeniedNetworks ("allowed wins").
+	AllowedNetworks []string `yaml:"allowed_networks"`
 }
 
 // Bounces configures DSNs, VERP intake and the suppression list.

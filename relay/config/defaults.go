@@ -3,6 +3,8 @@ package config
 import (
 	"os"
 	"time"
+
+	"github.com/jetrelay/jetrelay/relay/netguard"
 )
 
 // Default returns the built-in configuration: what `jetrelay serve` runs
@@ -75,7 +77,8 @@ func Default() *Config {
 				Idle:      Duration(30 * time.Second),
 				Attempt:   Duration(10 * time.Minute),
 			},
-			ShutdownGrace: Duration(30 * time.Second),
+			ShutdownGrace:  Duration(30 * time.Second),
+			DeniedNetworks: defaultDeniedNetworks(),
 		},
 		Bounces: Bounces{
 			SuppressFor:    Duration(720 * time.Hour),
@@ -108,4 +111,21 @@ func (c *Config) BouncesFrom() string {
 		return c.Bounces.From
 	}
 	return "MAILER-DAEMON@" + c.Hostname
+}
+
+// defaultDeniedNetworks is netguard.DefaultDenied in configuration form.
+func defaultDeniedNetworks() []string {
+	ps := netguard.DefaultDenied()
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// NetGuard returns the guard for destinations chosen from outside, built
+// from delivery.denied_networks and delivery.allowed_networks (validated by
+// Validate; the error repeats what Validate reports).
+func (d Delivery) NetGuard() (*netguard.Guard, error) {
+	return netguard.Parse(d.DeniedNetworks, d.AllowedNetworks)
 }

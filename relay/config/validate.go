@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jetrelay/jetrelay/relay/netguard"
 )
 
 var (
@@ -212,6 +214,17 @@ func (c *Config) validateDelivery(ps *problems) {
 	}
 	if d.SourceIP != "" && net.ParseIP(d.SourceIP) == nil {
 		ps.add("delivery.source_ip", "%q is not an IP address", d.SourceIP)
+	}
+	checkNetworks(ps, "delivery.denied_networks", d.DeniedNetworks)
+	checkNetworks(ps, "delivery.allowed_networks", d.AllowedNetworks)
+}
+
+// checkNetworks reports every entry of a network list that does not parse.
+func checkNetworks(ps *problems, path string, list []string) {
+	for i, s := range list {
+		if _, err := netguard.ParsePrefix(s); err != nil {
+			ps.add(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+		}
 	}
 }
 
