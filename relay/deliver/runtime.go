@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/netguard"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 	"github.com/rs/zerolog"
 )
@@ -70,8 +71,12 @@ func (b runtimeBuilder) runtime(cfg *config.Config) (*runtime, error) {
 		}
 		pol = sp
 	}
+	mxDialer, err := b.guardedDialer(d)
+	if err != nil {
+		return nil, err
+	}
 	t := d.Timeouts
-	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: b.mxDialer, Resolver: b.res,
+	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: b.res,
 		Logger: b.log, Hostname: cfg.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns,
 		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(),
 		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
@@ -97,6 +102,40 @@ func (b runtimeBuilder) runtime(cfg *config.Config) (*runtime, error) {
 		rt.schedule = []time.Duration{time.Minute}
 	}
 	return rt, nil
+}
+
+// guardedDialer is the dialer for MX hosts: Options.MXDialer as given (its
+// owner guards it), else the route dialer behind the denied-networks guard
+// (delivery.denied_networks minus delivery.allowed_networks). A *net.Dialer
+// gets the guard as its Control hook, checked on the address the socket
+// connects to; any other Dialer is checked on the address it is asked to
+// dial, which is always an IP literal here (the client resolves names
+// itself), so both see the address that is really dialled.
+func (b runtimeBuilder) guardedDialer(d config.Delivery) (smtpclient.Dialer, error) {
+	if b.mxDialer != nil {
+		return b.mxDialer, nil
+	}
+	g, err := netguard.Parse(d.DeniedNetworks, d.AllowedNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	if nd, ok := b.dialer.(*net.Dialer); ok {
+		return g.Dialer(nd), nil
+	}
+	return checkedDialer{guard: g, next: b.dialer}, nil
+}
+
+// checkedDialer checks the address with the guard, then dials it.
+type checkedDialer struct {
+	guard *netguard.Guard
+	next  smtpclient.Dialer
+}
+
+func (c checkedDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if err := c.guard.Control(network, address, nil); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	return c.next.DialContext(ctx, network, address)
 }
 
 // loadRoots is the system pool plus delivery.tls.ca_file.

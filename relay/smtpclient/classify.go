@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/emersion/go-smtp"
+	"github.com/jetrelay/jetrelay/relay/netguard"
+	"github.com/jetrelay/jetrelay/relay/safetext"
 )
 
 // Verdict is a classified failure: the reply to record and whether the
@@ -67,6 +69,14 @@ func Classify(err error) Verdict {
 	if errors.As(err, &dnsErr) {
 		return Verdict{Reply: withCause(dnsErr.reply(), dnsErr.Error())}
 	}
+	var denied *netguard.DeniedError
+	if errors.As(err, &denied) {
+		// The reply never names the address (it may reach the sender).
+		return Verdict{Reply: replyDeniedNetwork, NextHost: true}
+	}
+	if errors.Is(err, smtp.ErrTooLongLine) || errors.Is(err, errReplyTooLarge) {
+		return Verdict{Reply: replyBadReply, NextHost: true}
+	}
 	if errors.Is(err, context.Canceled) {
 		return Verdict{Reply: ReplyShutdown}
 	}
@@ -109,7 +119,7 @@ func transportReply(err error) (Reply, bool) {
 // smtpReply turns a go-smtp error into a Reply, keeping multiline text
 // whole and the enhanced code's class equal to the basic code's (RFC 3463 §2).
 func smtpReply(se *smtp.SMTPError) Reply {
-	r := Reply{Code: se.Code, Text: se.Message}
+	r := Reply{Code: se.Code, Text: remoteText(se.Message)}
 	class := se.Code / 100
 	ec := se.EnhancedCode
 	if ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode {
@@ -129,7 +139,7 @@ func smtpReply(se *smtp.SMTPError) Reply {
 	if class != 2 && class != 4 && class != 5 {
 		// A reply outside the expected classes (e.g. 354 where 250 was
 		// due) is a protocol error: retry later.
-		r = Reply{Code: 451, Enh: "4.5.0", Text: fmt.Sprintf("unexpected reply %d %s", se.Code, se.Message)}
+		r = Reply{Code: 451, Enh: "4.5.0", Text: fmt.Sprintf("unexpected reply %d %s", se.Code, remoteText(se.Message))}
 	}
 	return r
 }
@@ -155,4 +165,12 @@ func lineCodes(text string, ec smtp.EnhancedCode) (smtp.EnhancedCode, string) {
 	return ec, strings.Join(lines, "\n")
 }
 
-func withCause(r Reply, cause string) Reply { return r.WithCause(cause) }
+// withCause appends a cause to one of our replies. Causes may quote a
+// remote server (a STARTTLS refusal, a protocol error naming the line), so
+// they are made safe like any remote text.
+func withCause(r Reply, cause string) Reply { return r.WithCause(remoteText(cause)) }
+
+// remoteText is the one place where text a remote server chose becomes
+// part of a Reply, which is stored, logged, evented and quoted in DSNs:
+// at most 4 KiB, control characters escaped (relay/safetext.Reply).
+func remoteText(s string) string { return safetext.Reply(s) }

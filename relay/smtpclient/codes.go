@@ -14,6 +14,7 @@ var (
 	replyOK            = Reply{Code: 250, Enh: "2.0.0", Text: "OK"}
 	replyRcptOK        = Reply{Code: 250, Enh: "2.1.5", Text: "recipient ok"}
 	replyNullMX        = Reply{Code: 556, Enh: "5.1.10", Text: "recipient domain has a null MX (RFC 7505): it accepts no mail"}
+	replyBadDomain     = Reply{Code: 550, Enh: "5.1.2", Text: "recipient domain is not a valid domain name"}
 	replyNXDomain      = Reply{Code: 550, Enh: "5.1.2", Text: "recipient domain does not exist (NXDOMAIN)"}
 	replyNoAddress     = Reply{Code: 550, Enh: "5.4.4", Text: "recipient domain has neither MX nor address records"}
 	replyDNSTemp       = Reply{Code: 451, Enh: "4.4.3", Text: "DNS lookup failed temporarily"}

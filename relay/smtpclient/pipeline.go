@@ -31,7 +31,7 @@ import (
 // to commands they sent, so neither leaves buffered bytes for the other.
 type pipe struct {
 	conn net.Conn
-	r    *textproto.Reader
+	r    *replyReader
 	// extensions as go-smtp's client sees them (it checks presence only)
 	size, eightBit bool
 }
@@ -61,7 +61,7 @@ func (s *Session) canPipeline(m *Message) bool {
 	}
 	if s.pipe == nil {
 		has := func(k string) bool { ok, _ := s.c.Extension(k); return ok }
-		s.pipe = &pipe{conn: s.wire, r: textproto.NewReader(bufio.NewReaderSize(s.wire, 4096)),
+		s.pipe = &pipe{conn: s.wire, r: newReplyReader(s.wire),
 			size: has("SIZE"), eightBit: has("8BITMIME")}
 	}
 	return true
@@ -248,7 +248,7 @@ func (p *pipe) send(b []byte, d time.Duration) error {
 // (0 = any) is returned as an *smtp.SMTPError, as go-smtp's client does.
 func (p *pipe) reply(d time.Duration, class int) (string, error) {
 	_ = p.conn.SetDeadline(time.Now().Add(d))
-	code, msg, err := p.r.ReadResponse(0)
+	code, msg, err := p.r.read()
 	_ = p.conn.SetDeadline(time.Time{})
 	if err != nil {
 		return "", err
@@ -262,7 +262,7 @@ func (p *pipe) reply(d time.Duration, class int) (string, error) {
 // replyCode reads one reply and wants exactly code.
 func (p *pipe) replyCode(d time.Duration, code int) error {
 	_ = p.conn.SetDeadline(time.Now().Add(d))
-	c, msg, err := p.r.ReadResponse(0)
+	c, msg, err := p.r.read()
 	_ = p.conn.SetDeadline(time.Time{})
 	if err != nil {
 		return err

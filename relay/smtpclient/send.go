@@ -216,7 +216,7 @@ var enhRE = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
 
 // okReply parses "2.0.0 OK queued as X" into a 250 reply.
 func okReply(text string) Reply {
-	r := Reply{Code: 250, Text: text}
+	r := Reply{Code: 250, Text: remoteText(text)}
 	if first, rest, ok := strings.Cut(text, " "); ok && enhRE.MatchString(first) {
 		r.Enh, r.Text = first, rest
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/dnsname"
 	"github.com/rs/zerolog"
 )
 
@@ -53,19 +54,28 @@ type Transport interface {
 
 // mxTransport delivers to a recipient domain's MX hosts (RFC 5321 §5.1).
 type mxTransport struct {
-	domain string
-	plan   Plan
-	port   int
-	res    Resolver
-	warn   *warnOnce
+	domain  string // A-labels
+	plan    Plan
+	port    int
+	res     Resolver
+	warn    *warnOnce
+	invalid error // the domain cannot be looked up: Hosts fails with it
 }
 
 // MX returns the Transport for MX delivery to domain (an A-label or ASCII
 // name) under its TLS policy from Options.Policies. A REQUIRETLS message
 // always needs an authenticated certificate (RFC 8689 §4.2.1), whatever
 // the policy. The error is the policy store's.
+//
+// An internationalised domain is looked up as A-labels (IDNA2008, RFC 5891
+// §5: bücher.example → xn--bcher-kva.example); a name that cannot be
+// converted fails with 550 5.1.2 without a lookup.
 func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transport, error) {
-	domain = strings.ToLower(domain)
+	ascii, err := dnsname.ToASCII(domain)
+	if err != nil {
+		return &mxTransport{domain: strings.ToLower(domain), invalid: newError(withCause(replyBadDomain, err.Error()), false, err)}, nil
+	}
+	domain = ascii
 	pol := PolicyVerify
 	if !requireTLS {
 		p, err := c.o.Policies.TLSPolicy(ctx, domain)
@@ -96,6 +106,9 @@ func (t *mxTransport) Plan() Plan { return t.plan }
 // shuffled; no MX → the domain itself (implicit MX); null MX → 5.1.10;
 // IP-literal MX names are skipped; CNAME targets are followed with a warning.
 func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
+	if t.invalid != nil {
+		return nil, t.invalid
+	}
 	mxs, _, err := t.res.LookupMX(ctx, t.domain)
 	if err != nil {
 		return nil, err
