@@ -35,6 +35,21 @@ type Client struct {
 	didHello   bool              // whether we've said HELO/EHLO/LHLO
 	helloError error             // the error from the hello
 	rcpts      []string          // recipients accumulated for the current transaction
+	inTx       bool              // MAIL was accepted and no RSET or final reply ended it
+	inData     bool              // writing a message body (Timeouts.DataBlock applies)
+	replyErr   error             // a reply broke a limit: the connection is unusable
+
+	// Limits on every reply read (see ReplyTooLongError). Zero means
+	// the default (DefaultMaxReplyLines, DefaultMaxReplyLineLength,
+	// DefaultMaxReplyBytes); they are enforced as the reply is read.
+	MaxReplyLines      int
+	MaxReplyLineLength int // octets per line, without the CRLF
+	MaxReplyBytes      int // octets per reply, CRLFs included
+
+	// Per-phase timeouts (RFC 5321 section 4.5.3.2). A zero field falls
+	// back to CommandTimeout (SubmissionTimeout for DataFinal; no limit
+	// for DataBlock).
+	Timeouts Timeouts
 
 	// Time to wait for command responses (this includes 3xx reply to DATA).
 	CommandTimeout time.Duration
@@ -155,11 +170,8 @@ func (c *Client) setConn(conn net.Conn) {
 	var r io.Reader = conn
 	var w io.Writer = conn
 
-	r = &lineLimitReader{
-		R: conn,
-		// Doubled maximum line length per RFC 5321 (Section 4.5.3.1.6)
-		LineLimit: 2000,
-	}
+	// Reply lines are bounded by readReply (MaxReplyLineLength), at the read.
+	w = &dataBlockWriter{c: c, w: conn}
 
 	r = io.TeeReader(r, clientDebugWriter{c})
 	w = io.MultiWriter(w, clientDebugWriter{c})
@@ -242,17 +254,28 @@ func (c *Client) Hello(localName string) error {
 }
 
 func (c *Client) readResponse(expectCode int) (int, string, error) {
-	code, msg, err := c.text.ReadResponse(expectCode)
-	if protoErr, ok := err.(*textproto.Error); ok {
-		err = toSMTPErr(protoErr)
+	code, msg, err := c.readReply()
+	if err != nil {
+		return code, msg, err
 	}
-	return code, msg, err
+	if !codeMatches(code, expectCode) {
+		return code, msg, toSMTPErr(&textproto.Error{Code: code, Msg: msg})
+	}
+	return code, msg, nil
 }
 
 // cmd is a convenience function that sends a command and returns the response
 // textproto.Error returned by c.text.ReadResponse is converted into SMTPError.
 func (c *Client) cmd(expectCode int, format string, args ...interface{}) (int, string, error) {
-	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	return c.cmdTimeout(c.CommandTimeout, expectCode, format, args...)
+}
+
+// cmdTimeout is cmd with the reply awaited for at most d.
+func (c *Client) cmdTimeout(d time.Duration, expectCode int, format string, args ...interface{}) (int, string, error) {
+	if c.replyErr != nil {
+		return 0, "", c.replyErr
+	}
+	c.conn.SetDeadline(time.Now().Add(d))
 	defer c.conn.SetDeadline(time.Time{})
 
 	id, err := c.text.Cmd(format, args...)
@@ -430,7 +453,24 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 	if err := c.hello(); err != nil {
 		return err
 	}
+	line, err := c.mailCommand(from, opts)
+	if err != nil {
+		return err
+	}
+	if _, _, err := c.cmdTimeout(c.timeout(c.Timeouts.Mail), 250, "%s", line); err != nil {
+		return err
+	}
 
+	// A new transaction has started, forget the previous recipients.
+	c.rcpts = nil
+	c.inTx = true
+
+	return nil
+}
+
+// mailCommand encodes a MAIL command (without CRLF) for the extensions
+// the server offers. Mail and SendPipelined both use it.
+func (c *Client) mailCommand(from string, opts *MailOptions) (string, error) {
 	var sb strings.Builder
 	// A high enough power of 2 than 510+14+26+11+9+9+39+500
 	sb.Grow(2048)
@@ -445,14 +485,14 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		if _, ok := c.ext["REQUIRETLS"]; ok {
 			sb.WriteString(" REQUIRETLS")
 		} else {
-			return errors.New("smtp: server does not support REQUIRETLS")
+			return "", errors.New("smtp: server does not support REQUIRETLS")
 		}
 	}
 	if opts != nil && opts.UTF8 {
 		if _, ok := c.ext["SMTPUTF8"]; ok {
 			sb.WriteString(" SMTPUTF8")
 		} else {
-			return errors.New("smtp: server does not support SMTPUTF8")
+			return "", errors.New("smtp: server does not support SMTPUTF8")
 		}
 	}
 	if _, ok := c.ext["DSN"]; ok && opts != nil {
@@ -462,11 +502,11 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		case "":
 			// This space is intentionally left blank
 		default:
-			return errors.New("smtp: Unknown RET parameter value")
+			return "", errors.New("smtp: Unknown RET parameter value")
 		}
 		if opts.EnvelopeID != "" {
 			if !isPrintableASCII(opts.EnvelopeID) {
-				return errors.New("smtp: Malformed ENVID parameter value")
+				return "", errors.New("smtp: Malformed ENVID parameter value")
 			}
 			fmt.Fprintf(&sb, " ENVID=%s", encodeXtext(opts.EnvelopeID))
 		}
@@ -477,14 +517,7 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		}
 		// We can safely discard parameter if server does not support AUTH.
 	}
-	if _, _, err := c.cmd(250, "%s", sb.String()); err != nil {
-		return err
-	}
-
-	// A new transaction has started, forget the previous recipients.
-	c.rcpts = nil
-
-	return nil
+	return sb.String(), nil
 }
 
 // Rcpt issues a RCPT command to the server using the provided email address.
@@ -499,7 +532,20 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	if err := validateLine(to); err != nil {
 		return err
 	}
+	line, err := c.rcptCommand(to, opts)
+	if err != nil {
+		return err
+	}
+	if _, _, err := c.cmdTimeout(c.timeout(c.Timeouts.Rcpt), 25, "%s", line); err != nil {
+		return err
+	}
+	c.rcpts = append(c.rcpts, to)
+	return nil
+}
 
+// rcptCommand encodes a RCPT command (without CRLF) for the extensions
+// the server offers. Rcpt and SendPipelined both use it.
+func (c *Client) rcptCommand(to string, opts *RcptOptions) (string, error) {
 	var sb strings.Builder
 	// A high enough power of 2 than 510+29+501
 	sb.Grow(2048)
@@ -508,7 +554,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 		if len(opts.Notify) != 0 {
 			sb.WriteString(" NOTIFY=")
 			if err := checkNotifySet(opts.Notify); err != nil {
-				return errors.New("smtp: Malformed NOTIFY parameter value")
+				return "", errors.New("smtp: Malformed NOTIFY parameter value")
 			}
 			for i, v := range opts.Notify {
 				if i != 0 {
@@ -522,7 +568,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 			switch opts.OriginalRecipientType {
 			case DSNAddressTypeRFC822:
 				if !isPrintableASCII(opts.OriginalRecipient) {
-					return errors.New("smtp: Illegal address")
+					return "", errors.New("smtp: Illegal address")
 				}
 				enc = encodeXtext(opts.OriginalRecipient)
 			case DSNAddressTypeUTF8:
@@ -532,7 +578,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 					enc = encodeUTF8AddrXtext(opts.OriginalRecipient)
 				}
 			default:
-				return errors.New("smtp: Unknown address type")
+				return "", errors.New("smtp: Unknown address type")
 			}
 			fmt.Fprintf(&sb, " ORCPT=%s;%s", string(opts.OriginalRecipientType), enc)
 		}
@@ -542,7 +588,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["DELIVERBY"]; ok && opts != nil && opts.DeliverBy != nil {
 		if opts.DeliverBy.Mode == DeliverByReturn && opts.DeliverBy.Time < 1 {
-			return errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
+			return "", errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
 		}
 		arg := fmt.Sprintf(" BY=%d;%s", int(opts.DeliverBy.Time.Seconds()), opts.DeliverBy.Mode)
 		if opts.DeliverBy.Trace {
@@ -552,15 +598,11 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["MT-PRIORITY"]; ok && opts != nil && opts.MTPriority != nil {
 		if *opts.MTPriority < -9 || *opts.MTPriority > 9 {
-			return errors.New("smtp: MT-PRIORITY must be between -9 and 9")
+			return "", errors.New("smtp: MT-PRIORITY must be between -9 and 9")
 		}
 		sb.WriteString(fmt.Sprintf(" MT-PRIORITY=%d", *opts.MTPriority))
 	}
-	if _, _, err := c.cmd(25, "%s", sb.String()); err != nil {
-		return err
-	}
-	c.rcpts = append(c.rcpts, to)
-	return nil
+	return sb.String(), nil
 }
 
 // DataCommand is a pending DATA command. DataCommand is an io.WriteCloser.
@@ -603,10 +645,11 @@ func (cmd *DataCommand) CloseWithResponse() (*DataResponse, error) {
 		return nil, err
 	}
 
-	cmd.client.conn.SetDeadline(time.Now().Add(cmd.client.SubmissionTimeout))
+	cmd.client.conn.SetDeadline(time.Now().Add(cmd.client.finalTimeout()))
 	defer cmd.client.conn.SetDeadline(time.Time{})
 
 	_, msg, err := cmd.client.readResponse(250)
+	err = cmd.client.afterFinalDot(err)
 	if err != nil {
 		cmd.closeErr = err
 		return nil, err
@@ -628,7 +671,7 @@ func (cmd *DataCommand) CloseWithLMTPResponse() (map[string]*DataResponse, error
 		return nil, err
 	}
 
-	cmd.client.conn.SetDeadline(time.Now().Add(cmd.client.SubmissionTimeout))
+	cmd.client.conn.SetDeadline(time.Now().Add(cmd.client.finalTimeout()))
 	defer cmd.client.conn.SetDeadline(time.Time{})
 
 	resp := make(map[string]*DataResponse, len(cmd.client.rcpts))
@@ -636,6 +679,7 @@ func (cmd *DataCommand) CloseWithLMTPResponse() (map[string]*DataResponse, error
 	for i := 0; i < len(cmd.client.rcpts); i++ {
 		rcpt := cmd.client.rcpts[i]
 		_, msg, err := cmd.client.readResponse(250)
+		err = cmd.client.afterFinalDot(err)
 		if err != nil {
 			if smtpErr, ok := err.(*SMTPError); ok {
 				lmtpErr[rcpt] = smtpErr
@@ -661,7 +705,9 @@ func (cmd *DataCommand) close() error {
 		return cmd.closeErr
 	}
 
-	if err := cmd.wc.Close(); err != nil {
+	err := cmd.wc.Close()
+	cmd.client.inData = false
+	if err != nil {
 		cmd.closeErr = err
 		return err
 	}
@@ -704,10 +750,11 @@ func (lmtpErr LMTPDataError) Unwrap() []error {
 // close the writer before calling any more methods on c. A call to
 // Data must be preceded by one or more calls to Rcpt.
 func (c *Client) Data() (*DataCommand, error) {
-	_, _, err := c.cmd(354, "DATA")
+	_, _, err := c.cmdTimeout(c.timeout(c.Timeouts.DataInit), 354, "DATA")
 	if err != nil {
 		return nil, err
 	}
+	c.inData = true
 	return &DataCommand{client: c, wc: c.text.DotWriter()}, nil
 }
 
@@ -869,9 +916,10 @@ func (c *Client) Reset() error {
 	if err := c.hello(); err != nil {
 		return err
 	}
-	if _, _, err := c.cmd(250, "RSET"); err != nil {
+	if _, _, err := c.cmdTimeout(c.timeout(c.Timeouts.Mail), 250, "RSET"); err != nil {
 		return err
 	}
+	c.inTx = false
 
 	// allow custom HELLO again
 	c.didHello = false

@@ -273,14 +273,14 @@ func TestClient_TooLongLine(t *testing.T) {
 	c := NewClient(fake)
 
 	err := c.Mail("whatever", nil)
-	if err != ErrTooLongLine {
+	if !errors.Is(err, ErrTooLongLine) {
 		t.Fatal("MAIL succeeded or returned a different error:", err)
 	}
 
 	// ErrTooLongLine is "sticky" since the connection is in broken state and
 	// the only reasonable way to recover is to close it.
 	err = c.Mail("whatever", nil)
-	if err != ErrTooLongLine {
+	if !errors.Is(err, ErrTooLongLine) {
 		t.Fatal("Second MAIL succeeded or returned a different error:", err)
 	}
 }
