@@ -74,7 +74,10 @@ func Classify(err error) Verdict {
 		// The reply never names the address (it may reach the sender).
 		return Verdict{Reply: replyDeniedNetwork, NextHost: true}
 	}
-	if errors.Is(err, smtp.ErrTooLongLine) || errors.Is(err, errReplyTooLarge) {
+	var tooLong *smtp.ReplyTooLongError
+	if errors.As(err, &tooLong) || errors.Is(err, smtp.ErrTooLongLine) {
+		// go-smtp stopped reading at its reply limits and closed the
+		// connection (issue 12 point 1).
 		return Verdict{Reply: replyBadReply, NextHost: true}
 	}
 	if errors.Is(err, context.Canceled) {

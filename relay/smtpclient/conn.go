@@ -52,7 +52,6 @@ type Session struct {
 	lastUsed time.Time
 	sent     int
 	wire     net.Conn // the connection go-smtp's client talks on
-	pipe     *pipe    // pipelined transactions (pipeline.go), once used
 }
 
 // dialRequest is everything one connection attempt needs.
@@ -168,6 +167,11 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc *deadlineConn) err
 
 func (s *Session) hello(c *smtp.Client, r dialRequest) error {
 	s.c = c
+	t := r.timeouts
+	// Per-phase timeouts of RFC 5321 §4.5.3.2, for the pipelined path
+	// (the lock-step path also sets CommandTimeout per command).
+	c.Timeouts = smtp.Timeouts{Mail: t.Mail, Rcpt: t.Rcpt, DataInit: t.DataInit, DataBlock: t.DataBlock,
+		DataFinal: t.DataFinal}
 	c.CommandTimeout = r.timeouts.Greeting
 	return c.Hello(r.helo)
 }

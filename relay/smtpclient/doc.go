@@ -39,7 +39,13 @@
 //     timeouts follow RFC 5321 §4.5.3.2, and a deadline-setting net.Conn
 //     wrapper puts the data block timeout on every body write. To a
 //     server offering PIPELINING (RFC 2920), MAIL, every RCPT and DATA go
-//     out in one write and the body in another. A timeout or lost
+//     out in one write and the body in another (the fork's
+//     Client.SendPipelined, one MAIL/RCPT encoder for both paths). Every
+//     reply — greeting, EHLO, each command — is read by go-smtp within
+//     100 lines, 2,000 octets a line and 64 KiB; over that the connection
+//     is closed and the attempt ends 451 4.5.0. Reply text that is kept
+//     (stored, logged, evented, quoted in a DSN) is at most 4 KiB with
+//     control characters escaped (remoteText). A timeout or lost
 //     connection after the final dot is a verdict — 451 4.4.2, retried on
 //     the schedule — never a resend to the next MX (the server may have
 //     the message).

@@ -45,7 +45,7 @@ func (s *Session) transact(ctx context.Context, m *Message, to Timeouts) ([]Repl
 	stop := context.AfterFunc(ctx, s.Close)
 	defer stop()
 	if s.canPipeline(m) {
-		return s.pipelined(m, body, to)
+		return s.pipelined(m, body)
 	}
 	c := s.c
 	if s.dirty {
@@ -184,6 +184,10 @@ func (s *Session) data(body []byte, to Timeouts) (Reply, error) {
 	s.c.SubmissionTimeout = to.DataFinal
 	resp, err := w.CloseWithResponse()
 	if err != nil {
+		var se *smtp.SMTPError
+		if !isDataSent(err) && !errors.As(err, &se) {
+			return Reply{}, err // the final dot was not sent: next host
+		}
 		s.dirty = false
 		return s.finalFailed(err), nil
 	}
@@ -192,8 +196,9 @@ func (s *Session) data(body []byte, to Timeouts) (Reply, error) {
 }
 
 // finalFailed is the verdict when the end of data got no success reply. A
-// reply is kept as it is; a timeout or lost connection after the final
-// dot is a verdict too: the server may have taken the message (RFC 5321
+// reply is kept as it is (a 421 also closes the connection). A timeout or
+// lost connection after the final dot (go-smtp's DataSentError) is a
+// verdict too: the server may have taken the message (RFC 5321
 // §4.5.3.2.6 waits 10 minutes for that reason, and RFC 1047 describes the
 // duplicates an immediate resend causes), so the recipients are deferred
 // with 451 4.4.2 ("bad connection", RFC 3463) and retried on the schedule,
@@ -201,15 +206,21 @@ func (s *Session) data(body []byte, to Timeouts) (Reply, error) {
 func (s *Session) finalFailed(err error) Reply {
 	v := Classify(err)
 	var se *smtp.SMTPError
-	if errors.As(err, &se) && se.Code != 421 {
+	if errors.As(err, &se) && !isDataSent(err) {
+		if se.Code == 421 {
+			s.broken = true
+			s.Close()
+		}
 		return v.Reply
 	}
 	s.broken = true
 	s.Close()
-	if errors.As(err, &se) {
-		return v.Reply // 421 after the dot: the server's own words
-	}
 	return withCause(replyFinalLost, v.Reply.Text)
+}
+
+func isDataSent(err error) bool {
+	var ds *smtp.DataSentError
+	return errors.As(err, &ds)
 }
 
 var enhRE = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
