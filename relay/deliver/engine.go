@@ -197,6 +197,7 @@ func (e *Engine) shutdown(cancelWork context.CancelFunc, stopHousekeeping func()
 		cancelWork()
 		<-done
 	}
+	e.sched.placing.Wait() // each releases its entry (stopping)
 	stopHousekeeping()
 	e.park.wait()
 	e.fin.stop()

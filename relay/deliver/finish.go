@@ -177,8 +177,8 @@ func (f *finisher) complete(fj *finishJob) {
 		o.failed, o.deferred = append(o.failed, o.deferred...), nil
 	}
 	paced := false
-	if !fj.busy && fj.j.tr != nil {
-		key := fj.j.tr.Key()
+	if !fj.busy && fj.j.key != "" {
+		key := fj.j.key
 		var change paceChange
 		paced, change = f.pace.observe(key, len(o.delivered) > 0, fj.end)
 		f.logPaceChange(key, change, fj.replies)

@@ -27,12 +27,16 @@ const (
 	fastWindow = 2 * time.Second
 	// maxBreakerOpen caps how long a circuit breaker stays open.
 	maxBreakerOpen = 10 * time.Minute
+	// keyLookupTimeout bounds the MX lookup that finds an entry's
+	// destination; after it the domain's own name is the key.
+	keyLookupTimeout = 10 * time.Second
 )
 
 // job is one leased entry on its way through a destination.
 type job struct {
 	en     *queue.Entry
 	tr     smtpclient.Transport
+	key    string // its destination (smtpclient.Client.Destination)
 	queued time.Time
 }
 
@@ -68,7 +72,8 @@ type scheduler struct {
 	reclaim  chan struct{} // closed (and replaced) to ask idle workers to exit
 	stopping bool
 	stopCh   chan struct{}
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // workers
+	placing  sync.WaitGroup // entries waiting for their destination key
 	ctx      context.Context // delivery context: cancelled when the grace period ends
 }
 
@@ -82,12 +87,14 @@ func broadcast(ch *chan struct{}) {
 	*ch = make(chan struct{})
 }
 
-// dispatch places a freshly leased entry: defer it at once when its
-// destination's breaker is open or its queue is full (waiting briefly
-// only for a destination that delivers briskly); otherwise queue it and
-// make sure a worker will take it.
+// dispatch places a freshly leased entry into its destination. The
+// destination key of MX delivery is the domain's MX host set
+// (smtpclient.Client.Destination); when it is not in the DNS cache yet
+// the entry is placed by a goroutine of its own once the lookup is done,
+// so a slow DNS answer never holds up the dispatcher.
 func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
-	tr, err := s.rt.Load().transport(ctx, en.Env)
+	rt := s.rt.Load()
+	tr, err := rt.transport(ctx, en.Env)
 	if err != nil {
 		s.log.Warn().Err(err).Str("event", "tls_policy_failed").Str("domain", en.Env.Domain).
 			Msg("no TLS policy for the domain; deferred")
@@ -95,12 +102,35 @@ func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
 		return
 	}
 	j := &job{en: en, tr: tr, queued: time.Now()}
+	if key, ok := rt.client.CachedDestination(tr); ok {
+		s.place(j, key)
+		return
+	}
+	s.placing.Add(1)
+	go func() {
+		defer s.placing.Done()
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyLookupTimeout)
+		key := rt.client.Destination(lctx, tr)
+		cancel()
+		s.place(j, key)
+	}()
+}
+
+// place queues j in destination key: deferred at once when the breaker is
+// open or the queue is full (waiting briefly only for a destination that
+// delivers briskly); otherwise queued, with a worker sure to take it.
+func (s *scheduler) place(j *job, key string) {
+	j.key = key
 	deadline := time.Now().Add(roomWait)
 	s.mu.Lock()
-	d := s.destLocked(j.tr.Key())
+	d := s.destLocked(key)
 	for {
 		now := time.Now()
 		switch {
+		case s.stopping:
+			s.mu.Unlock()
+			s.fin.release(j)
+			return
 		case now.Before(d.openUntil):
 			v := d.lastFail
 			s.mu.Unlock()

@@ -33,6 +33,7 @@ type RawMX struct {
 	Final func(w io.Writer) bool
 
 	conns    atomic.Int64
+	hanging  atomic.Int64
 	messages atomic.Int64
 	mu       sync.Mutex
 	open     []net.Conn
@@ -74,12 +75,17 @@ func FakeRawMX(t testing.TB, m *RawMX, port int) *RawMX {
 // Connections is the number of TCP connections accepted.
 func (m *RawMX) Connections() int { return int(m.conns.Load()) }
 
+// Hanging is the number of never-greeted connections still open.
+func (m *RawMX) Hanging() int { return int(m.hanging.Load()) }
+
 // Messages is the number of message bodies received up to their final dot.
 func (m *RawMX) Messages() int { return int(m.messages.Load()) }
 
 func (m *RawMX) serve(c net.Conn) {
 	if m.NoGreeting {
+		m.hanging.Add(1)
 		_, _ = io.Copy(io.Discard, c) // until the client or the test closes it
+		m.hanging.Add(-1)
 		return
 	}
 	defer c.Close()

@@ -146,3 +146,15 @@ func (c *cachingResolver) sweepLocked() {
 		}
 	}
 }
+
+// peekMX returns domain's cached MX records without a lookup; ok is false
+// when there is no fresh answer in the cache.
+func (c *cachingResolver) peekMX(domain string) (mx []MX, ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m["mx:"+domain]
+	if e == nil || !isReady(e) || !c.now().Before(e.exp) {
+		return nil, false, nil
+	}
+	return e.mx, true, e.err
+}
