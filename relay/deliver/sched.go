@@ -72,8 +72,8 @@ type scheduler struct {
 	reclaim  chan struct{} // closed (and replaced) to ask idle workers to exit
 	stopping bool
 	stopCh   chan struct{}
-	wg       sync.WaitGroup // workers
-	placing  sync.WaitGroup // entries waiting for their destination key
+	wg       sync.WaitGroup  // workers
+	placing  sync.WaitGroup  // entries waiting for their destination key
 	ctx      context.Context // delivery context: cancelled when the grace period ends
 }
 
