@@ -51,7 +51,13 @@
 //
 // The durable consumer hands out entries in stream order, so the one
 // dispatcher loop must never wait on a slow or dead destination. Entries
-// are grouped by destination (MX domain + TLS plan, or route); each
+// are grouped by destination: the set of MX host names + TLS plan
+// (smtpclient.Client.Destination; a domain without MX records by its own
+// name), or the route. Domains sharing MX hosts share a destination, so
+// many domains behind a few dead or never-greeting servers — a provider's,
+// or an attacker's wildcard subdomains — hold only that destination's
+// slots. When the MX set is not in the DNS cache yet the entry waits for
+// the lookup in a goroutine of its own, never in the dispatcher. Each
 // destination has a bounded local queue (1000 entries) and at most
 // max_per_destination workers, all under max_connections. A worker owns at
 // most one connection, reused for the destination's next entries (RSET
