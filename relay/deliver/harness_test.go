@@ -43,6 +43,8 @@ type harness struct {
 	sender func(*queue.Envelope, string) string
 	conns  smtpclient.Gauge
 	dialer smtpclient.Dialer
+	// wrapRes, when set, wraps the engine's resolver (fault injection).
+	wrapRes func(smtpclient.Resolver) smtpclient.Resolver
 }
 
 func newHarness(t testing.TB) *harness {
@@ -96,6 +98,9 @@ func (h *harness) start(cfg *config.Config) (stop func()) {
 	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	if h.wrapRes != nil {
+		res = h.wrapRes(res)
 	}
 	var w io.Writer = zerolog.MultiLevelWriter(zerolog.NewTestWriter(h.t), h.log)
 	if h.quiet {

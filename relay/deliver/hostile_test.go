@@ -14,6 +14,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/jetrelay/jetrelay/relay/safetext"
+	"github.com/jetrelay/jetrelay/relay/smtpclient"
 )
 
 // Twenty domains whose MX hosts are three servers that accept TCP and
@@ -152,4 +153,37 @@ func TestDeliveryPanicRecovered(t *testing.T) {
 		t.Fatalf("deferral after the panic: %v", def)
 	}
 	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+}
+
+// panicResolver panics on its first MX lookup, then asks next.
+type panicResolver struct {
+	smtpclient.Resolver
+	calls atomic.Int32
+}
+
+func (r *panicResolver) LookupMX(ctx context.Context, d string) ([]smtpclient.MX, time.Duration, error) {
+	if r.calls.Add(1) == 1 {
+		panic("injected resolver panic")
+	}
+	return r.Resolver.LookupMX(ctx, d)
+}
+
+// A resolver that panics (here while the entry's destination is looked
+// up, off the dispatcher) costs a deferral, not the process or the entry.
+func TestResolverPanicRecovered(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("rpanic.test", m.IP)
+	h.wrapRes = func(r smtpclient.Resolver) smtpclient.Resolver { return &panicResolver{Resolver: r} }
+	h.start(h.config())
+	h.send([]string{"x@rpanic.test"})
+	h.waitFor("delivered after the panic", func() bool {
+		return m.Received("x@rpanic.test") == 1 && h.log.count("x@rpanic.test", events.StatusDelivered) == 1
+	})
+	// Then the lookup that panicked counts as a temporary DNS failure for
+	// its short cache time, so more deferrals may follow.
+	if def := h.log.find("x@rpanic.test", events.StatusDeferred); len(def) == 0 || def[0]["smtp_enh"] != "4.3.0" {
+		t.Fatalf("deferral after the panic: %v", def)
+	}
 }

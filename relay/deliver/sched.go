@@ -93,6 +93,7 @@ func broadcast(ch *chan struct{}) {
 // the entry is placed by a goroutine of its own once the lookup is done,
 // so a slow DNS answer never holds up the dispatcher.
 func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
+	defer s.recoverJob(&job{en: en}, "dispatching an entry panicked; entry deferred")
 	rt := s.rt.Load()
 	tr, err := rt.transport(ctx, en.Env)
 	if err != nil {
@@ -109,6 +110,7 @@ func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
 	s.placing.Add(1)
 	go func() {
 		defer s.placing.Done()
+		defer s.recoverJob(j, "placing an entry panicked; entry deferred")
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyLookupTimeout)
 		key := rt.client.Destination(lctx, tr)
 		cancel()
@@ -225,8 +227,7 @@ func (s *scheduler) worker(d *dest) {
 func (s *scheduler) run(d *dest, j *job, sess *smtpclient.Session) (next *smtpclient.Session) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error().Str("event", "delivery_panic").Str("queue_id", j.en.Env.ID).Str("domain", j.en.Env.Domain).
-				Interface("panic", p).Bytes("stack", debug.Stack()).Msg("delivery attempt panicked; entry deferred")
+			s.logPanic(j, p, "delivery attempt panicked; entry deferred")
 			if sess != nil {
 				sess.Close()
 			}
@@ -242,6 +243,20 @@ func (s *scheduler) run(d *dest, j *job, sess *smtpclient.Session) (next *smtpcl
 		s.record(d, false, r.last)
 	}
 	return r.sess
+}
+
+// recoverJob, deferred, turns a panic while handling j into a logged
+// deferral (451 4.3.0): the entry is retried, never lost.
+func (s *scheduler) recoverJob(j *job, msg string) {
+	if p := recover(); p != nil {
+		s.logPanic(j, p, msg)
+		s.fin.deferUntried(j, replyPanic)
+	}
+}
+
+func (s *scheduler) logPanic(j *job, p any, msg string) {
+	s.log.Error().Str("event", "delivery_panic").Str("queue_id", j.en.Env.ID).Str("domain", j.en.Env.Domain).
+		Interface("panic", p).Bytes("stack", debug.Stack()).Msg(msg)
 }
 
 // next pops d's next job, waiting up to timeouts.idle; nil means exit.

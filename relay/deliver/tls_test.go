@@ -45,6 +45,8 @@ func TestTLSPolicies(t *testing.T) {
 		{domain: "ver-broken.test", policy: "verify", server: []relaytest.Option{relaytest.BrokenTLS()}, want: "deferred:4.7.5"},
 		{domain: "rtls-ok.test", policy: "opportunistic", ca: true, server: []relaytest.Option{relaytest.RequireTLS()}, requireTLS: true, want: "tls"},
 		{domain: "rtls-no.test", policy: "opportunistic", ca: true, requireTLS: true, want: "failed:5.7.30"},
+		{domain: "rtls-self.test", policy: "opportunistic", self: true, server: []relaytest.Option{relaytest.RequireTLS()},
+			requireTLS: true, want: "failed:5.7.30"},
 	}
 	cfg := h.config()
 	cfg.Delivery.TLS.CAFile = ca.File

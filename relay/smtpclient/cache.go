@@ -3,6 +3,7 @@ package smtpclient
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
@@ -88,14 +89,32 @@ func (c *cachingResolver) get(ctx context.Context, key string,
 	c.m[key] = e
 	c.mu.Unlock()
 
+	c.fill(ctx, key, e, fetch)
+	return e, nil
+}
+
+// fill runs fetch for e and publishes the answer. A fetch that panics
+// still completes e (as a temporary failure, so waiting callers go on)
+// before the panic goes on to the caller's recover.
+func (c *cachingResolver) fill(ctx context.Context, key string, e *cacheEntry,
+	fetch func(context.Context, *cacheEntry) (time.Duration, error)) {
+	done := false
+	defer func() {
+		if !done {
+			typ, name, _ := strings.Cut(key, ":")
+			e.err = &DNSError{Name: name, Type: strings.ToUpper(typ), Kind: DNSTemporary, Err: errors.New("resolver failed")}
+			e.exp = c.now().Add(cacheTempFailTTL)
+			close(e.ready)
+		}
+	}()
 	// The lookup is shared: it must not die with the first asker's context.
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	ttl, err := fetch(lctx, e)
-	cancel()
 	e.err = err
 	e.exp = c.now().Add(clampTTL(ttl, err))
+	done = true
 	close(e.ready)
-	return e, nil
 }
 
 func (c *cachingResolver) wait(ctx context.Context, e *cacheEntry) (*cacheEntry, error) {
