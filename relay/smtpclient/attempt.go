@@ -107,7 +107,7 @@ func (c *Client) tryAddr(ctx context.Context, r *hostsRun, tr Transport, h Host,
 	case r.a.Last.Reply == replyDeniedNetwork:
 		r.denied++
 	}
-	c.o.Logger.Debug().Err(err).Str("event", "host_failed").Str("mx", h.Name).Str("ip", r.a.Conn.IP).
+	c.o.Logger.Debug().Str("error", remoteText(err.Error())).Str("event", "host_failed").Str("mx", h.Name).Str("ip", r.a.Conn.IP).
 		Msg("trying the next address")
 	return Attempt{}, false
 }
