@@ -136,7 +136,7 @@ func (s *scheduler) place(j *job, key string) {
 		case now.Before(d.openUntil):
 			v := d.lastFail
 			s.mu.Unlock()
-			s.fin.deferUntried(j, replyUnreachable.WithCause(v.Reply.String()))
+			s.fin.deferUntried(j, unreachable(v.Reply))
 			return
 		case len(d.queue) < destQueueCap:
 			d.queue = append(d.queue, j)
@@ -353,7 +353,7 @@ func (s *scheduler) record(d *dest, reached bool, v smtpclient.Verdict) {
 			Time("until", until).Str("reply", v.Reply.String()).Msg("destination unreachable; deferring its entries without connecting")
 	}
 	for _, j := range waiting {
-		s.fin.deferUntried(j, replyUnreachable.WithCause(v.Reply.String()))
+		s.fin.deferUntried(j, unreachable(v.Reply))
 	}
 }
 

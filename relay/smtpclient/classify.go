@@ -171,7 +171,11 @@ func lineCodes(text string, ec smtp.EnhancedCode) (smtp.EnhancedCode, string) {
 // withCause appends a cause to one of our replies. Causes may quote a
 // remote server (a STARTTLS refusal, a protocol error naming the line), so
 // they are made safe like any remote text.
-func withCause(r Reply, cause string) Reply { return r.WithCause(remoteText(cause)) }
+func withCause(r Reply, cause string) Reply {
+	r = r.WithCause(cause)
+	r.Text = remoteText(r.Text)
+	return r
+}
 
 // remoteText is the one place where text a remote server chose becomes
 // part of a Reply, which is stored, logged, evented and quoted in DSNs:
