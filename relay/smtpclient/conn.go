@@ -103,7 +103,7 @@ func dialOnce(ctx context.Context, r dialRequest) (*Session, error) {
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	defer stop()
 	s := &Session{raw: raw, host: r.host.Name, ip: r.ip.String(), port: r.host.Port}
-	if err := s.open(ctx, r, &deadlineConn{Conn: raw, block: r.timeouts.DataBlock}); err != nil {
+	if err := s.open(ctx, r, raw); err != nil {
 		_ = raw.Close()
 		return nil, err
 	}
@@ -123,7 +123,7 @@ func dialOnce(ctx context.Context, r dialRequest) (*Session, error) {
 }
 
 // open runs greeting, EHLO and TLS on dc.
-func (s *Session) open(ctx context.Context, r dialRequest, dc *deadlineConn) error {
+func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 	name := r.plan.ServerName
 	if name == "" {
 		name = r.host.Name
@@ -184,9 +184,13 @@ func (s *Session) setTLS(tc *tls.Conn, plan Plan) {
 	}
 }
 
+// maxStartTLSReply bounds the reply to STARTTLS, the one reply read
+// outside go-smtp's client (see startTLS).
+const maxStartTLSReply = 64 << 10
+
 // startTLS sends STARTTLS itself: go-smtp's client only offers it through
 // NewClientStartTLS, which says EHLO as "localhost" (RFC 3207 §4).
-func startTLS(ctx context.Context, dc *deadlineConn, cfg *tls.Config, to Timeouts) (*tls.Conn, error) {
+func startTLS(ctx context.Context, dc net.Conn, cfg *tls.Config, to Timeouts) (*tls.Conn, error) {
 	_ = dc.SetDeadline(time.Now().Add(to.Mail))
 	defer dc.SetDeadline(time.Time{})
 	if _, err := io.WriteString(dc, "STARTTLS\r\n"); err != nil {
@@ -194,7 +198,8 @@ func startTLS(ctx context.Context, dc *deadlineConn, cfg *tls.Config, to Timeout
 	}
 	// The server sends nothing after its 220 until our ClientHello, so
 	// this reader cannot swallow TLS bytes.
-	_, msg, err := textproto.NewReader(bufio.NewReaderSize(dc, 512)).ReadResponse(220)
+	// Bounded like every reply (go-smtp's 64 KiB reply limit).
+	_, msg, err := textproto.NewReader(bufio.NewReaderSize(io.LimitReader(dc, maxStartTLSReply), 512)).ReadResponse(220)
 	if err != nil {
 		var te *textproto.Error
 		if errors.As(err, &te) {
@@ -206,7 +211,7 @@ func startTLS(ctx context.Context, dc *deadlineConn, cfg *tls.Config, to Timeout
 	return handshake(ctx, dc, cfg, to.Greeting)
 }
 
-func handshake(ctx context.Context, dc *deadlineConn, cfg *tls.Config, d time.Duration) (*tls.Conn, error) {
+func handshake(ctx context.Context, dc net.Conn, cfg *tls.Config, d time.Duration) (*tls.Conn, error) {
 	tc := tls.Client(dc, cfg)
 	_ = dc.SetDeadline(time.Now().Add(d))
 	defer dc.SetDeadline(time.Time{})
@@ -301,27 +306,6 @@ func (c *countedConn) Close() error {
 		c.g.Dec()
 	}
 	return c.Conn.Close()
-}
-
-// deadlineConn puts a write deadline on every write that happens without
-// one. go-smtp sets deadlines around commands but none while the body is
-// written, so this is the DATA block timeout of RFC 5321 §4.5.3.2.5.
-type deadlineConn struct {
-	net.Conn
-	block    time.Duration
-	explicit bool
-}
-
-func (c *deadlineConn) SetDeadline(t time.Time) error {
-	c.explicit = !t.IsZero()
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *deadlineConn) Write(b []byte) (int, error) {
-	if !c.explicit {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.block))
-	}
-	return c.Conn.Write(b)
 }
 
 // replayConn returns pending bytes before reading from Conn.

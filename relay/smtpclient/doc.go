@@ -36,8 +36,8 @@
 //     offered; an 8-bit body for a server without 8BITMIME is converted
 //     to quoted-printable or failed with 5.6.3; a message needing
 //     SMTPUTF8 to a server without it fails with 5.6.7. Per-command
-//     timeouts follow RFC 5321 §4.5.3.2, and a deadline-setting net.Conn
-//     wrapper puts the data block timeout on every body write. To a
+//     timeouts follow RFC 5321 §4.5.3.2 (go-smtp's Client.Timeouts, the data
+//     block timeout on every body write). To a
 //     server offering PIPELINING (RFC 2920), MAIL, every RCPT and DATA go
 //     out in one write and the body in another (the fork's
 //     Client.SendPipelined, one MAIL/RCPT encoder for both paths). Every
