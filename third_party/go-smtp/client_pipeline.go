@@ -79,8 +79,9 @@ const maxBodyWrite = 1 << 20
 //
 // The error is non-nil when the connection failed or is unusable: a
 // network error or timeout, a reply over the limits (*ReplyTooLongError),
-// a malformed reply, or a 421 reply (returned as the *SMTPError; the
-// connection is closed, RFC 5321 section 3.8). The result is then nil. An
+// a malformed reply, or a 421 reply (returned as the *SMTPError, RFC 5321
+// section 3.8). The result is then nil, the connection is closed and later
+// calls return the same error. An
 // error after the final dot was written is a *DataSentError: the server
 // may have the message. Arguments the encoders refuse return an error
 // before anything is sent.
@@ -109,15 +110,20 @@ func (c *Client) SendPipelined(from string, opts *MailOptions, rcpts []Pipelined
 	}
 	p := &pipeline{c: c, res: &PipelineResult{Rcpts: make([]*SMTPError, len(rcpts))}}
 	reset := c.inTx
-	if err := p.write(cmds, c.timeout(c.Timeouts.Mail)); err != nil {
-		return nil, err
+	err = p.write(cmds, c.timeout(c.Timeouts.Mail))
+	if err == nil {
+		err = p.envelope(reset, rcpts)
 	}
-	err = p.envelope(reset, rcpts)
 	if err == nil && p.res.Mail == nil && p.res.Data == nil && p.res.Accepted > 0 {
 		err = p.message(body)
 	}
 	if err != nil {
+		// Replies may be missing or unread: the connection is out of step.
 		c.rcpts = nil
+		if c.replyErr == nil {
+			c.replyErr = err
+		}
+		c.text.Close()
 		return nil, err
 	}
 	return p.res, nil

@@ -937,7 +937,13 @@ func (c *Conn) handleStartTLS() {
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)
 
 	if err := tlsConn.Handshake(); err != nil {
-		c.writeResponse(550, EnhancedCode{5, 0, 0}, "Handshake error")
+		// The client speaks TLS now: a plaintext reply would be garbage to
+		// it, and going on in plaintext is what RFC 3207 section 4.1 warns
+		// against. Close. (jetrelay patch.)
+		if c.server.TLSHandshakeFailed != nil {
+			c.server.TLSHandshakeFailed(c, err)
+		}
+		c.Close()
 		return
 	}
 
@@ -1342,7 +1348,15 @@ func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {
 
 // Reads a line of input
 func (c *Conn) readLine() (string, error) {
-	if c.server.ReadTimeout != 0 {
+	if f := c.server.ReadTimeoutFunc; f != nil {
+		var deadline time.Time
+		if d := f(c); d > 0 {
+			deadline = time.Now().Add(d)
+		}
+		if err := c.conn.SetReadDeadline(deadline); err != nil {
+			return "", err
+		}
+	} else if c.server.ReadTimeout != 0 {
 		if err := c.conn.SetReadDeadline(time.Now().Add(c.server.ReadTimeout)); err != nil {
 			return "", err
 		}
@@ -1368,4 +1382,34 @@ func (c *Conn) reset() {
 
 	c.fromReceived = false
 	c.recipients = nil
+}
+
+// commandAllowed runs Server.CommandHook for a command line; false means
+// the connection was ended. (jetrelay patch.)
+func (c *Conn) commandAllowed(cmd string, parseErr error) bool {
+	h := c.server.CommandHook
+	if h == nil {
+		return true
+	}
+	verb := strings.ToUpper(cmd)
+	if parseErr != nil {
+		verb = ""
+	}
+	err := h(c, verb)
+	if err == nil {
+		return true
+	}
+	if se, ok := err.(*SMTPError); ok {
+		c.writeResponse(se.Code, se.EnhancedCode, se.Message)
+	}
+	c.Close()
+	return false
+}
+
+// timeoutReply is Server.ReadTimeoutReply's reply, if any.
+func (c *Conn) timeoutReply() *SMTPError {
+	if f := c.server.ReadTimeoutReply; f != nil {
+		return f(c)
+	}
+	return nil
 }

@@ -91,6 +91,34 @@ type Server struct {
 	// written. (jetrelay patch.)
 	Rejected func(c *Conn, code int, enhCode EnhancedCode, text string)
 
+	// CommandHook, if set, is called before each command line is
+	// handled (after it was read), with the command verb in upper case
+	// ("" for a line that does not parse). A non-nil error ends the
+	// connection instead of handling the command: an *SMTPError is written
+	// as the reply first, any other error closes it silently. Use it to
+	// count commands, to end a session on a limit or at shutdown.
+	// (jetrelay patch.)
+	CommandHook func(c *Conn, cmd string) error
+
+	// ReadTimeoutFunc, if set, replaces ReadTimeout: it is called before
+	// each line the server reads (commands, AUTH responses) and returns
+	// the time allowed for it; zero means no deadline. Message content
+	// (DATA, BDAT) is read under the deadline set before its command, or
+	// whatever deadline the Session sets on Conn.Conn(). (jetrelay patch.)
+	ReadTimeoutFunc func(c *Conn) time.Duration
+
+	// ReadTimeoutReply, if set, chooses the reply written when reading a
+	// command line times out (nil: "421 4.4.2 Idle timeout"); the
+	// connection is closed after it. (jetrelay patch.)
+	ReadTimeoutReply func(c *Conn) *SMTPError
+
+	// TLSHandshakeFailed, if set, is called when the TLS handshake fails,
+	// after STARTTLS or on an implicit-TLS listener. The connection is then
+	// closed without a reply: after the 220 to STARTTLS the client speaks
+	// TLS, so no plaintext may follow (RFC 3207 section 4.1). (jetrelay
+	// patch.)
+	TLSHandshakeFailed func(c *Conn, err error)
+
 	wg   sync.WaitGroup
 	done chan struct{}
 
@@ -178,6 +206,9 @@ func (s *Server) handleConn(c *Conn) error {
 			c.conn.SetWriteDeadline(time.Now().Add(d))
 		}
 		if err := tlsConn.Handshake(); err != nil {
+			if s.TLSHandshakeFailed != nil {
+				s.TLSHandshakeFailed(c, err)
+			}
 			return err
 		}
 	}
@@ -188,6 +219,9 @@ func (s *Server) handleConn(c *Conn) error {
 		line, err := c.readLine()
 		if err == nil {
 			cmd, arg, err := parseCmd(line)
+			if !c.commandAllowed(cmd, err) {
+				return nil
+			}
 			if err != nil {
 				c.protocolError(501, EnhancedCode{5, 5, 2}, "Bad command")
 				continue
@@ -204,7 +238,11 @@ func (s *Server) handleConn(c *Conn) error {
 			}
 
 			if neterr, ok := err.(net.Error); ok && neterr.Timeout() {
-				c.writeResponse(421, EnhancedCode{4, 4, 2}, "Idle timeout, bye bye")
+				if e := c.timeoutReply(); e != nil {
+					c.writeResponse(e.Code, e.EnhancedCode, e.Message)
+				} else {
+					c.writeResponse(421, EnhancedCode{4, 4, 2}, "Idle timeout, bye bye")
+				}
 				return nil
 			}
 
