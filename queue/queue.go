@@ -165,12 +165,17 @@ func Connect(ctx context.Context, opts Options) (*Queue, error) {
 	q.dial = func(suffix string, closed chan struct{}) (*nats.Conn, error) {
 		o := append(slices.Clip(natsOpts), nats.Name(opts.Name+suffix),
 			nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-		return nats.Connect(url, o...)
+		nc, err := nats.Connect(url, o...)
+		return nc, redactError(err, url)
 	}
 	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {
 		q.shutdownServer()
-		return nil, fmt.Errorf("connect to NATS %s: %w", redact(url), err)
+		where := "(embedded)"
+		if url != "" {
+			where = RedactURL(url)
+		}
+		return nil, fmt.Errorf("connect to NATS %s: %w", where, redactError(err, url))
 	}
 	q.nc = nc
 	js, err := jetstream.New(nc)
@@ -185,13 +190,6 @@ func Connect(ctx context.Context, opts Options) (*Queue, error) {
 		q.chunkSize = 4 << 20
 	}
 	return q, nil
-}
-
-func redact(url string) string {
-	if url == "" {
-		return "(embedded)"
-	}
-	return url
 }
 
 // StreamConfig is the queue stream's configuration.

@@ -201,7 +201,7 @@ func printSummary(w io.Writer, r *loadgen.Result) {
 	fmt.Fprintf(w, "latency   p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  (MAIL FROM .. end of DATA)\n",
 		r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs)
 	if r.FirstError != "" {
-		fmt.Fprintf(w, "first error: %s\n", r.FirstError)
+		_ = tprintf(w, "first error: %s\n", r.FirstError)
 	}
 }
 

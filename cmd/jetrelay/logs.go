@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/safetext"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -66,7 +67,7 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 	}
 	q, err := connectNATS(ctx, nf, "logs")
 	if err != nil {
-		fmt.Fprintf(sio.err, "jetrelay logs: %v\n", err)
+		_ = tprintf(sio.err, "jetrelay logs: %v\n", err)
 		return 1
 	}
 	defer q.Close()
@@ -77,7 +78,7 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 		err = events.Tail(ctx, q.JetStream(), f, p.print)
 	}
 	if err != nil && !(f.Follow && ctx.Err() != nil) {
-		fmt.Fprintf(sio.err, "jetrelay logs: %v\n", err)
+		_ = tprintf(sio.err, "jetrelay logs: %v\n", err)
 		return 1
 	}
 	return 0
@@ -142,20 +143,20 @@ func newEventPrinter(w io.Writer, asJSON bool) *eventPrinter {
 
 func (p *eventPrinter) print(r events.Record) error {
 	if p.json {
-		_, err := fmt.Fprintf(p.w, "%s\n", r.Raw)
-		return err
+		return writeJSONLine(p.w, r.Raw)
 	}
 	_, err := fmt.Fprintln(p.w, p.line(r.Event))
 	return err
 }
 
 // line formats one event: time, queue id, status, recipient, MX, code, reply.
+// Every field that came from the stream is escaped (safetext.Terminal).
 func (p *eventPrinter) line(e *events.Event) string {
-	id := e.QueueID
+	id := safetext.Terminal(e.QueueID)
 	if id == "" {
 		id = "-"
 	}
-	status := statusOf(e)
+	status := safetext.Terminal(statusOf(e))
 	col := fmt.Sprintf("%-12s", status)
 	if c := statusColour(status); p.colour && c != "" {
 		col = c + col + ansiReset
@@ -164,7 +165,7 @@ func (p *eventPrinter) line(e *events.Event) string {
 	if e.SMTPCode != 0 {
 		code = strconv.Itoa(e.SMTPCode)
 		if e.SMTPEnh != "" {
-			code += " " + e.SMTPEnh
+			code += " " + safetext.Terminal(e.SMTPEnh)
 		}
 	}
 	mx := e.MX
@@ -172,7 +173,8 @@ func (p *eventPrinter) line(e *events.Event) string {
 		mx = e.IP
 	}
 	fields := []string{e.Time.UTC().Format("2006-01-02T15:04:05Z"), fmt.Sprintf("%-22s", id), col,
-		fmt.Sprintf("%-30s", who(e)), fmt.Sprintf("%-24s", orDash(mx)), fmt.Sprintf("%-9s", orDash(code)), detail(e)}
+		fmt.Sprintf("%-30s", safetext.Terminal(who(e))), fmt.Sprintf("%-24s", safetext.Terminal(orDash(mx))),
+		fmt.Sprintf("%-9s", orDash(code)), safetext.Terminal(detail(e))}
 	return strings.TrimRight(strings.Join(fields, "  "), " ")
 }
 

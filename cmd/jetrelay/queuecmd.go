@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/safetext"
 )
 
 const queueAbout = `Inspects and acts on the queue, against the NATS jetrelay uses (safe while
@@ -75,7 +77,7 @@ func newQueueCmd(name, usage string, sio stdio) *queueCmd {
 }
 
 func (c *queueCmd) fail(format string, args ...any) int {
-	fmt.Fprintf(c.sio.err, "jetrelay queue %s: %s\n", c.name, fmt.Sprintf(format, args...))
+	_ = tprintf(c.sio.err, "jetrelay queue %s: %s\n", c.name, fmt.Sprintf(format, args...))
 	return 1
 }
 
@@ -131,11 +133,18 @@ func queueLs(ctx context.Context, args []string, sio stdio) int {
 	return 0
 }
 
+// printJSON prints v indented, with terminal controls in its strings
+// escaped (safetext.JSON).
 func printJSON(sio stdio, v any) int {
-	enc := json.NewEncoder(sio.out)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		fmt.Fprintf(sio.err, "jetrelay queue: %v\n", err)
+	err := enc.Encode(v)
+	if err == nil {
+		_, err = sio.out.Write(safetext.JSON(buf.Bytes()))
+	}
+	if err != nil {
+		_ = tprintf(sio.err, "jetrelay queue: %v\n", err)
 		return 1
 	}
 	return 0
@@ -146,7 +155,7 @@ func printCounts(sio stdio, counts []queue.DomainCount) {
 	fmt.Fprintln(tw, "DOMAIN\tREADY\tIN-FLIGHT\tDEFERRED\tHELD\t")
 	total := map[queue.State]int{}
 	for _, dc := range counts {
-		fmt.Fprintf(tw, "%s\t", dc.Domain)
+		_ = tprintf(tw, "%s\t", dc.Domain)
 		for _, st := range queue.States {
 			fmt.Fprintf(tw, "%d\t", dc.Counts[st])
 			total[st] += dc.Counts[st]
@@ -170,7 +179,7 @@ func printItems(sio stdio, items []*queue.Item, now time.Time) {
 		case it.State == queue.StateDeferred && !e.NextAt.IsZero():
 			next = e.NextAt.UTC().Format(time.RFC3339) + " (in " + age(e.NextAt.Sub(now)) + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", e.ID, e.Domain, it.State, age(now.Sub(e.Arrival)),
+		_ = tprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", e.ID, e.Domain, it.State, age(now.Sub(e.Arrival)),
 			e.Attempt, next, len(e.Rcpts), orDash(replyText(e.LastReply)))
 	}
 	_ = tw.Flush()
@@ -234,7 +243,7 @@ func queueShow(ctx context.Context, args []string, sio stdio) int {
 		return nil
 	})
 	if herr != nil {
-		fmt.Fprintf(sio.err, "jetrelay queue show: history: %v\n", herr)
+		_ = tprintf(sio.err, "jetrelay queue show: history: %v\n", herr)
 	}
 	if len(items) == 0 && len(hist) == 0 {
 		return c.fail("no entry and no history for %s", pos[0])
@@ -263,7 +272,7 @@ func queueShow(ctx context.Context, args []string, sio stdio) int {
 func printItem(sio stdio, it *queue.Item, now time.Time) {
 	e := it.Env
 	tw := tabwriter.NewWriter(sio.out, 0, 0, 1, ' ', 0)
-	kv := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s:\t%s\n", k, fmt.Sprintf(format, args...)) }
+	kv := func(k, format string, args ...any) { _ = tprintf(tw, "%s:\t%s\n", k, fmt.Sprintf(format, args...)) }
 	kv("Queue ID", "%s", e.ID)
 	kv("Domain", "%s", e.Domain)
 	kv("State", "%s (%s, seq %d, since %s)", it.State, it.Subject, it.Seq, it.Stored.UTC().Format(time.RFC3339))
@@ -292,7 +301,7 @@ func printItem(sio stdio, it *queue.Item, now time.Time) {
 	fmt.Fprintln(sio.out, "Headers:")
 	for k, vs := range it.Header {
 		for _, v := range vs {
-			fmt.Fprintf(sio.out, "  %s: %s\n", k, v)
+			_ = tprintf(sio.out, "  %s: %s\n", k, v)
 		}
 	}
 	fmt.Fprintln(sio.out)

@@ -301,7 +301,7 @@ func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submi
 	if cfg.NATS.Embedded() {
 		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync)
 	} else {
-		ev = ev.Str("nats", cfg.NATS.URL)
+		ev = ev.Str("nats", queue.RedactURL(cfg.NATS.URL))
 	}
 	ev.Str("tls_policy", cfg.Delivery.TLS.Default).Int("routes", len(cfg.Delivery.Routes)).
 		Int("dkim_keys", len(cfg.DKIM.Keys)).Msg("jetrelay running")

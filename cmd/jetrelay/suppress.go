@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/safetext"
 	"github.com/rs/zerolog"
 )
 
@@ -53,12 +54,12 @@ func suppressMain(ctx context.Context, args []string, sio stdio) int {
 	}
 	cfg, err := c.nf.loadConfig()
 	if err != nil {
-		fmt.Fprintf(sio.err, "jetrelay suppress: %v\n", err)
+		_ = tprintf(sio.err, "jetrelay suppress: %v\n", err)
 		return 1
 	}
 	q, err := connectNATS(ctx, c.nf, "suppress")
 	if err != nil {
-		fmt.Fprintf(sio.err, "jetrelay suppress: %v\n", err)
+		_ = tprintf(sio.err, "jetrelay suppress: %v\n", err)
 		return 1
 	}
 	defer q.Close()
@@ -67,7 +68,7 @@ func suppressMain(ctx context.Context, args []string, sio stdio) int {
 		JetStream: q.JetStream(), Replicas: cfg.NATS.Replicas, TTL: cfg.Bounces.SuppressFor.D(), Events: em,
 	})
 	if err != nil {
-		fmt.Fprintf(sio.err, "jetrelay suppress: %v\n", err)
+		_ = tprintf(sio.err, "jetrelay suppress: %v\n", err)
 		return 1
 	}
 	switch c.sub {
@@ -76,22 +77,22 @@ func suppressMain(ctx context.Context, args []string, sio stdio) int {
 	case "add":
 		s, err := l.Add(ctx, bounce.Suppression{Addr: c.addr, Reason: c.reason}, actor())
 		if err != nil {
-			fmt.Fprintf(sio.err, "jetrelay suppress: %v\n", err)
+			_ = tprintf(sio.err, "jetrelay suppress: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(sio.out, "suppressed %s until %s\n", s.Addr, expires(s))
+		_ = tprintf(sio.out, "suppressed %s until %s\n", s.Addr, expires(s))
 		return 0
 	default: // rm
 		found, err := l.Remove(ctx, c.addr, actor())
 		if err != nil {
-			fmt.Fprintf(sio.err, "jetrelay suppress: %v\n", err)
+			_ = tprintf(sio.err, "jetrelay suppress: %v\n", err)
 			return 1
 		}
 		if !found {
-			fmt.Fprintf(sio.err, "jetrelay suppress: %s is not suppressed\n", bounce.NormalizeAddr(c.addr))
+			_ = tprintf(sio.err, "jetrelay suppress: %s is not suppressed\n", bounce.NormalizeAddr(c.addr))
 			return 1
 		}
-		fmt.Fprintf(sio.out, "unsuppressed %s\n", bounce.NormalizeAddr(c.addr))
+		_ = tprintf(sio.out, "unsuppressed %s\n", bounce.NormalizeAddr(c.addr))
 		return 0
 	}
 }
@@ -138,20 +139,24 @@ func parseSuppress(args []string, sio stdio) (c suppressCmd, rc int, ok bool) {
 func suppressList(ctx context.Context, l *bounce.SuppressionList, asJSON bool, sio stdio) int {
 	list, err := l.List(ctx)
 	if err != nil {
-		fmt.Fprintf(sio.err, "jetrelay suppress: %v\n", err)
+		_ = tprintf(sio.err, "jetrelay suppress: %v\n", err)
 		return 1
 	}
 	if asJSON {
-		enc := json.NewEncoder(sio.out)
 		for _, s := range list {
-			_ = enc.Encode(s)
+			b, err := json.Marshal(s)
+			if err != nil {
+				_ = tprintf(sio.err, "jetrelay suppress: %v\n", err)
+				return 1
+			}
+			_, _ = sio.out.Write(safetext.JSON(append(b, '\n')))
 		}
 		return 0
 	}
 	tw := tabwriter.NewWriter(sio.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tSINCE\tEXPIRES\tREASON")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Addr, s.Since.UTC().Format(time.RFC3339), expires(s), oneLine(s.Reason))
+		_ = tprintf(tw, "%s\t%s\t%s\t%s\n", s.Addr, s.Since.UTC().Format(time.RFC3339), expires(s), oneLine(s.Reason))
 	}
 	_ = tw.Flush()
 	return 0

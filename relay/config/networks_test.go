@@ -22,7 +22,8 @@ func TestDeniedNetworksDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(netguard.DefaultDenied(), g.Denied(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+	samePrefix := cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
+	if diff := cmp.Diff(netguard.DefaultDenied(), g.Denied(), samePrefix); diff != "" {
 		t.Fatalf("default denied networks (-want +got):\n%s", diff)
 	}
 	if len(c.Delivery.AllowedNetworks) != 0 {
@@ -34,7 +35,8 @@ func TestDeniedNetworksDefault(t *testing.T) {
 }
 
 func TestDeniedNetworksReplaceDefault(t *testing.T) {
-	c, err := Parse([]byte("hostname: x\ndelivery:\n  denied_networks: [10.0.0.0/8, \"::1\"]\n  allowed_networks: [10.1.0.0/16]\n"))
+	c, err := Parse([]byte("hostname: x\ndelivery:\n" +
+		"  denied_networks: [10.0.0.0/8, \"::1\"]\n  allowed_networks: [10.1.0.0/16]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,8 @@ func (c *Config) Validate() error {
 	c.validateNATS(ps)
 	c.validateSubmission(ps)
 	c.validateDelivery(ps)
+	checkNetworks(ps, "delivery.denied_networks", c.Delivery.DeniedNetworks)
+	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
 	c.validateDKIM(ps)
 	if c.Admin.Listen != "" {
@@ -56,9 +58,9 @@ func (c *Config) validateNATS(ps *problems) {
 			checkAddr(ps, "nats.listen", n.Listen)
 		}
 	} else {
-		for _, u := range strings.Split(n.URL, ",") {
-			if !strings.Contains(u, "://") {
-				ps.add("nats.url", "%q is not a URL such as nats://host:4222", u)
+		for i, u := range strings.Split(n.URL, ",") {
+			if !strings.Contains(u, "://") { // not quoted: it may hold a password
+				ps.add("nats.url", "entry %d is not a URL such as nats://host:4222", i+1)
 			}
 		}
 		if n.Credentials != "" && n.User != "" {
@@ -215,8 +217,6 @@ func (c *Config) validateDelivery(ps *problems) {
 	if d.SourceIP != "" && net.ParseIP(d.SourceIP) == nil {
 		ps.add("delivery.source_ip", "%q is not an IP address", d.SourceIP)
 	}
-	checkNetworks(ps, "delivery.denied_networks", d.DeniedNetworks)
-	checkNetworks(ps, "delivery.allowed_networks", d.AllowedNetworks)
 }
 
 // checkNetworks reports every entry of a network list that does not parse.

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -47,15 +48,19 @@ func (e *Error) Is(target error) bool { return target == ErrInvalid }
 // "Bücher.Example." becomes "xn--bcher-kva.example". One trailing dot (a
 // fully qualified name) is accepted and removed; callers that need it for
 // DNS add it back (dns.Fqdn). Names that are already A-labels are checked
-// (a malformed "xn--" label is an error) and lower-cased. An address literal
-// ("[192.0.2.1]"), an empty name, an empty label, a label or name over the
-// RFC 1035 limits, or anything UTS #46 with STD3 rules rejects (controls,
-// spaces, underscores, "/", U+FFFD, bad hyphens, malformed punycode) is an
-// *Error.
+// (a malformed "xn--" label is an error) and lower-cased. An address
+// literal ("[192.0.2.1]"), invalid UTF-8, an empty name, an empty label, a
+// label or name over the RFC 1035 limits, or anything UTS #46 with STD3
+// rules rejects (controls, spaces, underscores, "/", U+FFFD, bad hyphens,
+// malformed punycode) is an *Error.
 func ToASCII(domain string) (string, error) {
 	name := strings.TrimSuffix(domain, ".")
 	if name == "" {
 		return "", &Error{Name: domain, Reason: "empty"}
+	}
+	if !utf8.ValidString(name) {
+		// idna would map each bad byte to U+FFFD and encode that.
+		return "", &Error{Name: domain, Reason: "not valid UTF-8"}
 	}
 	if strings.HasPrefix(name, "[") {
 		return "", &Error{Name: domain, Reason: "an address literal is not a domain name"}

@@ -34,6 +34,7 @@ func TestToASCII(t *testing.T) {
 		{in: "xn--zz.example", err: "invalid"},
 		{in: "-lead.example", err: "invalid"},
 		{in: "[192.0.2.1]", err: "address literal"},
+		{in: "0\xae.example", err: "not valid UTF-8"},
 		{in: "a b.example", err: "invalid"},
 		{in: name253 + "c", err: "longer than 253"},
 		{in: strings.Repeat("a", 64) + ".example", err: "longer than 63"},
@@ -55,4 +56,30 @@ func TestToASCII(t *testing.T) {
 			}
 		})
 	}
+}
+
+func FuzzToASCII(f *testing.F) {
+	for _, s := range []string{"example.com", "bücher.example.", "XN--BCHER-KVA.example", "a..b", "[1.2.3.4]", "😀.x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ToASCII(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v is not ErrInvalid", err)
+			}
+			return
+		}
+		if len(a) == 0 || len(a) > MaxName || a != strings.ToLower(a) || strings.HasSuffix(a, ".") {
+			t.Fatalf("ToASCII(%q) = %q", s, a)
+		}
+		for i := 0; i < len(a); i++ {
+			if a[i] >= 0x80 || a[i] <= ' ' {
+				t.Fatalf("ToASCII(%q) = %q: not printable ASCII", s, a)
+			}
+		}
+		if again, err := ToASCII(a); err != nil || again != a {
+			t.Fatalf("not idempotent: %q -> %q -> %q, %v", s, a, again, err)
+		}
+	})
 }

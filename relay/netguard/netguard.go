@@ -53,6 +53,9 @@ func (e *DeniedError) Error() string { return "address is in a denied network" }
 
 // Detail names the address and the network, for log lines only.
 func (e *DeniedError) Detail() string {
+	if !e.Addr.IsValid() {
+		return "invalid address"
+	}
 	return fmt.Sprintf("%s is in denied network %s", e.Addr, e.Network)
 }
 
@@ -188,7 +191,10 @@ func dialAddr(address string) (netip.Addr, error) {
 	return ip, nil
 }
 
-func chainContext(g *Guard, next func(context.Context, string, string, syscall.RawConn) error) func(context.Context, string, string, syscall.RawConn) error {
+// controlContext is the type of net.Dialer.ControlContext.
+type controlContext = func(ctx context.Context, network, address string, c syscall.RawConn) error
+
+func chainContext(g *Guard, next controlContext) controlContext {
 	return func(ctx context.Context, network, address string, c syscall.RawConn) error {
 		if err := g.Control(network, address, c); err != nil {
 			return err

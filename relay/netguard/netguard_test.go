@@ -71,8 +71,10 @@ func TestCheckDefaults(t *testing.T) {
 }
 
 func TestCheckInvalidAddress(t *testing.T) {
-	if err := New(nil, nil).Check(netip.Addr{}); err == nil {
-		t.Fatal("zero address was permitted")
+	err := New(nil, nil).Check(netip.Addr{})
+	var de *DeniedError
+	if !errors.As(err, &de) || de.Detail() != "invalid address" {
+		t.Fatalf("zero address: %v", err)
 	}
 }
 
@@ -87,7 +89,8 @@ func TestNilGuardPermits(t *testing.T) {
 }
 
 func TestAllowedPunchesHoles(t *testing.T) {
-	g, err := Parse([]string{"10.0.0.0/8", "127.0.0.0/8", "::1"}, []string{"10.1.0.0/16", "127.0.0.1", "::ffff:127.0.0.2/128"})
+	g, err := Parse([]string{"10.0.0.0/8", "127.0.0.0/8", "::1"},
+		[]string{"10.1.0.0/16", "127.0.0.1", "::ffff:127.0.0.2/128"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,4 +305,31 @@ func TestDialerChainsExistingHooks(t *testing.T) {
 	if _, err := denyAll.Dialer(ctxBase).Dial("tcp", addr); errors.Is(err, hookErr) || err == nil {
 		t.Fatalf("guard did not run first: %v", err)
 	}
+}
+
+func FuzzParseAndCheck(f *testing.F) {
+	for _, s := range []string{"10.0.0.0/8", "::ffff:10.0.0.0/104", "fe80::1%eth0", "1.2.3.4/8", "::/0", ""} {
+		f.Add(s, []byte{127, 0, 0, 1})
+	}
+	g := New(DefaultDenied(), nil)
+	f.Fuzz(func(t *testing.T, s string, raw []byte) {
+		if p, err := ParsePrefix(s); err == nil {
+			again, err := ParsePrefix(p.String())
+			if err != nil || again != p {
+				t.Fatalf("%q -> %s does not round-trip: %v %v", s, p, again, err)
+			}
+		}
+		ip, ok := netip.AddrFromSlice(raw)
+		if !ok {
+			return
+		}
+		err := g.Check(ip)
+		if err2 := g.Check(ip.Unmap()); (err == nil) != (err2 == nil) {
+			t.Fatalf("%s and its unmapped form are judged differently", ip)
+		}
+		if err == nil && (ip.Unmap().IsLoopback() || ip.Unmap().IsPrivate() || ip.IsUnspecified() ||
+			ip.Unmap().IsLinkLocalUnicast() || ip.Unmap().IsMulticast()) {
+			t.Fatalf("%s permitted", ip)
+		}
+	})
 }

@@ -118,7 +118,8 @@ func checkSafe(t *testing.T, in, out string, keepNewline bool, limit int) {
 }
 
 func FuzzReply(f *testing.F) {
-	for _, s := range []string{"", "250 ok", "550 \x1b[2J\r\n", "\xff\xfe", "\u009b\u202e\u2028", strings.Repeat("é\x01", 3000)} {
+	for _, s := range []string{"", "250 ok", "550 \x1b[2J\r\n", "\xff\xfe", "\u009b\u202e\u2028",
+		strings.Repeat("é\x01", 3000)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
