@@ -1,14 +1,11 @@
 package smtpclient
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
 	"net"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -51,7 +48,6 @@ type Session struct {
 	broken   bool // the connection's state is unknown (reply lost after the final dot): not reused
 	lastUsed time.Time
 	sent     int
-	wire     net.Conn // the connection go-smtp's client talks on
 }
 
 // dialRequest is everything one connection attempt needs.
@@ -137,11 +133,12 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 		if err != nil {
 			return err
 		}
-		s.setTLS(tc, r.plan)
-		s.wire = tc
-		return s.hello(smtp.NewClient(tc), r)
+		if err := s.hello(smtp.NewClient(tc), r); err != nil {
+			return err
+		}
+		s.setTLS(r.plan)
+		return nil
 	}
-	s.wire = dc
 	if err := s.hello(smtp.NewClient(dc), r); err != nil {
 		return err
 	}
@@ -154,15 +151,19 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 		}
 		return nil
 	}
-	tc, err := startTLS(ctx, dc, cfg, r.timeouts)
-	if err != nil {
-		return err
+	// go-smtp's StartTLS (RFC 3207): STARTTLS, the handshake at once
+	// within CommandTimeout, then EHLO again with the same name.
+	if err := s.c.StartTLS(cfg); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return newError(withCause(replyTLSFailed, "STARTTLS refused: "+strconv.Itoa(se.Code)+" "+se.Message), true, err)
+		}
+		// A failed handshake (or a connection lost during STARTTLS): under
+		// an opportunistic plan the same address is tried in plaintext.
+		return newError(withCause(replyTLSFailed, err.Error()), true, err)
 	}
-	s.setTLS(tc, r.plan)
-	// RFC 3207 §4.2: the server's greeting is not repeated after
-	// STARTTLS; go-smtp's client expects one, so it is replayed locally.
-	s.wire = &replayConn{Conn: tc, pending: []byte("220 TLS\r\n")}
-	return s.hello(smtp.NewClient(s.wire), r)
+	s.setTLS(r.plan)
+	return nil
 }
 
 func (s *Session) hello(c *smtp.Client, r dialRequest) error {
@@ -176,39 +177,15 @@ func (s *Session) hello(c *smtp.Client, r dialRequest) error {
 	return c.Hello(r.helo)
 }
 
-func (s *Session) setTLS(tc *tls.Conn, plan Plan) {
-	st := tc.ConnectionState()
+func (s *Session) setTLS(plan Plan) {
+	st, ok := s.c.TLSConnectionState()
+	if !ok {
+		return
+	}
 	s.tls = &st
 	if plan.Verify {
 		s.verified = true // the handshake checked the certificate
 	}
-}
-
-// maxStartTLSReply bounds the reply to STARTTLS, the one reply read
-// outside go-smtp's client (see startTLS).
-const maxStartTLSReply = 64 << 10
-
-// startTLS sends STARTTLS itself: go-smtp's client only offers it through
-// NewClientStartTLS, which says EHLO as "localhost" (RFC 3207 §4).
-func startTLS(ctx context.Context, dc net.Conn, cfg *tls.Config, to Timeouts) (*tls.Conn, error) {
-	_ = dc.SetDeadline(time.Now().Add(to.Mail))
-	defer dc.SetDeadline(time.Time{})
-	if _, err := io.WriteString(dc, "STARTTLS\r\n"); err != nil {
-		return nil, err
-	}
-	// The server sends nothing after its 220 until our ClientHello, so
-	// this reader cannot swallow TLS bytes.
-	// Bounded like every reply (go-smtp's 64 KiB reply limit).
-	_, msg, err := textproto.NewReader(bufio.NewReaderSize(io.LimitReader(dc, maxStartTLSReply), 512)).ReadResponse(220)
-	if err != nil {
-		var te *textproto.Error
-		if errors.As(err, &te) {
-			return nil, newError(withCause(replyTLSFailed, "STARTTLS refused: "+strconv.Itoa(te.Code)+" "+te.Msg), true, err)
-		}
-		return nil, err
-	}
-	_ = msg
-	return handshake(ctx, dc, cfg, to.Greeting)
 }
 
 func handshake(ctx context.Context, dc net.Conn, cfg *tls.Config, d time.Duration) (*tls.Conn, error) {
@@ -306,19 +283,4 @@ func (c *countedConn) Close() error {
 		c.g.Dec()
 	}
 	return c.Conn.Close()
-}
-
-// replayConn returns pending bytes before reading from Conn.
-type replayConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *replayConn) Read(b []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(b, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
 }
