@@ -279,3 +279,31 @@ func TestIDNDomainLookedUpAsALabels(t *testing.T) {
 	a := deliver(t, newClient(t, z, m.Port), "x@bücher.example", func(m *smtpclient.Message) { m.SMTPUTF8 = true })
 	wantReply(t, a, 250, "2.0.0")
 }
+
+// One transaction settles each recipient by its own reply: accepted ones
+// get the final reply, refused ones their RCPT reply (multiline text kept
+// whole), on the pipelined and the lock-step path alike.
+func TestPerRecipientReplies(t *testing.T) {
+	t.Parallel()
+	m := relaytest.FakeMX(t, relaytest.DSN(), relaytest.SMTPUTF8())
+	m.ReplyRcpt("later@mixed.test", relaytest.Err(451, "4.2.1", "mailbox busy\nplease retry"), -1)
+	m.ReplyRcpt("bad@mixed.test", relaytest.Err(550, "5.1.1", "no such user"), -1)
+	z := newZone()
+	z.add("mixed.test", m.IP)
+	c := newClient(t, z, m.Port)
+	for _, utf8ORCPT := range []bool{false, true} { // a UTF-8 ORCPT takes the lock-step path
+		a := deliver(t, c, "ok@mixed.test", func(msg *smtpclient.Message) {
+			msg.Rcpts = append(msg.Rcpts, smtpclient.Recipient{Addr: "later@mixed.test"}, smtpclient.Recipient{Addr: "bad@mixed.test"})
+			if utf8ORCPT {
+				msg.Rcpts[0].ORCPT = "utf-8;ök@mixed.test"
+			}
+		})
+		got := []string{a.Replies[0].String(), a.Replies[1].String(), a.Replies[2].String()}
+		if a.Replies[0].Code != 250 || got[1] != "451 4.2.1 mailbox busy\nplease retry" || got[2] != "550 5.1.1 no such user" {
+			t.Fatalf("lock-step %v: replies %q", utf8ORCPT, got)
+		}
+	}
+	if m.Received("ok@mixed.test") != 2 || m.Received("bad@mixed.test") != 0 {
+		t.Fatalf("received ok %d, bad %d", m.Received("ok@mixed.test"), m.Received("bad@mixed.test"))
+	}
+}
