@@ -52,7 +52,7 @@ func (a *attempter) attempt(ctx context.Context, j *job, sess *smtpclient.Sessio
 		out.Replies, out.Session, out.Last = fill(len(j.en.Env.Rcpts), v.Reply), sess, v
 		out.Conn = smtpclient.ConnInfo{TLS: "none"}
 	} else {
-		out = a.deliverEntry(ctx, j.tr, j.en.Env, body, sess)
+		out = a.deliverEntry(ctx, j, body, sess)
 	}
 	// Cancelled before any server gave a verdict: hand the entry back. Once
 	// one did (some recipients may be delivered), the replies are kept.

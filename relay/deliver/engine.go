@@ -186,14 +186,16 @@ func (e *Engine) fetch(ctx context.Context, es *queue.Entries) {
 // period, then cancels them (their entries are released) and waits.
 func (e *Engine) shutdown(cancelWork context.CancelFunc, stopHousekeeping func()) {
 	grace := e.rt.Load().cfg.Delivery.ShutdownGrace.D()
-	e.log.Info().Str("event", "delivery_stopping").Dur("grace", grace).Msg("stopped fetching; finishing in-flight deliveries")
+	e.log.Info().Str("event", "delivery_stopping").Dur("grace", grace).
+		Msg("stopped fetching; finishing in-flight deliveries")
 	e.sched.stop()
 	done := make(chan struct{})
 	go func() { e.sched.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(grace):
-		e.log.Warn().Str("event", "delivery_grace_expired").Msg("cancelling deliveries still in flight; their entries are released")
+		e.log.Warn().Str("event", "delivery_grace_expired").
+			Msg("cancelling deliveries still in flight; their entries are released")
 		cancelWork()
 		<-done
 	}

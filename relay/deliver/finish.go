@@ -205,7 +205,7 @@ func (f *finisher) complete(fj *finishJob) {
 		return
 	}
 	if park && len(keep) == 0 {
-		f.park.park(ctx, en, remaining, parkUntil, next)
+		f.park.park(ctx, en, remaining, parkTimes{due: parkUntil, wakeAt: next})
 		return
 	}
 	f.deferEntry(ctx, en, remaining, next)

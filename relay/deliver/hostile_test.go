@@ -62,7 +62,8 @@ func TestNeverGreetingDomainsDoNotDelayHealthyMail(t *testing.T) {
 		t.Fatal("the never-greeting servers were no longer hanging: the healthy message waited for them")
 	}
 	if total > cfg.Delivery.MaxPerDestination {
-		t.Fatalf("%d connections to the shared silent destination (max_per_destination %d)", total, cfg.Delivery.MaxPerDestination)
+		t.Fatalf("%d connections to the shared silent destination (max_per_destination %d)",
+			total, cfg.Delivery.MaxPerDestination)
 	}
 }
 

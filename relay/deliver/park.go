@@ -101,10 +101,14 @@ func (p *parker) due(env *queue.Envelope, now time.Time) (time.Time, bool) {
 	return due, true
 }
 
-// parkEntry parks the entry with only the remaining recipients.
-func (p *parker) park(ctx context.Context, en *queue.Entry, remaining []outcome.Result, due, wakeAt time.Time) {
+// parkTimes are a parked entry's own deadline (due: its delay notice or
+// expiry) and its domain's next wake-up.
+type parkTimes struct{ due, wakeAt time.Time }
+
+// park parks the entry with only the remaining recipients.
+func (p *parker) park(ctx context.Context, en *queue.Entry, remaining []outcome.Result, at parkTimes) {
 	env := remainingEnv(en.Env, remaining)
-	if err := en.Park(ctx, env, due, wakeAt); err != nil {
+	if err := en.Park(ctx, env, at.due, at.wakeAt); err != nil {
 		p.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
 			Msg("park failed; the entry is delivered again after AckWait")
 	}

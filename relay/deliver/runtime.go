@@ -65,7 +65,8 @@ func (b runtimeBuilder) runtime(cfg *config.Config) (*runtime, error) {
 	}
 	pol := b.policies
 	if pol == nil {
-		sp := smtpclient.StaticPolicies{Default: smtpclient.TLSPolicy(d.TLS.Default), Domains: map[string]smtpclient.TLSPolicy{}}
+		sp := smtpclient.StaticPolicies{Default: smtpclient.TLSPolicy(d.TLS.Default),
+			Domains: map[string]smtpclient.TLSPolicy{}}
 		for dom, p := range d.TLS.Domains {
 			sp.Domains[strings.ToLower(dom)] = smtpclient.TLSPolicy(p)
 		}
@@ -159,7 +160,8 @@ func loadRoots(caFile string) (*x509.CertPool, error) {
 
 func buildRoute(c *smtpclient.Client, i int, r config.Route) (smtpclient.Transport, map[string]bool, error) {
 	host, port := splitHostPort(r.Host)
-	plan := smtpclient.Plan{TLS: r.TLS, RequireTLS: r.TLS != "none", Verify: r.TLS != "none" && r.Verify(), ServerName: host}
+	plan := smtpclient.Plan{TLS: r.TLS, RequireTLS: r.TLS != "none", Verify: r.TLS != "none" && r.Verify(),
+		ServerName: host}
 	if r.Auth != nil {
 		pass, ok := os.LookupEnv(r.Auth.PasswordEnv)
 		if !ok {

@@ -350,7 +350,8 @@ func (s *scheduler) record(d *dest, reached bool, v smtpclient.Verdict) {
 	s.mu.Unlock()
 	if opened {
 		s.log.Warn().Str("event", "destination_down").Str("destination", d.key).Int("failures", failures).
-			Time("until", until).Str("reply", v.Reply.String()).Msg("destination unreachable; deferring its entries without connecting")
+			Time("until", until).Str("reply", v.Reply.String()).
+			Msg("destination unreachable; deferring its entries without connecting")
 	}
 	for _, j := range waiting {
 		s.fin.deferUntried(j, unreachable(v.Reply))

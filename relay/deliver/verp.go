@@ -19,13 +19,13 @@ import (
 
 // deliverEntry delivers env's pending recipients: in one transaction, or
 // one per recipient under VERP.
-func (a *attempter) deliverEntry(ctx context.Context, tr smtpclient.Transport, env *queue.Envelope, body []byte,
-	sess *smtpclient.Session) entryAttempt {
+func (a *attempter) deliverEntry(ctx context.Context, j *job, body []byte, sess *smtpclient.Session) entryAttempt {
+	env := j.en.Env
 	if !a.verp(env) {
 		c := a.rt.Load().client
-		return entryAttempt{Attempt: c.Deliver(ctx, tr, message(env, env.From, env.Rcpts, body), sess)}
+		return entryAttempt{Attempt: c.Deliver(ctx, j.tr, message(env, env.From, env.Rcpts, body), sess)}
 	}
-	return a.deliverEach(ctx, tr, env, body, sess)
+	return a.deliverEach(ctx, j, body, sess)
 }
 
 // verp reports whether env's recipients get VERP senders.
@@ -41,9 +41,8 @@ func (a *attempter) verp(env *queue.Envelope) bool {
 // after a server gave some recipient a verdict, the rest are deferred
 // (ReplyShutdown) instead of the entry being released, so recipients
 // already delivered are not sent again.
-func (a *attempter) deliverEach(ctx context.Context, tr smtpclient.Transport, env *queue.Envelope, body []byte,
-	sess *smtpclient.Session) entryAttempt {
-	c := a.rt.Load().client
+func (a *attempter) deliverEach(ctx context.Context, j *job, body []byte, sess *smtpclient.Session) entryAttempt {
+	c, env, tr := a.rt.Load().client, j.en.Env, j.tr
 	n := len(env.Rcpts)
 	all := entryAttempt{conns: make([]smtpclient.ConnInfo, 0, n)}
 	all.Replies = make([]outcome.Reply, 0, n)

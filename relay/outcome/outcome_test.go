@@ -19,11 +19,14 @@ func TestReplyClasses(t *testing.T) {
 		{outcome.Reply{Code: 550, Enh: "", Text: "no"}, false, false, true, "550 no"},
 	}
 	for _, c := range cases {
-		if c.r.OK() != c.ok || c.r.Temporary() != c.temporary || c.r.Permanent() != c.perm || c.r.String() != c.str {
-			t.Errorf("%+v: OK %v Temporary %v Permanent %v String %q", c.r, c.r.OK(), c.r.Temporary(), c.r.Permanent(), c.r.String())
+		if c.r.OK() != c.ok || c.r.Temporary() != c.temporary || c.r.Permanent() != c.perm ||
+			c.r.String() != c.str {
+			t.Errorf("%+v: OK %v Temporary %v Permanent %v String %q",
+				c.r, c.r.OK(), c.r.Temporary(), c.r.Permanent(), c.r.String())
 		}
 	}
-	if got := (outcome.Reply{Code: 451, Enh: "4.3.0", Text: "local error"}).WithCause("disk"); got.Text != "local error: disk" {
+	got := (outcome.Reply{Code: 451, Enh: "4.3.0", Text: "local error"}).WithCause("disk")
+	if got.Text != "local error: disk" {
 		t.Errorf("WithCause: %q", got.Text)
 	}
 }

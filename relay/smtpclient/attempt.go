@@ -56,6 +56,8 @@ func (c *Client) converse(ctx context.Context, s *Session, m *Message) (Attempt,
 
 // hostsRun is the state of one walk over a destination's addresses.
 type hostsRun struct {
+	tr       Transport
+	m        *Message
 	a        Attempt
 	deadline time.Time
 	dialled  int
@@ -67,7 +69,8 @@ type hostsRun struct {
 }
 
 func (c *Client) tryHosts(ctx context.Context, tr Transport, hosts []Host, m *Message) Attempt {
-	r := &hostsRun{a: Attempt{Down: true, Conn: ConnInfo{TLS: "none"}}, deadline: time.Now().Add(c.o.AttemptTimeout)}
+	r := &hostsRun{tr: tr, m: m, a: Attempt{Down: true, Conn: ConnInfo{TLS: "none"}},
+		deadline: time.Now().Add(c.o.AttemptTimeout)}
 	limited := tr.limited()
 	for _, h := range hosts {
 		for _, ip := range h.IPs {
@@ -79,7 +82,7 @@ func (c *Client) tryHosts(ctx context.Context, tr Transport, hosts []Host, m *Me
 				return c.settle(ctx, r, m)
 			}
 			r.dialled++
-			if a, ok := c.tryAddr(ctx, r, tr, h, ip, m); ok {
+			if a, ok := c.tryAddr(ctx, r, h, ip); ok {
 				return a
 			}
 		}
@@ -88,7 +91,8 @@ func (c *Client) tryHosts(ctx context.Context, tr Transport, hosts []Host, m *Me
 }
 
 // tryAddr dials one address and runs m on it; ok reports a verdict.
-func (c *Client) tryAddr(ctx context.Context, r *hostsRun, tr Transport, h Host, ip net.IP, m *Message) (Attempt, bool) {
+func (c *Client) tryAddr(ctx context.Context, r *hostsRun, h Host, ip net.IP) (Attempt, bool) {
+	tr, m := r.tr, r.m
 	r.a.Conn = ConnInfo{MX: h.Name, IP: ip.String(), Port: h.Port, TLS: "none"}
 	dctx, cancel := context.WithDeadline(ctx, r.deadline)
 	s, err := dial(dctx, c.dialRequest(tr, h, ip))
@@ -107,8 +111,8 @@ func (c *Client) tryAddr(ctx context.Context, r *hostsRun, tr Transport, h Host,
 	case r.a.Last.Reply == replyDeniedNetwork:
 		r.denied++
 	}
-	c.o.Logger.Debug().Str("error", remoteText(err.Error())).Str("event", "host_failed").Str("mx", h.Name).Str("ip", r.a.Conn.IP).
-		Msg("trying the next address")
+	c.o.Logger.Debug().Str("error", remoteText(err.Error())).Str("event", "host_failed").Str("mx", h.Name).
+		Str("ip", r.a.Conn.IP).Msg("trying the next address")
 	return Attempt{}, false
 }
 

@@ -293,13 +293,15 @@ func TestPerRecipientReplies(t *testing.T) {
 	c := newClient(t, z, m.Port)
 	for _, utf8ORCPT := range []bool{false, true} { // a UTF-8 ORCPT takes the lock-step path
 		a := deliver(t, c, "ok@mixed.test", func(msg *smtpclient.Message) {
-			msg.Rcpts = append(msg.Rcpts, smtpclient.Recipient{Addr: "later@mixed.test"}, smtpclient.Recipient{Addr: "bad@mixed.test"})
+			msg.Rcpts = append(msg.Rcpts, smtpclient.Recipient{Addr: "later@mixed.test"},
+				smtpclient.Recipient{Addr: "bad@mixed.test"})
 			if utf8ORCPT {
 				msg.Rcpts[0].ORCPT = "utf-8;ök@mixed.test"
 			}
 		})
 		got := []string{a.Replies[0].String(), a.Replies[1].String(), a.Replies[2].String()}
-		if a.Replies[0].Code != 250 || got[1] != "451 4.2.1 mailbox busy\nplease retry" || got[2] != "550 5.1.1 no such user" {
+		if a.Replies[0].Code != 250 || got[1] != "451 4.2.1 mailbox busy\nplease retry" ||
+			got[2] != "550 5.1.1 no such user" {
 			t.Fatalf("lock-step %v: replies %q", utf8ORCPT, got)
 		}
 	}

@@ -73,7 +73,8 @@ type mxTransport struct {
 func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transport, error) {
 	ascii, err := dnsname.ToASCII(domain)
 	if err != nil {
-		return &mxTransport{domain: strings.ToLower(domain), invalid: newError(withCause(replyBadDomain, err.Error()), false, err)}, nil
+		invalid := newError(withCause(replyBadDomain, err.Error()), false, err)
+		return &mxTransport{domain: strings.ToLower(domain), invalid: invalid}, nil
 	}
 	domain = ascii
 	pol := PolicyVerify
@@ -217,7 +218,8 @@ func (t *routeTransport) Hosts(ctx context.Context) ([]Host, error) {
 	if err != nil {
 		var de *DNSError
 		if errors.As(err, &de) {
-			return nil, &DNSError{Name: de.Name, Type: de.Type, Kind: DNSTemporary, Err: errors.New("smarthost does not resolve")}
+			return nil, &DNSError{Name: de.Name, Type: de.Type, Kind: DNSTemporary,
+				Err: errors.New("smarthost does not resolve")}
 		}
 		return nil, err
 	}
