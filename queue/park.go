@@ -218,12 +218,25 @@ type UnparkResult struct {
 
 var errStop = errors.New("stop")
 
-// Unpark moves domain's parked entries to jr.q: every entry due by now,
-// then up to extra more, oldest bucket first, with a sequence up to upTo
-// (0: any). With probe set, the unparked entries are marked as probes.
-func (q *Queue) Unpark(
-	ctx context.Context, domain string, now time.Time, extra int, upTo uint64, probe bool,
-) (UnparkResult, error) {
+// UnparkOptions say which of a domain's parked entries Unpark moves. The
+// policy (how many, which are probes) is the caller's (relay/deliver's
+// parker); Unpark only does the storage operations.
+type UnparkOptions struct {
+	Domain string
+	// Now: every entry due by Now moves.
+	Now time.Time
+	// Extra: how many entries not yet due move besides, oldest bucket first.
+	Extra int
+	// UpTo: only entries with a stream sequence up to UpTo count for Extra
+	// (0: any).
+	UpTo uint64
+	// MarkProbe marks the moved entries as probes (Envelope.Probe).
+	MarkProbe bool
+}
+
+// Unpark moves parked entries to jr.q as o says.
+func (q *Queue) Unpark(ctx context.Context, o UnparkOptions) (UnparkResult, error) {
+	domain, now, extra, upTo, probe := o.Domain, o.Now, o.Extra, o.UpTo, o.MarkProbe
 	var res UnparkResult
 	buckets, err := q.parkedBuckets(ctx, domain)
 	if err != nil {

@@ -121,7 +121,7 @@ func TestParkAndUnpark(t *testing.T) {
 
 	// Due entries move whatever the budget, then one probe.
 	now := time.Now()
-	res, err := q.Unpark(ctx, parkDom, now, 1, 0, true)
+	res, err := q.Unpark(ctx, queue.UnparkOptions{Domain: parkDom, Now: now, Extra: 1, MarkProbe: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestParkAndUnpark(t *testing.T) {
 	if _, err := q.JetStream().PublishMsg(ctx, crashed); err != nil {
 		t.Fatal(err)
 	}
-	res, err = q.Unpark(ctx, parkDom, time.Now(), 100, 0, false)
+	res, err = q.Unpark(ctx, queue.UnparkOptions{Domain: parkDom, Now: time.Now(), Extra: 100})
 	if err != nil || res.Moved != n-3 || res.Left != 0 || res.More {
 		t.Fatalf("unpark all: %+v %v", res, err)
 	}
@@ -200,11 +200,11 @@ func TestUnparkUpTo(t *testing.T) {
 		t.Fatal(err)
 	}
 	parkAll(t, q, 3, 0)
-	res, err := q.Unpark(ctx, parkDom, time.Now(), 100, upTo, false)
+	res, err := q.Unpark(ctx, queue.UnparkOptions{Domain: parkDom, Now: time.Now(), Extra: 100, UpTo: upTo})
 	if err != nil || res.Moved != 4 || res.Left != 3 || res.More {
 		t.Fatalf("unpark up to %d: %+v %v, want 4 moved and 3 left", upTo, res, err)
 	}
-	res, err = q.Unpark(ctx, parkDom, time.Now(), 2, upTo, false)
+	res, err = q.Unpark(ctx, queue.UnparkOptions{Domain: parkDom, Now: time.Now(), Extra: 2, UpTo: upTo})
 	if err != nil || res.Moved != 0 || res.Left != 3 {
 		t.Fatalf("nothing is left up to %d: %+v %v", upTo, res, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
+	"github.com/jetrelay/jetrelay/relay/smtpclient"
 )
 
 func enqueueTo(t *testing.T, q *queue.Queue, domain string) string {
@@ -223,7 +224,7 @@ func liveRelay(t *testing.T, o *opsEnv) (*relaytest.MX, *events.Emitter, string)
 	}
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	em := events.NewEmitter(relaytest.Logger(t), events.Tee(m, o.pub))
-	res, err := deliver.NewResolver(deliver.DNSOptions{
+	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{
 		Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true,
 	})
 	if err != nil {

@@ -172,6 +172,7 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var _ deliver.Reporter = r.bouncer // bounce implements it without importing deliver
 	r.eng, err = deliver.New(deliver.Options{
 		Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
 		// VERP senders only take effect with bounces.verp_domain set.

@@ -12,6 +12,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 	"github.com/rs/zerolog"
 )
 
@@ -30,8 +31,8 @@ func hardBounce(t *testing.T, o *opsEnv, addr string) *bounce.Bouncer {
 	}
 	env := &queue.Envelope{ID: queue.NewID(), From: "app@example.com", Domain: "example.org", Arrival: time.Now(),
 		Rcpts: []queue.Recipient{{Addr: addr}}}
-	res := []bounce.Result{{Rcpt: env.Rcpts[0], Status: events.StatusFailed, Code: 550, Enh: "5.1.1",
-		Reply: "5.1.1 user unknown", MX: "mx.example.org", Time: time.Now()}}
+	res := []bounce.Result{{Rcpt: env.Rcpts[0], Status: outcome.Failed,
+		Reply: outcome.Reply{Code: 550, Enh: "5.1.1", Text: "5.1.1 user unknown"}, MX: "mx.example.org", Time: time.Now()}}
 	if err := b.Failed(ctx, env, []byte("Subject: hi\r\n\r\nhi\r\n"), res); err != nil {
 		t.Fatal(err)
 	}

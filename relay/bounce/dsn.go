@@ -167,7 +167,7 @@ func (n *notice) humanLine(r Result) string {
 	}
 	var t strings.Builder
 	fmt.Fprintf(&t, "<%s>:\n    %s", clean(r.Rcpt.Addr), lead)
-	if r.Reply == "" && r.Code == 0 {
+	if r.Text == "" && r.Code == 0 {
 		return t.String() + " (status " + status(r) + ")\n"
 	}
 	t.WriteString(", which said:\n")
@@ -212,7 +212,7 @@ func (n *notice) writeStatus(w *bytes.Buffer) {
 		if r.MX != "" {
 			f("Remote-MTA", "dns; "+clean(r.MX)) // §2.3.5
 		}
-		if r.Reply != "" || r.Code != 0 {
+		if r.Text != "" || r.Code != 0 {
 			f("Diagnostic-Code", "smtp; "+strings.ReplaceAll(diagnostic(r), "\n", " ")) // §2.3.6
 		}
 		last := r.Time
@@ -306,7 +306,7 @@ func validEnh(s string) bool {
 
 // diagnostic returns the remote reply as "550 5.1.1 text", lines kept.
 func diagnostic(r Result) string {
-	text := clean(strings.ReplaceAll(r.Reply, "\r\n", "\n"))
+	text := clean(strings.ReplaceAll(r.Text, "\r\n", "\n"))
 	code := strconv.Itoa(r.Code)
 	if r.Code == 0 || strings.HasPrefix(text, code) {
 		return text

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 )
 
 const origMsg = "Received: from app.example.com by relay.test\r\n" +
@@ -32,9 +33,9 @@ func origEnv() *queue.Envelope {
 
 func rejected(addr, orcpt string) Result {
 	return Result{
-		Rcpt: queue.Recipient{Addr: addr, ORCPT: orcpt}, Code: 550, Enh: "5.1.1",
-		Reply: "5.1.1 <" + addr + ">: Recipient address rejected: User unknown in virtual mailbox table",
-		MX:    "mx1.example.org", IP: "127.0.0.2", Time: t0.Add(-time.Minute),
+		Rcpt: queue.Recipient{Addr: addr, ORCPT: orcpt}, Reply: outcome.Reply{Code: 550, Enh: "5.1.1",
+			Text: "5.1.1 <" + addr + ">: Recipient address rejected: User unknown in virtual mailbox table"},
+		MX: "mx1.example.org", IP: "127.0.0.2", Time: t0.Add(-time.Minute),
 	}
 }
 
@@ -53,7 +54,7 @@ func TestCompose(t *testing.T) {
 	full.Ret = "FULL"
 	expired := rejected("bob@example.org", "")
 	expired.Code, expired.Enh, expired.Temporary = 451, "4.7.1", true
-	expired.Reply = "4.7.1 Greylisted, try again later"
+	expired.Text = "4.7.1 Greylisted, try again later"
 	cases := []struct {
 		name, action, ret, body string
 		rcpts                   []Result
@@ -84,8 +85,8 @@ func TestCompose(t *testing.T) {
 			}
 			for i, r := range tc.rcpts {
 				checkRecipient(t, d.rcpts[i], r, tc.action, tc.wantStatus[i])
-				if !strings.Contains(strings.Join(strings.Fields(d.human), " "), r.Reply) {
-					t.Errorf("human part does not quote the reply %q:\n%s", r.Reply, d.human)
+				if !strings.Contains(strings.Join(strings.Fields(d.human), " "), r.Text) {
+					t.Errorf("human part does not quote the reply %q:\n%s", r.Text, d.human)
 				}
 			}
 			if !strings.HasPrefix(d.origType, tc.wantOrigType) {
@@ -137,7 +138,7 @@ func checkRecipient(t *testing.T, h map[string][]string, r Result, action, wantS
 	}
 	want := map[string]string{
 		"Final-Recipient": "rfc822; " + r.Rcpt.Addr, "Action": action, "Status": wantStatus,
-		"Remote-Mta": "dns; " + r.MX, "Diagnostic-Code": "smtp; " + strconv.Itoa(r.Code) + " " + r.Reply,
+		"Remote-Mta": "dns; " + r.MX, "Diagnostic-Code": "smtp; " + strconv.Itoa(r.Code) + " " + r.Text,
 		"Last-Attempt-Date": r.Time.Format(dateLayout), "Original-Recipient": r.Rcpt.ORCPT,
 	}
 	for k, w := range want {
@@ -167,7 +168,7 @@ func TestComposeEightBitAndBoundary(t *testing.T) {
 	env.Ret = "FULL"
 	body := "Subject: caf\xc3\xa9\r\n\r\n--=_jetrelay-dsn-01DSN00000000000000000\r\n"
 	r := rejected("bob@example.org", "")
-	r.Reply = "5.1.1 Benutzer unbekannt: M\xc3\xbcller"
+	r.Text = "5.1.1 Benutzer unbekannt: M\xc3\xbcller"
 	raw, eightBit := testNotice(ActionFailed, env, body, r).compose()
 	if !eightBit {
 		t.Error("8-bit message not reported")

@@ -13,6 +13,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
+	"github.com/jetrelay/jetrelay/relay/smtpclient"
 )
 
 // e2eWait is the deadline for anything an end-to-end test waits for
@@ -56,7 +57,7 @@ func newWorld(t *testing.T, mod func(*config.Config)) *world {
 	if w.b, err = New(ctx, Options{Config: w.cfg, Queue: w.q, Events: w.em, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := deliver.NewResolver(deliver.DNSOptions{Servers: w.cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
+	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: w.cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

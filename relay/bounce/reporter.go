@@ -9,16 +9,15 @@ import (
 	"strings"
 
 	"github.com/jetrelay/jetrelay/queue"
-	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Result is one recipient's outcome as the delivery engine reports it.
-type Result = deliver.Result
-
-// Bouncer is the delivery engine's Reporter.
-var _ deliver.Reporter = (*Bouncer)(nil)
+// Result is one recipient's outcome as the delivery engine reports it
+// (relay/outcome: shared with relay/deliver, which bounce does not import).
+// The Bouncer implements deliver.Reporter (checked in cmd/jetrelay).
+type Result = outcome.Result
 
 // RFC 3461 §4.1 NOTIFY values.
 const (

@@ -10,6 +10,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 )
 
 func TestFailedQueuesOneDSN(t *testing.T) {
@@ -88,8 +89,8 @@ func TestNotify(t *testing.T) {
 func TestRelayedDSN(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	r := Result{Rcpt: queue.Recipient{Addr: "bob@example.org", Notify: []string{"SUCCESS"}}, Code: 250,
-		Enh: "2.0.0", Reply: "2.0.0 Ok: queued as 4F2", MX: "mx1.example.org", Time: t0}
+	r := Result{Rcpt: queue.Recipient{Addr: "bob@example.org", Notify: []string{"SUCCESS"}},
+		Reply: outcome.Reply{Code: 250, Enh: "2.0.0", Text: "2.0.0 Ok: queued as 4F2"}, MX: "mx1.example.org", Time: t0}
 	if err := f.b.Relayed(context.Background(), origEnv(), []byte(origMsg), []Result{r}); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestDelayNoticeOnce(t *testing.T) {
 	ctx := context.Background()
 	env := origEnv() // arrived 2h ago
 	r := rejected("bob@example.org", "")
-	r.Code, r.Enh, r.Reply, r.Temporary = 421, "4.4.2", "4.4.2 try later", true
+	r.Code, r.Enh, r.Text, r.Temporary = 421, "4.4.2", "4.4.2 try later", true
 	if err := f.b.Delayed(ctx, env, []byte(origMsg), []Result{r}); err != nil {
 		t.Fatal(err)
 	}

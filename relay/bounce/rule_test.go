@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 )
 
 // TestShouldSuppress is the suppression rule, case by case (issue 12
@@ -61,8 +62,8 @@ func TestFailedSuppressionRule(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	nx := Result{Rcpt: queue.Recipient{Addr: "you@example.com"}, Code: 550, Enh: "5.1.2",
-		Reply: "recipient domain does not exist (NXDOMAIN)", Time: t0}
+	nx := Result{Rcpt: queue.Recipient{Addr: "you@example.com"}, Time: t0,
+		Reply: outcome.Reply{Code: 550, Enh: "5.1.2", Text: "recipient domain does not exist (NXDOMAIN)"}}
 	if err := f.b.Failed(ctx, origEnv(), []byte(origMsg), []Result{nx}); err != nil {
 		t.Fatal(err)
 	}

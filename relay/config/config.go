@@ -183,19 +183,25 @@ type DeliveryTimeouts struct {
 	DataFinal Duration `yaml:"data_final"`
 	// Idle closes a reused connection nobody needed for this long.
 	Idle Duration `yaml:"idle"`
+	// Attempt caps one delivery attempt over all the addresses it tries:
+	// no new dial after it (a transaction under way is not interrupted).
+	Attempt Duration `yaml:"attempt"`
 }
 
 // Delivery configures the outbound workers.
 type Delivery struct {
-	Port              int              `yaml:"port"`
-	DNS               DNS              `yaml:"dns"`
-	TLS               DeliveryTLS      `yaml:"tls"`
-	Routes            []Route          `yaml:"routes"`
-	MaxConnections    int              `yaml:"max_connections"`
-	MaxPerDestination int              `yaml:"max_per_destination"`
-	Retry             Retry            `yaml:"retry"`
-	Timeouts          DeliveryTimeouts `yaml:"timeouts"`
-	ShutdownGrace     Duration         `yaml:"shutdown_grace"`
+	Port              int         `yaml:"port"`
+	DNS               DNS         `yaml:"dns"`
+	TLS               DeliveryTLS `yaml:"tls"`
+	Routes            []Route     `yaml:"routes"`
+	MaxConnections    int         `yaml:"max_connections"`
+	MaxPerDestination int         `yaml:"max_per_destination"`
+	// MaxMXAddresses bounds the MX addresses one attempt dials (Postfix's
+	// smtp_mx_address_limit); routes are not limited.
+	MaxMXAddresses int              `yaml:"max_mx_addresses"`
+	Retry          Retry            `yaml:"retry"`
+	Timeouts       DeliveryTimeouts `yaml:"timeouts"`
+	ShutdownGrace  Duration         `yaml:"shutdown_grace"`
 	// SourceIP binds outgoing connections to this local address ("" = any).
 	SourceIP string `yaml:"source_ip"`
 	// DeniedNetworks are never dialled for MX delivery or for a fetch whose

@@ -85,6 +85,7 @@ func defaultDelivery() Delivery {
 		TLS:               DeliveryTLS{Default: "opportunistic"},
 		MaxConnections:    200,
 		MaxPerDestination: 10,
+		MaxMXAddresses:    5,
 		Retry: Retry{
 			Schedule: []Duration{
 				Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
@@ -103,6 +104,7 @@ func defaultDelivery() Delivery {
 			DataBlock: Duration(3 * time.Minute),
 			DataFinal: Duration(10 * time.Minute),
 			Idle:      Duration(30 * time.Second),
+			Attempt:   Duration(10 * time.Minute),
 		},
 		ShutdownGrace:  Duration(30 * time.Second),
 		DeniedNetworks: defaultDeniedNetworks(),

@@ -190,6 +190,7 @@ func (c *Config) validateDelivery(ps *problems) {
 	}
 	positive(ps, "delivery.max_connections", int64(d.MaxConnections))
 	positive(ps, "delivery.max_per_destination", int64(d.MaxPerDestination))
+	positive(ps, "delivery.max_mx_addresses", int64(d.MaxMXAddresses))
 	if len(d.Retry.Schedule) == 0 {
 		ps.add("delivery.retry.schedule", "at least one interval is needed")
 	}
@@ -204,7 +205,8 @@ func (c *Config) validateDelivery(ps *problems) {
 		name string
 		v    Duration
 	}{{"connect", t.Connect}, {"greeting", t.Greeting}, {"mail", t.Mail}, {"rcpt", t.Rcpt},
-		{"data_init", t.DataInit}, {"data_block", t.DataBlock}, {"data_final", t.DataFinal}, {"idle", t.Idle}} {
+		{"data_init", t.DataInit}, {"data_block", t.DataBlock}, {"data_final", t.DataFinal}, {"idle", t.Idle},
+		{"attempt", t.Attempt}} {
 		positive(ps, "delivery.timeouts."+f.name, int64(f.v))
 	}
 	if d.SourceIP != "" && net.ParseIP(d.SourceIP) == nil {

@@ -63,7 +63,7 @@ func TestMixedRecipientResults(t *testing.T) {
 		t.Fatalf("transactions %+v", msgs)
 	}
 	f := h.rep.failures("bad@mixed.test")
-	if len(f) != 1 || f[0].Code != 550 || f[0].Enh != "5.1.1" || f[0].Reply != "no such user" {
+	if len(f) != 1 || f[0].Code != 550 || f[0].Enh != "5.1.1" || f[0].Text != "no such user" {
 		t.Fatalf("failures %+v", f)
 	}
 	ev := h.log.find("later@mixed.test", events.StatusDeferred)
@@ -213,7 +213,7 @@ func TestMaxAgeExpiry(t *testing.T) {
 	h.send([]string{"x@expire.test"})
 	h.waitFor("expired and reported", func() bool { return len(h.rep.failures("x@expire.test")) == 1 })
 	f := h.rep.failures("x@expire.test")[0]
-	if f.Status != events.StatusFailed || !f.Temporary || f.Enh != "4.2.2" || f.Reply != "mailbox full" {
+	if string(f.Status) != events.StatusFailed || !f.Temporary || f.Enh != "4.2.2" || f.Text != "mailbox full" {
 		t.Fatalf("expiry result %+v", f)
 	}
 	if h.log.count("x@expire.test", events.StatusDeferred) < 1 {

@@ -5,41 +5,29 @@
 //
 // # Shape
 //
-// Each entry goes through four steps, each in its own file:
+// The SMTP conversation itself — MX gathering, dialling, TLS policy,
+// pipelining, classification, the attempt budget — is relay/smtpclient,
+// which knows no queue and no configuration. This package decides when
+// and in what order entries are tried, and what happens to each
+// recipient afterwards. Each concern is a type that owns its state:
 //
-//   - gather (transport.go, resolve.go, cache.go): a Transport gives the
-//     ordered hosts of a destination. mxTransport follows RFC 5321 §5.1: MX
-//     records by preference, equal preferences shuffled, the domain's own
-//     A/AAAA when there is no MX, null MX (RFC 7505) → 556 5.1.10 without
-//     connecting, NXDOMAIN → 550 5.1.2, SERVFAIL and timeouts → 451 4.4.3,
-//     IP-literal MX names skipped, CNAME targets followed with a warning.
-//     routeTransport is a configured smarthost (first matching route wins,
-//     "*" = all) resolved through the same Resolver. Answers are cached for
-//     their TTL and looked up once however many workers ask.
-//   - dial (conn.go): an injected Dialer and delivery.port; greeting, EHLO
-//     with the configured hostname, STARTTLS or implicit TLS per Plan,
-//     AUTH PLAIN for routes. Policies: none; opportunistic (STARTTLS when
-//     offered, certificate not checked, a failed handshake → an immediate
-//     plaintext connection to the same address, RFC 7435); required (TLS
-//     or the next host, then defer); verify (the handshake itself checks the
-//     chain against system roots + delivery.tls.ca_file and the MX name).
-//     REQUIRETLS messages (RFC 8689) always use verify and need the
-//     REQUIRETLS keyword; if no MX offers that, they fail at once (5.7.10).
-//   - converse (send.go): go-smtp's client, one transaction per entry with
-//     all its recipients — or, with VERP (Options.Sender and
-//     bounces.verp_domain, verp.go), one per recipient on the same
-//     connection, each with its own reverse-path; SIZE, 8BITMIME, SMTPUTF8 and DSN used when
-//     offered; an 8-bit body for a server without 8BITMIME is converted to
-//     quoted-printable or failed with 5.6.3; a message needing SMTPUTF8 to
-//     a server without it fails with 5.6.7. Per-command timeouts follow
-//     RFC 5321 §4.5.3.2, and a deadline-setting net.Conn wrapper puts the
-//     data_block timeout on every body write (go-smtp has none).
-//     To a server offering PIPELINING (RFC 2920), MAIL, every RCPT and
-//     DATA go out in one write and the body in another (pipeline.go);
-//     go-smtp's lock-step client is used for the rest.
-//   - classify (classify.go): every error becomes a Verdict — reply code,
-//     RFC 3463 enhanced code, whole (multiline) text — and whether the next
-//     address/MX should be tried (421, dropped connection, timeouts, TLS).
+//   - Engine (engine.go): leases entries from the shared consumer and
+//     hands them on; Reload swaps the runtime (runtime.go: the
+//     smtpclient.Client built from delivery.*, routes, retry schedule).
+//   - scheduler (sched.go): destinations, workers, global slots and
+//     every destination's circuit breaker ("Head-of-line isolation").
+//   - attempter (attempt.go, verp.go): one attempt at one entry through
+//     the client — one transaction, or with VERP (Options.Sender and
+//     bounces.verp_domain) one per recipient on the same connection.
+//   - finisher (finish.go): events, Reporter calls, then Done, Defer,
+//     Park or Release, on a pool of goroutines.
+//   - pacer (pace.go) and parker (park.go): the retry pacing and the
+//     parking policy for failing destinations; queue only stores.
+//   - leases (lease.go): InProgress heartbeats for every held entry.
+//
+// Every goroutine that runs an attempt, settles a result or handles a
+// wake-up recovers a panic: it is logged with its stack and the entry is
+// deferred (451 4.3.0) or released, never lost.
 //
 // # Retries: message schedules, not NakWithDelay
 //
@@ -63,7 +51,13 @@
 //
 // The durable consumer hands out entries in stream order, so the one
 // dispatcher loop must never wait on a slow or dead destination. Entries
-// are grouped by destination (MX domain + TLS plan, or route); each
+// are grouped by destination: the set of MX host names + TLS plan
+// (smtpclient.Client.Destination; a domain without MX records by its own
+// name), or the route. Domains sharing MX hosts share a destination, so
+// many domains behind a few dead or never-greeting servers — a provider's,
+// or an attacker's wildcard subdomains — hold only that destination's
+// slots. When the MX set is not in the DNS cache yet the entry waits for
+// the lookup in a goroutine of its own, never in the dispatcher. Each
 // destination has a bounded local queue (1000 entries) and at most
 // max_per_destination workers, all under max_connections. A worker owns at
 // most one connection, reused for the destination's next entries (RSET

@@ -46,7 +46,7 @@ func (h *harness) sendMany(n int, dom string) {
 
 // Head-of-line isolation: 5,000 entries for a domain whose MX accepts TCP
 // and never answers are in front of a new message to a healthy domain;
-// that message is still delivered within 2 seconds, the dead domain gets
+// that message is still delivered on its first attempt, the dead domain gets
 // only a handful of connections, and all 5,000 entries stay queued.
 func TestHeadOfLineIsolation(t *testing.T) {
 	t.Parallel()
@@ -67,8 +67,14 @@ func TestHeadOfLineIsolation(t *testing.T) {
 	h.send([]string{"x@good.test"})
 	h.waitFor("healthy message delivered", func() bool { return good.Received("x@good.test") == 1 })
 	took := time.Since(sent)
-	if took > 2*time.Second {
-		t.Errorf("healthy message took %s behind a dead destination (limit 2s)", took)
+	// Not a wall-clock limit (it failed under load with and without this
+	// package's changes): the healthy message must go out on its first
+	// attempt, never deferred as busy behind the dead destination.
+	// TestNeverGreetingDomainsDoNotDelayHealthyMail asserts that it arrives
+	// while the dead servers still hold their connections.
+	h.waitFor("healthy delivery logged", func() bool { return h.log.count("x@good.test", events.StatusDelivered) == 1 })
+	if ev := h.log.find("x@good.test", ""); len(ev) != 1 || ev[0]["attempt"] != 1.0 {
+		t.Errorf("healthy message was not delivered on its first attempt: %v", ev)
 	}
 	// Deferring 5,000 entries is 10,000 fsyncs with sync=always: allow time.
 	h.waitSettled(5*time.Minute, n)

@@ -10,7 +10,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
-// connGauge is a deliver.Gauge that remembers its peak and its totals.
+// connGauge is a smtpclient.Gauge that remembers its peak and its totals.
 type connGauge struct {
 	cur, peak, incs, decs atomic.Int64
 }

@@ -17,7 +17,9 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
+	"github.com/jetrelay/jetrelay/relay/smtpclient"
 	"github.com/rs/zerolog"
 )
 
@@ -39,8 +41,10 @@ type harness struct {
 	quiet   bool // benchmarks: no log lines in the test output
 	// Optional engine options for the next start.
 	sender func(*queue.Envelope, string) string
-	conns  deliver.Gauge
-	dialer deliver.Dialer
+	conns  smtpclient.Gauge
+	dialer smtpclient.Dialer
+	// wrapRes, when set, wraps the engine's resolver (fault injection).
+	wrapRes func(smtpclient.Resolver) smtpclient.Resolver
 }
 
 func newHarness(t testing.TB) *harness {
@@ -91,16 +95,19 @@ func (h *harness) config() *config.Config {
 // start runs an engine until the test ends (or the returned stop is called).
 func (h *harness) start(cfg *config.Config) (stop func()) {
 	h.t.Helper()
-	res, err := deliver.NewResolver(deliver.DNSOptions{Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
+	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	if h.wrapRes != nil {
+		res = h.wrapRes(res)
 	}
 	var w io.Writer = zerolog.MultiLevelWriter(zerolog.NewTestWriter(h.t), h.log)
 	if h.quiet {
 		w = io.Discard
 	}
 	logger := zerolog.New(w).With().Timestamp().Logger()
-	var dialer deliver.Dialer = &relaytest.LoopbackDialer{}
+	var dialer smtpclient.Dialer = &relaytest.LoopbackDialer{}
 	if h.dialer != nil {
 		dialer = h.dialer
 	}
@@ -174,24 +181,24 @@ func (h *harness) waitFor(what string, cond func() bool) {
 // reporter records what the engine reports.
 type reporter struct {
 	mu                       sync.Mutex
-	failed, relayed, delayed []deliver.Result
+	failed, relayed, delayed []outcome.Result
 }
 
-func (r *reporter) Failed(_ context.Context, _ *queue.Envelope, _ []byte, res []deliver.Result) error {
+func (r *reporter) Failed(_ context.Context, _ *queue.Envelope, _ []byte, res []outcome.Result) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failed = append(r.failed, res...)
 	return nil
 }
 
-func (r *reporter) Relayed(_ context.Context, _ *queue.Envelope, _ []byte, res []deliver.Result) error {
+func (r *reporter) Relayed(_ context.Context, _ *queue.Envelope, _ []byte, res []outcome.Result) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.relayed = append(r.relayed, res...)
 	return nil
 }
 
-func (r *reporter) Delayed(_ context.Context, _ *queue.Envelope, _ []byte, res []deliver.Result) error {
+func (r *reporter) Delayed(_ context.Context, _ *queue.Envelope, _ []byte, res []outcome.Result) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.delayed = append(r.delayed, res...)
@@ -199,10 +206,10 @@ func (r *reporter) Delayed(_ context.Context, _ *queue.Envelope, _ []byte, res [
 }
 
 // failures returns the failed results for rcpt.
-func (r *reporter) failures(rcpt string) []deliver.Result {
+func (r *reporter) failures(rcpt string) []outcome.Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []deliver.Result
+	var out []outcome.Result
 	for _, f := range r.failed {
 		if f.Rcpt.Addr == rcpt {
 			out = append(out, f)

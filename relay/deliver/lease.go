@@ -1,7 +1,6 @@
 package deliver
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -19,6 +18,8 @@ type leases struct {
 	mu sync.Mutex
 	m  map[*queue.Entry]time.Time // last heartbeat
 }
+
+func newLeases() *leases { return &leases{m: map[*queue.Entry]time.Time{}} }
 
 func (l *leases) add(en *queue.Entry) {
 	l.mu.Lock()
@@ -65,30 +66,4 @@ func (l *leases) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.m)
-}
-
-// housekeeping renews leases and defers entries that waited too long for
-// a connection, once a second until ctx ends.
-func (e *Engine) housekeeping(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	nextWakeCheck := time.Now().Add(time.Minute)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			for _, en := range e.leases.due(now) {
-				_ = en.InProgress()
-			}
-			e.sweep(now)
-			e.pace.sweep(now)
-			if now.After(nextWakeCheck) {
-				cctx, cancel := context.WithTimeout(ctx, ackTimeout)
-				e.checkWakes(cctx, now)
-				cancel()
-				nextWakeCheck = now.Add(wakeCheckEvery)
-			}
-		}
-	}
 }

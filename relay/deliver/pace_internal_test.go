@@ -107,3 +107,18 @@ func TestPacerSweep(t *testing.T) {
 		t.Fatal("an old destination was not forgotten")
 	}
 }
+
+// Retry jitter stays within ±10% and the last interval repeats.
+func TestRetryDelay(t *testing.T) {
+	s := []time.Duration{time.Minute, 5 * time.Minute}
+	for _, tc := range []struct {
+		attempt int
+		u       float64
+		want    time.Duration
+	}{{0, 0.5, time.Minute}, {0, 0, 54 * time.Second}, {0, 0.999999, 66 * time.Second}, {1, 0.5, 5 * time.Minute}, {9, 0.5, 5 * time.Minute}} {
+		got := retryDelay(s, tc.attempt, tc.u)
+		if d := got - tc.want; d < -time.Millisecond || d > time.Millisecond {
+			t.Errorf("retryDelay(attempt %d, u %v) = %s, want %s", tc.attempt, tc.u, got, tc.want)
+		}
+	}
+}

@@ -3,9 +3,14 @@ package deliver
 import (
 	"context"
 	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/outcome"
+	"github.com/rs/zerolog"
 )
 
 // Parking the entries of failing destinations (queue/park.go has the
@@ -41,13 +46,49 @@ const (
 	wakeAllGap = 10 * time.Second
 )
 
-// parkDue says whether an entry deferred at now may be parked, and until
+// parker owns the parking policy: which deferred entries are parked,
+// when a parked domain wakes, how many entries a wake-up moves and which
+// are probes. queue does the storage operations it asks for.
+type parker struct {
+	log       zerolog.Logger
+	q         *queue.Queue
+	rt        *atomic.Pointer[runtime]
+	wakes     sync.WaitGroup // wake-up handlers running
+	mu        sync.Mutex
+	unparking map[string]time.Time // domain -> when its unparking was asked for
+}
+
+func newParker(log zerolog.Logger, q *queue.Queue, rt *atomic.Pointer[runtime]) *parker {
+	return &parker{log: log, q: q, rt: rt, unparking: map[string]time.Time{}}
+}
+
+// wake handles a domain's wake-up (leased like an entry) in a goroutine of
+// its own; a panic in it is logged and the wake-up retried.
+func (p *parker) wake(en *queue.Entry) {
+	p.wakes.Add(1)
+	go func() {
+		defer p.wakes.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				p.log.Error().Str("event", "wake_panic").Str("domain", en.Wake.Domain).Interface("panic", r).
+					Bytes("stack", debug.Stack()).Msg("handling a wake-up panicked; it is tried again")
+				_ = en.NakWithDelay(wakeRetry)
+			}
+		}()
+		p.handleWake(en)
+	}()
+}
+
+// wait waits for the wake-up handlers.
+func (p *parker) wait() { p.wakes.Wait() }
+
+// due says whether an entry deferred at now may be parked, and until
 // when: its delay notice (when one is still to be sent) or its expiry.
-func (e *Engine) parkDue(env *queue.Envelope, now time.Time) (time.Time, bool) {
+func (p *parker) due(env *queue.Envelope, now time.Time) (time.Time, bool) {
 	if env.Chunks > 0 {
 		return time.Time{}, false
 	}
-	cfg := e.rt.Load().cfg
+	cfg := p.rt.Load().cfg
 	due := env.Arrival.Add(cfg.Delivery.Retry.MaxAge.D())
 	if after := cfg.Bounces.DelayNoticeAfter.D(); after > 0 && !env.DelayNotified && !env.IsDSN {
 		if t := env.Arrival.Add(after); t.Before(due) {
@@ -60,117 +101,140 @@ func (e *Engine) parkDue(env *queue.Envelope, now time.Time) (time.Time, bool) {
 	return due, true
 }
 
-// parkEntry parks the entry with only the remaining recipients.
-func (e *Engine) parkEntry(ctx context.Context, en *queue.Entry, remaining []Result, due, wakeAt time.Time) {
+// parkTimes are a parked entry's own deadline (due: its delay notice or
+// expiry) and its domain's next wake-up.
+type parkTimes struct{ due, wakeAt time.Time }
+
+// park parks the entry with only the remaining recipients.
+func (p *parker) park(ctx context.Context, en *queue.Entry, remaining []outcome.Result, at parkTimes) {
 	env := remainingEnv(en.Env, remaining)
-	if err := en.Park(ctx, env, due, wakeAt); err != nil {
-		e.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
+	if err := en.Park(ctx, env, at.due, at.wakeAt); err != nil {
+		p.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
 			Msg("park failed; the entry is delivered again after AckWait")
 	}
 }
 
 // wakeAll asks for the rest of a domain to be unparked: one of its probes
 // was delivered. Several probes delivered together ask once.
-func (e *Engine) wakeAll(ctx context.Context, domain string) {
+func (p *parker) wakeAll(ctx context.Context, domain string) {
 	now := time.Now()
-	e.unparkMu.Lock()
-	if last, ok := e.unparking[domain]; ok && now.Sub(last) < wakeAllGap {
-		e.unparkMu.Unlock()
+	p.mu.Lock()
+	if last, ok := p.unparking[domain]; ok && now.Sub(last) < wakeAllGap {
+		p.mu.Unlock()
 		return
 	}
-	for d, last := range e.unparking { // forget old requests
+	for d, last := range p.unparking { // forget old requests
 		if now.Sub(last) >= wakeAllGap {
-			delete(e.unparking, d)
+			delete(p.unparking, d)
 		}
 	}
-	e.unparking[domain] = now
-	e.unparkMu.Unlock()
-	if err := e.q.ScheduleWake(ctx, queue.Wake{Domain: domain, All: true}, time.Now()); err != nil {
-		e.log.Warn().Err(err).Str("event", "wake_failed").Str("domain", domain).
+	p.unparking[domain] = now
+	p.mu.Unlock()
+	if err := p.q.ScheduleWake(ctx, queue.Wake{Domain: domain, All: true}, time.Now()); err != nil {
+		p.log.Warn().Err(err).Str("event", "wake_failed").Str("domain", domain).
 			Msg("could not ask for the parked entries of a recovered domain; they follow at the next probe")
 		return
 	}
-	e.log.Info().Str("event", "domain_unparking").Str("domain", domain).
+	p.log.Info().Str("event", "domain_unparking").Str("domain", domain).
 		Msg("a probe was delivered; unparking the domain's entries")
 }
 
-// handleWake handles a parked domain's wake-up (leased like an entry).
-func (e *Engine) handleWake(en *queue.Entry) {
+// handleWake handles a parked domain's wake-up (leased like an entry):
+// it unparks what unparkOptions says, schedules the next wake-up while
+// entries are left, and acknowledges the wake-up. A failed step retries
+// the wake-up after wakeRetry.
+func (p *parker) handleWake(en *queue.Entry) {
 	w := en.Wake
 	// Half the lease: a batch of unparks is two synchronous writes each.
 	ctx, cancel := context.WithTimeout(context.Background(), queue.AckWait/2)
 	defer cancel()
 	now := time.Now()
-	extra, upTo := 1, uint64(0)
-	if w.All {
-		extra, upTo = unparkBatch, w.UpTo
-		if upTo == 0 { // everything parked before the wake-up is handled
-			last, err := e.q.ParkedLastSeq(ctx)
-			if err != nil {
-				e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).
-					Msg("reading the park stream failed; the wake-up is tried again")
-				_ = en.NakWithDelay(wakeRetry)
-				return
-			}
-			upTo = max(last, 1)
-		}
-	}
-	res, err := e.q.Unpark(ctx, w.Domain, now, extra, upTo, !w.All)
-	if err != nil {
-		e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).Int("moved", res.Moved).
-			Msg("unparking failed; the wake-up is tried again")
+	fail := func(err error, msg string) {
+		p.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).Msg(msg)
 		_ = en.NakWithDelay(wakeRetry)
+	}
+	o, err := p.unparkOptions(ctx, w, now)
+	if err != nil {
+		fail(err, "reading the park stream failed; the wake-up is tried again")
 		return
 	}
-	var next queue.Wake
+	res, err := p.q.Unpark(ctx, o)
+	if err != nil {
+		fail(err, "unparking failed; the wake-up is tried again")
+		return
+	}
 	var at time.Time
 	if res.Left > 0 {
-		if w.All && res.More {
-			next, at = queue.Wake{Domain: w.Domain, All: true, UpTo: upTo}, now.Add(time.Second)
-		} else {
-			probes := 0
-			if !w.All {
-				probes = w.Probes + 1
-			}
-			next = queue.Wake{Domain: w.Domain, Probes: probes}
-			at = now.Add(retryDelay(e.rt.Load().schedule, probes, rand.Float64()))
-			if !res.NextDue.IsZero() && res.NextDue.Before(at) {
-				at = res.NextDue
-			}
-		}
-		if err := e.q.ScheduleWake(ctx, next, at); err != nil {
-			e.log.Error().Err(err).Str("event", "unpark_failed").Str("domain", w.Domain).
-				Msg("could not schedule the next wake-up; this one is tried again")
-			_ = en.NakWithDelay(wakeRetry)
+		var next queue.Wake
+		next, at = p.nextWake(w, res, o.UpTo, now)
+		if err := p.q.ScheduleWake(ctx, next, at); err != nil {
+			fail(err, "could not schedule the next wake-up; this one is tried again")
 			return
 		}
 	}
-	ev := e.log.Info().Str("event", "domain_wakeup").Str("domain", w.Domain).Bool("all", w.All).
+	ev := p.log.Info().Str("event", "domain_wakeup").Str("domain", w.Domain).Bool("all", w.All).
 		Int("unparked", res.Moved).Int("parked", res.Left)
 	if !at.IsZero() {
 		ev = ev.Time("next_wakeup", at)
 	}
 	ev.Msg("parked domain woken")
 	if err := en.Done(ctx); err != nil {
-		e.log.Warn().Err(err).Str("domain", w.Domain).Msg("wake-up not acknowledged; it comes back after AckWait")
+		p.log.Warn().Err(err).Str("domain", w.Domain).Msg("wake-up not acknowledged; it comes back after AckWait")
 	}
 }
 
+// unparkOptions is the policy of one wake-up: a probe wake-up moves the
+// due entries plus one probe; an "all" wake-up (a probe was delivered)
+// moves up to unparkBatch of everything parked before it began.
+func (p *parker) unparkOptions(ctx context.Context, w *queue.Wake, now time.Time) (queue.UnparkOptions, error) {
+	o := queue.UnparkOptions{Domain: w.Domain, Now: now, Extra: 1, MarkProbe: !w.All}
+	if !w.All {
+		return o, nil
+	}
+	o.Extra, o.UpTo = unparkBatch, w.UpTo
+	if o.UpTo == 0 { // everything parked before the wake-up is handled
+		last, err := p.q.ParkedLastSeq(ctx)
+		if err != nil {
+			return o, err
+		}
+		o.UpTo = max(last, 1)
+	}
+	return o, nil
+}
+
+// nextWake is the wake-up after w: the next batch a second later, or the
+// next probe after the retry schedule's interval for the probes so far
+// (earlier when a parked entry's own deadline comes first).
+func (p *parker) nextWake(w *queue.Wake, res queue.UnparkResult, upTo uint64, now time.Time) (queue.Wake, time.Time) {
+	if w.All && res.More {
+		return queue.Wake{Domain: w.Domain, All: true, UpTo: upTo}, now.Add(time.Second)
+	}
+	probes := 0
+	if !w.All {
+		probes = w.Probes + 1
+	}
+	at := now.Add(retryDelay(p.rt.Load().schedule, probes, rand.Float64()))
+	if !res.NextDue.IsZero() && res.NextDue.Before(at) {
+		at = res.NextDue
+	}
+	return queue.Wake{Domain: w.Domain, Probes: probes}, at
+}
+
 // checkWakes makes sure every parked domain has a wake-up.
-func (e *Engine) checkWakes(ctx context.Context, now time.Time) {
-	made, err := e.q.EnsureWakes(ctx, now.Add(time.Minute))
+func (p *parker) checkWakes(ctx context.Context, now time.Time) {
+	made, err := p.q.EnsureWakes(ctx, now.Add(time.Minute))
 	if err != nil {
-		e.log.Warn().Err(err).Str("event", "wake_check_failed").Msg("checking the wake-ups of parked domains")
+		p.log.Warn().Err(err).Str("event", "wake_check_failed").Msg("checking the wake-ups of parked domains")
 	}
 	for _, d := range made {
-		e.log.Warn().Str("event", "wake_repaired").Str("domain", d).
+		p.log.Warn().Str("event", "wake_repaired").Str("domain", d).
 			Msg("a parked domain had no wake-up; one is scheduled in a minute")
 	}
 }
 
 // remainingEnv is a copy of env with only the remaining recipients, one
 // more attempt counted and the first remaining reply as the last one.
-func remainingEnv(env *queue.Envelope, remaining []Result) *queue.Envelope {
+func remainingEnv(env *queue.Envelope, remaining []outcome.Result) *queue.Envelope {
 	out := *env
 	out.Rcpts = make([]queue.Recipient, len(remaining))
 	for i, r := range remaining {
@@ -178,6 +242,6 @@ func remainingEnv(env *queue.Envelope, remaining []Result) *queue.Envelope {
 	}
 	out.Attempt++
 	r := remaining[0]
-	out.LastReply = queue.Reply{Code: r.Code, Enh: r.Enh, Text: r.Reply, MX: r.MX}
+	out.LastReply = outcome.ToStored(r.Reply, r.MX)
 	return &out
 }

@@ -2,10 +2,14 @@ package deliver
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/smtpclient"
+	"github.com/rs/zerolog"
 )
 
 // Scheduling limits (see the package comment, "Head-of-line isolation").
@@ -23,12 +27,16 @@ const (
 	fastWindow = 2 * time.Second
 	// maxBreakerOpen caps how long a circuit breaker stays open.
 	maxBreakerOpen = 10 * time.Minute
+	// keyLookupTimeout bounds the MX lookup that finds an entry's
+	// destination; after it the domain's own name is the key.
+	keyLookupTimeout = 10 * time.Second
 )
 
 // job is one leased entry on its way through a destination.
 type job struct {
 	en     *queue.Entry
-	tr     Transport
+	tr     smtpclient.Transport
+	key    string // its destination (smtpclient.Client.Destination)
 	queued time.Time
 }
 
@@ -44,13 +52,19 @@ type dest struct {
 	// circuit breaker: consecutive attempts that reached no server.
 	failures  int
 	openUntil time.Time
-	lastFail  Verdict
+	lastFail  smtpclient.Verdict
 	lastDone  time.Time
 	starving  bool
 }
 
-// scheduler is the engine's shared scheduling state, under one mutex.
+// scheduler places leased entries into destinations and runs their
+// workers: it owns the destinations, the global slot count and every
+// destination's circuit breaker, under one mutex.
 type scheduler struct {
+	log      zerolog.Logger
+	rt       *atomic.Pointer[runtime]
+	fin      *finisher
+	att      *attempter
 	mu       sync.Mutex
 	dests    map[string]*dest
 	slots    int           // workers (each with at most one connection) in use
@@ -58,14 +72,14 @@ type scheduler struct {
 	reclaim  chan struct{} // closed (and replaced) to ask idle workers to exit
 	stopping bool
 	stopCh   chan struct{}
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup  // workers
+	placing  sync.WaitGroup  // entries waiting for their destination key
 	ctx      context.Context // delivery context: cancelled when the grace period ends
 }
 
-func (s *scheduler) init() {
-	s.dests = map[string]*dest{}
-	s.reclaim = make(chan struct{})
-	s.stopCh = make(chan struct{})
+func newScheduler(log zerolog.Logger, rt *atomic.Pointer[runtime], fin *finisher, att *attempter) *scheduler {
+	return &scheduler{log: log, rt: rt, fin: fin, att: att, dests: map[string]*dest{},
+		reclaim: make(chan struct{}), stopCh: make(chan struct{})}
 }
 
 func broadcast(ch *chan struct{}) {
@@ -73,39 +87,65 @@ func broadcast(ch *chan struct{}) {
 	*ch = make(chan struct{})
 }
 
-// dispatch places a freshly leased entry: acknowledge a superseded
-// redelivery; defer at once when its destination's breaker is open or its
-// queue is full (waiting briefly only for a destination that delivers
-// briskly); otherwise queue it and make sure a worker will take it.
-func (e *Engine) dispatch(ctx context.Context, en *queue.Entry) {
-	if en.Deliveries() > 1 && en.Superseded(ctx) {
-		e.log.Info().Str("event", "superseded").Str("queue_id", en.Env.ID).Str("domain", en.Env.Domain).
-			Msg("redelivered entry was already rescheduled; acknowledged")
-		_ = en.Done(ctx)
+// dispatch places a freshly leased entry into its destination. The
+// destination key of MX delivery is the domain's MX host set
+// (smtpclient.Client.Destination); when it is not in the DNS cache yet
+// the entry is placed by a goroutine of its own once the lookup is done,
+// so a slow DNS answer never holds up the dispatcher.
+func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
+	defer s.recoverJob(&job{en: en}, "dispatching an entry panicked; entry deferred")
+	rt := s.rt.Load()
+	tr, err := rt.transport(ctx, en.Env)
+	if err != nil {
+		s.log.Warn().Err(err).Str("event", "tls_policy_failed").Str("domain", en.Env.Domain).
+			Msg("no TLS policy for the domain; deferred")
+		s.fin.deferUntried(&job{en: en}, smtpclient.ReplyLocal.WithCause("TLS policy lookup failed"))
 		return
 	}
-	e.leases.add(en)
-	j := &job{en: en, tr: e.transport(en.Env), queued: time.Now()}
-	s := &e.sched
+	j := &job{en: en, tr: tr, queued: time.Now()}
+	if key, ok := rt.client.CachedDestination(tr); ok {
+		s.place(j, key)
+		return
+	}
+	s.placing.Add(1)
+	go func() {
+		defer s.placing.Done()
+		defer s.recoverJob(j, "placing an entry panicked; entry deferred")
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyLookupTimeout)
+		key := rt.client.Destination(lctx, tr)
+		cancel()
+		s.place(j, key)
+	}()
+}
+
+// place queues j in destination key: deferred at once when the breaker is
+// open or the queue is full (waiting briefly only for a destination that
+// delivers briskly); otherwise queued, with a worker sure to take it.
+func (s *scheduler) place(j *job, key string) {
+	j.key = key
 	deadline := time.Now().Add(roomWait)
 	s.mu.Lock()
-	d := s.destLocked(j.tr.Key())
+	d := s.destLocked(key)
 	for {
 		now := time.Now()
 		switch {
+		case s.stopping:
+			s.mu.Unlock()
+			s.fin.release(j)
+			return
 		case now.Before(d.openUntil):
 			v := d.lastFail
 			s.mu.Unlock()
-			e.deferUntried(j, withCause(replyUnreachable, v.Reply.String()))
+			s.fin.deferUntried(j, unreachable(v.Reply))
 			return
 		case len(d.queue) < destQueueCap:
 			d.queue = append(d.queue, j)
-			e.kickLocked(d)
+			s.kickLocked(d)
 			s.mu.Unlock()
 			return
 		case !d.brisk(now) || !now.Before(deadline):
 			s.mu.Unlock()
-			e.deferUntried(j, replyBusy)
+			s.fin.deferUntried(j, replyBusy)
 			return
 		}
 		popped := d.popped
@@ -132,21 +172,20 @@ func (s *scheduler) destLocked(key string) *dest {
 }
 
 // maxWorkers is max_per_destination, or 1 while the breaker is half-open.
-func (e *Engine) maxWorkers(d *dest) int {
+func (s *scheduler) maxWorkers(d *dest) int {
 	if d.failures > 0 {
 		return 1
 	}
-	return e.rt.Load().cfg.Delivery.MaxPerDestination
+	return s.rt.Load().cfg.Delivery.MaxPerDestination
 }
 
 // kickLocked wakes idle workers of d and starts more while d has queued
 // jobs, the destination limit allows and a global slot is free. Without a
 // free slot, d waits in line and idle workers elsewhere are asked to exit.
-func (e *Engine) kickLocked(d *dest) {
-	s := &e.sched
+func (s *scheduler) kickLocked(d *dest) {
 	broadcast(&d.notify)
-	limit := e.rt.Load().cfg.Delivery.MaxConnections
-	for !s.stopping && d.workers < e.maxWorkers(d) && len(d.queue) > d.idle {
+	limit := s.rt.Load().cfg.Delivery.MaxConnections
+	for !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle {
 		if s.slots >= limit {
 			if !d.starving {
 				d.starving = true
@@ -158,38 +197,76 @@ func (e *Engine) kickLocked(d *dest) {
 		s.slots++
 		d.workers++
 		s.wg.Add(1)
-		go e.worker(d)
+		go s.worker(d)
 	}
 }
 
 // worker delivers d's queued jobs over one connection, reused between
 // jobs, until d has had no work for timeouts.idle or its slot is wanted.
-func (e *Engine) worker(d *dest) {
-	var sess *session
+func (s *scheduler) worker(d *dest) {
+	var sess *smtpclient.Session
 	defer func() {
 		if sess != nil {
-			sess.quit(time.Second)
+			sess.Quit(time.Second)
 		}
-		e.workerExit(d)
+		s.workerExit(d)
 	}()
 	for {
-		j := e.next(d)
+		j := s.next(d)
 		if j == nil {
 			return
 		}
-		sess = e.attempt(d, j, sess)
+		sess = s.run(d, j, sess)
 	}
 }
 
+// run makes one attempt at j and records its result in d's breaker. A
+// panic in the attempt (a bug, or a dependency's) is recovered: it is
+// logged with its stack, the connection is dropped and the entry deferred
+// with 451 4.3.0, so the entry is never lost and the worker goes on.
+func (s *scheduler) run(d *dest, j *job, sess *smtpclient.Session) (next *smtpclient.Session) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.logPanic(j, p, "delivery attempt panicked; entry deferred")
+			if sess != nil {
+				sess.Close()
+			}
+			s.fin.deferUntried(j, replyPanic)
+			next = nil
+		}
+	}()
+	r := s.att.attempt(s.ctx, j, sess)
+	switch {
+	case r.reached:
+		s.record(d, true, r.last)
+	case r.down:
+		s.record(d, false, r.last)
+	}
+	return r.sess
+}
+
+// recoverJob, deferred, turns a panic while handling j into a logged
+// deferral (451 4.3.0): the entry is retried, never lost.
+func (s *scheduler) recoverJob(j *job, msg string) {
+	if p := recover(); p != nil {
+		s.logPanic(j, p, msg)
+		s.fin.deferUntried(j, replyPanic)
+	}
+}
+
+func (s *scheduler) logPanic(j *job, p any, msg string) {
+	s.log.Error().Str("event", "delivery_panic").Str("queue_id", j.en.Env.ID).Str("domain", j.en.Env.Domain).
+		Interface("panic", p).Bytes("stack", debug.Stack()).Msg(msg)
+}
+
 // next pops d's next job, waiting up to timeouts.idle; nil means exit.
-func (e *Engine) next(d *dest) *job {
-	s := &e.sched
-	idle := time.NewTimer(e.rt.Load().to.idle)
+func (s *scheduler) next(d *dest) *job {
+	idle := time.NewTimer(s.rt.Load().cfg.Delivery.Timeouts.Idle.D())
 	defer idle.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
-		if s.stopping || d.workers > e.maxWorkers(d) {
+		if s.stopping || d.workers > s.maxWorkers(d) {
 			return nil
 		}
 		if len(d.queue) > 0 {
@@ -220,20 +297,19 @@ func (e *Engine) next(d *dest) *job {
 }
 
 // workerExit frees the worker's slot and hands it to a starving destination.
-func (e *Engine) workerExit(d *dest) {
-	s := &e.sched
+func (s *scheduler) workerExit(d *dest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.slots--
 	d.workers--
 	if len(d.queue) > 0 {
-		e.kickLocked(d)
+		s.kickLocked(d)
 	}
 	for len(s.starving) > 0 && !s.stopping {
 		sd := s.starving[0]
 		s.starving = s.starving[1:]
 		sd.starving = false
-		e.kickLocked(sd)
+		s.kickLocked(sd)
 		if sd.starving { // still no slot
 			break
 		}
@@ -248,13 +324,12 @@ func (e *Engine) workerExit(d *dest) {
 // the transaction; otherwise every host failed at the connection level (or
 // DNS failed temporarily) and the breaker opens for the retry interval,
 // doubling per failed probe; the jobs waiting for d are deferred.
-func (e *Engine) record(d *dest, reached bool, v Verdict) {
-	s := &e.sched
+func (s *scheduler) record(d *dest, reached bool, v smtpclient.Verdict) {
 	s.mu.Lock()
 	now := time.Now()
 	if reached {
 		d.failures, d.openUntil, d.lastDone = 0, time.Time{}, now
-		e.kickLocked(d)
+		s.kickLocked(d)
 		s.mu.Unlock()
 		return
 	}
@@ -264,7 +339,7 @@ func (e *Engine) record(d *dest, reached bool, v Verdict) {
 		// Only a failure after the breaker (re)closed escalates it, not
 		// the other connections that were already trying when it opened.
 		d.failures++
-		sched := e.rt.Load().schedule
+		sched := s.rt.Load().schedule
 		open := sched[0] << min(d.failures-1, 16)
 		d.openUntil = now.Add(min(open, maxBreakerOpen))
 	}
@@ -274,17 +349,17 @@ func (e *Engine) record(d *dest, reached bool, v Verdict) {
 	broadcast(&d.popped)
 	s.mu.Unlock()
 	if opened {
-		e.log.Warn().Str("event", "destination_down").Str("destination", d.key).Int("failures", failures).
-			Time("until", until).Str("reply", v.Reply.String()).Msg("destination unreachable; deferring its entries without connecting")
+		s.log.Warn().Str("event", "destination_down").Str("destination", d.key).Int("failures", failures).
+			Time("until", until).Str("reply", v.Reply.String()).
+			Msg("destination unreachable; deferring its entries without connecting")
 	}
 	for _, j := range waiting {
-		e.deferUntried(j, withCause(replyUnreachable, v.Reply.String()))
+		s.fin.deferUntried(j, unreachable(v.Reply))
 	}
 }
 
 // sweep defers jobs that waited longer than maxQueueWait for a connection.
-func (e *Engine) sweep(now time.Time) {
-	s := &e.sched
+func (s *scheduler) sweep(now time.Time) {
 	var late []*job
 	s.mu.Lock()
 	for _, d := range s.dests {
@@ -304,13 +379,13 @@ func (e *Engine) sweep(now time.Time) {
 	}
 	s.mu.Unlock()
 	for _, j := range late {
-		e.deferUntried(j, replyBusy)
+		s.fin.deferUntried(j, replyBusy)
 	}
 }
 
 // stop makes workers exit after their current job and releases every
 // queued job (immediately redeliverable to other processes).
-func (s *scheduler) stop(e *Engine) {
+func (s *scheduler) stop() {
 	s.mu.Lock()
 	s.stopping = true
 	close(s.stopCh)
@@ -321,6 +396,6 @@ func (s *scheduler) stop(e *Engine) {
 	}
 	s.mu.Unlock()
 	for _, j := range queued {
-		e.release(j)
+		s.fin.release(j)
 	}
 }

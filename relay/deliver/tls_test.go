@@ -16,7 +16,7 @@ import (
 // Every TLS policy against a server offering STARTTLS, one without it and
 // one whose handshake breaks; `verify` refuses a self-signed certificate
 // and accepts one from ca_file; REQUIRETLS needs verified TLS and the
-// REQUIRETLS keyword, else fails 5.7.10 at once.
+// REQUIRETLS keyword, else fails 5.7.30 at once (RFC 8689 §5).
 func TestTLSPolicies(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -44,7 +44,9 @@ func TestTLSPolicies(t *testing.T) {
 		{domain: "ver-off.test", policy: "verify", want: "deferred:4.7.4"},
 		{domain: "ver-broken.test", policy: "verify", server: []relaytest.Option{relaytest.BrokenTLS()}, want: "deferred:4.7.5"},
 		{domain: "rtls-ok.test", policy: "opportunistic", ca: true, server: []relaytest.Option{relaytest.RequireTLS()}, requireTLS: true, want: "tls"},
-		{domain: "rtls-no.test", policy: "opportunistic", ca: true, requireTLS: true, want: "failed:5.7.10"},
+		{domain: "rtls-no.test", policy: "opportunistic", ca: true, requireTLS: true, want: "failed:5.7.30"},
+		{domain: "rtls-self.test", policy: "opportunistic", self: true, server: []relaytest.Option{relaytest.RequireTLS()},
+			requireTLS: true, want: "failed:5.7.30"},
 	}
 	cfg := h.config()
 	cfg.Delivery.TLS.CAFile = ca.File

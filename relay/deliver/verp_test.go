@@ -46,7 +46,7 @@ func TestVERPSenders(t *testing.T) {
 	dsnID := h.send([]string{"x@verp.test", "y@verp.test"}, func(e *queue.Envelope) { e.From = "" })
 	h.waitFor("DSN delivered", func() bool { return m.Received("x@verp.test") == 1 })
 
-	tokenRE := regexp.MustCompile(`^b\+[0-9a-z]{46}@bounces\.relay\.test$`)
+	tokenRE := regexp.MustCompile(`^b\+[0-9a-z]{51}@bounces\.relay\.test$`)
 	var firstConn int64
 	for _, msg := range m.Messages() {
 		switch {

@@ -27,6 +27,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/outcome"
 	"github.com/rs/zerolog"
 )
 
@@ -247,8 +248,8 @@ func (d deleteBouncer) Deleted(ctx context.Context, env *queue.Envelope, body []
 	rs := make([]bounce.Result, len(env.Rcpts))
 	now := d.now()
 	for i, r := range env.Rcpts {
-		rs[i] = bounce.Result{Rcpt: r, Status: events.StatusFailed, Code: deletedCode, Enh: deletedEnh,
-			Reply: deletedReply, Time: now}
+		rs[i] = bounce.Result{Rcpt: r, Status: outcome.Failed, Time: now,
+			Reply: outcome.Reply{Code: deletedCode, Enh: deletedEnh, Text: deletedReply}}
 	}
 	return d.b.Failed(ctx, env, body, rs)
 }

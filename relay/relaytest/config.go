@@ -28,8 +28,11 @@ func Config(t testing.TB, dnsAddr string, mxPort int) *config.Config {
 	d.Retry.MaxAge = config.Duration(time.Hour)
 	s := config.Duration(3 * time.Second)
 	d.Timeouts = config.DeliveryTimeouts{Connect: s, Greeting: s, Mail: s, Rcpt: s, DataInit: s,
-		DataBlock: s, DataFinal: s, Idle: config.Duration(2 * time.Second)}
+		DataBlock: s, DataFinal: s, Idle: config.Duration(2 * time.Second), Attempt: config.Duration(time.Minute)}
 	d.ShutdownGrace = config.Duration(5 * time.Second)
+	// The fake MX servers live on 127.0.0.x, which delivery refuses by
+	// default (delivery.denied_networks): allow loopback explicitly.
+	d.AllowedNetworks = []string{"127.0.0.0/8"}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("relaytest.Config is invalid: %v", err)
 	}

@@ -1,8 +1,9 @@
-package deliver
+package smtpclient
 
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 )
@@ -33,6 +34,11 @@ type cacheEntry struct {
 	err   error
 	exp   time.Time
 }
+
+// NewCache returns a Resolver that caches r's answers for their TTL
+// (clamped to 5s..1h), NXDOMAIN for a minute and temporary failures for
+// two seconds, and asks r once per name however many callers ask at once.
+func NewCache(r Resolver) Resolver { return newCachingResolver(r) }
 
 func newCachingResolver(r Resolver) *cachingResolver {
 	return &cachingResolver{r: r, now: time.Now, m: map[string]*cacheEntry{}}
@@ -83,14 +89,32 @@ func (c *cachingResolver) get(ctx context.Context, key string,
 	c.m[key] = e
 	c.mu.Unlock()
 
+	c.fill(ctx, key, e, fetch)
+	return e, nil
+}
+
+// fill runs fetch for e and publishes the answer. A fetch that panics
+// still completes e (as a temporary failure, so waiting callers go on)
+// before the panic goes on to the caller's recover.
+func (c *cachingResolver) fill(ctx context.Context, key string, e *cacheEntry,
+	fetch func(context.Context, *cacheEntry) (time.Duration, error)) {
+	done := false
+	defer func() {
+		if !done {
+			typ, name, _ := strings.Cut(key, ":")
+			e.err = &DNSError{Name: name, Type: strings.ToUpper(typ), Kind: DNSTemporary, Err: errors.New("resolver failed")}
+			e.exp = c.now().Add(cacheTempFailTTL)
+			close(e.ready)
+		}
+	}()
 	// The lookup is shared: it must not die with the first asker's context.
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	ttl, err := fetch(lctx, e)
-	cancel()
 	e.err = err
 	e.exp = c.now().Add(clampTTL(ttl, err))
+	done = true
 	close(e.ready)
-	return e, nil
 }
 
 func (c *cachingResolver) wait(ctx context.Context, e *cacheEntry) (*cacheEntry, error) {
@@ -140,4 +164,16 @@ func (c *cachingResolver) sweepLocked() {
 			}
 		}
 	}
+}
+
+// peekMX returns domain's cached MX records without a lookup; ok is false
+// when there is no fresh answer in the cache.
+func (c *cachingResolver) peekMX(domain string) (mx []MX, ok bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m["mx:"+domain]
+	if e == nil || !isReady(e) || !c.now().Before(e.exp) {
+		return nil, false, nil
+	}
+	return e.mx, true, e.err
 }

@@ -1,4 +1,4 @@
-package deliver
+package smtpclient
 
 import (
 	"context"
@@ -9,37 +9,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/emersion/go-smtp"
+	"github.com/jetrelay/jetrelay/relay/netguard"
+	"github.com/jetrelay/jetrelay/relay/safetext"
 )
-
-// Reply is an SMTP verdict: one a remote server sent, or one jetrelay made
-// up for a failure that produced no reply (DNS, TCP, TLS, policy). Code is
-// the RFC 5321 §4.2 reply code, Enh the RFC 3463 enhanced status code.
-type Reply struct {
-	Code int
-	Enh  string
-	Text string
-}
-
-// Temporary reports a 4xx reply (retried).
-func (r Reply) Temporary() bool { return r.Code/100 == 4 }
-
-// Permanent reports a 5xx reply (failed for good).
-func (r Reply) Permanent() bool { return r.Code/100 == 5 }
-
-// OK reports a 2xx reply.
-func (r Reply) OK() bool { return r.Code/100 == 2 }
-
-func (r Reply) String() string {
-	if r.Enh == "" {
-		return strconv.Itoa(r.Code) + " " + r.Text
-	}
-	return strconv.Itoa(r.Code) + " " + r.Enh + " " + r.Text
-}
 
 // Verdict is a classified failure: the reply to record and whether the
 // failure is about the host or connection (so the next address or MX is
@@ -64,33 +40,6 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Codes jetrelay uses for failures without a remote reply (RFC 3463,
-// RFC 5248 registry). The basic code follows the enhanced code's class.
-var (
-	replyNullMX       = Reply{556, "5.1.10", "recipient domain has a null MX (RFC 7505): it accepts no mail"}
-	replyNXDomain     = Reply{550, "5.1.2", "recipient domain does not exist (NXDOMAIN)"}
-	replyNoAddress    = Reply{550, "5.4.4", "recipient domain has neither MX nor address records"}
-	replyDNSTemp      = Reply{451, "4.4.3", "DNS lookup failed temporarily"}
-	replyNoUsableMX   = Reply{451, "4.4.4", "no usable MX host (all invalid or without addresses)"}
-	replyConnRefused  = Reply{451, "4.4.1", "connection refused"}
-	replyNoAnswer     = Reply{451, "4.4.1", "no answer from host"}
-	replyConnLost     = Reply{451, "4.4.2", "connection lost"}
-	replyTimeout      = Reply{451, "4.4.2", "timed out"}
-	replyTLSFailed    = Reply{451, "4.7.5", "TLS handshake or certificate check failed"}
-	replyTLSMissing   = Reply{451, "4.7.4", "TLS is required but the server does not offer STARTTLS"}
-	replyAuthFailed   = Reply{451, "4.7.8", "authentication to the smarthost failed"}
-	replyRequireTLS   = Reply{554, "5.7.10", "REQUIRETLS: no MX offers REQUIRETLS over verified TLS (RFC 8689)"}
-	replySMTPUTF8     = Reply{553, "5.6.7", "message needs SMTPUTF8 but the server does not offer it (RFC 6531)"}
-	replyNo8Bit       = Reply{554, "5.6.3", "8-bit message cannot be converted to 7 bits for a server without 8BITMIME"}
-	replyTooBig       = Reply{552, "5.3.4", "message exceeds the server's SIZE limit"}
-	replyLocal        = Reply{451, "4.3.0", "local error"}
-	replyShutdown     = Reply{451, "4.3.2", "delivery interrupted by shutdown"}
-	replyBusy         = Reply{451, "4.4.5", "destination busy; deferred without connecting"}
-	replyUnreachable  = Reply{451, "4.4.1", "destination unreachable; deferred without connecting"}
-	replyExpired      = Reply{554, "5.4.7", "delivery time expired"}
-	replyBadRecipient = Reply{553, "5.1.3", "bad recipient address"}
-)
-
 func newError(r Reply, nextHost bool, cause error) *Error {
 	return &Error{Verdict: Verdict{Reply: r, NextHost: nextHost}, Err: cause}
 }
@@ -106,7 +55,7 @@ func newError(r Reply, nextHost bool, cause error) *Error {
 //   - anything else: temporary 4.3.0, next host.
 func Classify(err error) Verdict {
 	if err == nil {
-		return Verdict{Reply: Reply{250, "2.0.0", "OK"}}
+		return Verdict{Reply: replyOK}
 	}
 	var de *Error
 	if errors.As(err, &de) {
@@ -120,12 +69,23 @@ func Classify(err error) Verdict {
 	if errors.As(err, &dnsErr) {
 		return Verdict{Reply: withCause(dnsErr.reply(), dnsErr.Error())}
 	}
+	var denied *netguard.DeniedError
+	if errors.As(err, &denied) {
+		// The reply never names the address (it may reach the sender).
+		return Verdict{Reply: replyDeniedNetwork, NextHost: true}
+	}
+	var tooLong *smtp.ReplyTooLongError
+	if errors.As(err, &tooLong) || errors.Is(err, smtp.ErrTooLongLine) {
+		// go-smtp stopped reading at its reply limits and closed the
+		// connection (issue 12 point 1).
+		return Verdict{Reply: replyBadReply, NextHost: true}
+	}
 	if errors.Is(err, context.Canceled) {
-		return Verdict{Reply: replyShutdown}
+		return Verdict{Reply: ReplyShutdown}
 	}
 	r, ok := transportReply(err)
 	if !ok {
-		r = replyLocal
+		r = ReplyLocal
 	}
 	return Verdict{Reply: withCause(r, err.Error()), NextHost: true}
 }
@@ -162,7 +122,7 @@ func transportReply(err error) (Reply, bool) {
 // smtpReply turns a go-smtp error into a Reply, keeping multiline text
 // whole and the enhanced code's class equal to the basic code's (RFC 3463 §2).
 func smtpReply(se *smtp.SMTPError) Reply {
-	r := Reply{Code: se.Code, Text: se.Message}
+	r := Reply{Code: se.Code, Text: remoteText(se.Message)}
 	class := se.Code / 100
 	ec := se.EnhancedCode
 	if ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode {
@@ -182,14 +142,7 @@ func smtpReply(se *smtp.SMTPError) Reply {
 	if class != 2 && class != 4 && class != 5 {
 		// A reply outside the expected classes (e.g. 354 where 250 was
 		// due) is a protocol error: retry later.
-		r = Reply{Code: 451, Enh: "4.5.0", Text: fmt.Sprintf("unexpected reply %d %s", se.Code, se.Message)}
-	}
-	return r
-}
-
-func withCause(r Reply, cause string) Reply {
-	if cause != "" {
-		r.Text += ": " + cause
+		r = Reply{Code: 451, Enh: "4.5.0", Text: fmt.Sprintf("unexpected reply %d %s", se.Code, remoteText(se.Message))}
 	}
 	return r
 }
@@ -214,3 +167,17 @@ func lineCodes(text string, ec smtp.EnhancedCode) (smtp.EnhancedCode, string) {
 	}
 	return ec, strings.Join(lines, "\n")
 }
+
+// withCause appends a cause to one of our replies. Causes may quote a
+// remote server (a STARTTLS refusal, a protocol error naming the line), so
+// they are made safe like any remote text.
+func withCause(r Reply, cause string) Reply {
+	r = r.WithCause(cause)
+	r.Text = remoteText(r.Text)
+	return r
+}
+
+// remoteText is the one place where text a remote server chose becomes
+// part of a Reply, which is stored, logged, evented and quoted in DSNs:
+// at most 4 KiB, control characters escaped (relay/safetext.Reply).
+func remoteText(s string) string { return safetext.Reply(s) }

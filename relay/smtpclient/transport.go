@@ -1,4 +1,4 @@
-package deliver
+package smtpclient
 
 import (
 	"context"
@@ -6,11 +6,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/dnsname"
 	"github.com/rs/zerolog"
 )
 
@@ -45,16 +45,51 @@ type Transport interface {
 	Hosts(ctx context.Context) ([]Host, error)
 	// Plan says how to talk to the hosts.
 	Plan() Plan
+
+	// limited: the attempt budget's address limit applies (MX delivery).
+	limited() bool
+	// dialer is the Dialer for this transport's connections.
+	dialer(c *Client) Dialer
 }
 
 // mxTransport delivers to a recipient domain's MX hosts (RFC 5321 §5.1).
 type mxTransport struct {
-	domain string
-	plan   Plan
-	port   int
-	res    Resolver
-	warn   *warnOnce
+	domain  string // A-labels
+	plan    Plan
+	port    int
+	res     Resolver
+	warn    *warnOnce
+	invalid error // the domain cannot be looked up: Hosts fails with it
 }
+
+// MX returns the Transport for MX delivery to domain (an A-label or ASCII
+// name) under its TLS policy from Options.Policies. A REQUIRETLS message
+// always needs an authenticated certificate (RFC 8689 §4.2.1), whatever
+// the policy. The error is the policy store's.
+//
+// An internationalised domain is looked up as A-labels (IDNA2008, RFC 5891
+// §5: bücher.example → xn--bcher-kva.example); a name that cannot be
+// converted fails with 550 5.1.2 without a lookup.
+func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transport, error) {
+	ascii, err := dnsname.ToASCII(domain)
+	if err != nil {
+		invalid := newError(withCause(replyBadDomain, err.Error()), false, err)
+		return &mxTransport{domain: strings.ToLower(domain), invalid: invalid}, nil
+	}
+	domain = ascii
+	pol := PolicyVerify
+	if !requireTLS {
+		p, err := c.o.Policies.TLSPolicy(ctx, domain)
+		if err != nil {
+			return nil, err
+		}
+		pol = p
+	}
+	return &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn}, nil
+}
+
+func (t *mxTransport) limited() bool           { return true }
+func (t *mxTransport) dialer(c *Client) Dialer { return c.o.mxDialer() }
 
 func (t *mxTransport) Key() string {
 	k := "mx:" + t.domain + "|" + t.plan.TLS
@@ -72,6 +107,9 @@ func (t *mxTransport) Plan() Plan { return t.plan }
 // shuffled; no MX → the domain itself (implicit MX); null MX → 5.1.10;
 // IP-literal MX names are skipped; CNAME targets are followed with a warning.
 func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
+	if t.invalid != nil {
+		return nil, t.invalid
+	}
 	mxs, _, err := t.res.LookupMX(ctx, t.domain)
 	if err != nil {
 		return nil, err
@@ -148,8 +186,27 @@ type routeTransport struct {
 	res  Resolver
 }
 
-func (t *routeTransport) Key() string { return t.key }
-func (t *routeTransport) Plan() Plan  { return t.plan }
+// Route describes a smarthost.
+type Route struct {
+	// Key identifies the route (destinations with equal keys share
+	// connections and limits).
+	Key  string
+	Host string // name or IP
+	Port int
+	Plan Plan
+}
+
+// Route returns the Transport for a smarthost. Its addresses are the
+// operator's choice: the attempt's address limit and the network guard of
+// Options.MXDialer do not apply.
+func (c *Client) Route(r Route) Transport {
+	return &routeTransport{key: r.Key, host: r.Host, port: r.Port, plan: r.Plan, res: c.o.Resolver}
+}
+
+func (t *routeTransport) Key() string             { return t.key }
+func (t *routeTransport) Plan() Plan              { return t.plan }
+func (t *routeTransport) limited() bool           { return false }
+func (t *routeTransport) dialer(c *Client) Dialer { return c.o.Dialer }
 
 // Hosts resolves the smarthost through the same resolver. A smarthost that
 // does not resolve is our configuration problem, so it is never permanent.
@@ -161,7 +218,8 @@ func (t *routeTransport) Hosts(ctx context.Context) ([]Host, error) {
 	if err != nil {
 		var de *DNSError
 		if errors.As(err, &de) {
-			return nil, &DNSError{Name: de.Name, Type: de.Type, Kind: DNSTemporary, Err: errors.New("smarthost does not resolve")}
+			return nil, &DNSError{Name: de.Name, Type: de.Type, Kind: DNSTemporary,
+				Err: errors.New("smarthost does not resolve")}
 		}
 		return nil, err
 	}
@@ -169,12 +227,6 @@ func (t *routeTransport) Hosts(ctx context.Context) ([]Host, error) {
 		return nil, newError(withCause(replyNoUsableMX, "smarthost "+t.host+" has no address"), false, nil)
 	}
 	return []Host{{Name: t.host, IPs: a.IPs, Port: t.port}}, nil
-}
-
-func splitHostPort(hp string) (string, int) {
-	h, p, _ := net.SplitHostPort(hp)
-	n, _ := strconv.Atoi(p)
-	return h, n
 }
 
 // warnOnce rate-limits repeated warnings (MX configuration problems are

@@ -1,4 +1,4 @@
-package deliver
+package smtpclient
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"os"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
@@ -22,21 +21,21 @@ var classifyCases = []struct {
 	err  error
 	want Verdict
 }{
-	{"nil", nil, Verdict{Reply: Reply{250, "2.0.0", "OK"}}},
+	{"nil", nil, Verdict{Reply: Reply{Code: 250, Enh: "2.0.0", Text: "OK"}}},
 	{"550 user unknown", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
-		Verdict{Reply: Reply{550, "5.1.1", "no such user"}}},
+		Verdict{Reply: Reply{Code: 550, Enh: "5.1.1", Text: "no such user"}}},
 	{"451 multiline", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "busy\nreally busy"},
-		Verdict{Reply: Reply{451, "4.3.0", "busy\nreally busy"}}},
+		Verdict{Reply: Reply{Code: 451, Enh: "4.3.0", Text: "busy\nreally busy"}}},
 	{"421 closing: next host", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "bye"},
-		Verdict{Reply: Reply{421, "4.4.2", "bye"}, NextHost: true}},
+		Verdict{Reply: Reply{Code: 421, Enh: "4.4.2", Text: "bye"}, NextHost: true}},
 	{"no enhanced code", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCodeNotSet, Message: "no"},
-		Verdict{Reply: Reply{554, "5.0.0", "no"}}},
+		Verdict{Reply: Reply{Code: 554, Enh: "5.0.0", Text: "no"}}},
 	{"enhanced code on last line only", &smtp.SMTPError{Code: 452, Message: "first\n4.2.2 mailbox full"},
-		Verdict{Reply: Reply{452, "4.2.2", "first\nmailbox full"}}},
+		Verdict{Reply: Reply{Code: 452, Enh: "4.2.2", Text: "first\nmailbox full"}}},
 	{"inconsistent class", &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{5, 2, 1}, Message: "x"},
-		Verdict{Reply: Reply{450, "4.2.1", "x"}}},
+		Verdict{Reply: Reply{Code: 450, Enh: "4.2.1", Text: "x"}}},
 	{"unexpected 3xx", &smtp.SMTPError{Code: 354, Message: "go ahead"},
-		Verdict{Reply: Reply{451, "4.5.0", "unexpected reply 354 go ahead"}}},
+		Verdict{Reply: Reply{Code: 451, Enh: "4.5.0", Text: "unexpected reply 354 go ahead"}}},
 	{"NXDOMAIN", &DNSError{Name: "x.test", Type: "MX", Kind: DNSNotFound},
 		Verdict{Reply: withCause(replyNXDomain, "MX lookup of x.test: NXDOMAIN")}},
 	{"SERVFAIL", &DNSError{Name: "x.test", Type: "MX", Kind: DNSTemporary, Err: errors.New("SERVFAIL from 127.0.0.1:53")},
@@ -55,8 +54,8 @@ var classifyCases = []struct {
 		Verdict{Reply: withCause(replyTLSFailed, "tls: failed to verify certificate: x509: certificate signed by unknown authority"), NextHost: true}},
 	{"TLS alert", fmt.Errorf("handshake: %w", tls.AlertError(40)),
 		Verdict{Reply: withCause(replyTLSFailed, "handshake: tls: handshake failure"), NextHost: true}},
-	{"shutdown", context.Canceled, Verdict{Reply: replyShutdown}},
-	{"anything else", errors.New("boom"), Verdict{Reply: withCause(replyLocal, "boom"), NextHost: true}},
+	{"shutdown", context.Canceled, Verdict{Reply: ReplyShutdown}},
+	{"anything else", errors.New("boom"), Verdict{Reply: withCause(ReplyLocal, "boom"), NextHost: true}},
 }
 
 // TestClassify checks every failure class: code, enhanced code, kept text,
@@ -79,21 +78,6 @@ func BenchmarkClassify(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		_ = Classify(classifyCases[i%len(classifyCases)].err)
-	}
-}
-
-// Retry jitter stays within ±10% and the last interval repeats.
-func TestRetryDelay(t *testing.T) {
-	s := []time.Duration{time.Minute, 5 * time.Minute}
-	for _, tc := range []struct {
-		attempt int
-		u       float64
-		want    time.Duration
-	}{{0, 0.5, time.Minute}, {0, 0, 54 * time.Second}, {0, 0.999999, 66 * time.Second}, {1, 0.5, 5 * time.Minute}, {9, 0.5, 5 * time.Minute}} {
-		got := retryDelay(s, tc.attempt, tc.u)
-		if d := got - tc.want; d < -time.Millisecond || d > time.Millisecond {
-			t.Errorf("retryDelay(attempt %d, u %v) = %s, want %s", tc.attempt, tc.u, got, tc.want)
-		}
 	}
 }
 

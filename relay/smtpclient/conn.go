@@ -1,14 +1,11 @@
-package deliver
+package smtpclient
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
 	"net"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -23,9 +20,11 @@ type Dialer interface {
 	DialContext(ctx context.Context, network, address string) (net.Conn, error)
 }
 
-// timeouts are the RFC 5321 §4.5.3.2 client timeouts.
-type timeouts struct {
-	connect, greeting, mail, rcpt, dataInit, dataBlock, dataFinal, idle time.Duration
+// Timeouts are the client timeouts of RFC 5321 §4.5.3.2 (Greeting doubles
+// as the TLS handshake timeout; Idle is how long an unused Session may be
+// reused).
+type Timeouts struct {
+	Connect, Greeting, Mail, Rcpt, DataInit, DataBlock, DataFinal, Idle time.Duration
 }
 
 // extensions are the EHLO keywords delivery cares about.
@@ -34,9 +33,9 @@ type extensions struct {
 	size                                        int64
 }
 
-// session is one open SMTP connection to one address of one host, owned
+// Session is one open SMTP connection to one address of one host, owned
 // by one worker and reused for that destination's next entries.
-type session struct {
+type Session struct {
 	c        *smtp.Client
 	raw      net.Conn
 	host     string // MX or smarthost name
@@ -46,10 +45,9 @@ type session struct {
 	verified bool
 	ext      extensions
 	dirty    bool // a transaction was left open: RSET before the next (RFC 5321 §4.1.1.5)
+	broken   bool // the connection's state is unknown (reply lost after the final dot): not reused
 	lastUsed time.Time
 	sent     int
-	wire     net.Conn // the connection go-smtp's client talks on
-	pipe     *pipe    // pipelined transactions (pipeline.go), once used
 }
 
 // dialRequest is everything one connection attempt needs.
@@ -60,7 +58,7 @@ type dialRequest struct {
 	plan     Plan
 	helo     string
 	roots    *x509.CertPool
-	timeouts timeouts
+	timeouts Timeouts
 	conns    Gauge // nil: connections not counted
 }
 
@@ -68,7 +66,7 @@ type dialRequest struct {
 // and authenticates. Under an opportunistic plan a failed STARTTLS or
 // handshake is followed at once by a plaintext connection to the same
 // address (RFC 7435 §3); the next attempt tries TLS again.
-func dial(ctx context.Context, r dialRequest) (*session, error) {
+func dial(ctx context.Context, r dialRequest) (*Session, error) {
 	s, err := dialOnce(ctx, r)
 	if err != nil && r.plan.PlainFallback && r.plan.TLS == "starttls" && isTLSError(err) {
 		plain := r
@@ -83,9 +81,9 @@ func isTLSError(err error) bool {
 	return errors.As(err, &e) && (e.Reply == replyTLSFailed || e.Enh == "4.7.5")
 }
 
-func dialOnce(ctx context.Context, r dialRequest) (*session, error) {
+func dialOnce(ctx context.Context, r dialRequest) (*Session, error) {
 	addr := net.JoinHostPort(r.ip.String(), strconv.Itoa(r.host.Port))
-	cctx, cancel := context.WithTimeout(ctx, r.timeouts.connect)
+	cctx, cancel := context.WithTimeout(ctx, r.timeouts.Connect)
 	raw, err := r.dialer.DialContext(cctx, "tcp", addr)
 	cancel()
 	if err != nil {
@@ -100,16 +98,16 @@ func dialOnce(ctx context.Context, r dialRequest) (*session, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	defer stop()
-	s := &session{raw: raw, host: r.host.Name, ip: r.ip.String(), port: r.host.Port}
-	if err := s.open(ctx, r, &deadlineConn{Conn: raw, block: r.timeouts.dataBlock}); err != nil {
+	s := &Session{raw: raw, host: r.host.Name, ip: r.ip.String(), port: r.host.Port}
+	if err := s.open(ctx, r, raw); err != nil {
 		_ = raw.Close()
 		return nil, err
 	}
 	s.loadExtensions()
 	if r.plan.User != "" {
-		s.c.CommandTimeout = r.timeouts.mail
+		s.c.CommandTimeout = r.timeouts.Mail
 		if err := s.c.Auth(sasl.NewPlainClient("", r.plan.User, r.plan.Pass)); err != nil {
-			s.close()
+			s.Close()
 			if v := Classify(err); !v.NextHost {
 				return nil, newError(withCause(replyAuthFailed, v.Reply.String()), true, err)
 			}
@@ -121,7 +119,7 @@ func dialOnce(ctx context.Context, r dialRequest) (*session, error) {
 }
 
 // open runs greeting, EHLO and TLS on dc.
-func (s *session) open(ctx context.Context, r dialRequest, dc *deadlineConn) error {
+func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 	name := r.plan.ServerName
 	if name == "" {
 		name = r.host.Name
@@ -131,15 +129,16 @@ func (s *session) open(ctx context.Context, r dialRequest, dc *deadlineConn) err
 	}
 	cfg := tlsConfig(r.plan, name, r.roots, &s.verified)
 	if r.plan.TLS == "implicit" {
-		tc, err := handshake(ctx, dc, cfg, r.timeouts.greeting)
+		tc, err := handshake(ctx, dc, cfg, r.timeouts.Greeting)
 		if err != nil {
 			return err
 		}
-		s.setTLS(tc, r.plan)
-		s.wire = tc
-		return s.hello(smtp.NewClient(tc), r)
+		if err := s.hello(smtp.NewClient(tc), r); err != nil {
+			return err
+		}
+		s.setTLS(r.plan)
+		return nil
 	}
-	s.wire = dc
 	if err := s.hello(smtp.NewClient(dc), r); err != nil {
 		return err
 	}
@@ -152,54 +151,44 @@ func (s *session) open(ctx context.Context, r dialRequest, dc *deadlineConn) err
 		}
 		return nil
 	}
-	tc, err := startTLS(ctx, dc, cfg, r.timeouts)
-	if err != nil {
-		return err
+	// go-smtp's StartTLS (RFC 3207): STARTTLS, the handshake at once
+	// within CommandTimeout, then EHLO again with the same name.
+	if err := s.c.StartTLS(cfg); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return newError(withCause(replyTLSFailed, "STARTTLS refused: "+strconv.Itoa(se.Code)+" "+se.Message), true, err)
+		}
+		// A failed handshake (or a connection lost during STARTTLS): under
+		// an opportunistic plan the same address is tried in plaintext.
+		return newError(withCause(replyTLSFailed, err.Error()), true, err)
 	}
-	s.setTLS(tc, r.plan)
-	// RFC 3207 §4.2: the server's greeting is not repeated after
-	// STARTTLS; go-smtp's client expects one, so it is replayed locally.
-	s.wire = &replayConn{Conn: tc, pending: []byte("220 TLS\r\n")}
-	return s.hello(smtp.NewClient(s.wire), r)
+	s.setTLS(r.plan)
+	return nil
 }
 
-func (s *session) hello(c *smtp.Client, r dialRequest) error {
+func (s *Session) hello(c *smtp.Client, r dialRequest) error {
 	s.c = c
-	c.CommandTimeout = r.timeouts.greeting
+	t := r.timeouts
+	// Per-phase timeouts of RFC 5321 §4.5.3.2, for the pipelined path
+	// (the lock-step path also sets CommandTimeout per command).
+	c.Timeouts = smtp.Timeouts{Mail: t.Mail, Rcpt: t.Rcpt, DataInit: t.DataInit, DataBlock: t.DataBlock,
+		DataFinal: t.DataFinal}
+	c.CommandTimeout = r.timeouts.Greeting
 	return c.Hello(r.helo)
 }
 
-func (s *session) setTLS(tc *tls.Conn, plan Plan) {
-	st := tc.ConnectionState()
+func (s *Session) setTLS(plan Plan) {
+	st, ok := s.c.TLSConnectionState()
+	if !ok {
+		return
+	}
 	s.tls = &st
 	if plan.Verify {
 		s.verified = true // the handshake checked the certificate
 	}
 }
 
-// startTLS sends STARTTLS itself: go-smtp's client only offers it through
-// NewClientStartTLS, which says EHLO as "localhost" (RFC 3207 §4).
-func startTLS(ctx context.Context, dc *deadlineConn, cfg *tls.Config, to timeouts) (*tls.Conn, error) {
-	_ = dc.SetDeadline(time.Now().Add(to.mail))
-	defer dc.SetDeadline(time.Time{})
-	if _, err := io.WriteString(dc, "STARTTLS\r\n"); err != nil {
-		return nil, err
-	}
-	// The server sends nothing after its 220 until our ClientHello, so
-	// this reader cannot swallow TLS bytes.
-	_, msg, err := textproto.NewReader(bufio.NewReaderSize(dc, 512)).ReadResponse(220)
-	if err != nil {
-		var te *textproto.Error
-		if errors.As(err, &te) {
-			return nil, newError(withCause(replyTLSFailed, "STARTTLS refused: "+strconv.Itoa(te.Code)+" "+te.Msg), true, err)
-		}
-		return nil, err
-	}
-	_ = msg
-	return handshake(ctx, dc, cfg, to.greeting)
-}
-
-func handshake(ctx context.Context, dc *deadlineConn, cfg *tls.Config, d time.Duration) (*tls.Conn, error) {
+func handshake(ctx context.Context, dc net.Conn, cfg *tls.Config, d time.Duration) (*tls.Conn, error) {
 	tc := tls.Client(dc, cfg)
 	_ = dc.SetDeadline(time.Now().Add(d))
 	defer dc.SetDeadline(time.Time{})
@@ -239,7 +228,7 @@ func verifyChain(cs tls.ConnectionState, roots *x509.CertPool, name string) erro
 	return err
 }
 
-func (s *session) loadExtensions() {
+func (s *Session) loadExtensions() {
 	has := func(k string) bool { ok, _ := s.c.Extension(k); return ok }
 	s.ext = extensions{eightBit: has("8BITMIME"), utf8: has("SMTPUTF8"), dsn: has("DSN"),
 		requireTLS: has("REQUIRETLS"), pipelining: has("PIPELINING")}
@@ -249,29 +238,36 @@ func (s *session) loadExtensions() {
 }
 
 // tlsName is the log form of the TLS version ("TLS1.3", "none").
-func (s *session) tlsName() string {
+func (s *Session) tlsName() string {
 	if s == nil || s.tls == nil {
 		return "none"
 	}
 	return strings.ReplaceAll(tls.VersionName(s.tls.Version), " ", "")
 }
 
-func (s *session) cipher() string {
+func (s *Session) cipher() string {
 	if s == nil || s.tls == nil {
 		return ""
 	}
 	return tls.CipherSuiteName(s.tls.CipherSuite)
 }
 
-// quit says QUIT politely (bounded) and closes.
-func (s *session) quit(d time.Duration) {
+// Quit says QUIT politely (within d) and closes.
+func (s *Session) Quit(d time.Duration) {
 	s.c.CommandTimeout = d
 	if err := s.c.Quit(); err != nil {
-		s.close()
+		s.Close()
 	}
 }
 
-func (s *session) close() { _ = s.raw.Close() }
+// Close closes the connection without QUIT.
+func (s *Session) Close() { _ = s.raw.Close() }
+
+// Info describes the connection for the delivery log.
+func (s *Session) Info() ConnInfo {
+	return ConnInfo{MX: s.host, IP: s.ip, Port: s.port, TLS: s.tlsName(), Cipher: s.cipher(),
+		Verified: s.verified, DSN: s.ext.dsn}
+}
 
 // countedConn decrements the connections gauge on its first Close, so
 // every path that closes the connection (QUIT, failures, cancellation,
@@ -287,40 +283,4 @@ func (c *countedConn) Close() error {
 		c.g.Dec()
 	}
 	return c.Conn.Close()
-}
-
-// deadlineConn puts a write deadline on every write that happens without
-// one. go-smtp sets deadlines around commands but none while the body is
-// written, so this is the DATA block timeout of RFC 5321 §4.5.3.2.5.
-type deadlineConn struct {
-	net.Conn
-	block    time.Duration
-	explicit bool
-}
-
-func (c *deadlineConn) SetDeadline(t time.Time) error {
-	c.explicit = !t.IsZero()
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *deadlineConn) Write(b []byte) (int, error) {
-	if !c.explicit {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.block))
-	}
-	return c.Conn.Write(b)
-}
-
-// replayConn returns pending bytes before reading from Conn.
-type replayConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *replayConn) Read(b []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(b, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(b)
 }

@@ -1,0 +1,196 @@
+package deliver
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/netguard"
+	"github.com/jetrelay/jetrelay/relay/smtpclient"
+	"github.com/rs/zerolog"
+)
+
+// runtime is the reloadable part of the configuration, parsed once: the
+// SMTP client with its timeouts and budget, the routes, the retry schedule.
+type runtime struct {
+	cfg      *config.Config
+	client   *smtpclient.Client
+	routes   []smtpclient.Transport
+	matchers []map[string]bool // per route: domains ("*" = all)
+	schedule []time.Duration
+}
+
+// runtimeBuilder holds what outlives a reload (the DNS cache, dialers,
+// the connection gauge) and builds a runtime from a configuration.
+type runtimeBuilder struct {
+	log      zerolog.Logger
+	res      smtpclient.Resolver // caching
+	dialer   smtpclient.Dialer
+	mxDialer smtpclient.Dialer
+	policies smtpclient.PolicyStore // nil: from each configuration
+	conns    smtpclient.Gauge
+}
+
+func newRuntimeBuilder(o Options) (runtimeBuilder, error) {
+	b := runtimeBuilder{log: o.Logger, dialer: o.Dialer, mxDialer: o.MXDialer, policies: o.Policies, conns: o.Conns}
+	res := o.Resolver
+	if res == nil {
+		d := o.Config.Delivery.DNS
+		r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D()})
+		if err != nil {
+			return b, err
+		}
+		res = r
+	}
+	b.res = smtpclient.NewCache(res)
+	if b.dialer == nil {
+		b.dialer = defaultDialer(o.Config)
+	}
+	return b, nil
+}
+
+func (b runtimeBuilder) runtime(cfg *config.Config) (*runtime, error) {
+	d := cfg.Delivery
+	roots, err := loadRoots(d.TLS.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	pol := b.policies
+	if pol == nil {
+		sp := smtpclient.StaticPolicies{Default: smtpclient.TLSPolicy(d.TLS.Default),
+			Domains: map[string]smtpclient.TLSPolicy{}}
+		for dom, p := range d.TLS.Domains {
+			sp.Domains[strings.ToLower(dom)] = smtpclient.TLSPolicy(p)
+		}
+		pol = sp
+	}
+	mxDialer, err := b.guardedDialer(d)
+	if err != nil {
+		return nil, err
+	}
+	t := d.Timeouts
+	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: b.res,
+		Logger: b.log, Hostname: cfg.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns,
+		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(),
+		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
+			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),
+			Idle: t.Idle.D()}})
+	if err != nil {
+		return nil, err
+	}
+	rt := &runtime{cfg: cfg, client: client}
+	var errs []error
+	for i, r := range d.Routes {
+		tr, m, err := buildRoute(client, i, r)
+		errs = append(errs, err)
+		rt.routes, rt.matchers = append(rt.routes, tr), append(rt.matchers, m)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, s := range d.Retry.Schedule {
+		rt.schedule = append(rt.schedule, s.D())
+	}
+	if len(rt.schedule) == 0 {
+		rt.schedule = []time.Duration{time.Minute}
+	}
+	return rt, nil
+}
+
+// guardedDialer is the dialer for MX hosts: Options.MXDialer as given (its
+// owner guards it), else the route dialer behind the denied-networks guard
+// (delivery.denied_networks minus delivery.allowed_networks). A *net.Dialer
+// gets the guard as its Control hook, checked on the address the socket
+// connects to; any other Dialer is checked on the address it is asked to
+// dial, which is always an IP literal here (the client resolves names
+// itself), so both see the address that is really dialled.
+func (b runtimeBuilder) guardedDialer(d config.Delivery) (smtpclient.Dialer, error) {
+	if b.mxDialer != nil {
+		return b.mxDialer, nil
+	}
+	g, err := netguard.Parse(d.DeniedNetworks, d.AllowedNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	if nd, ok := b.dialer.(*net.Dialer); ok {
+		return g.Dialer(nd), nil
+	}
+	return checkedDialer{guard: g, next: b.dialer}, nil
+}
+
+// checkedDialer checks the address with the guard, then dials it.
+type checkedDialer struct {
+	guard *netguard.Guard
+	next  smtpclient.Dialer
+}
+
+func (c checkedDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if err := c.guard.Control(network, address, nil); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	return c.next.DialContext(ctx, network, address)
+}
+
+// loadRoots is the system pool plus delivery.tls.ca_file.
+func loadRoots(caFile string) (*x509.CertPool, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if caFile == "" {
+		return roots, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("deliver: delivery.tls.ca_file: %w", err)
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("deliver: delivery.tls.ca_file %s: no PEM certificates", caFile)
+	}
+	return roots, nil
+}
+
+func buildRoute(c *smtpclient.Client, i int, r config.Route) (smtpclient.Transport, map[string]bool, error) {
+	host, port := splitHostPort(r.Host)
+	plan := smtpclient.Plan{TLS: r.TLS, RequireTLS: r.TLS != "none", Verify: r.TLS != "none" && r.Verify(),
+		ServerName: host}
+	if r.Auth != nil {
+		pass, ok := os.LookupEnv(r.Auth.PasswordEnv)
+		if !ok {
+			return nil, nil, fmt.Errorf("deliver: delivery.routes[%d].auth.password_env: %s is not set", i, r.Auth.PasswordEnv)
+		}
+		plan.User, plan.Pass = r.Auth.User, pass
+	}
+	m := map[string]bool{}
+	for _, dom := range r.Domains {
+		m[strings.ToLower(dom)] = true
+	}
+	key := fmt.Sprintf("route:%d:%s:%s:%v", i, r.Host, r.TLS, plan.Verify)
+	return c.Route(smtpclient.Route{Key: key, Host: host, Port: port, Plan: plan}), m, nil
+}
+
+func splitHostPort(hp string) (string, int) {
+	h, p, _ := net.SplitHostPort(hp)
+	n, _ := strconv.Atoi(p)
+	return h, n
+}
+
+// transport picks the route for env's domain (first match wins, "*" = all)
+// or MX delivery with the domain's TLS policy.
+func (rt *runtime) transport(ctx context.Context, env *queue.Envelope) (smtpclient.Transport, error) {
+	dom := strings.ToLower(env.Domain)
+	for i, m := range rt.matchers {
+		if m["*"] || m[dom] {
+			return rt.routes[i], nil
+		}
+	}
+	return rt.client.MX(ctx, dom, env.RequireTLS)
+}

@@ -1,0 +1,70 @@
+// Package smtpclient is jetrelay's outbound SMTP client: one attempt at one
+// message, from the recipient domain's DNS to a per-recipient reply. It
+// knows no queue and no configuration: relay/deliver builds a Message
+// from a queue entry and a Client from its options, and what the client
+// needs from outside are interfaces it defines here — a Resolver (DNS), a
+// Dialer (TCP; the MX dialer is where the denied-networks guard sits), a
+// PolicyStore (TLS policies; static from configuration today, MTA-STS and
+// DANE stores later) and a Gauge (open connections).
+//
+// # Shape
+//
+// An attempt (Client.Deliver, attempt.go) goes through four steps:
+//
+//   - gather (transport.go, resolve.go, cache.go): a Transport gives the
+//     ordered hosts of a destination. MX delivery follows RFC 5321 §5.1: MX
+//     records by preference, equal preferences shuffled, the domain's own
+//     A/AAAA when there is no MX, null MX (RFC 7505) → 556 5.1.10 without
+//     connecting, NXDOMAIN → 550 5.1.2, SERVFAIL and timeouts → 451 4.4.3,
+//     IP-literal MX names skipped, CNAME targets followed with a warning.
+//     A Route is a configured smarthost resolved through the same
+//     Resolver. NewCache caches answers for their TTL and looks each name
+//     up once however many workers ask.
+//   - dial (conn.go): the Dialer and Options.Port; greeting, EHLO with
+//     Options.Hostname, STARTTLS or implicit TLS per Plan, AUTH PLAIN for
+//     routes. Policies (policy.go): none; opportunistic (STARTTLS when
+//     offered, certificate not checked, a failed handshake → an immediate
+//     plaintext connection to the same address, RFC 7435); required (TLS
+//     or the next host, then defer); verify (the handshake itself checks
+//     the chain against Options.Roots and the MX name). REQUIRETLS
+//     messages (RFC 8689) always use verify and need the REQUIRETLS
+//     keyword; if no MX gives them that, they fail at once with
+//     550 5.7.30 (RFC 8689 §5) — a certificate that does not verify
+//     included.
+//   - converse (send.go, pipeline.go, body.go): go-smtp's client, one
+//     transaction per Message; SIZE, 8BITMIME, SMTPUTF8 and DSN used when
+//     offered; an 8-bit body for a server without 8BITMIME is converted
+//     to quoted-printable or failed with 5.6.3; a message needing
+//     SMTPUTF8 to a server without it fails with 5.6.7. Per-command
+//     timeouts follow RFC 5321 §4.5.3.2 (go-smtp's Client.Timeouts, the data
+//     block timeout on every body write). To a
+//     server offering PIPELINING (RFC 2920), MAIL, every RCPT and DATA go
+//     out in one write and the body in another (the fork's
+//     Client.SendPipelined, one MAIL/RCPT encoder for both paths). Every
+//     reply — greeting, EHLO, each command — is read by go-smtp within
+//     100 lines, 2,000 octets a line and 64 KiB; over that the connection
+//     is closed and the attempt ends 451 4.5.0. Reply text that is kept
+//     (stored, logged, evented, quoted in a DSN) is at most 4 KiB with
+//     control characters escaped (remoteText). A timeout or lost
+//     connection after the final dot is a verdict — 451 4.4.2, retried on
+//     the schedule — never a resend to the next MX (the server may have
+//     the message).
+//   - classify (classify.go, codes.go): every error becomes a Verdict —
+//     reply code, RFC 3463 enhanced code, whole (multiline) text — and
+//     whether the next address/MX should be tried (421, dropped
+//     connection, timeouts, TLS).
+//
+// # Attempt budget
+//
+// One attempt dials at most Options.MaxAddresses addresses over all MX
+// hosts (default 5, as Postfix's smtp_mx_address_limit) and starts no
+// dial after Options.AttemptTimeout (default 10m); connect, greeting and
+// TLS of a dial are cut at that deadline too, but a transaction under way
+// is never interrupted by it. What is left waits for the next attempt.
+//
+// # Sessions
+//
+// Deliver returns the Session it ended on; the caller keeps it for the
+// destination's next message (RSET only after an unfinished transaction,
+// RFC 5321 §4.1.1.5) and passes it back, or closes it (Quit).
+package smtpclient
