@@ -145,7 +145,7 @@ func (c *Conn) handle(cmd string, arg string) {
 		c.handleData(arg)
 	case "QUIT":
 		c.writeResponse(221, EnhancedCode{2, 0, 0}, "Bye")
-		c.Close()
+		c.closeAfterReply()
 	case "AUTH":
 		c.handleAuth(arg)
 	case "STARTTLS":
@@ -1435,13 +1435,13 @@ const (
 	closeDrainTimeout = time.Second
 )
 
-// closeAfterReply ends the connection after a final reply (too many errors,
-// a line too long, a CommandHook's or ReadTimeoutReply's reply). Closing a
-// TCP socket with unread input makes the kernel reset the connection (RFC
-// 1122 section 4.2.2.13), and the client may lose the reply still in
-// flight. So the write side is shut first (TLS: close_notify), which tells
-// the client the reply is complete, and the client's input is read and
-// discarded until it closes, for at most closeDrainBytes and
+// closeAfterReply ends the connection after a final reply (QUIT's, too
+// many errors, a line too long, a CommandHook's or ReadTimeoutReply's
+// reply). Closing a TCP socket with unread input makes the kernel reset the
+// connection (RFC 1122 section 4.2.2.13), and the client may lose the reply
+// still in flight. So the write side is shut first (TLS: close_notify),
+// which tells the client the reply is complete, and the client's input is
+// read and discarded until it closes, for at most closeDrainBytes and
 // closeDrainTimeout, before the close. A connection without CloseWrite is
 // closed at once. The Serve loop stops after it. (jetrelay patch.)
 func (c *Conn) closeAfterReply() {

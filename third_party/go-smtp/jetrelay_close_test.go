@@ -102,3 +102,11 @@ func TestCommandHookReplyArrives(t *testing.T) {
 		t.Fatalf("server wrote %q, want %q, then EOF", out, want)
 	}
 }
+
+func TestQuitReplyArrives(t *testing.T) {
+	c, br := hookServer(t, func(*Server) {})
+	out := fatalAfterUnread(t, c, br, "QUIT\r\n", 32<<10)
+	if want := "221 2.0.0 Bye\r\n"; out != want {
+		t.Fatalf("server wrote %q, want %q, then EOF", out, want)
+	}
+}
