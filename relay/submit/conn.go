@@ -1,6 +1,7 @@
 package submit
 
 import (
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -186,6 +187,17 @@ func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.release.Do(func() { c.srv.conns.remove(c) })
 	return err
+}
+
+// CloseWrite shuts the write side of the accepted connection. go-smtp
+// (jetrelay's fork) calls it before closing after a final reply (421, too
+// many errors, a line too long) and drains the client's input, so that a
+// client with unread input gets that reply instead of a reset.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // beginTx marks a transaction: commands inside it are not idle.

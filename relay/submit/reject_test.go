@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -76,10 +77,12 @@ func rejections() []rejection {
 	rs = append(rs, limitRejections()...)
 	rs = append(rs, protocolRejections()...)
 	for _, a := range []string{"a@exa_mple.com", "a@-example.com", "a@example..com", "a\x01b@example.com",
-		"a\rb@example.com", "a\x00b@example.com", "a@exam\x7fple.com", "a@[1.2.3]", strings.Repeat("a", 65) + "@example.com"} {
+		"a\rb@example.com", "a\x00b@example.com", "a@exam\x7fple.com", "a@[1.2.3]", strings.Repeat("a", 65) + "@example.com",
+		"alice.sender.test", "@", "alice@", "a b@example.com"} { // the last four: go-smtp's path parser refuses them
 		rs = append(rs, rejection{name: fmt.Sprintf("MAIL syntax %q", a), code: 501, enh: "5.1.7", run: mailFrom(a)})
 	}
-	for _, a := range []string{"x@one_test", "x@localhost", "x\x00@one.test", "x@one.test\r", "x@one.test\x1b"} {
+	for _, a := range []string{"x@one_test", "x@localhost", "x\x00@one.test", "x@one.test\r", "x@one.test\x1b",
+		"bob.example", "", "bob@", "b ob@one.test"} { // the last four: go-smtp's path parser refuses them
 		rs = append(rs, rejection{name: fmt.Sprintf("RCPT syntax %q", a), code: 501, enh: "5.1.3", run: rcptTo(a)})
 	}
 	return rs
@@ -219,6 +222,25 @@ func protocolRejections() []rejection {
 			c := h.login(lnImplicit, appUser, appPass)
 			c.expect("MAIL FROM:<a@example.com>", 250, "")
 			return c.cmd("DATA")
+		}},
+		{name: "MAIL without FROM:", code: 501, enh: "5.5.2", run: func(t *testing.T, h *harness) smtpReply {
+			return h.login(lnImplicit, appUser, appPass).cmd("MAIL <a@example.com>")
+		}},
+		{name: "RCPT without TO:", code: 501, enh: "5.5.2", run: func(t *testing.T, h *harness) smtpReply {
+			return inTx(h, appUser, appPass, "a@example.com").cmd("RCPT <x@one.test>")
+		}},
+		// Plaintext, so go-smtp's drain before the close goes through
+		// trackedConn.CloseWrite: the reply and then EOF arrive despite the
+		// unread input (no reset).
+		{name: "command line too long, input unread", code: 500, enh: "5.5.2", run: func(t *testing.T, h *harness) smtpReply {
+			c := h.dialRaw(lnStartTLS)
+			c.expect("EHLO client.test", 250, "")
+			c.send("NOOP " + strings.Repeat("x", h.cfg.Submission.MaxLineLength) + "\r\n" + strings.Repeat("NOOP\r\n", 4000))
+			r := c.read()
+			if _, err := c.readErr(); !errors.Is(err, io.EOF) {
+				t.Errorf("after the reply: %v, want EOF (a reset can lose the reply)", err)
+			}
+			return r
 		}},
 		{name: "MAIL SIZE not a number", code: 501, enh: "5.5.4", run: func(t *testing.T, h *harness) smtpReply {
 			return h.login(lnImplicit, appUser, appPass).cmd("MAIL FROM:<a@example.com> SIZE=big")

@@ -30,6 +30,8 @@ type Conn struct {
 
 	// Number of errors witnessed on this connection
 	errCount int
+	// replyClosed: closeAfterReply ended the connection. (jetrelay patch.)
+	replyClosed bool
 
 	session    Session
 	locker     sync.Mutex
@@ -143,7 +145,7 @@ func (c *Conn) handle(cmd string, arg string) {
 		c.handleData(arg)
 	case "QUIT":
 		c.writeResponse(221, EnhancedCode{2, 0, 0}, "Bye")
-		c.Close()
+		c.closeAfterReply()
 	case "AUTH":
 		c.handleAuth(arg)
 	case "STARTTLS":
@@ -218,7 +220,7 @@ func (c *Conn) protocolError(code int, ec EnhancedCode, msg string) {
 	c.errCount++
 	if c.errCount > errThreshold {
 		c.writeResponse(500, EnhancedCode{5, 5, 1}, "Too many errors. Quiting now")
-		c.Close()
+		c.closeAfterReply()
 	}
 }
 
@@ -338,7 +340,9 @@ func (c *Conn) handleMail(arg string) {
 	p := parser{s: strings.TrimSpace(arg)}
 	from, err := p.parseReversePath()
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
+		// The command is MAIL FROM:, its reverse-path is malformed: RFC 3463
+		// X.1.7, bad sender's mailbox address syntax. (jetrelay patch.)
+		c.writeResponse(501, EnhancedCode{5, 1, 7}, "Bad sender address syntax")
 		return
 	}
 	args, err := parseArgs(p.s)
@@ -692,7 +696,9 @@ func (c *Conn) handleRcpt(arg string) {
 	p := parser{s: strings.TrimSpace(arg)}
 	recipient, err := p.parsePath()
 	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
+		// The command is RCPT TO:, its forward-path is malformed: RFC 3463
+		// X.1.3, bad destination mailbox address syntax. (jetrelay patch.)
+		c.writeResponse(501, EnhancedCode{5, 1, 3}, "Bad recipient address syntax")
 		return
 	}
 
@@ -878,6 +884,13 @@ func (c *Conn) handleAuth(arg string) {
 		c.writeResponse(334, NoEnhancedCode, encoded)
 
 		encoded, err = c.readLine()
+		if err == ErrTooLongLine {
+			// RFC 4954 section 6: the response does not fit the buffer.
+			// The rest of the line cannot be skipped: close. (jetrelay patch.)
+			c.writeResponse(500, EnhancedCode{5, 5, 6}, "Authentication Exchange line is too long")
+			c.closeAfterReply()
+			return
+		}
 		if err != nil {
 			return // TODO: error handling
 		}
@@ -1401,6 +1414,8 @@ func (c *Conn) commandAllowed(cmd string, parseErr error) bool {
 	}
 	if se, ok := err.(*SMTPError); ok {
 		c.writeResponse(se.Code, se.EnhancedCode, se.Message)
+		c.closeAfterReply()
+		return false
 	}
 	c.Close()
 	return false
@@ -1412,4 +1427,29 @@ func (c *Conn) timeoutReply() *SMTPError {
 		return f(c)
 	}
 	return nil
+}
+
+// Bounds of the input closeAfterReply reads and discards.
+const (
+	closeDrainBytes   = 64 << 10
+	closeDrainTimeout = time.Second
+)
+
+// closeAfterReply ends the connection after a final reply (QUIT's, too
+// many errors, a line too long, a CommandHook's or ReadTimeoutReply's
+// reply). Closing a TCP socket with unread input makes the kernel reset the
+// connection (RFC 1122 section 4.2.2.13), and the client may lose the reply
+// still in flight. So the write side is shut first (TLS: close_notify),
+// which tells the client the reply is complete, and the client's input is
+// read and discarded until it closes, for at most closeDrainBytes and
+// closeDrainTimeout, before the close. A connection without CloseWrite is
+// closed at once. The Serve loop stops after it. (jetrelay patch.)
+func (c *Conn) closeAfterReply() {
+	c.replyClosed = true
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		if c.conn.SetReadDeadline(time.Now().Add(closeDrainTimeout)) == nil {
+			io.CopyN(io.Discard, c.conn, closeDrainBytes)
+		}
+	}
+	c.Close()
 }

@@ -215,7 +215,7 @@ func (s *Server) handleConn(c *Conn) error {
 
 	c.greet()
 
-	for {
+	for !c.replyClosed {
 		line, err := c.readLine()
 		if err == nil {
 			cmd, arg, err := parseCmd(line)
@@ -233,7 +233,12 @@ func (s *Server) handleConn(c *Conn) error {
 				return nil
 			}
 			if err == ErrTooLongLine {
-				c.writeResponse(500, EnhancedCode{5, 4, 0}, "Too long line, closing connection")
+				// "500 Line too long" (RFC 5321 sections 4.2.2 and
+				// 4.5.3.1.9); X.5.2 is RFC 3463's syntax error: X.4.0 is a
+				// routing code, and X.5.6 is RFC 4954's for AUTH exchange
+				// lines. (jetrelay patch.)
+				c.writeResponse(500, EnhancedCode{5, 5, 2}, "Line too long, closing connection")
+				c.closeAfterReply()
 				return nil
 			}
 
@@ -243,6 +248,7 @@ func (s *Server) handleConn(c *Conn) error {
 				} else {
 					c.writeResponse(421, EnhancedCode{4, 4, 2}, "Idle timeout, bye bye")
 				}
+				c.closeAfterReply()
 				return nil
 			}
 
@@ -250,6 +256,7 @@ func (s *Server) handleConn(c *Conn) error {
 			return err
 		}
 	}
+	return nil
 }
 
 func (s *Server) network() string {

@@ -1388,7 +1388,7 @@ func TestServer_TooLongCommand(t *testing.T) {
 
 	io.WriteString(c, "MAIL FROM:<"+strings.Repeat("a", s.MaxLineLength)+">\r\n")
 	scanner.Scan()
-	if !strings.HasPrefix(scanner.Text(), "500 5.4.0 ") {
+	if !strings.HasPrefix(scanner.Text(), "500 5.5.2 ") {
 		t.Fatal("Invalid too long MAIL response:", scanner.Text())
 	}
 }
