@@ -223,7 +223,9 @@ func TestIntakeFinalReplyArrives(t *testing.T) {
 	if l := firstLine(t, r, c); !strings.HasPrefix(l, "220 ") {
 		t.Fatalf("greeting %q", l)
 	}
-	go func() { _, _ = c.Write([]byte("NOOP " + strings.Repeat("x", 4000) + "\r\n" + strings.Repeat("y", 32<<10))) }()
+	go func() {
+		_, _ = c.Write([]byte("NOOP " + strings.Repeat("x", 4000) + "\r\n" + strings.Repeat("y", 32<<10)))
+	}()
 	if l := firstLine(t, r, c); !strings.HasPrefix(l, "500 5.5.2 ") {
 		t.Fatalf("reply to a line too long: %q", l)
 	}
