@@ -231,6 +231,10 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Domain/address argument required for HELO")
 		return
 	}
+	if !printableDomain(domain) {
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Invalid domain/address argument: control characters")
+		return
+	}
 	// c.helo is populated before NewSession so
 	// NewSession can access it via Conn.Hostname.
 	c.helo = domain
@@ -1332,6 +1336,9 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 
 	// transform each single line with \n, into separate lines
 	text = strings.Split(strings.Join(text, "\n"), "\n")
+	for i, l := range text {
+		text[i] = replyText(l)
+	}
 
 	lastLineIndex := len(text) - 1
 	for i := 0; i < lastLineIndex; i++ {
