@@ -165,6 +165,7 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if len(r.Question) != 1 || !z.answer(r.Question[0], m) {
 		return
 	}
+	truncateUDP(w, r, m)
 	_ = w.WriteMsg(m)
 }
 

@@ -1,6 +1,7 @@
 package relaytest
 
 import (
+	"net"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -39,4 +40,18 @@ func txtStrings(s string) []string {
 		s = s[maxCharString:]
 	}
 	return append(out, s)
+}
+
+// truncateUDP cuts an answer to what the client said it can take over UDP
+// (its EDNS0 size, else 512 octets, RFC 6891 §6.2.5) and sets TC, as a
+// real server does, so that the client retries over TCP.
+func truncateUDP(w dns.ResponseWriter, r, m *dns.Msg) {
+	if _, udp := w.LocalAddr().(*net.UDPAddr); !udp {
+		return
+	}
+	size := dns.MinMsgSize
+	if opt := r.IsEdns0(); opt != nil {
+		size = int(opt.UDPSize())
+	}
+	m.Truncate(size)
 }
