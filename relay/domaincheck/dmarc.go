@@ -35,8 +35,10 @@ func (c *checker) checkDMARC(signDomain string) {
 	}
 	env := c.o.envelopeDomain()
 	spfOK, spfWhy := aligned(env, c.o.Domain, aspf)
-	dkimF := Finding{Check: CheckDKIMAlignment, Subject: c.o.Domain, Status: OK, Detail: "d=" + signDomain + ": " + dkimWhy}
-	spfF := Finding{Check: CheckSPFAlignment, Subject: c.o.Domain, Status: OK, Detail: "envelope " + env + ": " + spfWhy}
+	dkimF := Finding{Check: CheckDKIMAlignment, Subject: c.o.Domain, Status: OK,
+		Detail: "d=" + signDomain + ": " + dkimWhy}
+	spfF := Finding{Check: CheckSPFAlignment, Subject: c.o.Domain, Status: OK,
+		Detail: "envelope " + env + ": " + spfWhy}
 	if !dkimOK {
 		dkimF.Status, dkimF.Fix = Warn, "sign with a key of "+c.o.Domain+" (dkim.keys)"
 		if adkim == dmarc.AlignmentStrict {

@@ -33,7 +33,9 @@ type fixture struct {
 	opts Options
 }
 
-// newFixture serves the good zone and returns options that check it.
+// newFixture builds the good zone and returns options that check it; the
+// zone is served from the first check on (change it before through its
+// fields, after only through its methods).
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{zone: relaytest.NewZone()}
@@ -45,7 +47,6 @@ func newFixture(t *testing.T) *fixture {
 	f.zone.AddPTR(relayIP, hostname)
 	f.zone.AddMX(domain, 10, "mx."+domain)
 	f.zone.AddA("mx."+domain, "203.0.113.25")
-	f.dns = relaytest.FakeDNS(t, f.zone)
 	f.opts = Options{Domain: domain, Hostname: hostname, IPs: []netip.Addr{netip.MustParseAddr(relayIP)},
 		IPSource: "--ip", Keys: []dkim.KeySpec{{Domain: domain, Selector: "s1", KeyFile: f.key, Sign: true}}}
 	return f
@@ -54,6 +55,9 @@ func newFixture(t *testing.T) *fixture {
 // check runs Check against the fixture's fake DNS with a fresh resolver.
 func (f *fixture) check(t *testing.T) *Report {
 	t.Helper()
+	if f.dns == "" {
+		f.dns = relaytest.FakeDNS(t, f.zone)
+	}
 	c, err := dnsclient.New(dnsclient.Options{Servers: []string{f.dns}, Timeout: 5 * time.Second, LoopbackOnly: true})
 	if err != nil {
 		t.Fatal(err)
