@@ -35,6 +35,7 @@ func newDomainSetup(t *testing.T, extraDelivery string, edit func(*relaytest.Zon
 	z.AddTXT("s1._domainkey.shop.test", strings.Trim(txt, `"`))
 	z.AddTXT("_dmarc.shop.test", "v=DMARC1; p=quarantine")
 	z.AddA("mail.shop.test", "203.0.113.5")
+	z.AddTXT("mail.shop.test", "v=spf1 a -all")
 	z.AddPTR("203.0.113.5", "mail.shop.test")
 	z.AddMX("shop.test", 10, "mail.shop.test")
 	if edit != nil {

@@ -89,6 +89,23 @@ func TestCheckBrokenSPF(t *testing.T) {
 	}
 }
 
+// The EHLO name's SPF (the identity of the relay's DSNs): missing is a
+// warning, present and not authorising the relay a failure.
+func TestCheckEHLOSPF(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	delete(f.zone.TXT, hostname)
+	r := f.check(t)
+	want(t, r, CheckSPF, hostname, Warn, "no SPF record", `"v=spf1 ip4:203.0.113.5 -all"`)
+	if r.Failed() {
+		t.Fatalf("a missing EHLO SPF record fails:\n%s", dump(r))
+	}
+	f = newFixture(t)
+	f.zone.TXT[hostname] = []string{"v=spf1 ip4:198.51.100.1 -all"}
+	r = f.check(t)
+	want(t, r, CheckSPF, hostname+" for "+relayIP, Fail, "does not authorise", "ip4:"+relayIP)
+}
+
 // With VERP, the VERP domain's SPF is checked too, and its MX is where
 // bounces must go.
 func TestCheckVERPDomain(t *testing.T) {

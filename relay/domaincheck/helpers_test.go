@@ -15,7 +15,7 @@ import (
 )
 
 // The good setup: shop.test sends through a relay at 203.0.113.5 named
-// mail.shop.test, signs with selector s1 (RSA 2048, a record longer than
+// mail.shop.test (with an SPF record of its own for DSNs), signs with selector s1 (RSA 2048, a record longer than
 // one character-string) and has p=reject.
 const (
 	domain   = "shop.test"
@@ -44,6 +44,7 @@ func newFixture(t *testing.T) *fixture {
 	f.zone.AddTXT("s1._domainkey."+domain, txtRecord(t, f.key))
 	f.zone.AddTXT("_dmarc."+domain, goodMARC)
 	f.zone.AddA(hostname, relayIP)
+	f.zone.AddTXT(hostname, "v=spf1 a -all")
 	f.zone.AddPTR(relayIP, hostname)
 	f.zone.AddMX(domain, 10, "mx."+domain)
 	f.zone.AddA("mx."+domain, "203.0.113.25")

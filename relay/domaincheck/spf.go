@@ -20,17 +20,23 @@ var probeIP = net.IPv4(192, 0, 2, 1)
 const spfVersion = "v=spf1"
 
 // checkSPF checks the envelope domains: the sender domain and the VERP
-// domain, whose SPF is the one receivers evaluate when VERP is on.
+// domain, whose SPF is the one receivers evaluate when VERP is on; and the
+// EHLO name, the identity receivers check for the relay's own DSNs, which
+// have a null reverse-path (RFC 7208 §2.3, §2.4).
 func (c *checker) checkSPF() {
-	c.spfDomain(c.o.Domain, "sender domain")
+	c.spfDomain(c.o.Domain, "sender domain", Fail)
 	if v := c.o.VERPDomain; v != "" && v != c.o.Domain {
-		c.spfDomain(v, "VERP envelope domain")
+		c.spfDomain(v, "VERP envelope domain", Fail)
+	}
+	if h := c.o.Hostname; strings.Contains(h, ".") && h != c.o.Domain && h != c.o.VERPDomain {
+		c.spfDomain(h, "EHLO name, checked for the relay's DSNs", Warn)
 	}
 }
 
-// spfDomain checks d's record as a whole, then for each outbound address.
-func (c *checker) spfDomain(d, role string) {
-	rec, ok := c.spfRecord(d)
+// spfDomain checks d's record as a whole, then for each outbound address;
+// a missing record is a finding of status missing.
+func (c *checker) spfDomain(d, role string, missing Status) {
+	rec, ok := c.spfRecord(d, missing)
 	if !ok {
 		return
 	}
@@ -69,7 +75,7 @@ func (c *checker) spfAddress(d, rec string, ip netip.Addr) {
 }
 
 // spfRecord returns d's one SPF record, or adds a finding and false.
-func (c *checker) spfRecord(d string) (string, bool) {
+func (c *checker) spfRecord(d string, missing Status) (string, bool) {
 	fix := fmt.Sprintf("publish %s. IN TXT %q", d, spfWith(spfVersion+" -all", c.o.IPs...))
 	txts, err := c.o.Resolver.LookupTXT(c.ctx, d)
 	if err != nil && !notFound(err) {
@@ -85,7 +91,7 @@ func (c *checker) spfRecord(d string) (string, bool) {
 	}
 	switch len(recs) {
 	case 0:
-		c.add(Finding{Check: CheckSPF, Subject: d, Status: Fail, Detail: "no SPF record", Fix: fix})
+		c.add(Finding{Check: CheckSPF, Subject: d, Status: missing, Detail: "no SPF record", Fix: fix})
 		return "", false
 	case 1:
 		return recs[0], true
