@@ -37,15 +37,17 @@ func TestCheckGoodDomain(t *testing.T) {
 // Broken SPF records: each is a FAIL naming the cause and the fix.
 func TestCheckBrokenSPF(t *testing.T) {
 	t.Parallel()
-	includes := ""
+	var inc []string // 11 includes: one DNS-querying term too many
+	for i := 1; i <= 11; i++ {
+		inc = append(inc, fmt.Sprintf("include:i%d.shop.test", i))
+	}
 	cases := []struct {
-		name     string
-		records  []string
-		subject  string // the finding to look at
-		st       Status
-		detail   string
-		fix      string
-		extraTXT map[string]string
+		name    string
+		records []string
+		subject string // the finding to look at
+		st      Status
+		detail  string
+		fix     string
 	}{
 		{name: "address not included", records: []string{"v=spf1 ip4:198.51.100.7 ~all"},
 			subject: domain + " for " + relayIP, st: Fail, detail: "does not authorise " + relayIP + " (softfail)",
@@ -54,7 +56,7 @@ func TestCheckBrokenSPF(t *testing.T) {
 			subject: domain, st: Fail, detail: "permerror", fix: "syntax"},
 		{name: "bad ip4", records: []string{"v=spf1 ip4:300.1.1.1 -all"},
 			subject: domain + " for " + relayIP, st: Fail, detail: "permerror", fix: "syntax"},
-		{name: "too many lookups", records: []string{"v=spf1 " + includes + "-all"},
+		{name: "too many lookups", records: []string{"v=spf1 " + strings.Join(inc, " ") + " ip4:" + relayIP + " -all"},
 			subject: domain, st: Fail, detail: "more than 10 DNS-querying terms", fix: "flatten"},
 		{name: "too many void lookups", records: []string{"v=spf1 a:v1.shop.test a:v2.shop.test a:v3.shop.test -all"},
 			subject: domain, st: Fail, detail: "void lookups", fix: "remove the terms"},
@@ -67,11 +69,6 @@ func TestCheckBrokenSPF(t *testing.T) {
 		{name: "?all", records: []string{"v=spf1 ip4:" + relayIP + " ?all"}, subject: domain, st: Warn,
 			detail: "neutral", fix: "-all"},
 	}
-	var inc []string
-	for i := 1; i <= 11; i++ {
-		inc = append(inc, fmt.Sprintf("include:i%d.shop.test", i))
-	}
-	cases[3].records[0] = "v=spf1 " + strings.Join(inc, " ") + " ip4:" + relayIP + " -all"
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
