@@ -13,8 +13,12 @@ import (
 	"github.com/jetrelay/jetrelay/relay/domaincheck"
 )
 
-// defaultDomainCheckTimeout bounds a whole domain check.
-const defaultDomainCheckTimeout = time.Minute
+// Bounds of a domain check: its time, and the --ip addresses it
+// evaluates SPF for (each evaluation may take ten DNS-querying terms).
+const (
+	defaultDomainCheckTimeout = time.Minute
+	maxDomainCheckIPs         = 16
+)
 
 const domainUsage = `Usage: jetrelay domain check DOMAIN --config FILE [--ip ADDR]... [--json]
 
@@ -66,6 +70,9 @@ type ipFlags []netip.Addr
 func (f *ipFlags) String() string { return fmt.Sprint([]netip.Addr(*f)) }
 
 func (f *ipFlags) Set(s string) error {
+	if len(*f) == maxDomainCheckIPs {
+		return fmt.Errorf("at most %d addresses", maxDomainCheckIPs)
+	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil {
 		return fmt.Errorf("not an IP address: %q", s)

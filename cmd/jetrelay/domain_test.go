@@ -142,6 +142,8 @@ func TestDomainCheckUsage(t *testing.T) {
 		{[]string{"domain", "check", "shop.test"}, "want one DOMAIN, --config FILE"},
 		{[]string{"domain", "check", "shop.test", "--config", s.config, "--ip", "mail.shop.test"}, "not an IP address"},
 		{[]string{"domain", "check", "bad_name!.test", "--config", s.config}, "invalid domain name"},
+		{append([]string{"domain", "check", "shop.test", "--config", s.config},
+			strings.Split(strings.Repeat("--ip 192.0.2.1 ", 17), " ")[:34]...), "at most 16 addresses"},
 	}
 	for _, tc := range cases {
 		rc, _, errOut := runCmd(t, tc.args...)
