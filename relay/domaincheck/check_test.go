@@ -111,8 +111,10 @@ func TestCheckVERPDomain(t *testing.T) {
 	f.opts.VERPDomain = "bounce.shop.test"
 	f.zone.AddTXT("bounce.shop.test", "v=spf1 ip4:198.51.100.9 -all")
 	f.zone.AddMX("bounce.shop.test", 0, ".")
+	f.zone.TXT[domain] = []string{"v=spf1 include:_spf.mailbox.example -all"} // not this relay
 	r := f.check(t)
 	want(t, r, CheckSPF, "bounce.shop.test for "+relayIP, Fail, "does not authorise", "ip4:"+relayIP)
+	want(t, r, CheckSPF, domain, Warn, "with VERP the envelope is in bounce.shop.test", "")
 	want(t, r, CheckSPFAlignment, domain, OK, "relaxed", "")
 	want(t, r, CheckBounceMX, "bounce.shop.test", Fail, "null MX", "bounces.listen")
 }

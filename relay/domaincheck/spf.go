@@ -19,67 +19,84 @@ var probeIP = net.IPv4(192, 0, 2, 1)
 // spfVersion starts an SPF record (RFC 7208 §4.5), case-insensitively.
 const spfVersion = "v=spf1"
 
+// spfTarget is one domain whose SPF is checked, and how much its problems
+// matter for this relay's mail.
+type spfTarget struct {
+	domain, role string
+	missing      Status // the status of "no record"
+	worst        Status // the status of any other problem
+}
+
 // checkSPF checks the envelope domains: the sender domain and the VERP
-// domain, whose SPF is the one receivers evaluate when VERP is on; and the
-// EHLO name, the identity receivers check for the relay's own DSNs, which
-// have a null reverse-path (RFC 7208 §2.3, §2.4).
+// domain, whose SPF is the one receivers evaluate when VERP is on (then
+// the sender domain's problems are warnings); and the EHLO name, the
+// identity receivers check for the relay's own DSNs, which have a null
+// reverse-path (RFC 7208 §2.3, §2.4).
 func (c *checker) checkSPF() {
-	c.spfDomain(c.o.Domain, "sender domain", Fail)
+	sender := spfTarget{domain: c.o.Domain, role: "sender domain", missing: Fail, worst: Fail}
+	targets := []spfTarget{sender}
 	if v := c.o.VERPDomain; v != "" && v != c.o.Domain {
-		c.spfDomain(v, "VERP envelope domain", Fail)
+		targets[0].role += " (with VERP the envelope is in " + v + ")"
+		targets[0].missing, targets[0].worst = Warn, Warn
+		targets = append(targets, spfTarget{domain: v, role: "VERP envelope domain", missing: Fail, worst: Fail})
 	}
 	if h := c.o.Hostname; strings.Contains(h, ".") && h != c.o.Domain && h != c.o.VERPDomain {
-		c.spfDomain(h, "EHLO name, checked for the relay's DSNs", Warn)
+		targets = append(targets, spfTarget{domain: h, role: "EHLO name, checked for the relay's DSNs",
+			missing: Warn, worst: Fail})
+	}
+	for _, t := range targets {
+		c.spfDomain(t)
 	}
 }
 
-// spfDomain checks d's record as a whole, then for each outbound address;
-// a missing record is a finding of status missing.
-func (c *checker) spfDomain(d, role string, missing Status) {
-	rec, ok := c.spfRecord(d, missing)
+// spfDomain checks t's record as a whole, then for each outbound address.
+func (c *checker) spfDomain(t spfTarget) {
+	rec, ok := c.spfRecord(t)
 	if !ok {
 		return
 	}
-	f := Finding{Check: CheckSPF, Subject: d, Status: OK, Detail: role + ": " + rec}
-	switch res, err := c.evalSPF(probeIP, d); res {
+	f := Finding{Check: CheckSPF, Subject: t.domain, Status: OK, Detail: t.role + ": " + rec}
+	switch res, err := c.evalSPF(probeIP, t.domain); res {
 	case spf.PermError, spf.TempError:
-		f.Status, f.Detail, f.Fix = Fail, role+": "+spfErrorText(res, err), spfErrorFix(err)
+		f.Status, f.Detail, f.Fix = t.worst, t.role+": "+spfErrorText(res, err), spfErrorFix(err)
 	case spf.Pass:
-		f.Status, f.Detail = Warn, role+": authorises every address (+all): anyone can send as "+d
+		f.Status, f.Detail = Warn, t.role+": authorises every address (+all): anyone can send as "+t.domain
 		f.Fix = "end the record with -all (or ~all) and list the relay's addresses"
 	case spf.Neutral:
-		f.Status, f.Detail = Warn, role+": unlisted addresses get neutral (?all or no all term): "+rec
+		f.Status, f.Detail = Warn, t.role+": unlisted addresses get neutral (?all or no all term): "+rec
 		f.Fix = "end the record with -all (or ~all)"
 	}
 	c.add(f)
 	for _, ip := range c.o.IPs {
-		c.spfAddress(d, rec, ip)
+		c.spfAddress(t, rec, ip)
 	}
 }
 
-// spfAddress says whether d's record authorises ip.
-func (c *checker) spfAddress(d, rec string, ip netip.Addr) {
+// spfAddress says whether t's record authorises ip.
+func (c *checker) spfAddress(t spfTarget, rec string, ip netip.Addr) {
+	d := t.domain
 	subject := d + " for " + ip.String()
 	res, err := c.evalSPF(net.IP(ip.AsSlice()), d)
 	switch res {
 	case spf.Pass:
 		c.add(Finding{Check: CheckSPF, Subject: subject, Status: OK, Detail: "authorises " + ip.String() + " (pass)"})
 	case spf.PermError, spf.TempError:
-		c.add(Finding{Check: CheckSPF, Subject: subject, Status: Fail, Detail: spfErrorText(res, err),
+		c.add(Finding{Check: CheckSPF, Subject: subject, Status: t.worst, Detail: spfErrorText(res, err),
 			Fix: spfErrorFix(err)})
 	default:
-		c.add(Finding{Check: CheckSPF, Subject: subject, Status: Fail,
+		c.add(Finding{Check: CheckSPF, Subject: subject, Status: t.worst,
 			Detail: fmt.Sprintf("does not authorise %s (%s): receivers reject or junk the mail", ip, res),
 			Fix:    fmt.Sprintf("add %s to the record: %s. IN TXT %q", spfMechanism(ip), d, spfWith(rec, ip))})
 	}
 }
 
 // spfRecord returns d's one SPF record, or adds a finding and false.
-func (c *checker) spfRecord(d string, missing Status) (string, bool) {
+func (c *checker) spfRecord(t spfTarget) (string, bool) {
+	d := t.domain
 	fix := fmt.Sprintf("publish %s. IN TXT %q", d, spfWith(spfVersion+" -all", c.o.IPs...))
 	txts, err := c.o.Resolver.LookupTXT(c.ctx, d)
 	if err != nil && !notFound(err) {
-		c.add(Finding{Check: CheckSPF, Subject: d, Status: Fail, Detail: "lookup failed: " + err.Error(),
+		c.add(Finding{Check: CheckSPF, Subject: d, Status: t.worst, Detail: "lookup failed: " + err.Error(),
 			Fix: "make " + d + "'s name servers answer"})
 		return "", false
 	}
@@ -91,12 +108,12 @@ func (c *checker) spfRecord(d string, missing Status) (string, bool) {
 	}
 	switch len(recs) {
 	case 0:
-		c.add(Finding{Check: CheckSPF, Subject: d, Status: missing, Detail: "no SPF record", Fix: fix})
+		c.add(Finding{Check: CheckSPF, Subject: d, Status: t.missing, Detail: "no SPF record", Fix: fix})
 		return "", false
 	case 1:
 		return recs[0], true
 	}
-	c.add(Finding{Check: CheckSPF, Subject: d, Status: Fail,
+	c.add(Finding{Check: CheckSPF, Subject: d, Status: t.worst,
 		Detail: fmt.Sprintf("%d SPF records: a permerror for every receiver (RFC 7208 §4.5)", len(recs)),
 		Fix:    "merge them into one record"})
 	return "", false
