@@ -82,6 +82,14 @@ func TestDomainCheckGood(t *testing.T) {
 	if rc != 0 || rep.Domain != "shop.test" || len(rep.Findings) < 8 || rep.Failed() {
 		t.Fatalf("rc=%d %+v", rc, rep)
 	}
+	_, out, _ = runCmd(t, "domain", "check", "shop.test", "--json", "--config", s.config, "--ip", "203.0.113.5")
+	for _, key := range []string{`"domain": "shop.test"`, `"hostname": "mail.shop.test"`, `"ips": [`,
+		`"ip_source": "--ip"`, `"check": "dmarc_spf_alignment"`, `"subject": "203.0.113.5"`, `"status": "OK"`,
+		`"detail": "PTR mail.shop.test"`} {
+		if !strings.Contains(out, key) {
+			t.Errorf("JSON lacks %s:\n%s", key, out)
+		}
+	}
 }
 
 // Missing PTR and DMARC: exit 1, each a FAIL with its fix; without --ip the
