@@ -121,6 +121,9 @@ func (c *checker) dmarcPolicy(found dmarcFound) {
 	if pct := found.rec.Percent; pct != nil && *pct < 100 {
 		f.Detail += fmt.Sprintf(" pct=%d (the policy applies to %d%% of failing mail)", *pct, *pct)
 	}
+	if len(found.rec.ReportURIAggregate) == 0 {
+		f.Detail += "; no rua= tag, so no aggregate reports show who sends as the domain"
+	}
 	if found.policy == dmarc.PolicyNone {
 		f.Status = Warn
 		f.Detail += ": monitoring only, receivers take no action on failing mail"

@@ -33,8 +33,7 @@ type spfTarget struct {
 // identity receivers check for the relay's own DSNs, which have a null
 // reverse-path (RFC 7208 §2.3, §2.4).
 func (c *checker) checkSPF() {
-	sender := spfTarget{domain: c.o.Domain, role: "sender domain", missing: Fail, worst: Fail}
-	targets := []spfTarget{sender}
+	targets := []spfTarget{{domain: c.o.Domain, role: "sender domain", missing: Fail, worst: Fail}}
 	if v := c.o.VERPDomain; v != "" && v != c.o.Domain {
 		targets[0].role += " (with VERP the envelope is in " + v + ")"
 		targets[0].missing, targets[0].worst = Warn, Warn
