@@ -32,6 +32,7 @@ type Zone struct {
 	AAAA     map[string][]string
 	CNAME    map[string]string
 	TXT      map[string][]string
+	PTR      map[string][]string // keyed by reverse name (records.go)
 	servFail map[string]bool
 	nxDomain map[string]bool
 	drop     map[string]bool
@@ -43,8 +44,8 @@ type Zone struct {
 // NewZone returns an empty zone.
 func NewZone() *Zone {
 	return &Zone{MX: map[string][]MXRecord{}, A: map[string][]string{}, AAAA: map[string][]string{},
-		CNAME: map[string]string{}, TXT: map[string][]string{}, servFail: map[string]bool{},
-		nxDomain: map[string]bool{}, drop: map[string]bool{}, queries: map[string]int{}, TTL: 60}
+		CNAME: map[string]string{}, TXT: map[string][]string{}, PTR: map[string][]string{},
+		servFail: map[string]bool{}, nxDomain: map[string]bool{}, drop: map[string]bool{}, queries: map[string]int{}, TTL: 60}
 }
 
 func key(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
@@ -99,7 +100,8 @@ func (z *Zone) set(m map[string]bool, name string, on bool) {
 }
 
 func (z *Zone) exists(n string) bool {
-	return z.MX[n] != nil || z.A[n] != nil || z.AAAA[n] != nil || z.CNAME[n] != "" || z.TXT[n] != nil
+	return z.MX[n] != nil || z.A[n] != nil || z.AAAA[n] != nil || z.CNAME[n] != "" || z.TXT[n] != nil ||
+		z.PTR[n] != nil
 }
 
 // answer fills m for question q; false means "do not answer at all".
@@ -145,7 +147,11 @@ func (z *Zone) answer(q dns.Question, m *dns.Msg) bool {
 		}
 	case dns.TypeTXT:
 		for _, s := range z.TXT[name] {
-			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: []string{s}})
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: txtStrings(s)})
+		}
+	case dns.TypePTR:
+		for _, p := range z.PTR[name] {
+			m.Answer = append(m.Answer, &dns.PTR{Hdr: hdr(name, dns.TypePTR), Ptr: dns.Fqdn(p)})
 		}
 	}
 	return true
@@ -159,6 +165,7 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if len(r.Question) != 1 || !z.answer(r.Question[0], m) {
 		return
 	}
+	truncateUDP(w, r, m)
 	_ = w.WriteMsg(m)
 }
 
