@@ -45,13 +45,13 @@ type finisher struct {
 // finishJob is an attempt's result on its way to the queue: events,
 // reporter, then Done or Defer.
 type finishJob struct {
-	j        *job
-	body     []byte // nil when not read (deferred without connecting)
-	replies  []outcome.Reply
-	conn     smtpclient.ConnInfo
-	rconn    []smtpclient.ConnInfo // per recipient (envelope order) when they differ; nil: conn
-	start    time.Time
-	end      time.Time
+	j       *job
+	body    []byte // nil when not read (deferred without connecting)
+	replies []outcome.Reply
+	conn    smtpclient.ConnInfo
+	rconn   []smtpclient.ConnInfo // per recipient (envelope order) when they differ; nil: conn
+	start   time.Time
+	end     time.Time
 	// untried: deferred without an attempt to connect (breaker open, no
 	// room, no TLS policy): not counted as an attempt, nor towards the
 	// destination failing (pace.go), and rescheduled by untriedNext.
