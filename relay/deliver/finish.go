@@ -45,20 +45,17 @@ type finisher struct {
 // finishJob is an attempt's result on its way to the queue: events,
 // reporter, then Done or Defer.
 type finishJob struct {
-	j       *job
-	body    []byte // nil when not read (deferred without connecting)
-	replies []outcome.Reply
-	conn    smtpclient.ConnInfo
-	rconn   []smtpclient.ConnInfo // per recipient (envelope order) when they differ; nil: conn
-	start   time.Time
-	end     time.Time
-	// untried: deferred without an attempt to connect (breaker open, no
-	// room, no TLS policy): not counted as an attempt, nor towards the
-	// destination failing (pace.go), and rescheduled by untriedNext.
-	untried bool
+	j        *job
+	body     []byte // nil when not read (deferred without connecting)
+	replies  []outcome.Reply
+	conn     smtpclient.ConnInfo
+	rconn    []smtpclient.ConnInfo // per recipient (envelope order) when they differ; nil: conn
+	start    time.Time
+	end      time.Time
+	untried  bool // deferred without an attempt to connect: no attempt counted (plan, untriedEnv)
+	releaseR bool // shutdown: hand the lease back
 	// notBefore: an untried entry's destination is marked down until then.
 	notBefore time.Time
-	releaseR  bool // shutdown: hand the lease back
 }
 
 // start starts the finisher pool. Results of real attempts go first
