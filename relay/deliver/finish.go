@@ -23,6 +23,9 @@ const (
 	deferrers     = 16    // of the finishers, how many also take untried deferrals
 	finishBacklog = 25000 // above the consumer's MaxAckPending: never blocks a worker
 	ackTimeout    = 30 * time.Second
+	// retriedRoomWait: an entry an operator retried that found no room in
+	// its destination's queue is tried again after 1 to 2 times this.
+	retriedRoomWait = 30 * time.Second
 )
 
 // finisher settles attempts: events, reporter calls, then the entry's
@@ -343,10 +346,16 @@ func (f *finisher) nextAttempt(env *queue.Envelope, now time.Time, paced bool) t
 // waits the interval it last waited again (retry.schedule[attempt-1], the
 // first for an entry never tried), not the next one, and no earlier than
 // its destination's breaker half-opens (spread over a tenth of the time
-// until then). Paced and capped at max_age like nextAttempt.
+// until then). An entry an operator retried that was deferred for
+// another reason than a down mark (no room, mostly) comes back after
+// retriedRoomWait instead.
+// Paced and capped at max_age like nextAttempt.
 func (f *finisher) untriedNext(env *queue.Envelope, fj *finishJob, paced bool) time.Time {
 	now := fj.end
 	next := now.Add(retryDelay(f.rt.Load().schedule, env.Attempt-1, rand.Float64()))
+	if !env.Retried.IsZero() && fj.notBefore.IsZero() {
+		next = now.Add(retriedRoomWait + time.Duration(rand.Int64N(int64(retriedRoomWait))))
+	}
 	if until := fj.notBefore; next.Before(until) {
 		next = until.Add(time.Duration(rand.Int64N(int64(until.Sub(now)/10) + 1)))
 	}
