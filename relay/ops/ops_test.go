@@ -194,3 +194,50 @@ func TestRequestCheck(t *testing.T) {
 		})
 	}
 }
+
+// A retry tells every delivery process to clear its down marks: one mark
+// per retried domain (by ID or --domain), one for --all; the retried
+// entry keeps its attempt count.
+func TestRetryMarksDomains(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q := queuetest.RunJetStream(t)
+	marks, err := q.WatchRetried(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := ops.New(ops.Options{Queue: q, Actor: "test:op"})
+	id := enqueue(t, q, "a.example")
+	deferOne(t, q)
+	next := func() queue.RetryMark {
+		t.Helper()
+		select {
+		case m := <-marks:
+			return m
+		case <-ctx.Done():
+			t.Fatal("no retry mark")
+			return queue.RetryMark{}
+		}
+	}
+	for _, r := range []ops.Request{{ID: id}, {Domain: "A.example"}, {AllDeferred: true}} {
+		before := time.Now()
+		if _, err := op.Do(ctx, ops.Retry, r); err != nil {
+			t.Fatalf("retry %+v: %v", r, err)
+		}
+		want := "a.example"
+		if r.AllDeferred {
+			want = ""
+		}
+		if m := next(); m.Domain != want || m.At.Before(before) {
+			t.Fatalf("retry %+v marked %+v, want domain %q at or after %v", r, m, want, before)
+		}
+		inState(t, q, id, queue.StateReady)
+		items, err := q.List(ctx, queue.ListOptions{ID: id})
+		if err != nil || len(items) != 1 || items[0].Env.Attempt != 1 || items[0].Env.Retried.IsZero() {
+			t.Fatalf("retried entry %v %v: want 1 attempt and the Retried mark", items, err)
+		}
+		// Make it deferred again for the next retry.
+		deferOne(t, q)
+	}
+}
