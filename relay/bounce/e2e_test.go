@@ -101,7 +101,7 @@ func (w *world) send(rcpts []queue.Recipient, edit func(*queue.Envelope)) string
 // dsnAt waits for the one DSN the sender's MX receives and parses it.
 func (w *world) dsnAt() (relaytest.Message, dsn) {
 	w.t.Helper()
-	queuetest.Eventually(w.t, e2eWait, "a DSN at the sender's MX", func() bool { return len(w.senderMX.Messages()) > 0 })
+	relaytest.Eventually(w.t, "a DSN at the sender's MX", func() bool { return len(w.senderMX.Messages()) > 0 })
 	m := w.senderMX.Messages()[0]
 	if m.From != "" || !cmp.Equal(m.Rcpts, []string{"app@example.com"}) {
 		w.t.Errorf("DSN envelope MAIL FROM:<%s> RCPT %v, want <> and app@example.com", m.From, m.Rcpts)
@@ -113,7 +113,7 @@ func (w *world) dsnAt() (relaytest.Message, dsn) {
 func (w *world) waitEvent(kind, status, rcpt string) events.Event {
 	w.t.Helper()
 	var got events.Event
-	queuetest.Eventually(w.t, e2eWait, kind+" "+status+" event for "+rcpt, func() bool {
+	relaytest.Eventually(w.t, kind+" "+status+" event for "+rcpt, func() bool {
 		for _, e := range w.rec.find(kind) {
 			if e.Status == status && (rcpt == "" || e.Rcpt == rcpt) {
 				got = e

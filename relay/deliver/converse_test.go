@@ -22,7 +22,7 @@ func TestTempfailThenSuccess(t *testing.T) {
 	h.start(h.config())
 	arrival := time.Now().Add(-time.Minute)
 	h.send([]string{"x@retry.test"}, func(e *queue.Envelope) { e.Arrival = arrival })
-	h.waitFor("delivered on retry", func() bool {
+	relaytest.Eventually(h.t, "delivered on retry", func() bool {
 		return m.Received("x@retry.test") == 1 && h.log.count("x@retry.test", events.StatusDelivered) == 1
 	})
 	def := h.log.find("x@retry.test", events.StatusDeferred)
@@ -39,7 +39,7 @@ func TestTempfailThenSuccess(t *testing.T) {
 	if d := next.Sub(at); d < 0 || d > 2*time.Second {
 		t.Fatalf("next attempt %s after the failure; schedule is 1s", d)
 	}
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 }
 
 // One transaction, three recipients: 250 is delivered once, 451 is retried
@@ -53,8 +53,8 @@ func TestMixedRecipientResults(t *testing.T) {
 	m.ReplyRcpt("bad@mixed.test", relaytest.Err(550, "5.1.1", "no such user"), -1)
 	h.start(h.config())
 	h.send([]string{"ok@mixed.test", "later@mixed.test", "bad@mixed.test"})
-	h.waitFor("retried recipient delivered", func() bool { return m.Received("later@mixed.test") == 1 })
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "retried recipient delivered", func() bool { return m.Received("later@mixed.test") == 1 })
+	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 	if n := m.Received("ok@mixed.test"); n != 1 {
 		t.Fatalf("accepted recipient delivered %d times", n)
 	}
@@ -85,13 +85,13 @@ func TestDroppedMidData(t *testing.T) {
 	m.DropData(1)
 	h.start(h.config())
 	h.send([]string{"x@drop.test"})
-	h.waitFor("delivered after the drop", func() bool {
+	relaytest.Eventually(h.t, "delivered after the drop", func() bool {
 		return m.Received("x@drop.test") == 1 && h.log.count("x@drop.test", events.StatusDelivered) == 1
 	})
 	if ev := h.log.find("x@drop.test", events.StatusDeferred); len(ev) != 1 || ev[0]["smtp_enh"] != "4.4.2" {
 		t.Fatalf("deferred events %v", ev)
 	}
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 	if m.Received("x@drop.test") != 1 {
 		t.Fatal("delivered twice")
 	}
@@ -110,7 +110,7 @@ func TestSilentServerTimesOutToNextMX(t *testing.T) {
 	h.start(cfg)
 	start := time.Now()
 	h.send([]string{"x@silent.test"})
-	h.waitFor("delivered via the second MX", func() bool {
+	relaytest.Eventually(h.t, "delivered via the second MX", func() bool {
 		return good.Received("x@silent.test") == 1 && h.log.count("x@silent.test", "") == 1
 	})
 	if silent.Connections() == 0 || time.Since(start) < time.Second {
@@ -134,7 +134,7 @@ func TestConnectionReuse(t *testing.T) {
 	cfg := h.config()
 	cfg.Delivery.MaxPerDestination = 2
 	h.start(cfg)
-	h.waitFor("all delivered", func() bool { return len(m.Messages()) == n })
+	relaytest.Eventually(h.t, "all delivered", func() bool { return len(m.Messages()) == n })
 	if c := m.Connections(); c >= n || c > 4 {
 		t.Fatalf("%d entries over %d connections", n, c)
 	}
@@ -167,7 +167,7 @@ func TestExtensions(t *testing.T) {
 
 	// The MX has a message before the engine has its reply: wait for the
 	// reports too (relayed is made after the reply, on the finisher).
-	h.waitFor("all settled", func() bool {
+	relaytest.Eventually(h.t, "all settled", func() bool {
 		h.rep.mu.Lock()
 		reported := len(h.rep.relayed) > 0
 		h.rep.mu.Unlock()
@@ -211,7 +211,7 @@ func TestMaxAgeExpiry(t *testing.T) {
 	cfg.Delivery.Retry.MaxAge = config.Duration(2 * time.Second)
 	h.start(cfg)
 	h.send([]string{"x@expire.test"})
-	h.waitFor("expired and reported", func() bool { return len(h.rep.failures("x@expire.test")) == 1 })
+	relaytest.Eventually(h.t, "expired and reported", func() bool { return len(h.rep.failures("x@expire.test")) == 1 })
 	f := h.rep.failures("x@expire.test")[0]
 	if string(f.Status) != events.StatusFailed || !f.Temporary || f.Enh != "4.2.2" || f.Text != "mailbox full" {
 		t.Fatalf("expiry result %+v", f)
@@ -219,5 +219,5 @@ func TestMaxAgeExpiry(t *testing.T) {
 	if h.log.count("x@expire.test", events.StatusDeferred) < 1 {
 		t.Fatal("failed without being retried first")
 	}
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 }

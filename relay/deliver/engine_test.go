@@ -62,17 +62,17 @@ func TestHeadOfLineIsolation(t *testing.T) {
 	// 100 s after the hour), so every connection counted is a first try.
 	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(time.Hour)}
 	h.start(cfg)
-	h.waitFor("the dead MX holding connections", func() bool { return dead.Connections() > 0 })
+	relaytest.Eventually(h.t, "the dead MX holding connections", func() bool { return dead.Connections() > 0 })
 	sent := time.Now()
 	h.send([]string{"x@good.test"})
-	h.waitFor("healthy message delivered", func() bool { return good.Received("x@good.test") == 1 })
+	relaytest.Eventually(h.t, "healthy message delivered", func() bool { return good.Received("x@good.test") == 1 })
 	took := time.Since(sent)
 	// Not a wall-clock limit (it failed under load with and without this
 	// package's changes): the healthy message must go out on its first
 	// attempt, never deferred as busy behind the dead destination.
 	// TestNeverGreetingDomainsDoNotDelayHealthyMail asserts that it arrives
 	// while the dead servers still hold their connections.
-	h.waitFor("healthy delivery logged", func() bool { return h.log.count("x@good.test", events.StatusDelivered) == 1 })
+	relaytest.Eventually(h.t, "healthy delivery logged", func() bool { return h.log.count("x@good.test", events.StatusDelivered) == 1 })
 	if ev := h.log.find("x@good.test", ""); len(ev) != 1 || ev[0]["attempt"] != 1.0 {
 		t.Errorf("healthy message was not delivered on its first attempt: %v", ev)
 	}
@@ -102,8 +102,8 @@ func TestTwoEnginesDeliverEachEntryOnce(t *testing.T) {
 	h.sendMany(n, "once.test")
 	h.start(h.config())
 	h.start(h.config())
-	h.waitFor("all delivered", func() bool { return len(m.Messages()) >= n })
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "all delivered", func() bool { return len(m.Messages()) >= n })
+	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 	seen := map[string]int{}
 	for _, msg := range m.Messages() {
 		seen[msg.Rcpts[0]]++
@@ -127,8 +127,8 @@ func TestDeferredEntrySurvivesRestart(t *testing.T) {
 	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(4 * time.Second)}
 	stop := h.start(cfg)
 	id := h.send([]string{"x@restart.test"})
-	h.waitFor("deferred", func() bool { return h.log.count("x@restart.test", events.StatusDeferred) == 1 })
-	h.waitFor("scheduled", func() bool { return h.queued(queue.SubjScheduled) == 1 })
+	relaytest.Eventually(h.t, "deferred", func() bool { return h.log.count("x@restart.test", events.StatusDeferred) == 1 })
+	relaytest.Eventually(h.t, "scheduled", func() bool { return h.queued(queue.SubjScheduled) == 1 })
 	next, err := time.Parse(time.RFC3339, h.log.find("x@restart.test", events.StatusDeferred)[0]["next_attempt"].(string))
 	if err != nil {
 		t.Fatal(err)
@@ -141,11 +141,11 @@ func TestDeferredEntrySurvivesRestart(t *testing.T) {
 		t.Fatal("deferred entry lost in the restart")
 	}
 	h.start(cfg)
-	h.waitFor("delivered after restart", func() bool { return m.Received("x@restart.test") == 1 })
+	relaytest.Eventually(h.t, "delivered after restart", func() bool { return m.Received("x@restart.test") == 1 })
 	if now := time.Now(); now.Before(next.Add(-time.Second)) {
 		t.Fatalf("delivered at %s, before the next attempt %s", now.Format(time.RFC3339), next.Format(time.RFC3339))
 	}
-	h.waitFor("delivery event", func() bool { return h.log.count("x@restart.test", events.StatusDelivered) == 1 })
+	relaytest.Eventually(h.t, "delivery event", func() bool { return h.log.count("x@restart.test", events.StatusDelivered) == 1 })
 	if ev := h.log.find("x@restart.test", events.StatusDelivered)[0]; ev["attempt"] != 2.0 {
 		t.Fatalf("attempt %v after restart, want 2", ev["attempt"])
 	}
@@ -161,7 +161,7 @@ func TestShutdownReleasesQueuedEntries(t *testing.T) {
 	h.sendMany(20, "slow.test")
 	cfg := h.config()
 	stop := h.start(cfg)
-	h.waitFor("deliveries in flight", func() bool { return slow.Connections() > 0 })
+	relaytest.Eventually(h.t, "deliveries in flight", func() bool { return slow.Connections() > 0 })
 	stop()
 	if got := h.queued(queue.SubjReady) + h.queued(queue.SubjScheduled) + h.queued(queue.SubjParked); got != 20 {
 		t.Fatalf("%d entries queued after shutdown, want 20", got)
@@ -238,7 +238,7 @@ func TestFailingDestinationRetriesArePaced(t *testing.T) {
 	h.sendMany(n, "paced.test")
 
 	var next []time.Time
-	h.waitFor("every entry deferred once", func() bool {
+	relaytest.Eventually(h.t, "every entry deferred once", func() bool {
 		next = next[:0]
 		for i := 0; i < n; i++ {
 			evs := h.log.find(fmt.Sprintf("u%d@paced.test", i), events.StatusDeferred)
@@ -253,7 +253,7 @@ func TestFailingDestinationRetriesArePaced(t *testing.T) {
 		}
 		return true
 	})
-	h.waitFor("all scheduled", func() bool { return h.queued(queue.SubjScheduled) == n })
+	relaytest.Eventually(h.t, "all scheduled", func() bool { return h.queued(queue.SubjScheduled) == n })
 
 	perSecond := map[int64]int{}
 	first, last := next[0], next[0]

@@ -5,6 +5,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // MX preference: the most preferred MX gets the mail; when it refuses
@@ -19,7 +20,7 @@ func TestMXPreferenceAndFallback(t *testing.T) {
 
 	h.send([]string{"a@pref.test"})
 	h.send([]string{"b@fallback.test"})
-	h.waitFor("both delivered", func() bool {
+	relaytest.Eventually(h.t, "both delivered", func() bool {
 		return primary.Received("a@pref.test") == 1 && backup.Received("b@fallback.test") == 1 &&
 			h.log.count("b@fallback.test", events.StatusDelivered) == 1
 	})
@@ -33,7 +34,7 @@ func TestMXPreferenceAndFallback(t *testing.T) {
 	if msgs := primary.Messages(); msgs[0].Helo != "relay.test" {
 		t.Fatalf("EHLO name %q, want the configured hostname", msgs[0].Helo)
 	}
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 }
 
 // No MX records: the domain's own address is the MX (RFC 5321 §5.1).
@@ -44,7 +45,7 @@ func TestImplicitMX(t *testing.T) {
 	h.zone.AddA("implicit.test", m.IP)
 	h.start(h.config())
 	h.send([]string{"x@implicit.test"})
-	h.waitFor("delivered", func() bool { return m.Received("x@implicit.test") == 1 })
+	relaytest.Eventually(h.t, "delivered", func() bool { return m.Received("x@implicit.test") == 1 })
 }
 
 // Null MX (RFC 7505): fails 5.1.10 at once without connecting anywhere,
@@ -57,7 +58,7 @@ func TestNullMX(t *testing.T) {
 	h.zone.AddA("null.test", m.IP)
 	h.start(h.config())
 	h.send([]string{"x@null.test"})
-	h.waitFor("reported failed", func() bool { return len(h.rep.failures("x@null.test")) == 1 })
+	relaytest.Eventually(h.t, "reported failed", func() bool { return len(h.rep.failures("x@null.test")) == 1 })
 	f := h.rep.failures("x@null.test")[0]
 	if f.Enh != "5.1.10" || f.Code != 556 || f.Temporary {
 		t.Fatalf("null MX result %+v", f)
@@ -65,7 +66,7 @@ func TestNullMX(t *testing.T) {
 	if m.Connections() != 0 {
 		t.Fatalf("%d connections to a null-MX domain", m.Connections())
 	}
-	h.waitFor("entry gone", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "entry gone", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 }
 
 // NXDOMAIN is permanent (5.1.2); SERVFAIL is temporary: the entry is
@@ -80,11 +81,11 @@ func TestNXDomainVersusServFail(t *testing.T) {
 
 	h.send([]string{"x@missing.test"})
 	h.send([]string{"y@flaky.test"})
-	h.waitFor("NXDOMAIN reported", func() bool { return len(h.rep.failures("x@missing.test")) == 1 })
+	relaytest.Eventually(h.t, "NXDOMAIN reported", func() bool { return len(h.rep.failures("x@missing.test")) == 1 })
 	if f := h.rep.failures("x@missing.test")[0]; f.Enh != "5.1.2" || f.Temporary {
 		t.Fatalf("NXDOMAIN result %+v", f)
 	}
-	h.waitFor("SERVFAIL deferred", func() bool { return h.log.count("y@flaky.test", events.StatusDeferred) >= 1 })
+	relaytest.Eventually(h.t, "SERVFAIL deferred", func() bool { return h.log.count("y@flaky.test", events.StatusDeferred) >= 1 })
 	ev := h.log.find("y@flaky.test", events.StatusDeferred)[0]
 	if ev["smtp_enh"] != "4.4.3" || ev["next_attempt"] == nil {
 		t.Fatalf("SERVFAIL event %v", ev)
@@ -93,8 +94,8 @@ func TestNXDomainVersusServFail(t *testing.T) {
 		t.Fatal("a SERVFAIL was reported as a failure")
 	}
 	h.zone.SetServFail("flaky.test", false)
-	h.waitFor("delivered after DNS recovered", func() bool { return m.Received("y@flaky.test") == 1 })
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "delivered after DNS recovered", func() bool { return m.Received("y@flaky.test") == 1 })
+	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
 }
 
 // An MX named by an IP address is skipped; an MX target that is a CNAME
@@ -109,7 +110,7 @@ func TestMXNameQuirks(t *testing.T) {
 	h.zone.AddA("real.quirk.test", m.IP)
 	h.start(h.config())
 	h.send([]string{"x@quirk.test"})
-	h.waitFor("delivered via the CNAME target", func() bool {
+	relaytest.Eventually(h.t, "delivered via the CNAME target", func() bool {
 		return m.Received("x@quirk.test") == 1 && h.log.count("x@quirk.test", events.StatusDelivered) == 1
 	})
 	if ev := h.log.find("x@quirk.test", events.StatusDelivered)[0]; ev["mx"] != "alias.quirk.test" {

@@ -172,12 +172,6 @@ func (h *harness) queued(prefix string) int {
 	return n
 }
 
-// waitFor polls cond until it holds (queuetest.Eventually with our deadline).
-func (h *harness) waitFor(what string, cond func() bool) {
-	h.t.Helper()
-	queuetest.Eventually(h.t, wait, what, cond)
-}
-
 // reporter records what the engine reports.
 type reporter struct {
 	mu                       sync.Mutex

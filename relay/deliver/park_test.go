@@ -29,7 +29,7 @@ func TestParkedDomainProbesThenRecovers(t *testing.T) {
 	h.sendMany(n, "flaky.test")
 	h.start(cfg)
 
-	h.waitFor("every entry parked", func() bool { return h.queued(queue.SubjParked) == n })
+	relaytest.Eventually(h.t, "every entry parked", func() bool { return h.queued(queue.SubjParked) == n })
 	if s := h.queued(queue.SubjScheduled); s != 0 {
 		t.Fatalf("%d entries with their own schedules besides %d parked", s, n)
 	}
@@ -41,7 +41,7 @@ func TestParkedDomainProbesThenRecovers(t *testing.T) {
 		return c
 	}
 	startAttempts, startWakes := deferred(), h.log.named("domain_wakeup")
-	h.waitFor("three more wake-ups", func() bool { return h.log.named("domain_wakeup") >= startWakes+3 })
+	relaytest.Eventually(h.t, "three more wake-ups", func() bool { return h.log.named("domain_wakeup") >= startWakes+3 })
 	wakes := h.log.named("domain_wakeup") - startWakes
 	if got := deferred() - startAttempts; got > wakes+1 {
 		t.Fatalf("%d attempts during %d wake-ups of a parked domain; want one probe each", got, wakes)
@@ -51,7 +51,7 @@ func TestParkedDomainProbesThenRecovers(t *testing.T) {
 	}
 
 	m.ReplyMail(nil, 0) // the destination is back
-	h.waitFor("every recipient delivered", func() bool { return len(m.Messages()) >= n })
+	relaytest.Eventually(h.t, "every recipient delivered", func() bool { return len(m.Messages()) >= n })
 	h.waitSettled(wait, 0)
 	for i := range n {
 		if got := m.Received(fmt.Sprintf("u%d@flaky.test", i)); got != 1 {

@@ -82,7 +82,7 @@ func checkTLSCase(t *testing.T, h *harness, m *relaytest.MX, rcpt, id, want stri
 	kind, enh, _ := strings.Cut(want, ":")
 	switch kind {
 	case "tls", "plain":
-		h.waitFor(rcpt+" delivered", func() bool { return m.Received(rcpt) == 1 && h.log.count(rcpt, events.StatusDelivered) == 1 })
+		relaytest.Eventually(h.t, rcpt+" delivered", func() bool { return m.Received(rcpt) == 1 && h.log.count(rcpt, events.StatusDelivered) == 1 })
 		msg := m.Messages()[0]
 		if (msg.TLS != nil) != (kind == "tls") {
 			t.Fatalf("received with TLS=%v, want %s", msg.TLS != nil, kind)
@@ -95,7 +95,7 @@ func checkTLSCase(t *testing.T, h *harness, m *relaytest.MX, rcpt, id, want stri
 			t.Fatalf("%d connections, want at least %d (plaintext retry)", m.Connections(), minConns)
 		}
 	case "deferred":
-		h.waitFor(rcpt+" deferred", func() bool { return h.log.count(rcpt, events.StatusDeferred) >= 1 })
+		relaytest.Eventually(h.t, rcpt+" deferred", func() bool { return h.log.count(rcpt, events.StatusDeferred) >= 1 })
 		if ev := h.log.find(rcpt, events.StatusDeferred)[0]; ev["smtp_enh"] != enh {
 			t.Fatalf("deferred with %v (%v), want %s", ev["smtp_enh"], ev["reply"], enh)
 		}
@@ -103,7 +103,7 @@ func checkTLSCase(t *testing.T, h *harness, m *relaytest.MX, rcpt, id, want stri
 			t.Fatalf("deferred mail delivered, lost or reported (stored=%v)", h.stored(id))
 		}
 	case "failed":
-		h.waitFor(rcpt+" failed", func() bool { return len(h.rep.failures(rcpt)) == 1 })
+		relaytest.Eventually(h.t, rcpt+" failed", func() bool { return len(h.rep.failures(rcpt)) == 1 })
 		if f := h.rep.failures(rcpt)[0]; f.Enh != enh || f.Temporary {
 			t.Fatalf("failed with %+v, want permanent %s", f, enh)
 		}
@@ -139,7 +139,7 @@ func TestSmarthostRouteWithAuth(t *testing.T) {
 		TLS: "implicit", Auth: &config.RouteAuth{User: "relay", PasswordEnv: env}}}
 	h.start(cfg)
 	h.send([]string{"x@anywhere.test", "y@anywhere.test"})
-	h.waitFor("relayed through the smarthost", func() bool {
+	relaytest.Eventually(h.t, "relayed through the smarthost", func() bool {
 		return up.Received("x@anywhere.test") == 1 && up.Received("y@anywhere.test") == 1 &&
 			h.log.count("x@anywhere.test", events.StatusDelivered) == 1
 	})

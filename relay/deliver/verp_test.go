@@ -39,12 +39,12 @@ func TestVERPSenders(t *testing.T) {
 	h.start(cfg)
 	rcpts := []string{"ok@verp.test", "later@verp.test", "bad@verp.test", "ok2@verp.test"}
 	id := h.send(rcpts)
-	h.waitFor("settled", func() bool {
+	relaytest.Eventually(h.t, "settled", func() bool {
 		return m.Received("ok@verp.test") == 1 && m.Received("ok2@verp.test") == 1 &&
 			m.Received("later@verp.test") == 1 && len(h.rep.failures("bad@verp.test")) == 1
 	})
 	dsnID := h.send([]string{"x@verp.test", "y@verp.test"}, func(e *queue.Envelope) { e.From = "" })
-	h.waitFor("DSN delivered", func() bool { return m.Received("x@verp.test") == 1 })
+	relaytest.Eventually(h.t, "DSN delivered", func() bool { return m.Received("x@verp.test") == 1 })
 
 	tokenRE := regexp.MustCompile(`^b\+[0-9a-z]{51}@bounces\.relay\.test$`)
 	var firstConn int64
@@ -97,7 +97,7 @@ func TestVERPSenders(t *testing.T) {
 	if n := h.log.count("ok@verp.test", ""); n != 1 {
 		t.Errorf("%d events for ok@verp.test, want 1", n)
 	}
-	h.waitFor("DSN delivery events", func() bool { return h.log.count("y@verp.test", "delivered") == 1 })
+	relaytest.Eventually(h.t, "DSN delivery events", func() bool { return h.log.count("y@verp.test", "delivered") == 1 })
 	if ev := h.log.find("y@verp.test", "delivered")[0]; ev["queue_id"] != dsnID {
 		t.Errorf("DSN event %v, want queue_id %s", ev, dsnID)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/ops"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
 )
 
@@ -75,7 +76,7 @@ func deferOne(t *testing.T, q *queue.Queue) {
 	es.Stop()
 	s, _ := q.Stream(ctx)
 	c, _ := s.Consumer(ctx, queue.ConsumerName)
-	queuetest.Eventually(t, 20*time.Second, "no waiting pulls", func() bool {
+	relaytest.Eventually(t, "no waiting pulls", func() bool {
 		info, err := c.Info(ctx)
 		return err == nil && info.NumWaiting == 0
 	})
@@ -85,7 +86,7 @@ func deferOne(t *testing.T, q *queue.Queue) {
 // fires a moment later).
 func inState(t *testing.T, q *queue.Queue, id string, st queue.State) bool {
 	t.Helper()
-	queuetest.Eventually(t, 20*time.Second, id+" "+string(st), func() bool {
+	relaytest.Eventually(t, id+" "+string(st), func() bool {
 		items, err := q.List(context.Background(), queue.ListOptions{ID: id})
 		return err == nil && len(items) == 1 && items[0].State == st
 	})
