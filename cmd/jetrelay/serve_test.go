@@ -274,7 +274,9 @@ func TestSIGHUPReload(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	relaytest.Eventually(t, "reload ok in the log", func() bool { return strings.Contains(p.logs.String(), `"status":"ok"`) })
+	relaytest.Eventually(t, "reload ok in the log", func() bool {
+		return strings.Contains(p.logs.String(), `"status":"ok"`)
+	})
 	cl, err := authenticate(c.subAddr, "newapp", "new-pass")
 	if err != nil {
 		t.Fatalf("new user after SIGHUP: %v\n%s", err, p.logs.String())
@@ -287,7 +289,9 @@ func TestSIGHUPReload(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	relaytest.Eventually(t, "refusal in the log", func() bool { return strings.Contains(p.logs.String(), `"status":"refused"`) })
+	relaytest.Eventually(t, "refusal in the log", func() bool {
+		return strings.Contains(p.logs.String(), `"status":"refused"`)
+	})
 	if !strings.Contains(p.logs.String(), "bogus_key") {
 		t.Errorf("refusal does not name the problem:\n%s", p.logs.String())
 	}

@@ -68,7 +68,8 @@ func TestIPOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cert.Leaf.Subject.CommonName != "127.0.0.1" || len(cert.Leaf.DNSNames) != 0 || len(cert.Leaf.IPAddresses) != 1 {
-		t.Errorf("subject %q, names %v, ips %v", cert.Leaf.Subject.CommonName, cert.Leaf.DNSNames, cert.Leaf.IPAddresses)
+		l := cert.Leaf
+		t.Errorf("subject %q, names %v, ips %v", l.Subject.CommonName, l.DNSNames, l.IPAddresses)
 	}
 	if _, err := SelfSigned(nil, time.Hour); err == nil {
 		t.Error("a certificate without hosts was made")

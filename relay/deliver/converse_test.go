@@ -23,23 +23,26 @@ func TestTempfailThenSuccess(t *testing.T) {
 	arrival := time.Now().Add(-time.Minute)
 	h.send([]string{"x@retry.test"}, func(e *queue.Envelope) { e.Arrival = arrival })
 	relaytest.Eventually(h.t, "delivered on retry", func() bool {
-		return m.Received("x@retry.test") == 1 && h.log.count("x@retry.test", events.StatusDelivered) == 1
+		return m.Received("x@retry.test") == 1 && len(h.deliveries("x@retry.test", events.StatusDelivered)) == 1
 	})
-	def := h.log.find("x@retry.test", events.StatusDeferred)
-	del := h.log.find("x@retry.test", events.StatusDelivered)
-	if len(def) != 1 || len(del) != 1 || def[0]["smtp_code"] != 451.0 || def[0]["reply"] != "try later" || del[0]["attempt"] != 2.0 {
+	def := h.deliveries("x@retry.test", events.StatusDeferred)
+	del := h.deliveries("x@retry.test", events.StatusDelivered)
+	if len(def) != 1 || len(del) != 1 || def[0].SMTPCode != 451 || def[0].Reply != "try later" || del[0].Attempt != 2 {
 		t.Fatalf("events: deferred %v delivered %v", def, del)
 	}
 	// The latency histogram's input: the original arrival on every attempt.
-	if want := arrival.UTC().Format(time.RFC3339Nano); def[0]["arrival"] != want || del[0]["arrival"] != want {
-		t.Fatalf("arrival %v / %v, want %s", def[0]["arrival"], del[0]["arrival"], want)
+	if !def[0].Arrival.Equal(arrival) || !del[0].Arrival.Equal(arrival) {
+		t.Fatalf("arrival %v / %v, want %v", def[0].Arrival, del[0].Arrival, arrival)
 	}
-	next, _ := time.Parse(time.RFC3339, def[0]["next_attempt"].(string))
-	at, _ := time.Parse(time.RFC3339, def[0]["time"].(string))
-	if d := next.Sub(at); d < 0 || d > 2*time.Second {
+	if def[0].NextAttempt == nil {
+		t.Fatal("deferred event without next_attempt")
+	}
+	if d := def[0].NextAttempt.Sub(def[0].Time); d < 0 || d > 2*time.Second {
 		t.Fatalf("next attempt %s after the failure; schedule is 1s", d)
 	}
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // One transaction, three recipients: 250 is delivered once, 451 is retried
@@ -54,7 +57,9 @@ func TestMixedRecipientResults(t *testing.T) {
 	h.start(h.config())
 	h.send([]string{"ok@mixed.test", "later@mixed.test", "bad@mixed.test"})
 	relaytest.Eventually(h.t, "retried recipient delivered", func() bool { return m.Received("later@mixed.test") == 1 })
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 	if n := m.Received("ok@mixed.test"); n != 1 {
 		t.Fatalf("accepted recipient delivered %d times", n)
 	}
@@ -66,11 +71,11 @@ func TestMixedRecipientResults(t *testing.T) {
 	if len(f) != 1 || f[0].Code != 550 || f[0].Enh != "5.1.1" || f[0].Text != "no such user" {
 		t.Fatalf("failures %+v", f)
 	}
-	ev := h.log.find("later@mixed.test", events.StatusDeferred)
-	if len(ev) != 1 || ev[0]["reply"] != "mailbox busy\nplease retry" || ev[0]["smtp_enh"] != "4.2.1" {
-		t.Fatalf("multiline reply not kept whole: %q", ev[0]["reply"])
+	ev := h.deliveries("later@mixed.test", events.StatusDeferred)
+	if len(ev) != 1 || ev[0].Reply != "mailbox busy\nplease retry" || ev[0].SMTPEnh != "4.2.1" {
+		t.Fatalf("multiline reply not kept whole: %q", ev[0].Reply)
 	}
-	if h.log.count("bad@mixed.test", "") != 1 || len(h.rep.failures("ok@mixed.test")) != 0 {
+	if len(h.deliveries("bad@mixed.test", "")) != 1 || len(h.rep.failures("ok@mixed.test")) != 0 {
 		t.Fatal("the failed recipient was tried again, or the good one reported")
 	}
 }
@@ -86,12 +91,14 @@ func TestDroppedMidData(t *testing.T) {
 	h.start(h.config())
 	h.send([]string{"x@drop.test"})
 	relaytest.Eventually(h.t, "delivered after the drop", func() bool {
-		return m.Received("x@drop.test") == 1 && h.log.count("x@drop.test", events.StatusDelivered) == 1
+		return m.Received("x@drop.test") == 1 && len(h.deliveries("x@drop.test", events.StatusDelivered)) == 1
 	})
-	if ev := h.log.find("x@drop.test", events.StatusDeferred); len(ev) != 1 || ev[0]["smtp_enh"] != "4.4.2" {
+	if ev := h.deliveries("x@drop.test", events.StatusDeferred); len(ev) != 1 || ev[0].SMTPEnh != "4.4.2" {
 		t.Fatalf("deferred events %v", ev)
 	}
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 	if m.Received("x@drop.test") != 1 {
 		t.Fatal("delivered twice")
 	}
@@ -111,12 +118,12 @@ func TestSilentServerTimesOutToNextMX(t *testing.T) {
 	start := time.Now()
 	h.send([]string{"x@silent.test"})
 	relaytest.Eventually(h.t, "delivered via the second MX", func() bool {
-		return good.Received("x@silent.test") == 1 && h.log.count("x@silent.test", "") == 1
+		return good.Received("x@silent.test") == 1 && len(h.deliveries("x@silent.test", "")) == 1
 	})
 	if silent.Connections() == 0 || time.Since(start) < time.Second {
 		t.Fatal("the silent MX was not tried first")
 	}
-	if ev := h.log.find("x@silent.test", ""); len(ev) != 1 || ev[0]["attempt"] != 1.0 {
+	if ev := h.deliveries("x@silent.test", ""); len(ev) != 1 || ev[0].Attempt != 1 {
 		t.Fatalf("events %v", ev)
 	}
 }
@@ -216,8 +223,10 @@ func TestMaxAgeExpiry(t *testing.T) {
 	if string(f.Status) != events.StatusFailed || !f.Temporary || f.Enh != "4.2.2" || f.Text != "mailbox full" {
 		t.Fatalf("expiry result %+v", f)
 	}
-	if h.log.count("x@expire.test", events.StatusDeferred) < 1 {
+	if len(h.deliveries("x@expire.test", events.StatusDeferred)) < 1 {
 		t.Fatal("failed without being retried first")
 	}
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }

@@ -22,19 +22,21 @@ func TestMXPreferenceAndFallback(t *testing.T) {
 	h.send([]string{"b@fallback.test"})
 	relaytest.Eventually(h.t, "both delivered", func() bool {
 		return primary.Received("a@pref.test") == 1 && backup.Received("b@fallback.test") == 1 &&
-			h.log.count("b@fallback.test", events.StatusDelivered) == 1
+			len(h.deliveries("b@fallback.test", events.StatusDelivered)) == 1
 	})
 	if backup.Received("a@pref.test") != 0 || primary.Received("b@fallback.test") != 0 {
 		t.Fatal("mail went to the wrong MX")
 	}
-	ev := h.log.find("b@fallback.test", events.StatusDelivered)[0]
-	if ev["mx"] != "mx2.fallback.test" || ev["ip"] != backup.IP || ev["attempt"] != 1.0 || ev["port"] != float64(h.port) {
+	ev := h.deliveries("b@fallback.test", events.StatusDelivered)[0]
+	if ev.MX != "mx2.fallback.test" || ev.IP != backup.IP || ev.Attempt != 1 || ev.Port != h.port {
 		t.Fatalf("delivery event %v", ev)
 	}
 	if msgs := primary.Messages(); msgs[0].Helo != "relay.test" {
 		t.Fatalf("EHLO name %q, want the configured hostname", msgs[0].Helo)
 	}
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // No MX records: the domain's own address is the MX (RFC 5321 §5.1).
@@ -66,7 +68,9 @@ func TestNullMX(t *testing.T) {
 	if m.Connections() != 0 {
 		t.Fatalf("%d connections to a null-MX domain", m.Connections())
 	}
-	relaytest.Eventually(h.t, "entry gone", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "entry gone", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // NXDOMAIN is permanent (5.1.2); SERVFAIL is temporary: the entry is
@@ -85,9 +89,11 @@ func TestNXDomainVersusServFail(t *testing.T) {
 	if f := h.rep.failures("x@missing.test")[0]; f.Enh != "5.1.2" || f.Temporary {
 		t.Fatalf("NXDOMAIN result %+v", f)
 	}
-	relaytest.Eventually(h.t, "SERVFAIL deferred", func() bool { return h.log.count("y@flaky.test", events.StatusDeferred) >= 1 })
-	ev := h.log.find("y@flaky.test", events.StatusDeferred)[0]
-	if ev["smtp_enh"] != "4.4.3" || ev["next_attempt"] == nil {
+	relaytest.Eventually(h.t, "SERVFAIL deferred", func() bool {
+		return len(h.deliveries("y@flaky.test", events.StatusDeferred)) >= 1
+	})
+	ev := h.deliveries("y@flaky.test", events.StatusDeferred)[0]
+	if ev.SMTPEnh != "4.4.3" || ev.NextAttempt == nil {
 		t.Fatalf("SERVFAIL event %v", ev)
 	}
 	if len(h.rep.failures("y@flaky.test")) != 0 {
@@ -95,7 +101,9 @@ func TestNXDomainVersusServFail(t *testing.T) {
 	}
 	h.zone.SetServFail("flaky.test", false)
 	relaytest.Eventually(h.t, "delivered after DNS recovered", func() bool { return m.Received("y@flaky.test") == 1 })
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // An MX named by an IP address is skipped; an MX target that is a CNAME
@@ -111,10 +119,10 @@ func TestMXNameQuirks(t *testing.T) {
 	h.start(h.config())
 	h.send([]string{"x@quirk.test"})
 	relaytest.Eventually(h.t, "delivered via the CNAME target", func() bool {
-		return m.Received("x@quirk.test") == 1 && h.log.count("x@quirk.test", events.StatusDelivered) == 1
+		return m.Received("x@quirk.test") == 1 && len(h.deliveries("x@quirk.test", events.StatusDelivered)) == 1
 	})
-	if ev := h.log.find("x@quirk.test", events.StatusDelivered)[0]; ev["mx"] != "alias.quirk.test" {
-		t.Fatalf("delivered via %v", ev["mx"])
+	if ev := h.deliveries("x@quirk.test", events.StatusDelivered)[0]; ev.MX != "alias.quirk.test" {
+		t.Fatalf("delivered via %v", ev.MX)
 	}
 	if m.Connections() != 1 {
 		t.Fatalf("%d connections: the IP-literal MX was used", m.Connections())

@@ -54,7 +54,10 @@ func TestNeverGreetingDomainsDoNotDelayHealthyMail(t *testing.T) {
 		}
 		return open, total
 	}
-	relaytest.Eventually(h.t, "the silent MXs holding connections", func() bool { open, _ := hanging(); return open > 0 })
+	relaytest.Eventually(h.t, "the silent MXs holding connections", func() bool {
+		open, _ := hanging()
+		return open > 0
+	})
 	h.send([]string{"x@healthy.test"})
 	relaytest.Eventually(h.t, "healthy message delivered", func() bool { return good.Received("x@healthy.test") == 1 })
 	open, total := hanging()
@@ -92,7 +95,9 @@ func TestDeniedNetworkNotDialled(t *testing.T) {
 	if m.Connections() != 0 {
 		t.Fatalf("%d connections to a denied address", m.Connections())
 	}
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // Hostile replies to MAIL — one endless line, 12 MB of lines — defer the
@@ -112,10 +117,12 @@ func TestHostileRepliesDeferBounded(t *testing.T) {
 	h.send([]string{"x@line.test"})
 	h.send([]string{"y@lines.test"})
 	for _, rcpt := range []string{"x@line.test", "y@lines.test"} {
-		relaytest.Eventually(h.t, rcpt+" deferred", func() bool { return h.log.count(rcpt, events.StatusDeferred) == 1 })
-		ev := h.log.find(rcpt, events.StatusDeferred)[0]
-		if ev["smtp_code"] != 451.0 || ev["smtp_enh"] != "4.5.0" ||
-			len(ev["reply"].(string)) > safetext.MaxReply+len(safetext.TruncatedMark) {
+		relaytest.Eventually(h.t, rcpt+" deferred", func() bool {
+			return len(h.deliveries(rcpt, events.StatusDeferred)) == 1
+		})
+		ev := h.deliveries(rcpt, events.StatusDeferred)[0]
+		if ev.SMTPCode != 451 || ev.SMTPEnh != "4.5.0" ||
+			len(ev.Reply) > safetext.MaxReply+len(safetext.TruncatedMark) {
 			t.Fatalf("%s: event %v", rcpt, ev)
 		}
 	}
@@ -147,13 +154,15 @@ func TestDeliveryPanicRecovered(t *testing.T) {
 	h.start(h.config())
 	h.send([]string{"x@panic.test"})
 	relaytest.Eventually(h.t, "delivered after the panic", func() bool {
-		return m.Received("x@panic.test") == 1 && h.log.count("x@panic.test", events.StatusDelivered) == 1
+		return m.Received("x@panic.test") == 1 && len(h.deliveries("x@panic.test", events.StatusDelivered)) == 1
 	})
-	def := h.log.find("x@panic.test", events.StatusDeferred)
-	if len(def) != 1 || def[0]["smtp_enh"] != "4.3.0" {
+	def := h.deliveries("x@panic.test", events.StatusDeferred)
+	if len(def) != 1 || def[0].SMTPEnh != "4.3.0" {
 		t.Fatalf("deferral after the panic: %v", def)
 	}
-	relaytest.Eventually(h.t, "queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // panicResolver panics on its first MX lookup, then asks next.
@@ -180,11 +189,11 @@ func TestResolverPanicRecovered(t *testing.T) {
 	h.start(h.config())
 	h.send([]string{"x@rpanic.test"})
 	relaytest.Eventually(h.t, "delivered after the panic", func() bool {
-		return m.Received("x@rpanic.test") == 1 && h.log.count("x@rpanic.test", events.StatusDelivered) == 1
+		return m.Received("x@rpanic.test") == 1 && len(h.deliveries("x@rpanic.test", events.StatusDelivered)) == 1
 	})
 	// Then the lookup that panicked counts as a temporary DNS failure for
 	// its short cache time, so more deferrals may follow.
-	if def := h.log.find("x@rpanic.test", events.StatusDeferred); len(def) == 0 || def[0]["smtp_enh"] != "4.3.0" {
+	if def := h.deliveries("x@rpanic.test", events.StatusDeferred); len(def) == 0 || def[0].SMTPEnh != "4.3.0" {
 		t.Fatalf("deferral after the panic: %v", def)
 	}
 }

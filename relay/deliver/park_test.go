@@ -36,17 +36,19 @@ func TestParkedDomainProbesThenRecovers(t *testing.T) {
 	deferred := func() int {
 		c := 0
 		for i := range n {
-			c += h.log.count(fmt.Sprintf("u%d@flaky.test", i), events.StatusDeferred)
+			c += len(h.deliveries(fmt.Sprintf("u%d@flaky.test", i), events.StatusDeferred))
 		}
 		return c
 	}
-	startAttempts, startWakes := deferred(), h.log.named("domain_wakeup")
-	relaytest.Eventually(h.t, "three more wake-ups", func() bool { return h.log.named("domain_wakeup") >= startWakes+3 })
-	wakes := h.log.named("domain_wakeup") - startWakes
+	startAttempts, startWakes := deferred(), h.log.Count("domain_wakeup", nil)
+	relaytest.Eventually(h.t, "three more wake-ups", func() bool {
+		return h.log.Count("domain_wakeup", nil) >= startWakes+3
+	})
+	wakes := h.log.Count("domain_wakeup", nil) - startWakes
 	if got := deferred() - startAttempts; got > wakes+1 {
 		t.Fatalf("%d attempts during %d wake-ups of a parked domain; want one probe each", got, wakes)
 	}
-	if h.log.named("domain_unparking") != 0 {
+	if h.log.Count("domain_unparking", nil) != 0 {
 		t.Fatal("unparking a domain whose probes all failed")
 	}
 
@@ -58,7 +60,7 @@ func TestParkedDomainProbesThenRecovers(t *testing.T) {
 			t.Fatalf("u%d@flaky.test received %d copies, want 1", i, got)
 		}
 	}
-	if h.log.named("domain_unparking") == 0 {
+	if h.log.Count("domain_unparking", nil) == 0 {
 		t.Fatal("no domain_unparking line after a probe was delivered")
 	}
 }

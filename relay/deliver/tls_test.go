@@ -82,22 +82,26 @@ func checkTLSCase(t *testing.T, h *harness, m *relaytest.MX, rcpt, id, want stri
 	kind, enh, _ := strings.Cut(want, ":")
 	switch kind {
 	case "tls", "plain":
-		relaytest.Eventually(h.t, rcpt+" delivered", func() bool { return m.Received(rcpt) == 1 && h.log.count(rcpt, events.StatusDelivered) == 1 })
+		relaytest.Eventually(h.t, rcpt+" delivered", func() bool {
+			return m.Received(rcpt) == 1 && len(h.deliveries(rcpt, events.StatusDelivered)) == 1
+		})
 		msg := m.Messages()[0]
 		if (msg.TLS != nil) != (kind == "tls") {
 			t.Fatalf("received with TLS=%v, want %s", msg.TLS != nil, kind)
 		}
-		ev := h.log.find(rcpt, events.StatusDelivered)[0]
-		if kind == "tls" && !strings.HasPrefix(ev["tls"].(string), "TLS1.") || kind == "plain" && ev["tls"] != "none" {
-			t.Fatalf("event tls=%v", ev["tls"])
+		ev := h.deliveries(rcpt, events.StatusDelivered)[0]
+		if kind == "tls" && !strings.HasPrefix(ev.TLS, "TLS1.") || kind == "plain" && ev.TLS != "none" {
+			t.Fatalf("event tls=%v", ev.TLS)
 		}
 		if m.Connections() < minConns {
 			t.Fatalf("%d connections, want at least %d (plaintext retry)", m.Connections(), minConns)
 		}
 	case "deferred":
-		relaytest.Eventually(h.t, rcpt+" deferred", func() bool { return h.log.count(rcpt, events.StatusDeferred) >= 1 })
-		if ev := h.log.find(rcpt, events.StatusDeferred)[0]; ev["smtp_enh"] != enh {
-			t.Fatalf("deferred with %v (%v), want %s", ev["smtp_enh"], ev["reply"], enh)
+		relaytest.Eventually(h.t, rcpt+" deferred", func() bool {
+			return len(h.deliveries(rcpt, events.StatusDeferred)) >= 1
+		})
+		if ev := h.deliveries(rcpt, events.StatusDeferred)[0]; ev.SMTPEnh != enh {
+			t.Fatalf("deferred with %v (%v), want %s", ev.SMTPEnh, ev.Reply, enh)
 		}
 		if m.Received(rcpt) != 0 || !h.stored(id) || len(h.rep.failures(rcpt)) != 0 {
 			t.Fatalf("deferred mail delivered, lost or reported (stored=%v)", h.stored(id))
@@ -107,7 +111,7 @@ func checkTLSCase(t *testing.T, h *harness, m *relaytest.MX, rcpt, id, want stri
 		if f := h.rep.failures(rcpt)[0]; f.Enh != enh || f.Temporary {
 			t.Fatalf("failed with %+v, want permanent %s", f, enh)
 		}
-		if m.Received(rcpt) != 0 || h.log.count(rcpt, events.StatusDeferred) != 0 {
+		if m.Received(rcpt) != 0 || len(h.deliveries(rcpt, events.StatusDeferred)) != 0 {
 			t.Fatal("REQUIRETLS mail sent or retried")
 		}
 	}
@@ -141,13 +145,14 @@ func TestSmarthostRouteWithAuth(t *testing.T) {
 	h.send([]string{"x@anywhere.test", "y@anywhere.test"})
 	relaytest.Eventually(h.t, "relayed through the smarthost", func() bool {
 		return up.Received("x@anywhere.test") == 1 && up.Received("y@anywhere.test") == 1 &&
-			h.log.count("x@anywhere.test", events.StatusDelivered) == 1
+			len(h.deliveries("x@anywhere.test", events.StatusDelivered)) == 1
 	})
 	msg := up.Messages()[0]
 	if msg.User != "relay" || msg.TLS == nil {
 		t.Fatalf("user %q tls %v", msg.User, msg.TLS != nil)
 	}
-	if ev := h.log.find("x@anywhere.test", events.StatusDelivered)[0]; ev["tls_verified"] != true || ev["mx"] != "smarthost.test" {
+	ev := h.deliveries("x@anywhere.test", events.StatusDelivered)[0]
+	if ev.TLSVerified == nil || !*ev.TLSVerified || ev.MX != "smarthost.test" {
 		t.Fatalf("event %v", ev)
 	}
 	if n := h.zone.Queries("anywhere.test", 15 /* MX */); n != 0 {

@@ -91,14 +91,17 @@ func TestVERPSenders(t *testing.T) {
 	if wire.follows("DATA", "RSET") {
 		t.Errorf("RSET after a finished transaction:\n%s", wire.dump())
 	}
-	if ev := h.log.find("later@verp.test", "deferred"); len(ev) != 1 || ev[0]["smtp_enh"] != "4.2.1" || ev[0]["mx"] != "mx1.verp.test" {
+	ev := h.deliveries("later@verp.test", "deferred")
+	if len(ev) != 1 || ev[0].SMTPEnh != "4.2.1" || ev[0].MX != "mx1.verp.test" {
 		t.Errorf("deferred events %v", ev)
 	}
-	if n := h.log.count("ok@verp.test", ""); n != 1 {
+	if n := len(h.deliveries("ok@verp.test", "")); n != 1 {
 		t.Errorf("%d events for ok@verp.test, want 1", n)
 	}
-	relaytest.Eventually(h.t, "DSN delivery events", func() bool { return h.log.count("y@verp.test", "delivered") == 1 })
-	if ev := h.log.find("y@verp.test", "delivered")[0]; ev["queue_id"] != dsnID {
+	relaytest.Eventually(h.t, "DSN delivery events", func() bool {
+		return len(h.deliveries("y@verp.test", "delivered")) == 1
+	})
+	if ev := h.deliveries("y@verp.test", "delivered")[0]; ev.QueueID != dsnID {
 		t.Errorf("DSN event %v, want queue_id %s", ev, dsnID)
 	}
 }

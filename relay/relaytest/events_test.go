@@ -14,7 +14,8 @@ func TestEvents(t *testing.T) {
 	t.Parallel()
 	rec := &Events{}
 	em := events.NewEmitter(zerolog.Nop(), rec)
-	em.Emit(&events.Event{Event: events.Delivery, QueueID: "q1", Rcpt: "a@x.test", Status: events.StatusDeferred, SMTPCode: 451})
+	em.Emit(&events.Event{Event: events.Delivery, QueueID: "q1", Rcpt: "a@x.test", Status: events.StatusDeferred,
+		SMTPCode: 451})
 	log := zerolog.New(rec)
 	log.Info().Str("event", "destination_down").Str("destination", "x.test").Int("failures", 3).Send()
 	log.Info().Str("event", events.Delivery).Str("queue_id", "q1").Str("rcpt", "a@x.test").
@@ -24,7 +25,8 @@ func TestEvents(t *testing.T) {
 	if n := len(rec.All()); n != 4 {
 		t.Fatalf("%d events recorded, want 4: %+v", n, rec.All())
 	}
-	if got := rec.Find(events.Delivery, Rcpt("a@x.test", events.StatusDeferred)); len(got) != 1 || got[0].SMTPCode != 451 {
+	got := rec.Find(events.Delivery, Rcpt("a@x.test", events.StatusDeferred))
+	if len(got) != 1 || got[0].SMTPCode != 451 {
 		t.Fatalf("deferred: %+v", got)
 	}
 	if rec.Count(events.Delivery, Rcpt("a@x.test", "")) != 2 || rec.Count("destination_down", nil) != 1 {

@@ -63,12 +63,14 @@ func TestFakeDNS(t *testing.T) {
 // switch sets TC on UDP answers only.
 func TestFakeDNSTXT(t *testing.T) {
 	t.Parallel()
-	z, addr := ServeZone(t, `s1._domainkey.Example.com. IN TXT "v=DKIM1; k=ed25519; " "p=abc"`, "b.test. IN MX 5 mx.b.test.")
+	z, addr := ServeZone(t, `s1._domainkey.Example.com. IN TXT "v=DKIM1; k=ed25519; " "p=abc"`,
+		"b.test. IN MX 5 mx.b.test.")
 	in, err := query(t, addr, "s1._domainkey.example.com", dns.TypeTXT)
 	if err != nil || len(in.Answer) != 1 || len(in.Answer[0].(*dns.TXT).Txt) != 2 {
 		t.Fatalf("TXT: %v %v", in, err)
 	}
-	if got, err := z.LookupTXT("S1._domainkey.example.com."); err != nil || len(got) != 1 || got[0] != "v=DKIM1; k=ed25519; p=abc" {
+	got, err := z.LookupTXT("S1._domainkey.example.com.")
+	if err != nil || len(got) != 1 || got[0] != "v=DKIM1; k=ed25519; p=abc" {
 		t.Fatalf("LookupTXT = %q, %v", got, err)
 	}
 	if in, _ = query(t, addr, "b.test", dns.TypeMX); len(in.Answer) != 1 || in.Answer[0].(*dns.MX).Preference != 5 {

@@ -58,7 +58,9 @@ func TestInflightBudget(t *testing.T) {
 	if n := h.stored(); n != 1 {
 		t.Fatalf("stored %d messages, want 1", n)
 	}
-	relaytest.Eventually(t, "budget back to what the test holds", func() bool { return h.srv.inflight.used.Load() == taken })
+	relaytest.Eventually(t, "budget back to what the test holds", func() bool {
+		return h.srv.inflight.used.Load() == taken
+	})
 	if got := len(h.logs.events("rejected")); got < 2 {
 		t.Errorf("%d rejected events, want the 452 at MAIL and at DATA logged", got)
 	}
