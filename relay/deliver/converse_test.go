@@ -104,30 +104,6 @@ func TestDroppedMidData(t *testing.T) {
 	}
 }
 
-// A server that accepts TCP and never greets times out (greeting timeout)
-// and the next MX gets the mail in the same attempt.
-func TestSilentServerTimesOutToNextMX(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t)
-	silent := h.mx(relaytest.Hang())
-	good := h.mx()
-	h.domain("silent.test", silent.IP, good.IP)
-	cfg := h.config()
-	cfg.Delivery.Timeouts.Greeting = config.Duration(time.Second)
-	h.start(cfg)
-	start := time.Now()
-	h.send([]string{"x@silent.test"})
-	relaytest.Eventually(h.t, "delivered via the second MX", func() bool {
-		return good.Received("x@silent.test") == 1 && len(h.deliveries("x@silent.test", "")) == 1
-	})
-	if silent.Connections() == 0 || time.Since(start) < time.Second {
-		t.Fatal("the silent MX was not tried first")
-	}
-	if ev := h.deliveries("x@silent.test", ""); len(ev) != 1 || ev[0].Attempt != 1 {
-		t.Fatalf("events %v", ev)
-	}
-}
-
 // N entries to one domain travel over fewer than N connections.
 func TestConnectionReuse(t *testing.T) {
 	t.Parallel()
