@@ -1,8 +1,12 @@
-// Package relaytest holds test-only helpers shared by jetrelay's packages:
-// a fake DNS server (FakeDNS), fake MX servers (FakeMX), a throwaway
-// certificate authority (NewCA), a loopback-only dialer and a test config.
-// Everything listens and dials on 127.0.0.0/8 only and is torn down with
-// the test (t.Cleanup).
+// Package relaytest is the one shared test-helper package of jetrelay's
+// packages: a fake DNS server (Zone, FakeDNS, ServeZone; MX, A, AAAA,
+// CNAME and TXT records, SERVFAIL/NXDOMAIN/drop/truncation switches), fake
+// MX servers (FakeMX, FakeRawMX), certificates (NewCA, SelfSigned, on
+// relay/certgen), polling (Eventually), an event recorder (Events), a
+// loopback-only dialer and a test config. Everything listens and dials on
+// 127.0.0.0/8 only and is torn down with the test (t.Cleanup). The queue
+// layer's own helpers (embedded JetStream) are in queue/queuetest; dkim's
+// tests use neither, so that dkim imports nothing of relay.
 package relaytest
 
 import (
