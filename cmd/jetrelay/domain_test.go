@@ -31,11 +31,11 @@ func newDomainSetup(t *testing.T, extraDelivery string, edit func(*relaytest.Zon
 	}
 	_, txt, _ := strings.Cut(strings.TrimSpace(line), "IN TXT ")
 	z := relaytest.NewZone()
-	z.AddTXT("shop.test", "v=spf1 ip4:203.0.113.5 -all")
-	z.AddTXT("s1._domainkey.shop.test", strings.Trim(txt, `"`))
-	z.AddTXT("_dmarc.shop.test", "v=DMARC1; p=quarantine")
+	z.AddTXTRecords("shop.test", "v=spf1 ip4:203.0.113.5 -all")
+	z.AddTXTRecords("s1._domainkey.shop.test", strings.Trim(txt, `"`))
+	z.AddTXTRecords("_dmarc.shop.test", "v=DMARC1; p=quarantine")
 	z.AddA("mail.shop.test", "203.0.113.5")
-	z.AddTXT("mail.shop.test", "v=spf1 a -all")
+	z.AddTXTRecords("mail.shop.test", "v=spf1 a -all")
 	z.AddPTR("203.0.113.5", "mail.shop.test")
 	z.AddMX("shop.test", 10, "mail.shop.test")
 	if edit != nil {

@@ -31,20 +31,20 @@ func (h *harness) markDown(dom string, n int) []string {
 	h.t.Helper()
 	rcpts := []string{"first@" + dom}
 	h.send(rcpts)
-	h.waitFor("destination marked down", func() bool { return h.log.named("destination_down") == 1 })
+	relaytest.Eventually(h.t, "destination marked down", func() bool { return h.log.Count("destination_down", nil) == 1 })
 	for i := range n {
 		rcpts = append(rcpts, fmt.Sprintf("u%d@%s", i, dom))
 		h.send(rcpts[i+1:])
 	}
-	h.waitFor("every entry deferred", func() bool {
+	relaytest.Eventually(h.t, "every entry deferred", func() bool {
 		for _, r := range rcpts {
-			if h.log.count(r, events.StatusDeferred) == 0 {
+			if len(h.deliveries(r, events.StatusDeferred)) == 0 {
 				return false
 			}
 		}
 		return true
 	})
-	h.waitFor("every entry scheduled", func() bool { return h.queued(queue.SubjScheduled) == n+1 })
+	relaytest.Eventually(h.t, "every entry scheduled", func() bool { return h.queued(queue.SubjScheduled) == n+1 })
 	return rcpts
 }
 
@@ -85,12 +85,12 @@ func (h *harness) operator(a ops.Action, r ops.Request) ops.Report {
 // carries attempt number want.
 func (h *harness) delivered(m *relaytest.MX, rcpt string, want int) {
 	h.t.Helper()
-	h.waitFor(rcpt+" delivered", func() bool { return h.log.count(rcpt, events.StatusDelivered) == 1 })
+	relaytest.Eventually(h.t, rcpt+" delivered", func() bool { return len(h.deliveries(rcpt, events.StatusDelivered)) == 1 })
 	if got := m.Received(rcpt); got != 1 {
 		h.t.Fatalf("%s received %d copies, want 1", rcpt, got)
 	}
-	if ev := h.log.find(rcpt, events.StatusDelivered)[0]; ev["attempt"] != float64(want) {
-		h.t.Fatalf("%s delivered as attempt %v, want %d", rcpt, ev["attempt"], want)
+	if ev := h.deliveries(rcpt, events.StatusDelivered)[0]; ev.Attempt != want {
+		h.t.Fatalf("%s delivered as attempt %v, want %d", rcpt, ev.Attempt, want)
 	}
 }
 
@@ -109,8 +109,8 @@ func TestOperatorRetryDuringDownWindow(t *testing.T) {
 	rcpts := h.markDown("down.test", 12)
 
 	for _, r := range rcpts[1:] {
-		ev := h.log.find(r, events.StatusDeferred)[0]
-		if ev["reason"] != "not_attempted" || ev["attempt"] != nil || ev["smtp_enh"] != "4.4.1" {
+		ev := h.deliveries(r, events.StatusDeferred)[0]
+		if ev.Reason != "not_attempted" || ev.Attempt != 0 || ev.SMTPEnh != "4.4.1" {
 			t.Fatalf("deferral of %s without connecting: %v", r, ev)
 		}
 	}
@@ -119,7 +119,7 @@ func TestOperatorRetryDuringDownWindow(t *testing.T) {
 			t.Fatalf("%s stored with %d attempts, want %d", r, n, want)
 		}
 	}
-	if c := h.log.named("destination_failing"); c != 0 {
+	if c := h.log.Count("destination_failing", nil); c != 0 {
 		t.Fatalf("%d destination_failing lines after one attempt", c)
 	}
 
@@ -132,10 +132,10 @@ func TestOperatorRetryDuringDownWindow(t *testing.T) {
 		h.delivered(m, r, 1)
 	}
 	h.waitSettled(wait, 0)
-	if h.log.named("destination_retried") == 0 {
+	if h.log.Count("destination_retried", nil) == 0 {
 		t.Fatal("no destination_retried line: the down mark was not cleared")
 	}
-	if c := h.log.named("destination_failing"); c != 0 {
+	if c := h.log.Count("destination_failing", nil); c != 0 {
 		t.Fatalf("%d destination_failing lines", c)
 	}
 	// The mark is gone: a new message connects at once.
@@ -161,7 +161,7 @@ func TestRetryMarkClearsDownMarkOfEveryProcess(t *testing.T) {
 	if err := h.q.MarkRetried(ctx, queue.RetryMark{Domain: "mark.test", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	h.waitFor("down mark cleared", func() bool { return h.log.named("destination_retried") == 1 })
+	relaytest.Eventually(h.t, "down mark cleared", func() bool { return h.log.Count("destination_retried", nil) == 1 })
 	h.send([]string{"new@mark.test"})
 	h.delivered(m, "new@mark.test", 1)
 	if n := h.queued(queue.SubjScheduled); n != 2 {
@@ -218,19 +218,19 @@ func TestOperatorRetryUnparksDomain(t *testing.T) {
 	m.ReplyMail(relaytest.Err(451, "4.3.0", "try again later"), -1)
 	h.start(h.downConfig())
 	h.sendMany(n, "parked.test")
-	h.waitFor("every entry deferred", func() bool {
+	relaytest.Eventually(h.t, "every entry deferred", func() bool {
 		for i := range n {
-			if h.log.count(fmt.Sprintf("u%d@parked.test", i), events.StatusDeferred) == 0 {
+			if len(h.deliveries(fmt.Sprintf("u%d@parked.test", i), events.StatusDeferred)) == 0 {
 				return false
 			}
 		}
 		return true
 	})
-	h.waitFor("some entries parked", func() bool {
+	relaytest.Eventually(h.t, "some entries parked", func() bool {
 		p := h.queued(queue.SubjParked)
 		return p > 0 && p+h.queued(queue.SubjScheduled) == n
 	})
-	failing := h.log.named("destination_failing")
+	failing := h.log.Count("destination_failing", nil)
 
 	m.ReplyMail(nil, 0) // the destination accepts again
 	if rep := h.operator(ops.Retry, ops.Request{Domain: "parked.test"}); rep.Done != n {
@@ -243,7 +243,7 @@ func TestOperatorRetryUnparksDomain(t *testing.T) {
 	if p := h.queued(queue.SubjParked); p != 0 {
 		t.Fatalf("%d entries still parked", p)
 	}
-	if c := h.log.named("destination_failing"); c != failing {
+	if c := h.log.Count("destination_failing", nil); c != failing {
 		t.Fatalf("destination_failing logged again after the retry (%d lines, %d before)", c, failing)
 	}
 }

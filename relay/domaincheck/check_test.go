@@ -73,9 +73,9 @@ func TestCheckBrokenSPF(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
-			f.zone.TXT[domain] = tc.records
+			f.zone.SetTXTRecords(domain, tc.records...)
 			for i := 1; i <= 11; i++ {
-				f.zone.AddTXT(fmt.Sprintf("i%d.shop.test", i), "v=spf1 ip4:192.0.2.200 -all")
+				f.zone.AddTXTRecords(fmt.Sprintf("i%d.shop.test", i), "v=spf1 ip4:192.0.2.200 -all")
 			}
 			r := f.check(t)
 			want(t, r, CheckSPF, tc.subject, tc.st, tc.detail, tc.fix)
@@ -98,7 +98,7 @@ func TestCheckEHLOSPF(t *testing.T) {
 		t.Fatalf("a missing EHLO SPF record fails:\n%s", dump(r))
 	}
 	f = newFixture(t)
-	f.zone.TXT[hostname] = []string{"v=spf1 ip4:198.51.100.1 -all"}
+	f.zone.SetTXTRecords(hostname, "v=spf1 ip4:198.51.100.1 -all")
 	r = f.check(t)
 	want(t, r, CheckSPF, hostname+" for "+relayIP, Fail, "does not authorise", "ip4:"+relayIP)
 }
@@ -109,9 +109,9 @@ func TestCheckVERPDomain(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.opts.VERPDomain = "bounce.shop.test"
-	f.zone.AddTXT("bounce.shop.test", "v=spf1 ip4:198.51.100.9 -all")
+	f.zone.AddTXTRecords("bounce.shop.test", "v=spf1 ip4:198.51.100.9 -all")
 	f.zone.AddMX("bounce.shop.test", 0, ".")
-	f.zone.TXT[domain] = []string{"v=spf1 include:_spf.mailbox.example -all"} // not this relay
+	f.zone.SetTXTRecords(domain, "v=spf1 include:_spf.mailbox.example -all") // not this relay
 	r := f.check(t)
 	want(t, r, CheckSPF, "bounce.shop.test for "+relayIP, Fail, "does not authorise", "ip4:"+relayIP)
 	want(t, r, CheckSPF, domain, Warn, "with VERP the envelope is in bounce.shop.test", "")
@@ -126,7 +126,7 @@ func TestCheckDKIM(t *testing.T) {
 	t.Run("mismatch", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
-		f.zone.TXT["s1._domainkey."+domain] = []string{txtRecord(t, writeKey(t, dkim.Ed25519, 0))}
+		f.zone.SetTXTRecords("s1._domainkey."+domain, txtRecord(t, writeKey(t, dkim.Ed25519, 0)))
 		r := f.check(t)
 		want(t, r, CheckDKIM, "s1._domainkey."+domain, Fail, "does not match", "replace the record by s1._domainkey")
 	})
@@ -171,7 +171,7 @@ func TestCheckDMARC(t *testing.T) {
 	t.Run("p=none", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
-		f.zone.TXT["_dmarc."+domain] = []string{"v=DMARC1; p=none; pct=50"}
+		f.zone.SetTXTRecords("_dmarc."+domain, "v=DMARC1; p=none; pct=50")
 		r := f.check(t)
 		want(t, r, CheckDMARC, "_dmarc."+domain, Warn, "monitoring only", "p=quarantine")
 		want(t, r, CheckDMARC, "_dmarc."+domain, Warn, "pct=50", "")
@@ -182,7 +182,7 @@ func TestCheckDMARC(t *testing.T) {
 	t.Run("unusable", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
-		f.zone.TXT["_dmarc."+domain] = []string{"v=DMARC1; p=sometimes"}
+		f.zone.SetTXTRecords("_dmarc."+domain, "v=DMARC1; p=sometimes")
 		r := f.check(t)
 		want(t, r, CheckDMARC, "_dmarc."+domain, Fail, "unusable record", "")
 	})
@@ -190,7 +190,7 @@ func TestCheckDMARC(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
 		f.opts.VERPDomain = "bounces.relay.example"
-		f.zone.AddTXT("bounces.relay.example", "v=spf1 ip4:"+relayIP+" -all")
+		f.zone.AddTXTRecords("bounces.relay.example", "v=spf1 ip4:"+relayIP+" -all")
 		f.zone.AddMX("bounces.relay.example", 10, "mx.shop.test")
 		r := f.check(t)
 		want(t, r, CheckSPFAlignment, domain, Warn, "not aligned: organizational domain relay.example", "verp_domain")
@@ -199,8 +199,8 @@ func TestCheckDMARC(t *testing.T) {
 	t.Run("strict, subdomain, org record", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
-		f.zone.TXT["_dmarc."+domain] = []string{"v=DMARC1; p=none; sp=reject; adkim=s; aspf=s"}
-		f.zone.AddTXT("news.shop.test", "v=spf1 ip4:"+relayIP+" -all")
+		f.zone.SetTXTRecords("_dmarc."+domain, "v=DMARC1; p=none; sp=reject; adkim=s; aspf=s")
+		f.zone.AddTXTRecords("news.shop.test", "v=spf1 ip4:"+relayIP+" -all")
 		f.zone.AddMX("news.shop.test", 10, "mx.shop.test")
 		f.opts.Domain = "news.shop.test"
 		f.opts.VERPDomain = "bounce.shop.test"

@@ -36,15 +36,15 @@ func TestResolverAnswersAndErrors(t *testing.T) {
 	t.Parallel()
 	z := relaytest.NewZone()
 	long := "v=DKIM1; p=" + strings.Repeat("A", 600)
-	z.AddTXT("t.test", long, "second")
-	z.AddTXT("huge.test", strings.Repeat("x", MaxTXTBytes+1))
+	z.AddTXTRecords("t.test", long, "second")
+	z.AddTXTRecords("huge.test", strings.Repeat("x", MaxTXTBytes+1))
 	z.AddMX("null.test", 0, ".")
 	z.AddA("h.test", "192.0.2.1", "2001:db8::1")
 	z.AddPTR("2001:db8::1", "h.test")
 	z.AddA("nomx.test", "192.0.2.2")
 	z.SetServFail("broken.test", true)
 	for i := 0; i < MaxRecords+5; i++ {
-		z.AddTXT("many.test", strings.Repeat("m", i+1))
+		z.AddTXTRecords("many.test", strings.Repeat("m", i+1))
 	}
 	r := resolverFor(t, z, 0)
 	ctx := context.Background()
@@ -83,7 +83,7 @@ func TestResolverAnswersAndErrors(t *testing.T) {
 func TestResolverBudget(t *testing.T) {
 	t.Parallel()
 	z := relaytest.NewZone()
-	z.AddTXT("b.test", "x")
+	z.AddTXTRecords("b.test", "x")
 	r := resolverFor(t, z, 2)
 	for i := 0; i < 2; i++ {
 		if _, err := r.LookupTXT(context.Background(), "b.test"); err != nil {

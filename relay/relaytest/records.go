@@ -11,13 +11,16 @@ import (
 // (RFC 1035 §3.3: one length octet).
 const maxCharString = 255
 
-// AddTXT adds TXT records for name, one per string; a string longer than
-// 255 octets is served as several character-strings, as a zone file's
-// long DKIM record is.
-func (z *Zone) AddTXT(name string, txts ...string) {
+// AddTXTRecords adds TXT records for name, one per string; a string
+// longer than 255 octets is served as several character-strings, as a
+// zone file's long DKIM record is. (AddTXT adds one record of given
+// character-strings.)
+func (z *Zone) AddTXTRecords(name string, txts ...string) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	z.TXT[key(name)] = append(z.TXT[key(name)], txts...)
+	for _, t := range txts {
+		z.TXT[key(name)] = append(z.TXT[key(name)], txtStrings(t))
+	}
 }
 
 // AddPTR adds a PTR record naming host for the address ip ("192.0.2.1",
@@ -54,4 +57,13 @@ func truncateUDP(w dns.ResponseWriter, r, m *dns.Msg) {
 		size = int(opt.UDPSize())
 	}
 	m.Truncate(size)
+}
+
+// SetTXTRecords replaces name's TXT records with one record per string
+// (split as AddTXTRecords does); none removes them.
+func (z *Zone) SetTXTRecords(name string, txts ...string) {
+	z.mu.Lock()
+	delete(z.TXT, key(name))
+	z.mu.Unlock()
+	z.AddTXTRecords(name, txts...)
 }

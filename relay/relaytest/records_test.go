@@ -16,9 +16,9 @@ func TestFakeDNSRecords(t *testing.T) {
 	z.AddPTR("192.0.2.7", "mail.a.test.")
 	z.AddPTR("2001:db8::7", "mail6.a.test")
 	long := strings.Repeat("k", 600)
-	z.AddTXT("long.a.test", long)
+	z.AddTXTRecords("long.a.test", long)
 	for i := 0; i < 40; i++ {
-		z.AddTXT("big.a.test", strings.Repeat("b", 100))
+		z.AddTXTRecords("big.a.test", strings.Repeat("b", 100))
 	}
 	addr := FakeDNS(t, z)
 	in, err := query(t, addr, "7.2.0.192.in-addr.arpa", dns.TypePTR)

@@ -232,12 +232,6 @@ func (l *logBuffer) String() string {
 	return l.buf.String()
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	queuetest.Eventually(t, testTimeout, what, cond)
-}
-
 // smtpReply is one parsed SMTP reply.
 type smtpReply struct {
 	Code  int
