@@ -53,9 +53,18 @@ func listen(t *testing.T, o Options) (*Listener, *refusals) {
 
 func allowLoopback(a netip.Addr) bool { return a.IsLoopback() }
 
+// notFrom127001 allows the loopback net except 127.0.0.1.
+func notFrom127001(a netip.Addr) bool { return a.IsLoopback() && a != netip.MustParseAddr("127.0.0.1") }
+
 func dial(t *testing.T, l net.Listener, send string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", l.Addr().String(), testTimeout)
+	return dialFrom(t, l, "127.0.0.1", send)
+}
+
+func dialFrom(t *testing.T, l net.Listener, source, send string) net.Conn {
+	t.Helper()
+	d := &net.Dialer{Timeout: testTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
+	c, err := d.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +145,7 @@ func TestListenerRefusals(t *testing.T) {
 		hangUp  bool
 		wantErr error
 	}{
-		{"peer not allowed", Options{Allowed: func(netip.Addr) bool { return false }}, "PROXY UNKNOWN\r\n", false, ErrNotAllowed},
+		{"peer not allowed", Options{Allowed: notFrom127001}, "PROXY UNKNOWN\r\n", false, ErrNotAllowed},
 		{"no header in time", Options{Allowed: allowLoopback, Timeout: 50 * time.Millisecond}, "", false, ErrTimeout},
 		{"partial header in time", Options{Allowed: allowLoopback, Timeout: 50 * time.Millisecond}, "PROXY TCP4 1.2", false, ErrTimeout},
 		{"malformed header", Options{Allowed: allowLoopback}, "PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", false, ErrInvalid},
@@ -159,7 +168,7 @@ func TestListenerRefusals(t *testing.T) {
 				closedWithoutData(t, c)
 			}
 			// The listener goes on: a good header is accepted.
-			dial(t, l, "PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n")
+			dialFrom(t, l, "127.0.0.2", "PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n")
 			if sc := <-got; sc == nil || sc.RemoteAddr().String() != "[2001:db8::1]:1" {
 				t.Fatalf("next connection: %v", sc)
 			}
