@@ -18,7 +18,8 @@ func TestProxyProtocolKeys(t *testing.T) {
 	if len(d.ProxyFrom) != 0 {
 		t.Fatalf("default proxy_from: %v", d.ProxyFrom)
 	}
-	c, err := Parse([]byte("submission:\n  listeners:\n    - {addr: \":10587\", tls: starttls, proxy_protocol: true}\n" +
+	c, err := Parse([]byte("submission:\n  listeners:\n" +
+		"    - {addr: \":10587\", tls: starttls, proxy_protocol: true}\n" +
 		"    - {addr: \":465\", tls: implicit}\n  proxy_from: [10.0.0.5, \"2001:db8::/64\"]\n"))
 	if err != nil {
 		t.Fatal(err)
