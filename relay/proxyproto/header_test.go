@@ -33,7 +33,7 @@ func TestParseValid(t *testing.T) {
 		{"v1 TCP4", []byte("PROXY TCP4 192.0.2.10 198.51.100.1 40000 587\r\n"), tcp4},
 		{"v1 TCP6", []byte("PROXY TCP6 2001:db8::10 2001:db8::1 65535 0\r\n"), tcp6},
 		{"v1 UNKNOWN", []byte("PROXY UNKNOWN\r\n"), Header{Version: 1}},
-		{"v1 UNKNOWN with anything", []byte("PROXY UNKNOWN ffff:f...f:ffff 1.2.3.4 65535 65535\r\n"), Header{Version: 1}},
+		{"v1 UNKNOWN with anything", []byte("PROXY UNKNOWN ffff:f...f:ffff 1.2.3.4 1 1\r\n"), Header{Version: 1}},
 		{"v1 longest line", []byte("PROXY UNKNOWN " + strings.Repeat("x", MaxV1Line-16) + "\r\n"), Header{Version: 1}},
 		{"v2 TCP4", AppendV2(nil, v2tcp4, nil), v2tcp4},
 		{"v2 TCP6", AppendV2(nil, v2tcp6, nil), v2tcp6},

@@ -141,6 +141,7 @@ func TestListenerLocalKeepsOwnAddress(t *testing.T) {
 
 func TestListenerRefusals(t *testing.T) {
 	t.Parallel()
+	plain, quick := Options{Allowed: allowLoopback}, Options{Allowed: allowLoopback, Timeout: shortTimeout}
 	cases := []struct {
 		name    string
 		opts    Options
@@ -149,11 +150,11 @@ func TestListenerRefusals(t *testing.T) {
 		wantErr error
 	}{
 		{"peer not allowed", Options{Allowed: notFrom127001}, "PROXY UNKNOWN\r\n", false, ErrNotAllowed},
-		{"no header in time", Options{Allowed: allowLoopback, Timeout: shortTimeout}, "", false, ErrTimeout},
-		{"partial header in time", Options{Allowed: allowLoopback, Timeout: shortTimeout}, "PROXY TCP4 1.2", false, ErrTimeout},
-		{"malformed header", Options{Allowed: allowLoopback}, "PROXY TCP4 1.2.3.4 5.6.7.8 1 09\r\n", false, ErrInvalid},
-		{"SMTP instead", Options{Allowed: allowLoopback}, "EHLO client.test\r\n", false, ErrInvalid},
-		{"closed early", Options{Allowed: allowLoopback}, "PROXY TCP4", true, ErrClosed},
+		{"no header in time", quick, "", false, ErrTimeout},
+		{"partial header in time", quick, "PROXY TCP4 1", false, ErrTimeout},
+		{"malformed header", plain, "PROXY TCP4 1.2.3.4 5.6.7.8 1 09\r\n", false, ErrInvalid},
+		{"SMTP instead", plain, "EHLO client.test\r\n", false, ErrInvalid},
+		{"closed early", plain, "PROXY TCP4", true, ErrClosed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

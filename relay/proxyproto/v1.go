@@ -17,7 +17,7 @@ func parseV1(b []byte) (Header, int, error) {
 	end := bytes.IndexByte(b[:min(len(b), MaxV1Line)], '\n')
 	if end < 0 {
 		if len(b) >= MaxV1Line {
-			return Header{}, 0, invalid("v1 line longer than %d bytes", MaxV1Line)
+			return Header{}, 0, invalid("v1 line over %d bytes", MaxV1Line)
 		}
 		if i := bytes.IndexByte(b, '\r'); i >= 0 && i < len(b)-1 {
 			return Header{}, 0, invalid("v1 line has a CR not followed by LF")

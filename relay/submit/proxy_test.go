@@ -237,8 +237,8 @@ func TestProxyRefused(t *testing.T) {
 		{"half a header", lnStartTLS, lbAddr, "PROXY TCP4 192.0.2.32 ", "no PROXY protocol header within"},
 		{"SMTP instead", lnStartTLS, lbAddr, "EHLO client.test\r\n", "invalid PROXY protocol header"},
 		{"bad port", lnStartTLS, lbAddr, "PROXY TCP4 192.0.2.33 198.51.100.1 70000 587\r\n", "invalid PROXY"},
-		{"v1 over 107 bytes", lnStartTLS, lbAddr, "PROXY UNKNOWN " + strings.Repeat("x", 100) + "\r\n", "longer than 107"},
-		{"v2 UDP", lnStartTLS, lbAddr, string(v2Sig) + "\x21\x12\x00\x0c" + strings.Repeat("\x00", 12), "family/protocol"},
+		{"v1 over 107 bytes", lnStartTLS, lbAddr, "PROXY UNKNOWN " + strings.Repeat("x", 100) + "\r\n", "over 107"},
+		{"v2 UDP", lnStartTLS, lbAddr, v2Sig + "\x21\x12\x00\x0c" + strings.Repeat("\x00", 12), "family/protocol"},
 	}
 	for _, tc := range cases {
 		dst := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(h.addr(tc.listener)))
@@ -293,5 +293,18 @@ func TestProxyLocal(t *testing.T) {
 		c.expect("QUIT", 221, "")
 		_ = c.conn.Close()
 		eventually(t, "connection closed", func() bool { return h.srv.conns.open() == 0 })
+	}
+}
+
+// TestProxyFromUnusedWarns: proxy_from without a proxy_protocol listener
+// is logged as a warning at start (no header is read anywhere).
+func TestProxyFromUnusedWarns(t *testing.T) {
+	t.Parallel()
+	h := start(t, testConfig(t, func(c *config.Config) { c.Submission.ProxyFrom = []string{lbAddr} }))
+	if !strings.Contains(h.logs.String(), `"event":"proxy_from_unused"`) {
+		t.Fatalf("no proxy_from_unused warning:\n%s", h.logs.String())
+	}
+	if _, g, err := h.dialProxy(lnStartTLS, lbAddr, nil); err != nil || g.Code != 220 {
+		t.Fatalf("listener without proxy_protocol: %v, %v", g, err)
 	}
 }
