@@ -87,7 +87,7 @@ func (h *harness) dialProxy(listener int, source string, header []byte) (*rawCli
 
 // closedSilently checks that the server closed the connection without
 // sending a byte.
-func closedSilently(t *testing.T, c *rawClient) {
+func closedSilently(t testing.TB, c *rawClient) {
 	t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(testTimeout))
 	b, err := io.ReadAll(c.conn)
@@ -217,42 +217,32 @@ func TestProxyAuthBrake(t *testing.T) {
 	}
 }
 
-// TestProxyRefused: a connection to a PROXY listener from outside
-// proxy_from, without a header in time, or with a malformed one is closed
-// without a greeting (also before TLS on an implicit-TLS listener), and
-// the reason is logged.
-func TestProxyRefused(t *testing.T) {
-	t.Parallel()
-	h := start(t, proxyConfig(t), harnessOpts{proxyTimeout: 50 * time.Millisecond})
-	cases := []struct {
-		name     string
-		listener int
-		source   string
-		header   string
-		reason   string
-	}{
-		{"outside proxy_from", lnStartTLS, otherAddr, string(v1For("192.0.2.30:1")), "not allowed"},
-		{"outside proxy_from, implicit", lnImplicit, otherAddr, string(v2For("192.0.2.31:1")), "not allowed"},
-		{"no header", lnStartTLS, lbAddr, "", "no PROXY protocol header within"},
-		{"half a header", lnStartTLS, lbAddr, "PROXY TCP4 192.0.2.32 ", "no PROXY protocol header within"},
-		{"SMTP instead", lnStartTLS, lbAddr, "EHLO client.test\r\n", "invalid PROXY protocol header"},
-		{"bad port", lnStartTLS, lbAddr, "PROXY TCP4 192.0.2.33 198.51.100.1 70000 587\r\n", "invalid PROXY"},
-		{"v1 over 107 bytes", lnStartTLS, lbAddr, "PROXY UNKNOWN " + strings.Repeat("x", 100) + "\r\n", "over 107"},
-		{"v2 UDP", lnStartTLS, lbAddr, v2Sig + "\x21\x12\x00\x0c" + strings.Repeat("\x00", 12), "family/protocol"},
-	}
+// refusal is a connection a PROXY listener must close without a greeting.
+type refusal struct {
+	name     string
+	listener int
+	source   string
+	header   string
+	reason   string // in the rejected event
+}
+
+// expectRefused sends each case's bytes and checks that the connection is
+// closed without a byte and that a rejected event gives the reason.
+func (h *harness) expectRefused(cases []refusal) {
+	h.t.Helper()
 	for _, tc := range cases {
 		dst := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(h.addr(tc.listener)))
 		c, err := net.DialTCP("tcp", &net.TCPAddr{IP: net.ParseIP(tc.source)}, dst)
 		if err != nil {
-			t.Fatal(err)
+			h.t.Fatal(err)
 		}
-		rc := &rawClient{t: t, conn: c}
+		rc := &rawClient{t: h.t, conn: c}
 		if tc.header != "" {
 			rc.send(tc.header)
 		}
-		closedSilently(t, rc)
+		closedSilently(h.t, rc)
 		_ = c.Close()
-		eventually(t, tc.name+": rejected event", func() bool {
+		eventually(h.t, tc.name+": rejected event with "+tc.reason, func() bool {
 			for _, e := range h.logs.events("rejected") {
 				if r, _ := e["reason"].(string); e["remote_addr"] == c.LocalAddr().String() {
 					return strings.Contains(r, tc.reason)
@@ -261,13 +251,42 @@ func TestProxyRefused(t *testing.T) {
 			return false
 		})
 	}
+	if n := h.srv.conns.open(); n != 0 {
+		h.t.Fatalf("%d refused connections hold a slot", n)
+	}
+}
+
+// TestProxyRefused: a connection to a PROXY listener from outside
+// proxy_from or with a malformed header is closed without a greeting
+// (also before TLS on an implicit-TLS listener), and the reason is logged.
+func TestProxyRefused(t *testing.T) {
+	t.Parallel()
+	h := start(t, proxyConfig(t))
+	h.expectRefused([]refusal{
+		{"outside proxy_from", lnStartTLS, otherAddr, string(v1For("192.0.2.30:1")), "not allowed"},
+		{"outside proxy_from, implicit", lnImplicit, otherAddr, string(v2For("192.0.2.31:1")), "not allowed"},
+		{"SMTP instead", lnStartTLS, lbAddr, "EHLO client.test\r\n", "invalid PROXY protocol header"},
+		{"bad port", lnStartTLS, lbAddr, "PROXY TCP4 192.0.2.33 198.51.100.1 70000 587\r\n", "invalid PROXY"},
+		{"v1 over 107 bytes", lnStartTLS, lbAddr, "PROXY UNKNOWN " + strings.Repeat("x", 100) + "\r\n", "over 107"},
+		{"v2 UDP", lnStartTLS, lbAddr, v2Sig + "\x21\x12\x00\x0c" + strings.Repeat("\x00", 12), "family/protocol"},
+		{"v2 version 1", lnImplicit, lbAddr, v2Sig + "\x11\x11\x00\x0c" + strings.Repeat("\x00", 12), "version"},
+	})
 	// An implicit-TLS client that skips the header: its ClientHello is not a header.
 	if _, _, err := h.dialProxy(lnImplicit, lbAddr, nil); err == nil {
 		t.Fatal("TLS handshake without a PROXY header succeeded")
 	}
-	if h.srv.conns.open() != 0 {
-		t.Fatalf("%d refused connections hold a slot", h.srv.conns.open())
-	}
+}
+
+// TestProxyHeaderTimeout: an allowed balancer that sends no header, or
+// half of one, within the limit (shortened here) is closed ungreeted.
+func TestProxyHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	h := start(t, proxyConfig(t), harnessOpts{proxyTimeout: 50 * time.Millisecond})
+	h.expectRefused([]refusal{
+		{"no header", lnStartTLS, lbAddr, "", "no PROXY protocol header within"},
+		{"no header, implicit", lnImplicit, lbAddr, "", "no PROXY protocol header within"},
+		{"half a header", lnStartTLS, lbAddr, "PROXY TCP4 192.0.2.32 ", "no PROXY protocol header within"},
+	})
 }
 
 // TestProxyLocal: a v2 LOCAL header (a balancer's health check) is greeted
