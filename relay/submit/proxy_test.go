@@ -15,6 +15,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/proxyproto"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // The test balancer connects from lbAddr, the only proxy_from address;
@@ -101,7 +102,7 @@ func closedSilently(t testing.TB, c *rawClient) {
 func (h *harness) rejectedWith(want string) map[string]any {
 	h.t.Helper()
 	var found map[string]any
-	eventually(h.t, "rejected event with "+want, func() bool {
+	relaytest.Eventually(h.t, "rejected event with "+want, func() bool {
 		for _, e := range h.logs.events("rejected") {
 			if r, _ := e["reason"].(string); strings.Contains(r, want) {
 				found = e
@@ -201,7 +202,7 @@ func TestProxyAuthBrake(t *testing.T) {
 			t.Fatalf("failure: %v", r)
 		}
 	}
-	eventually(t, "the client banned at connect", func() bool {
+	relaytest.Eventually(t, "the client banned at connect", func() bool {
 		r := login("192.0.2.20:2", appPass)
 		return r.Code == 421 && r.Enh == "4.7.0"
 	})
@@ -242,7 +243,7 @@ func (h *harness) expectRefused(cases []refusal) {
 		}
 		closedSilently(h.t, rc)
 		_ = c.Close()
-		eventually(h.t, tc.name+": rejected event with "+tc.reason, func() bool {
+		relaytest.Eventually(h.t, tc.name+": rejected event with "+tc.reason, func() bool {
 			for _, e := range h.logs.events("rejected") {
 				if r, _ := e["reason"].(string); e["remote_addr"] == c.LocalAddr().String() {
 					return strings.Contains(r, tc.reason)
@@ -311,7 +312,7 @@ func TestProxyLocal(t *testing.T) {
 		}
 		c.expect("QUIT", 221, "")
 		_ = c.conn.Close()
-		eventually(t, "connection closed", func() bool { return h.srv.conns.open() == 0 })
+		relaytest.Eventually(t, "connection closed", func() bool { return h.srv.conns.open() == 0 })
 	}
 }
 
