@@ -35,6 +35,8 @@ func commands() map[string]command {
 		"suppress": {"manage the suppression list: ls, add, rm", runSuppress},
 		"bench":    {"load-test an SMTP submission service", runBench},
 		"sink":     {"run a development SMTP sink that accepts and counts mail", runSink},
+		"auth":     {"AUTH brake bans: bans, unban IP|--all", runAuth},
+		"send":     {"send one test message through the relay and follow it", runSend},
 	}
 }
 
