@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jetrelay/jetrelay/relay/submit"
 	"github.com/jetrelay/jetrelay/relay/safetext"
+	"github.com/jetrelay/jetrelay/relay/submit"
 )
 
 const authAbout = `Shows and lifts AUTH brake bans (JetStream KV bucket jetrelay_auth, shared by

@@ -211,4 +211,3 @@ func TestAuthBansAndUnban(t *testing.T) {
 		}
 	}
 }
-
