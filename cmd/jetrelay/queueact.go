@@ -163,7 +163,7 @@ func cliEmitter(ctx context.Context, q *queue.Queue, sio stdio) (*events.Emitter
 		defer cancel()
 		err := pub.Close(cctx)
 		if err == nil && pub.Dropped() > 0 {
-			err = fmt.Errorf("%d event(s) dropped", pub.Dropped())
+			err = fmt.Errorf("%s dropped", plural(int(pub.Dropped()), "event"))
 		}
 		if err != nil {
 			warn(err)
