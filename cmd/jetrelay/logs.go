@@ -68,17 +68,9 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 		fmt.Fprintf(sio.err, "jetrelay logs: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	msgID := ""
-	if f.ID != "" && !queue.ValidID(f.ID) {
-		if msgID = bareMsgID(f.ID); msgID == "" {
-			_ = tprintf(sio.err, "jetrelay logs: %q is neither a queue id nor a Message-ID\n", f.ID)
-			return 2
-		}
-		if f.Follow {
-			fmt.Fprintln(sio.err, "jetrelay logs: -f takes a queue id, not a Message-ID (find the queue id without -f)")
-			return 2
-		}
-		f.ID = ""
+	msgID, ok := splitLogID(&f, sio)
+	if !ok {
+		return 2
 	}
 	var err error
 	if f.Since, err = parseSince(*since, time.Now()); err != nil {
@@ -110,6 +102,25 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 		return 1
 	}
 	return 0
+}
+
+// splitLogID moves an --id that is a Message-ID out of f (returned bare);
+// ok is false (a usage error, reported) for anything else that is not a
+// queue id.
+func splitLogID(f *events.Filter, sio stdio) (msgID string, ok bool) {
+	if f.ID == "" || queue.ValidID(f.ID) {
+		return "", true
+	}
+	if msgID = bareMsgID(f.ID); msgID == "" {
+		_ = tprintf(sio.err, "jetrelay logs: %q is neither a queue id nor a Message-ID\n", f.ID)
+		return "", false
+	}
+	if f.Follow {
+		fmt.Fprintln(sio.err, "jetrelay logs: -f takes a queue id, not a Message-ID (find the queue id without -f)")
+		return "", false
+	}
+	f.ID = ""
+	return msgID, true
 }
 
 // printHistory prints one message's events in the order they happened.

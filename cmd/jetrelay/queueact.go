@@ -99,7 +99,8 @@ func queueAct(ctx context.Context, verb string, args []string, sio stdio) int {
 		return c.fail("%v", err)
 	}
 	if !mv.wait(ctx, q) {
-		fmt.Fprintln(c.sio.err, "note: some entries are still moving to their new state; ls may show the old one for a moment")
+		fmt.Fprintln(c.sio.err, "note: some entries are still moving to their new state; "+
+			"ls may show the old one for a moment")
 	}
 	if progress && rep.Selected > 1 {
 		fmt.Fprintln(c.sio.err)
