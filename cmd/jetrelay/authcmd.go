@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,7 +24,8 @@ after max_per_user.
   bans             print client, user ("-" = the whole client), failures and
                    ban end, aligned (--json: one JSON object per line)
   unban IP         lift the ban of IP's client and of every user from it,
-                   and reset their failure counters
+                   and reset their failure counters (exit 1 if it had
+                   neither a ban nor a failure counted)
   unban --all      lift every ban and reset every counter
 
 Works against any NATS jetrelay uses (--nats, --creds).`
@@ -81,6 +83,10 @@ func authMain(ctx context.Context, args []string, sio stdio) int {
 	what := "every client"
 	if !c.all {
 		what = c.ip
+		if n == 0 {
+			_ = tprintf(sio.err, "jetrelay auth: %s has no ban and no failures counted\n", c.ip)
+			return 1
+		}
 	}
 	_ = tprintf(sio.out, "unbanned %s: %s removed\n", what, plural(n, "record"))
 	return 0
@@ -121,7 +127,12 @@ func parseAuth(args []string, sio stdio) (c authCmd, rc int, ok bool) {
 		return c, 2, false
 	}
 	if want == 1 {
-		c.ip = pos[0]
+		a, err := netip.ParseAddr(pos[0])
+		if err != nil {
+			_ = tprintf(sio.err, "jetrelay auth unban: %q is not an IP address\n", pos[0])
+			return c, 2, false
+		}
+		c.ip = a.Unmap().String()
 	}
 	return c, 0, true
 }

@@ -205,7 +205,10 @@ func TestAuthBansAndUnban(t *testing.T) {
 	if rc, out, _ := runOps(t, authMain, args("unban", "--all")...); rc != 0 || !strings.Contains(out, "every client") {
 		t.Fatalf("unban --all rc %d: %s", rc, out)
 	}
-	for _, bad := range [][]string{{"unban"}, {"unban", "1.2.3.4", "5.6.7.8"}, {"bogus"}} {
+	if rc, _, errOut := runOps(t, authMain, args("unban", "192.0.2.1")...); rc != 1 || !strings.Contains(errOut, "no ban") {
+		t.Fatalf("unban of a client without a ban: rc %d %s", rc, errOut)
+	}
+	for _, bad := range [][]string{{"unban"}, {"unban", "1.2.3.4", "5.6.7.8"}, {"bogus"}, {"unban", "not-an-ip"}} {
 		if rc, _, _ := runOps(t, authMain, args(bad...)...); rc != 2 {
 			t.Errorf("auth %v: rc %d, want 2", bad, rc)
 		}
