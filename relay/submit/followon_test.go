@@ -31,6 +31,22 @@ func TestOneRefusalOneRejection(t *testing.T) {
 		t.Fatalf("%d event=rejected lines for one refused MAIL, want 1:\n%v", n, h.logs.events("rejected")[before:])
 	}
 
+	// The same when go-smtp refuses the MAIL itself (SIZE= over the limit).
+	before = rejected()
+	c.send("MAIL FROM:<a@example.com> SIZE=4000000000\r\nRCPT TO:<x@one.test>\r\nDATA\r\n")
+	if r := c.read(); r.Code != 552 {
+		t.Fatalf("MAIL with SIZE over the limit: %v", r)
+	}
+	for _, what := range []string{"RCPT", "DATA"} {
+		if r := c.read(); !isSequenceError(r.Code, enhOf(t, r.Enh)) {
+			t.Fatalf("%s after a refused MAIL: %v", what, r)
+		}
+	}
+	c.expect("NOOP", 250, "")
+	if n := rejected() - before; n != 1 {
+		t.Fatalf("%d event=rejected lines for one SIZE refusal, want 1", n)
+	}
+
 	// The same after every RCPT was refused: DATA's 502 follows from them.
 	c.expect("MAIL FROM:<a@example.com>", 250, "")
 	before = rejected()
