@@ -147,9 +147,9 @@ func TestSendRefusals(t *testing.T) {
 	if rc != 1 || strings.Contains(out, "queued as") || !strings.Contains(errOut, "MAIL FROM") {
 		t.Fatalf("refused sender: rc %d\n%s%s", rc, out, errOut)
 	}
-	rc, out, errOut = r.send(t, "--to", "x@live.example", "--no-wait")
+	rc, out, errOut = r.send(t, "--to", "x@live.example", "--to", "jürgen@live.example", "--no-wait")
 	if rc != 0 || !strings.Contains(out, "queued as ") || strings.Contains(out, "delivered") {
-		t.Fatalf("--no-wait: rc %d\n%s%s", rc, out, errOut)
+		t.Fatalf("--no-wait (with an SMTPUTF8 recipient): rc %d\n%s%s", rc, out, errOut)
 	}
 }
 

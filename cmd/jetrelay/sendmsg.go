@@ -156,7 +156,10 @@ func submitMessage(ctx context.Context, o *sendOpts, msg []byte) (string, error)
 	if err := c.Auth(sasl.NewPlainClient("", o.user, o.smtpPasswd)); err != nil {
 		return "", fmt.Errorf("AUTH as %s: %w", o.user, err)
 	}
-	if err := c.Mail(o.from, nil); err != nil {
+	// SIZE lets the relay refuse an oversized message before it is sent
+	// (RFC 1870); SMTPUTF8 is needed for a non-ASCII address (RFC 6531 §3.4).
+	opts := &smtp.MailOptions{Size: int64(len(msg)), UTF8: !isASCIIText(append([]string{o.from}, o.to...)...)}
+	if err := c.Mail(o.from, opts); err != nil {
 		return "", fmt.Errorf("MAIL FROM:<%s>: %w", o.from, err)
 	}
 	for _, rc := range o.to {
@@ -266,6 +269,17 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func isASCIIText(ss ...string) bool {
+	for _, s := range ss {
+		for i := 0; i < len(s); i++ {
+			if s[i] >= 0x80 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // readLimited reads at most limit+1 bytes (the caller checks the length).
