@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -25,9 +26,17 @@ events kept (or those since --since) and exits; --id prints one message's
 whole history in order. Works against any NATS jetrelay uses, so it can run
 on another machine (--nats, --creds).
 
-Output is one aligned line per event (time, queue id, status, recipient, MX,
-code, reply), coloured when stdout is a terminal; --json prints the events
-as stored, one JSON object per line (for jq).`
+-f starts at now and prints what happens from then on; with --since it first
+replays the events since then; with --id it first prints that message's
+history. --id takes a queue id or a Message-ID (with or without <>): a
+Message-ID is looked up in the accepted events kept (or those since --since),
+and each message found is printed.
+
+Output is one aligned line per event (time, queue id, status, recipient or
+sender, peer, code, reply), coloured when stdout is a terminal; the peer is
+the MX for deliveries and the client address for accepted and rejected
+submissions. --json prints the events as stored, one JSON object per line
+(for jq).`
 
 func runLogs(args []string, sio stdio) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -44,7 +53,7 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 	var f events.Filter
 	fs.BoolVar(&f.Follow, "f", false, "follow: keep printing new events until interrupted")
 	fs.BoolVar(&f.Follow, "follow", false, "same as -f")
-	fs.StringVar(&f.ID, "id", "", "one message's history (queue id)")
+	fs.StringVar(&f.ID, "id", "", "one message's history (queue id or Message-ID)")
 	fs.StringVar(&f.From, "from", "", "messages from this envelope sender (their accepted event and everything after)")
 	fs.StringVar(&f.Rcpt, "rcpt", "", "events for this recipient")
 	fs.StringVar(&f.Domain, "domain", "", "events for this recipient domain")
@@ -59,8 +68,8 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 		fmt.Fprintf(sio.err, "jetrelay logs: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	if f.ID != "" && !queue.ValidID(f.ID) {
-		fmt.Fprintf(sio.err, "jetrelay logs: %q is not a queue id\n", f.ID)
+	msgID, ok := splitLogID(&f, sio)
+	if !ok {
 		return 2
 	}
 	var err error
@@ -68,6 +77,7 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 		fmt.Fprintf(sio.err, "jetrelay logs: --since: %v\n", err)
 		return 2
 	}
+	f.FromNow = f.Follow && f.Since.IsZero() && f.ID == ""
 	q, err := connectNATS(ctx, nf, "logs")
 	if err != nil {
 		_ = tprintf(sio.err, "jetrelay logs: %v\n", err)
@@ -75,9 +85,16 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 	}
 	defer q.Close()
 	p := newEventPrinter(sio.out, *asJSON)
-	if f.ID != "" && !f.Follow {
+	switch {
+	case msgID != "":
+		err = printByMsgID(ctx, q.JetStream(), f, msgID, p.print)
+		if errors.Is(err, errNoSuchMsgID) {
+			_ = tprintf(sio.err, "jetrelay logs: no accepted message with Message-ID <%s> in the events kept\n", msgID)
+			return 1
+		}
+	case f.ID != "" && !f.Follow:
 		err = printHistory(ctx, q.JetStream(), f, p.print)
-	} else {
+	default:
 		err = events.Tail(ctx, q.JetStream(), f, p.print)
 	}
 	if err != nil && !(f.Follow && ctx.Err() != nil) {
@@ -85,6 +102,25 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 		return 1
 	}
 	return 0
+}
+
+// splitLogID moves an --id that is a Message-ID out of f (returned bare);
+// ok is false (a usage error, reported) for anything else that is not a
+// queue id.
+func splitLogID(f *events.Filter, sio stdio) (msgID string, ok bool) {
+	if f.ID == "" || queue.ValidID(f.ID) {
+		return "", true
+	}
+	if msgID = bareMsgID(f.ID); msgID == "" {
+		_ = tprintf(sio.err, "jetrelay logs: %q is neither a queue id nor a Message-ID\n", f.ID)
+		return "", false
+	}
+	if f.Follow {
+		fmt.Fprintln(sio.err, "jetrelay logs: -f takes a queue id, not a Message-ID (find the queue id without -f)")
+		return "", false
+	}
+	f.ID = ""
+	return msgID, true
 }
 
 // printHistory prints one message's events in the order they happened.
@@ -152,7 +188,7 @@ func (p *eventPrinter) print(r events.Record) error {
 	return err
 }
 
-// line formats one event: time, queue id, status, recipient, MX, code, reply.
+// line formats one event: time, queue id, status, recipient, peer, code, reply.
 // Every field that came from the stream is escaped (safetext.Terminal).
 func (p *eventPrinter) line(e *events.Event) string {
 	id := safetext.Terminal(e.QueueID)
@@ -171,12 +207,8 @@ func (p *eventPrinter) line(e *events.Event) string {
 			code += " " + safetext.Terminal(e.SMTPEnh)
 		}
 	}
-	mx := e.MX
-	if mx == "" {
-		mx = e.IP
-	}
 	fields := []string{e.Time.UTC().Format("2006-01-02T15:04:05Z"), fmt.Sprintf("%-22s", id), col,
-		fmt.Sprintf("%-30s", safetext.Terminal(who(e))), fmt.Sprintf("%-24s", safetext.Terminal(orDash(mx))),
+		fmt.Sprintf("%-30s", safetext.Terminal(who(e))), fmt.Sprintf("%-24s", safetext.Terminal(orDash(peer(e)))),
 		fmt.Sprintf("%-9s", orDash(code)), safetext.Terminal(detail(e))}
 	return strings.TrimRight(strings.Join(fields, "  "), " ")
 }
@@ -203,7 +235,7 @@ func statusColour(s string) string {
 }
 
 // who is the recipient column: the recipient, else the sender of an
-// accepted message, else the remote address.
+// accepted message.
 func who(e *events.Event) string {
 	switch {
 	case e.Rcpt != "":
@@ -212,10 +244,20 @@ func who(e *events.Event) string {
 		return fmt.Sprintf("from <%s> to %d", *e.MailFrom, e.RcptCount)
 	case e.MailFrom != nil:
 		return "from <" + *e.MailFrom + ">"
-	case e.RemoteAddr != "":
-		return e.RemoteAddr
 	}
 	return "-"
+}
+
+// peer is the peer column: the MX (or its address) of a delivery, the
+// client address of a submission event.
+func peer(e *events.Event) string {
+	switch {
+	case e.MX != "":
+		return e.MX
+	case e.IP != "":
+		return e.IP
+	}
+	return e.RemoteAddr
 }
 
 // detail is the reply column: the reply or reason, and what follows.

@@ -154,24 +154,33 @@ func TestLogsTextFiltersAndPlainOutput(t *testing.T) {
 	}
 }
 
-func TestLogsFollowShowsLaterDelivery(t *testing.T) {
+// logs -f starts at now: an event stored before it started is not
+// printed, a later one is; with --since it is replayed first.
+func TestLogsFollowStartsAtNow(t *testing.T) {
 	t.Parallel()
 	o := newOpsEnv(t)
-	first, later := queue.NewID(), queue.NewID()
+	first := queue.NewID()
 	o.em.Emit(&events.Event{Event: events.Accepted, QueueID: first})
+	waitStored(t, o, 1)
 	var out, errb syncBuffer // bench_test.go
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
 	go func() { done <- logsMain(ctx, o.args("-f"), stdio{out: &out, err: &errb}) }()
-	relaytest.Eventually(t, "follow caught up", func() bool {
-		return strings.Contains(out.String(), first)
-	})
-	o.em.Emit(&events.Event{Event: events.Delivery, QueueID: later, Rcpt: "r@example.net", Status: events.StatusDelivered,
-		SMTPCode: 250, SMTPEnh: "2.0.0", MX: "mx.example.net"})
+	// The follower's start is not observable: emit until one shows.
+	var later string
 	relaytest.Eventually(t, "later delivery printed", func() bool {
-		return strings.Contains(out.String(), later) && strings.Contains(out.String(), "delivered")
+		if later != "" && strings.Contains(out.String(), later) {
+			return true
+		}
+		later = queue.NewID()
+		o.em.Emit(&events.Event{Event: events.Delivery, QueueID: later, Rcpt: "r@example.net",
+			Status: events.StatusDelivered, SMTPCode: 250, SMTPEnh: "2.0.0", MX: "mx.example.net"})
+		return false
 	})
+	if strings.Contains(out.String(), first) {
+		t.Fatalf("logs -f replayed history:\n%s", out.String())
+	}
 	cancel()
 	select {
 	case rc := <-done:
@@ -180,5 +189,45 @@ func TestLogsFollowShowsLaterDelivery(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("logs -f did not stop on cancel")
+	}
+	var replay syncBuffer
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	go func() { done <- logsMain(rctx, o.args("-f", "--since", "1h"), stdio{out: &replay, err: &errb}) }()
+	queuetest.Eventually(t, 20*time.Second, "--since replays", func() bool {
+		return strings.Contains(replay.String(), first) && strings.Contains(replay.String(), later)
+	})
+	rcancel()
+	<-done
+}
+
+// --id takes a Message-ID with or without <>; rejected rows show the
+// client address in the peer column, not in the recipient column.
+func TestLogsByMessageIDAndClientColumn(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	id, other := queue.NewID(), queue.NewID()
+	o.em.Emit(&events.Event{Event: events.Accepted, QueueID: id, MsgID: "<order-42@shop.test>",
+		MailFrom: events.Str("app@shop.test"), RcptCount: 1})
+	o.em.Emit(&events.Event{Event: events.Accepted, QueueID: other, MsgID: "<order-43@shop.test>"})
+	o.em.Emit(&events.Event{Event: events.Delivery, QueueID: id, Rcpt: "u@example.net", Status: events.StatusDelivered,
+		SMTPCode: 250, MX: "mx.example.net"})
+	o.em.Emit(&events.Event{Event: events.Rejected, RemoteAddr: "192.0.2.7:5120", Rcpt: "x@example.net",
+		SMTPCode: 550, SMTPEnh: "5.1.1", Reply: "recipient suppressed"})
+	waitStored(t, o, 4)
+	for _, arg := range []string{"<order-42@shop.test>", "order-42@shop.test", " <order-42@shop.test> "} {
+		rc, out, errOut := runOps(t, logsMain, o.args("--id", arg)...)
+		if rc != 0 || !strings.Contains(out, id) || !strings.Contains(out, "delivered") || strings.Contains(out, other) {
+			t.Fatalf("--id %q: rc %d\n%s%s", arg, rc, out, errOut)
+		}
+	}
+	if rc, _, errOut := runOps(t, logsMain, o.args("--id", "<nope@shop.test>")...); rc != 1 ||
+		!strings.Contains(errOut, "no accepted message") {
+		t.Fatalf("unknown Message-ID: rc %d %s", rc, errOut)
+	}
+	rc, out, _ := runOps(t, logsMain, o.args("--status", "rejected")...)
+	fields := strings.Fields(out)
+	if rc != 0 || len(fields) < 6 || fields[3] != "x@example.net" || fields[4] != "192.0.2.7:5120" {
+		t.Fatalf("rejected row: rc %d %q", rc, out)
 	}
 }

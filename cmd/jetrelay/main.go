@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"sort"
 )
 
@@ -36,6 +35,8 @@ func commands() map[string]command {
 		"suppress": {"manage the suppression list: ls, add, rm", runSuppress},
 		"bench":    {"load-test an SMTP submission service", runBench},
 		"sink":     {"run a development SMTP sink that accepts and counts mail", runSink},
+		"auth":     {"AUTH brake bans: bans, unban IP|--all", runAuth},
+		"send":     {"send one test message through the relay and follow it", runSend},
 	}
 }
 
@@ -76,35 +77,4 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'jetrelay <command> --help' for a command's flags.")
-}
-
-// version is set with -ldflags "-X main.version=..."; else taken from build info.
-var version = ""
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v := bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " (" + s.Value[:12] + ")"
-			}
-		}
-		if v != "" {
-			return v
-		}
-	}
-	return "devel"
-}
-
-func runVersion(args []string, io stdio) int {
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(io.out, "Usage: jetrelay version\n\n"+
-			"Prints the jetrelay version and the crypto it was built with\n(go, or boringcrypto from scripts/build).")
-		return 0
-	}
-	fmt.Fprintf(io.out, "jetrelay %s (crypto: %s)\n", versionString(), cryptoBackend)
-	return 0
 }

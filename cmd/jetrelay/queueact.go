@@ -89,10 +89,18 @@ func queueAct(ctx context.Context, verb string, args []string, sio stdio) int {
 		return c.fail("%v", err)
 	}
 	progress := isTerminal(c.sio.err)
-	r.Each = func(out ops.Outcome, i, n int) { printOutcome(c, verb, r.ID != "", out, progress && n > 1, i, n) }
+	mv := newMoving()
+	r.Each = func(out ops.Outcome, i, n int) {
+		mv.add(out.Item, out.Result.Done)
+		printOutcome(c, verb, r.ID != "", out, progress && n > 1, i, n)
+	}
 	rep, err := op.Do(ctx, ops.Action(verb), r)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return c.fail("%v", err)
+	}
+	if !mv.wait(ctx, q) {
+		fmt.Fprintln(c.sio.err, "note: some entries are still moving to their new state; "+
+			"ls may show the old one for a moment")
 	}
 	if progress && rep.Selected > 1 {
 		fmt.Fprintln(c.sio.err)
@@ -163,7 +171,7 @@ func cliEmitter(ctx context.Context, q *queue.Queue, sio stdio) (*events.Emitter
 		defer cancel()
 		err := pub.Close(cctx)
 		if err == nil && pub.Dropped() > 0 {
-			err = fmt.Errorf("%d event(s) dropped", pub.Dropped())
+			err = fmt.Errorf("%s dropped", plural(int(pub.Dropped()), "event"))
 		}
 		if err != nil {
 			warn(err)

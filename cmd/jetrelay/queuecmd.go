@@ -163,7 +163,7 @@ func printCounts(sio stdio, counts []queue.DomainCount) {
 		}
 		fmt.Fprintln(tw)
 	}
-	fmt.Fprintf(tw, "total (%d domains)\t%d\t%d\t%d\t%d\t\n", len(counts), total[queue.StateReady],
+	fmt.Fprintf(tw, "total (%s)\t%d\t%d\t%d\t%d\t\n", plural(len(counts), "domain"), total[queue.StateReady],
 		total[queue.StateInFlight], total[queue.StateDeferred], total[queue.StateHeld])
 	_ = tw.Flush()
 }
@@ -184,7 +184,7 @@ func printItems(sio stdio, items []*queue.Item, now time.Time) {
 			e.Attempt, next, len(e.Rcpts), orDash(replyText(e.LastReply)))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(sio.out, "%d entries\n", len(items))
+	fmt.Fprintln(sio.out, plural(len(items), "entry"))
 }
 
 // age formats a duration briefly: 45s, 12m, 3h5m, 2d4h.
@@ -297,9 +297,9 @@ func printItem(sio stdio, it *queue.Item, now time.Time) {
 	kv("Last reply", "%s", orDash(replyText(e.LastReply)))
 	body := "inline"
 	if e.Chunks > 0 {
-		body = fmt.Sprintf("%d chunks", e.Chunks)
+		body = plural(e.Chunks, "chunk")
 	}
-	kv("Size", "%d bytes (%s)", e.Size, body)
+	kv("Size", "%s (%s)", plural(int(e.Size), "byte"), body)
 	kv("Message-ID", "%s", orDash(e.MsgID))
 	kv("User", "%s", orDash(e.User))
 	_ = tw.Flush()

@@ -21,6 +21,20 @@ const (
 	ActionRelayed = "relayed"
 )
 
+// actionRemoved is jetrelay's own kind of failure notice: an operator
+// deleted the entry from the queue (jetrelay queue delete). On the wire it
+// is Action: failed; the text says who ended delivery, and no remote
+// server is named, because none refused anything.
+const actionRemoved = "removed"
+
+// rfcAction is the RFC 3464 §2.3.3 action of the notice.
+func (n *notice) rfcAction() string {
+	if n.action == actionRemoved {
+		return ActionFailed
+	}
+	return n.action
+}
+
 // dateLayout is the RFC 5322 §3.3 date-time used in headers and in the
 // delivery-status fields (RFC 3464 §2.1.2).
 const dateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
@@ -69,7 +83,7 @@ func (n *notice) compose() ([]byte, bool) {
 // in a failed DSN with RET=FULL (RFC 3461 §4.3) and within return_max_bytes.
 // cut reports that RET=FULL was asked but the message was too large.
 func (n *notice) returned() (full, cut bool) {
-	if n.action != ActionFailed || !strings.EqualFold(n.env.Ret, "FULL") {
+	if n.rfcAction() != ActionFailed || !strings.EqualFold(n.env.Ret, "FULL") {
 		return false, false
 	}
 	if len(n.body) > n.retMax {
@@ -108,6 +122,8 @@ func (n *notice) subject() string {
 		return "Delivery delayed: still trying to reach " + who
 	case ActionRelayed:
 		return "Delivery status: relayed to " + who
+	case actionRemoved:
+		return "Undelivered mail: removed from the queue before delivery to " + who
 	}
 	return "Undelivered mail: could not deliver to " + who
 }
@@ -121,6 +137,10 @@ func (n *notice) writeHuman(w *bytes.Buffer, cut bool) {
 	case ActionFailed:
 		t.WriteString("Your message could not be delivered to the recipients below. It will not\n" +
 			"be retried.\n")
+	case actionRemoved:
+		t.WriteString("Your message was removed from the queue by an operator of this mail system\n" +
+			"before it was delivered to the recipients below. No receiving server\n" +
+			"refused it; it will not be retried. Ask the operator, or send it again.\n")
 	case ActionDelayed:
 		fmt.Fprintf(&t, "Your message has not been delivered yet to the recipients below. It will\n"+
 			"be retried until %s; you do not need to send it again.\n",
@@ -156,6 +176,8 @@ func (n *notice) humanLine(r Result) string {
 	}
 	var lead string
 	switch {
+	case n.action == actionRemoved:
+		lead = "removed from the queue by an operator"
 	case n.action == ActionRelayed:
 		lead = "accepted by " + server + ", which sends no delivery notifications"
 	case n.action == ActionDelayed:
@@ -207,8 +229,8 @@ func (n *notice) writeStatus(w *bytes.Buffer) {
 		if o := clean(r.Rcpt.ORCPT); o != "" {
 			f("Original-Recipient", o) // §2.3.1, as given in ORCPT
 		}
-		f("Action", n.action)  // §2.3.3
-		f("Status", status(r)) // §2.3.4
+		f("Action", n.rfcAction()) // §2.3.3
+		f("Status", status(r))     // §2.3.4
 		if r.MX != "" {
 			f("Remote-MTA", "dns; "+clean(r.MX)) // §2.3.5
 		}

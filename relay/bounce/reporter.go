@@ -54,6 +54,23 @@ func (b *Bouncer) Failed(ctx context.Context, env *queue.Envelope, body []byte, 
 	return b.report(ctx, ActionFailed, env, body, failed)
 }
 
+// RemovedEnh is the status of recipients whose entry an operator deleted
+// (RFC 3463 §3.1: other undefined status; no remote server was involved).
+const RemovedEnh = "5.0.0"
+
+// Removed reports the recipients of an entry an operator deleted from the
+// queue: a failure DSN (Action: failed, Status RemovedEnh, no
+// Diagnostic-Code) whose text says an operator removed the message. It
+// never suppresses anyone: no mailbox said no.
+func (b *Bouncer) Removed(ctx context.Context, env *queue.Envelope, body []byte) error {
+	now := b.now()
+	rs := make([]Result, len(env.Rcpts))
+	for i, r := range env.Rcpts {
+		rs[i] = Result{Rcpt: r, Status: outcome.Failed, Reply: outcome.Reply{Enh: RemovedEnh}, Time: now}
+	}
+	return b.report(ctx, actionRemoved, env, body, rs)
+}
+
 // Relayed reports recipients accepted by a next hop that does not offer
 // DSN (RFC 3461 §4.1 SUCCESS): a relayed DSN for those that asked for it.
 func (b *Bouncer) Relayed(ctx context.Context, env *queue.Envelope, body []byte, relayed []Result) error {
@@ -97,7 +114,8 @@ func wants(r queue.Recipient, action string) bool {
 	if len(n) == 0 {
 		n = []string{notifyFailure, notifyDelay} // RFC 3461 §4.1 default
 	}
-	want := map[string]string{ActionFailed: notifyFailure, ActionDelayed: notifyDelay, ActionRelayed: notifySuccess}[action]
+	want := map[string]string{ActionFailed: notifyFailure, actionRemoved: notifyFailure, ActionDelayed: notifyDelay,
+		ActionRelayed: notifySuccess}[action]
 	return slices.ContainsFunc(n, func(s string) bool { return strings.EqualFold(s, want) })
 }
 

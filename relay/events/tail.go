@@ -33,6 +33,10 @@ type Filter struct {
 	// Follow keeps waiting for new events until ctx ends; otherwise Tail
 	// returns once it has read every event stored when it started.
 	Follow bool
+	// FromNow starts after the last event stored when Tail started
+	// (DeliverNewPolicy): `logs -f` shows what happens from now on.
+	// Since, when set, wins.
+	FromNow bool
 }
 
 // Record is one event read back from the stream.
@@ -64,6 +68,9 @@ func Tail(ctx context.Context, js jetstream.JetStream, f Filter, fn func(Record)
 		if legacy := token(f.ID); legacy != Shard(f.ID) {
 			cfg.FilterSubjects = append(cfg.FilterSubjects, SubjPrefix+".*."+legacy)
 		}
+	}
+	if f.FromNow {
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
 	if !f.Since.IsZero() {
 		since := f.Since

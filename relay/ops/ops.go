@@ -32,7 +32,6 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/events"
-	"github.com/jetrelay/jetrelay/relay/outcome"
 	"github.com/rs/zerolog"
 )
 
@@ -45,13 +44,6 @@ const (
 	Hold    Action = "hold"    // stop delivery of ready or deferred entries
 	Release Action = "release" // resume delivery of held entries (due now)
 	Delete  Action = "delete"  // remove entries; the sender gets a DSN
-)
-
-// The reply a deleted entry's recipients fail with in the DSN.
-const (
-	deletedCode  = 550
-	deletedEnh   = "5.0.0" // RFC 3463 §3.1: other undefined status
-	deletedReply = "deleted from the queue by an operator"
 )
 
 // Errors of Do.
@@ -70,7 +62,8 @@ type Options struct {
 	Bouncer *bounce.Bouncer
 	// Actor names the operator in events, e.g. "cli:alice@host".
 	Actor string
-	// Now is the clock of DSN results (default time.Now).
+	// Now is the operator's clock (default time.Now); the DSN of a delete
+	// takes its times from the bouncer's own clock.
 	Now func() time.Time
 }
 
@@ -259,7 +252,7 @@ func (op *Operator) actFunc(a Action, r Request) (func(context.Context, *queue.I
 		if op.o.Bouncer == nil {
 			return nil, ErrNoBouncer
 		}
-		b = deleteBouncer{op.o.Bouncer, op.o.Now}
+		b = deleteBouncer{op.o.Bouncer}
 	}
 	return func(ctx context.Context, it *queue.Item) (queue.Result, error) { return q.Delete(ctx, it, b) }, nil
 }
@@ -276,19 +269,13 @@ func (op *Operator) record(a Action, out Outcome) {
 		MailFrom: events.Str(e.From), RcptCount: len(e.Rcpts), Actor: op.o.Actor, Reason: out.Result.Note})
 }
 
-// deleteBouncer implements queue.Bouncer with relay/bounce: a deleted
-// entry is a permanent failure of its recipients.
+// deleteBouncer implements queue.Bouncer with relay/bounce: the sender
+// gets a failure DSN saying an operator removed the message (never a
+// remote server's rejection), and nobody is suppressed.
 type deleteBouncer struct {
-	b   *bounce.Bouncer
-	now func() time.Time
+	b *bounce.Bouncer
 }
 
 func (d deleteBouncer) Deleted(ctx context.Context, env *queue.Envelope, body []byte) error {
-	rs := make([]bounce.Result, len(env.Rcpts))
-	now := d.now()
-	for i, r := range env.Rcpts {
-		rs[i] = bounce.Result{Rcpt: r, Status: outcome.Failed, Time: now,
-			Reply: outcome.Reply{Code: deletedCode, Enh: deletedEnh, Text: deletedReply}}
-	}
-	return d.b.Failed(ctx, env, body, rs)
+	return d.b.Removed(ctx, env, body)
 }

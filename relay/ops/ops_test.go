@@ -126,6 +126,9 @@ func TestActions(t *testing.T) {
 	if err != nil || len(dsns) != 1 || !dsns[0].Env.IsDSN || dsns[0].Env.Rcpts[0].Addr != "app@example.com" {
 		t.Fatalf("want one DSN to the sender (for %s only): %+v %v", c, dsns, err)
 	}
+	if h, err := q.MessageHeader(ctx, dsns[0]); err != nil || !hasField(h, "Subject", "removed from the queue") {
+		t.Fatalf("the delete DSN does not say an operator removed the message: %+v %v", h, err)
+	}
 	for id, want := range map[string]string{a: "retried,deleted", bID: "held,released", c: "dsn,deleted"} {
 		if got := rec.Kinds(id); len(got) == 0 || strings.Join(got, ",") != want {
 			t.Errorf("events of %s: %v, want %s", id, got, want)
@@ -215,4 +218,14 @@ func TestRetryMarksDomains(t *testing.T) {
 		// Make it deferred again for the next retry.
 		deferOne(t, q)
 	}
+}
+
+// hasField reports a header field name whose value contains part.
+func hasField(h queue.MessageHeader, name, part string) bool {
+	for _, f := range h.Fields {
+		if strings.EqualFold(f.Name, name) && strings.Contains(f.Value, part) {
+			return true
+		}
+	}
+	return false
 }

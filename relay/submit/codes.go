@@ -43,7 +43,6 @@ var (
 	errBadHelo = reply(501, 5, 5, 4, "invalid EHLO argument: a domain name or address literal is required")
 
 	// Message content.
-	errTooBig         = reply(552, 5, 3, 4, "message size exceeds fixed maximum message size")
 	errHeaderTooBig   = reply(552, 5, 3, 4, "message header section too large")
 	errBareNewline    = reply(550, 5, 6, 0, "message contains bare CR or LF line endings (RFC 5322 §2.3)")
 	errNUL            = reply(550, 5, 6, 0, "message contains NUL characters")
@@ -84,6 +83,13 @@ func reply(code, class, subject, detail int, msg string) *smtp.SMTPError {
 // later log line and CLI output uses.
 func queuedReply(id string) *smtp.SMTPError {
 	return reply(250, 2, 0, 0, "OK: queued as "+id)
+}
+
+// tooBigReply refuses a message over max_message_bytes (RFC 1870 §6.1,
+// RFC 3463 5.3.4), naming the limit as the go-smtp fork's SIZE refusal
+// at MAIL does (third_party/go-smtp patch 0008).
+func tooBigReply(limit int64) *smtp.SMTPError {
+	return reply(552, 5, 3, 4, fmt.Sprintf("message exceeds the size limit of %d bytes", limit))
 }
 
 // suppressedReply refuses a recipient on the suppression list.

@@ -38,6 +38,7 @@ type trackedConn struct {
 	draining     bool
 	dead         bool
 	idle         int
+	refusal      txRefusal // one refusal, one rejection line (followon.go)
 }
 
 // commandHook runs before go-smtp handles a command line (Server.CommandHook):
@@ -47,6 +48,7 @@ func (s *Server) commandHook(c *smtp.Conn, verb string) error {
 	if tc == nil {
 		return net.ErrClosed
 	}
+	tc.refusal.command(verb)
 	if !commandVerb(verb) {
 		tc.mu.Lock()
 		tc.dead = true

@@ -32,7 +32,7 @@ func (s *session) Data(r io.Reader) error {
 	defer sp.release() // Enqueue has copied what it publishes when store returns
 	s.tc.endData(isTimeout(err))
 	if err != nil {
-		return s.reply("DATA", transferError(err), info)
+		return s.reply("DATA", transferError(err, int64(s.srv.static.Submission.MaxMessageBytes)), info)
 	}
 	raw := sp.message()
 	msg, err := s.prepare(tx, pol, raw)
@@ -46,13 +46,14 @@ func (s *session) Data(r io.Reader) error {
 	return s.reply("DATA", queuedReply(id), info)
 }
 
-// transferError maps a failed read of the message to a reply.
-func transferError(err error) error {
+// transferError maps a failed read of the message to a reply; limit is
+// max_message_bytes.
+func transferError(err error, limit int64) error {
 	var se *smtp.SMTPError
 	switch {
 	case errors.As(err, &se):
 		if se.Code == smtp.ErrDataTooLarge.Code {
-			return errTooBig
+			return tooBigReply(limit)
 		}
 		return se
 	case isTimeout(err):

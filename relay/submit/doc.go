@@ -58,7 +58,10 @@
 // PATCHES.md): refusals it answers itself (syntax, sequence, SIZE= over
 // the limit at MAIL, an oversized BDAT chunk, RCPT past max_recipients)
 // reach Server.protocolRejected and are event=rejected lines like the
-// session's; DATA and BDAT both accept exactly max_message_bytes.
+// session's, one per refusal: the 502/503 sequence errors a pipelining
+// client gets after a refused MAIL or RCPT are consequences and are logged
+// at debug level (followon.go). DATA and BDAT both accept exactly
+// max_message_bytes.
 // Commands go-smtp answers itself (NOOP, VRFY, HELP, RSET, EHLO) are
 // counted by the fork's Server.CommandHook; the per-line read time comes
 // from its ReadTimeoutFunc (conn.go).

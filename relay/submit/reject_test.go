@@ -21,6 +21,7 @@ type rejection struct {
 	opts harnessOpts
 	code int
 	enh  string
+	text string // the reply text contains this ("" = not checked)
 	run  func(t *testing.T, h *harness) smtpReply
 }
 
@@ -249,17 +250,22 @@ func protocolRejections() []rejection {
 	}
 }
 
+// tooBigText is every size refusal's text with max_message_bytes 4096.
+const tooBigText = "message exceeds the size limit of 4096 bytes"
+
 // limitRejections: sizes, counts, connections.
 func limitRejections() []rejection {
 	return []rejection{
-		{name: "SIZE over limit at MAIL", code: 552, enh: "5.3.4", run: func(t *testing.T, h *harness) smtpReply {
-			return h.login(lnImplicit, appUser, appPass).cmd(fmt.Sprintf("MAIL FROM:<a@example.com> SIZE=%d", h.cfg.Submission.MaxMessageBytes+1))
-		}},
-		{name: "data over limit", code: 552, enh: "5.3.4", mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
+		{name: "SIZE over limit at MAIL", code: 552, enh: "5.3.4", text: tooBigText,
+			mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
+			run: func(t *testing.T, h *harness) smtpReply {
+				return h.login(lnImplicit, appUser, appPass).cmd(fmt.Sprintf("MAIL FROM:<a@example.com> SIZE=%d", h.cfg.Submission.MaxMessageBytes+1))
+			}},
+		{name: "data over limit", code: 552, enh: "5.3.4", text: tooBigText, mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				return data(h, message("a@example.com", "")+strings.Repeat("0123456789abcdef\r\n", 400))
 			}},
-		{name: "BDAT over limit", code: 552, enh: "5.3.4", mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
+		{name: "BDAT over limit", code: 552, enh: "5.3.4", text: tooBigText, mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				c := inTx(h, appUser, appPass, "a@example.com", "x@one.test")
 				c.send("BDAT 5000 LAST\r\n" + strings.Repeat("x", 5000))
@@ -342,8 +348,8 @@ func TestRejections(t *testing.T) {
 			}
 			before := len(h.logs.events("rejected"))
 			r := rc.run(t, h)
-			if r.Code != rc.code || r.Enh != rc.enh {
-				t.Fatalf("got %v, want %d %s", r, rc.code, rc.enh)
+			if r.Code != rc.code || r.Enh != rc.enh || !strings.Contains(r.Text, rc.text) {
+				t.Fatalf("got %v, want %d %s %s", r, rc.code, rc.enh, rc.text)
 			}
 			if strings.Contains(r.Text, "internal") && rc.code != 451 {
 				t.Errorf("internal text in reply: %v", r)

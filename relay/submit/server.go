@@ -301,10 +301,17 @@ func (s *Server) newSMTPServer() *smtp.Server {
 // protocolRejected logs a refusal go-smtp chose itself (syntax, sequence,
 // SIZE over the limit at MAIL, an oversized BDAT chunk, too many
 // recipients) as an event=rejected line, like the session's own refusals.
+// A sequence error that only follows a refused MAIL or RCPT is logged at
+// debug level instead (followon.go).
 func (s *Server) protocolRejected(c *smtp.Conn, code int, ec smtp.EnhancedCode, text string) {
 	e := &events.Event{Event: events.Rejected, RemoteAddr: c.Conn().RemoteAddr().String(),
 		SMTPCode: code, SMTPEnh: enh(&smtp.SMTPError{Code: code, EnhancedCode: ec}), Reason: "smtp: " + text}
 	if tc := findTracked(c.Conn()); tc != nil {
+		if tc.refusal.rejected(code, ec) {
+			s.log.Debug().Str("conn_id", tc.id).Int("smtp_code", code).Str("reason", "smtp: "+text).
+				Msg("follows a refused MAIL or RCPT; not a new rejection")
+			return
+		}
 		e.ConnID = tc.id
 	}
 	if ss, ok := c.Session().(*session); ok {

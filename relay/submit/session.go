@@ -108,7 +108,10 @@ func (s *session) reply(op string, err error, info rejectInfo) error {
 		s.log.Error().Err(err).Str("event", "internal_error").Str("op", op).Str("error_id", id).Str("user", s.user).Msg("internal error")
 		se = internalReply(id)
 	}
-	if se.Code >= 400 {
+	if se.Code >= 400 && s.tc.refusal.rejected(se.Code, se.EnhancedCode) {
+		s.log.Debug().Str("conn_id", s.id).Int("smtp_code", se.Code).Str("reason", op+": "+se.Message).
+			Msg("follows a refused MAIL or RCPT; not a new rejection")
+	} else if se.Code >= 400 {
 		e := &events.Event{Event: events.Rejected, ConnID: s.id, RemoteAddr: s.remote, User: s.user,
 			Rcpt: info.rcpt, MailFrom: info.mailFrom, SMTPCode: se.Code, SMTPEnh: enh(se), Reason: op + ": " + se.Message}
 		if info.ip {
@@ -241,6 +244,7 @@ func (s *session) Reset() {
 	s.tx = nil
 	s.mu.Unlock()
 	s.tc.endTx()
+	s.tc.refusal.reset()
 }
 
 // Logout ends the session.

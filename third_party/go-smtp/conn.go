@@ -370,7 +370,7 @@ func (c *Conn) handleMail(arg string) {
 			}
 
 			if c.server.MaxMessageBytes > 0 && int64(size) > c.server.MaxMessageBytes {
-				c.writeResponse(552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
+				c.writeResponse(552, EnhancedCode{5, 3, 4}, c.sizeLimitText())
 				return
 			}
 
@@ -1052,7 +1052,7 @@ func (c *Conn) handleBdat(arg string) {
 	}
 
 	if c.server.MaxMessageBytes != 0 && c.bytesReceived+int64(size) > c.server.MaxMessageBytes {
-		c.writeResponse(552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
+		c.writeResponse(552, EnhancedCode{5, 3, 4}, c.sizeLimitText())
 
 		// Discard chunk itself without passing it to backend.
 		io.Copy(ioutil.Discard, io.LimitReader(c.text.R, int64(size)))
@@ -1386,6 +1386,13 @@ func (c *Conn) readLine() (string, error) {
 	}
 
 	return c.text.ReadLine()
+}
+
+// sizeLimitText is the text of a 552 5.3.4 refusal for a message over
+// MaxMessageBytes: it names the limit, so the sender knows what would fit
+// (RFC 1870 §6.1 leaves the text free).
+func (c *Conn) sizeLimitText() string {
+	return fmt.Sprintf("message exceeds the size limit of %d bytes", c.server.MaxMessageBytes)
 }
 
 func (c *Conn) reset() {
