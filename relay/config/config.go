@@ -310,17 +310,25 @@ func parse(data []byte, dir string) (*Config, error) {
 		return nil, yamlErrors(err)
 	}
 	c.root = &root
+	walk := checkSchema(&root)
+	schema := walk.unknown
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlErrors(err)
+		te, ok := asTypeError(err)
+		if !ok {
+			return nil, yamlErrors(err)
+		}
+		// Type errors leave their fields at the defaults and the decoder
+		// goes on: validate what did decode so that one run shows all.
+		schema = walk.schemaErrors(te)
 	}
 	if len(c.Submission.Listeners) == 0 {
 		c.Submission.Listeners = Default().Submission.Listeners
 	}
 	c.applyDerivedDefaults()
 	c.resolvePaths(dir)
-	return c, c.Validate()
+	return c, mergeProblems(schema, c.Validate())
 }
 
 // yamlErrors turns yaml.v3's errors into one problem per line.
@@ -399,6 +407,20 @@ func (c *Config) Line(path ...string) int {
 	return line
 }
 
+// has reports whether the file sets the key at path.
+func (c *Config) has(path ...string) bool {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return false
+	}
+	n := c.root.Content[0]
+	for _, p := range path {
+		if n = child(n, p); n == nil {
+			return false
+		}
+	}
+	return true
+}
+
 func child(n *yaml.Node, key string) *yaml.Node {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -430,6 +452,12 @@ type Problem struct {
 }
 
 func (p Problem) Error() string {
+	if p.Path == "" && p.Line > 0 {
+		return fmt.Sprintf("line %d: %s", p.Line, p.Msg)
+	}
+	if p.Path == "" {
+		return p.Msg
+	}
 	if p.Line > 0 {
 		return fmt.Sprintf("line %d: %s: %s", p.Line, p.Path, p.Msg)
 	}
