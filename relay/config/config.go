@@ -152,9 +152,12 @@ type RouteAuth struct {
 
 // Route sends chosen domains to a smarthost instead of their MX.
 type Route struct {
-	Domains   []string   `yaml:"domains"`
-	Host      string     `yaml:"host"`
-	TLS       string     `yaml:"tls"` // starttls | implicit | none
+	Domains []string `yaml:"domains"`
+	Host    string   `yaml:"host"`
+	TLS     string   `yaml:"tls"` // starttls | implicit | none
+	// TLSVerify requires the smarthost's certificate to be valid for host
+	// (system roots plus delivery.tls.ca_file), the default; false accepts
+	// any certificate (TLS is still required unless tls is none).
 	TLSVerify *bool      `yaml:"tls_verify"`
 	Auth      *RouteAuth `yaml:"auth"`
 }
@@ -164,8 +167,8 @@ func (r Route) Verify() bool { return r.TLSVerify == nil || *r.TLSVerify }
 
 // Retry is the schedule for temporary failures.
 type Retry struct {
-	Schedule []Duration `yaml:"schedule"`
-	MaxAge   Duration   `yaml:"max_age"`
+	Schedule Durations `yaml:"schedule"`
+	MaxAge   Duration  `yaml:"max_age"`
 	// Pace caps the retries of failing destinations (nothing delivered in
 	// their last attempts): at most this many per second in all, spread
 	// out at or after their scheduled times. "" = no cap.

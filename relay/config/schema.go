@@ -48,7 +48,8 @@ func (w *schemaWalk) walk(n *yaml.Node, t reflect.Type, path string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) || n.Tag == "!!null" {
+	custom := reflect.PointerTo(t).Implements(unmarshalerType) && t.Kind() != reflect.Slice
+	if custom || n.Tag == "!!null" {
 		w.addLeaf(n, path)
 		return
 	}

@@ -59,6 +59,18 @@ func TestOneRunReportsEveryLayer(t *testing.T) {
 	}
 }
 
+// TestBadListEntryKeepsIndexes: a bad entry in a list of durations is
+// reported where it is, and the entries after it keep their own indexes
+// and lines (yaml.v3 would otherwise drop it and shift the rest).
+func TestBadListEntryKeepsIndexes(t *testing.T) {
+	_, err := Parse([]byte("delivery:\n  retry:\n    schedule:\n      - 1m\n      - x\n      - 0\n"))
+	want := "line 5: delivery.retry.schedule[1]: bad duration \"x\" (use Go durations such as 90s, 5m, 48h)\n" +
+		"line 6: delivery.retry.schedule[2]: must be positive"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error %v\nwant %s", err, want)
+	}
+}
+
 // TestUnknownKeyWithoutNearMatchListsKeys: a key nothing resembles gets the
 // list of keys valid at its path instead of a guess.
 func TestUnknownKeyWithoutNearMatchListsKeys(t *testing.T) {

@@ -55,6 +55,36 @@ func (d Duration) MarshalYAML() (any, error) {
 	return s, nil
 }
 
+// Durations is a list of durations. A bad entry is reported and kept as 0,
+// so the entries after it keep their indexes (and lines) in the problems.
+type Durations []Duration
+
+// UnmarshalYAML decodes every entry and reports all the bad ones.
+func (ds *Durations) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return typeErr(n, "expected a list of durations such as [1m, 5m, 1h]")
+	}
+	out := make(Durations, len(n.Content))
+	var bad []string
+	for i, c := range n.Content {
+		for c.Kind == yaml.AliasNode && c.Alias != nil {
+			c = c.Alias
+		}
+		if err := out[i].UnmarshalYAML(c); err != nil {
+			te, ok := err.(*yaml.TypeError)
+			if !ok {
+				return err
+			}
+			bad = append(bad, te.Errors...)
+		}
+	}
+	*ds = out
+	if len(bad) > 0 {
+		return &yaml.TypeError{Errors: bad}
+	}
+	return nil
+}
+
 // Size is a byte count written as a number or with a unit: 25MiB, 512KiB, 10MB, 1GiB.
 type Size int64
 
