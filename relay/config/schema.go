@@ -190,20 +190,43 @@ func commonPath(a, b string) string {
 func isPathSep(r rune) bool { return r == '.' || r == '[' }
 
 // suggest returns the candidate nearest to s when it is near enough to be
-// a likely typo (edit distance at most a third of the word, at least 1-2), or "".
+// a likely typo (edit distance at most a third of the word, at least 2,
+// and no other candidate as near), else the one candidate s is a prefix of
+// (or that is a prefix of s), else "".
 func suggest(s string, candidates []string) string {
-	best, bestD := "", -1
+	best, bestD, tie := "", -1, false
 	for _, c := range candidates {
 		d := editDistance(strings.ToLower(s), c)
-		if bestD < 0 || d < bestD {
-			best, bestD = c, d
+		switch {
+		case bestD < 0 || d < bestD:
+			best, bestD, tie = c, d, false
+		case d == bestD:
+			tie = true // two equally near words: no guess
 		}
 	}
-	limit := max(2, len(s)/3)
-	if bestD < 0 || bestD > limit || bestD >= len(s) {
-		return ""
+	if tie {
+		bestD = -1
 	}
-	return best
+	limit := max(2, len(s)/3)
+	if bestD >= 0 && bestD <= limit && bestD < len(s) {
+		return best
+	}
+	return prefixMatch(strings.ToLower(s), candidates)
+}
+
+// prefixMatch returns the one candidate that starts with s or that s
+// starts with ("warning" → "warn", "opp" → "opportunistic"), or "".
+func prefixMatch(s string, candidates []string) string {
+	found := ""
+	for _, c := range candidates {
+		if len(s) >= 3 && (strings.HasPrefix(c, s) || strings.HasPrefix(s, c)) {
+			if found != "" {
+				return ""
+			}
+			found = c
+		}
+	}
+	return found
 }
 
 // editDistance is the optimal-string-alignment distance: insertions,

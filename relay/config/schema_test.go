@@ -81,6 +81,17 @@ func TestUnknownKeyWithoutNearMatchListsKeys(t *testing.T) {
 	}
 }
 
+func TestDurationHint(t *testing.T) {
+	for in, want := range map[string]string{
+		"5 minutes": "5m", "2days": "48h", "30 seconds": "30s", "1 week": "168h", "3hrs": "3h",
+		"90": "90s", "5 fortnights": "", "1.5h": "",
+	} {
+		if got := durationHint(in); got != want {
+			t.Errorf("durationHint(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestSuggest(t *testing.T) {
 	cases := []struct {
 		in, want string
@@ -93,6 +104,10 @@ func TestSuggest(t *testing.T) {
 		{"ssl", "", listenerTLS},
 		{"", "", listenerTLS},
 		{"x", "", []string{"xy", "ab"}},
+		{"warning", "warn", logLevels},
+		{"opp", "opportunistic", tlsPolicies},
+		{"max", "max_per_user", []string{"max_per_user", "window"}},
+		{"max_", "", []string{"max_a", "max_b"}},
 	}
 	for _, tc := range cases {
 		if got := suggest(tc.in, tc.from); got != tc.want {

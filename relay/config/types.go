@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,9 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
+		if hint := durationHint(s); hint != "" {
+			return typeErr(n, "bad duration %q; did you mean %q? (Go durations such as 90s, 5m, 48h)", n.Value, hint)
+		}
 		return typeErr(n, "bad duration %q (use Go durations such as 90s, 5m, 48h)", n.Value)
 	}
 	if v < 0 {
@@ -40,6 +44,35 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+var spelledDuration = regexp.MustCompile(`^(\d+)\s*([A-Za-z]*)$`)
+
+// durationHint rewrites a spelt-out duration ("5 minutes", "2days", "1 week")
+// as a Go duration, or returns "".
+func durationHint(s string) string {
+	m := spelledDuration.FindStringSubmatch(s)
+	if m == nil {
+		return ""
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return ""
+	}
+	unit := strings.TrimSuffix(strings.ToLower(m[2]), "s")
+	switch unit {
+	case "", "sec", "second":
+		return fmt.Sprintf("%ds", n)
+	case "min", "minute":
+		return fmt.Sprintf("%dm", n)
+	case "hr", "hour":
+		return fmt.Sprintf("%dh", n)
+	case "d", "day":
+		return fmt.Sprintf("%dh", n*24)
+	case "w", "week":
+		return fmt.Sprintf("%dh", n*24*7)
+	}
+	return ""
 }
 
 // MarshalYAML writes the duration back as a string without zero units
