@@ -17,7 +17,8 @@ const Redacted = "REDACTED"
 // dkim.keys[].sign) are written out, and secrets are replaced by Redacted
 // (password hashes; user names, passwords and tokens inside nats.url).
 // File paths, including key and password files, are kept: they are not
-// secrets and an operator needs to see which file is used.
+// secrets and an operator needs to see which file is used. Lists and maps
+// it does not change are shared with c: treat the result as read-only.
 func (c *Config) Effective() *Config {
 	e := *c
 	e.root = nil
