@@ -37,26 +37,23 @@ const (
 // Event is one lifecycle event. JSON names are the fixed log field names
 // (STYLE.md); empty fields are left out.
 type Event struct {
-	Time       time.Time `json:"time"`
-	Event      string    `json:"event"`
-	QueueID    string    `json:"queue_id,omitempty"`
-	MsgID      string    `json:"msg_id,omitempty"`
-	ConnID     string    `json:"conn_id,omitempty"`
-	RemoteAddr string    `json:"remote_addr,omitempty"`
-	User       string    `json:"user,omitempty"`
-	MailFrom   *string   `json:"mail_from,omitempty"` // pointer: "" (null sender) is meaningful
-	Rcpt       string    `json:"rcpt,omitempty"`
-	RcptCount  int       `json:"rcpt_count,omitempty"`
-	Domain     string    `json:"domain,omitempty"`
-	Size       int64     `json:"size,omitempty"`
-	MX         string    `json:"mx,omitempty"`
-	IP         string    `json:"ip,omitempty"`
-	Port       int       `json:"port,omitempty"`
-	// TLS is the version, "none" or "failed" (handshake or certificate
-	// check; the reply says why) and TLSPolicy the policy the attempt ran
-	// under: none, opportunistic, required or verify.
-	TLS         string     `json:"tls,omitempty"`
-	TLSPolicy   string     `json:"tls_policy,omitempty"`
+	Time        time.Time  `json:"time"`
+	Event       string     `json:"event"`
+	QueueID     string     `json:"queue_id,omitempty"`
+	MsgID       string     `json:"msg_id,omitempty"`
+	ConnID      string     `json:"conn_id,omitempty"`
+	RemoteAddr  string     `json:"remote_addr,omitempty"`
+	User        string     `json:"user,omitempty"`
+	MailFrom    *string    `json:"mail_from,omitempty"` // pointer: "" (null sender) is meaningful
+	Rcpt        string     `json:"rcpt,omitempty"`
+	RcptCount   int        `json:"rcpt_count,omitempty"`
+	Domain      string     `json:"domain,omitempty"`
+	Size        int64      `json:"size,omitempty"`
+	MX          string     `json:"mx,omitempty"`
+	IP          string     `json:"ip,omitempty"`
+	Port        int        `json:"port,omitempty"`
+	TLS         string     `json:"tls,omitempty"`        // version, "none" or "failed"
+	TLSPolicy   string     `json:"tls_policy,omitempty"` // none, opportunistic, required or verify
 	TLSCipher   string     `json:"tls_cipher,omitempty"`
 	TLSVerified *bool      `json:"tls_verified,omitempty"`
 	DKIM        string     `json:"dkim,omitempty"`
