@@ -313,17 +313,19 @@ func parse(data []byte, dir string) (*Config, error) {
 		return nil, yamlErrors(err)
 	}
 	c.root = &root
-	walk := checkSchema(&root)
-	schema := walk.unknown
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		te, ok := asTypeError(err)
-		if !ok {
-			return nil, yamlErrors(err)
-		}
-		// Type errors leave their fields at the defaults and the decoder
-		// goes on: validate what did decode so that one run shows all.
+	derr := dec.Decode(c)
+	te, typeErrs := asTypeError(derr)
+	if derr != nil && !errors.Is(derr, io.EOF) && !typeErrs {
+		return nil, yamlErrors(derr) // also excessive aliasing: walk nothing
+	}
+	// Type errors leave their fields at the defaults and the decoder goes
+	// on: the walk names them, and what did decode is validated, so that
+	// one run shows every problem.
+	walk := checkSchema(&root)
+	schema := walk.unknown
+	if typeErrs {
 		schema = walk.schemaErrors(te)
 	}
 	if len(c.Submission.Listeners) == 0 {

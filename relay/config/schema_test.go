@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -68,6 +69,26 @@ func TestBadListEntryKeepsIndexes(t *testing.T) {
 		"line 6: delivery.retry.schedule[2]: must be positive"
 	if err == nil || err.Error() != want {
 		t.Fatalf("error %v\nwant %s", err, want)
+	}
+}
+
+// TestAliasBombBounded: a document that would expand exponentially through
+// aliases (10^12 leaves) is answered at once: neither the decoder nor the
+// schema walk expands a value that does not fit its setting's type.
+func TestAliasBombBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 12; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n",
+			i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	b.WriteString("submission: {trusted_networks: *a11}\ndelivery: {retry: {schedule: *a11}, tls: {domains: *a11}}\n")
+	_, err := Parse([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "cannot unmarshal !!seq into string") {
+		t.Fatalf("error %v; want the misfitting values reported", err)
+	}
+	if n := strings.Count(err.Error(), "\n") + 1; n > 100 {
+		t.Fatalf("%d problems: the aliases were expanded", n)
 	}
 }
 
@@ -185,4 +206,22 @@ func TestEffectiveYAMLRoundTrip(t *testing.T) {
 	if c.Submission.Users[0].PasswordHash != hash || c.Delivery.Routes[0].TLSVerify != nil {
 		t.Error("Effective changed the config it was called on")
 	}
+}
+
+// FuzzParse: no input panics the lenient decode, the schema walk or
+// validation, and whatever decodes can be printed back.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("hostname: vm\nsubmision: {}\ndelivery: {retry: {schedule: [1m, x]}, routes: [{tls: startls}]}\n"))
+	f.Add([]byte("a: &x {level: info}\nlog:\n  <<: *x\n  formt: json\n"))
+	f.Add([]byte("- 1\n- [2]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, _ := Parse(data)
+		if c == nil {
+			return
+		}
+		if _, err := c.EffectiveYAML(); err != nil {
+			t.Fatalf("EffectiveYAML: %v", err)
+		}
+		_ = c.Warnings()
+	})
 }
