@@ -225,3 +225,16 @@ func FuzzParse(f *testing.F) {
 		_ = c.Warnings()
 	})
 }
+
+func TestCommonPath(t *testing.T) {
+	for _, tc := range [][3]string{
+		{"a.b[0].c", "a.b[0].d", "a.b[0]"},
+		{"a.b[0]", "a.b[1]", "a.b"},
+		{"a.b", "c", ""},
+		{"submission.users[0].rate", "submission.users[0].rate", "submission.users[0].rate"},
+	} {
+		if got := commonPath(tc[0], tc[1]); got != tc[2] {
+			t.Errorf("commonPath(%q, %q) = %q, want %q", tc[0], tc[1], got, tc[2])
+		}
+	}
+}
