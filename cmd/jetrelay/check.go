@@ -57,16 +57,24 @@ func parseMixed(fs *flag.FlagSet, args []string) (pos []string, rc int, ok bool)
 }
 
 func runCheck(args []string, io stdio) int {
-	fs := newFlags("check", "check --config FILE",
-		"Validates a configuration file: unknown keys, bad values, missing files and\n"+
-			"DKIM keys. Prints every problem with its YAML line and exits 1 if there is any.", io)
+	fs := newFlags("check", "check --config FILE [--print]",
+		"Validates a configuration file: unknown keys (with the nearest valid key), bad\n"+
+			"values, missing files and DKIM keys. Prints every problem and warning with its\n"+
+			"YAML line and exits 1 if there is any problem. --print writes the effective\n"+
+			"configuration (defaults filled in, secrets redacted) as YAML to stdout and the\n"+
+			"findings to stderr.", io)
 	path := fs.String("config", "", "config file to check (required)")
+	printCfg := fs.Bool("print", false, "print the effective configuration as YAML (secrets redacted)")
 	if rc, ok := parseFlags(fs, args); !ok {
 		return rc
 	}
 	if *path == "" {
 		fmt.Fprintln(io.err, "jetrelay check: --config FILE is required")
 		return 2
+	}
+	report := io.out
+	if *printCfg {
+		report = io.err
 	}
 	cfg, err := config.Load(*path)
 	var problems []string
@@ -76,19 +84,45 @@ func runCheck(args []string, io stdio) int {
 	if cfg != nil {
 		warnings, errs := checkDKIMKeys(cfg)
 		problems = append(problems, errs...)
-		for _, w := range warnings {
-			fmt.Fprintf(io.out, "%s: warning: %s\n", *path, w)
+		for _, w := range append(configWarnings(cfg), warnings...) {
+			fmt.Fprintf(report, "%s: warning: %s\n", *path, w)
 		}
 	}
 	for _, p := range problems {
-		fmt.Fprintf(io.out, "%s: %s\n", *path, p)
+		fmt.Fprintf(report, "%s: %s\n", *path, p)
+	}
+	if *printCfg && cfg != nil {
+		if err := printEffective(cfg, io); err != nil {
+			problems = append(problems, err.Error())
+		}
 	}
 	if len(problems) > 0 {
-		fmt.Fprintf(io.out, "%d problem(s) found\n", len(problems))
+		fmt.Fprintf(report, "%d problem(s) found\n", len(problems))
 		return 1
 	}
-	fmt.Fprintf(io.out, "%s: OK\n", *path)
+	fmt.Fprintf(report, "%s: OK\n", *path)
 	return 0
+}
+
+// configWarnings lists config.Warnings as lines (a host name that is not a
+// fully qualified domain name, ...).
+func configWarnings(cfg *config.Config) []string {
+	var out []string
+	for _, w := range cfg.Warnings() {
+		out = append(out, w.Error())
+	}
+	return out
+}
+
+// printEffective writes the effective configuration as YAML to stdout.
+func printEffective(cfg *config.Config, io stdio) error {
+	b, err := cfg.EffectiveYAML()
+	if err != nil {
+		return fmt.Errorf("--print: %w", err)
+	}
+	fmt.Fprintf(io.out, "# effective configuration of %s (defaults filled in, secrets redacted)\n", cfg.Path)
+	_, err = io.out.Write(b)
+	return err
 }
 
 // splitErrors flattens an errors.Join tree into lines.

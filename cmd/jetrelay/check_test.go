@@ -23,7 +23,8 @@ func TestCheckReportsLines(t *testing.T) {
 	if rc != 1 {
 		t.Fatalf("rc=%d, want 1\n%s%s", rc, out.String(), errb.String())
 	}
-	for _, want := range []string{`line 4: unknown key "colour"`, `line 6: bad duration "2days"`} {
+	wants := []string{`line 4: submission.colour: unknown key`, `line 6: delivery.retry.max_age: bad duration "2days"`}
+	for _, want := range wants {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -161,9 +161,12 @@ type RouteAuth struct {
 
 // Route sends chosen domains to a smarthost instead of their MX.
 type Route struct {
-	Domains   []string   `yaml:"domains"`
-	Host      string     `yaml:"host"`
-	TLS       string     `yaml:"tls"` // starttls | implicit | none
+	Domains []string `yaml:"domains"`
+	Host    string   `yaml:"host"`
+	TLS     string   `yaml:"tls"` // starttls | implicit | none
+	// TLSVerify requires the smarthost's certificate to be valid for host
+	// (system roots plus delivery.tls.ca_file), the default; false accepts
+	// any certificate (TLS is still required unless tls is none).
 	TLSVerify *bool      `yaml:"tls_verify"`
 	Auth      *RouteAuth `yaml:"auth"`
 }
@@ -173,8 +176,8 @@ func (r Route) Verify() bool { return r.TLSVerify == nil || *r.TLSVerify }
 
 // Retry is the schedule for temporary failures.
 type Retry struct {
-	Schedule []Duration `yaml:"schedule"`
-	MaxAge   Duration   `yaml:"max_age"`
+	Schedule Durations `yaml:"schedule"`
+	MaxAge   Duration  `yaml:"max_age"`
 	// Pace caps the retries of failing destinations (nothing delivered in
 	// their last attempts): at most this many per second in all, spread
 	// out at or after their scheduled times. "" = no cap.
@@ -321,15 +324,25 @@ func parse(data []byte, dir string) (*Config, error) {
 	c.root = &root
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlErrors(err)
+	derr := dec.Decode(c)
+	te, typeErrs := asTypeError(derr)
+	if derr != nil && !errors.Is(derr, io.EOF) && !typeErrs {
+		return nil, yamlErrors(derr) // also excessive aliasing: walk nothing
+	}
+	// Type errors leave their fields at the defaults and the decoder goes
+	// on: the walk names them, and what did decode is validated, so that
+	// one run shows every problem.
+	walk := checkSchema(&root)
+	schema := walk.unknown
+	if typeErrs {
+		schema = walk.schemaErrors(te)
 	}
 	if len(c.Submission.Listeners) == 0 {
 		c.Submission.Listeners = Default().Submission.Listeners
 	}
 	c.applyDerivedDefaults()
 	c.resolvePaths(dir)
-	return c, c.Validate()
+	return c, mergeProblems(schema, c.Validate())
 }
 
 // yamlErrors turns yaml.v3's errors into one problem per line.
@@ -408,6 +421,20 @@ func (c *Config) Line(path ...string) int {
 	return line
 }
 
+// has reports whether the file sets the key at path.
+func (c *Config) has(path ...string) bool {
+	if c.root == nil || len(c.root.Content) == 0 {
+		return false
+	}
+	n := c.root.Content[0]
+	for _, p := range path {
+		if n = child(n, p); n == nil {
+			return false
+		}
+	}
+	return true
+}
+
 func child(n *yaml.Node, key string) *yaml.Node {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -439,6 +466,12 @@ type Problem struct {
 }
 
 func (p Problem) Error() string {
+	if p.Path == "" && p.Line > 0 {
+		return fmt.Sprintf("line %d: %s", p.Line, p.Msg)
+	}
+	if p.Path == "" {
+		return p.Msg
+	}
 	if p.Line > 0 {
 		return fmt.Sprintf("line %d: %s: %s", p.Line, p.Path, p.Msg)
 	}

@@ -36,13 +36,17 @@ func TestProblemsCarryLines(t *testing.T) {
 		want []string
 	}{
 		{"unknown key and bad duration", "hostname: x\nsubmission:\n  timeouts: {idle: 5x}\n  bogus: 1\n",
-			[]string{`line 3: bad duration "5x"`, `line 4: unknown key "bogus"`}},
+			[]string{
+				`line 3: submission.timeouts.idle: bad duration "5x"`,
+				`line 4: submission.bogus: unknown key (valid keys here: auth_failures,`,
+			}},
 		{"negative duration", "delivery:\n  retry: {max_age: -1h}\n",
-			[]string{`line 2: bad duration "-1h": must not be negative`}},
-		{"bad size", "submission:\n  max_message_bytes: 25XB\n", []string{`line 2: bad size "25XB"`}},
+			[]string{`line 2: delivery.retry.max_age: bad duration "-1h": must not be negative`}},
+		{"bad size", "submission:\n  max_message_bytes: 25XB\n",
+			[]string{`line 2: submission.max_message_bytes: bad size "25XB"`}},
 		{"bad rate",
 			"submission:\n  users:\n    - {name: a, password_hash: \"$2a$10$x\", allowed_from: [a.example], rate: 5/d}\n",
-			[]string{`line 3: bad rate "5/d"`}},
+			[]string{`line 3: submission.users[0].rate: bad rate "5/d"`}},
 		{"validation", "hostname: x\nlog: {format: xml}\ndelivery:\n  tls: {default: maybe}\n  port: 0\n",
 			[]string{
 				`line 2: log.format: "xml" is not one of`, `line 4: delivery.tls.default: "maybe"`,

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,9 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
+		if hint := durationHint(s); hint != "" {
+			return typeErr(n, "bad duration %q; did you mean %q? (Go durations such as 90s, 5m, 48h)", n.Value, hint)
+		}
 		return typeErr(n, "bad duration %q (use Go durations such as 90s, 5m, 48h)", n.Value)
 	}
 	if v < 0 {
@@ -42,8 +46,77 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// MarshalYAML writes the duration back as a string.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+var spelledDuration = regexp.MustCompile(`^(\d+)\s*([A-Za-z]*)$`)
+
+// durationHint rewrites a spelt-out duration ("5 minutes", "2days", "1 week")
+// as a Go duration, or returns "".
+func durationHint(s string) string {
+	m := spelledDuration.FindStringSubmatch(s)
+	if m == nil {
+		return ""
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return ""
+	}
+	unit := strings.TrimSuffix(strings.ToLower(m[2]), "s")
+	switch unit {
+	case "", "sec", "second":
+		return fmt.Sprintf("%ds", n)
+	case "min", "minute":
+		return fmt.Sprintf("%dm", n)
+	case "hr", "hour":
+		return fmt.Sprintf("%dh", n)
+	case "d", "day":
+		return fmt.Sprintf("%dh", n*24)
+	case "w", "week":
+		return fmt.Sprintf("%dh", n*24*7)
+	}
+	return ""
+}
+
+// MarshalYAML writes the duration back as a string without zero units
+// ("48h", "1h30m", "5m").
+func (d Duration) MarshalYAML() (any, error) {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s, nil
+}
+
+// Durations is a list of durations. A bad entry is reported and kept as 0,
+// so the entries after it keep their indexes (and lines) in the problems.
+type Durations []Duration
+
+// UnmarshalYAML decodes every entry and reports all the bad ones.
+func (ds *Durations) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return typeErr(n, "expected a list of durations such as [1m, 5m, 1h]")
+	}
+	out := make(Durations, len(n.Content))
+	var bad []string
+	for i, c := range n.Content {
+		for c.Kind == yaml.AliasNode && c.Alias != nil {
+			c = c.Alias
+		}
+		if err := out[i].UnmarshalYAML(c); err != nil {
+			te, ok := err.(*yaml.TypeError)
+			if !ok {
+				return err
+			}
+			bad = append(bad, te.Errors...)
+		}
+	}
+	*ds = out
+	if len(bad) > 0 {
+		return &yaml.TypeError{Errors: bad}
+	}
+	return nil
+}
 
 // Size is a byte count written as a number or with a unit: 25MiB, 512KiB, 10MB, 1GiB.
 type Size int64
@@ -74,6 +147,20 @@ func ParseSize(s string) (Size, error) {
 		return 0, fmt.Errorf("bad size %q (use bytes or a unit: 512KiB, 25MiB, 1GiB)", s)
 	}
 	return Size(v * mult), nil
+}
+
+// MarshalYAML writes the size with the largest binary unit that divides it
+// (25MiB), or as a plain number of bytes.
+func (s Size) MarshalYAML() (any, error) {
+	for _, u := range []struct {
+		suffix string
+		mult   Size
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if s != 0 && s%u.mult == 0 {
+			return fmt.Sprintf("%d%s", s/u.mult, u.suffix), nil
+		}
+	}
+	return int64(s), nil
 }
 
 // UnmarshalYAML accepts sizes as numbers or strings with units.
@@ -110,11 +197,28 @@ func ParseRate(s string) (Rate, error) {
 	if err != nil || n <= 0 {
 		return Rate{}, fmt.Errorf("bad rate %q: count must be a positive integer", s)
 	}
-	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[strings.TrimSpace(unit)]
+	unit = strings.TrimSpace(unit)
+	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
 	if per == 0 {
+		if u := rateUnitFor(unit); u != "" {
+			return Rate{}, fmt.Errorf("bad rate %q: unit must be s, m or h; did you mean \"%d/%s\"?", s, n, u)
+		}
 		return Rate{}, fmt.Errorf("bad rate %q: unit must be s, m or h", s)
 	}
 	return Rate{Count: n, Per: per, Source: s}, nil
+}
+
+// rateUnitFor maps a spelt-out unit ("minute", "sec", "hours") to its letter.
+func rateUnitFor(unit string) string {
+	u := strings.TrimSuffix(strings.ToLower(unit), "s")
+	for _, w := range []struct{ letter, names string }{
+		{"s", " sec second "}, {"m", " min minute "}, {"h", " hr hour "},
+	} {
+		if u != "" && strings.Contains(w.names, " "+u+" ") {
+			return w.letter
+		}
+	}
+	return ""
 }
 
 // UnmarshalYAML parses the rate string.
@@ -128,6 +232,18 @@ func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*r = v
 	return nil
+}
+
+// MarshalYAML writes the rate as it is written in the file ("" = unlimited).
+func (r Rate) MarshalYAML() (any, error) {
+	if r.Unlimited() {
+		return "", nil
+	}
+	if r.Source != "" {
+		return r.Source, nil
+	}
+	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
+	return fmt.Sprintf("%d/%s", r.Count, unit), nil
 }
 
 // Unlimited reports whether no rate applies.

@@ -318,6 +318,10 @@ func oneOf(ps *problems, path, v string, allowed []string) {
 			return
 		}
 	}
+	if s := suggest(v, allowed); s != "" {
+		ps.add(path, "%q is not one of %s; did you mean %q?", v, strings.Join(allowed, ", "), s)
+		return
+	}
 	ps.add(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
 }
 
@@ -374,4 +378,39 @@ func validateProxy(ps *problems, s Submission) {
 				"needs submission.proxy_from (the load balancers' addresses); without it every connection is closed")
 		}
 	}
+}
+
+// Warnings lists findings that do not stop the relay but are likely to
+// hurt delivery, each with its YAML line like a problem.
+func (c *Config) Warnings() []Problem {
+	var out []Problem
+	if msg := fqdnWarning(c.Hostname); msg != "" {
+		p := Problem{Path: "hostname", Msg: msg}
+		if c.has("hostname") {
+			p.Line = c.Line("hostname")
+		} else {
+			p.Msg = "not set, so the system host name is used: " + msg
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// fqdnWarning explains why host is a poor EHLO name, or returns "". The
+// EHLO argument is the client's primary host name (RFC 5321 §4.1.1.1), a
+// fully qualified domain name (§2.3.5); receivers reject or score bare
+// names and addresses.
+func fqdnWarning(host string) string {
+	h := strings.TrimSuffix(strings.TrimSpace(host), ".")
+	switch {
+	case h == "":
+		return ""
+	case net.ParseIP(h) != nil:
+		return fmt.Sprintf("%q is an address, not a fully qualified domain name; it is sent in EHLO "+
+			"(RFC 5321 §2.3.5) — use a name such as relay.example.com", host)
+	case !strings.Contains(h, "."):
+		return fmt.Sprintf("%q is not a fully qualified domain name; it is sent in EHLO (RFC 5321 §2.3.5) "+
+			"and receivers may refuse or score a bare name — use a name such as relay.example.com", host)
+	}
+	return ""
 }

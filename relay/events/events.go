@@ -52,7 +52,8 @@ type Event struct {
 	MX          string     `json:"mx,omitempty"`
 	IP          string     `json:"ip,omitempty"`
 	Port        int        `json:"port,omitempty"`
-	TLS         string     `json:"tls,omitempty"`
+	TLS         string     `json:"tls,omitempty"`        // version, "none" or "failed"
+	TLSPolicy   string     `json:"tls_policy,omitempty"` // none, opportunistic, required or verify
 	TLSCipher   string     `json:"tls_cipher,omitempty"`
 	TLSVerified *bool      `json:"tls_verified,omitempty"`
 	DKIM        string     `json:"dkim,omitempty"`
@@ -144,6 +145,7 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 	str("ip", e.IP)
 	num("port", int64(e.Port))
 	str("tls", e.TLS)
+	str("tls_policy", e.TLSPolicy)
 	str("tls_cipher", e.TLSCipher)
 	if e.TLSVerified != nil {
 		z = z.Bool("tls_verified", *e.TLSVerified)

@@ -15,7 +15,16 @@ import (
 // new dial after Options.AttemptTimeout (a transaction under way is not
 // interrupted by it). A connection lost after the final dot is a verdict,
 // not a reason to try another host (see replyFinalLost).
+//
+// The attempt's ConnInfo names the TLS policy it ran under, so that a
+// failure reads as what it was: "tls":"failed" under "tls_policy":"verify".
 func (c *Client) Deliver(ctx context.Context, tr Transport, m *Message, sess *Session) Attempt {
+	a := c.deliver(ctx, tr, m, sess)
+	a.Conn.TLSPolicy = tr.Plan().PolicyName()
+	return a
+}
+
+func (c *Client) deliver(ctx context.Context, tr Transport, m *Message, sess *Session) Attempt {
 	to := c.o.Timeouts
 	if sess != nil {
 		if time.Since(sess.lastUsed) < to.Idle {
@@ -99,12 +108,16 @@ func (c *Client) tryAddr(ctx context.Context, r *hostsRun, h Host, ip net.IP) (A
 	cancel()
 	if err == nil {
 		r.a.Down = false // a server answered: not a dead destination
+		r.a.Conn = s.Info()
 		var a Attempt
 		if a, err = c.converse(ctx, s, m); err == nil {
 			return a, true
 		}
 	}
 	r.a.Last = Classify(err)
+	if isTLSError(err) { // TLS was tried and failed: the reply says why
+		r.a.Conn.TLS = TLSFailed
+	}
 	switch {
 	case m.RequireTLS && tlsRefusal(r.a.Last):
 		r.refusedTLS, r.a.Down = true, false

@@ -111,10 +111,18 @@ type Attempt struct {
 
 // ConnInfo is what the delivery log says about a connection.
 type ConnInfo struct {
+	// TLS is the version ("TLS1.3"), "none" (no TLS session, none tried or
+	// an opportunistic fallback to plaintext) or TLSFailed.
 	MX, IP, TLS, Cipher string
-	Port                int
-	Verified, DSN       bool
+	// TLSPolicy is the policy the attempt ran under (Plan.PolicyName).
+	TLSPolicy     string
+	Port          int
+	Verified, DSN bool
 }
+
+// TLSFailed is ConnInfo.TLS when a TLS handshake or certificate check
+// failed (the attempt's reply holds the reason).
+const TLSFailed = "failed"
 
 func (o *Options) mxDialer() Dialer {
 	if o.MXDialer != nil {

@@ -33,6 +33,21 @@ type Plan struct {
 	ServerName string
 }
 
+// PolicyName names the TLS policy the plan carries out: none, opportunistic,
+// required (TLS, any certificate) or verify (a certificate valid for the
+// host name). A smarthost route verifies unless tls_verify is false.
+func (p Plan) PolicyName() string {
+	switch {
+	case p.TLS == "none":
+		return string(PolicyNone)
+	case p.Verify:
+		return string(PolicyVerify)
+	case p.RequireTLS:
+		return string(PolicyRequired)
+	}
+	return string(PolicyOpportunistic)
+}
+
 // Transport is one way of reaching a destination. MX delivery and
 // smarthost routes are its two implementations.
 type Transport interface {
