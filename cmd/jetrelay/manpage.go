@@ -32,7 +32,7 @@ The configuration the packaged systemd unit runs with (every key:
 data_dir of the packaged configuration: the embedded JetStream store, the NATS
 password, the generated TLS certificate.
 .TP
-.I /lib/systemd/system/jetrelay.service
+.I /usr/lib/systemd/system/jetrelay.service
 The systemd unit: runs jetrelay serve as user jetrelay.
 .SH SIGNALS
 .TP
