@@ -183,7 +183,8 @@ func TestBashCompletion(t *testing.T) {
 		{"jetrelay qu", "queue"},
 		{"jetrelay queue re", "retry release"},
 		{"jetrelay queue ls --st", "--state"},
-		{"jetrelay logs -", "--config --creds --domain -f --follow --from --id --json --nats --password-file --rcpt --since --status --user"},
+		{"jetrelay logs --fo", "--follow"},
+		{"jetrelay logs -f", "-f"},
 		{"jetrelay serve --config rel", "relay.yaml"},
 		{"jetrelay nosuch --x", ""},
 	}
