@@ -233,7 +233,7 @@ func (q *Queue) reclaimBody(ctx context.Context, id string) error {
 // redelivery that Superseded recognises.
 func (e *Entry) Defer(ctx context.Context, env *Envelope, at time.Time) error {
 	env.NextAt = at.UTC()
-	env.Probe = false
+	env.Probe, env.Retried = false, time.Time{}
 	msg, err := e.q.entryMsg(Subject(SubjScheduled, env.ID, env.Domain), env, e.inlineBody())
 	if err != nil {
 		return err

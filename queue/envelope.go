@@ -57,6 +57,10 @@ type Envelope struct {
 	// Probe marks an entry unparked to test its failing destination: its
 	// delivery unparks the rest of the domain (park.go).
 	Probe bool `json:"probe,omitempty"`
+	// Retried is when an operator made the entry due now (queue retry):
+	// delivery attempts it even when its destination was marked down
+	// before that time (relay/deliver). Cleared when it is deferred again.
+	Retried time.Time `json:"retried,omitzero"`
 }
 
 // Marshal encodes the envelope for the Jr-Env header.

@@ -158,7 +158,10 @@ func TestOpsRetryHoldRelease(t *testing.T) {
 	if res, err := f.q.Retry(ctx, d1); err != nil || !res.Done {
 		t.Fatalf("retry: %+v %v", res, err)
 	}
-	f.waitState(t, f.d1.ID, "", queue.StateReady, queue.SubjReady)
+	retried := f.waitState(t, f.d1.ID, "", queue.StateReady, queue.SubjReady)
+	if retried.Env.Retried.IsZero() || retried.Env.Attempt != 1 {
+		t.Fatalf("retried entry: Retried %v, %d attempts (want marked, 1 attempt)", retried.Env.Retried, retried.Env.Attempt)
+	}
 	if _, err := f.q.Retry(ctx, d1); !errors.Is(err, queue.ErrChanged) {
 		t.Fatalf("retry of a stale schedule: %v, want ErrChanged", err)
 	}

@@ -16,19 +16,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Retry makes a deferred entry due now: its schedule is replaced by one
-// firing at once into jr.q.
+// Retry makes a deferred or parked entry due now: its schedule is
+// replaced by one firing at once into jr.q (a parked entry is moved
+// there). The entry is marked Envelope.Retried (now), so delivery
+// attempts it even if its destination was marked down before; the
+// attempt count is left as it is.
 func (q *Queue) Retry(ctx context.Context, it *Item) (Result, error) {
 	prefix, _, _, _ := ParseSubject(it.Subject)
+	env := *it.Env
+	env.Retried = time.Now().UTC()
 	switch {
 	case prefix == SubjHeld || (prefix == SubjScheduled && it.Env.Held):
 		return Result{}, ErrHeldEntry
 	case prefix == SubjParked:
-		return q.unparkItem(ctx, it)
+		return q.unparkItem(ctx, it, &env)
 	case prefix != SubjScheduled:
 		return Result{}, ErrNotDeferred
 	}
-	env := *it.Env
 	return q.rescheduleNow(ctx, it, &env, SubjReady)
 }
 
@@ -53,7 +57,7 @@ func (q *Queue) Hold(ctx context.Context, it *Item) (Result, error) {
 			return Result{}, ErrInFlight
 		}
 	}
-	env.Probe, env.NextAt = false, time.Time{}
+	env.Probe, env.NextAt, env.Retried = false, time.Time{}, time.Time{}
 	msg, err := q.entryMsg(Subject(SubjHeld, env.ID, env.Domain), &env, it.data)
 	if err != nil {
 		return Result{}, err
@@ -75,13 +79,18 @@ func (q *Queue) Hold(ctx context.Context, it *Item) (Result, error) {
 	return q.afterReadyRemoved(ctx, it.Seq), nil
 }
 
-// unparkItem makes a parked entry due now (as a probe of its domain:
-// if it gets through, the domain's other entries follow).
-func (q *Queue) unparkItem(ctx context.Context, it *Item) (Result, error) {
+// unparkItem makes a parked entry due now, stored as env (as a probe of
+// its domain: if it gets through, the domain's other entries follow).
+func (q *Queue) unparkItem(ctx context.Context, it *Item, env *Envelope) (Result, error) {
 	m := &nats.Msg{Header: nats.Header{}, Data: it.data}
 	for k, v := range it.Header {
 		m.Header[k] = v
 	}
+	b, err := env.Marshal()
+	if err != nil {
+		return Result{}, err
+	}
+	m.Header.Set(HeaderEnv, string(b))
 	m.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(it.Seq, 10))
 	s, err := q.ParkStream(ctx)
 	if err != nil {

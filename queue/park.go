@@ -92,7 +92,7 @@ func (e *Entry) Park(ctx context.Context, env *Envelope, due, wakeAt time.Time) 
 		return errors.New("queue: only entries with an inline body are parked")
 	}
 	env.NextAt = wakeAt.UTC()
-	env.Probe = false
+	env.Probe, env.Retried = false, time.Time{}
 	msg, err := e.q.entryMsg(ParkedSubject(env.Domain, due), env, e.inlineBody())
 	if err != nil {
 		return err

@@ -307,8 +307,10 @@ func TestOpsOnParkedEntries(t *testing.T) {
 	if res, err := q.Retry(ctx, it); err != nil || !res.Done {
 		t.Fatalf("retry: %+v %v", res, err)
 	}
-	if got := item(ids[0]); got.State != queue.StateReady || !got.Env.Probe {
-		t.Fatalf("after retry: %s probe %v", got.State, got.Env.Probe)
+	if got := item(ids[0]); got.State != queue.StateReady || !got.Env.Probe || got.Env.Retried.IsZero() ||
+		got.Env.Attempt != it.Env.Attempt {
+		t.Fatalf("after retry: %s probe %v retried %v attempts %d (was %d)", got.State, got.Env.Probe,
+			got.Env.Retried, got.Env.Attempt, it.Env.Attempt)
 	}
 	if _, err := q.Retry(ctx, it); err != queue.ErrChanged {
 		t.Fatalf("retry of the stale parked copy: %v, want ErrChanged", err)

@@ -14,9 +14,9 @@ import (
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/jetrelay/jetrelay/dkim"
-	"github.com/jetrelay/jetrelay/dkim/dkimtest"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/dnsclient"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/miekg/dns"
 )
 
@@ -71,7 +71,9 @@ func TestDKIMKeygenSignVerify(t *testing.T) {
 		!strings.HasPrefix(edLine, `ed2026._domainkey.example.com. IN TXT "v=DKIM1; k=ed25519; p=`) {
 		t.Fatalf("lines:\n%s\n%s", rsaLine, edLine)
 	}
-	fake := dkimtest.FakeDNS(t, rsaLine, edLine)
+	fake := relaytest.NewZone()
+	fake.AddLine(t, rsaLine)
+	fake.AddLine(t, edLine)
 	s, err := dkim.NewSigner([]dkim.KeySpec{
 		{Domain: "example.com", Selector: "rsa2026", KeyFile: rsaFile, Sign: true},
 		{Domain: "example.com", Selector: "ed2026", KeyFile: edFile, Sign: true},
@@ -175,8 +177,8 @@ func TestDKIMCheckAgainstDNS(t *testing.T) {
 	dir := t.TempDir()
 	keyFile, line := keygen(t, dir, "s1", "--algo", "ed25519")
 	_, otherLine := keygen(t, dir, "other", "--algo", "ed25519")
-	fake := dkimtest.FakeDNS(t)
-	cfg := writeConfig(t, dir, fake.Addr, fmt.Sprintf("{domain: example.com, selector: s1, key: %s}", keyFile))
+	fake, addr := relaytest.ServeZone(t)
+	cfg := writeConfig(t, dir, addr, fmt.Sprintf("{domain: example.com, selector: s1, key: %s}", keyFile))
 	cases := []struct {
 		name   string
 		record string // zone line served; "" = nothing
@@ -191,7 +193,7 @@ func TestDKIMCheckAgainstDNS(t *testing.T) {
 	for _, tc := range cases { // sequential: they share the fake DNS
 		fake.Reset()
 		if tc.record != "" {
-			fake.Add(t, tc.record)
+			fake.AddLine(t, tc.record)
 		}
 		rc, out, errOut := runCmd(t, "dkim", "check", "--config", cfg, "--domain", "example.com")
 		if rc != tc.rc || !strings.Contains(out, tc.want) {
@@ -296,8 +298,8 @@ func TestNewDKIMSignerFromConfig(t *testing.T) {
 // record concatenated, a missing name is dkim.ErrNoRecord.
 func TestDKIMLookupTXTThroughDNSClient(t *testing.T) {
 	t.Parallel()
-	fake := dkimtest.FakeDNS(t, `s1._domainkey.example.com. IN TXT "v=DKIM1; k=ed25519; " "p=abc"`)
-	c, err := dnsclient.New(dnsclient.Options{Servers: []string{fake.Addr}, Timeout: 2 * time.Second})
+	_, addr := relaytest.ServeZone(t, `s1._domainkey.example.com. IN TXT "v=DKIM1; k=ed25519; " "p=abc"`)
+	c, err := dnsclient.New(dnsclient.Options{Servers: []string{addr}, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,8 +318,8 @@ func TestDKIMListsAsJSON(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	keyFile, line := keygen(t, dir, "s1", "--algo", "ed25519")
-	fake := dkimtest.FakeDNS(t, line)
-	cfg := writeConfig(t, dir, fake.Addr, fmt.Sprintf("{domain: example.com, selector: s1, key: %s}", keyFile))
+	_, addr := relaytest.ServeZone(t, line)
+	cfg := writeConfig(t, dir, addr, fmt.Sprintf("{domain: example.com, selector: s1, key: %s}", keyFile))
 	rc, out, errOut := runCmd(t, "dkim", "dns", "--config", cfg, "--json")
 	var recs []dnsRecord
 	if err := json.Unmarshal([]byte(out), &recs); rc != 0 || err != nil || len(recs) != 1 || recs[0].Zone != line ||

@@ -13,6 +13,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
 )
 
@@ -94,7 +95,7 @@ func waitStored(t *testing.T, o *opsEnv, n uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queuetest.Eventually(t, 20*time.Second, "events stored", func() bool {
+	relaytest.Eventually(t, "events stored", func() bool {
 		info, err := s.Info(context.Background())
 		return err == nil && info.State.Msgs >= n
 	})
@@ -163,12 +164,12 @@ func TestLogsFollowShowsLaterDelivery(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() { done <- logsMain(ctx, o.args("-f"), stdio{out: &out, err: &errb}) }()
-	queuetest.Eventually(t, 20*time.Second, "follow caught up", func() bool {
+	relaytest.Eventually(t, "follow caught up", func() bool {
 		return strings.Contains(out.String(), first)
 	})
 	o.em.Emit(&events.Event{Event: events.Delivery, QueueID: later, Rcpt: "r@example.net", Status: events.StatusDelivered,
 		SMTPCode: 250, SMTPEnh: "2.0.0", MX: "mx.example.net"})
-	queuetest.Eventually(t, 20*time.Second, "later delivery printed", func() bool {
+	relaytest.Eventually(t, "later delivery printed", func() bool {
 		return strings.Contains(out.String(), later) && strings.Contains(out.String(), "delivered")
 	})
 	cancel()

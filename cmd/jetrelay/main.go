@@ -35,6 +35,7 @@ func commands() map[string]command {
 		"user":     {"manage submission users (user hash: bcrypt a password read on stdin)", runUser},
 		"version":  {"print the version", runVersion},
 		"dkim":     {"DKIM keys: keygen, dns, check", runDKIM},
+		"domain":   {"check a sending domain's SPF, DKIM, DMARC, reverse DNS and bounce MX", runDomain},
 		"logs":     {"show and follow delivery events", runLogs},
 		"queue":    {"inspect and act on the queue: ls, show, retry, hold, release, delete", runQueue},
 		"suppress": {"manage the suppression list: ls, add, rm", runSuppress},

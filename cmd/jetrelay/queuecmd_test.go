@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
-	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
@@ -68,7 +67,7 @@ func leaseTwo(t *testing.T, q *queue.Queue) {
 	es.Stop()
 	s, _ := q.Stream(ctx)
 	c, _ := s.Consumer(ctx, queue.ConsumerName)
-	queuetest.Eventually(t, 20*time.Second, "no waiting pulls", func() bool {
+	relaytest.Eventually(t, "no waiting pulls", func() bool {
 		info, err := c.Info(ctx)
 		return err == nil && info.NumWaiting == 0
 	})
@@ -130,7 +129,7 @@ func TestQueueCLI(t *testing.T) {
 		if rc != 0 || !strings.Contains(out, "made due "+dID) {
 			t.Fatalf("retry rc %d: %s %s", rc, out, errOut)
 		}
-		queuetest.Eventually(t, 20*time.Second, "retried entry ready", func() bool {
+		relaytest.Eventually(t, "retried entry ready", func() bool {
 			items := lsItemsByID(t, o, dID)
 			return len(items) == 1 && items[0].State == queue.StateReady && strings.HasPrefix(items[0].Subject, "jr.q.")
 		})
@@ -281,11 +280,11 @@ func TestQueueRetryAgainstLiveRelay(t *testing.T) {
 	em.Emit(&events.Event{Time: time.Now().Add(-time.Hour), Event: events.Accepted, QueueID: id,
 		MailFrom: events.Str("app@example.com"), RcptCount: 1})
 
-	queuetest.Eventually(t, 30*time.Second, "deferred entry", func() bool {
+	relaytest.Eventually(t, "deferred entry", func() bool {
 		items := lsItemsByID(t, o, id)
 		return len(items) == 1 && items[0].State == queue.StateDeferred && items[0].Env.LastReply.Code == 451
 	})
-	queuetest.Eventually(t, 20*time.Second, "metrics: deferred delivery, depth", func() bool {
+	relaytest.Eventually(t, "metrics: deferred delivery, depth", func() bool {
 		return metricValue(t, base, `jetrelay_deliveries_total{class="4",status="deferred"}`) == 1 &&
 			metricValue(t, base, `jetrelay_queue_depth{state="deferred"}`) == 1
 	})
@@ -293,14 +292,14 @@ func TestQueueRetryAgainstLiveRelay(t *testing.T) {
 	if rc != 0 || !strings.Contains(out, "1 made due") {
 		t.Fatalf("retry rc %d: %s %s", rc, out, errOut)
 	}
-	queuetest.Eventually(t, 30*time.Second, "delivered after retry", func() bool { return mx.Received(rcpt) == 1 })
-	queuetest.Eventually(t, 20*time.Second, "metrics: delivered, queue empty", func() bool {
+	relaytest.Eventually(t, "delivered after retry", func() bool { return mx.Received(rcpt) == 1 })
+	relaytest.Eventually(t, "metrics: delivered, queue empty", func() bool {
 		return metricValue(t, base, `jetrelay_deliveries_total{class="2",status="delivered"}`) == 1 &&
 			metricValue(t, base, `jetrelay_queue_depth{state="deferred"}`) == 0 &&
 			metricValue(t, base, "jetrelay_messages_accepted_total") == 1
 	})
 	var kinds []string
-	queuetest.Eventually(t, 20*time.Second, "full history", func() bool {
+	relaytest.Eventually(t, "full history", func() bool {
 		rc, out, _ := runOps(t, logsMain, o.args("--json", "--id", id)...)
 		kinds = nil
 		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -13,6 +13,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // TestNATSCredentialsNotPrinted: nats.url credentials appear neither in the
@@ -98,7 +99,7 @@ admin: {listen: ""}
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, newLogger(cfg, sio), sio) }()
-	queuetest.Eventually(t, 60*time.Second, "relay running", func() bool {
+	relaytest.Eventually(t, "relay running", func() bool {
 		return strings.Contains(out.String(), "jetrelay running")
 	})
 	cancel()

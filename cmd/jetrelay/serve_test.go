@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
@@ -273,7 +274,9 @@ func TestSIGHUPReload(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "reload ok in the log", func() bool { return strings.Contains(p.logs.String(), `"status":"ok"`) })
+	relaytest.Eventually(t, "reload ok in the log", func() bool {
+		return strings.Contains(p.logs.String(), `"status":"ok"`)
+	})
 	cl, err := authenticate(c.subAddr, "newapp", "new-pass")
 	if err != nil {
 		t.Fatalf("new user after SIGHUP: %v\n%s", err, p.logs.String())
@@ -286,7 +289,9 @@ func TestSIGHUPReload(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "refusal in the log", func() bool { return strings.Contains(p.logs.String(), `"status":"refused"`) })
+	relaytest.Eventually(t, "refusal in the log", func() bool {
+		return strings.Contains(p.logs.String(), `"status":"refused"`)
+	})
 	if !strings.Contains(p.logs.String(), "bogus_key") {
 		t.Errorf("refusal does not name the problem:\n%s", p.logs.String())
 	}
@@ -296,16 +301,5 @@ func TestSIGHUPReload(t *testing.T) {
 			t.Fatalf("%s after a refused reload: %v", u[0], err)
 		}
 		cl.Close()
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

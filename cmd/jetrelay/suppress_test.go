@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
-	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/outcome"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
 )
 
@@ -105,7 +105,7 @@ func TestSuppressCLI(t *testing.T) {
 func waitEvent(t *testing.T, o *opsEnv, kind, rcpt string) events.Event {
 	t.Helper()
 	var found *events.Event
-	queuetest.Eventually(t, 20*time.Second, kind+" event stored", func() bool {
+	relaytest.Eventually(t, kind+" event stored", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = events.Tail(ctx, o.q.JetStream(), events.Filter{Rcpt: rcpt, Status: kind}, func(r events.Record) error {

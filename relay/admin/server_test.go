@@ -18,6 +18,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
 )
 
@@ -133,7 +134,7 @@ func TestMetricsMoveWithEventsAndQueue(t *testing.T) {
 	if err := q.Enqueue(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}
-	queuetest.Eventually(t, 20*time.Second, "sampled depth", func() bool {
+	relaytest.Eventually(t, "sampled depth", func() bool {
 		return metric(t, base, `jetrelay_queue_depth{state="ready"}`) == 1 &&
 			metric(t, base, `jetrelay_queue_oldest_age_seconds{state="ready"}`) >= 60
 	})

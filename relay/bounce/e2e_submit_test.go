@@ -10,7 +10,6 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
@@ -107,5 +106,5 @@ func TestE2EHardBounceSuppressesSubmission(t *testing.T) {
 	if err := submitTo(t, addr, "bob@example.org"); err != nil {
 		t.Fatalf("after removal: %v", err)
 	}
-	queuetest.Eventually(t, e2eWait, "bob's second delivery", func() bool { return w.rcptMX.Received("bob@example.org") == 1 })
+	relaytest.Eventually(t, "bob's second delivery", func() bool { return w.rcptMX.Received("bob@example.org") == 1 })
 }

@@ -29,7 +29,7 @@ type world struct {
 	q        *queue.Queue
 	cfg      *config.Config
 	b        *Bouncer
-	rec      *recorder
+	rec      *relaytest.Events
 	em       *events.Emitter
 	rcptMX   *relaytest.MX
 	senderMX *relaytest.MX
@@ -37,7 +37,7 @@ type world struct {
 
 func newWorld(t *testing.T, mod func(*config.Config)) *world {
 	t.Helper()
-	w := &world{t: t, q: queuetest.RunJetStream(t), rec: &recorder{}}
+	w := &world{t: t, q: queuetest.RunJetStream(t), rec: &relaytest.Events{}}
 	zone := relaytest.NewZone()
 	dns := relaytest.FakeDNS(t, zone)
 	w.rcptMX = relaytest.FakeMX(t)
@@ -101,7 +101,7 @@ func (w *world) send(rcpts []queue.Recipient, edit func(*queue.Envelope)) string
 // dsnAt waits for the one DSN the sender's MX receives and parses it.
 func (w *world) dsnAt() (relaytest.Message, dsn) {
 	w.t.Helper()
-	queuetest.Eventually(w.t, e2eWait, "a DSN at the sender's MX", func() bool { return len(w.senderMX.Messages()) > 0 })
+	relaytest.Eventually(w.t, "a DSN at the sender's MX", func() bool { return len(w.senderMX.Messages()) > 0 })
 	m := w.senderMX.Messages()[0]
 	if m.From != "" || !cmp.Equal(m.Rcpts, []string{"app@example.com"}) {
 		w.t.Errorf("DSN envelope MAIL FROM:<%s> RCPT %v, want <> and app@example.com", m.From, m.Rcpts)
@@ -112,17 +112,9 @@ func (w *world) dsnAt() (relaytest.Message, dsn) {
 // waitEvent waits for an event of kind whose status and recipient match.
 func (w *world) waitEvent(kind, status, rcpt string) events.Event {
 	w.t.Helper()
-	var got events.Event
-	queuetest.Eventually(w.t, e2eWait, kind+" "+status+" event for "+rcpt, func() bool {
-		for _, e := range w.rec.find(kind) {
-			if e.Status == status && (rcpt == "" || e.Rcpt == rcpt) {
-				got = e
-				return true
-			}
-		}
-		return false
+	return w.rec.WaitFor(w.t, kind, func(e events.Event) bool {
+		return e.Status == status && (rcpt == "" || e.Rcpt == rcpt)
 	})
-	return got
 }
 
 func rcpts(addrs ...string) []queue.Recipient {
@@ -222,7 +214,7 @@ func TestE2ENotifyNever(t *testing.T) {
 	rs[0].Notify = []string{"NEVER"}
 	w.send(rs, nil)
 	w.waitEvent(events.Delivery, events.StatusFailed, "bob@example.org")
-	if evs := w.rec.find(events.DSN); len(evs) != 0 {
+	if evs := w.rec.Find(events.DSN, nil); len(evs) != 0 {
 		t.Errorf("dsn events %+v, want none", evs)
 	}
 	if n := len(w.senderMX.Messages()); n != 0 {
@@ -244,7 +236,7 @@ func TestE2EFailedDSNDropped(t *testing.T) {
 		t.Errorf("dropped event %+v, want queue_id %s (the DSN) and the reason", dropped, queued.DSNID)
 	}
 	w.waitEvent(events.Delivery, events.StatusFailed, "app@example.com")
-	if n := len(w.rec.find(events.DSN)); n != 2 {
+	if n := len(w.rec.Find(events.DSN, nil)); n != 2 {
 		t.Errorf("%d dsn events, want queued + dropped", n)
 	}
 	if n := len(w.senderMX.Messages()); n != 0 {

@@ -13,7 +13,6 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
 )
 
@@ -29,37 +29,12 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // t0 is the injected clock's time in every test.
 var t0 = time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
 
-// recorder captures emitted events.
-type recorder struct {
-	mu  sync.Mutex
-	evs []events.Event
-}
-
-func (r *recorder) Publish(e *events.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs = append(r.evs, *e)
-}
-
-// find returns the events of kind.
-func (r *recorder) find(kind string) []events.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []events.Event
-	for _, e := range r.evs {
-		if e.Event == kind {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // fixture is a Bouncer on a real embedded JetStream with a fixed clock.
 type fixture struct {
 	b   *Bouncer
 	q   *queue.Queue
 	cfg *config.Config
-	rec *recorder
+	rec *relaytest.Events
 	now time.Time
 	ids int
 }
@@ -80,7 +55,7 @@ func newFixture(t *testing.T, cfg *config.Config) *fixture {
 	if cfg == nil {
 		cfg = testConfig(t)
 	}
-	f := &fixture{q: queuetest.RunJetStream(t), cfg: cfg, rec: &recorder{}, now: t0}
+	f := &fixture{q: queuetest.RunJetStream(t), cfg: cfg, rec: &relaytest.Events{}, now: t0}
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	b, err := New(context.Background(), Options{
 		Config: cfg, Queue: f.q, Events: events.NewEmitter(log, f.rec), Logger: log,

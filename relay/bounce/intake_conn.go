@@ -1,6 +1,7 @@
 package bounce
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -141,6 +142,16 @@ type intakeConn struct {
 	mu      sync.Mutex
 	last    time.Time // last transaction step
 	inData  bool
+}
+
+// CloseWrite shuts the write side of the accepted connection, so that
+// go-smtp (jetrelay's fork, patch 0008) can deliver its last reply to a
+// client with unread input instead of a reset.
+func (c *intakeConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 func newIntakeConn(c net.Conn, lim intakeLimits, release func()) *intakeConn {

@@ -210,3 +210,26 @@ func TestIntakeSizeLimit(t *testing.T) {
 		t.Error("oversized bounce processed")
 	}
 }
+
+// TestIntakeFinalReplyArrives: a line too long, sent with more input the
+// intake never reads, still gets its 500 and then a clean end of file
+// (no reset that would swallow the reply).
+func TestIntakeFinalReplyArrives(t *testing.T) {
+	t.Parallel()
+	f := limitedIntake(t, config.BounceIntake{MaxConnections: 10, MaxConnectionsPerIP: 10,
+		Idle: config.Duration(time.Minute), Session: config.Duration(time.Minute)})
+	c := dialFrom(t, f, "127.0.0.1")
+	r := bufio.NewReader(c)
+	if l := firstLine(t, r, c); !strings.HasPrefix(l, "220 ") {
+		t.Fatalf("greeting %q", l)
+	}
+	go func() {
+		_, _ = c.Write([]byte("NOOP " + strings.Repeat("x", 4000) + "\r\n" + strings.Repeat("y", 32<<10)))
+	}()
+	if l := firstLine(t, r, c); !strings.HasPrefix(l, "500 5.5.2 ") {
+		t.Fatalf("reply to a line too long: %q", l)
+	}
+	if l := firstLine(t, r, c); l != "error: EOF" {
+		t.Fatalf("after the reply: %q, want a clean end of file", l)
+	}
+}

@@ -48,12 +48,12 @@ func TestIntakeLateSpamDSN(t *testing.T) {
 	if err := sendBounce(t, f, verp, postfixDSN(t, verp, "5.7.1", "bob@example.org", "bob@example.org")); err != nil {
 		t.Fatalf("bounce refused: %v", err)
 	}
-	evs := f.rec.find(events.Bounced)
+	evs := f.rec.Find(events.Bounced, nil)
 	if len(evs) != 1 || evs[0].SMTPEnh != "5.7.1" || evs[0].Rcpt != "bob@example.org" ||
 		!strings.HasPrefix(evs[0].Reason, "not suppressed") {
 		t.Errorf("bounced events %+v, want one 5.7.1 not suppressed", evs)
 	}
-	if suppressed(t, f, "bob@example.org") || len(f.rec.find(events.Suppressed)) != 0 {
+	if suppressed(t, f, "bob@example.org") || len(f.rec.Find(events.Suppressed, nil)) != 0 {
 		t.Error("5.7.1 DSN suppressed the recipient")
 	}
 }
@@ -74,7 +74,7 @@ func TestIntakeAliasMember(t *testing.T) {
 			t.Errorf("%s suppressed", a)
 		}
 	}
-	evs := f.rec.find(events.Bounced)
+	evs := f.rec.Find(events.Bounced, nil)
 	if len(evs) != 1 || evs[0].Rcpt != "sales@example.org" || !strings.Contains(evs[0].Reason, "not the VERP token's recipient") {
 		t.Errorf("bounced events %+v", evs)
 	}
@@ -174,7 +174,7 @@ func TestIntakeARF(t *testing.T) {
 			t.Errorf("%s after %s complaint (Original-Rcpt-To %q): suppressed=%v, want %v", c.rcpt, c.typ, c.rcptTo, got, c.want)
 		}
 	}
-	if evs := f.rec.find(events.Bounced); len(evs) != len(cases) || evs[0].Status != statusComplaint {
+	if evs := f.rec.Find(events.Bounced, nil); len(evs) != len(cases) || evs[0].Status != statusComplaint {
 		t.Errorf("bounced events %+v, want %d complaints", evs, len(cases))
 	}
 }

@@ -85,7 +85,7 @@ func TestIntakeVERPBounce(t *testing.T) {
 	if err := sendBounce(t, f, verp, sample(t, "postfix.eml", verp)); err != nil {
 		t.Fatalf("bounce refused: %v", err)
 	}
-	evs := f.rec.find(events.Bounced)
+	evs := f.rec.Find(events.Bounced, nil)
 	if len(evs) != 1 {
 		t.Fatalf("bounced events %+v, want 1", evs)
 	}
@@ -98,7 +98,7 @@ func TestIntakeVERPBounce(t *testing.T) {
 	if !ok || err != nil || !since.Equal(t0) {
 		t.Errorf("Suppressed = %v, %v, %v; want since %v", since, ok, err, t0)
 	}
-	if s := f.rec.find(events.Suppressed); len(s) != 1 || s[0].Actor != ActorIntake || s[0].QueueID != env.ID {
+	if s := f.rec.Find(events.Suppressed, nil); len(s) != 1 || s[0].Actor != ActorIntake || s[0].QueueID != env.ID {
 		t.Errorf("suppressed events %+v", s)
 	}
 }
@@ -119,7 +119,7 @@ func TestIntakeRefuses(t *testing.T) {
 			t.Errorf("RCPT %s: %v, want 550 5.7.1", rcpt, err)
 		}
 	}
-	if evs := f.rec.find(events.Bounced); len(evs) != 0 {
+	if evs := f.rec.Find(events.Bounced, nil); len(evs) != 0 {
 		t.Errorf("forged bounces recorded: %+v", evs)
 	}
 	if _, ok, _ := f.b.Suppressed(context.Background(), "bob@example.org"); ok {
@@ -153,7 +153,8 @@ func TestIntakeTextBounces(t *testing.T) {
 			t.Errorf("%s for %s: suppressed=%v, want %v", c.file, c.rcpt, ok, c.bounced)
 		}
 	}
-	if evs := f.rec.find(events.Bounced); len(evs) != 1 || evs[0].Rcpt != "dave@example.net" || evs[0].SMTPEnh != "5.1.1" ||
+	evs := f.rec.Find(events.Bounced, nil)
+	if len(evs) != 1 || evs[0].Rcpt != "dave@example.net" || evs[0].SMTPEnh != "5.1.1" ||
 		!strings.HasPrefix(evs[0].Reason, "not suppressed") {
 		t.Errorf("bounced events %+v, want one for dave@example.net", evs)
 	}

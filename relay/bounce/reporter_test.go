@@ -48,7 +48,7 @@ func TestFailedQueuesOneDSN(t *testing.T) {
 	if len(d.rcpts) != 1 || d.rcpts[0].Get("Status") != "5.1.1" {
 		t.Errorf("recipient blocks %v", d.rcpts)
 	}
-	evs := f.rec.find(events.DSN)
+	evs := f.rec.Find(events.DSN, nil)
 	if len(evs) != 1 || evs[0].QueueID != env.ID || evs[0].DSNID != e.ID || evs[0].Status != "queued" {
 		t.Errorf("dsn events %+v, want one queued with queue_id %s dsn_id %s", evs, env.ID, e.ID)
 	}
@@ -122,7 +122,7 @@ func TestNeverBounced(t *testing.T) {
 	if n := len(f.queued(t)); n != 0 {
 		t.Fatalf("%d DSNs queued, want none", n)
 	}
-	evs := f.rec.find(events.DSN)
+	evs := f.rec.Find(events.DSN, nil)
 	if len(evs) != 2 {
 		t.Fatalf("dsn events %+v, want 2 dropped", evs)
 	}
@@ -223,7 +223,7 @@ func TestSuppressOnHardBounce(t *testing.T) {
 			t.Errorf("%s after %s: suppressed=%v since=%v err=%v, want %v", c.addr, c.enh, ok, since, err, c.want)
 		}
 	}
-	evs := f.rec.find(events.Suppressed)
+	evs := f.rec.Find(events.Suppressed, nil)
 	if len(evs) != 2 || evs[0].Actor != ActorDelivery || evs[0].QueueID != origEnv().ID {
 		t.Errorf("suppressed events %+v", evs)
 	}

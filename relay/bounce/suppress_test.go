@@ -50,7 +50,7 @@ func TestSuppressionList(t *testing.T) {
 		t.Error("still suppressed after Remove")
 	}
 	var kinds []string
-	for _, e := range f.rec.evs {
+	for _, e := range f.rec.All() {
 		if e.Actor != "cli:alice" || e.Rcpt == "" {
 			t.Errorf("event without actor or rcpt: %+v", e)
 		}

@@ -62,6 +62,11 @@ func (n NATS) Embedded() bool { return n.URL == "" }
 type Listener struct {
 	Addr string `yaml:"addr"`
 	TLS  string `yaml:"tls"` // starttls | implicit
+	// ProxyProtocol expects a PROXY protocol v1 or v2 header (haproxy spec)
+	// before anything else, also before the TLS handshake of an implicit-TLS
+	// listener, and only from submission.proxy_from; the header's client
+	// address is then the client's address everywhere.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
 }
 
 // TLSFiles names a certificate and key; empty means generated under data_dir.
@@ -129,6 +134,10 @@ type Submission struct {
 	TrustedNetworks []string `yaml:"trusted_networks"`
 	// ReceivedUser names the login in the Received: field.
 	ReceivedUser bool `yaml:"received_user"`
+	// ProxyFrom (CIDRs or addresses) are the load balancers allowed to send
+	// PROXY protocol headers to listeners with proxy_protocol; connections
+	// from anywhere else to those listeners are closed. Default none.
+	ProxyFrom []string `yaml:"proxy_from"`
 }
 
 // DNS configures the resolver used for MX lookups, routes and DKIM checks.

@@ -131,6 +131,7 @@ func (c *Config) validateSubmission(ps *problems) {
 			ps.add(fmt.Sprintf("submission.trusted_networks[%d]", i), "%q is not a CIDR prefix or IP address", n)
 		}
 	}
+	validateProxy(ps, s)
 	if s.MaxLineLength < 1000 {
 		ps.add("submission.max_line_length", "must be at least 1000 (RFC 5322 §2.1.1)")
 	}
@@ -357,4 +358,20 @@ func ParseNetwork(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// validateProxy checks submission.proxy_from, and that a listener expecting
+// PROXY protocol headers has balancers to accept them from.
+func validateProxy(ps *problems, s Submission) {
+	for i, n := range s.ProxyFrom {
+		if _, err := ParseNetwork(n); err != nil {
+			ps.add(fmt.Sprintf("submission.proxy_from[%d]", i), "%q is not a CIDR prefix or IP address", n)
+		}
+	}
+	for i, l := range s.Listeners {
+		if l.ProxyProtocol && len(s.ProxyFrom) == 0 {
+			ps.add(fmt.Sprintf("submission.listeners[%d].proxy_protocol", i),
+				"needs submission.proxy_from (the load balancers' addresses); without it every connection is closed")
+		}
+	}
 }

@@ -68,11 +68,16 @@
 // timed out, no greeting, TLS failure on every host, DNS SERVFAIL) opens a
 // circuit breaker for the first retry interval, doubling per failed probe:
 // its queued and newly arriving entries are deferred at once without
-// connecting (451 4.4.1, counted as an attempt), and when it half-opens a
-// single worker probes it. An entry that finds its destination's queue
-// full is deferred at once (451 4.4.5) — the dispatcher only waits, up to
-// one second, for a destination that is delivering briskly — and an entry
-// that waited 30s for a connection is deferred too. So a dead destination
+// connecting (451 4.4.1), and when it half-opens a single worker probes
+// it. An entry that finds its destination's queue full is deferred at
+// once (451 4.4.5) — the dispatcher only waits, up to one second, for a
+// destination that is delivering briskly — and an entry that waited 30s
+// for a connection is deferred too. A deferral without connecting is no
+// attempt: the entry keeps its attempt count and last real reply, it does
+// not count towards the destination failing (pace.go), and it waits the
+// interval it last waited again, no earlier than the breaker half-opens.
+// An operator retry closes a breaker that opened before it, in every
+// process (retry.go). So a dead destination
 // costs a few connection slots for one timeout and then only storage,
 // while every other destination keeps its capacity.
 //

@@ -139,7 +139,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	bg, cancelBG := context.WithCancel(context.Background())
 	hkDone := make(chan struct{})
 	go func() { defer close(hkDone); e.housekeeping(bg) }()
-	stopBG := func() { cancelBG(); <-hkDone }
+	retryDone := make(chan struct{})
+	go func() { defer close(retryDone); e.watchRetries(bg) }() // retry.go
+	stopBG := func() { cancelBG(); <-hkDone; <-retryDone }
 	stopFetch := context.AfterFunc(ctx, es.Drain)
 	defer stopFetch()
 	e.log.Info().Str("event", "delivery_started").Int("prefetch", prefetch).

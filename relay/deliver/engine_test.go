@@ -62,18 +62,20 @@ func TestHeadOfLineIsolation(t *testing.T) {
 	// 100 s after the hour), so every connection counted is a first try.
 	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(time.Hour)}
 	h.start(cfg)
-	h.waitFor("the dead MX holding connections", func() bool { return dead.Connections() > 0 })
+	relaytest.Eventually(h.t, "the dead MX holding connections", func() bool { return dead.Connections() > 0 })
 	sent := time.Now()
 	h.send([]string{"x@good.test"})
-	h.waitFor("healthy message delivered", func() bool { return good.Received("x@good.test") == 1 })
+	relaytest.Eventually(h.t, "healthy message delivered", func() bool { return good.Received("x@good.test") == 1 })
 	took := time.Since(sent)
 	// Not a wall-clock limit (it failed under load with and without this
 	// package's changes): the healthy message must go out on its first
 	// attempt, never deferred as busy behind the dead destination.
 	// TestNeverGreetingDomainsDoNotDelayHealthyMail asserts that it arrives
 	// while the dead servers still hold their connections.
-	h.waitFor("healthy delivery logged", func() bool { return h.log.count("x@good.test", events.StatusDelivered) == 1 })
-	if ev := h.log.find("x@good.test", ""); len(ev) != 1 || ev[0]["attempt"] != 1.0 {
+	relaytest.Eventually(h.t, "healthy delivery logged", func() bool {
+		return len(h.deliveries("x@good.test", events.StatusDelivered)) == 1
+	})
+	if ev := h.deliveries("x@good.test", ""); len(ev) != 1 || ev[0].Attempt != 1 {
 		t.Errorf("healthy message was not delivered on its first attempt: %v", ev)
 	}
 	// Deferring 5,000 entries is 10,000 fsyncs with sync=always: allow time.
@@ -102,8 +104,10 @@ func TestTwoEnginesDeliverEachEntryOnce(t *testing.T) {
 	h.sendMany(n, "once.test")
 	h.start(h.config())
 	h.start(h.config())
-	h.waitFor("all delivered", func() bool { return len(m.Messages()) >= n })
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "all delivered", func() bool { return len(m.Messages()) >= n })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 	seen := map[string]int{}
 	for _, msg := range m.Messages() {
 		seen[msg.Rcpts[0]]++
@@ -127,11 +131,13 @@ func TestDeferredEntrySurvivesRestart(t *testing.T) {
 	cfg.Delivery.Retry.Schedule = []config.Duration{config.Duration(4 * time.Second)}
 	stop := h.start(cfg)
 	id := h.send([]string{"x@restart.test"})
-	h.waitFor("deferred", func() bool { return h.log.count("x@restart.test", events.StatusDeferred) == 1 })
-	h.waitFor("scheduled", func() bool { return h.queued(queue.SubjScheduled) == 1 })
-	next, err := time.Parse(time.RFC3339, h.log.find("x@restart.test", events.StatusDeferred)[0]["next_attempt"].(string))
-	if err != nil {
-		t.Fatal(err)
+	relaytest.Eventually(h.t, "deferred", func() bool {
+		return len(h.deliveries("x@restart.test", events.StatusDeferred)) == 1
+	})
+	relaytest.Eventually(h.t, "scheduled", func() bool { return h.queued(queue.SubjScheduled) == 1 })
+	next := h.deliveries("x@restart.test", events.StatusDeferred)[0].NextAttempt
+	if next == nil {
+		t.Fatal("deferred event without next_attempt")
 	}
 	stop()
 	h.q.Close()
@@ -141,13 +147,15 @@ func TestDeferredEntrySurvivesRestart(t *testing.T) {
 		t.Fatal("deferred entry lost in the restart")
 	}
 	h.start(cfg)
-	h.waitFor("delivered after restart", func() bool { return m.Received("x@restart.test") == 1 })
+	relaytest.Eventually(h.t, "delivered after restart", func() bool { return m.Received("x@restart.test") == 1 })
 	if now := time.Now(); now.Before(next.Add(-time.Second)) {
 		t.Fatalf("delivered at %s, before the next attempt %s", now.Format(time.RFC3339), next.Format(time.RFC3339))
 	}
-	h.waitFor("delivery event", func() bool { return h.log.count("x@restart.test", events.StatusDelivered) == 1 })
-	if ev := h.log.find("x@restart.test", events.StatusDelivered)[0]; ev["attempt"] != 2.0 {
-		t.Fatalf("attempt %v after restart, want 2", ev["attempt"])
+	relaytest.Eventually(h.t, "delivery event", func() bool {
+		return len(h.deliveries("x@restart.test", events.StatusDelivered)) == 1
+	})
+	if ev := h.deliveries("x@restart.test", events.StatusDelivered)[0]; ev.Attempt != 2 {
+		t.Fatalf("attempt %v after restart, want 2", ev.Attempt)
 	}
 }
 
@@ -161,7 +169,7 @@ func TestShutdownReleasesQueuedEntries(t *testing.T) {
 	h.sendMany(20, "slow.test")
 	cfg := h.config()
 	stop := h.start(cfg)
-	h.waitFor("deliveries in flight", func() bool { return slow.Connections() > 0 })
+	relaytest.Eventually(h.t, "deliveries in flight", func() bool { return slow.Connections() > 0 })
 	stop()
 	if got := h.queued(queue.SubjReady) + h.queued(queue.SubjScheduled) + h.queued(queue.SubjParked); got != 20 {
 		t.Fatalf("%d entries queued after shutdown, want 20", got)
@@ -238,22 +246,21 @@ func TestFailingDestinationRetriesArePaced(t *testing.T) {
 	h.sendMany(n, "paced.test")
 
 	var next []time.Time
-	h.waitFor("every entry deferred once", func() bool {
+	relaytest.Eventually(h.t, "every entry deferred once", func() bool {
 		next = next[:0]
 		for i := 0; i < n; i++ {
-			evs := h.log.find(fmt.Sprintf("u%d@paced.test", i), events.StatusDeferred)
+			evs := h.deliveries(fmt.Sprintf("u%d@paced.test", i), events.StatusDeferred)
 			if len(evs) == 0 {
 				return false
 			}
-			at, err := time.Parse(time.RFC3339Nano, evs[0]["next_attempt"].(string))
-			if err != nil {
-				t.Fatal(err)
+			if evs[0].NextAttempt == nil {
+				t.Fatal("deferred event without next_attempt")
 			}
-			next = append(next, at)
+			next = append(next, *evs[0].NextAttempt)
 		}
 		return true
 	})
-	h.waitFor("all scheduled", func() bool { return h.queued(queue.SubjScheduled) == n })
+	relaytest.Eventually(h.t, "all scheduled", func() bool { return h.queued(queue.SubjScheduled) == n })
 
 	perSecond := map[int64]int{}
 	first, last := next[0], next[0]
@@ -278,7 +285,7 @@ func TestFailingDestinationRetriesArePaced(t *testing.T) {
 	if span := last.Sub(first); span < 20*time.Second {
 		t.Fatalf("%d retries of a failing destination within %v; at %d/s they need 25 s or more", n, span, pace)
 	}
-	if c := h.log.named("destination_failing"); c != 1 {
+	if c := h.log.Count("destination_failing", nil); c != 1 {
 		t.Fatalf("%d destination_failing lines, want 1", c)
 	}
 }

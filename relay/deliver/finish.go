@@ -23,6 +23,9 @@ const (
 	deferrers     = 16    // of the finishers, how many also take untried deferrals
 	finishBacklog = 25000 // above the consumer's MaxAckPending: never blocks a worker
 	ackTimeout    = 30 * time.Second
+	// retriedRoomWait: an entry an operator retried that found no room in
+	// its destination's queue is tried again after 1 to 2 times this.
+	retriedRoomWait = 30 * time.Second
 )
 
 // finisher settles attempts: events, reporter calls, then the entry's
@@ -52,9 +55,10 @@ type finishJob struct {
 	rconn    []smtpclient.ConnInfo // per recipient (envelope order) when they differ; nil: conn
 	start    time.Time
 	end      time.Time
-	untried  bool // deferred without an attempt to connect
-	busy     bool // untried because the destination had no room (not a failure of it)
+	untried  bool // deferred without an attempt to connect: no attempt counted (plan, untriedEnv)
 	releaseR bool // shutdown: hand the lease back
+	// notBefore: an untried entry's destination is marked down until then.
+	notBefore time.Time
 }
 
 // start starts the finisher pool. Results of real attempts go first
@@ -135,12 +139,24 @@ func (f *finisher) finish(fj *finishJob) {
 	f.finishing <- fj
 }
 
-// deferUntried defers a job that was not attempted (breaker open, queue
-// full, waited too long): it counts as an attempt with reply r.
-func (f *finisher) deferUntried(j *job, r outcome.Reply) {
+// deferUntried defers a job that was not attempted (queue full, waited
+// too long, no TLS policy) with reply r: no attempt is counted.
+func (f *finisher) deferUntried(j *job, r outcome.Reply) { f.deferDown(j, r, time.Time{}) }
+
+// deferDown defers a job without an attempt because its destination is
+// marked down (circuit breaker, sched.go) until until.
+func (f *finisher) deferDown(j *job, r outcome.Reply, until time.Time) {
 	now := time.Now()
 	f.finish(&finishJob{j: j, replies: fill(len(j.en.Env.Rcpts), r), conn: smtpclient.ConnInfo{TLS: "none"},
-		start: now, end: now, untried: true, busy: r == replyBusy})
+		start: now, end: now, untried: true, notBefore: until})
+}
+
+// deferBroken defers a job whose attempt broke down (a panic) with reply
+// r: the attempt may have connected, so it counts.
+func (f *finisher) deferBroken(j *job, r outcome.Reply) {
+	now := time.Now()
+	f.finish(&finishJob{j: j, replies: fill(len(j.en.Env.Rcpts), r), conn: smtpclient.ConnInfo{TLS: "none"},
+		start: now, end: now})
 }
 
 // release hands a job's lease back for immediate redelivery (shutdown).
@@ -176,21 +192,7 @@ func (f *finisher) complete(fj *finishJob) {
 		}
 		o.failed, o.deferred = append(o.failed, o.deferred...), nil
 	}
-	paced := false
-	if !fj.busy && fj.j.key != "" {
-		key := fj.j.key
-		var change paceChange
-		paced, change = f.pace.observe(key, len(o.delivered) > 0, fj.end)
-		f.logPaceChange(key, change, fj.replies)
-	}
-	// A failing destination's entry is parked (park.go) when it can be;
-	// otherwise its retry is paced. A parked entry takes no pacer slot.
-	var parkUntil time.Time
-	park := false
-	if paced && len(o.deferred) > 0 {
-		parkUntil, park = f.park.due(env, fj.end)
-	}
-	next := f.nextAttempt(env, fj.end, paced && len(o.deferred) > 0 && !park)
+	parkUntil, park, next := f.plan(fj, o)
 	keep := f.report(ctx, fj, o)
 	f.emit(fj, o, keep, next)
 	remaining := append(slices.Clone(o.deferred), keep...)
@@ -204,11 +206,40 @@ func (f *finisher) complete(fj *finishJob) {
 		}
 		return
 	}
+	renv := remainingEnv(en.Env, remaining)
+	if fj.untried {
+		renv = untriedEnv(en.Env, remaining)
+	}
 	if park && len(keep) == 0 {
-		f.park.park(ctx, en, remaining, parkTimes{due: parkUntil, wakeAt: next})
+		f.park.park(ctx, en, renv, parkTimes{due: parkUntil, wakeAt: next})
 		return
 	}
-	f.deferEntry(ctx, en, remaining, next)
+	f.deferEntry(ctx, en, renv, next)
+}
+
+// plan decides where the deferred recipients of fj go: a failing
+// destination's entry is parked (park.go) when it can be; otherwise its
+// retry is paced (a parked entry takes no pacer slot). Only attempts
+// count towards a destination failing; an untried entry only learns
+// whether it is failing already.
+func (f *finisher) plan(fj *finishJob, o outcomes) (parkUntil time.Time, park bool, next time.Time) {
+	env := fj.j.en.Env
+	paced := false
+	if key := fj.j.key; key != "" && fj.untried {
+		paced = f.pace.failing(key)
+	} else if key != "" {
+		var change paceChange
+		paced, change = f.pace.observe(key, len(o.delivered) > 0, fj.end)
+		f.logPaceChange(key, change, fj.replies)
+	}
+	if paced && len(o.deferred) > 0 {
+		parkUntil, park = f.park.due(env, fj.end)
+	}
+	usePace := paced && len(o.deferred) > 0 && !park
+	if fj.untried {
+		return parkUntil, park, f.untriedNext(env, fj, usePace)
+	}
+	return parkUntil, park, f.nextAttempt(env, fj.end, usePace)
 }
 
 // sort classifies each recipient's reply (RFC 5321 §4.2.1: 2xx done, 4xx
@@ -294,9 +325,8 @@ func (f *finisher) delayDue(fj *finishJob, o outcomes) bool {
 	return after > 0 && len(o.deferred) > 0 && !env.DelayNotified && fj.end.Sub(env.Arrival) >= after
 }
 
-// deferEntry re-schedules the entry with only the remaining recipients.
-func (f *finisher) deferEntry(ctx context.Context, en *queue.Entry, remaining []outcome.Result, next time.Time) {
-	env := remainingEnv(en.Env, remaining)
+// deferEntry re-schedules the entry as env (its remaining recipients).
+func (f *finisher) deferEntry(ctx context.Context, en *queue.Entry, env *queue.Envelope, next time.Time) {
 	if err := en.Defer(ctx, env, next); err != nil {
 		f.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
 			Msg("defer failed; the entry is delivered again after AckWait")
@@ -309,7 +339,33 @@ func (f *finisher) deferEntry(ctx context.Context, en *queue.Entry, remaining []
 func (f *finisher) nextAttempt(env *queue.Envelope, now time.Time, paced bool) time.Time {
 	rt := f.rt.Load()
 	d := retryDelay(rt.schedule, env.Attempt, rand.Float64())
-	next := now.Add(d)
+	return f.placeNext(env, now, now.Add(d), paced)
+}
+
+// untriedNext is the next attempt of an entry deferred without one: it
+// waits the interval it last waited again (retry.schedule[attempt-1], the
+// first for an entry never tried), not the next one, and no earlier than
+// its destination's breaker half-opens (spread over a tenth of the time
+// until then). An entry an operator retried that was deferred for
+// another reason than a down mark (no room, mostly) comes back after
+// retriedRoomWait instead.
+// Paced and capped at max_age like nextAttempt.
+func (f *finisher) untriedNext(env *queue.Envelope, fj *finishJob, paced bool) time.Time {
+	now := fj.end
+	next := now.Add(retryDelay(f.rt.Load().schedule, env.Attempt-1, rand.Float64()))
+	if !env.Retried.IsZero() && fj.notBefore.IsZero() {
+		next = now.Add(retriedRoomWait + time.Duration(rand.Int64N(int64(retriedRoomWait))))
+	}
+	if until := fj.notBefore; next.Before(until) {
+		next = until.Add(time.Duration(rand.Int64N(int64(until.Sub(now)/10) + 1)))
+	}
+	return f.placeNext(env, now, next, paced)
+}
+
+// placeNext places next with the pacer when paced, no later than env's
+// max_age.
+func (f *finisher) placeNext(env *queue.Envelope, now, next time.Time, paced bool) time.Time {
+	rt := f.rt.Load()
 	if paced {
 		next = f.pace.place(next)
 	}
@@ -339,7 +395,7 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 		ev := &events.Event{Time: fj.end, Event: events.Delivery, QueueID: env.ID, MsgID: env.MsgID,
 			Rcpt: r.Rcpt.Addr, Domain: env.Domain, MX: conn.MX, IP: conn.IP, Port: conn.Port,
 			TLS: conn.TLS, TLSCipher: conn.Cipher, TLSVerified: events.Bool(conn.Verified),
-			Attempt: env.Attempt + 1, Status: string(r.Status), SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Text,
+			Attempt: attemptNo(fj), Status: string(r.Status), SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Text,
 			DurationMS: dur, Arrival: env.Arrival}
 		if r.Status == outcome.Deferred || (r.Status == outcome.Failed && slices.ContainsFunc(keep,
 			func(k outcome.Result) bool { return k.Rcpt.Addr == r.Rcpt.Addr })) {
@@ -350,6 +406,15 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 		}
 		f.ev.Emit(ev)
 	}
+}
+
+// attemptNo is the attempt number fj's events carry: the attempts made
+// so far, plus this one unless none was made.
+func attemptNo(fj *finishJob) int {
+	if fj.untried {
+		return fj.j.en.Env.Attempt
+	}
+	return fj.j.en.Env.Attempt + 1
 }
 
 // logPaceChange says when a destination starts or stops counting as

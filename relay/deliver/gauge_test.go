@@ -53,9 +53,13 @@ func TestOutboundConnectionsGauge(t *testing.T) {
 	for _, r := range []string{"a@good.test", "b@broken.test", "c@silent.test", "d@drop.test"} {
 		h.send([]string{r})
 	}
-	h.waitFor("all delivered", func() bool {
-		return h.log.count("a@good.test", events.StatusDelivered) == 1 && h.log.count("b@broken.test", events.StatusDelivered) == 1 &&
-			h.log.count("c@silent.test", events.StatusDelivered) == 1 && h.log.count("d@drop.test", events.StatusDelivered) == 1
+	relaytest.Eventually(h.t, "all delivered", func() bool {
+		for _, rcpt := range []string{"a@good.test", "b@broken.test", "c@silent.test", "d@drop.test"} {
+			if len(h.deliveries(rcpt, events.StatusDelivered)) != 1 {
+				return false
+			}
+		}
+		return true
 	})
 	if g.peak.Load() == 0 {
 		t.Error("gauge never above 0 during delivery")
@@ -69,7 +73,7 @@ func TestOutboundConnectionsGauge(t *testing.T) {
 	servers := func() int64 {
 		return int64(good.Connections() + broken.Connections() + silent.Connections() + drop.Connections())
 	}
-	h.waitFor("servers saw every counted connection", func() bool { return servers() == g.incs.Load() })
+	relaytest.Eventually(h.t, "servers saw every counted connection", func() bool { return servers() == g.incs.Load() })
 	if n := g.incs.Load(); n < 6 {
 		t.Fatalf("%d connections counted, want at least 6", n)
 	}

@@ -1,9 +1,7 @@
 package deliver_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -37,8 +35,8 @@ type harness struct {
 	dns     string
 	port    int
 	rep     *reporter
-	log     *eventLog
-	quiet   bool // benchmarks: no log lines in the test output
+	log     *relaytest.Events // delivery events and destination_*, domain_* log lines
+	quiet   bool              // benchmarks: no log lines in the test output
 	// Optional engine options for the next start.
 	sender func(*queue.Envelope, string) string
 	conns  smtpclient.Gauge
@@ -49,7 +47,7 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	h := &harness{t: t, dataDir: t.TempDir(), zone: relaytest.NewZone(), rep: &reporter{}, log: &eventLog{t: t}}
+	h := &harness{t: t, dataDir: t.TempDir(), zone: relaytest.NewZone(), rep: &reporter{}, log: &relaytest.Events{}}
 	h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.dataDir})
 	h.dns = relaytest.FakeDNS(t, h.zone)
 	return h
@@ -172,12 +170,6 @@ func (h *harness) queued(prefix string) int {
 	return n
 }
 
-// waitFor polls cond until it holds (queuetest.Eventually with our deadline).
-func (h *harness) waitFor(what string, cond func() bool) {
-	h.t.Helper()
-	queuetest.Eventually(h.t, wait, what, cond)
-}
-
 // reporter records what the engine reports.
 type reporter struct {
 	mu                       sync.Mutex
@@ -218,54 +210,10 @@ func (r *reporter) failures(rcpt string) []outcome.Result {
 	return out
 }
 
-// eventLog keeps the delivery events (event=delivery log lines) and the
-// destination_* and domain_* lines.
-type eventLog struct {
-	t   testing.TB
-	mu  sync.Mutex
-	evs []map[string]any
-}
-
-func (l *eventLog) Write(p []byte) (int, error) {
-	if !bytes.Contains(p, []byte(`"event":"delivery"`)) && !bytes.Contains(p, []byte(`"event":"destination_`)) &&
-		!bytes.Contains(p, []byte(`"event":"domain_`)) {
-		return len(p), nil
-	}
-	var m map[string]any
-	if err := json.Unmarshal(p, &m); err == nil {
-		l.mu.Lock()
-		l.evs = append(l.evs, m)
-		l.mu.Unlock()
-	}
-	return len(p), nil
-}
-
-// find returns the delivery events for rcpt (all statuses when status is "").
-func (l *eventLog) find(rcpt, status string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, e := range l.evs {
-		if e["rcpt"] == rcpt && (status == "" || e["status"] == status) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (l *eventLog) count(rcpt, status string) int { return len(l.find(rcpt, status)) }
-
-// named counts the lines with event=name.
-func (l *eventLog) named(name string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, e := range l.evs {
-		if e["event"] == name {
-			n++
-		}
-	}
-	return n
+// deliveries returns the delivery events for rcpt (all statuses when
+// status is "").
+func (h *harness) deliveries(rcpt, status string) []events.Event {
+	return h.log.Find(events.Delivery, relaytest.Rcpt(rcpt, status))
 }
 
 // stored reports whether any entry of queue id is still in the queue

@@ -54,9 +54,12 @@ func TestNeverGreetingDomainsDoNotDelayHealthyMail(t *testing.T) {
 		}
 		return open, total
 	}
-	h.waitFor("the silent MXs holding connections", func() bool { open, _ := hanging(); return open > 0 })
+	relaytest.Eventually(h.t, "the silent MXs holding connections", func() bool {
+		open, _ := hanging()
+		return open > 0
+	})
 	h.send([]string{"x@healthy.test"})
-	h.waitFor("healthy message delivered", func() bool { return good.Received("x@healthy.test") == 1 })
+	relaytest.Eventually(h.t, "healthy message delivered", func() bool { return good.Received("x@healthy.test") == 1 })
 	open, total := hanging()
 	if open == 0 {
 		t.Fatal("the never-greeting servers were no longer hanging: the healthy message waited for them")
@@ -83,7 +86,7 @@ func TestDeniedNetworkNotDialled(t *testing.T) {
 	h.send([]string{"x@inside.test"})
 	h.send([]string{"y@lh.test"})
 	for _, rcpt := range []string{"x@inside.test", "y@lh.test"} {
-		h.waitFor(rcpt+" failed", func() bool { return len(h.rep.failures(rcpt)) == 1 })
+		relaytest.Eventually(h.t, rcpt+" failed", func() bool { return len(h.rep.failures(rcpt)) == 1 })
 		f := h.rep.failures(rcpt)[0]
 		if f.Code != 550 || f.Enh != "5.4.4" || f.Temporary || strings.Contains(f.Text, "127.") {
 			t.Fatalf("%s: %+v", rcpt, f)
@@ -92,7 +95,9 @@ func TestDeniedNetworkNotDialled(t *testing.T) {
 	if m.Connections() != 0 {
 		t.Fatalf("%d connections to a denied address", m.Connections())
 	}
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // Hostile replies to MAIL — one endless line, 12 MB of lines — defer the
@@ -112,14 +117,16 @@ func TestHostileRepliesDeferBounded(t *testing.T) {
 	h.send([]string{"x@line.test"})
 	h.send([]string{"y@lines.test"})
 	for _, rcpt := range []string{"x@line.test", "y@lines.test"} {
-		h.waitFor(rcpt+" deferred", func() bool { return h.log.count(rcpt, events.StatusDeferred) == 1 })
-		ev := h.log.find(rcpt, events.StatusDeferred)[0]
-		if ev["smtp_code"] != 451.0 || ev["smtp_enh"] != "4.5.0" ||
-			len(ev["reply"].(string)) > safetext.MaxReply+len(safetext.TruncatedMark) {
+		relaytest.Eventually(h.t, rcpt+" deferred", func() bool {
+			return len(h.deliveries(rcpt, events.StatusDeferred)) == 1
+		})
+		ev := h.deliveries(rcpt, events.StatusDeferred)[0]
+		if ev.SMTPCode != 451 || ev.SMTPEnh != "4.5.0" ||
+			len(ev.Reply) > safetext.MaxReply+len(safetext.TruncatedMark) {
 			t.Fatalf("%s: event %v", rcpt, ev)
 		}
 	}
-	h.waitFor("both retries stored", func() bool { return h.queued(queue.SubjScheduled) == 2 })
+	relaytest.Eventually(h.t, "both retries stored", func() bool { return h.queued(queue.SubjScheduled) == 2 })
 }
 
 // panicDialer panics on its first dial, then dials like next.
@@ -146,14 +153,16 @@ func TestDeliveryPanicRecovered(t *testing.T) {
 	h.dialer = &panicDialer{next: &relaytest.LoopbackDialer{}, panics: 1}
 	h.start(h.config())
 	h.send([]string{"x@panic.test"})
-	h.waitFor("delivered after the panic", func() bool {
-		return m.Received("x@panic.test") == 1 && h.log.count("x@panic.test", events.StatusDelivered) == 1
+	relaytest.Eventually(h.t, "delivered after the panic", func() bool {
+		return m.Received("x@panic.test") == 1 && len(h.deliveries("x@panic.test", events.StatusDelivered)) == 1
 	})
-	def := h.log.find("x@panic.test", events.StatusDeferred)
-	if len(def) != 1 || def[0]["smtp_enh"] != "4.3.0" {
+	def := h.deliveries("x@panic.test", events.StatusDeferred)
+	if len(def) != 1 || def[0].SMTPEnh != "4.3.0" {
 		t.Fatalf("deferral after the panic: %v", def)
 	}
-	h.waitFor("queue empty", func() bool { return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0 })
+	relaytest.Eventually(h.t, "queue empty", func() bool {
+		return h.queued(queue.SubjReady)+h.queued(queue.SubjScheduled) == 0
+	})
 }
 
 // panicResolver panics on its first MX lookup, then asks next.
@@ -179,12 +188,12 @@ func TestResolverPanicRecovered(t *testing.T) {
 	h.wrapRes = func(r smtpclient.Resolver) smtpclient.Resolver { return &panicResolver{Resolver: r} }
 	h.start(h.config())
 	h.send([]string{"x@rpanic.test"})
-	h.waitFor("delivered after the panic", func() bool {
-		return m.Received("x@rpanic.test") == 1 && h.log.count("x@rpanic.test", events.StatusDelivered) == 1
+	relaytest.Eventually(h.t, "delivered after the panic", func() bool {
+		return m.Received("x@rpanic.test") == 1 && len(h.deliveries("x@rpanic.test", events.StatusDelivered)) == 1
 	})
 	// Then the lookup that panicked counts as a temporary DNS failure for
 	// its short cache time, so more deferrals may follow.
-	if def := h.log.find("x@rpanic.test", events.StatusDeferred); len(def) == 0 || def[0]["smtp_enh"] != "4.3.0" {
+	if def := h.deliveries("x@rpanic.test", events.StatusDeferred); len(def) == 0 || def[0].SMTPEnh != "4.3.0" {
 		t.Fatalf("deferral after the panic: %v", def)
 	}
 }

@@ -114,6 +114,34 @@ func (p *pacer) observe(key string, delivered bool, now time.Time) (bool, paceCh
 	return p.room > 0 && st.streak >= paceAfter, change
 }
 
+// failing reports whether destination key's retries are paced, without
+// counting anything (an entry deferred without an attempt asks this).
+func (p *pacer) failing(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.dests[key]
+	return p.room > 0 && st != nil && st.streak >= paceAfter
+}
+
+// forget drops destination key's run of failed attempts when its last
+// failure was before before (an operator retried it; retry.go); key ""
+// drops every destination's.
+func (p *pacer) forget(key string, before time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.dests[key]; key != "" {
+		if st != nil && st.seen.Before(before) {
+			delete(p.dests, key)
+		}
+		return
+	}
+	for k, st := range p.dests {
+		if st.seen.Before(before) {
+			delete(p.dests, k)
+		}
+	}
+}
+
 // place returns the first time at or after at that has room in its slot,
 // and takes that room.
 func (p *pacer) place(at time.Time) time.Time {

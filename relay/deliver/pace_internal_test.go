@@ -122,3 +122,29 @@ func TestRetryDelay(t *testing.T) {
 		}
 	}
 }
+
+// An operator retry forgets a destination's run of failures from before
+// it, not those after; failing only reads the state.
+func TestPacerForgetsFailuresBeforeARetry(t *testing.T) {
+	p := newPacer(config.Rate{Count: 10, Per: time.Second})
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range paceAfter {
+		p.observe("a", false, t0.Add(time.Duration(i)*time.Millisecond))
+		p.observe("b", false, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if !p.failing("a") || !p.failing("a") || p.failing("c") {
+		t.Fatal("failing: a should stay failing when asked twice, c is unknown")
+	}
+	p.forget("a", t0) // the failures came after this retry
+	if !p.failing("a") {
+		t.Fatal("a retry older than the failures cleared them")
+	}
+	p.forget("a", t0.Add(time.Second))
+	if p.failing("a") || !p.failing("b") {
+		t.Fatal("a retry of a must clear a, and only a")
+	}
+	p.forget("", t0.Add(time.Second))
+	if p.failing("b") {
+		t.Fatal("a retry of everything left b failing")
+	}
+}

@@ -105,9 +105,8 @@ func (p *parker) due(env *queue.Envelope, now time.Time) (time.Time, bool) {
 // expiry) and its domain's next wake-up.
 type parkTimes struct{ due, wakeAt time.Time }
 
-// park parks the entry with only the remaining recipients.
-func (p *parker) park(ctx context.Context, en *queue.Entry, remaining []outcome.Result, at parkTimes) {
-	env := remainingEnv(en.Env, remaining)
+// park parks the entry as env (its remaining recipients).
+func (p *parker) park(ctx context.Context, en *queue.Entry, env *queue.Envelope, at parkTimes) {
 	if err := en.Park(ctx, env, at.due, at.wakeAt); err != nil {
 		p.log.Error().Err(err).Str("queue_id", env.ID).Str("domain", env.Domain).
 			Msg("park failed; the entry is delivered again after AckWait")
@@ -244,4 +243,15 @@ func remainingEnv(env *queue.Envelope, remaining []outcome.Result) *queue.Envelo
 	r := remaining[0]
 	out.LastReply = outcome.ToStored(r.Reply, r.MX)
 	return &out
+}
+
+// untriedEnv is remainingEnv for an entry deferred without an attempt:
+// the attempt count stays, and so does the last reply of a real attempt.
+func untriedEnv(env *queue.Envelope, remaining []outcome.Result) *queue.Envelope {
+	out := remainingEnv(env, remaining)
+	out.Attempt = env.Attempt
+	if env.LastReply != (queue.Reply{}) {
+		out.LastReply = env.LastReply
+	}
+	return out
 }

@@ -29,36 +29,38 @@ func TestParkedDomainProbesThenRecovers(t *testing.T) {
 	h.sendMany(n, "flaky.test")
 	h.start(cfg)
 
-	h.waitFor("every entry parked", func() bool { return h.queued(queue.SubjParked) == n })
+	relaytest.Eventually(h.t, "every entry parked", func() bool { return h.queued(queue.SubjParked) == n })
 	if s := h.queued(queue.SubjScheduled); s != 0 {
 		t.Fatalf("%d entries with their own schedules besides %d parked", s, n)
 	}
 	deferred := func() int {
 		c := 0
 		for i := range n {
-			c += h.log.count(fmt.Sprintf("u%d@flaky.test", i), events.StatusDeferred)
+			c += len(h.deliveries(fmt.Sprintf("u%d@flaky.test", i), events.StatusDeferred))
 		}
 		return c
 	}
-	startAttempts, startWakes := deferred(), h.log.named("domain_wakeup")
-	h.waitFor("three more wake-ups", func() bool { return h.log.named("domain_wakeup") >= startWakes+3 })
-	wakes := h.log.named("domain_wakeup") - startWakes
+	startAttempts, startWakes := deferred(), h.log.Count("domain_wakeup", nil)
+	relaytest.Eventually(h.t, "three more wake-ups", func() bool {
+		return h.log.Count("domain_wakeup", nil) >= startWakes+3
+	})
+	wakes := h.log.Count("domain_wakeup", nil) - startWakes
 	if got := deferred() - startAttempts; got > wakes+1 {
 		t.Fatalf("%d attempts during %d wake-ups of a parked domain; want one probe each", got, wakes)
 	}
-	if h.log.named("domain_unparking") != 0 {
+	if h.log.Count("domain_unparking", nil) != 0 {
 		t.Fatal("unparking a domain whose probes all failed")
 	}
 
 	m.ReplyMail(nil, 0) // the destination is back
-	h.waitFor("every recipient delivered", func() bool { return len(m.Messages()) >= n })
+	relaytest.Eventually(h.t, "every recipient delivered", func() bool { return len(m.Messages()) >= n })
 	h.waitSettled(wait, 0)
 	for i := range n {
 		if got := m.Received(fmt.Sprintf("u%d@flaky.test", i)); got != 1 {
 			t.Fatalf("u%d@flaky.test received %d copies, want 1", i, got)
 		}
 	}
-	if h.log.named("domain_unparking") == 0 {
+	if h.log.Count("domain_unparking", nil) == 0 {
 		t.Fatal("no domain_unparking line after a probe was delivered")
 	}
 }

@@ -52,6 +52,7 @@ type dest struct {
 	// circuit breaker: consecutive attempts that reached no server.
 	failures  int
 	openUntil time.Time
+	openedAt  time.Time // when it last opened (operator retries clear older marks)
 	lastFail  smtpclient.Verdict
 	lastDone  time.Time
 	starving  bool
@@ -123,6 +124,9 @@ func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
 // delivers briskly); otherwise queued, with a worker sure to take it.
 func (s *scheduler) place(j *job, key string) {
 	j.key = key
+	if at := j.en.Env.Retried; !at.IsZero() {
+		s.clearMarks(key, at, j.en.Env.Domain) // retry.go
+	}
 	deadline := time.Now().Add(roomWait)
 	s.mu.Lock()
 	d := s.destLocked(key)
@@ -134,9 +138,9 @@ func (s *scheduler) place(j *job, key string) {
 			s.fin.release(j)
 			return
 		case now.Before(d.openUntil):
-			v := d.lastFail
+			v, until := d.lastFail, d.openUntil
 			s.mu.Unlock()
-			s.fin.deferUntried(j, unreachable(v.Reply))
+			s.fin.deferDown(j, unreachable(v.Reply), until)
 			return
 		case len(d.queue) < destQueueCap:
 			d.queue = append(d.queue, j)
@@ -231,7 +235,7 @@ func (s *scheduler) run(d *dest, j *job, sess *smtpclient.Session) (next *smtpcl
 			if sess != nil {
 				sess.Close()
 			}
-			s.fin.deferUntried(j, replyPanic)
+			s.fin.deferBroken(j, replyPanic)
 			next = nil
 		}
 	}()
@@ -341,7 +345,7 @@ func (s *scheduler) record(d *dest, reached bool, v smtpclient.Verdict) {
 		d.failures++
 		sched := s.rt.Load().schedule
 		open := sched[0] << min(d.failures-1, 16)
-		d.openUntil = now.Add(min(open, maxBreakerOpen))
+		d.openUntil, d.openedAt = now.Add(min(open, maxBreakerOpen)), now
 	}
 	failures, until := d.failures, d.openUntil
 	waiting := d.queue
@@ -354,7 +358,7 @@ func (s *scheduler) record(d *dest, reached bool, v smtpclient.Verdict) {
 			Msg("destination unreachable; deferring its entries without connecting")
 	}
 	for _, j := range waiting {
-		s.fin.deferUntried(j, unreachable(v.Reply))
+		s.fin.deferDown(j, unreachable(v.Reply), until)
 	}
 }
 

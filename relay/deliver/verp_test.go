@@ -39,12 +39,12 @@ func TestVERPSenders(t *testing.T) {
 	h.start(cfg)
 	rcpts := []string{"ok@verp.test", "later@verp.test", "bad@verp.test", "ok2@verp.test"}
 	id := h.send(rcpts)
-	h.waitFor("settled", func() bool {
+	relaytest.Eventually(h.t, "settled", func() bool {
 		return m.Received("ok@verp.test") == 1 && m.Received("ok2@verp.test") == 1 &&
 			m.Received("later@verp.test") == 1 && len(h.rep.failures("bad@verp.test")) == 1
 	})
 	dsnID := h.send([]string{"x@verp.test", "y@verp.test"}, func(e *queue.Envelope) { e.From = "" })
-	h.waitFor("DSN delivered", func() bool { return m.Received("x@verp.test") == 1 })
+	relaytest.Eventually(h.t, "DSN delivered", func() bool { return m.Received("x@verp.test") == 1 })
 
 	tokenRE := regexp.MustCompile(`^b\+[0-9a-z]{51}@bounces\.relay\.test$`)
 	var firstConn int64
@@ -91,14 +91,17 @@ func TestVERPSenders(t *testing.T) {
 	if wire.follows("DATA", "RSET") {
 		t.Errorf("RSET after a finished transaction:\n%s", wire.dump())
 	}
-	if ev := h.log.find("later@verp.test", "deferred"); len(ev) != 1 || ev[0]["smtp_enh"] != "4.2.1" || ev[0]["mx"] != "mx1.verp.test" {
+	ev := h.deliveries("later@verp.test", "deferred")
+	if len(ev) != 1 || ev[0].SMTPEnh != "4.2.1" || ev[0].MX != "mx1.verp.test" {
 		t.Errorf("deferred events %v", ev)
 	}
-	if n := h.log.count("ok@verp.test", ""); n != 1 {
+	if n := len(h.deliveries("ok@verp.test", "")); n != 1 {
 		t.Errorf("%d events for ok@verp.test, want 1", n)
 	}
-	h.waitFor("DSN delivery events", func() bool { return h.log.count("y@verp.test", "delivered") == 1 })
-	if ev := h.log.find("y@verp.test", "delivered")[0]; ev["queue_id"] != dsnID {
+	relaytest.Eventually(h.t, "DSN delivery events", func() bool {
+		return len(h.deliveries("y@verp.test", "delivered")) == 1
+	})
+	if ev := h.deliveries("y@verp.test", "delivered")[0]; ev.QueueID != dsnID {
 		t.Errorf("DSN event %v, want queue_id %s", ev, dsnID)
 	}
 }

@@ -2,13 +2,14 @@ package dnsclient
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/miekg/dns"
 )
 
@@ -44,53 +45,20 @@ func TestServers(t *testing.T) {
 	}
 }
 
-// serve runs a DNS server on loopback (UDP and TCP on one port) answering
-// with h; it returns the address.
-func serve(t *testing.T, h dns.HandlerFunc) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
-		go func() { _ = s.ActivateAndServe() }()
-		t.Cleanup(func() { _ = s.Shutdown() })
-	}
-	return pc.LocalAddr().String()
-}
-
 // A server that fails is skipped; NXDOMAIN is an answer, not a failure;
 // a truncated UDP answer is asked again over TCP.
 func TestQuery(t *testing.T) {
-	servfail := serve(t, func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetRcode(r, dns.RcodeServerFailure)
-		_ = w.WriteMsg(m)
-	})
-	good := serve(t, func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		if r.Question[0].Name != "big.example." {
-			m.SetRcode(r, dns.RcodeNameError)
-			_ = w.WriteMsg(m)
-			return
-		}
-		_, tcp := w.RemoteAddr().(*net.TCPAddr)
-		n := 1
-		if tcp {
-			n = 40 // more than fits a 1232-octet UDP answer
-		}
-		for i := 0; i < n; i++ {
-			rr, _ := dns.NewRR("big.example. 300 IN TXT \"" + strings.Repeat("x", 60) + "\"")
-			m.Answer = append(m.Answer, rr)
-		}
-		m.Truncated = !tcp
-		_ = w.WriteMsg(m)
-	})
+	failing := relaytest.NewZone()
+	for _, name := range []string{"big.example", "missing.example"} {
+		failing.SetServFail(name, true)
+	}
+	servfail := relaytest.FakeDNS(t, failing)
+	zone := relaytest.NewZone()
+	for i := 0; i < 40; i++ { // more than fits a 1232-octet UDP answer
+		zone.AddTXT("big.example", fmt.Sprintf("%02d", i)+strings.Repeat("x", 60))
+	}
+	zone.SetTruncate("big.example", true)
+	good := relaytest.FakeDNS(t, zone)
 	c, err := New(Options{Servers: []string{servfail, good}, Timeout: 5 * time.Second, LoopbackOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -100,11 +68,15 @@ func TestQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(in.Answer) != 40 {
+	if len(in.Answer) != 40 || in.Truncated {
 		t.Fatalf("%d answers: the truncated UDP answer was not asked again over TCP", len(in.Answer))
 	}
+	if zone.Queries("big.example", dns.TypeTXT) != 2 || failing.Queries("big.example", dns.TypeTXT) != 1 {
+		t.Fatalf("queries: %d to the good server (UDP, then TCP), %d to the failing one; want 2 and 1",
+			zone.Queries("big.example", dns.TypeTXT), failing.Queries("big.example", dns.TypeTXT))
+	}
 	in, err = c.Query(ctx, "missing.example", dns.TypeTXT)
-	if err != nil || in.Rcode != dns.RcodeNameError {
+	if err != nil || in.Rcode != dns.RcodeNameError || zone.Queries("missing.example", dns.TypeTXT) != 1 {
 		t.Fatalf("NXDOMAIN: %v, %v", in, err)
 	}
 	only, err := New(Options{Servers: []string{servfail}, LoopbackOnly: true})

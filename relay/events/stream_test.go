@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -143,7 +144,7 @@ func TestTailFollowSeesLaterEvent(t *testing.T) {
 	p.Publish(&events.Event{
 		Time: time.Now(), Event: events.Delivery, Status: events.StatusDelivered, QueueID: "01JBBBBBBBBBBBBBBBBBBB",
 	})
-	queuetest.Eventually(t, 20*time.Second, "followed event", func() bool {
+	relaytest.Eventually(t, "followed event", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(seen) == 1 && seen[0] == "01JBBBBBBBBBBBBBBBBBBB"

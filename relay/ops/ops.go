@@ -12,6 +12,10 @@
 //   - Every entry an action changed is recorded as one event (retried,
 //     held, released, deleted) with the operator as actor, through the
 //     caller's events.Emitter.
+//   - A retry means now: the retried entries are marked so that delivery
+//     connects even when their destination was marked down or parked,
+//     and every delivery process is told to clear its down marks of the
+//     retried domains (queue.MarkRetried); no attempt is counted for it.
 //   - A deleted entry's recipients failed for good: unless the request
 //     says NoDSN, the sender gets a failure DSN coded 550 5.0.0 (RFC 3463
 //     §3.1: other or undefined status), through relay/bounce like any
@@ -22,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
@@ -179,6 +184,10 @@ func (op *Operator) Do(ctx context.Context, a Action, r Request) (Report, error)
 	if len(items) == 0 {
 		return Report{}, ErrNoMatch
 	}
+	var markErr error
+	if a == Retry {
+		markErr = op.markRetried(ctx, r, items)
+	}
 	rep := Report{Selected: len(items)}
 	for i, it := range items {
 		if ctx.Err() != nil {
@@ -201,7 +210,37 @@ func (op *Operator) Do(ctx context.Context, a Action, r Request) (Report, error)
 			r.Each(out, i, len(items))
 		}
 	}
-	return rep, ctx.Err()
+	return rep, errors.Join(ctx.Err(), markErr)
+}
+
+// markRetried tells every delivery process that the selected domains (or
+// every domain) were retried now, so they clear their down marks of them
+// (queue.MarkRetried; relay/deliver's retry.go). The entries retried
+// carry the mark themselves, so a failure here only keeps other entries
+// of those domains waiting for their destination's breaker.
+func (op *Operator) markRetried(ctx context.Context, r Request, items []*queue.Item) error {
+	now := time.Now() // not Options.Now: delivery compares it with its own clock
+	var domains []string
+	switch {
+	case r.AllDeferred:
+		domains = []string{""}
+	case r.Domain != "":
+		domains = []string{r.Domain}
+	default:
+		for _, it := range items {
+			if !slices.Contains(domains, it.Env.Domain) {
+				domains = append(domains, it.Env.Domain)
+			}
+		}
+	}
+	var errs []error
+	for _, d := range domains {
+		errs = append(errs, op.o.Queue.MarkRetried(ctx, queue.RetryMark{Domain: d, At: now}))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("entries made due, but other delivery processes were not told to clear down marks: %w", err)
+	}
+	return nil
 }
 
 // actFunc returns the storage operation of a.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,33 +13,9 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/ops"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
 )
-
-// recorder captures emitted events.
-type recorder struct {
-	mu  sync.Mutex
-	evs []events.Event
-}
-
-func (r *recorder) Publish(e *events.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs = append(r.evs, *e)
-}
-
-// kinds returns the kinds of the events about queue id id, in order.
-func (r *recorder) kinds(id string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, e := range r.evs {
-		if e.QueueID == id {
-			out = append(out, e.Event)
-		}
-	}
-	return out
-}
 
 func enqueue(t *testing.T, q *queue.Queue, domain string) string {
 	t.Helper()
@@ -75,7 +50,7 @@ func deferOne(t *testing.T, q *queue.Queue) {
 	es.Stop()
 	s, _ := q.Stream(ctx)
 	c, _ := s.Consumer(ctx, queue.ConsumerName)
-	queuetest.Eventually(t, 20*time.Second, "no waiting pulls", func() bool {
+	relaytest.Eventually(t, "no waiting pulls", func() bool {
 		info, err := c.Info(ctx)
 		return err == nil && info.NumWaiting == 0
 	})
@@ -85,7 +60,7 @@ func deferOne(t *testing.T, q *queue.Queue) {
 // fires a moment later).
 func inState(t *testing.T, q *queue.Queue, id string, st queue.State) bool {
 	t.Helper()
-	queuetest.Eventually(t, 20*time.Second, id+" "+string(st), func() bool {
+	relaytest.Eventually(t, id+" "+string(st), func() bool {
 		items, err := q.List(context.Background(), queue.ListOptions{ID: id})
 		return err == nil && len(items) == 1 && items[0].State == st
 	})
@@ -98,7 +73,7 @@ func TestActions(t *testing.T) {
 	q := queuetest.RunJetStream(t)
 	cfg := config.Default()
 	cfg.Hostname, cfg.DataDir, cfg.Bounces.From = "relay.test", t.TempDir(), "MAILER-DAEMON@relay.test"
-	rec := &recorder{}
+	rec := &relaytest.Events{}
 	em := events.NewEmitter(zerolog.New(zerolog.NewTestWriter(t)), rec)
 	b, err := bounce.New(ctx, bounce.Options{Config: cfg, Queue: q, Events: em, Logger: zerolog.Nop()})
 	if err != nil {
@@ -152,11 +127,11 @@ func TestActions(t *testing.T) {
 		t.Fatalf("want one DSN to the sender (for %s only): %+v %v", c, dsns, err)
 	}
 	for id, want := range map[string]string{a: "retried,deleted", bID: "held,released", c: "dsn,deleted"} {
-		if got := rec.kinds(id); len(got) == 0 || strings.Join(got, ",") != want {
+		if got := rec.Kinds(id); len(got) == 0 || strings.Join(got, ",") != want {
 			t.Errorf("events of %s: %v, want %s", id, got, want)
 		}
 	}
-	for _, e := range rec.evs {
+	for _, e := range rec.All() {
 		if e.Event != events.DSN && e.Actor != "test:op" {
 			t.Errorf("event %s without the actor: %+v", e.Event, e)
 		}
@@ -192,5 +167,52 @@ func TestRequestCheck(t *testing.T) {
 				t.Errorf("Check = %v, want ok=%v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// A retry tells every delivery process to clear its down marks: one mark
+// per retried domain (by ID or --domain), one for --all; the retried
+// entry keeps its attempt count.
+func TestRetryMarksDomains(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q := queuetest.RunJetStream(t)
+	marks, err := q.WatchRetried(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := ops.New(ops.Options{Queue: q, Actor: "test:op"})
+	id := enqueue(t, q, "a.example")
+	deferOne(t, q)
+	next := func() queue.RetryMark {
+		t.Helper()
+		select {
+		case m := <-marks:
+			return m
+		case <-ctx.Done():
+			t.Fatal("no retry mark")
+			return queue.RetryMark{}
+		}
+	}
+	for _, r := range []ops.Request{{ID: id}, {Domain: "A.example"}, {AllDeferred: true}} {
+		before := time.Now()
+		if _, err := op.Do(ctx, ops.Retry, r); err != nil {
+			t.Fatalf("retry %+v: %v", r, err)
+		}
+		want := "a.example"
+		if r.AllDeferred {
+			want = ""
+		}
+		if m := next(); m.Domain != want || m.At.Before(before) {
+			t.Fatalf("retry %+v marked %+v, want domain %q at or after %v", r, m, want, before)
+		}
+		inState(t, q, id, queue.StateReady)
+		items, err := q.List(ctx, queue.ListOptions{ID: id})
+		if err != nil || len(items) != 1 || items[0].Env.Attempt != 1 || items[0].Env.Retried.IsZero() {
+			t.Fatalf("retried entry %v %v: want 1 attempt and the Retried mark", items, err)
+		}
+		// Make it deferred again for the next retry.
+		deferOne(t, q)
 	}
 }

@@ -1,8 +1,12 @@
-// Package relaytest holds test-only helpers shared by jetrelay's packages:
-// a fake DNS server (FakeDNS), fake MX servers (FakeMX), a throwaway
-// certificate authority (NewCA), a loopback-only dialer and a test config.
-// Everything listens and dials on 127.0.0.0/8 only and is torn down with
-// the test (t.Cleanup).
+// Package relaytest is the one shared test-helper package of jetrelay's
+// packages: a fake DNS server (Zone, FakeDNS, ServeZone; MX, A, AAAA,
+// CNAME and TXT records, SERVFAIL/NXDOMAIN/drop/truncation switches), fake
+// MX servers (FakeMX, FakeRawMX), certificates (NewCA, SelfSigned, on
+// relay/certgen), polling (Eventually), an event recorder (Events), a
+// loopback-only dialer and a test config. Everything listens and dials on
+// 127.0.0.0/8 only and is torn down with the test (t.Cleanup). The queue
+// layer's own helpers (embedded JetStream) are in queue/queuetest; dkim's
+// tests use neither, so that dkim imports nothing of relay.
 package relaytest
 
 import (
@@ -31,10 +35,12 @@ type Zone struct {
 	A        map[string][]string
 	AAAA     map[string][]string
 	CNAME    map[string]string
-	TXT      map[string][]string
+	TXT      map[string][][]string // each record's character-strings
+	PTR      map[string][]string   // keyed by reverse name (records.go)
 	servFail map[string]bool
 	nxDomain map[string]bool
 	drop     map[string]bool
+	truncate map[string]bool
 	queries  map[string]int
 	// TTL of every answer (default 60s).
 	TTL uint32
@@ -43,8 +49,9 @@ type Zone struct {
 // NewZone returns an empty zone.
 func NewZone() *Zone {
 	return &Zone{MX: map[string][]MXRecord{}, A: map[string][]string{}, AAAA: map[string][]string{},
-		CNAME: map[string]string{}, TXT: map[string][]string{}, servFail: map[string]bool{},
-		nxDomain: map[string]bool{}, drop: map[string]bool{}, queries: map[string]int{}, TTL: 60}
+		CNAME: map[string]string{}, TXT: map[string][][]string{}, PTR: map[string][]string{}, servFail: map[string]bool{},
+		nxDomain: map[string]bool{}, drop: map[string]bool{}, truncate: map[string]bool{}, queries: map[string]int{},
+		TTL: 60}
 }
 
 func key(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
@@ -76,6 +83,75 @@ func (z *Zone) AddCNAME(name, target string) {
 	z.CNAME[key(name)] = key(target)
 }
 
+// AddTXT adds one TXT record for name made of the character-strings strs
+// (RFC 1035 §3.3.14; readers concatenate them, RFC 6376 §3.6.2.2).
+func (z *Zone) AddTXT(name string, strs ...string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.TXT[key(name)] = append(z.TXT[key(name)], strs)
+}
+
+// AddLine adds the record of one zone-file line (such as the line
+// `jetrelay dkim keygen` prints), parsed by miekg/dns's zone parser: TXT
+// (each string at most 255 octets), MX, A, AAAA or CNAME. Anything else, or
+// a malformed line, fails the test.
+func (z *Zone) AddLine(t testing.TB, zoneLine string) {
+	t.Helper()
+	rr, err := dns.NewRR(zoneLine)
+	if err != nil || rr == nil {
+		t.Fatalf("zone line %q: %v", zoneLine, err)
+	}
+	name := rr.Header().Name
+	switch r := rr.(type) {
+	case *dns.TXT:
+		for _, s := range r.Txt {
+			if len(s) > 255 {
+				t.Fatalf("zone line %q: string of %d characters (max 255)", zoneLine, len(s))
+			}
+		}
+		z.AddTXT(name, r.Txt...)
+	case *dns.MX:
+		z.AddMX(name, r.Preference, r.Mx)
+	case *dns.A:
+		z.AddA(name, r.A.String())
+	case *dns.AAAA:
+		z.AddA(name, r.AAAA.String())
+	case *dns.CNAME:
+		z.AddCNAME(name, r.Target)
+	default:
+		t.Fatalf("zone line %q: %T records are not served", zoneLine, rr)
+	}
+}
+
+// Reset removes every record (the switches stay).
+func (z *Zone) Reset() {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	clear(z.MX)
+	clear(z.A)
+	clear(z.AAAA)
+	clear(z.CNAME)
+	clear(z.TXT)
+}
+
+// LookupTXT returns name's TXT records, each one's strings concatenated
+// (RFC 6376 §3.6.2.2), straight from the zone without a query. Its shape is
+// go-msgauth's VerifyOptions.LookupTXT; an unknown name is a not-found
+// *net.DNSError.
+func (z *Zone) LookupTXT(name string) ([]string, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	recs, ok := z.TXT[key(name)]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+	}
+	out := make([]string, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, strings.Join(r, ""))
+	}
+	return out, nil
+}
+
 // SetServFail makes every query for name answer SERVFAIL (or stop doing so).
 func (z *Zone) SetServFail(name string, on bool) { z.set(z.servFail, name, on) }
 
@@ -84,6 +160,11 @@ func (z *Zone) SetNXDomain(name string, on bool) { z.set(z.nxDomain, name, on) }
 
 // SetDrop makes the server never answer queries for name (a timeout).
 func (z *Zone) SetDrop(name string, on bool) { z.set(z.drop, name, on) }
+
+// SetTruncate makes every UDP answer for name empty with the TC bit set
+// (RFC 1035 §4.1.1), so a client must ask again over TCP (RFC 7766 §5);
+// TCP answers are whole.
+func (z *Zone) SetTruncate(name string, on bool) { z.set(z.truncate, name, on) }
 
 // Queries returns how many queries of type qtype (dns.TypeMX, …) for name were answered or dropped.
 func (z *Zone) Queries(name string, qtype uint16) int {
@@ -99,7 +180,8 @@ func (z *Zone) set(m map[string]bool, name string, on bool) {
 }
 
 func (z *Zone) exists(n string) bool {
-	return z.MX[n] != nil || z.A[n] != nil || z.AAAA[n] != nil || z.CNAME[n] != "" || z.TXT[n] != nil
+	return z.MX[n] != nil || z.A[n] != nil || z.AAAA[n] != nil || z.CNAME[n] != "" || z.TXT[n] != nil ||
+		z.PTR[n] != nil
 }
 
 // answer fills m for question q; false means "do not answer at all".
@@ -144,11 +226,21 @@ func (z *Zone) answer(q dns.Question, m *dns.Msg) bool {
 			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(name, dns.TypeCNAME), Target: dns.Fqdn(t)})
 		}
 	case dns.TypeTXT:
-		for _, s := range z.TXT[name] {
-			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: []string{s}})
+		for _, strs := range z.TXT[name] {
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: strs})
+		}
+	case dns.TypePTR:
+		for _, p := range z.PTR[name] {
+			m.Answer = append(m.Answer, &dns.PTR{Hdr: hdr(name, dns.TypePTR), Ptr: dns.Fqdn(p)})
 		}
 	}
 	return true
+}
+
+func (z *Zone) truncated(name string) bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.truncate[key(name)]
 }
 
 // ServeDNS implements dns.Handler.
@@ -159,6 +251,10 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if len(r.Question) != 1 || !z.answer(r.Question[0], m) {
 		return
 	}
+	if _, tcp := w.RemoteAddr().(*net.TCPAddr); !tcp && z.truncated(r.Question[0].Name) {
+		m.Truncated, m.Answer = true, nil
+	}
+	truncateUDP(w, r, m)
 	_ = w.WriteMsg(m)
 }
 
@@ -183,6 +279,17 @@ func FakeDNS(t testing.TB, zone *Zone) string {
 		t.Cleanup(func() { _ = srv.Shutdown() })
 	}
 	return addr
+}
+
+// ServeZone serves a new zone holding the records of zoneLines (see
+// AddLine) with FakeDNS and returns the zone and the server's "ip:port".
+func ServeZone(t testing.TB, zoneLines ...string) (*Zone, string) {
+	t.Helper()
+	z := NewZone()
+	for _, l := range zoneLines {
+		z.AddLine(t, l)
+	}
+	return z, FakeDNS(t, z)
 }
 
 // listenDNS binds UDP and TCP on one random 127.0.0.1 port, retrying when

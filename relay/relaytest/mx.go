@@ -50,6 +50,7 @@ type mxConfig struct {
 	no8bit, utf8, dsn, requireTLS bool
 	user, pass                    string
 	maxSize                       int64
+	ip                            string // "" = a free 127.0.0.x
 }
 
 // Option configures a FakeMX.
@@ -57,6 +58,10 @@ type Option func(*mxConfig)
 
 // Port binds the server to port (on a free 127.0.0.x); 0 picks a random port.
 func Port(p int) Option { return func(c *mxConfig) { c.port = p } }
+
+// At binds the server to the loopback address ip (with Port: a server
+// coming up where ClosedAddr refused connections).
+func At(ip string) Option { return func(c *mxConfig) { c.ip = ip } }
 
 // StartTLS offers STARTTLS with cert (nil: a self-signed certificate for "localhost").
 func StartTLS(cert *tls.Certificate) Option {
@@ -127,7 +132,18 @@ func FakeMX(t testing.TB, opts ...Option) *MX {
 		c := SelfSigned(t, "localhost")
 		m.cfg.cert = &c
 	}
-	ln := listenLoopback(t, m.cfg.port)
+	var ln net.Listener
+	if m.cfg.ip != "" {
+		if ip := net.ParseIP(m.cfg.ip); ip == nil || !ip.IsLoopback() {
+			t.Fatalf("fake mx: %q is not a loopback address", m.cfg.ip)
+		}
+		var err error
+		if ln, err = net.Listen("tcp", net.JoinHostPort(m.cfg.ip, strconv.Itoa(m.cfg.port))); err != nil {
+			t.Fatalf("fake mx: %v", err)
+		}
+	} else {
+		ln = listenLoopback(t, m.cfg.port)
+	}
 	m.Addr = ln.Addr().String()
 	host, port, _ := net.SplitHostPort(m.Addr)
 	m.IP = host

@@ -58,6 +58,43 @@ func TestFakeDNS(t *testing.T) {
 	}
 }
 
+// TestFakeDNSTXT: zone lines as keygen prints them keep their strings,
+// LookupTXT concatenates them, Reset empties the zone, and the truncation
+// switch sets TC on UDP answers only.
+func TestFakeDNSTXT(t *testing.T) {
+	t.Parallel()
+	z, addr := ServeZone(t, `s1._domainkey.Example.com. IN TXT "v=DKIM1; k=ed25519; " "p=abc"`,
+		"b.test. IN MX 5 mx.b.test.")
+	in, err := query(t, addr, "s1._domainkey.example.com", dns.TypeTXT)
+	if err != nil || len(in.Answer) != 1 || len(in.Answer[0].(*dns.TXT).Txt) != 2 {
+		t.Fatalf("TXT: %v %v", in, err)
+	}
+	got, err := z.LookupTXT("S1._domainkey.example.com.")
+	if err != nil || len(got) != 1 || got[0] != "v=DKIM1; k=ed25519; p=abc" {
+		t.Fatalf("LookupTXT = %q, %v", got, err)
+	}
+	if in, _ = query(t, addr, "b.test", dns.TypeMX); len(in.Answer) != 1 || in.Answer[0].(*dns.MX).Preference != 5 {
+		t.Fatalf("MX line: %v", in.Answer)
+	}
+	z.SetTruncate("b.test", true)
+	if in, _ = query(t, addr, "b.test", dns.TypeMX); !in.Truncated || len(in.Answer) != 0 {
+		t.Fatalf("truncate switch over UDP: TC=%v, %d answers", in.Truncated, len(in.Answer))
+	}
+	tcp := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion("b.test.", dns.TypeMX)
+	if in, _, err = tcp.Exchange(m, addr); err != nil || in.Truncated || len(in.Answer) != 1 {
+		t.Fatalf("truncate switch over TCP: %v %v", in, err)
+	}
+	z.Reset()
+	if _, err := z.LookupTXT("s1._domainkey.example.com"); err == nil {
+		t.Fatal("record left after Reset")
+	}
+	if in, _ = query(t, addr, "b.test", dns.TypeMX); in.Rcode != dns.RcodeNameError {
+		t.Fatalf("after Reset: rcode %d", in.Rcode)
+	}
+}
+
 func TestFakeMXRecordsAndScripts(t *testing.T) {
 	t.Parallel()
 	m := FakeMX(t, No8BitMIME(), DSN())

@@ -52,9 +52,9 @@ func (z *zone) LookupIP(_ context.Context, h string) (smtpclient.HostAddrs, erro
 	return out, nil
 }
 
-// newClient is a client for zone z and MX port, short timeouts, dialling
+// newClient is a client for resolver z and MX port, short timeouts, dialling
 // loopback only and without a network guard unless edit adds one.
-func newClient(t *testing.T, z *zone, port int, edit ...func(*smtpclient.Options)) *smtpclient.Client {
+func newClient(t *testing.T, z smtpclient.Resolver, port int, edit ...func(*smtpclient.Options)) *smtpclient.Client {
 	t.Helper()
 	s := 3 * time.Second
 	o := smtpclient.Options{Dialer: &relaytest.LoopbackDialer{}, Resolver: z, Logger: relaytest.Logger(t),

@@ -15,6 +15,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -283,7 +284,7 @@ func TestBanSharedAcrossServers(t *testing.T) {
 			t.Fatalf("failure on node 1: %v", r)
 		}
 	}
-	eventually(t, "node 2 refusing the banned client at connect", func() bool {
+	relaytest.Eventually(t, "node 2 refusing the banned client at connect", func() bool {
 		r := h2.authAttempt("127.0.0.1", appUser, appPass)
 		return r.Code == 421 && r.Enh == "4.7.0"
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // dial connects go-smtp's client to a listener (STARTTLS or implicit TLS).
@@ -340,6 +341,6 @@ func TestSTARTTLSFailureDisconnects(t *testing.T) {
 	if bytes.Contains(rest, []byte("550")) || bytes.Contains(rest, []byte("250")) {
 		t.Fatalf("server carried on in plaintext: %q", rest)
 	}
-	eventually(t, "connection slot released", func() bool { return h.srv.conns.open() == 0 })
+	relaytest.Eventually(t, "connection slot released", func() bool { return h.srv.conns.open() == 0 })
 	_ = tls.VersionTLS13
 }

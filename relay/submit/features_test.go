@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // recordingSigner prepends a fixed signature and remembers what it signed.
@@ -152,7 +153,7 @@ func TestDataTimeout(t *testing.T) {
 	if r.Code != 421 || r.Enh != "4.4.2" {
 		t.Fatalf("got %v, want 421 4.4.2", r)
 	}
-	eventually(t, "connection closed", func() bool { return h.srv.conns.open() == 0 })
+	relaytest.Eventually(t, "connection closed", func() bool { return h.srv.conns.open() == 0 })
 	if n := h.stored(); n != 0 {
 		t.Fatalf("%d messages stored", n)
 	}
@@ -167,7 +168,7 @@ func TestShutdown(t *testing.T) {
 	busy := inTx(h, appUser, appPass, "a@example.com", "x@one.test")
 	busy.expect("DATA", 354, "")
 	busy.send(message("a@example.com", ""))
-	eventually(t, "transfer under way", func() bool {
+	relaytest.Eventually(t, "transfer under way", func() bool {
 		for c := range h.srv.conns.snapshot() {
 			if c.isInData() {
 				return true

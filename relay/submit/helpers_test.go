@@ -100,6 +100,8 @@ type harnessOpts struct {
 	observer   Observer
 	conns      Gauge
 	queue      *queue.Queue // share another harness's JetStream (default: a new one)
+	// proxyTimeout shortens the PROXY header limit (default 5 s).
+	proxyTimeout time.Duration
 }
 
 func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
@@ -125,6 +127,7 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.srv.proxyTimeout = o.proxyTimeout
 	if err := h.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -230,12 +233,6 @@ func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	queuetest.Eventually(t, testTimeout, what, cond)
 }
 
 // smtpReply is one parsed SMTP reply.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // bigMessage is a valid message of about size octets whose Subject is
@@ -57,7 +58,9 @@ func TestInflightBudget(t *testing.T) {
 	if n := h.stored(); n != 1 {
 		t.Fatalf("stored %d messages, want 1", n)
 	}
-	eventually(t, "budget back to what the test holds", func() bool { return h.srv.inflight.used.Load() == taken })
+	relaytest.Eventually(t, "budget back to what the test holds", func() bool {
+		return h.srv.inflight.used.Load() == taken
+	})
 	if got := len(h.logs.events("rejected")); got < 2 {
 		t.Errorf("%d rejected events, want the 452 at MAIL and at DATA logged", got)
 	}
@@ -117,7 +120,7 @@ func TestInflightConcurrent(t *testing.T) {
 			t.Fatalf("connection %d after the burst: %s", i, code)
 		}
 	}
-	eventually(t, "budget given back", func() bool { return h.srv.inflight.used.Load() == 0 })
+	relaytest.Eventually(t, "budget given back", func() bool { return h.srv.inflight.used.Load() == 0 })
 }
 
 // sendOne sends one transaction in a pipelined write and returns the final

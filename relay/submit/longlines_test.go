@@ -15,8 +15,8 @@ import (
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/jetrelay/jetrelay/dkim"
-	"github.com/jetrelay/jetrelay/dkim/dkimtest"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // longHTML is an HTML body with one 3,000-octet line (and a trailing
@@ -195,7 +195,8 @@ func TestLongLinesSubmitted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := dkimtest.FakeDNS(t, zone)
+	fake := relaytest.NewZone()
+	fake.AddLine(t, zone)
 	h := start(t, testConfig(t), harnessOpts{signer: sg})
 	c := h.login(lnImplicit, appUser, appPass)
 	msg := "From: <a@example.com>\r\nTo: x@one.test\r\nSubject: html\r\nContent-Type: text/html\r\n\r\n" + longHTML

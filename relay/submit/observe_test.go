@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // countingObserver records the hooks submission calls.
@@ -30,7 +32,7 @@ func TestObserverHooks(t *testing.T) {
 		t.Fatalf("signs=%d publishes=%d, want 1 each", obs.signs.Load(), obs.publishes.Load())
 	}
 	c.expect("QUIT", 221, "")
-	eventually(t, "connection gauge back to 0", func() bool { return obs.open.Load() == 0 })
+	relaytest.Eventually(t, "connection gauge back to 0", func() bool { return obs.open.Load() == 0 })
 }
 
 // TestSetSigner: a signer swapped in (SIGHUP) signs the next message.

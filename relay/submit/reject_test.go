@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
 // rejection is one refusal the submission server must answer exactly.
@@ -347,7 +348,7 @@ func TestRejections(t *testing.T) {
 			if strings.Contains(r.Text, "internal") && rc.code != 451 {
 				t.Errorf("internal text in reply: %v", r)
 			}
-			eventually(t, "event=rejected", func() bool {
+			relaytest.Eventually(t, "event=rejected", func() bool {
 				for _, ev := range h.logs.events("rejected")[before:] {
 					if ev["smtp_code"] == float64(rc.code) && ev["smtp_enh"] == rc.enh {
 						return true

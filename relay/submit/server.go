@@ -126,6 +126,8 @@ type Server struct {
 	conns     *connTracker
 	bcryptSem chan struct{}
 	refusing  chan struct{}
+	// proxyTimeout bounds reading a PROXY header; 0 = 5 s (tests shorten it).
+	proxyTimeout time.Duration
 
 	mu        sync.Mutex
 	servers   []*smtp.Server
@@ -208,6 +210,7 @@ func fixedChanges(old, cfg *config.Config) []string {
 	check("hostname", old.Hostname != cfg.Hostname)
 	check("submission.listeners", fmt.Sprint(o.Listeners) != fmt.Sprint(n.Listeners))
 	check("submission.tls", o.TLS != n.TLS)
+	check("submission.proxy_from", fmt.Sprint(o.ProxyFrom) != fmt.Sprint(n.ProxyFrom))
 	check("submission.max_message_bytes", o.MaxMessageBytes != n.MaxMessageBytes)
 	check("submission.max_recipients", o.MaxRecipients != n.MaxRecipients)
 	check("submission.max_line_length", o.MaxLineLength != n.MaxLineLength)
@@ -225,6 +228,10 @@ func (s *Server) Start() error {
 	if s.started {
 		return errors.New("submit: already started")
 	}
+	from, err := s.proxyFrom()
+	if err != nil {
+		return err
+	}
 	var bound []net.Listener
 	for _, l := range s.static.Submission.Listeners {
 		ln, err := net.Listen("tcp", l.Addr)
@@ -234,7 +241,7 @@ func (s *Server) Start() error {
 			}
 			return bindError(l.Addr, err)
 		}
-		bound = append(bound, &listener{Listener: ln, srv: s, implicit: l.TLS == "implicit"})
+		bound = append(bound, &listener{Listener: s.wrapProxy(ln, l, from), srv: s, implicit: l.TLS == "implicit"})
 	}
 	s.started = true
 	for _, ln := range bound {

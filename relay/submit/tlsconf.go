@@ -1,22 +1,16 @@
 package submit
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/certgen"
 	"github.com/jetrelay/jetrelay/relay/config"
 )
 
@@ -61,7 +55,7 @@ func ensureSelfSigned(dir, certFile, keyFile, host string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	certPEM, keyPEM, err := selfSigned(host, time.Now())
+	certPEM, keyPEM, err := selfSigned(host)
 	if err != nil {
 		return err
 	}
@@ -94,44 +88,19 @@ func usableCert(certFile, keyFile, host string) (bool, error) {
 	return leaf.VerifyHostname(host) == nil, nil
 }
 
-func selfSigned(host string, now time.Time) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// selfSigned makes the generated submission certificate: hostname (unless
+// it is an IP literal already listed), localhost, 127.0.0.1, ::1 and a
+// hostname that is an IP literal.
+func selfSigned(host string) (certPEM, keyPEM []byte, err error) {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if host != "" && !slices.Contains(hosts, host) {
+		hosts = append([]string{host}, hosts...)
+	}
+	cert, err := certgen.SelfSigned(hosts, certLifetime)
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, nil, err
-	}
-	names := []string{"localhost"}
-	if host != "" && net.ParseIP(host) == nil && !slices.Contains(names, host) {
-		names = append([]string{host}, names...)
-	}
-	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
-	if ip := net.ParseIP(host); ip != nil {
-		ips = append(ips, ip)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"jetrelay self-signed"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certLifetime),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		DNSNames:              names,
-		IPAddresses:           ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+	return certgen.PEM(cert)
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

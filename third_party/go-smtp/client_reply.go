@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -113,7 +114,8 @@ func readReply(r *bufio.Reader, lim replyLimits) (int, string, error) {
 		code2, cont2, text, err := parseReplyLine(line)
 		sb.WriteByte('\n')
 		if err != nil || code2 != code {
-			sb.Write(line)
+			// As textproto's ReadResponse: the whole line, trailing CR and LF cut.
+			sb.Write(bytes.TrimRight(line, "\r\n"))
 			continue
 		}
 		sb.WriteString(text)

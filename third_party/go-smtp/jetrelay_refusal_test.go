@@ -89,3 +89,37 @@ func TestAuthLineTooLong(t *testing.T) {
 		t.Fatalf("Rejected saw %q, want %q (reported once)", got, want)
 	}
 }
+
+// TestHelloControlCharacters: a HELO/EHLO argument with a control
+// character is refused 501 5.5.4, and no reply line ever carries a
+// control character the client sent (found by jetrelay's FuzzSession:
+// "EHLO 0\r00" was echoed as "250-Hello 0\r00").
+func TestHelloControlCharacters(t *testing.T) {
+	for _, greet := range []string{"EHLO 0\r00", "HELO a\x1bb", "EHLO x\x7fy"} {
+		if got := replyText("Hello " + greet[5:]); strings.ContainsAny(got, "\r\x1b\x7f") {
+			t.Errorf("replyText(%q) = %q", greet, got)
+		}
+		if printableDomain(greet[5:]) {
+			t.Errorf("printableDomain(%q) = true", greet[5:])
+		}
+	}
+	if !printableDomain("relay.example.com") || !printableDomain("[192.0.2.1]") || !printableDomain("bücher.example") {
+		t.Error("a valid HELO argument refused")
+	}
+}
+
+// TestHelloControlCharactersServer: through a server, "EHLO 0\r00" gets
+// 501 5.5.4 and the session goes on with a valid EHLO.
+func TestHelloControlCharactersServer(t *testing.T) {
+	c, br := hookServer(t, func(s *Server) {})
+	for _, step := range []struct{ line, reply string }{
+		{"EHLO 0\r00", "501 5.5.4 "},
+		{"HELO a\x1bb", "501 5.5.4 "},
+		{"EHLO client", "250 "},
+	} {
+		io.WriteString(c, step.line+"\r\n")
+		if got := replyOf(t, br); !strings.HasPrefix(got, step.reply) {
+			t.Fatalf("%q: reply %q, want %q…", step.line, got, step.reply)
+		}
+	}
+}

@@ -76,6 +76,41 @@ func parseHelloArgument(arg string) (string, error) {
 	return domain, nil
 }
 
+// printableDomain reports whether a HELO/EHLO argument has no control
+// characters (RFC 5321 section 4.1.1.1: a domain or an address literal;
+// UTF-8 is allowed for RFC 6531 clients).
+func printableDomain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// replyText replaces control characters in one reply line with '?', so
+// that client text a reply echoes (a command word, a HELO argument, a
+// path) can never end the line early or reach a terminal raw.
+func replyText(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c == 0x7f {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
 // Parses the BY argument defined in RFC2852 section 4.
 // Returns pointer to options or nil if invalid.
 func parseDeliverByArgument(arg string) *DeliverByOptions {
