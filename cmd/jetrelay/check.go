@@ -11,6 +11,7 @@ import (
 // newFlags returns a flag set whose --help prints what the command does.
 func newFlags(name, usageLine, about string, io stdio) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	recordFlags(io, usageLine, about, fs) // completion and man read these flags too (cmdtable.go)
 	fs.SetOutput(io.err)
 	fs.Usage = func() {
 		fmt.Fprintf(io.out, "Usage: jetrelay %s\n\n%s\n", usageLine, about)

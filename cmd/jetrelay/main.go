@@ -24,6 +24,11 @@ type stdio struct {
 
 func commands() map[string]command {
 	return map[string]command{
+		// Help, completion and man are made from this table and the commands'
+		// flag sets (cmdtable.go): a new command needs only its line here.
+		"completion": {"print a shell completion script: completion bash|zsh|fish", runCompletion},
+		"man":        {"print the man page (roff)", runMan},
+
 		"serve":    {"run the relay (embedded NATS by default)", runServe},
 		"check":    {"validate a config file and print every problem with its line", runCheck},
 		"user":     {"manage submission users (user hash: bcrypt a password read on stdin)", runUser},
@@ -69,12 +74,14 @@ func usage(w io.Writer, cmds map[string]command) {
 	fmt.Fprintln(w, "jetrelay: an outbound SMTP relay that queues mail in NATS JetStream")
 	fmt.Fprintln(w, "\nUsage: jetrelay <command> [flags]\n\nCommands:")
 	names := make([]string, 0, len(cmds))
+	width := 0
 	for n := range cmds {
 		names = append(names, n)
+		width = max(width, len(n))
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-*s  %s\n", width, n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'jetrelay <command> --help' for a command's flags.")
 }
