@@ -27,6 +27,7 @@ import (
 // first argument, in the order help shows them.
 func subcommands() map[string][]string {
 	return map[string][]string{
+		"auth":     {"bans", "unban"},
 		"dkim":     {"keygen", "dns", "check"},
 		"domain":   {"check"},
 		"queue":    {"ls", "show", "retry", "hold", "release", "delete"},
