@@ -94,9 +94,7 @@ func TestReload(t *testing.T) {
 
 	next := *cfg
 	next.Submission.Users = []config.User{{Name: appUser, PasswordHash: hash(t, "new-pass"), AllowedFrom: []string{"example.net"}}}
-	if err := h.srv.Reload(&next); err != nil {
-		t.Fatal(err)
-	}
+	reload(t, h.srv, &next)
 	old.expect("MAIL FROM:<a@example.net>", 250, "") // same connection, new allowed_from
 	old.expect("RSET", 250, "")
 	old.expect("MAIL FROM:<a@example.com>", 553, "5.7.1")
@@ -108,9 +106,7 @@ func TestReload(t *testing.T) {
 
 	gone := *cfg
 	gone.Submission.Users = []config.User{{Name: anyUser, PasswordHash: hash(t, anyPass), AllowedFrom: []string{"*"}}}
-	if err := h.srv.Reload(&gone); err != nil {
-		t.Fatal(err)
-	}
+	reload(t, h.srv, &gone)
 	old.expect("RSET", 250, "")
 	old.expect("MAIL FROM:<a@example.net>", 530, "5.7.0")
 }

@@ -16,8 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
-
-	"github.com/jetrelay/jetrelay/relay/config"
 )
 
 // Generated certificate files under data_dir.
@@ -32,16 +30,16 @@ const (
 
 // LoadOrCreateTLS returns the submission TLS configuration: the
 // submission.tls cert and key, or else a self-signed ECDSA P-256
-// certificate for cfg.Hostname, localhost, 127.0.0.1 and ::1, generated once
-// under data_dir/tls (key mode 0600) and reused. A generated certificate is
-// replaced when it no longer names cfg.Hostname or is about to expire.
+// certificate for s.Hostname, localhost, 127.0.0.1 and ::1, generated once
+// under s.DataDir/tls (key mode 0600) and reused. A generated certificate is
+// replaced when it no longer names s.Hostname or is about to expire.
 // TLS 1.2 is the minimum (RFC 8996, RFC 9325 §3.1.1).
-func LoadOrCreateTLS(cfg *config.Config) (*tls.Config, error) {
-	certFile, keyFile := cfg.Submission.TLS.Cert, cfg.Submission.TLS.Key
+func LoadOrCreateTLS(s Settings) (*tls.Config, error) {
+	certFile, keyFile := s.Submission.TLS.Cert, s.Submission.TLS.Key
 	if certFile == "" {
-		dir := filepath.Join(cfg.DataDir, tlsDir)
+		dir := filepath.Join(s.DataDir, tlsDir)
 		certFile, keyFile = filepath.Join(dir, certFileName), filepath.Join(dir, keyFileName)
-		if err := ensureSelfSigned(dir, certFile, keyFile, cfg.Hostname); err != nil {
+		if err := ensureSelfSigned(dir, certFile, keyFile, s.Hostname); err != nil {
 			return nil, fmt.Errorf("submission TLS certificate under %s: %w", dir, err)
 		}
 	}
