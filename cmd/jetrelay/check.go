@@ -57,12 +57,18 @@ func parseMixed(fs *flag.FlagSet, args []string) (pos []string, rc int, ok bool)
 }
 
 func runCheck(args []string, io stdio) int {
-	fs := newFlags("check", "check --config FILE",
+	fs := newFlags("check", "check --config FILE | check --reload-diff OLD NEW",
 		"Validates a configuration file: unknown keys, bad values, missing files and\n"+
-			"DKIM keys. Prints every problem with its YAML line and exits 1 if there is any.", io)
+			"DKIM keys. Prints every problem with its YAML line and exits 1 if there is any.\n"+
+			"With --reload-diff it checks NEW and lists which settings changed from OLD,\n"+
+			"split into those a reload (SIGHUP) applies and those that need a restart.", io)
 	path := fs.String("config", "", "config file to check (required)")
+	diff := fs.Bool("reload-diff", false, "compare two config files: OLD NEW")
 	if rc, ok := parseFlags(fs, args); !ok {
 		return rc
+	}
+	if *diff {
+		return runReloadDiff(fs.Args(), io)
 	}
 	if *path == "" {
 		fmt.Fprintln(io.err, "jetrelay check: --config FILE is required")

@@ -34,7 +34,7 @@ type intakeLimits struct {
 }
 
 func (b *Bouncer) intakeLimits() intakeLimits {
-	in := b.cfg.Bounces.Intake
+	in := b.state().set.Intake
 	l := intakeLimits{max: in.MaxConnections, perIP: in.MaxConnectionsPerIP, idle: in.Idle.D(), session: in.Session.D()}
 	if l.max < 1 {
 		l.max = 100
