@@ -20,6 +20,13 @@
 // queued, makes a repeat a no-op. The only duplicate window left is a crash
 // between Enqueue and the marker write — at-least-once, like delivery itself.
 //
+// Settings and reload. The Bouncer reads only its Settings (the bounces
+// section, plus the host name, DSN sender, data directory, retry.max_age
+// and the message size limit, named), built by cmd. Prepare/apply swap
+// them as one snapshot (settings.go), together with the other components'
+// on SIGHUP: DSNs, VERP minting and the intake never disagree about
+// bounces.verp_domain or the max_age a DSN quotes.
+//
 // Promises: Reporter methods never return an error for mail that must not be
 // bounced (they log it); an error means the DSN could not be stored and the
 // caller should retry the report (keep the entry leased or redeliver it).
