@@ -323,8 +323,9 @@ func TestReloadNamesRestartSettings(t *testing.T) {
 	if st := e.r.reloadTo(next); st != reloadRestartNeeded {
 		t.Fatalf("reload status %q, want %s:\n%s", st, reloadRestartNeeded, e.logs.String())
 	}
-	line := `"restart_needed":["nats.listen","submission.max_recipients"]`
-	if !strings.Contains(e.logs.String(), line) || !strings.Contains(e.logs.String(), `"applied":["delivery.max_per_destination"]`) {
+	logs := e.logs.String()
+	if !strings.Contains(logs, `"restart_needed":["nats.listen","submission.max_recipients"]`) ||
+		!strings.Contains(logs, `"applied":["delivery.max_per_destination"]`) {
 		t.Errorf("log does not name the settings:\n%s", e.logs.String())
 	}
 	if e.r.cfg.NATS.Listen == next.NATS.Listen || e.r.cfg.Delivery.MaxPerDestination != 3 {

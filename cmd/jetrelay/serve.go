@@ -148,7 +148,8 @@ func (r *relay) start(ctx context.Context) error {
 		return fmt.Errorf("events stream: %w", err)
 	}
 	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
-	r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q, Events: r.emitter, Logger: r.log})
+	r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q, Events: r.emitter,
+		Logger: r.log})
 	if err != nil {
 		return err
 	}

@@ -93,7 +93,8 @@ func (b *Bouncer) StartIntake() error {
 			b.log.Error().Err(err).Str("event", "bounce_intake").Msg("bounce intake stopped")
 		}
 	}()
-	b.log.Info().Str("event", "bounce_intake").Str("listen", ln.Addr().String()).Str("verp_domain", set.VERPDomain).Msg("bounce intake listening")
+	b.log.Info().Str("event", "bounce_intake").Str("listen", ln.Addr().String()).Str("verp_domain", set.VERPDomain).
+		Msg("bounce intake listening")
 	return nil
 }
 

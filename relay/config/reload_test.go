@@ -52,7 +52,8 @@ func TestDiffAndKeepRestart(t *testing.T) {
 	next.Bounces.VERPDomain = "bounces.example.org"
 	next.NATS.Listen = "127.0.0.1:4333"
 	next.Submission.Timeouts.Idle = Duration(time.Minute)
-	next.Submission.Listeners = append(slices.Clone(next.Submission.Listeners), Listener{Addr: "127.0.0.1:2626", TLS: "starttls"})
+	next.Submission.Listeners = append(slices.Clone(next.Submission.Listeners),
+		Listener{Addr: "127.0.0.1:2626", TLS: "starttls"})
 	next.Submission.Timeouts.Data = Duration(time.Minute)
 
 	got := Diff(old, next)

@@ -8,8 +8,9 @@ import (
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 )
 
-// VERP on the wire. With Options.Sender and Settings.VERP set, each recipient of an entry with a non-null sender gets a mail
-// transaction of its own whose reverse-path names queue id and recipient
+// VERP on the wire. With Options.Sender and Settings.VERP set, each
+// recipient of an entry with a non-null sender gets a mail transaction of
+// its own whose reverse-path names queue id and recipient
 // (relay/bounce's b+<token>@<verp_domain>), so an asynchronous bounce says
 // exactly what failed. The transactions follow one another on the same
 // connection; a finished one needs no RSET (RFC 5321 §4.1.1.5), only one

@@ -31,7 +31,8 @@ func TestVERPSenders(t *testing.T) {
 	m.ReplyRcpt("bad@verp.test", relaytest.Err(550, "5.1.1", "no such user"), -1)
 	cfg := h.config()
 	cfg.Bounces.VERPDomain = "bounces.relay.test"
-	b, err := bounce.New(context.Background(), bounce.Options{Settings: bounceSettings(cfg), Queue: h.q, Logger: relaytest.Logger(t)})
+	b, err := bounce.New(context.Background(), bounce.Options{Settings: bounceSettings(cfg), Queue: h.q,
+		Logger: relaytest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
