@@ -231,8 +231,7 @@ func liveRelay(t *testing.T, o *opsEnv) (*relaytest.MX, *events.Emitter, string)
 		t.Fatal(err)
 	}
 	eng, err := deliver.New(deliver.Options{Settings: deliverSettings(cfg), Queue: o.q, Events: em,
-		Logger:   relaytest.Logger(t),
-		Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
+		Logger: relaytest.Logger(t), Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
