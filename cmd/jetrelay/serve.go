@@ -153,10 +153,6 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tlsConf, err := submit.LoadOrCreateTLS(submitSettings(r.cfg))
-	if err != nil {
-		return err
-	}
 	signer, err := newDKIMSigner(r.cfg)
 	if err != nil {
 		return fmt.Errorf("dkim: %w", err)
@@ -167,7 +163,7 @@ func (r *relay) start(ctx context.Context) error {
 	}
 	r.sub, err = submit.New(submit.Options{
 		Settings: submitSettings(r.cfg), Queue: r.q, Signer: signer, Suppressor: r.bouncer,
-		Events: r.emitter, Logger: r.log, TLS: tlsConf,
+		Events: r.emitter, Logger: r.log, // TLS from Settings: reloaded on SIGHUP
 		Observer: r.metrics, Conns: r.metrics.Connections(admin.Inbound), Brake: brake,
 	})
 	if err != nil {

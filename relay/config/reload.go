@@ -46,7 +46,7 @@ var reloadClasses = map[string]ReloadClass{
 
 	"submission":                    Live, // users, rates, limits checked per connection or command
 	"submission.listeners":          Restart,
-	"submission.tls":                Restart,
+	"submission.tls":                Live,    // the next handshake uses the new certificate
 	"submission.max_message_bytes":  Restart, // go-smtp limits, set when a listener starts
 	"submission.max_recipients":     Restart,
 	"submission.max_line_length":    Restart,

@@ -67,8 +67,9 @@
 // submission section), built by cmd. Reload is two-phase: Prepare parses
 // users, allowed_from, rates and the connection, idle-command,
 // auth-failure, header, bare-newline, long-line and session/data timeout
-// settings and returns the apply that swaps them in at once. Listeners,
-// certificates, max_message_bytes, max_recipients, max_line_length,
-// max_inflight_bytes and timeouts.idle are fixed at New (config.Restart:
-// a reload keeps them and names them restart_needed).
+// settings, loads the certificate again (without Options.TLS) and returns
+// the apply that swaps them in at once. Listeners, max_message_bytes,
+// max_recipients, max_line_length, max_inflight_bytes and timeouts.idle
+// are fixed at New (config.Restart: a reload keeps them and names them
+// restart_needed).
 package submit

@@ -129,14 +129,10 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 		h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.qDir})
 	}
 	brake := openTestBrake(t, h.q)
-	tlsConf, err := LoadOrCreateTLS(settingsOf(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
+	var err error // no Options.TLS: the server loads (generates) it from cfg, as in production
 	h.srv, err = New(Options{Settings: settingsOf(cfg), Queue: h.q, Signer: o.signer, Suppressor: o.suppressor,
-		Events: events.NewEmitter(log, nil), Logger: log, TLS: tlsConf, Observer: o.observer, Conns: o.conns,
-		Brake: brake})
+		Events: events.NewEmitter(log, nil), Logger: log, Observer: o.observer, Conns: o.conns, Brake: brake})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,9 +85,13 @@ type Options struct {
 	Suppressor Suppressor
 	Events     *events.Emitter
 	Logger     zerolog.Logger
-	TLS        *tls.Config
-	Observer   Observer
-	Conns      Gauge
+	// TLS is the listeners' TLS configuration, kept as given; nil:
+	// LoadOrCreateTLS(Settings), loaded again by every Prepare so that a
+	// renewed certificate is taken on reload. AUTH is only accepted
+	// inside TLS.
+	TLS      *tls.Config
+	Observer Observer
+	Conns    Gauge
 	// Brake is the auth brake in JetStream KV (OpenBrake); required.
 	Brake *Brake
 }
@@ -133,7 +137,9 @@ type Server struct {
 	suppress  Suppressor
 	events    *events.Emitter
 	log       zerolog.Logger
-	tlsConf   *tls.Config
+	tlsConf   *tls.Config                // hands out tlsCur (tlsconf.go)
+	tlsCur    atomic.Pointer[tls.Config] // the certificate in force
+	tlsOwned  bool                       // tlsCur comes from Settings: Prepare reloads it
 	pol       atomic.Pointer[policy]
 	brake     *Brake
 	inflight  *inflight // message data held in memory, this process (spool.go)
@@ -156,8 +162,6 @@ func New(o Options) (*Server, error) {
 		return nil, errors.New("submit: Options.Queue is required")
 	case o.Events == nil:
 		return nil, errors.New("submit: Options.Events is required")
-	case o.TLS == nil:
-		return nil, errors.New("submit: Options.TLS is required (AUTH is only accepted inside TLS)")
 	case o.Brake == nil:
 		return nil, errors.New("submit: Options.Brake is required (OpenBrake)")
 	}
@@ -168,10 +172,13 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		static: o.Settings, hostname: o.Settings.Hostname, queue: o.Queue, suppress: o.Suppressor,
 		observe: o.Observer, connGauge: o.Conns,
-		events: o.Events, log: o.Logger, tlsConf: o.TLS, brake: o.Brake, conns: newConnTracker(),
+		events: o.Events, log: o.Logger, brake: o.Brake, conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
 		inflight:  &inflight{max: int64(o.Settings.Submission.MaxInflightBytes)},
+	}
+	if err := s.initTLS(o.TLS, o.Settings); err != nil {
+		return nil, err
 	}
 	if s.observe == nil {
 		s.observe = nopObserver{}
@@ -195,13 +202,24 @@ func (s *Server) policy() *policy { return s.pol.Load() }
 // them in at once. Connections keep running and see the new policy at
 // their next command. What New read once (listeners, tls, the go-smtp
 // limits; config.Restart) is not changed: the caller keeps those
-// (config.KeepRestart) and reports them.
+// (config.KeepRestart) and reports them. Without Options.TLS it also loads
+// submission.tls again (a renewed certificate); handshakes after apply use
+// it.
 func (s *Server) Prepare(set Settings) (apply func(), err error) {
 	pol, err := newPolicy(set.Submission, s.policy())
 	if err != nil {
 		return nil, err
 	}
-	return func() { s.pol.Store(pol) }, nil
+	tlsConf := s.tlsCur.Load()
+	if s.tlsOwned {
+		if tlsConf, err = LoadOrCreateTLS(set); err != nil {
+			return nil, err
+		}
+	}
+	return func() {
+		s.pol.Store(pol)
+		s.tlsCur.Store(tlsConf)
+	}, nil
 }
 
 // Start binds every submission.listeners entry, in order, and serves each

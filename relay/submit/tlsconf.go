@@ -156,3 +156,21 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// initTLS sets up the configuration the listeners use: it hands out the
+// current one (tlsCur) per handshake, so Prepare can replace the
+// certificate without touching a listener. given nil: loaded from s.
+func (s *Server) initTLS(given *tls.Config, set Settings) error {
+	cur := given
+	if cur == nil {
+		var err error
+		if cur, err = LoadOrCreateTLS(set); err != nil {
+			return err
+		}
+		s.tlsOwned = true
+	}
+	s.tlsCur.Store(cur)
+	s.tlsConf = &tls.Config{MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.tlsCur.Load(), nil }}
+	return nil
+}
