@@ -112,11 +112,13 @@ func (st *state) domainAccepts(domain string, issued time.Time) bool {
 // verifies them, suppression follows the new bounces.suppress.
 //
 // A VERP domain replaced by a reload stays accepted at the intake for the
-// tokens minted before the reload (until they expire, bounces.verp_max_age):
+// tokens minted before the reload (to the hour, the resolution of a
+// token's minting time; until they expire, bounces.verp_max_age):
 // mail in flight keeps its bounce address, and refusing its bounces would
 // lose exactly the reports VERP exists for. Only this process remembers
 // them (up to maxRetired); after a restart only the configured domain is
-// accepted. bounces.listen, bounces.intake and bounces.suppress_for take
+// accepted. The intake's limits (bounces.intake) apply to connections
+// accepted after apply. bounces.listen and bounces.suppress_for take
 // effect only at start (config.Restart).
 func (b *Bouncer) Prepare(s Settings) (apply func(), err error) {
 	st, err := b.newState(s, b.state())

@@ -61,7 +61,6 @@ var reloadClasses = map[string]ReloadClass{
 	"bounces":              Live,
 	"bounces.listen":       Restart,
 	"bounces.suppress_for": Restart, // the suppression bucket's TTL
-	"bounces.intake":       Restart, // the intake listener's limits
 
 	"dkim":   Live,
 	"events": Live, // the events stream's limits
