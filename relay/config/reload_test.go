@@ -35,7 +35,8 @@ func TestClassOf(t *testing.T) {
 		"delivery.dns.servers":       Live,
 		"delivery.routes[].host":     Live,
 		"bounces.verp_domain":        Live,
-		"bounces.intake.idle":        Restart,
+		"bounces.intake.idle":        Live,
+		"bounces.listen":             Restart,
 		"no_such_key":                0,
 	} {
 		if got := ClassOf(path); got != want {
