@@ -11,7 +11,7 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// policy is one immutable snapshot of everything Reload may change. Sessions
+// policy is one immutable snapshot of everything Prepare may change. Sessions
 // load the current snapshot per command; a reload never disturbs a command
 // in progress.
 type policy struct {
