@@ -267,6 +267,10 @@ func TestReloadRefusedChangesNothing(t *testing.T) {
 		{"ca_file", func(t *testing.T, c *config.Config) {
 			c.Delivery.TLS.CAFile = filepath.Join(t.TempDir(), "missing.pem")
 		}},
+		{"certificate", func(t *testing.T, c *config.Config) {
+			missing := filepath.Join(t.TempDir(), "missing.pem")
+			c.Submission.TLS = config.TLSFiles{Cert: missing, Key: missing}
+		}},
 		{"dkim key", func(t *testing.T, c *config.Config) {
 			bad := filepath.Join(t.TempDir(), "bad.key")
 			if err := os.WriteFile(bad, []byte("not a key\n"), 0o600); err != nil {
