@@ -136,7 +136,7 @@ func defaultDialer(sourceIP string) *net.Dialer {
 // Entries already being delivered finish under the settings they started
 // with. An unused apply is simply dropped.
 func (e *Engine) Prepare(s Settings) (apply func(), err error) {
-	rt, err := e.build.runtime(s)
+	rt, err := e.build.runtime(s, e.rt.Load())
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ import (
 // the retry schedule.
 type runtime struct {
 	set      Settings
+	res      smtpclient.Resolver // caching
 	client   *smtpclient.Client
 	routes   []smtpclient.Transport
 	matchers []map[string]bool // per route: domains ("*" = all)
@@ -48,11 +50,14 @@ func newRuntimeBuilder(o Options) runtimeBuilder {
 	return b
 }
 
-// resolver is the injected resolver, or a new caching one for
-// delivery.dns (its cache starts empty: the servers may have changed).
-func (b runtimeBuilder) resolver(d config.DNS) (smtpclient.Resolver, error) {
+// resolver is the injected resolver, prev's when delivery.dns did not
+// change (its cache stays warm), or a new caching one for delivery.dns.
+func (b runtimeBuilder) resolver(d config.DNS, prev *runtime) (smtpclient.Resolver, error) {
 	if b.res != nil {
 		return b.res, nil
+	}
+	if prev != nil && slices.Equal(prev.set.DNS.Servers, d.Servers) && prev.set.DNS.Timeout == d.Timeout {
+		return prev.res, nil
 	}
 	r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D()})
 	if err != nil {
@@ -61,13 +66,15 @@ func (b runtimeBuilder) resolver(d config.DNS) (smtpclient.Resolver, error) {
 	return smtpclient.NewCache(r), nil
 }
 
-func (b runtimeBuilder) runtime(set Settings) (*runtime, error) {
+// runtime builds the runtime for set; prev (nil at start) is the one in
+// force, whose DNS cache is kept when delivery.dns is unchanged.
+func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 	d := set.Delivery
 	roots, err := loadRoots(d.TLS.CAFile)
 	if err != nil {
 		return nil, err
 	}
-	res, err := b.resolver(d.DNS)
+	res, err := b.resolver(d.DNS, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +104,7 @@ func (b runtimeBuilder) runtime(set Settings) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &runtime{set: set, client: client}
+	rt := &runtime{set: set, res: res, client: client}
 	var errs []error
 	for i, r := range d.Routes {
 		tr, m, err := buildRoute(client, i, r)
