@@ -61,7 +61,7 @@ func TestPrepareReplacesVERPDomain(t *testing.T) {
 	}
 
 	f.now = f.now.Add(verpDefaultAge + 2*time.Hour) // the old tokens expired
-	prepareAndApply(t, f.b, settingsOf(cfg))         // back to a.relay.test
+	prepareAndApply(t, f.b, settingsOf(cfg))        // back to a.relay.test
 	if len(f.b.state().retired) != 1 || f.b.state().retired[0].domain != "b.relay.test" {
 		t.Errorf("retired after switching back: %+v", f.b.state().retired)
 	}
