@@ -58,16 +58,22 @@ func parseMixed(fs *flag.FlagSet, args []string) (pos []string, rc int, ok bool)
 }
 
 func runCheck(args []string, io stdio) int {
-	fs := newFlags("check", "check --config FILE [--print]",
+	fs := newFlags("check", "check --config FILE [--print] | check --reload-diff OLD NEW",
 		"Validates a configuration file: unknown keys (with the nearest valid key), bad\n"+
 			"values, missing files and DKIM keys. Prints every problem and warning with its\n"+
 			"YAML line and exits 1 if there is any problem. --print writes the effective\n"+
 			"configuration (defaults filled in, secrets redacted) as YAML to stdout and the\n"+
-			"findings to stderr.", io)
+			"findings to stderr. With --reload-diff it checks NEW and lists which settings\n"+
+			"changed from OLD, split into those a reload (SIGHUP) applies and those that\n"+
+			"need a restart.", io)
 	path := fs.String("config", "", "config file to check (required)")
 	printCfg := fs.Bool("print", false, "print the effective configuration as YAML (secrets redacted)")
+	diff := fs.Bool("reload-diff", false, "compare two config files: OLD NEW")
 	if rc, ok := parseFlags(fs, args); !ok {
 		return rc
+	}
+	if *diff {
+		return runReloadDiff(fs.Args(), io)
 	}
 	if *path == "" {
 		fmt.Fprintln(io.err, "jetrelay check: --config FILE is required")

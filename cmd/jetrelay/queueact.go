@@ -140,7 +140,8 @@ func cliBouncer(ctx context.Context, c *queueCmd, q *queue.Queue, em *events.Emi
 	if err != nil {
 		return nil, err
 	}
-	return bounce.New(ctx, bounce.Options{Config: cfg, Queue: q, Events: em, Logger: zerolog.Nop(), AttachOnly: true})
+	return bounce.New(ctx, bounce.Options{Settings: bounceSettings(cfg), Queue: q, Events: em, Logger: zerolog.Nop(),
+		AttachOnly: true})
 }
 
 // cliEventsWait bounds how long an ops command waits for its events to be stored.

@@ -229,8 +229,8 @@ func liveRelay(t *testing.T, o *opsEnv) (*relaytest.MX, *events.Emitter, string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := deliver.New(deliver.Options{Config: cfg, Queue: o.q, Events: em, Logger: relaytest.Logger(t),
-		Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
+	eng, err := deliver.New(deliver.Options{Settings: deliverSettings(cfg), Queue: o.q, Events: em,
+		Logger: relaytest.Logger(t), Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
 	if err != nil {
 		t.Fatal(err)
 	}

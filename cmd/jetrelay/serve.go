@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 func (r *relay) start(ctx context.Context) error {
 	var err error
 	r.evPub, err = events.NewPublisher(events.PublisherOptions{
-		Conn: r.q.Conn(), Logger: r.log, OnDrop: r.metrics.EventDropped, Stream: r.eventStreamOptions(r.cfg),
+		Conn: r.q.Conn(), Logger: r.log, OnDrop: r.metrics.EventDropped, Stream: eventStreamOptions(r.cfg),
 	})
 	if err != nil {
 		return err
@@ -148,11 +148,8 @@ func (r *relay) start(ctx context.Context) error {
 		return fmt.Errorf("events stream: %w", err)
 	}
 	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
-	r.bouncer, err = bounce.New(ctx, bounce.Options{Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log})
-	if err != nil {
-		return err
-	}
-	tlsConf, err := submit.LoadOrCreateTLS(r.cfg)
+	r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q, Events: r.emitter,
+		Logger: r.log})
 	if err != nil {
 		return err
 	}
@@ -165,8 +162,8 @@ func (r *relay) start(ctx context.Context) error {
 		return err
 	}
 	r.sub, err = submit.New(submit.Options{
-		Config: r.cfg, Queue: r.q, Signer: signer, Suppressor: r.bouncer,
-		Events: r.emitter, Logger: r.log, TLS: tlsConf,
+		Settings: submitSettings(r.cfg), Queue: r.q, Signer: signer, Suppressor: r.bouncer,
+		Events: r.emitter, Logger: r.log, // TLS from Settings: reloaded on SIGHUP
 		Observer: r.metrics, Conns: r.metrics.Connections(admin.Inbound), Brake: brake,
 	})
 	if err != nil {
@@ -174,8 +171,8 @@ func (r *relay) start(ctx context.Context) error {
 	}
 	var _ deliver.Reporter = r.bouncer // bounce implements it without importing deliver
 	r.eng, err = deliver.New(deliver.Options{
-		Config: r.cfg, Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
-		// VERP senders only take effect with bounces.verp_domain set.
+		Settings: deliverSettings(r.cfg), Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
+		// VERP senders only take effect with bounces.verp_domain set (Settings.VERP).
 		Sender: r.bouncer.VERPSender, Conns: r.metrics.Connections(admin.Outbound),
 	})
 	if err != nil {
@@ -190,10 +187,6 @@ func (r *relay) start(ctx context.Context) error {
 		}
 	}
 	return r.startAdmin()
-}
-
-func (r *relay) eventStreamOptions(cfg *config.Config) events.StreamOptions {
-	return events.StreamOptions{MaxAge: cfg.Events.MaxAge.D(), MaxBytes: int64(cfg.Events.MaxBytes), Replicas: cfg.NATS.Replicas}
 }
 
 func (r *relay) startAdmin() error {
@@ -253,44 +246,6 @@ func (r *relay) shutdown(engCancel context.CancelFunc, engDone <-chan error) err
 	}
 	r.log.Info().Str("event", "stopped").Msg("jetrelay stopped")
 	return nil
-}
-
-// reload re-reads the config file (SIGHUP); a bad file is refused and the old config kept.
-func (r *relay) reload() {
-	if r.cfg.Path == "" {
-		r.log.Warn().Str("event", "reload").Msg("SIGHUP ignored: running the built-in default (no --config)")
-		return
-	}
-	cfg, err := config.Load(r.cfg.Path)
-	if err != nil {
-		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("new config refused; keeping the old one")
-		return
-	}
-	signer, err := newDKIMSigner(cfg)
-	if err != nil {
-		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("new DKIM keys refused; keeping the old config")
-		return
-	}
-	// Delivery first: it can refuse (ca_file); submission after, rolling
-	// delivery back if submission refuses, so the relay never runs half a config.
-	if err := r.eng.Reload(cfg); err != nil {
-		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("delivery refused the new config; keeping the old one")
-		return
-	}
-	if err := r.sub.Reload(cfg); err != nil {
-		_ = r.eng.Reload(r.cfg)
-		r.log.Error().Str("event", "reload").Str("status", "refused").Err(err).Msg("submission refused the new config; keeping the old one")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := events.EnsureStream(ctx, r.q.JetStream(), r.eventStreamOptions(cfg)); err != nil {
-		r.log.Warn().Str("event", "reload").Err(err).Msg("events stream limits not updated")
-	}
-	r.sub.SetSigner(signer)
-	r.cfg = cfg
-	applyMemoryLimit(cfg)
-	r.log.Info().Str("event", "reload").Str("status", "ok").Int("users", len(cfg.Submission.Users)).Msg("config reloaded")
 }
 
 func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submit.Server) {

@@ -24,7 +24,7 @@ func hardBounce(t *testing.T, o *opsEnv, addr string) *bounce.Bouncer {
 	cfg.Hostname, cfg.DataDir = "relay.test", o.dataDir
 	ctx := context.Background()
 	b, err := bounce.New(ctx, bounce.Options{
-		Config: cfg, Queue: o.q, Events: o.em, Logger: zerolog.New(zerolog.NewTestWriter(t)),
+		Settings: bounceSettings(cfg), Queue: o.q, Events: o.em, Logger: zerolog.New(zerolog.NewTestWriter(t)),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,13 @@
 // queued, makes a repeat a no-op. The only duplicate window left is a crash
 // between Enqueue and the marker write — at-least-once, like delivery itself.
 //
+// Settings and reload. The Bouncer reads only its Settings (the bounces
+// section, plus the host name, DSN sender, data directory, retry.max_age
+// and the message size limit, named), built by cmd. Prepare/apply swap
+// them as one snapshot (settings.go), together with the other components'
+// on SIGHUP: DSNs, VERP minting and the intake never disagree about
+// bounces.verp_domain or the max_age a DSN quotes.
+//
 // Promises: Reporter methods never return an error for mail that must not be
 // bounced (they log it); an error means the DSN could not be stored and the
 // caller should retry the report (keep the entry leased or redeliver it).
@@ -29,10 +36,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
-	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -47,10 +54,10 @@ const stateTTL = 30 * 24 * time.Hour
 
 // Options configure New.
 type Options struct {
-	Config *config.Config
-	Queue  *queue.Queue
-	Events *events.Emitter
-	Logger zerolog.Logger
+	Settings Settings
+	Queue    *queue.Queue
+	Events   *events.Emitter
+	Logger   zerolog.Logger
 	// Now is the clock (default time.Now); tests inject a fixed one.
 	Now func() time.Time
 	// NewID returns queue ids for DSNs (default queue.NewID).
@@ -64,25 +71,23 @@ type Options struct {
 // Bouncer implements the delivery engine's Reporter, VERP, the bounce
 // intake and (through its SuppressionList) submission's Suppressor.
 type Bouncer struct {
-	cfg        *config.Config
-	q          *queue.Queue
-	events     *events.Emitter
-	log        zerolog.Logger
-	now        func() time.Time
-	newID      func() string
-	kv         jetstream.KeyValue
-	key        []byte
-	verpDomain string
-	supp       *SuppressionList
-	intake     *intake
+	st     atomic.Pointer[state] // settings in force (settings.go)
+	q      *queue.Queue
+	events *events.Emitter
+	log    zerolog.Logger
+	now    func() time.Time
+	newID  func() string
+	kv     jetstream.KeyValue
+	supp   *SuppressionList
+	intake *intake
 }
 
 // New opens (creating or updating) the jetrelay_bounce and
 // jetrelay_suppress buckets and, when bounces.verp_domain is set, loads or
 // creates data_dir/bounce.key.
 func New(ctx context.Context, o Options) (*Bouncer, error) {
-	if o.Config == nil || o.Queue == nil {
-		return nil, errors.New("bounce: Config and Queue are required")
+	if o.Queue == nil {
+		return nil, errors.New("bounce: Queue is required")
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -93,23 +98,17 @@ func New(ctx context.Context, o Options) (*Bouncer, error) {
 	if o.Events == nil {
 		o.Events = events.NewEmitter(o.Logger, nil)
 	}
-	b := &Bouncer{
-		cfg: o.Config, q: o.Queue, events: o.Events, log: o.Logger, now: o.Now, newID: o.NewID,
-		verpDomain: o.Config.Bounces.VERPDomain,
+	b := &Bouncer{q: o.Queue, events: o.Events, log: o.Logger, now: o.Now, newID: o.NewID}
+	st, err := b.newState(o.Settings, nil)
+	if err != nil {
+		return nil, err
 	}
-	if b.verpDomain != "" {
-		key, err := LoadOrCreateKey(o.Config.DataDir)
-		if err != nil {
-			return nil, err
-		}
-		b.key = key
-	}
+	b.st.Store(st)
 	js := o.Queue.JetStream()
-	var err error
 	if b.kv, err = openStateBucket(ctx, js, o.Queue.Replicas(), o.AttachOnly); err != nil {
 		return nil, err
 	}
-	so := SuppressionOptions{JetStream: js, Replicas: o.Queue.Replicas(), TTL: o.Config.Bounces.SuppressFor.D(),
+	so := SuppressionOptions{JetStream: js, Replicas: o.Queue.Replicas(), TTL: o.Settings.SuppressFor.D(),
 		Events: o.Events, Now: o.Now}
 	if o.AttachOnly {
 		b.supp, err = AttachSuppressionList(ctx, so)
@@ -149,7 +148,7 @@ func (b *Bouncer) Suppressions() *SuppressionList { return b.supp }
 // Suppressed implements relay/submit's Suppressor. With bounces.suppress
 // off it reports nothing as suppressed (the list is kept but not enforced).
 func (b *Bouncer) Suppressed(ctx context.Context, addr string) (since time.Time, ok bool, err error) {
-	if !b.cfg.Bounces.SuppressEnabled() {
+	if !b.state().set.SuppressEnabled() {
 		return time.Time{}, false, nil
 	}
 	return b.supp.Suppressed(ctx, addr)

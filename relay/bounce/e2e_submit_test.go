@@ -30,7 +30,7 @@ func (w *world) startSubmit() string {
 	cfg := *w.cfg
 	cfg.Submission.Listeners = []config.Listener{{Addr: "127.0.0.1:0", TLS: "starttls"}}
 	cfg.Submission.Users = []config.User{{Name: submitUser, PasswordHash: string(h), AllowedFrom: []string{"example.com"}}}
-	tlsConf, err := submit.LoadOrCreateTLS(&cfg)
+	tlsConf, err := submit.LoadOrCreateTLS(submitSettings(&cfg))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func (w *world) startSubmit() string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	srv, err := submit.New(submit.Options{Config: &cfg, Queue: w.q, Suppressor: w.b, Events: w.em,
+	srv, err := submit.New(submit.Options{Settings: submitSettings(&cfg), Queue: w.q, Suppressor: w.b, Events: w.em,
 		Logger: relaytest.Logger(w.t), TLS: tlsConf, Brake: brake})
 	if err != nil {
 		w.t.Fatal(err)
@@ -107,4 +107,9 @@ func TestE2EHardBounceSuppressesSubmission(t *testing.T) {
 		t.Fatalf("after removal: %v", err)
 	}
 	relaytest.Eventually(t, "bob's second delivery", func() bool { return w.rcptMX.Received("bob@example.org") == 1 })
+}
+
+// submitSettings is what cmd/jetrelay builds from a configuration.
+func submitSettings(cfg *config.Config) submit.Settings {
+	return submit.Settings{Hostname: cfg.Hostname, DataDir: cfg.DataDir, Submission: cfg.Submission}
 }

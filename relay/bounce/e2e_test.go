@@ -54,15 +54,15 @@ func newWorld(t *testing.T, mod func(*config.Config)) *world {
 	w.em = events.NewEmitter(log, w.rec)
 	var err error
 	ctx := context.Background()
-	if w.b, err = New(ctx, Options{Config: w.cfg, Queue: w.q, Events: w.em, Logger: log}); err != nil {
+	if w.b, err = New(ctx, Options{Settings: settingsOf(w.cfg), Queue: w.q, Events: w.em, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: w.cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := deliver.New(deliver.Options{Config: w.cfg, Queue: w.q, Events: w.em, Logger: log, Reporter: w.b,
-		Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
+	eng, err := deliver.New(deliver.Options{Settings: deliverSettings(w.cfg), Queue: w.q, Events: w.em,
+		Logger: log, Reporter: w.b, Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,4 +242,10 @@ func TestE2EFailedDSNDropped(t *testing.T) {
 	if n := len(w.senderMX.Messages()); n != 0 {
 		t.Errorf("%d messages accepted at the sender's MX, want none", n)
 	}
+}
+
+// deliverSettings is what cmd/jetrelay builds from a configuration.
+func deliverSettings(cfg *config.Config) deliver.Settings {
+	return deliver.Settings{Delivery: cfg.Delivery, Hostname: cfg.Hostname, VERP: cfg.Bounces.VERPDomain != "",
+		DelayNoticeAfter: cfg.Bounces.DelayNoticeAfter.D()}
 }

@@ -39,6 +39,12 @@ type fixture struct {
 	ids int
 }
 
+// settingsOf is what cmd/jetrelay builds from a configuration.
+func settingsOf(cfg *config.Config) Settings {
+	return Settings{Bounces: cfg.Bounces, Hostname: cfg.Hostname, From: cfg.BouncesFrom(), DataDir: cfg.DataDir,
+		MaxAge: cfg.Delivery.Retry.MaxAge.D(), MaxMessageBytes: int64(cfg.Submission.MaxMessageBytes)}
+}
+
 func testConfig(t *testing.T) *config.Config {
 	t.Helper()
 	c := config.Default()
@@ -58,7 +64,7 @@ func newFixture(t *testing.T, cfg *config.Config) *fixture {
 	f := &fixture{q: queuetest.RunJetStream(t), cfg: cfg, rec: &relaytest.Events{}, now: t0}
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	b, err := New(context.Background(), Options{
-		Config: cfg, Queue: f.q, Events: events.NewEmitter(log, f.rec), Logger: log,
+		Settings: settingsOf(cfg), Queue: f.q, Events: events.NewEmitter(log, f.rec), Logger: log,
 		Now: func() time.Time { return f.now },
 		NewID: func() string {
 			f.ids++

@@ -59,11 +59,12 @@ type intake struct {
 // plus intakeSlack get go-smtp's 552 5.3.4. It returns once the listener
 // is bound.
 func (b *Bouncer) StartIntake() error {
-	listen := b.cfg.Bounces.Listen
+	set := b.state().set
+	listen := set.Listen
 	if listen == "" {
 		return errors.New("bounce: bounces.listen is not set")
 	}
-	if b.verpDomain == "" {
+	if set.VERPDomain == "" {
 		return errors.New("bounce: the intake needs bounces.verp_domain")
 	}
 	if b.intake != nil {
@@ -77,9 +78,9 @@ func (b *Bouncer) StartIntake() error {
 		ic, _ := c.Conn().(*intakeConn)
 		return &intakeSession{b: b, conn: ic, remote: c.Conn().RemoteAddr().String()}, nil
 	}))
-	srv.Domain = b.cfg.Hostname
+	srv.Domain = set.Hostname
 	srv.MaxRecipients = intakeMaxRcpts
-	srv.MaxMessageBytes = int64(b.cfg.Submission.MaxMessageBytes) + intakeSlack
+	srv.MaxMessageBytes = set.MaxMessageBytes + intakeSlack
 	srv.MaxLineLength = intakeMaxLine
 	srv.ReadTimeout = intakeCmdTimeout // further cut by bounces.intake.idle and .session
 	srv.WriteTimeout = intakeCmdTimeout
@@ -92,7 +93,8 @@ func (b *Bouncer) StartIntake() error {
 			b.log.Error().Err(err).Str("event", "bounce_intake").Msg("bounce intake stopped")
 		}
 	}()
-	b.log.Info().Str("event", "bounce_intake").Str("listen", ln.Addr().String()).Str("verp_domain", b.verpDomain).Msg("bounce intake listening")
+	b.log.Info().Str("event", "bounce_intake").Str("listen", ln.Addr().String()).Str("verp_domain", set.VERPDomain).
+		Msg("bounce intake listening")
 	return nil
 }
 

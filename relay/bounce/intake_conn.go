@@ -35,7 +35,7 @@ type intakeLimits struct {
 }
 
 func (b *Bouncer) intakeLimits() intakeLimits {
-	in := b.cfg.Bounces.Intake
+	in := b.state().set.Intake
 	l := intakeLimits{max: in.MaxConnections, perIP: in.MaxConnectionsPerIP, idle: in.Idle.D(), session: in.Session.D()}
 	if l.max < 1 {
 		l.max = 100
@@ -55,15 +55,14 @@ func (b *Bouncer) intakeLimits() intakeLimits {
 // intakeListener counts connections in total and per client address.
 type intakeListener struct {
 	net.Listener
-	b     *Bouncer
-	lim   intakeLimits
+	b     *Bouncer // its settings give the limits, read per connection (reloadable)
 	mu    sync.Mutex
 	total int
 	perIP map[string]int
 }
 
 func (b *Bouncer) newIntakeListener(ln net.Listener) *intakeListener {
-	return &intakeListener{Listener: ln, b: b, lim: b.intakeLimits(), perIP: map[string]int{}}
+	return &intakeListener{Listener: ln, b: b, perIP: map[string]int{}}
 }
 
 // Accept returns the next connection within the limits; connections over
@@ -74,23 +73,23 @@ func (l *intakeListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		key := clientKey(c.RemoteAddr())
-		reply := l.admit(key)
+		key, lim := clientKey(c.RemoteAddr()), l.b.intakeLimits()
+		reply := l.admit(key, lim)
 		if reply == "" {
-			return newIntakeConn(c, l.lim, func() { l.release(key) }), nil
+			return newIntakeConn(c, lim, func() { l.release(key) }), nil
 		}
 		l.refuse(c, reply)
 	}
 }
 
 // admit counts a connection from key, or returns the refusal.
-func (l *intakeListener) admit(key string) string {
+func (l *intakeListener) admit(key string, lim intakeLimits) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
-	case l.perIP[key] >= l.lim.perIP:
+	case l.perIP[key] >= lim.perIP:
 		return replyTooManyFromIP
-	case l.total >= l.lim.max:
+	case l.total >= lim.max:
 		return replyTooMany
 	}
 	l.total++

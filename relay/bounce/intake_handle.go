@@ -80,7 +80,7 @@ func (b *Bouncer) handleFeedback(ctx context.Context, remote, qid, tokRcpt strin
 // the token's recipient when the rule says so.
 func (b *Bouncer) decide(ctx context.Context, ev Evidence, e *events.Event) {
 	suppress, why := ShouldSuppress(ev)
-	if !b.cfg.Bounces.SuppressEnabled() {
+	if !b.state().set.SuppressEnabled() {
 		suppress, why = false, "suppression is off (bounces.suppress)"
 	}
 	if suppress {

@@ -111,8 +111,9 @@ func TestIntakeExpiredToken(t *testing.T) {
 // legacyVERP mints a token of the previous format (no issue time).
 func legacyVERP(f *fixture, qid, rcpt string) string {
 	h := rcptHash(rcpt)
-	return verpPrefix + strings.ToLower(qid) + b32.EncodeToString(h) + b32.EncodeToString(f.b.verpMAC(qid, "", h)) +
-		"@" + f.b.verpDomain
+	mac := verpMAC(f.b.state().key, qid, "", h)
+	return verpPrefix + strings.ToLower(qid) + b32.EncodeToString(h) + b32.EncodeToString(mac) +
+		"@" + f.b.state().set.VERPDomain
 }
 
 // TestIntakeLegacyToken: a token without issue time is accepted only

@@ -40,7 +40,7 @@ const (
 // queues one failed DSN for those whose NOTIFY includes FAILURE (the
 // default). Safe to call again for the same failure.
 func (b *Bouncer) Failed(ctx context.Context, env *queue.Envelope, body []byte, failed []Result) error {
-	if b.cfg.Bounces.SuppressEnabled() {
+	if b.state().set.SuppressEnabled() {
 		for _, r := range failed {
 			ok, why := ShouldSuppress(resultEvidence(env, r))
 			if ok {
@@ -95,7 +95,7 @@ func (b *Bouncer) Delayed(ctx context.Context, env *queue.Envelope, body []byte,
 
 // DelayDue reports whether a delay notice for env is due now.
 func (b *Bouncer) DelayDue(env *queue.Envelope) bool {
-	after := b.cfg.Bounces.DelayNoticeAfter.D()
+	after := b.state().set.DelayNoticeAfter.D()
 	return after > 0 && !env.DelayNotified && !b.now().Before(env.Arrival.Add(after))
 }
 
@@ -170,17 +170,17 @@ func (b *Bouncer) mustNotBounce(env *queue.Envelope) string {
 }
 
 func (b *Bouncer) enqueue(ctx context.Context, action string, env *queue.Envelope, body []byte, rcpts []Result) (string, error) {
+	set := b.state().set
 	n := &notice{
 		id: b.newID(), action: action, env: env, body: body, rcpts: rcpts, now: b.now().UTC(),
-		hostname: b.cfg.Hostname, from: b.cfg.BouncesFrom(), maxAge: b.cfg.Delivery.Retry.MaxAge.D(),
-		retMax: int(b.cfg.Bounces.ReturnMaxBytes),
+		hostname: set.Hostname, from: set.From, maxAge: set.MaxAge, retMax: int(set.ReturnMaxBytes),
 	}
 	if n.retMax <= 0 {
 		n.retMax = defaultReturnMax
 	}
 	msg, eightBit := n.compose()
 	dsn := &queue.Envelope{
-		MsgID: "<" + n.id + ".dsn@" + b.cfg.Hostname + ">", From: "", Domain: domainOf(env.From),
+		MsgID: "<" + n.id + ".dsn@" + set.Hostname + ">", From: "", Domain: domainOf(env.From),
 		Rcpts:   []queue.Recipient{{Addr: env.From, Notify: []string{notifyNever}}},
 		Arrival: n.now, IsDSN: true, Body8Bit: eightBit, SMTPUTF8: !isASCII(env.From),
 	}

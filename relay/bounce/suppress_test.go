@@ -105,7 +105,7 @@ func TestAttachOnlyKeepsTTL(t *testing.T) {
 	ctx := context.Background()
 	other := testConfig(t)
 	other.Bounces.SuppressFor = config.Duration(time.Hour)
-	tool, err := New(ctx, Options{Config: other, Queue: f.q, AttachOnly: true})
+	tool, err := New(ctx, Options{Settings: settingsOf(other), Queue: f.q, AttachOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestAttachOnlyKeepsTTL(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(other.DataDir, KeyFileName)); !os.IsNotExist(err) {
 		t.Errorf("bounce.key created without verp_domain: %v", err)
 	}
-	srv, err := New(ctx, Options{Config: other, Queue: f.q})
+	srv, err := New(ctx, Options{Settings: settingsOf(other), Queue: f.q})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,9 +115,9 @@ func rcptHash(addr string) []byte {
 	return h[:verpHashLen]
 }
 
-// verpMAC is MAC above; t is "" for a legacy token (old MAC domain).
-func (b *Bouncer) verpMAC(qid, t string, h []byte) []byte {
-	m := hmac.New(sha256.New, b.key)
+// verpMAC is MAC above under key; t is "" for a legacy token (old MAC domain).
+func verpMAC(key []byte, qid, t string, h []byte) []byte {
+	m := hmac.New(sha256.New, key)
 	if t == "" {
 		m.Write([]byte(verpLegacyMAC))
 	} else {
@@ -162,21 +162,13 @@ func decodeHours(s string) (time.Time, bool) {
 	return time.Unix(n*3600, 0).UTC(), true
 }
 
-// verpMaxAge is bounces.verp_max_age (default verpDefaultAge).
-func (b *Bouncer) verpMaxAge() time.Duration {
-	if d := b.cfg.Bounces.VERPMaxAge.D(); d > 0 {
-		return d
-	}
-	return verpDefaultAge
-}
-
 // VERPAddress returns the envelope sender to use on the wire for rcpt of
 // env: b+<token>@<verp_domain> when VERP is on, else env.From. The null
 // reverse-path (DSNs) stays null. It first records the token's recipient
 // in the jetrelay_bounce bucket; if that fails it returns env.From and the
 // error (a bounce to a token without record could never be attributed).
 func (b *Bouncer) VERPAddress(ctx context.Context, env *queue.Envelope, rcpt string) (string, error) {
-	if b.verpDomain == "" || env.From == "" || !queue.ValidID(env.ID) {
+	if b.state().set.VERPDomain == "" || env.From == "" || !queue.ValidID(env.ID) {
 		return env.From, nil
 	}
 	return b.mint(ctx, env, rcpt, b.now())
@@ -184,13 +176,17 @@ func (b *Bouncer) VERPAddress(ctx context.Context, env *queue.Envelope, rcpt str
 
 // mint is VERPAddress at time now.
 func (b *Bouncer) mint(ctx context.Context, env *queue.Envelope, rcpt string, now time.Time) (string, error) {
+	st := b.state()
+	if st.key == nil {
+		return env.From, nil
+	}
 	h := rcptHash(rcpt)
 	t := encodeHours(now)
-	token := strings.ToLower(env.ID) + t + b32.EncodeToString(h) + b32.EncodeToString(b.verpMAC(env.ID, t, h))
+	token := strings.ToLower(env.ID) + t + b32.EncodeToString(h) + b32.EncodeToString(verpMAC(st.key, env.ID, t, h))
 	if _, err := b.kv.Put(ctx, verpRecordKey(env.ID, h), []byte(NormalizeAddr(rcpt))); err != nil {
 		return env.From, fmt.Errorf("bounce: VERP record for %s: %w", env.ID, err)
 	}
-	return verpPrefix + token + "@" + b.verpDomain, nil
+	return verpPrefix + token + "@" + st.set.VERPDomain, nil
 }
 
 // VERPSender is VERPAddress for callers without a context (the delivery
@@ -217,14 +213,16 @@ type verpToken struct {
 func (t verpToken) legacy() bool { return t.issued.IsZero() }
 
 // verifyVERP checks addr's form, domain and MAC without any lookup and
-// without looking at its age.
+// without looking at its age. The domain is the current VERP domain or a
+// retired one that was in force when the token was minted (Prepare).
 func (b *Bouncer) verifyVERP(addr string) (verpToken, bool) {
-	if b.verpDomain == "" {
+	st := b.state()
+	if st.key == nil {
 		return verpToken{}, false
 	}
 	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(addr), "<"), ">")
 	at := strings.LastIndexByte(addr, '@')
-	if at < 0 || !strings.EqualFold(addr[at+1:], b.verpDomain) {
+	if at < 0 {
 		return verpToken{}, false
 	}
 	local := strings.ToLower(addr[:at])
@@ -246,7 +244,7 @@ func (b *Bouncer) verifyVERP(addr string) (verpToken, bool) {
 	if !queue.ValidID(qid) || err1 != nil || err2 != nil || len(h) != verpHashLen {
 		return verpToken{}, false
 	}
-	if !hmac.Equal(mac, b.verpMAC(qid, tstr, h)) {
+	if !hmac.Equal(mac, verpMAC(st.key, qid, tstr, h)) {
 		return verpToken{}, false
 	}
 	vt := verpToken{qid: qid, h: h}
@@ -257,7 +255,7 @@ func (b *Bouncer) verifyVERP(addr string) (verpToken, bool) {
 		}
 		vt.issued = issued
 	}
-	return vt, true
+	return vt, st.domainAccepts(addr[at+1:], vt.issued)
 }
 
 // expired reports whether a new-format token is past bounces.verp_max_age
@@ -268,7 +266,7 @@ func (b *Bouncer) expired(t verpToken) bool {
 		return false
 	}
 	now := b.now()
-	return now.After(t.issued.Add(time.Hour).Add(b.verpMaxAge())) || t.issued.After(now.Add(time.Hour))
+	return now.After(t.issued.Add(time.Hour).Add(b.state().set.verpMaxAge())) || t.issued.After(now.Add(time.Hour))
 }
 
 // ParseVERP authenticates a VERP address and returns the queue id and

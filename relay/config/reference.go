@@ -115,7 +115,7 @@ func (d sourceDocs) section(b *bytes.Buffer, t reflect.Type, path string, def re
 	if doc := d.types[t.Name()]; doc != "" {
 		fmt.Fprintf(b, "%s\n\n", doc)
 	}
-	b.WriteString("| key | type | default | meaning |\n|---|---|---|---|\n")
+	b.WriteString("| key | type | default | on reload | meaning |\n|---|---|---|---|---|\n")
 	var subs []reflect.StructField
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -126,6 +126,7 @@ func (d sourceDocs) section(b *bytes.Buffer, t reflect.Type, path string, def re
 		key := join(path, name)
 		inner, list := sectionType(f.Type)
 		meaning := d.fields[t.Name()+"."+f.Name]
+		reload := ClassOf(key).String()
 		switch {
 		case inner != nil && list:
 			meaning = oneLine(d.types[inner.Name()] + " " + meaning + " " + d.example[plain(key)])
@@ -133,10 +134,12 @@ func (d sourceDocs) section(b *bytes.Buffer, t reflect.Type, path string, def re
 		case inner != nil:
 			meaning = oneLine(meaning + " See `" + key + "` below.")
 			subs = append(subs, f)
+			reload = ""
 		case meaning == "":
 			meaning = d.example[plain(key)]
 		}
-		fmt.Fprintf(b, "| `%s` | %s | %s | %s |\n", key, typeName(f.Type), defaultOf(key, def), cell(meaning))
+		fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s |\n", key, typeName(f.Type), defaultOf(key, def), reload,
+			cell(meaning))
 	}
 	for _, f := range subs {
 		inner, list := sectionType(f.Type)
@@ -168,6 +171,9 @@ with its line. Unknown keys are errors. Types: a *duration* is a Go duration (` 
 ` + "`0`" + ` = none), a *size* is bytes or a number with a unit (` + "`512KiB`, `25MiB`, `1GiB`, `10MB`" + `), a
 *rate* is ` + "`N/s`, `N/m` or `N/h` (`\"\"`" + ` = unlimited). Without ` + "`--config`" + ` the relay runs on these
 defaults plus a generated loopback user ` + "`dev`" + `.
+The "on reload" column says whether a changed key takes effect on SIGHUP (live) or only after a
+restart (restart: a reload keeps the running value and names the key in its ` + "`restart_needed`" + `
+log field); ` + "`jetrelay check --reload-diff OLD NEW`" + ` lists both for two files.
 `
 
 func parentPath(path string) string {

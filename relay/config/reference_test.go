@@ -74,7 +74,8 @@ func TestReferenceCoversEveryKey(t *testing.T) {
 	}
 	for _, want := range []string{"| `submission.max_message_bytes` | size | `25MiB` |",
 		"| `delivery.retry.schedule` | list of duration | `[1m, 5m, 15m, 30m, 1h, 2h, 4h]` |",
-		"| `nats.sync` | string | `always` | Sync is \"always\""} {
+		"| `nats.sync` | string | `always` | restart | Sync is \"always\"",
+		"| `delivery.dns.servers` | list of string | `[]` | live |"} {
 		if !bytes.Contains(got, []byte(want)) {
 			t.Errorf("reference lacks %q", want)
 		}

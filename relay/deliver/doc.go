@@ -12,13 +12,18 @@
 // recipient afterwards. Each concern is a type that owns its state:
 //
 //   - Engine (engine.go): leases entries from the shared consumer and
-//     hands them on; Reload swaps the runtime (runtime.go: the
-//     smtpclient.Client built from delivery.*, routes, retry schedule).
+//     hands them on. It reads only its Settings (the delivery section,
+//     the EHLO name, whether VERP is on, bounces.delay_notice_after),
+//     built by cmd. Prepare builds a new runtime (runtime.go: the
+//     smtpclient.Client with its resolver for delivery.dns, dialer for
+//     delivery.source_ip, port, routes, retry schedule) and returns the
+//     apply that swaps it in; a reload applies it only when every other
+//     component prepared too.
 //   - scheduler (sched.go): destinations, workers, global slots and
 //     every destination's circuit breaker ("Head-of-line isolation").
 //   - attempter (attempt.go, verp.go): one attempt at one entry through
 //     the client — one transaction, or with VERP (Options.Sender and
-//     bounces.verp_domain) one per recipient on the same connection.
+//     Settings.VERP) one per recipient on the same connection.
 //   - finisher (finish.go): events, Reporter calls, then Done, Defer,
 //     Park or Release, on a pool of goroutines.
 //   - pacer (pace.go) and parker (park.go): the retry pacing and the

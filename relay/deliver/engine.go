@@ -33,25 +33,45 @@ type Reporter interface {
 	Delayed(ctx context.Context, env *queue.Envelope, body []byte, delayed []outcome.Result) error
 }
 
+// Settings are what the engine reads from the configuration: its own
+// section plus the few values it needs from elsewhere, named. cmd builds
+// them; Prepare swaps them on reload.
+type Settings struct {
+	config.Delivery
+	// Hostname is the EHLO name (hostname).
+	Hostname string
+	// VERP gives each recipient of an entry with a non-null sender its own
+	// transaction, with Options.Sender's envelope sender (bounces.verp_domain
+	// is set).
+	VERP bool
+	// DelayNoticeAfter is bounces.delay_notice_after: recipients still
+	// deferred this long after arrival are reported to Reporter.Delayed
+	// (0: never).
+	DelayNoticeAfter time.Duration
+}
+
 // Options are the engine's dependencies.
 type Options struct {
-	Config   *config.Config
+	Settings Settings
 	Queue    *queue.Queue
 	Events   *events.Emitter
 	Logger   zerolog.Logger
-	Reporter Reporter            // nil: failures are only logged
-	Resolver smtpclient.Resolver // nil: miekg/dns against delivery.dns.servers or /etc/resolv.conf
+	Reporter Reporter // nil: failures are only logged
+	// Resolver answers DNS questions. nil: miekg/dns against
+	// delivery.dns.servers or /etc/resolv.conf, rebuilt by Prepare.
+	Resolver smtpclient.Resolver
 	// Dialer opens connections to smarthost routes, and to MX hosts when
-	// MXDialer is nil. nil: net.Dialer bound to delivery.source_ip.
+	// MXDialer is nil. nil: net.Dialer bound to delivery.source_ip,
+	// rebuilt by Prepare.
 	Dialer smtpclient.Dialer
 	// MXDialer opens connections to MX hosts (the ones a recipient domain
 	// chooses): the place for the denied-networks guard. nil: Dialer.
 	MXDialer smtpclient.Dialer
-	// Policies gives MX TLS policies; nil: delivery.tls from Config.
+	// Policies gives MX TLS policies; nil: delivery.tls from Settings.
 	Policies smtpclient.PolicyStore
 	// Sender, when set, gives the envelope sender to use on the wire for
 	// one recipient (relay/bounce's VERPSender). It is used only when
-	// bounces.verp_domain is set and the entry has a non-null sender;
+	// Settings.VERP is set and the entry has a non-null sender;
 	// each recipient then gets its own transaction. nil: env.From.
 	Sender func(env *queue.Envelope, rcpt string) string
 	// Conns counts open outbound SMTP connections (nil: not counted);
@@ -77,23 +97,21 @@ type Engine struct {
 	build runtimeBuilder
 }
 
-// New checks the configuration and builds an engine.
+// New checks the settings and builds an engine.
 func New(o Options) (*Engine, error) {
-	if o.Config == nil || o.Queue == nil {
-		return nil, errors.New("deliver: Config and Queue are required")
+	if o.Queue == nil {
+		return nil, errors.New("deliver: Queue is required")
 	}
 	if o.Events == nil {
 		o.Events = events.NewEmitter(o.Logger, nil)
 	}
-	b, err := newRuntimeBuilder(o)
+	e := &Engine{log: o.Logger, q: o.Queue, rt: &atomic.Pointer[runtime]{}, build: newRuntimeBuilder(o),
+		pace: newPacer(o.Settings.Retry.Pace), lease: newLeases()}
+	apply, err := e.Prepare(o.Settings)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{log: o.Logger, q: o.Queue, rt: &atomic.Pointer[runtime]{}, build: b,
-		pace: newPacer(o.Config.Delivery.Retry.Pace), lease: newLeases()}
-	if err := e.Reload(o.Config); err != nil {
-		return nil, err
-	}
+	apply()
 	e.park = newParker(o.Logger, o.Queue, e.rt)
 	e.fin = &finisher{log: o.Logger, rt: e.rt, ev: o.Events, rep: o.Reporter, pace: e.pace, park: e.park, leases: e.lease}
 	att := &attempter{log: o.Logger, rt: e.rt, leases: e.lease, fin: e.fin, sender: o.Sender}
@@ -102,32 +120,38 @@ func New(o Options) (*Engine, error) {
 }
 
 // defaultDialer is a net.Dialer bound to delivery.source_ip.
-func defaultDialer(cfg *config.Config) *net.Dialer {
+func defaultDialer(sourceIP string) *net.Dialer {
 	d := &net.Dialer{KeepAlive: 30 * time.Second}
-	if ip := cfg.Delivery.SourceIP; ip != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(ip)}
+	if sourceIP != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(sourceIP)}
 	}
 	return d
 }
 
-// Reload swaps routes, TLS policies, limits, timeouts and the retry schedule
-// atomically; entries already being delivered finish under the old ones.
-func (e *Engine) Reload(cfg *config.Config) error {
-	rt, err := e.build.runtime(cfg)
+// Prepare is the first half of a reload: it checks s and builds everything
+// that can fail (CA file, resolver, network guard, routes and their
+// credentials) without changing anything. apply, which cannot fail, then
+// swaps the new settings in at once: routes, TLS policies, DNS servers,
+// port, source address, limits, timeouts, the retry schedule and pace.
+// Entries already being delivered finish under the settings they started
+// with. An unused apply is simply dropped.
+func (e *Engine) Prepare(s Settings) (apply func(), err error) {
+	rt, err := e.build.runtime(s, e.rt.Load())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	e.rt.Store(rt)
-	e.pace.setRate(cfg.Delivery.Retry.Pace)
-	return nil
+	return func() {
+		e.rt.Store(rt)
+		e.pace.setRate(s.Retry.Pace)
+	}, nil
 }
 
 // Run leases entries and delivers them until ctx is cancelled; then it
 // stops fetching, lets in-flight deliveries finish for up to
 // delivery.shutdown_grace, releases everything else and returns.
 func (e *Engine) Run(ctx context.Context) error {
-	cfg := e.rt.Load().cfg
-	prefetch := min(max(256, 4*cfg.Delivery.MaxConnections), 2048)
+	set := e.rt.Load().set
+	prefetch := min(max(256, 4*set.MaxConnections), 2048)
 	es, err := e.q.Lease(ctx, prefetch)
 	if err != nil {
 		return fmt.Errorf("deliver: lease: %w", err)
@@ -145,7 +169,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	stopFetch := context.AfterFunc(ctx, es.Drain)
 	defer stopFetch()
 	e.log.Info().Str("event", "delivery_started").Int("prefetch", prefetch).
-		Int("max_connections", cfg.Delivery.MaxConnections).Msg("delivery workers running")
+		Int("max_connections", set.MaxConnections).Msg("delivery workers running")
 	e.fetch(ctx, es)
 	e.shutdown(cancelWork, stopBG)
 	return nil
@@ -187,7 +211,7 @@ func (e *Engine) fetch(ctx context.Context, es *queue.Entries) {
 // shutdown releases queued entries, gives in-flight deliveries the grace
 // period, then cancels them (their entries are released) and waits.
 func (e *Engine) shutdown(cancelWork context.CancelFunc, stopHousekeeping func()) {
-	grace := e.rt.Load().cfg.Delivery.ShutdownGrace.D()
+	grace := e.rt.Load().set.ShutdownGrace.D()
 	e.log.Info().Str("event", "delivery_stopping").Dur("grace", grace).
 		Msg("stopped fetching; finishing in-flight deliveries")
 	e.sched.stop()

@@ -185,7 +185,7 @@ func (f *finisher) complete(fj *finishJob) {
 	rt := f.rt.Load()
 	env := en.Env
 	o := f.sort(fj)
-	expired := len(o.deferred) > 0 && fj.end.Sub(env.Arrival) >= rt.cfg.Delivery.Retry.MaxAge.D()
+	expired := len(o.deferred) > 0 && fj.end.Sub(env.Arrival) >= rt.set.Retry.MaxAge.D()
 	if expired {
 		for i := range o.deferred {
 			o.deferred[i].Status = outcome.Failed
@@ -320,7 +320,7 @@ func (f *finisher) report(ctx context.Context, fj *finishJob, o outcomes) []outc
 }
 
 func (f *finisher) delayDue(fj *finishJob, o outcomes) bool {
-	after := f.rt.Load().cfg.Bounces.DelayNoticeAfter.D()
+	after := f.rt.Load().set.DelayNoticeAfter
 	env := fj.j.en.Env
 	return after > 0 && len(o.deferred) > 0 && !env.DelayNotified && fj.end.Sub(env.Arrival) >= after
 }
@@ -369,7 +369,7 @@ func (f *finisher) placeNext(env *queue.Envelope, now, next time.Time, paced boo
 	if paced {
 		next = f.pace.place(next)
 	}
-	if expiry := env.Arrival.Add(rt.cfg.Delivery.Retry.MaxAge.D()); next.After(expiry) && expiry.After(now) {
+	if expiry := env.Arrival.Add(rt.set.Retry.MaxAge.D()); next.After(expiry) && expiry.After(now) {
 		next = expiry
 	}
 	return next
@@ -423,7 +423,7 @@ func (f *finisher) logPaceChange(key string, change paceChange, replies []outcom
 	switch change {
 	case paceFailing:
 		ev := f.log.Warn().Str("event", "destination_failing").Str("destination", key).Int("attempts", paceAfter).
-			Str("pace", f.rt.Load().cfg.Delivery.Retry.Pace.Source)
+			Str("pace", f.rt.Load().set.Retry.Pace.Source)
 		if len(replies) > 0 {
 			ev = ev.Str("reply", replies[0].String())
 		}

@@ -90,6 +90,12 @@ func (h *harness) config() *config.Config {
 	return relaytest.Config(h.t, h.dns, h.port)
 }
 
+// settingsOf is what cmd/jetrelay builds from a configuration.
+func settingsOf(cfg *config.Config) deliver.Settings {
+	return deliver.Settings{Delivery: cfg.Delivery, Hostname: cfg.Hostname, VERP: cfg.Bounces.VERPDomain != "",
+		DelayNoticeAfter: cfg.Bounces.DelayNoticeAfter.D()}
+}
+
 // start runs an engine until the test ends (or the returned stop is called).
 func (h *harness) start(cfg *config.Config) (stop func()) {
 	h.t.Helper()
@@ -109,7 +115,7 @@ func (h *harness) start(cfg *config.Config) (stop func()) {
 	if h.dialer != nil {
 		dialer = h.dialer
 	}
-	eng, err := deliver.New(deliver.Options{Config: cfg, Queue: h.q, Events: events.NewEmitter(logger, nil),
+	eng, err := deliver.New(deliver.Options{Settings: settingsOf(cfg), Queue: h.q, Events: events.NewEmitter(logger, nil),
 		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: dialer, Sender: h.sender, Conns: h.conns})
 	if err != nil {
 		h.t.Fatal(err)

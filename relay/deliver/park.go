@@ -88,9 +88,9 @@ func (p *parker) due(env *queue.Envelope, now time.Time) (time.Time, bool) {
 	if env.Chunks > 0 {
 		return time.Time{}, false
 	}
-	cfg := p.rt.Load().cfg
-	due := env.Arrival.Add(cfg.Delivery.Retry.MaxAge.D())
-	if after := cfg.Bounces.DelayNoticeAfter.D(); after > 0 && !env.DelayNotified && !env.IsDSN {
+	set := p.rt.Load().set
+	due := env.Arrival.Add(set.Retry.MaxAge.D())
+	if after := set.DelayNoticeAfter; after > 0 && !env.DelayNotified && !env.IsDSN {
 		if t := env.Arrival.Add(after); t.Before(due) {
 			due = t
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,49 +20,66 @@ import (
 )
 
 // runtime is the reloadable part of the configuration, parsed once: the
-// SMTP client with its timeouts and budget, the routes, the retry schedule.
+// SMTP client with its resolver, dialers, timeouts and budget, the routes,
+// the retry schedule.
 type runtime struct {
-	cfg      *config.Config
+	set      Settings
+	res      smtpclient.Resolver // caching
 	client   *smtpclient.Client
 	routes   []smtpclient.Transport
 	matchers []map[string]bool // per route: domains ("*" = all)
 	schedule []time.Duration
 }
 
-// runtimeBuilder holds what outlives a reload (the DNS cache, dialers,
-// the connection gauge) and builds a runtime from a configuration.
+// runtimeBuilder holds what outlives a reload (injected resolver and
+// dialers, the connection gauge) and builds a runtime from settings.
 type runtimeBuilder struct {
 	log      zerolog.Logger
-	res      smtpclient.Resolver // caching
-	dialer   smtpclient.Dialer
+	res      smtpclient.Resolver // caching; nil: built from each Settings
+	dialer   smtpclient.Dialer   // nil: built from each Settings
 	mxDialer smtpclient.Dialer
-	policies smtpclient.PolicyStore // nil: from each configuration
+	policies smtpclient.PolicyStore // nil: from each Settings
 	conns    smtpclient.Gauge
 }
 
-func newRuntimeBuilder(o Options) (runtimeBuilder, error) {
+func newRuntimeBuilder(o Options) runtimeBuilder {
 	b := runtimeBuilder{log: o.Logger, dialer: o.Dialer, mxDialer: o.MXDialer, policies: o.Policies, conns: o.Conns}
-	res := o.Resolver
-	if res == nil {
-		d := o.Config.Delivery.DNS
-		r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D()})
-		if err != nil {
-			return b, err
-		}
-		res = r
+	if o.Resolver != nil {
+		b.res = smtpclient.NewCache(o.Resolver)
 	}
-	b.res = smtpclient.NewCache(res)
-	if b.dialer == nil {
-		b.dialer = defaultDialer(o.Config)
-	}
-	return b, nil
+	return b
 }
 
-func (b runtimeBuilder) runtime(cfg *config.Config) (*runtime, error) {
-	d := cfg.Delivery
+// resolver is the injected resolver, prev's when delivery.dns did not
+// change (its cache stays warm), or a new caching one for delivery.dns.
+func (b runtimeBuilder) resolver(d config.DNS, prev *runtime) (smtpclient.Resolver, error) {
+	if b.res != nil {
+		return b.res, nil
+	}
+	if prev != nil && slices.Equal(prev.set.DNS.Servers, d.Servers) && prev.set.DNS.Timeout == d.Timeout {
+		return prev.res, nil
+	}
+	r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D()})
+	if err != nil {
+		return nil, fmt.Errorf("deliver: delivery.dns: %w", err)
+	}
+	return smtpclient.NewCache(r), nil
+}
+
+// runtime builds the runtime for set; prev (nil at start) is the one in
+// force, whose DNS cache is kept when delivery.dns is unchanged.
+func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
+	d := set.Delivery
 	roots, err := loadRoots(d.TLS.CAFile)
 	if err != nil {
 		return nil, err
+	}
+	res, err := b.resolver(d.DNS, prev)
+	if err != nil {
+		return nil, err
+	}
+	if b.dialer == nil {
+		b.dialer = defaultDialer(d.SourceIP)
 	}
 	pol := b.policies
 	if pol == nil {
@@ -77,8 +95,8 @@ func (b runtimeBuilder) runtime(cfg *config.Config) (*runtime, error) {
 		return nil, err
 	}
 	t := d.Timeouts
-	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: b.res,
-		Logger: b.log, Hostname: cfg.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns,
+	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: res,
+		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns,
 		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(),
 		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
 			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),
@@ -86,7 +104,7 @@ func (b runtimeBuilder) runtime(cfg *config.Config) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &runtime{cfg: cfg, client: client}
+	rt := &runtime{set: set, res: res, client: client}
 	var errs []error
 	for i, r := range d.Routes {
 		tr, m, err := buildRoute(client, i, r)

@@ -180,7 +180,7 @@ func (s *scheduler) maxWorkers(d *dest) int {
 	if d.failures > 0 {
 		return 1
 	}
-	return s.rt.Load().cfg.Delivery.MaxPerDestination
+	return s.rt.Load().set.MaxPerDestination
 }
 
 // kickLocked wakes idle workers of d and starts more while d has queued
@@ -188,7 +188,7 @@ func (s *scheduler) maxWorkers(d *dest) int {
 // free slot, d waits in line and idle workers elsewhere are asked to exit.
 func (s *scheduler) kickLocked(d *dest) {
 	broadcast(&d.notify)
-	limit := s.rt.Load().cfg.Delivery.MaxConnections
+	limit := s.rt.Load().set.MaxConnections
 	for !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle {
 		if s.slots >= limit {
 			if !d.starving {
@@ -265,7 +265,7 @@ func (s *scheduler) logPanic(j *job, p any, msg string) {
 
 // next pops d's next job, waiting up to timeouts.idle; nil means exit.
 func (s *scheduler) next(d *dest) *job {
-	idle := time.NewTimer(s.rt.Load().cfg.Delivery.Timeouts.Idle.D())
+	idle := time.NewTimer(s.rt.Load().set.Timeouts.Idle.D())
 	defer idle.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()

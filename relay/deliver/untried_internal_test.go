@@ -15,10 +15,10 @@ import (
 // next one), no earlier than its destination's breaker half-opens; one an
 // operator retried that only found no room comes back within a minute.
 func TestUntriedDeferralIsNoAttempt(t *testing.T) {
-	cfg := config.Default()
-	cfg.Delivery.Retry.MaxAge = config.Duration(48 * time.Hour)
+	set := Settings{Delivery: config.Default().Delivery}
+	set.Retry.MaxAge = config.Duration(48 * time.Hour)
 	rt := &atomic.Pointer[runtime]{}
-	rt.Store(&runtime{cfg: cfg, schedule: []time.Duration{time.Minute, 10 * time.Minute, time.Hour}})
+	rt.Store(&runtime{set: set, schedule: []time.Duration{time.Minute, 10 * time.Minute, time.Hour}})
 	f := &finisher{rt: rt, pace: newPacer(config.Rate{})}
 	now := time.Now()
 	last := queue.Reply{Code: 421, Enh: "4.7.0", Text: "too busy", MX: "mx.example"}

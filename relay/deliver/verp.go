@@ -8,9 +8,9 @@ import (
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 )
 
-// VERP on the wire. With Options.Sender set and bounces.verp_domain
-// configured, each recipient of an entry with a non-null sender gets a mail
-// transaction of its own whose reverse-path names queue id and recipient
+// VERP on the wire. With Options.Sender and Settings.VERP set, each
+// recipient of an entry with a non-null sender gets a mail transaction of
+// its own whose reverse-path names queue id and recipient
 // (relay/bounce's b+<token>@<verp_domain>), so an asynchronous bounce says
 // exactly what failed. The transactions follow one another on the same
 // connection; a finished one needs no RSET (RFC 5321 §4.1.1.5), only one
@@ -30,7 +30,7 @@ func (a *attempter) deliverEntry(ctx context.Context, j *job, body []byte, sess 
 
 // verp reports whether env's recipients get VERP senders.
 func (a *attempter) verp(env *queue.Envelope) bool {
-	return a.sender != nil && env.From != "" && a.rt.Load().cfg.Bounces.VERPDomain != ""
+	return a.sender != nil && env.From != "" && a.rt.Load().set.VERP
 }
 
 // deliverEach runs one transaction per recipient, the session carried from

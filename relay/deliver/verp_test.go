@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/bounce"
+	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
@@ -30,7 +31,8 @@ func TestVERPSenders(t *testing.T) {
 	m.ReplyRcpt("bad@verp.test", relaytest.Err(550, "5.1.1", "no such user"), -1)
 	cfg := h.config()
 	cfg.Bounces.VERPDomain = "bounces.relay.test"
-	b, err := bounce.New(context.Background(), bounce.Options{Config: cfg, Queue: h.q, Logger: relaytest.Logger(t)})
+	b, err := bounce.New(context.Background(), bounce.Options{Settings: bounceSettings(cfg), Queue: h.q,
+		Logger: relaytest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,4 +224,10 @@ func (d *wireDialer) dump() string {
 		sb.WriteString("connection " + itoa(i+1) + ":\n  " + strings.Join(cmds, "\n  ") + "\n")
 	}
 	return sb.String()
+}
+
+// bounceSettings is what cmd/jetrelay builds from a configuration.
+func bounceSettings(cfg *config.Config) bounce.Settings {
+	return bounce.Settings{Bounces: cfg.Bounces, Hostname: cfg.Hostname, From: cfg.BouncesFrom(),
+		DataDir: cfg.DataDir, MaxAge: cfg.Delivery.Retry.MaxAge.D()}
 }

@@ -75,7 +75,9 @@ func TestActions(t *testing.T) {
 	cfg.Hostname, cfg.DataDir, cfg.Bounces.From = "relay.test", t.TempDir(), "MAILER-DAEMON@relay.test"
 	rec := &relaytest.Events{}
 	em := events.NewEmitter(zerolog.New(zerolog.NewTestWriter(t)), rec)
-	b, err := bounce.New(ctx, bounce.Options{Config: cfg, Queue: q, Events: em, Logger: zerolog.Nop()})
+	set := bounce.Settings{Bounces: cfg.Bounces, Hostname: cfg.Hostname, From: cfg.BouncesFrom(), DataDir: cfg.DataDir,
+		MaxAge: cfg.Delivery.Retry.MaxAge.D()}
+	b, err := bounce.New(ctx, bounce.Options{Settings: set, Queue: q, Events: em, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,9 +66,13 @@
 // counted by the fork's Server.CommandHook; the per-line read time comes
 // from its ReadTimeoutFunc (conn.go).
 //
-// Reload swaps users, allowed_from, rates and the connection, idle-command,
-// auth-failure, header, bare-newline and session/data timeout settings at
-// once; listeners, certificates, max_message_bytes, max_recipients,
-// max_line_length, max_inflight_bytes and timeouts.idle are fixed at Start
-// and need a restart; long_lines is reloaded with the rest.
+// The server reads only its Settings (host name, data directory, the
+// submission section), built by cmd. Reload is two-phase: Prepare parses
+// users, allowed_from, rates and the connection, idle-command,
+// auth-failure, header, bare-newline, long-line and session/data timeout
+// settings, loads the certificate again (without Options.TLS) and returns
+// the apply that swaps them in at once. Listeners, max_message_bytes,
+// max_recipients, max_line_length, max_inflight_bytes and timeouts.idle
+// are fixed at New (config.Restart: a reload keeps them and names them
+// restart_needed).
 package submit

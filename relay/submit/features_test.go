@@ -3,7 +3,10 @@ package submit
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -95,9 +98,7 @@ func TestReload(t *testing.T) {
 
 	next := *cfg
 	next.Submission.Users = []config.User{{Name: appUser, PasswordHash: hash(t, "new-pass"), AllowedFrom: []string{"example.net"}}}
-	if err := h.srv.Reload(&next); err != nil {
-		t.Fatal(err)
-	}
+	reload(t, h.srv, &next)
 	old.expect("MAIL FROM:<a@example.net>", 250, "") // same connection, new allowed_from
 	old.expect("RSET", 250, "")
 	old.expect("MAIL FROM:<a@example.com>", 553, "5.7.1")
@@ -109,11 +110,49 @@ func TestReload(t *testing.T) {
 
 	gone := *cfg
 	gone.Submission.Users = []config.User{{Name: anyUser, PasswordHash: hash(t, anyPass), AllowedFrom: []string{"*"}}}
-	if err := h.srv.Reload(&gone); err != nil {
-		t.Fatal(err)
-	}
+	reload(t, h.srv, &gone)
 	old.expect("RSET", 250, "")
 	old.expect("MAIL FROM:<a@example.net>", 530, "5.7.0")
+}
+
+// TestReloadCertificate: a reload takes a new submission.tls certificate
+// for the next handshake; a certificate that cannot be loaded is refused
+// by Prepare.
+func TestReloadCertificate(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	h := start(t, cfg)
+	before := peerCert(t, h.addr(lnImplicit))
+	other := t.TempDir()
+	if _, err := LoadOrCreateTLS(Settings{Hostname: cfg.Hostname, DataDir: other}); err != nil {
+		t.Fatal(err)
+	}
+	next := *cfg
+	next.Submission.TLS = config.TLSFiles{Cert: filepath.Join(other, "tls", "cert.pem"),
+		Key: filepath.Join(other, "tls", "key.pem")}
+	bad := next
+	bad.Submission.TLS.Key = filepath.Join(other, "missing.pem")
+	if _, err := h.srv.Prepare(settingsOf(&bad)); err == nil {
+		t.Error("Prepare took a certificate without its key")
+	}
+	if !bytes.Equal(peerCert(t, h.addr(lnImplicit)).Raw, before.Raw) {
+		t.Error("a refused Prepare changed the certificate")
+	}
+	reload(t, h.srv, &next)
+	if bytes.Equal(peerCert(t, h.addr(lnImplicit)).Raw, before.Raw) {
+		t.Error("the certificate did not change on reload")
+	}
+}
+
+// peerCert is the certificate the implicit-TLS listener at addr presents.
+func peerCert(t *testing.T, addr string) *x509.Certificate {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0]
 }
 
 // TestSessionTimeout: timeouts.session ends even a busy connection.

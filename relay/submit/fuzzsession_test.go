@@ -47,13 +47,13 @@ func fuzzServer(f *testing.F) (*Server, *tls.Config, *panicWatch) {
 		c.Submission.MaxMessageBytes = 64 << 10
 	})
 	q := queuetest.RunJetStream(f)
-	tlsConf, err := LoadOrCreateTLS(cfg)
+	tlsConf, err := LoadOrCreateTLS(settingsOf(cfg))
 	if err != nil {
 		f.Fatal(err)
 	}
 	pw := &panicWatch{}
 	log := zerolog.New(pw)
-	srv, err := New(Options{Config: cfg, Queue: q, Events: events.NewEmitter(log, nil), Logger: log,
+	srv, err := New(Options{Settings: settingsOf(cfg), Queue: q, Events: events.NewEmitter(log, nil), Logger: log,
 		TLS: tlsConf, Brake: openTestBrake(f, q)})
 	if err != nil {
 		f.Fatal(err)

@@ -54,6 +54,21 @@ func hash(t testing.TB, pass string) string {
 	return string(h)
 }
 
+// settingsOf is what cmd/jetrelay builds from a configuration.
+func settingsOf(cfg *config.Config) Settings {
+	return Settings{Hostname: cfg.Hostname, DataDir: cfg.DataDir, Submission: cfg.Submission}
+}
+
+// reload applies cfg's live settings as a SIGHUP does.
+func reload(t testing.TB, s *Server, cfg *config.Config) {
+	t.Helper()
+	apply, err := s.Prepare(settingsOf(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply()
+}
+
 // testConfig is the built-in default on loopback random ports with three
 // users; mods adjust it.
 func testConfig(t testing.TB, mods ...func(*config.Config)) *config.Config {
@@ -116,14 +131,10 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 		h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.qDir})
 	}
 	brake := openTestBrake(t, h.q)
-	tlsConf, err := LoadOrCreateTLS(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
-	h.srv, err = New(Options{Config: cfg, Queue: h.q, Signer: o.signer, Suppressor: o.suppressor,
-		Events: events.NewEmitter(log, nil), Logger: log, TLS: tlsConf, Observer: o.observer, Conns: o.conns,
-		Brake: brake})
+	var err error // no Options.TLS: the server loads (generates) it from cfg, as in production
+	h.srv, err = New(Options{Settings: settingsOf(cfg), Queue: h.q, Signer: o.signer, Suppressor: o.suppressor,
+		Events: events.NewEmitter(log, nil), Logger: log, Observer: o.observer, Conns: o.conns, Brake: brake})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,10 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// policy is one immutable snapshot of everything Reload may change. Sessions
+// policy is one immutable snapshot of everything Prepare may change. Sessions
 // load the current snapshot per command; a reload never disturbs a command
 // in progress.
 type policy struct {
-	cfg   *config.Config
 	sub   config.Submission
 	users map[string]*userPolicy
 	// trustedNets are never banned by the auth brake.
@@ -37,14 +36,14 @@ type userPolicy struct {
 	creds   *credCache    // passwords bcrypt accepted (authcache.go)
 }
 
-// newPolicy parses cfg's users. Rate limiters of users whose rate did not
+// newPolicy parses sub's users. Rate limiters of users whose rate did not
 // change are carried over from prev, so a reload neither refills nor
 // drains anyone's bucket.
-func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
-	p := &policy{cfg: cfg, sub: cfg.Submission, users: make(map[string]*userPolicy, len(cfg.Submission.Users))}
+func newPolicy(sub config.Submission, prev *policy) (*policy, error) {
+	p := &policy{sub: sub, users: make(map[string]*userPolicy, len(sub.Users))}
 	var errs []error
 	cost := bcrypt.MinCost
-	for i, u := range cfg.Submission.Users {
+	for i, u := range sub.Users {
 		c, err := bcrypt.Cost([]byte(u.PasswordHash))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("submission.users[%d] (%s): password_hash is not a bcrypt hash: %v", i, u.Name, err))
@@ -74,7 +73,7 @@ func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
 		}
 		p.users[u.Name] = up
 	}
-	for i, n := range cfg.Submission.TrustedNetworks {
+	for i, n := range sub.TrustedNetworks {
 		pfx, err := config.ParseNetwork(n)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("submission.trusted_networks[%d]: %q is not a CIDR prefix", i, n))
@@ -85,7 +84,7 @@ func newPolicy(cfg *config.Config, prev *policy) (*policy, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if len(cfg.Submission.Users) == 0 {
+	if len(sub.Users) == 0 {
 		cost = bcrypt.DefaultCost
 	}
 	if prev != nil && prev.dummyCost() == cost {

@@ -62,18 +62,36 @@ type Gauge interface {
 	Dec()
 }
 
+// Settings are what the submission server reads from the configuration:
+// its own section plus the values it needs from elsewhere, named. cmd
+// builds them; Prepare swaps them on reload.
+type Settings struct {
+	// Hostname names this server in the greeting, EHLO and Received.
+	Hostname string
+	// DataDir holds the generated certificate (LoadOrCreateTLS).
+	DataDir string
+	// Submission is the submission section. Listeners, tls and the
+	// go-smtp limits (max_message_bytes, max_recipients, max_line_length,
+	// max_inflight_bytes, timeouts.idle) are read once, at New.
+	Submission config.Submission
+}
+
 // Options are the submission server's dependencies. Signer, Suppressor,
 // Observer and Conns may be nil; everything else is required.
 type Options struct {
-	Config     *config.Config
+	Settings   Settings
 	Queue      Enqueuer
 	Signer     Signer
 	Suppressor Suppressor
 	Events     *events.Emitter
 	Logger     zerolog.Logger
-	TLS        *tls.Config
-	Observer   Observer
-	Conns      Gauge
+	// TLS is the listeners' TLS configuration, kept as given; nil:
+	// LoadOrCreateTLS(Settings), loaded again by every Prepare so that a
+	// renewed certificate is taken on reload. AUTH is only accepted
+	// inside TLS.
+	TLS      *tls.Config
+	Observer Observer
+	Conns    Gauge
 	// Brake is the auth brake in JetStream KV (OpenBrake); required.
 	Brake *Brake
 }
@@ -110,7 +128,7 @@ const (
 
 // Server is the submission service: one go-smtp server per listener.
 type Server struct {
-	static    *config.Config // listeners and go-smtp limits, fixed at New
+	static    Settings // listeners and go-smtp limits, fixed at New
 	hostname  string
 	queue     Enqueuer
 	signer    atomic.Pointer[signerBox]
@@ -119,7 +137,9 @@ type Server struct {
 	suppress  Suppressor
 	events    *events.Emitter
 	log       zerolog.Logger
-	tlsConf   *tls.Config
+	tlsConf   *tls.Config                // hands out tlsCur (tlsconf.go)
+	tlsCur    atomic.Pointer[tls.Config] // the certificate in force
+	tlsOwned  bool                       // tlsCur comes from Settings: Prepare reloads it
 	pol       atomic.Pointer[policy]
 	brake     *Brake
 	inflight  *inflight // message data held in memory, this process (spool.go)
@@ -140,28 +160,27 @@ type Server struct {
 // New checks the options and parses the user policy; it binds nothing.
 func New(o Options) (*Server, error) {
 	switch {
-	case o.Config == nil:
-		return nil, errors.New("submit: Options.Config is required")
 	case o.Queue == nil:
 		return nil, errors.New("submit: Options.Queue is required")
 	case o.Events == nil:
 		return nil, errors.New("submit: Options.Events is required")
-	case o.TLS == nil:
-		return nil, errors.New("submit: Options.TLS is required (AUTH is only accepted inside TLS)")
 	case o.Brake == nil:
 		return nil, errors.New("submit: Options.Brake is required (OpenBrake)")
 	}
-	pol, err := newPolicy(o.Config, nil)
+	pol, err := newPolicy(o.Settings.Submission, nil)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		static: o.Config, hostname: o.Config.Hostname, queue: o.Queue, suppress: o.Suppressor,
+		static: o.Settings, hostname: o.Settings.Hostname, queue: o.Queue, suppress: o.Suppressor,
 		observe: o.Observer, connGauge: o.Conns,
-		events: o.Events, log: o.Logger, tlsConf: o.TLS, brake: o.Brake, conns: newConnTracker(),
+		events: o.Events, log: o.Logger, brake: o.Brake, conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
-		inflight:  &inflight{max: int64(o.Config.Submission.MaxInflightBytes)},
+		inflight:  &inflight{max: int64(o.Settings.Submission.MaxInflightBytes)},
+	}
+	if err := s.initTLS(o.TLS, o.Settings); err != nil {
+		return nil, err
 	}
 	if s.observe == nil {
 		s.observe = nopObserver{}
@@ -180,43 +199,29 @@ func (s *Server) SetSigner(sg Signer) { s.signer.Store(&signerBox{s: sg}) }
 
 func (s *Server) policy() *policy { return s.pol.Load() }
 
-// Reload swaps users, allowed_from, rates and the dynamic limits at once;
-// connections keep running and see the new policy at their next command.
-// Settings fixed at Start are logged when they differ, not applied.
-func (s *Server) Reload(cfg *config.Config) error {
-	if cfg == nil {
-		return errors.New("submit: nil config")
-	}
-	pol, err := newPolicy(cfg, s.policy())
+// Prepare is the first half of a reload: it parses s's users, networks
+// and limits without changing anything; apply, which cannot fail, swaps
+// them in at once. Connections keep running and see the new policy at
+// their next command. What New read once (listeners, tls, the go-smtp
+// limits; config.Restart) is not changed: the caller keeps those
+// (config.KeepRestart) and reports them. Without Options.TLS it also loads
+// submission.tls again (a renewed certificate); handshakes after apply use
+// it.
+func (s *Server) Prepare(set Settings) (apply func(), err error) {
+	pol, err := newPolicy(set.Submission, s.policy())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if fixed := fixedChanges(s.static, cfg); len(fixed) > 0 {
-		s.log.Warn().Str("event", "reload").Strs("restart_needed", fixed).
-			Msg("these submission settings take effect only after a restart")
-	}
-	s.pol.Store(pol)
-	return nil
-}
-
-func fixedChanges(old, cfg *config.Config) []string {
-	var out []string
-	o, n := old.Submission, cfg.Submission
-	check := func(name string, changed bool) {
-		if changed {
-			out = append(out, name)
+	tlsConf := s.tlsCur.Load()
+	if s.tlsOwned {
+		if tlsConf, err = LoadOrCreateTLS(set); err != nil {
+			return nil, err
 		}
 	}
-	check("hostname", old.Hostname != cfg.Hostname)
-	check("submission.listeners", fmt.Sprint(o.Listeners) != fmt.Sprint(n.Listeners))
-	check("submission.tls", o.TLS != n.TLS)
-	check("submission.proxy_from", fmt.Sprint(o.ProxyFrom) != fmt.Sprint(n.ProxyFrom))
-	check("submission.max_message_bytes", o.MaxMessageBytes != n.MaxMessageBytes)
-	check("submission.max_recipients", o.MaxRecipients != n.MaxRecipients)
-	check("submission.max_line_length", o.MaxLineLength != n.MaxLineLength)
-	check("submission.max_inflight_bytes", o.MaxInflightBytes != n.MaxInflightBytes)
-	check("submission.timeouts.idle", o.Timeouts.Idle != n.Timeouts.Idle)
-	return out
+	return func() {
+		s.pol.Store(pol)
+		s.tlsCur.Store(tlsConf)
+	}, nil
 }
 
 // Start binds every submission.listeners entry, in order, and serves each

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/certgen"
-	"github.com/jetrelay/jetrelay/relay/config"
 )
 
 // Generated certificate files under data_dir.
@@ -26,16 +25,16 @@ const (
 
 // LoadOrCreateTLS returns the submission TLS configuration: the
 // submission.tls cert and key, or else a self-signed ECDSA P-256
-// certificate for cfg.Hostname, localhost, 127.0.0.1 and ::1, generated once
-// under data_dir/tls (key mode 0600) and reused. A generated certificate is
-// replaced when it no longer names cfg.Hostname or is about to expire.
+// certificate for s.Hostname, localhost, 127.0.0.1 and ::1, generated once
+// under s.DataDir/tls (key mode 0600) and reused. A generated certificate is
+// replaced when it no longer names s.Hostname or is about to expire.
 // TLS 1.2 is the minimum (RFC 8996, RFC 9325 §3.1.1).
-func LoadOrCreateTLS(cfg *config.Config) (*tls.Config, error) {
-	certFile, keyFile := cfg.Submission.TLS.Cert, cfg.Submission.TLS.Key
+func LoadOrCreateTLS(s Settings) (*tls.Config, error) {
+	certFile, keyFile := s.Submission.TLS.Cert, s.Submission.TLS.Key
 	if certFile == "" {
-		dir := filepath.Join(cfg.DataDir, tlsDir)
+		dir := filepath.Join(s.DataDir, tlsDir)
 		certFile, keyFile = filepath.Join(dir, certFileName), filepath.Join(dir, keyFileName)
-		if err := ensureSelfSigned(dir, certFile, keyFile, cfg.Hostname); err != nil {
+		if err := ensureSelfSigned(dir, certFile, keyFile, s.Hostname); err != nil {
 			return nil, fmt.Errorf("submission TLS certificate under %s: %w", dir, err)
 		}
 	}
@@ -126,4 +125,22 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// initTLS sets up the configuration the listeners use: it hands out the
+// current one (tlsCur) per handshake, so Prepare can replace the
+// certificate without touching a listener. given nil: loaded from s.
+func (s *Server) initTLS(given *tls.Config, set Settings) error {
+	cur := given
+	if cur == nil {
+		var err error
+		if cur, err = LoadOrCreateTLS(set); err != nil {
+			return err
+		}
+		s.tlsOwned = true
+	}
+	s.tlsCur.Store(cur)
+	s.tlsConf = &tls.Config{MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.tlsCur.Load(), nil }}
+	return nil
 }

@@ -133,7 +133,7 @@ func TestLoadOrCreateTLS(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
 	cfg.Hostname, cfg.DataDir = "relay.test", t.TempDir()
-	if _, err := LoadOrCreateTLS(cfg); err != nil {
+	if _, err := LoadOrCreateTLS(settingsOf(cfg)); err != nil {
 		t.Fatal(err)
 	}
 	certPath, keyPath := filepath.Join(cfg.DataDir, "tls", "cert.pem"), filepath.Join(cfg.DataDir, "tls", "key.pem")
@@ -142,7 +142,7 @@ func TestLoadOrCreateTLS(t *testing.T) {
 		t.Fatalf("key file: %v %v", st, err)
 	}
 	first, _ := os.ReadFile(certPath)
-	if _, err := LoadOrCreateTLS(cfg); err != nil {
+	if _, err := LoadOrCreateTLS(settingsOf(cfg)); err != nil {
 		t.Fatal(err)
 	}
 	second, _ := os.ReadFile(certPath)
@@ -160,7 +160,7 @@ func TestLoadOrCreateTLS(t *testing.T) {
 		}
 	}
 	cfg.Hostname = "other.test"
-	if _, err := LoadOrCreateTLS(cfg); err != nil {
+	if _, err := LoadOrCreateTLS(settingsOf(cfg)); err != nil {
 		t.Fatal(err)
 	}
 	if third, _ := os.ReadFile(certPath); bytes.Equal(third, first) {
@@ -186,11 +186,11 @@ func TestBindErrors(t *testing.T) {
 	cfg := testConfig(t, func(c *config.Config) {
 		c.Submission.Listeners = []config.Listener{{Addr: "127.0.0.1:0", TLS: "starttls"}, {Addr: busy.Addr().String(), TLS: "implicit"}}
 	})
-	tlsConf, err := LoadOrCreateTLS(cfg)
+	tlsConf, err := LoadOrCreateTLS(settingsOf(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Config: cfg, Queue: nopQueue{}, Events: testEmitter(t), Logger: testLogger(t), TLS: tlsConf,
+	s, err := New(Options{Settings: settingsOf(cfg), Queue: nopQueue{}, Events: testEmitter(t), Logger: testLogger(t), TLS: tlsConf,
 		Brake: openTestBrake(t, queuetest.RunJetStream(t))})
 	if err != nil {
 		t.Fatal(err)
@@ -234,12 +234,12 @@ func TestCredCache(t *testing.T) {
 		}
 	}
 	cfg := testConfig(t)
-	p1, err := newPolicy(cfg, nil)
+	p1, err := newPolicy(cfg.Submission, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p1.user(appUser).creds.add(appPass, now)
-	p2, err := newPolicy(cfg, p1)
+	p2, err := newPolicy(cfg.Submission, p1)
 	if err != nil {
 		t.Fatal(err)
 	}

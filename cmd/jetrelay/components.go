@@ -1,0 +1,50 @@
+package main
+
+import (
+	"github.com/jetrelay/jetrelay/relay/bounce"
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/deliver"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/submit"
+)
+
+// Each component reads only its own settings; these functions are the one
+// place that maps the configuration file onto them, at start and on every
+// reload. A value one component needs from another's section is named
+// here, not looked up by the component.
+
+// deliverSettings: the delivery section, the EHLO name, and from bounces
+// whether VERP is on and when delay notices are due.
+func deliverSettings(cfg *config.Config) deliver.Settings {
+	return deliver.Settings{
+		Delivery:         cfg.Delivery,
+		Hostname:         cfg.Hostname,
+		VERP:             cfg.Bounces.VERPDomain != "",
+		DelayNoticeAfter: cfg.Bounces.DelayNoticeAfter.D(),
+	}
+}
+
+// submitSettings: the submission section, the host name it greets with and
+// the data directory its generated certificate lives in.
+func submitSettings(cfg *config.Config) submit.Settings {
+	return submit.Settings{Hostname: cfg.Hostname, DataDir: cfg.DataDir, Submission: cfg.Submission}
+}
+
+// bounceSettings: the bounces section, plus the retry.max_age DSNs quote
+// and the message size the intake must take.
+func bounceSettings(cfg *config.Config) bounce.Settings {
+	return bounce.Settings{
+		Bounces:         cfg.Bounces,
+		Hostname:        cfg.Hostname,
+		From:            cfg.BouncesFrom(),
+		DataDir:         cfg.DataDir,
+		MaxAge:          cfg.Delivery.Retry.MaxAge.D(),
+		MaxMessageBytes: int64(cfg.Submission.MaxMessageBytes),
+	}
+}
+
+// eventStreamOptions: the events section and the queue's replicas.
+func eventStreamOptions(cfg *config.Config) events.StreamOptions {
+	return events.StreamOptions{MaxAge: cfg.Events.MaxAge.D(), MaxBytes: int64(cfg.Events.MaxBytes),
+		Replicas: cfg.NATS.Replicas}
+}
