@@ -92,8 +92,12 @@ func TestParkAndUnpark(t *testing.T) {
 	if got := total(subjects(t, q, queue.SubjScheduled+".>")); got != 0 {
 		t.Fatalf("%d per-entry schedules, want none", got)
 	}
-	if got := total(subjects(t, q, queue.SubjWake+".>")); got != 1 {
-		t.Fatalf("%d wake-up schedules, want 1", got)
+	// The domain has one wake-up: still a schedule, or (when the past-due
+	// entries brought it forward and it fired meanwhile) waiting in jr.q.
+	scheduled := total(subjects(t, q, queue.SubjWake+".>"))
+	fired := total(subjects(t, q, queue.Subject(queue.SubjReady, queue.WakeID, parkDom)))
+	if scheduled != 1 && fired == 0 {
+		t.Fatalf("%d wake-up schedules and %d fired wake-ups, want the domain woken", scheduled, fired)
 	}
 	items, err := q.List(ctx, queue.ListOptions{Domain: parkDom})
 	if err != nil {
