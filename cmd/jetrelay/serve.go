@@ -173,7 +173,7 @@ func (r *relay) start(ctx context.Context) error {
 	r.eng, err = deliver.New(deliver.Options{
 		Settings: deliverSettings(r.cfg), Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
 		// VERP senders only take effect with bounces.verp_domain set (Settings.VERP).
-		Sender: r.bouncer.VERPSender, Conns: r.metrics.Connections(admin.Outbound),
+		Sender: r.bouncer.VERPAddress, Conns: r.metrics.Connections(admin.Outbound),
 	})
 	if err != nil {
 		return err

@@ -197,3 +197,13 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+// verpOf is b's VERP address for rcpt of env; a storage error fails the test.
+func verpOf(t testing.TB, b *Bouncer, env *queue.Envelope, rcpt string) string {
+	t.Helper()
+	addr, err := b.VERPAddress(context.Background(), env, rcpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}

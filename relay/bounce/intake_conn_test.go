@@ -77,7 +77,7 @@ func TestIntakeIdleFlood(t *testing.T) {
 	if greeted != 5 || refused != 95 {
 		t.Errorf("greeted %d, refused %d; want 5 and 95", greeted, refused)
 	}
-	verp := f.b.VERPSender(origEnv(), "bob@example.org")
+	verp := verpOf(t, f.b, origEnv(), "bob@example.org")
 	c := smtp.NewClient(dialFrom(t, f, "127.0.0.2"))
 	if err := sendOn(c, verp, sample(t, "postfix.eml", verp)); err != nil {
 		t.Fatalf("bounce from another address: %v", err)
@@ -202,7 +202,7 @@ func TestIntakeSizeLimit(t *testing.T) {
 		defer cancel()
 		_ = f.b.Shutdown(ctx)
 	})
-	verp := f.b.VERPSender(origEnv(), "bob@example.org")
+	verp := verpOf(t, f.b, origEnv(), "bob@example.org")
 	big := sample(t, "postfix.eml", verp) + strings.Repeat("x", 78) + "\r\n"
 	big += strings.Repeat(strings.Repeat("y", 78)+"\r\n", (intakeSlack+2048)/80)
 	wantSMTP(t, "oversized bounce", sendBounce(t, f, verp, big), 552, smtp.EnhancedCode{5, 3, 4})

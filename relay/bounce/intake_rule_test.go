@@ -44,7 +44,7 @@ func suppressed(t *testing.T, f *fixture, addr string) bool {
 func TestIntakeLateSpamDSN(t *testing.T) {
 	t.Parallel()
 	f := intakeFixture(t)
-	verp := f.b.VERPSender(origEnv(), "bob@example.org")
+	verp := verpOf(t, f.b, origEnv(), "bob@example.org")
 	if err := sendBounce(t, f, verp, postfixDSN(t, verp, "5.7.1", "bob@example.org", "bob@example.org")); err != nil {
 		t.Fatalf("bounce refused: %v", err)
 	}
@@ -65,7 +65,7 @@ func TestIntakeLateSpamDSN(t *testing.T) {
 func TestIntakeAliasMember(t *testing.T) {
 	t.Parallel()
 	f := intakeFixture(t)
-	verp := f.b.VERPSender(origEnv(), "sales@example.org")
+	verp := verpOf(t, f.b, origEnv(), "sales@example.org")
 	if err := sendBounce(t, f, verp, postfixDSN(t, verp, "5.1.1", "gone@example.org", "sales@example.org")); err != nil {
 		t.Fatalf("bounce refused: %v", err)
 	}
@@ -167,7 +167,7 @@ func TestIntakeARF(t *testing.T) {
 		{"frank@example.org", "abuse", "sales@example.org", false},
 	}
 	for _, c := range cases {
-		verp := f.b.VERPSender(origEnv(), c.rcpt)
+		verp := verpOf(t, f.b, origEnv(), c.rcpt)
 		if err := sendBounce(t, f, verp, arf(verp, c.typ, c.rcptTo)); err != nil {
 			t.Fatalf("%s: %v", c.rcpt, err)
 		}

@@ -81,7 +81,7 @@ func TestIntakeVERPBounce(t *testing.T) {
 	t.Parallel()
 	f := intakeFixture(t)
 	env := origEnv()
-	verp := f.b.VERPSender(env, "bob@example.org")
+	verp := verpOf(t, f.b, env, "bob@example.org")
 	if err := sendBounce(t, f, verp, sample(t, "postfix.eml", verp)); err != nil {
 		t.Fatalf("bounce refused: %v", err)
 	}
@@ -108,7 +108,7 @@ func TestIntakeVERPBounce(t *testing.T) {
 func TestIntakeRefuses(t *testing.T) {
 	t.Parallel()
 	f := intakeFixture(t)
-	verp := f.b.VERPSender(origEnv(), "bob@example.org")
+	verp := verpOf(t, f.b, origEnv(), "bob@example.org")
 	at := strings.IndexByte(verp, '@')
 	forged := verp[:at-1] + map[bool]string{true: "1", false: "0"}[verp[at-1] == '0'] + verp[at:]
 	for _, rcpt := range []string{forged, "bob@example.org", "postmaster@bounces.relay.test",
@@ -144,7 +144,7 @@ func TestIntakeTextBounces(t *testing.T) {
 		{"delayed_base64.eml", "frank@example.org", false}, // delayed, not failed
 	}
 	for _, c := range cases {
-		verp := f.b.VERPSender(env, c.rcpt)
+		verp := verpOf(t, f.b, env, c.rcpt)
 		if err := sendBounce(t, f, verp, sample(t, c.file, verp)); err != nil {
 			t.Fatalf("%s: %v", c.file, err)
 		}

@@ -29,7 +29,7 @@ func TestPrepareReplacesVERPDomain(t *testing.T) {
 	cfg.Bounces.VERPDomain = "a.relay.test"
 	f := newFixture(t, cfg)
 	ctx := context.Background()
-	oldAddr := f.b.VERPSender(origEnv(), "bob@example.org")
+	oldAddr := verpOf(t, f.b, origEnv(), "bob@example.org")
 
 	next := settingsOf(cfg)
 	next.VERPDomain = "b.relay.test"
@@ -43,7 +43,7 @@ func TestPrepareReplacesVERPDomain(t *testing.T) {
 	}
 	apply()
 	f.now = f.now.Add(2 * time.Hour) // minted after the reload
-	newAddr := f.b.VERPSender(origEnv(), "bob@example.org")
+	newAddr := verpOf(t, f.b, origEnv(), "bob@example.org")
 	if !strings.HasSuffix(newAddr, "@b.relay.test") {
 		t.Fatalf("minted %q after the reload", newAddr)
 	}

@@ -189,20 +189,6 @@ func (b *Bouncer) mint(ctx context.Context, env *queue.Envelope, rcpt string, no
 	return verpPrefix + token + "@" + st.set.VERPDomain, nil
 }
 
-// VERPSender is VERPAddress for callers without a context (the delivery
-// engine's Options.Sender): bounded by kvTimeout, an error is logged and
-// the plain sender used.
-func (b *Bouncer) VERPSender(env *queue.Envelope, rcpt string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
-	from, err := b.VERPAddress(ctx, env, rcpt)
-	if err != nil {
-		b.log.Warn().Err(err).Str("queue_id", env.ID).Str("rcpt", rcpt).
-			Msg("VERP record not stored; sending with the plain envelope sender")
-	}
-	return from
-}
-
 // verpToken is an authenticated token.
 type verpToken struct {
 	qid    string

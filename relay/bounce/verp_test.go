@@ -24,12 +24,12 @@ func TestVERPRoundTrip(t *testing.T) {
 	f := verpFixture(t)
 	ctx := context.Background()
 	env := origEnv()
-	addr := f.b.VERPSender(env, "Bob@Example.org")
+	addr := verpOf(t, f.b, env, "Bob@Example.org")
 	local := addr[:strings.IndexByte(addr, '@')]
 	if !strings.HasPrefix(addr, "b+") || !strings.HasSuffix(addr, "@bounces.relay.test") || len(local) > 64 {
 		t.Fatalf("VERP sender %q: want b+<token>@bounces.relay.test with a local part of at most 64 octets (RFC 5321 §4.5.3.1.1)", addr)
 	}
-	if again := f.b.VERPSender(env, "bob@example.org"); again != addr {
+	if again := verpOf(t, f.b, env, "bob@example.org"); again != addr {
 		t.Errorf("not deterministic: %q then %q", addr, again)
 	}
 	for _, in := range []string{addr, "<" + addr + ">", strings.ToUpper(addr)} {
@@ -38,7 +38,7 @@ func TestVERPRoundTrip(t *testing.T) {
 			t.Errorf("ParseVERP(%q) = %q, %q, %v; want %s, bob@example.org, true", in, qid, rcpt, ok, env.ID)
 		}
 	}
-	other := f.b.VERPSender(env, "carol@example.org")
+	other := verpOf(t, f.b, env, "carol@example.org")
 	if _, rcpt, _ := f.b.ParseVERP(ctx, other); rcpt != "carol@example.org" || other == addr {
 		t.Errorf("second recipient: %q → %q", other, rcpt)
 	}
@@ -50,7 +50,7 @@ func TestVERPForged(t *testing.T) {
 	t.Parallel()
 	f := verpFixture(t)
 	ctx := context.Background()
-	addr := f.b.VERPSender(origEnv(), "bob@example.org")
+	addr := verpOf(t, f.b, origEnv(), "bob@example.org")
 	at := strings.IndexByte(addr, '@')
 	for i := len("b+"); i < at; i++ {
 		c := byte('0')
@@ -83,12 +83,12 @@ func TestVERPOffAndNullSender(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
 	env := origEnv()
-	if got := f.b.VERPSender(env, "bob@example.org"); got != env.From {
+	if got := verpOf(t, f.b, env, "bob@example.org"); got != env.From {
 		t.Errorf("VERP off: %q, want %q", got, env.From)
 	}
 	g := verpFixture(t)
 	env.From = ""
-	if got := g.b.VERPSender(env, "bob@example.org"); got != "" {
+	if got := verpOf(t, g.b, env, "bob@example.org"); got != "" {
 		t.Errorf("null sender became %q", got)
 	}
 }
@@ -101,7 +101,7 @@ func TestVERPRecordMissing(t *testing.T) {
 	f := verpFixture(t)
 	ctx := context.Background()
 	env := origEnv()
-	addr := f.b.VERPSender(env, "bob@example.org")
+	addr := verpOf(t, f.b, env, "bob@example.org")
 	tok, _ := f.b.verifyVERP(addr)
 	h := tok.h
 	if err := f.b.kv.Purge(ctx, verpRecordKey(env.ID, h)); err != nil {

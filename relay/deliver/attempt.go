@@ -18,7 +18,7 @@ type attempter struct {
 	rt     *atomic.Pointer[runtime]
 	leases *leases
 	fin    *finisher
-	sender func(env *queue.Envelope, rcpt string) string
+	sender func(ctx context.Context, env *queue.Envelope, rcpt string) (string, error)
 }
 
 // result is what an attempt tells the scheduler: the session to keep and

@@ -70,10 +70,11 @@ type Options struct {
 	// Policies gives MX TLS policies; nil: delivery.tls from Settings.
 	Policies smtpclient.PolicyStore
 	// Sender, when set, gives the envelope sender to use on the wire for
-	// one recipient (relay/bounce's VERPSender). It is used only when
+	// one recipient (relay/bounce's VERPAddress); an error is logged and
+	// the plain sender used. It is used only when
 	// Settings.VERP is set and the entry has a non-null sender;
 	// each recipient then gets its own transaction. nil: env.From.
-	Sender func(env *queue.Envelope, rcpt string) string
+	Sender func(ctx context.Context, env *queue.Envelope, rcpt string) (string, error)
 	// Conns counts open outbound SMTP connections (nil: not counted);
 	// a prometheus.Gauge fits.
 	Conns smtpclient.Gauge

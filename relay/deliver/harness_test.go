@@ -38,7 +38,7 @@ type harness struct {
 	log     *relaytest.Events // delivery events and destination_*, domain_* log lines
 	quiet   bool              // benchmarks: no log lines in the test output
 	// Optional engine options for the next start.
-	sender func(*queue.Envelope, string) string
+	sender func(context.Context, *queue.Envelope, string) (string, error)
 	conns  smtpclient.Gauge
 	dialer smtpclient.Dialer
 	// wrapRes, when set, wraps the engine's resolver (fault injection).

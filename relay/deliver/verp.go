@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/outcome"
@@ -48,7 +49,7 @@ func (a *attempter) deliverEach(ctx context.Context, j *job, body []byte, sess *
 	all.Replies = make([]outcome.Reply, 0, n)
 	for i := range env.Rcpts {
 		rc := env.Rcpts[i : i+1]
-		out := c.Deliver(ctx, tr, message(env, a.sender(env, rc[0].Addr), rc, body), sess)
+		out := c.Deliver(ctx, tr, message(env, a.verpSender(ctx, env, rc[0].Addr), rc, body), sess)
 		sess = out.Session
 		switch {
 		case out.Canceled && !all.Reached:
@@ -73,3 +74,22 @@ func (a *attempter) deliverEach(ctx context.Context, j *job, body []byte, sess *
 	}
 	return all
 }
+
+// verpSender is the reverse-path for rcpt: Options.Sender's VERP address,
+// within verpTimeout; when its record cannot be stored the plain sender
+// is used (the mail still goes; an asynchronous bounce then reaches the
+// sender directly) and a warning logged.
+func (a *attempter) verpSender(ctx context.Context, env *queue.Envelope, rcpt string) string {
+	ctx, cancel := context.WithTimeout(ctx, verpTimeout)
+	defer cancel()
+	from, err := a.sender(ctx, env, rcpt)
+	if err != nil {
+		a.log.Warn().Err(err).Str("event", "verp_failed").Str("queue_id", env.ID).Str("rcpt", rcpt).
+			Msg("VERP record not stored; sending with the plain envelope sender")
+		return env.From
+	}
+	return from
+}
+
+// verpTimeout bounds storing one VERP record.
+const verpTimeout = 5 * time.Second

@@ -3,10 +3,12 @@ package deliver_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jetrelay/jetrelay/queue"
@@ -15,7 +17,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 )
 
-// VERP end to end with the production Sender (bounce.Bouncer.VERPSender):
+// VERP end to end with the production Sender (bounce.Bouncer.VERPAddress):
 // each recipient gets its own transaction on one connection with MAIL
 // FROM:<b+token@verp_domain>, and bounce.ParseVERP maps every token back to
 // the queue id and recipient; per-recipient results are unchanged (250
@@ -37,7 +39,7 @@ func TestVERPSenders(t *testing.T) {
 		t.Fatal(err)
 	}
 	wire := &wireDialer{}
-	h.sender, h.dialer = b.VERPSender, wire
+	h.sender, h.dialer = b.VERPAddress, wire
 	h.start(cfg)
 	rcpts := []string{"ok@verp.test", "later@verp.test", "bad@verp.test", "ok2@verp.test"}
 	id := h.send(rcpts)
@@ -230,4 +232,26 @@ func (d *wireDialer) dump() string {
 func bounceSettings(cfg *config.Config) bounce.Settings {
 	return bounce.Settings{Bounces: cfg.Bounces, Hostname: cfg.Hostname, From: cfg.BouncesFrom(),
 		DataDir: cfg.DataDir, MaxAge: cfg.Delivery.Retry.MaxAge.D()}
+}
+
+// TestVERPRecordFailureSendsPlain: when the VERP record cannot be stored,
+// the mail still goes, with the plain envelope sender, and is not lost.
+func TestVERPRecordFailureSendsPlain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	m := h.mx()
+	h.domain("verp.test", m.IP)
+	cfg := h.config()
+	cfg.Bounces.VERPDomain = "bounces.relay.test"
+	var calls atomic.Int32
+	h.sender = func(context.Context, *queue.Envelope, string) (string, error) {
+		calls.Add(1)
+		return "b+unrecorded@bounces.relay.test", errors.New("kv unavailable") // must not be used
+	}
+	h.start(cfg)
+	h.send([]string{"ok@verp.test"})
+	relaytest.Eventually(h.t, "delivered", func() bool { return m.Received("ok@verp.test") == 1 })
+	if msgs := m.Messages(); len(msgs) != 1 || msgs[0].From != "a@sender.test" || calls.Load() == 0 {
+		t.Fatalf("messages %+v after %d VERP calls: want one from the plain sender", msgs, calls.Load())
+	}
 }
