@@ -121,7 +121,9 @@ func New(ctx context.Context, o Options) (*Bouncer, error) {
 	return b, nil
 }
 
-func openStateBucket(ctx context.Context, js jetstream.JetStream, replicas int, attach bool) (jetstream.KeyValue, error) {
+func openStateBucket(
+	ctx context.Context, js jetstream.JetStream, replicas int, attach bool,
+) (jetstream.KeyValue, error) {
 	if attach {
 		kv, err := js.KeyValue(ctx, StateBucket)
 		if err == nil || !errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -183,7 +183,8 @@ func (n *notice) humanLine(r Result) string {
 	case n.action == ActionDelayed:
 		lead = "not delivered yet; the last attempt failed at " + server
 	case r.Temporary:
-		lead = fmt.Sprintf("still failing after %s, so delivery was given up;\n    the last attempt failed at %s", shortDuration(n.maxAge), server)
+		lead = fmt.Sprintf("still failing after %s, so delivery was given up;\n    the last attempt failed at %s",
+			shortDuration(n.maxAge), server)
 	default:
 		lead = "rejected by " + server
 	}

@@ -61,12 +61,25 @@ func TestCompose(t *testing.T) {
 		wantOrigType            string
 		wantStatus              []string
 	}{
-		{"failed_hdrs", ActionFailed, "", origMsg, []Result{rejected("bob@example.org", "rfc822;bob@example.org")}, "text/rfc822-headers", []string{"5.1.1"}},
-		{"failed_full", ActionFailed, "FULL", origMsg, []Result{rejected("bob@example.org", "")}, "message/rfc822", []string{"5.1.1"}},
-		{"failed_full_cut", ActionFailed, "FULL", origMsg + strings.Repeat("x", 2000) + "\r\n", []Result{rejected("bob@example.org", "")}, "text/rfc822-headers", []string{"5.1.1"}},
+		{
+			"failed_hdrs", ActionFailed, "", origMsg, []Result{rejected("bob@example.org", "rfc822;bob@example.org")},
+			"text/rfc822-headers", []string{"5.1.1"},
+		},
+		{
+			"failed_full", ActionFailed, "FULL", origMsg, []Result{rejected("bob@example.org", "")},
+			"message/rfc822", []string{"5.1.1"},
+		},
+		{
+			"failed_full_cut", ActionFailed, "FULL", origMsg + strings.Repeat("x", 2000) + "\r\n",
+			[]Result{rejected("bob@example.org", "")}, "text/rfc822-headers", []string{"5.1.1"},
+		},
 		{"expired", ActionFailed, "", origMsg, []Result{expired}, "text/rfc822-headers", []string{"4.7.1"}},
 		{"delayed", ActionDelayed, "FULL", origMsg, []Result{expired}, "text/rfc822-headers", []string{"4.7.1"}},
-		{"two_rcpts", ActionFailed, "", origMsg, []Result{rejected("bob@example.org", ""), rejected("carol@example.org", "")}, "text/rfc822-headers", []string{"5.1.1", "5.1.1"}},
+		{
+			"two_rcpts", ActionFailed, "", origMsg,
+			[]Result{rejected("bob@example.org", ""), rejected("carol@example.org", "")},
+			"text/rfc822-headers", []string{"5.1.1", "5.1.1"},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -97,7 +97,8 @@ func TestE2EHardBounceSuppressesSubmission(t *testing.T) {
 	err := submitTo(t, addr, "Bob@example.org")
 	var se *smtp.SMTPError
 	want := "recipient suppressed after hard bounce on " + time.Now().UTC().Format("2006-01-02")
-	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 1, 1}) || !strings.Contains(se.Message, want) {
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 1, 1}) ||
+		!strings.Contains(se.Message, want) {
 		t.Fatalf("second submission: %v, want 550 5.1.1 %s", err, want)
 	}
 	if _, err := w.b.Suppressions().Remove(context.Background(), "bob@example.org", "test"); err != nil {

@@ -57,7 +57,9 @@ func newWorld(t *testing.T, mod func(*config.Config)) *world {
 	if w.b, err = New(ctx, Options{Settings: settingsOf(w.cfg), Queue: w.q, Events: w.em, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: w.cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
+	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{
+		Servers: w.cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +152,8 @@ func TestE2ERcpt550MixedTransaction(t *testing.T) {
 			t.Errorf("%s: %q, want %q", k, got, want)
 		}
 	}
-	if want := e2eBody[:strings.Index(e2eBody, "\r\n\r\n")+2]; d.origType != "text/rfc822-headers" || string(d.orig) != want {
+	if want := e2eBody[:strings.Index(e2eBody, "\r\n\r\n")+2]; d.origType != "text/rfc822-headers" ||
+		string(d.orig) != want {
 		t.Errorf("returned %s %q, want the original headers", d.origType, d.orig)
 	}
 	if !strings.Contains(d.human, "550 5.1.1 <bob@example.org>: user unknown") {

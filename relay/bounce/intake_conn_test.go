@@ -169,7 +169,8 @@ func TestIntakeNOOPLoop(t *testing.T) {
 	t.Parallel()
 	f := limitedIntake(t, config.BounceIntake{MaxConnections: 10, MaxConnectionsPerIP: 5,
 		Idle: config.Duration(time.Second), Session: config.Duration(10 * time.Minute)})
-	if l := chatter(t, f, "NOOP", "RSET", "HELP", "VRFY postmaster", "EHLO x.example"); !strings.HasPrefix(l, "421 4.4.2") {
+	l := chatter(t, f, "NOOP", "RSET", "HELP", "VRFY postmaster", "EHLO x.example")
+	if !strings.HasPrefix(l, "421 4.4.2") {
 		t.Errorf("last reply %q, want 421 4.4.2", l)
 	}
 }

@@ -96,7 +96,8 @@ func (b *Bouncer) decide(ctx context.Context, ev Evidence, e *events.Event) {
 	if reason == "" {
 		reason = why
 	}
-	_, err := b.supp.Add(ctx, Suppression{Addr: ev.Token, Reason: reason, Code: ev.Status, QueueID: e.QueueID}, ActorIntake)
+	_, err := b.supp.Add(ctx,
+		Suppression{Addr: ev.Token, Reason: reason, Code: ev.Status, QueueID: e.QueueID}, ActorIntake)
 	if err != nil {
 		b.log.Error().Err(err).Str("queue_id", e.QueueID).Str("rcpt", ev.Token).Msg("could not suppress recipient")
 	}

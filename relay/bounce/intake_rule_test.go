@@ -75,7 +75,8 @@ func TestIntakeAliasMember(t *testing.T) {
 		}
 	}
 	evs := f.rec.Find(events.Bounced, nil)
-	if len(evs) != 1 || evs[0].Rcpt != "sales@example.org" || !strings.Contains(evs[0].Reason, "not the VERP token's recipient") {
+	if len(evs) != 1 || evs[0].Rcpt != "sales@example.org" ||
+		!strings.Contains(evs[0].Reason, "not the VERP token's recipient") {
 		t.Errorf("bounced events %+v", evs)
 	}
 }
@@ -95,7 +96,8 @@ func TestIntakeExpiredToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantSMTP(t, "future token", sendBounce(t, f, future, sample(t, "postfix.eml", future)), 550, smtp.EnhancedCode{5, 1, 1})
+	wantSMTP(t, "future token", sendBounce(t, f, future, sample(t, "postfix.eml", future)),
+		550, smtp.EnhancedCode{5, 1, 1})
 	if suppressed(t, f, "bob@example.org") {
 		t.Error("expired token suppressed")
 	}
@@ -103,8 +105,10 @@ func TestIntakeExpiredToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sendBounce(t, f, recent, sample(t, "postfix.eml", recent)); err != nil || !suppressed(t, f, "bob@example.org") {
-		t.Errorf("13-day-old token: %v, suppressed=%v; want accepted and suppressed", err, suppressed(t, f, "bob@example.org"))
+	if err := sendBounce(t, f, recent, sample(t, "postfix.eml", recent)); err != nil ||
+		!suppressed(t, f, "bob@example.org") {
+		t.Errorf("13-day-old token: %v, suppressed=%v; want accepted and suppressed",
+			err, suppressed(t, f, "bob@example.org"))
 	}
 }
 
@@ -124,8 +128,10 @@ func TestIntakeLegacyToken(t *testing.T) {
 	ctx := context.Background()
 	env := origEnv()
 	gone := legacyVERP(f, env.ID, "carol@example.org")
-	wantSMTP(t, "legacy token without record", sendBounce(t, f, gone, sample(t, "postfix.eml", gone)), 550, smtp.EnhancedCode{5, 1, 1})
-	if _, err := f.b.kv.Put(ctx, verpRecordKey(env.ID, rcptHash("bob@example.org")), []byte("bob@example.org")); err != nil {
+	wantSMTP(t, "legacy token without record", sendBounce(t, f, gone, sample(t, "postfix.eml", gone)),
+		550, smtp.EnhancedCode{5, 1, 1})
+	key := verpRecordKey(env.ID, rcptHash("bob@example.org"))
+	if _, err := f.b.kv.Put(ctx, key, []byte("bob@example.org")); err != nil {
 		t.Fatal(err)
 	}
 	live := legacyVERP(f, env.ID, "bob@example.org")
@@ -148,7 +154,8 @@ func arf(verp, feedbackType, rcptTo string) string {
 		"Content-Type: multipart/report; report-type=feedback-report; boundary=\"b1\"\r\n\r\n" +
 		"--b1\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n" +
 		"--b1\r\nContent-Type: message/feedback-report\r\n\r\n" + fields + "\r\n" +
-		"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: App <app@example.com>\r\nSubject: Your invoice\r\n\r\n--b1--\r\n"
+		"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\n" +
+		"From: App <app@example.com>\r\nSubject: Your invoice\r\n\r\n--b1--\r\n"
 }
 
 // TestIntakeARF: an abuse complaint suppresses the token's recipient;

@@ -219,7 +219,8 @@ func firstField(v string) string {
 var (
 	enhRE   = regexp.MustCompile(`\b5\.\d{1,3}\.\d{1,3}\b`)
 	replyRE = regexp.MustCompile(`(?m)^\s*(?:[^:\n]{0,80}:\s*)?(5[0-5]\d)[ -]`)
-	addrRE  = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+`)
+	addrRE  = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]{1,64}@` +
+		`[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+`)
 )
 
 // parseTextBounce finds a permanent status (an RFC 3463 5.x.x code, or a

@@ -58,7 +58,8 @@ func TestParseOwnDSN(t *testing.T) {
 	}
 	for i, a := range []string{"bob@example.org", "carol@example.org"} {
 		r := b.Rcpts[i]
-		if r.Addr != a || !r.Permanent() || r.RemoteMTA != "mx1.example.org" || !strings.HasPrefix(r.Diagnostic, "550 5.1.1 <"+a+">") {
+		if r.Addr != a || !r.Permanent() || r.RemoteMTA != "mx1.example.org" ||
+			!strings.HasPrefix(r.Diagnostic, "550 5.1.1 <"+a+">") {
 			t.Errorf("recipient %d: %+v", i, r)
 		}
 	}
@@ -121,7 +122,10 @@ func FuzzParseBounce(f *testing.F) {
 		// The rule never suppresses on evidence the parser could not tie
 		// to the token's recipient.
 		for _, r := range b.Rcpts {
-			ev := Evidence{Source: SourceDSN, Status: r.Status, Temporary: !r.Permanent(), Reported: r.Addr, Token: "token@example.org"}
+			ev := Evidence{
+				Source: SourceDSN, Status: r.Status, Temporary: !r.Permanent(), Reported: r.Addr,
+				Token: "token@example.org",
+			}
 			if ok, _ := ShouldSuppress(ev); ok && NormalizeAddr(r.Addr) != "token@example.org" {
 				t.Fatalf("suppressing %q for a token naming token@example.org", r.Addr)
 			}

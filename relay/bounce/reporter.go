@@ -148,7 +148,8 @@ func (b *Bouncer) report(ctx context.Context, action string, env *queue.Envelope
 		return err
 	}
 	if _, err := b.kv.Put(ctx, marker, []byte(dsnID)); err != nil {
-		b.log.Warn().Err(err).Str("queue_id", env.ID).Str("dsn_id", dsnID).Msg("DSN marker not stored; a redelivery could repeat the DSN")
+		b.log.Warn().Err(err).Str("queue_id", env.ID).Str("dsn_id", dsnID).
+			Msg("DSN marker not stored; a redelivery could repeat the DSN")
 	}
 	b.emit(&events.Event{Event: events.DSN, QueueID: env.ID, MsgID: env.MsgID, DSNID: dsnID, Rcpt: env.From,
 		RcptCount: len(rcpts), Domain: env.Domain, Status: dsnQueued, Reason: action})
@@ -169,7 +170,9 @@ func (b *Bouncer) mustNotBounce(env *queue.Envelope) string {
 	return ""
 }
 
-func (b *Bouncer) enqueue(ctx context.Context, action string, env *queue.Envelope, body []byte, rcpts []Result) (string, error) {
+func (b *Bouncer) enqueue(
+	ctx context.Context, action string, env *queue.Envelope, body []byte, rcpts []Result,
+) (string, error) {
 	set := b.state().set
 	n := &notice{
 		id: b.newID(), action: action, env: env, body: body, rcpts: rcpts, now: b.now().UTC(),

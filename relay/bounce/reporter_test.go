@@ -115,7 +115,8 @@ func TestNeverBounced(t *testing.T) {
 	isDSN := origEnv()
 	isDSN.ID, isDSN.From, isDSN.IsDSN = "01JRDSN000000000000000", "", true
 	for _, env := range []*queue.Envelope{null, isDSN} {
-		if err := f.b.Failed(context.Background(), env, []byte(origMsg), []Result{rejected("bob@example.org", "")}); err != nil {
+		rcpts := []Result{rejected("bob@example.org", "")}
+		if err := f.b.Failed(context.Background(), env, []byte(origMsg), rcpts); err != nil {
 			t.Fatal(err)
 		}
 	}

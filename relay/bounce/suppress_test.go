@@ -17,7 +17,9 @@ func TestSuppressionList(t *testing.T) {
 	f := newFixture(t, nil) // suppress_for 720h
 	l := f.b.Suppressions()
 	ctx := context.Background()
-	s, err := l.Add(ctx, Suppression{Addr: " <Bob@Example.ORG> ", Reason: "550 5.1.1 user unknown", Code: "5.1.1", QueueID: "Q1"}, "cli:alice")
+	s, err := l.Add(ctx, Suppression{
+		Addr: " <Bob@Example.ORG> ", Reason: "550 5.1.1 user unknown", Code: "5.1.1", QueueID: "Q1",
+	}, "cli:alice")
 	if err != nil {
 		t.Fatal(err)
 	}

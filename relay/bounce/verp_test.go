@@ -27,7 +27,8 @@ func TestVERPRoundTrip(t *testing.T) {
 	addr := verpOf(t, f.b, env, "Bob@Example.org")
 	local := addr[:strings.IndexByte(addr, '@')]
 	if !strings.HasPrefix(addr, "b+") || !strings.HasSuffix(addr, "@bounces.relay.test") || len(local) > 64 {
-		t.Fatalf("VERP sender %q: want b+<token>@bounces.relay.test with a local part of at most 64 octets (RFC 5321 §4.5.3.1.1)", addr)
+		t.Fatalf("VERP sender %q: want b+<token>@bounces.relay.test with a local part of at most 64 octets "+
+			"(RFC 5321 §4.5.3.1.1)", addr)
 	}
 	if again := verpOf(t, f.b, env, "bob@example.org"); again != addr {
 		t.Errorf("not deterministic: %q then %q", addr, again)

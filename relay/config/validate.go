@@ -98,6 +98,29 @@ func (c *Config) SyncInterval() (time.Duration, error) {
 
 func (c *Config) validateSubmission(ps *problems) {
 	s := c.Submission
+	validateSubmissionListeners(ps, s)
+	validateSubmissionLimits(ps, s)
+	validateAuthFailures(ps, s.AuthFailures)
+	for i, n := range s.TrustedNetworks {
+		if _, err := ParseNetwork(n); err != nil {
+			ps.add(fmt.Sprintf("submission.trusted_networks[%d]", i), "%q is not a CIDR prefix or IP address", n)
+		}
+	}
+	validateProxy(ps, s)
+	if s.MaxLineLength < 1000 {
+		ps.add("submission.max_line_length", "must be at least 1000 (RFC 5322 §2.1.1)")
+	}
+	oneOf(ps, "submission.bare_newlines", s.BareNewlines, bareNewlines)
+	oneOf(ps, "submission.long_lines", s.LongLines, longLines)
+	if s.MaxInflightBytes < 2*s.MaxMessageBytes { // a growing buffer briefly holds old and new copy
+		ps.add("submission.max_inflight_bytes", "must be at least twice max_message_bytes (%d)", int64(s.MaxMessageBytes))
+	}
+	validateSubmissionUsers(ps, s.Users)
+}
+
+// validateSubmissionListeners checks the listener addresses and TLS modes
+// and the optional certificate/key pair of the submission section.
+func validateSubmissionListeners(ps *problems, s Submission) {
 	if len(s.Listeners) == 0 {
 		ps.add("submission.listeners", "at least one listener is needed")
 	}
@@ -115,6 +138,11 @@ func (c *Config) validateSubmission(ps *problems) {
 			ps.add(f.path, "file %s does not exist", f.file)
 		}
 	}
+}
+
+// validateSubmissionLimits checks that the submission size, count and
+// timeout limits are positive.
+func validateSubmissionLimits(ps *problems, s Submission) {
 	positive(ps, "submission.max_message_bytes", int64(s.MaxMessageBytes))
 	positive(ps, "submission.max_recipients", int64(s.MaxRecipients))
 	positive(ps, "submission.max_connections", int64(s.MaxConnections))
@@ -125,23 +153,13 @@ func (c *Config) validateSubmission(ps *problems) {
 	positive(ps, "submission.timeouts.data", int64(s.Timeouts.Data))
 	positive(ps, "submission.timeouts.pre_auth.idle", int64(s.Timeouts.PreAuth.Idle))
 	positive(ps, "submission.timeouts.pre_auth.session", int64(s.Timeouts.PreAuth.Session))
-	validateAuthFailures(ps, s.AuthFailures)
-	for i, n := range s.TrustedNetworks {
-		if _, err := ParseNetwork(n); err != nil {
-			ps.add(fmt.Sprintf("submission.trusted_networks[%d]", i), "%q is not a CIDR prefix or IP address", n)
-		}
-	}
-	validateProxy(ps, s)
-	if s.MaxLineLength < 1000 {
-		ps.add("submission.max_line_length", "must be at least 1000 (RFC 5322 §2.1.1)")
-	}
-	oneOf(ps, "submission.bare_newlines", s.BareNewlines, bareNewlines)
-	oneOf(ps, "submission.long_lines", s.LongLines, longLines)
-	if s.MaxInflightBytes < 2*s.MaxMessageBytes { // a growing buffer briefly holds old and new copy
-		ps.add("submission.max_inflight_bytes", "must be at least twice max_message_bytes (%d)", int64(s.MaxMessageBytes))
-	}
+}
+
+// validateSubmissionUsers checks the submission users: unique non-empty
+// names, bcrypt password hashes and well-formed allowed_from entries.
+func validateSubmissionUsers(ps *problems, users []User) {
 	seen := map[string]bool{}
-	for i, u := range s.Users {
+	for i, u := range users {
 		p := fmt.Sprintf("submission.users[%d]", i)
 		if u.Name == "" {
 			ps.add(p+".name", "must not be empty")

@@ -35,12 +35,15 @@ func BenchmarkRouteDelivery(b *testing.B) {
 func benchRoute(b *testing.B, h *harness) {
 	h.quiet = true
 	sink := h.mx()
-	body := append([]byte("Subject: bench\r\n\r\n"), bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 64)...)
+	line := []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n")
+	body := append([]byte("Subject: bench\r\n\r\n"), bytes.Repeat(line, 64)...)
 	for i := 0; i < b.N; i++ {
 		h.sendBody([]string{"u" + strconv.Itoa(i) + "@bench.test"}, body)
 	}
 	cfg := h.config()
-	cfg.Delivery.Routes = []config.Route{{Domains: []string{"*"}, Host: net.JoinHostPort(sink.IP, strconv.Itoa(sink.Port)), TLS: "none"}}
+	cfg.Delivery.Routes = []config.Route{
+		{Domains: []string{"*"}, Host: net.JoinHostPort(sink.IP, strconv.Itoa(sink.Port)), TLS: "none"},
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()

@@ -159,7 +159,8 @@ func TestExtensions(t *testing.T) {
 	})
 	got := dsn.Messages()[0]
 	ro := got.RcptOpts["x@dsn.test"]
-	if len(ro.Notify) != 2 || ro.OriginalRecipient != "orig@dsn.test" || got.MailOpts.EnvelopeID != "env-1" || got.MailOpts.Return != "HDRS" {
+	if len(ro.Notify) != 2 || ro.OriginalRecipient != "orig@dsn.test" ||
+		got.MailOpts.EnvelopeID != "env-1" || got.MailOpts.Return != "HDRS" {
 		t.Fatalf("DSN parameters not passed on: %+v %+v", got.MailOpts, ro)
 	}
 	h.rep.mu.Lock()

@@ -220,7 +220,8 @@ func (h *harness) waitSettled(d time.Duration, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("queue not settled after %s: %d msgs (want %d), %d pending, %d leased", d, info.State.Msgs, n, pending, acks)
+			h.t.Fatalf("queue not settled after %s: %d msgs (want %d), %d pending, %d leased",
+				d, info.State.Msgs, n, pending, acks)
 		}
 		time.Sleep(100 * time.Millisecond) // polling interval
 	}

@@ -99,7 +99,9 @@ func settingsOf(cfg *config.Config) deliver.Settings {
 // start runs an engine until the test ends (or the returned stop is called).
 func (h *harness) start(cfg *config.Config) (stop func()) {
 	h.t.Helper()
-	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true})
+	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{
+		Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true,
+	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -144,7 +146,8 @@ func (h *harness) start(cfg *config.Config) (stop func()) {
 // send enqueues one message to rcpts (all of one domain).
 func (h *harness) send(rcpts []string, edit ...func(*queue.Envelope)) string {
 	h.t.Helper()
-	return h.sendBody(rcpts, []byte("From: a@sender.test\r\nSubject: test\r\nMessage-ID: <m@sender.test>\r\n\r\nhello\r\n"), edit...)
+	return h.sendBody(rcpts,
+		[]byte("From: a@sender.test\r\nSubject: test\r\nMessage-ID: <m@sender.test>\r\n\r\nhello\r\n"), edit...)
 }
 
 func (h *harness) sendBody(rcpts []string, body []byte, edit ...func(*queue.Envelope)) string {

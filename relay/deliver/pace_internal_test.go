@@ -115,7 +115,10 @@ func TestRetryDelay(t *testing.T) {
 		attempt int
 		u       float64
 		want    time.Duration
-	}{{0, 0.5, time.Minute}, {0, 0, 54 * time.Second}, {0, 0.999999, 66 * time.Second}, {1, 0.5, 5 * time.Minute}, {9, 0.5, 5 * time.Minute}} {
+	}{
+		{0, 0.5, time.Minute}, {0, 0, 54 * time.Second}, {0, 0.999999, 66 * time.Second},
+		{1, 0.5, 5 * time.Minute}, {9, 0.5, 5 * time.Minute},
+	} {
 		got := retryDelay(s, tc.attempt, tc.u)
 		if d := got - tc.want; d < -time.Millisecond || d > time.Millisecond {
 			t.Errorf("retryDelay(attempt %d, u %v) = %s, want %s", tc.attempt, tc.u, got, tc.want)

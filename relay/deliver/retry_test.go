@@ -85,7 +85,9 @@ func (h *harness) operator(a ops.Action, r ops.Request) ops.Report {
 // carries attempt number want.
 func (h *harness) delivered(m *relaytest.MX, rcpt string, want int) {
 	h.t.Helper()
-	relaytest.Eventually(h.t, rcpt+" delivered", func() bool { return len(h.deliveries(rcpt, events.StatusDelivered)) == 1 })
+	relaytest.Eventually(h.t, rcpt+" delivered", func() bool {
+		return len(h.deliveries(rcpt, events.StatusDelivered)) == 1
+	})
 	if got := m.Received(rcpt); got != 1 {
 		h.t.Fatalf("%s received %d copies, want 1", rcpt, got)
 	}

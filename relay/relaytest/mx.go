@@ -389,7 +389,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err != nil {
 		return err
 	}
-	s.msg = Message{Helo: s.conn.Hostname(), From: from, RcptOpts: map[string]smtp.RcptOptions{}, User: s.user, ConnID: s.id}
+	s.msg = Message{
+		Helo: s.conn.Hostname(), From: from, RcptOpts: map[string]smtp.RcptOptions{}, User: s.user, ConnID: s.id,
+	}
 	if opts != nil {
 		s.msg.MailOpts = *opts
 	}

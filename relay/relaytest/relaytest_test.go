@@ -37,7 +37,8 @@ func TestFakeDNS(t *testing.T) {
 		t.Fatalf("MX: %v %v", in, err)
 	}
 	in, _ = query(t, addr, "alias.a.test", dns.TypeA)
-	if len(in.Answer) != 2 || in.Answer[0].Header().Rrtype != dns.TypeCNAME || in.Answer[1].(*dns.A).A.String() != "127.0.0.2" {
+	if len(in.Answer) != 2 || in.Answer[0].Header().Rrtype != dns.TypeCNAME ||
+		in.Answer[1].(*dns.A).A.String() != "127.0.0.2" {
 		t.Fatalf("CNAME chain: %v", in.Answer)
 	}
 	in, _ = query(t, addr, "mx.a.test", dns.TypeAAAA)

@@ -169,7 +169,8 @@ func (s *session) authSucceeded(user string) {
 		ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
 		defer cancel()
 		if err := s.srv.brake.success(ctx, s.key, user); err != nil {
-			s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).Msg("could not clear the failure counter")
+			s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).
+				Msg("could not clear the failure counter")
 		}
 	}
 	s.user = user

@@ -222,7 +222,8 @@ func (b *Brake) fail(ctx context.Context, f failure) (failOutcome, error) {
 	if started {
 		b.neg.forget(f.client)
 	}
-	pair, started, err := b.bump(ctx, pairKey(f.client, f.user), brakeRecord{Client: f.client, User: user}, f.cfg.MaxPerUser, f.cfg)
+	pair, started, err := b.bump(ctx, pairKey(f.client, f.user), brakeRecord{Client: f.client, User: user},
+		f.cfg.MaxPerUser, f.cfg)
 	if err != nil {
 		return out, err
 	}
@@ -238,7 +239,9 @@ func (b *Brake) fail(ctx context.Context, f failure) (failOutcome, error) {
 
 // bump adds one failure to key with compare-and-set; limit > 0 bans at
 // that many failures in the window. started reports a ban this call began.
-func (b *Brake) bump(ctx context.Context, key string, fresh brakeRecord, limit int, cfg config.AuthFailures) (brakeRecord, bool, error) {
+func (b *Brake) bump(
+	ctx context.Context, key string, fresh brakeRecord, limit int, cfg config.AuthFailures,
+) (brakeRecord, bool, error) {
 	for range casAttempts {
 		now := b.now()
 		r, rev, err := b.get(ctx, key)

@@ -21,7 +21,8 @@ var (
 
 	// The auth brake (brake.go): a (user, client) ban leaves other users
 	// of the client alone; an unreadable bucket is a temporary failure.
-	errAuthUserBanned  = reply(454, 4, 7, 0, "too many authentication failures for this user from your address, try again later")
+	errAuthUserBanned = reply(454, 4, 7, 0,
+		"too many authentication failures for this user from your address, try again later")
 	errAuthUnavailable = reply(454, 4, 7, 0, "temporary authentication failure, try again later")
 
 	// Sender and recipients.

@@ -180,9 +180,11 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 	}
 	// The accepted event carries the arrival time: a delivery attempt may
 	// publish its event before this one, and histories sort by time.
-	s.srv.emit(&events.Event{Time: now.UTC(), Event: events.Accepted, QueueID: id, MsgID: msgID, ConnID: s.id, RemoteAddr: s.remote,
+	s.srv.emit(&events.Event{
+		Time: now.UTC(), Event: events.Accepted, QueueID: id, MsgID: msgID, ConnID: s.id, RemoteAddr: s.remote,
 		User: s.user, MailFrom: events.Str(tx.from), RcptCount: len(tx.rcpts), Size: int64(len(m.Body)),
-		TLS: tlsName(s), DKIM: dkim})
+		TLS: tlsName(s), DKIM: dkim,
+	})
 	return id, nil
 }
 

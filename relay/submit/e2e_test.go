@@ -44,7 +44,9 @@ func saslClient(mech, user, pass string) sasl.Client {
 }
 
 // send runs one transaction and returns the queue id from the 250 reply.
-func send(t testing.TB, c *smtp.Client, from string, rcpts []string, mo *smtp.MailOptions, ro *smtp.RcptOptions, msg []byte) string {
+func send(
+	t testing.TB, c *smtp.Client, from string, rcpts []string, mo *smtp.MailOptions, ro *smtp.RcptOptions, msg []byte,
+) string {
 	t.Helper()
 	if err := c.Mail(from, mo); err != nil {
 		t.Fatalf("MAIL: %v", err)
@@ -80,7 +82,8 @@ func splitAdded(t testing.TB, stored, original []byte) string {
 		t.Fatalf("stored body does not end with the submitted message byte for byte:\nstored: %.400q", stored)
 	}
 	added := string(stored[:len(stored)-len(original)])
-	if !strings.HasPrefix(added, "Received: from client.test ([127.0.0.1])\r\n\tby relay.test (jetrelay) with ESMTPSA\r\n") {
+	if !strings.HasPrefix(added,
+		"Received: from client.test ([127.0.0.1])\r\n\tby relay.test (jetrelay) with ESMTPSA\r\n") {
 		t.Fatalf("added header section does not start with Received:\n%s", added)
 	}
 	return added
@@ -106,7 +109,8 @@ func TestEndToEnd(t *testing.T) {
 			if err := c.Auth(saslClient(mech, appUser, appPass)); err != nil {
 				t.Fatalf("listener %d AUTH %s: %v", ln, mech, err)
 			}
-			msg := []byte(message("billing@example.com", fmt.Sprintf("Message-ID: <m%d%s@example.com>\r\nDate: Mon, 02 Jan 2006 15:04:05 +0000\r\n", ln, mech)) +
+			hdr := fmt.Sprintf("Message-ID: <m%d%s@example.com>\r\nDate: Mon, 02 Jan 2006 15:04:05 +0000\r\n", ln, mech)
+			msg := []byte(message("billing@example.com", hdr) +
 				"Caf\xc3\xa9 8-bit line\r\n..leading dot\r\n")
 			mo := &smtp.MailOptions{Return: smtp.DSNReturnHeaders, EnvelopeID: "env-" + mech, RequireTLS: true}
 			ro := &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure},
@@ -130,7 +134,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("%d event=accepted lines, want %d", got, len(all))
 	}
 	for _, ev := range h.logs.events("accepted") {
-		for _, k := range []string{"queue_id", "msg_id", "user", "mail_from", "rcpt_count", "size", "tls", "remote_addr", "dkim"} {
+		for _, k := range []string{
+			"queue_id", "msg_id", "user", "mail_from", "rcpt_count", "size", "tls", "remote_addr", "dkim",
+		} {
 			if _, ok := ev[k]; !ok {
 				t.Errorf("accepted event lacks %s: %v", k, ev)
 			}
@@ -143,8 +149,10 @@ func TestEndToEnd(t *testing.T) {
 func checkEntry(t *testing.T, e *queue.Entry, id string, msg []byte) {
 	t.Helper()
 	want := &queue.Envelope{ID: id, MsgID: e.Env.MsgID, From: "billing@example.com", Domain: "one.test",
-		Rcpts: []queue.Recipient{{Addr: "rcpt@one.test", Notify: []string{"SUCCESS", "FAILURE"}, ORCPT: "rfc822;orig@one.test"}},
-		User:  appUser, Ret: "HDRS", EnvID: e.Env.EnvID, RequireTLS: true, Body8Bit: true, Size: e.Env.Size}
+		Rcpts: []queue.Recipient{
+			{Addr: "rcpt@one.test", Notify: []string{"SUCCESS", "FAILURE"}, ORCPT: "rfc822;orig@one.test"},
+		},
+		User: appUser, Ret: "HDRS", EnvID: e.Env.EnvID, RequireTLS: true, Body8Bit: true, Size: e.Env.Size}
 	if diff := cmp.Diff(want, e.Env, cmpopts.IgnoreFields(queue.Envelope{}, "Arrival")); diff != "" {
 		t.Errorf("%s envelope (-want +got):\n%s", id, diff)
 	}
@@ -161,7 +169,9 @@ func checkEntry(t *testing.T, e *queue.Entry, id string, msg []byte) {
 	if strings.Contains(added, "Message-ID:") || strings.Contains(added, "\r\nDate:") {
 		t.Errorf("Message-ID/Date added although present:\n%s", added)
 	}
-	for _, part := range []string{"(version=TLS1.3 cipher=", "(authenticated user app)", "id " + id, "for <rcpt@one.test>;"} {
+	for _, part := range []string{
+		"(version=TLS1.3 cipher=", "(authenticated user app)", "id " + id, "for <rcpt@one.test>;",
+	} {
 		if !strings.Contains(added, part) {
 			t.Errorf("Received lacks %q:\n%s", part, added)
 		}
@@ -217,9 +227,12 @@ func TestMultiDomain(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := []byte(message("a@example.com", ""))
-	id := send(t, c, "a@example.com", []string{"a@one.test", "b@two.test", "C@ONE.test", "d@three.test", "a@one.test"}, nil, nil, msg)
+	rcpts := []string{"a@one.test", "b@two.test", "C@ONE.test", "d@three.test", "a@one.test"}
+	id := send(t, c, "a@example.com", rcpts, nil, nil, msg)
 	entries := h.lease(3)
-	want := map[string][]string{"one.test": {"a@one.test", "C@one.test"}, "two.test": {"b@two.test"}, "three.test": {"d@three.test"}}
+	want := map[string][]string{
+		"one.test": {"a@one.test", "C@one.test"}, "two.test": {"b@two.test"}, "three.test": {"d@three.test"},
+	}
 	for dom, rcpts := range want {
 		e := entries[id+"/"+dom]
 		if e == nil {
@@ -283,7 +296,8 @@ func TestSmuggling(t *testing.T) {
 	c.expect("MAIL FROM:<a@example.com>", 250, "")
 	c.expect("RCPT TO:<x@one.test>", 250, "")
 	c.expect("DATA", 354, "")
-	c.send(message("a@example.com", "") + "first\n.\nMAIL FROM:<evil@example.com>\r\nsecond\r\n.\nthird\n.\r\nRCPT TO:<y@two.test>\r\n.\r\n")
+	c.send(message("a@example.com", "") +
+		"first\n.\nMAIL FROM:<evil@example.com>\r\nsecond\r\n.\nthird\n.\r\nRCPT TO:<y@two.test>\r\n.\r\n")
 	r := c.read()
 	if r.Code != 250 {
 		t.Fatalf("end of DATA: %v", r)

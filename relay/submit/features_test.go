@@ -51,9 +51,11 @@ func TestSignerAndNormalising(t *testing.T) {
 	sg := &recordingSigner{}
 	h := start(t, testConfig(t), harnessOpts{signer: sg})
 	c := h.login(lnImplicit, appUser, appPass)
-	id := sendRaw(t, c, "MAIL FROM:<a@example.com>", "RCPT TO:<x@one.test>", message("a@example.com", "")+"bare\nLF and bare\rCR\r\n")
+	id := sendRaw(t, c, "MAIL FROM:<a@example.com>", "RCPT TO:<x@one.test>",
+		message("a@example.com", "")+"bare\nLF and bare\rCR\r\n")
 	b := body(t, h.lease(1)[id+"/one.test"])
-	if !bytes.HasPrefix(b, []byte("DKIM-Signature: v=1;")) || !bytes.HasSuffix(b, []byte("Hello.\r\nbare\r\nLF and bare\r\nCR\r\n")) {
+	if !bytes.HasPrefix(b, []byte("DKIM-Signature: v=1;")) ||
+		!bytes.HasSuffix(b, []byte("Hello.\r\nbare\r\nLF and bare\r\nCR\r\n")) {
 		t.Fatalf("stored: %q", b)
 	}
 	sg.mu.Lock()
@@ -97,7 +99,9 @@ func TestReload(t *testing.T) {
 	old := h.login(lnImplicit, appUser, appPass)
 
 	next := *cfg
-	next.Submission.Users = []config.User{{Name: appUser, PasswordHash: hash(t, "new-pass"), AllowedFrom: []string{"example.net"}}}
+	next.Submission.Users = []config.User{
+		{Name: appUser, PasswordHash: hash(t, "new-pass"), AllowedFrom: []string{"example.net"}},
+	}
 	reload(t, h.srv, &next)
 	old.expect("MAIL FROM:<a@example.net>", 250, "") // same connection, new allowed_from
 	old.expect("RSET", 250, "")

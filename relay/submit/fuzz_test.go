@@ -13,7 +13,9 @@ import (
 // characters, is ASCII unless SMTPUTF8, and renders to something that
 // parses back to itself.
 func FuzzParseMailbox(f *testing.F) {
-	for _, s := range []string{"a@example.com", "a b@x.test", "x@[127.0.0.1]", "x@[IPv6:::1]", "j\xc3\xb6rg@b\xc3\xbccher.test", "a\x00@x", "@", ""} {
+	for _, s := range []string{
+		"a@example.com", "a b@x.test", "x@[127.0.0.1]", "x@[IPv6:::1]", "j\xc3\xb6rg@b\xc3\xbccher.test", "a\x00@x", "@", "",
+	} {
 		f.Add(s, true)
 		f.Add(s, false)
 	}
@@ -74,7 +76,9 @@ func FuzzMessage(f *testing.F) {
 		if h, err := scanHeader(out, 1<<20); err == nil {
 			_, _ = fromAddresses(h)
 		}
-		r := received(stamp{Helo: string(msg), IP: "127.0.0.1", Host: "h", User: string(msg), ID: "ID", Time: time.Unix(0, 0)})
+		r := received(stamp{
+			Helo: string(msg), IP: "127.0.0.1", Host: "h", User: string(msg), ID: "ID", Time: time.Unix(0, 0),
+		})
 		if bytes.Count([]byte(r), []byte("\r\n")) != bytes.Count([]byte(r), []byte("\r\n\t"))+1 {
 			t.Fatalf("Received: field broken by input: %q", r)
 		}
@@ -84,7 +88,9 @@ func FuzzMessage(f *testing.F) {
 // FuzzNormalizeFastPath: normalize's line-at-a-time shortcut answers
 // exactly like the byte loop.
 func FuzzNormalizeFastPath(f *testing.F) {
-	for _, s := range []string{"", "a\r\n", "a\r\nb", "a\nb\r\n", "a\rb\r\n", "x\x00\r\n", "0123456789A\r\n", "\r\n.\r\n"} {
+	for _, s := range []string{
+		"", "a\r\n", "a\r\nb", "a\nb\r\n", "a\rb\r\n", "x\x00\r\n", "0123456789A\r\n", "\r\n.\r\n",
+	} {
 		f.Add([]byte(s), false)
 	}
 	f.Fuzz(func(t *testing.T, msg []byte, reject bool) {
@@ -109,8 +115,10 @@ func FuzzLongLines(f *testing.F) {
 		"Subject: \x01\r\n\r\nhi\r\n",
 		"Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\x02=\r\n",
 		"Content-Transfer-Encoding: base64\r\n\r\n\x01\r\n",
-		"Content-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n--b\r\n\r\nshort\r\n--b\r\nContent-Type: text/html\r\n\r\n\x02\r\n--b--\r\nepi\r\n",
-		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n--c\r\n\r\n\x01\r\n--c--\r\n--b--\r\n",
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n--b\r\n\r\nshort\r\n" +
+			"--b\r\nContent-Type: text/html\r\n\r\n\x02\r\n--b--\r\nepi\r\n",
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n" +
+			"--c\r\n\r\n\x01\r\n--c--\r\n--b--\r\n",
 		"Content-Type: multipart/signed; boundary=s\r\n\r\n--s\r\n\r\n\x01\r\n--s--\r\n",
 		"Content-Type: message/rfc822\r\n\r\nSubject: \x02\r\n\r\n\x01\r\n",
 		"\r\n\x01\r\n",

@@ -72,16 +72,23 @@ func fuzzServer(f *testing.F) (*Server, *tls.Config, *panicWatch) {
 // fuzzSeeds are realistic sessions; the first byte picks the listener
 // (even: implicit TLS, odd: plaintext STARTTLS listener).
 var fuzzSeeds = []string{
-	"\x00EHLO client.test\r\nAUTH PLAIN " + plain(appUser, appPass) + "\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<r@one.test>\r\nDATA\r\n" +
+	"\x00EHLO client.test\r\nAUTH PLAIN " + plain(appUser, appPass) + "\r\n" +
+		"MAIL FROM:<a@example.com>\r\nRCPT TO:<r@one.test>\r\nDATA\r\n" +
 		"From: a@example.com\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
-	"\x00EHLO client.test\r\nAUTH LOGIN\r\n" + b64(appUser) + "\r\n" + b64(appPass) + "\r\nMAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8\r\n" +
-		"RCPT TO:<r@one.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;o@one.test\r\nBDAT 40 LAST\r\nFrom: a@example.com\r\n\r\n0123456789012\r\n",
-	"\x00EHLO client.test\r\nAUTH PLAIN " + plain(appUser, "wrong") + "\r\nMAIL FROM:<alice.sender.test>\r\nRCPT TO:<bob>\r\nRSET\r\nNOOP\r\nVRFY x\r\nHELP\r\n",
-	"\x00EHLO client.test\r\nAUTH PLAIN " + plain(anyUser, anyPass) + "\r\nMAIL FROM:<>\r\nRCPT TO:<a@[127.0.0.1]>\r\nRCPT TO:<\"q u\"@two.test>\r\nDATA\r\n.\r\n",
+	"\x00EHLO client.test\r\nAUTH LOGIN\r\n" + b64(appUser) + "\r\n" + b64(appPass) + "\r\n" +
+		"MAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8\r\n" +
+		"RCPT TO:<r@one.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;o@one.test\r\n" +
+		"BDAT 40 LAST\r\nFrom: a@example.com\r\n\r\n0123456789012\r\n",
+	"\x00EHLO client.test\r\nAUTH PLAIN " + plain(appUser, "wrong") + "\r\n" +
+		"MAIL FROM:<alice.sender.test>\r\nRCPT TO:<bob>\r\nRSET\r\nNOOP\r\nVRFY x\r\nHELP\r\n",
+	"\x00EHLO client.test\r\nAUTH PLAIN " + plain(anyUser, anyPass) + "\r\n" +
+		"MAIL FROM:<>\r\nRCPT TO:<a@[127.0.0.1]>\r\nRCPT TO:<\"q u\"@two.test>\r\nDATA\r\n.\r\n",
 	"\x01EHLO client.test\r\nAUTH PLAIN x\r\nMAIL FROM:<a@example.com>\r\nSTARTTLS\r\nplaintext after starttls\r\n",
 	"\x01HELO x\r\nEHLO bad!name\r\nEHLO\r\n\x00\xff\r\nBDAT x\r\nDATA\r\n" + strings.Repeat("A", 5000) + "\r\nQUIT\r\n",
 	"\x00EHLO a\r\nAUTH PLAIN\r\n*\r\nAUTH XOAUTH2\r\nAUTH LOGIN " + b64(appUser) + "\r\n" + b64("nope") + "\r\n",
-	"\x00ehlo client.test\r\nauth plain " + plain(appUser, appPass) + "\r\nmail from:<a@example.com> SIZE=999999999\r\nmail from:<a@example.com> REQUIRETLS\r\nrcpt to:<x@one.test>\r\nbdat 5\r\n12345bdat 0 last\r\n",
+	"\x00ehlo client.test\r\nauth plain " + plain(appUser, appPass) + "\r\n" +
+		"mail from:<a@example.com> SIZE=999999999\r\nmail from:<a@example.com> REQUIRETLS\r\n" +
+		"rcpt to:<x@one.test>\r\nbdat 5\r\n12345bdat 0 last\r\n",
 }
 
 // FuzzSession: random command streams against the real server never make
@@ -208,7 +215,8 @@ func checkReplies(out []byte, cut bool) string {
 // checkReplyLine checks one line; cont is the code of the multi-line reply
 // it continues ("" for none).
 func checkReplyLine(line, cont string) string {
-	if len(line) < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' {
+	if len(line) < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
+		line[2] < '0' || line[2] > '9' {
 		return "not a 3-digit reply code"
 	}
 	if cont != "" && line[:3] != cont {

@@ -78,7 +78,8 @@ func testConfig(t testing.TB, mods ...func(*config.Config)) *config.Config {
 	cfg.Hostname = "relay.test"
 	cfg.DataDir = t.TempDir()
 	cfg.Submission.Listeners = []config.Listener{
-		{Addr: "127.0.0.1:0", TLS: "starttls"}, {Addr: "127.0.0.1:0", TLS: "implicit"}, {Addr: "127.0.0.1:0", TLS: "starttls"},
+		{Addr: "127.0.0.1:0", TLS: "starttls"}, {Addr: "127.0.0.1:0", TLS: "implicit"},
+		{Addr: "127.0.0.1:0", TLS: "starttls"},
 	}
 	cfg.Submission.AuthFailures.Delay = config.Duration(time.Millisecond)
 	rate, _ := config.ParseRate("2/h")
@@ -319,7 +320,8 @@ func (c *rawClient) readErr() (smtpReply, error) {
 		}
 	}
 	last := r.Lines[len(r.Lines)-1]
-	if parts := strings.SplitN(last, " ", 2); len(parts) == 2 && strings.Count(parts[0], ".") == 2 && parts[0][0] >= '2' && parts[0][0] <= '5' {
+	if parts := strings.SplitN(last, " ", 2); len(parts) == 2 && strings.Count(parts[0], ".") == 2 &&
+		parts[0][0] >= '2' && parts[0][0] <= '5' {
 		r.Enh, r.Text = parts[0], parts[1]
 	} else {
 		r.Text = last

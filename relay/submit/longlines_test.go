@@ -118,15 +118,23 @@ func TestLongLinesRefused(t *testing.T) {
 		want      error
 	}{
 		{"reject mode", "From: a@example.com\r\n\r\n" + longHTML, true, errLongLine},
-		{"multipart/signed", "From: a@example.com\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=s\r\n\r\n" +
-			"--s\r\nContent-Type: text/html\r\n\r\n" + longHTML + "--s\r\nContent-Type: application/pkcs7-signature\r\n\r\nMIIB\r\n--s--\r\n", false, errLongSigned},
+		{"multipart/signed", "From: a@example.com\r\n" +
+			"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=s\r\n\r\n" +
+			"--s\r\nContent-Type: text/html\r\n\r\n" + longHTML +
+			"--s\r\nContent-Type: application/pkcs7-signature\r\n\r\nMIIB\r\n--s--\r\n", false, errLongSigned},
 		{"signed inside mixed", "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n" +
-			"--m\r\nContent-Type: multipart/signed; boundary=s\r\n\r\n--s\r\n\r\n" + long + "\r\n--s--\r\n--m--\r\n", false, errLongSigned},
-		{"pkcs7-mime", "From: a@example.com\r\nContent-Type: application/pkcs7-mime\r\n\r\n" + long + "\r\n", false, errLongSigned},
-		{"inline PGP", "From: a@example.com\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\n" + long + "\r\n", false, errLongSigned},
-		{"header without whitespace", "From: a@example.com\r\nX-Long: " + long + "\r\n\r\nhi\r\n", false, errLongHeader},
-		{"unterminated multipart", "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n\r\n" + long + "\r\n", false, errLongLine},
-		{"unknown encoding", "From: a@example.com\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n" + long + "\r\n", false, errLongLine},
+			"--m\r\nContent-Type: multipart/signed; boundary=s\r\n\r\n--s\r\n\r\n" + long + "\r\n--s--\r\n--m--\r\n",
+			false, errLongSigned},
+		{"pkcs7-mime", "From: a@example.com\r\nContent-Type: application/pkcs7-mime\r\n\r\n" + long + "\r\n",
+			false, errLongSigned},
+		{"inline PGP", "From: a@example.com\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\n" + long + "\r\n",
+			false, errLongSigned},
+		{"header without whitespace", "From: a@example.com\r\nX-Long: " + long + "\r\n\r\nhi\r\n",
+			false, errLongHeader},
+		{"unterminated multipart", "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n" +
+			"--m\r\n\r\n" + long + "\r\n", false, errLongLine},
+		{"unknown encoding", "From: a@example.com\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n" + long + "\r\n",
+			false, errLongLine},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -187,7 +195,8 @@ func TestLongLinesSubmitted(t *testing.T) {
 	if err := os.WriteFile(keyFile, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sg, err := dkim.NewSigner([]dkim.KeySpec{{Domain: "example.com", Selector: "s1", KeyFile: keyFile, Sign: true}}, dkim.Options{})
+	sg, err := dkim.NewSigner(
+		[]dkim.KeySpec{{Domain: "example.com", Selector: "s1", KeyFile: keyFile, Sign: true}}, dkim.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +234,8 @@ func TestLongLinesSubmitted(t *testing.T) {
 	if err != nil || len(vs) != 1 || vs[0].Err != nil {
 		t.Fatalf("DKIM after re-encoding a multipart: %v %+v", err, vs)
 	}
-	if !bytes.Contains(b, []byte(textPart+"--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")) {
+	if !bytes.Contains(b,
+		[]byte(textPart+"--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")) {
 		t.Fatalf("multipart not stored as expected:\n%s", b[:min(len(b), 800)])
 	}
 

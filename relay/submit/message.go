@@ -240,7 +240,8 @@ func received(s stamp) string {
 	b.WriteString("Received: from " + sanitize(s.Helo, 255) + " (" + ipLiteral(s.IP) + ")\r\n")
 	b.WriteString("\tby " + s.Host + " (jetrelay) with " + proto + "\r\n")
 	if s.TLS != nil {
-		b.WriteString("\t(version=" + tlsVersionName(s.TLS.Version) + " cipher=" + tls.CipherSuiteName(s.TLS.CipherSuite) + ")\r\n")
+		b.WriteString("\t(version=" + tlsVersionName(s.TLS.Version) +
+			" cipher=" + tls.CipherSuiteName(s.TLS.CipherSuite) + ")\r\n")
 	}
 	if s.User != "" { // only with submission.received_user (stampUser)
 		b.WriteString("\t(authenticated user " + sanitize(s.User, 64) + ")\r\n")

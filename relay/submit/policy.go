@@ -64,7 +64,8 @@ func newPolicy(sub config.Submission, prev *policy) (*policy, error) {
 			}
 		}
 		if !u.Rate.Unlimited() {
-			if old := prev.user(u.Name); old != nil && old.limiter != nil && old.rate.Count == u.Rate.Count && old.rate.Per == u.Rate.Per {
+			if old := prev.user(u.Name); old != nil && old.limiter != nil &&
+				old.rate.Count == u.Rate.Count && old.rate.Per == u.Rate.Per {
 				up.limiter = old.limiter
 			} else {
 				// A token bucket: Count tokens, refilled at Count per Per.

@@ -72,7 +72,8 @@ func TestAuthEndsPreAuthLimits(t *testing.T) {
 		authed, end, started := tc.authed, tc.sessionEnd, tc.started
 		tc.mu.Unlock()
 		if !authed || !end.Equal(started.Add(h.cfg.Submission.Timeouts.Session.D())) {
-			t.Fatalf("after AUTH: authed=%v, session ends %v after start, want %v", authed, end.Sub(started), h.cfg.Submission.Timeouts.Session.D())
+			t.Fatalf("after AUTH: authed=%v, session ends %v after start, want %v",
+				authed, end.Sub(started), h.cfg.Submission.Timeouts.Session.D())
 		}
 	}
 }

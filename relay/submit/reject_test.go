@@ -111,7 +111,8 @@ func authRejections() []rejection {
 			c.expect("EHLO client.test", 250, "")
 			return c.cmd("AUTH PLAIN " + b64("dev\x00app\x00"+appPass))
 		}},
-		{name: "AUTH while banned", code: 454, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.AuthFailures.Max = 3 }),
+		{name: "AUTH while banned", code: 454, enh: "4.7.0",
+			mod: limits(func(s *config.Submission) { s.AuthFailures.Max = 3 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				c := h.dialRaw(lnImplicit)
 				c.expect("EHLO client.test", 250, "")
@@ -120,7 +121,8 @@ func authRejections() []rejection {
 				}
 				return c.cmd("AUTH PLAIN " + plain(appUser, appPass)) // right password, still banned
 			}},
-		{name: "connect while banned", code: 421, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.AuthFailures.Max = 2 }),
+		{name: "connect while banned", code: 421, enh: "4.7.0",
+			mod: limits(func(s *config.Submission) { s.AuthFailures.Max = 2 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				c := h.dialRaw(lnStartTLS2)
 				c.expect("EHLO client.test", 250, "")
@@ -147,7 +149,8 @@ func senderRejections() []rejection {
 	return []rejection{
 		{name: "MAIL FROM other domain", code: 553, enh: "5.7.1", run: mailFrom("a@other.test")},
 		{name: "MAIL FROM subdomain", code: 553, enh: "5.7.1", run: mailFrom("a@sub.example.com")},
-		{name: "MAIL FROM other address of allowed address's domain", code: 553, enh: "5.7.1", run: mailFrom("bob@example.org")},
+		{name: "MAIL FROM other address of allowed address's domain", code: 553, enh: "5.7.1",
+			run: mailFrom("bob@example.org")},
 		{name: "null sender", code: 553, enh: "5.7.1", run: mailFrom("")},
 		{name: "8-bit sender without SMTPUTF8", code: 553, enh: "5.6.7", run: mailFrom("j\xc3\xb6rg@example.com")},
 		{name: "8-bit recipient without SMTPUTF8", code: 553, enh: "5.6.7", run: rcptTo("j\xc3\xb6rg@one.test")},
@@ -178,9 +181,10 @@ func contentRejections() []rejection {
 		{name: "header From not allowed", code: 550, enh: "5.7.1", run: func(t *testing.T, h *harness) smtpReply {
 			return data(h, message("evil@other.test", ""))
 		}},
-		{name: "header From second address not allowed", code: 550, enh: "5.7.1", run: func(t *testing.T, h *harness) smtpReply {
-			return data(h, "From: a@example.com, b@bank.test\r\n\r\nx\r\n")
-		}},
+		{name: "header From second address not allowed", code: 550, enh: "5.7.1",
+			run: func(t *testing.T, h *harness) smtpReply {
+				return data(h, "From: a@example.com, b@bank.test\r\n\r\nx\r\n")
+			}},
 		{name: "no From", code: 550, enh: "5.6.0", run: func(t *testing.T, h *harness) smtpReply {
 			return data(h, "Subject: x\r\n\r\nbody\r\n")
 		}},
@@ -259,31 +263,38 @@ func limitRejections() []rejection {
 		{name: "SIZE over limit at MAIL", code: 552, enh: "5.3.4", text: tooBigText,
 			mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
 			run: func(t *testing.T, h *harness) smtpReply {
-				return h.login(lnImplicit, appUser, appPass).cmd(fmt.Sprintf("MAIL FROM:<a@example.com> SIZE=%d", h.cfg.Submission.MaxMessageBytes+1))
+				return h.login(lnImplicit, appUser, appPass).
+					cmd(fmt.Sprintf("MAIL FROM:<a@example.com> SIZE=%d", h.cfg.Submission.MaxMessageBytes+1))
 			}},
-		{name: "data over limit", code: 552, enh: "5.3.4", text: tooBigText, mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
+		{name: "data over limit", code: 552, enh: "5.3.4", text: tooBigText,
+			mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				return data(h, message("a@example.com", "")+strings.Repeat("0123456789abcdef\r\n", 400))
 			}},
-		{name: "BDAT over limit", code: 552, enh: "5.3.4", text: tooBigText, mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
+		{name: "BDAT over limit", code: 552, enh: "5.3.4", text: tooBigText,
+			mod: limits(func(s *config.Submission) { s.MaxMessageBytes = 4096 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				c := inTx(h, appUser, appPass, "a@example.com", "x@one.test")
 				c.send("BDAT 5000 LAST\r\n" + strings.Repeat("x", 5000))
 				return c.read()
 			}},
-		{name: "header section too large", code: 552, enh: "5.3.4", mod: limits(func(s *config.Submission) { s.MaxHeaderBytes = 2048 }),
+		{name: "header section too large", code: 552, enh: "5.3.4",
+			mod: limits(func(s *config.Submission) { s.MaxHeaderBytes = 2048 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				return data(h, message("a@example.com", strings.Repeat("X-Pad: 0123456789abcdef\r\n", 100)))
 			}},
-		{name: "too many recipients", code: 452, enh: "4.5.3", mod: limits(func(s *config.Submission) { s.MaxRecipients = 2 }),
+		{name: "too many recipients", code: 452, enh: "4.5.3",
+			mod: limits(func(s *config.Submission) { s.MaxRecipients = 2 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				return inTx(h, appUser, appPass, "a@example.com", "a@one.test", "b@one.test").cmd("RCPT TO:<c@one.test>")
 			}},
 		{name: "max_connections", code: 421, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.MaxConnections = 1 }),
 			run: secondConnection},
-		{name: "max_connections_per_ip", code: 421, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.MaxConnectionsPerIP = 1 }),
+		{name: "max_connections_per_ip", code: 421, enh: "4.7.0",
+			mod: limits(func(s *config.Submission) { s.MaxConnectionsPerIP = 1 }),
 			run: secondConnection},
-		{name: "max_idle_commands", code: 421, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.MaxIdleCommands = 5 }),
+		{name: "max_idle_commands", code: 421, enh: "4.7.0",
+			mod: limits(func(s *config.Submission) { s.MaxIdleCommands = 5 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				c := h.login(lnStartTLS, appUser, appPass) // 4 commands, then AUTH restarts the count
 				c.expect("NOOP", 250, "")
@@ -293,7 +304,8 @@ func limitRejections() []rejection {
 				c.expect("EHLO client.test", 250, "")
 				return c.read() // sent before a 6th command: the limit is reached
 			}},
-		{name: "max_idle_commands after a transaction", code: 421, enh: "4.7.0", mod: limits(func(s *config.Submission) { s.MaxIdleCommands = 5 }),
+		{name: "max_idle_commands after a transaction", code: 421, enh: "4.7.0",
+			mod: limits(func(s *config.Submission) { s.MaxIdleCommands = 5 }),
 			run: func(t *testing.T, h *harness) smtpReply {
 				c := h.login(lnImplicit, appUser, appPass)
 				for range 3 { // transactions in between restart the count

@@ -257,7 +257,8 @@ func (s *Server) Start() error {
 		go func() {
 			defer s.serving.Done()
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
-				s.log.Error().Err(err).Str("event", "listener_stopped").Str("addr", ln.Addr().String()).Msg("submission listener stopped")
+				s.log.Error().Err(err).Str("event", "listener_stopped").Str("addr", ln.Addr().String()).
+					Msg("submission listener stopped")
 			}
 		}()
 	}
@@ -274,7 +275,8 @@ func bindError(addr string, err error) error {
 			"CAP_NET_BIND_SERVICE (sudo setcap cap_net_bind_service=+ep /path/to/jetrelay), "+
 			"or use ports >= 1024 in submission.listeners", addr)
 	case errors.Is(err, syscall.EADDRINUSE):
-		return fmt.Errorf("submission listener %s: address already in use: stop the other process or choose another port in submission.listeners", addr)
+		return fmt.Errorf("submission listener %s: address already in use: "+
+			"stop the other process or choose another port in submission.listeners", addr)
 	}
 	return fmt.Errorf("submission listener %s: %w", addr, err)
 }
@@ -377,7 +379,8 @@ func (s *Server) clientBanned(client string) bool {
 	defer cancel()
 	_, banned, err := s.brake.clientBan(ctx, client)
 	if err != nil {
-		s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("ip", client).Msg("ban check at connect failed; AUTH will check again")
+		s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("ip", client).
+			Msg("ban check at connect failed; AUTH will check again")
 	}
 	return banned
 }

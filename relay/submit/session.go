@@ -105,7 +105,8 @@ func (s *session) reply(op string, err error, info rejectInfo) error {
 		se = errDeadline
 	default:
 		id := s.id + "-" + itoa(int(s.errSeq.Add(1)))
-		s.log.Error().Err(err).Str("event", "internal_error").Str("op", op).Str("error_id", id).Str("user", s.user).Msg("internal error")
+		s.log.Error().Err(err).Str("event", "internal_error").Str("op", op).Str("error_id", id).Str("user", s.user).
+			Msg("internal error")
 		se = internalReply(id)
 	}
 	if se.Code >= 400 && s.tc.refusal.rejected(se.Code, se.EnhancedCode) {

@@ -184,19 +184,24 @@ func TestBindErrors(t *testing.T) {
 	}
 	defer busy.Close()
 	cfg := testConfig(t, func(c *config.Config) {
-		c.Submission.Listeners = []config.Listener{{Addr: "127.0.0.1:0", TLS: "starttls"}, {Addr: busy.Addr().String(), TLS: "implicit"}}
+		c.Submission.Listeners = []config.Listener{
+			{Addr: "127.0.0.1:0", TLS: "starttls"}, {Addr: busy.Addr().String(), TLS: "implicit"},
+		}
 	})
 	tlsConf, err := LoadOrCreateTLS(settingsOf(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Settings: settingsOf(cfg), Queue: nopQueue{}, Events: testEmitter(t), Logger: testLogger(t), TLS: tlsConf,
-		Brake: openTestBrake(t, queuetest.RunJetStream(t))})
+	s, err := New(Options{
+		Settings: settingsOf(cfg), Queue: nopQueue{}, Events: testEmitter(t), Logger: testLogger(t), TLS: tlsConf,
+		Brake: openTestBrake(t, queuetest.RunJetStream(t)),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = s.Start()
-	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) || !strings.Contains(err.Error(), "already in use") {
+	if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) ||
+		!strings.Contains(err.Error(), "already in use") {
 		t.Fatalf("Start: %v", err)
 	}
 	if len(s.Addrs()) != 0 {
