@@ -43,7 +43,16 @@ func unitExecLines(t *testing.T, key string) []string {
 // known password), and every command line of the unit runs with it.
 func TestPackagedConfigPassesCheck(t *testing.T) {
 	path := filepath.Join("..", "..", "packaging", "jetrelay.yaml")
-	if rc, out, errOut := runCmd(t, "check", "--config", path); rc != 0 || out != path+": OK\n" {
+	rc, out, errOut := runCmd(t, "check", "--config", path)
+	// hostname is left to the machine's name on purpose; on a machine
+	// whose name is not fully qualified check warns about that, and only that.
+	var other []string
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if l != "" && !strings.HasPrefix(l, path+": warning: hostname: not set,") {
+			other = append(other, l)
+		}
+	}
+	if rc != 0 || strings.Join(other, "") != path+": OK\n" {
 		t.Fatalf("jetrelay check: rc=%d\n%s%s", rc, out, errOut)
 	}
 	cfg, err := config.Load(path)

@@ -215,10 +215,20 @@ func (s *scheduler) worker(d *dest) {
 		}
 		s.workerExit(d)
 	}()
+	var made *runtime // the runtime sess was made under
 	for {
 		j := s.next(d)
 		if j == nil {
 			return
+		}
+		// A reload may have changed port, DNS, TLS or source address: a
+		// connection from before it is not reused.
+		if rt := s.att.rt.Load(); rt != made {
+			if sess != nil {
+				sess.Quit(time.Second)
+				sess = nil
+			}
+			made = rt
 		}
 		sess = s.run(d, j, sess)
 	}
