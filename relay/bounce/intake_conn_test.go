@@ -107,23 +107,7 @@ func sendOn(c *smtp.Client, rcpt, msg string) error {
 	if err := c.Hello("mx.example.org"); err != nil {
 		return err
 	}
-	if err := c.Mail("", nil); err != nil {
-		return err
-	}
-	if err := c.Rcpt(rcpt, nil); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write([]byte(msg)); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
+	return transact(c, rcpt, msg)
 }
 
 // lastLine reads one (possibly multi-line) reply and returns its last line.

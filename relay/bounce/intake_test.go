@@ -47,6 +47,12 @@ func sendBounce(t *testing.T, f *fixture, rcpt, msg string) error {
 	if ok, _ := c.Extension("AUTH"); ok {
 		t.Error("intake advertises AUTH")
 	}
+	return transact(c, rcpt, msg)
+}
+
+// transact runs one bounce transaction (null sender) for rcpt on c, after
+// its EHLO, and quits.
+func transact(c *smtp.Client, rcpt, msg string) error {
 	if err := c.Mail("", nil); err != nil {
 		return err
 	}
