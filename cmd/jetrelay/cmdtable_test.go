@@ -253,7 +253,8 @@ func TestRoffEscape(t *testing.T) {
 }
 
 func TestCompletionUsage(t *testing.T) {
-	for _, args := range [][]string{{"completion"}, {"completion", "tcsh"}, {"completion", "bash", "zsh"}, {"man", "extra"}} {
+	bad := [][]string{{"completion"}, {"completion", "tcsh"}, {"completion", "bash", "zsh"}, {"man", "extra"}}
+	for _, args := range bad {
 		if rc, _, stderr := runCmd(t, args...); rc != 2 || stderr == "" {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and a message", args, rc, stderr)
 		}

@@ -78,13 +78,16 @@ _jetrelay() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd flags valued
     if (( COMP_CWORD == 1 )); then
 `)
-	fmt.Fprintf(w, "        COMPREPLY=($(compgen -W %q -- \"$cur\"))\n        return\n    fi\n", strings.Join(names(docs), " "))
+	fmt.Fprintf(w, "        COMPREPLY=($(compgen -W %q -- \"$cur\"))\n        return\n    fi\n",
+		strings.Join(names(docs), " "))
 	fmt.Fprint(w, "    cmd=\"${COMP_WORDS[1]}\"\n    case \"$cmd\" in\n")
 	if ds := dispatchers(docs); len(ds) > 0 {
-		fmt.Fprintf(w, "    %s)\n        if (( COMP_CWORD == 2 )); then\n            case \"$cmd\" in\n", strings.Join(ds, "|"))
+		fmt.Fprintf(w, "    %s)\n        if (( COMP_CWORD == 2 )); then\n            case \"$cmd\" in\n",
+			strings.Join(ds, "|"))
 		for _, d := range docs {
 			if len(d.subs) > 0 {
-				fmt.Fprintf(w, "            %s) COMPREPLY=($(compgen -W %q -- \"$cur\")) ;;\n", d.path, strings.Join(names(d.subs), " "))
+				fmt.Fprintf(w, "            %s) COMPREPLY=($(compgen -W %q -- \"$cur\")) ;;\n",
+					d.path, strings.Join(names(d.subs), " "))
 			}
 		}
 		fmt.Fprint(w, "            esac\n            return\n        fi\n        cmd=\"$cmd ${COMP_WORDS[2]}\" ;;\n")
@@ -156,7 +159,8 @@ func zshCompletion(w io.Writer, docs []cmdDoc) {
 			}
 			fmt.Fprint(w, " ) ;;\n")
 		}
-		fmt.Fprint(w, "            esac\n            _describe -t commands \"jetrelay $cmd command\" cmds\n            return\n"+
+		fmt.Fprint(w, "            esac\n"+
+			"            _describe -t commands \"jetrelay $cmd command\" cmds\n            return\n"+
 			"        fi\n        cmd=\"$cmd ${words[3]}\"\n        shift 2 words; (( CURRENT -= 2 )) ;;\n")
 	}
 	fmt.Fprint(w, "    (*) shift words; (( CURRENT-- )) ;;\n    esac\n    case $cmd in\n")

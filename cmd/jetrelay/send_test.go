@@ -129,7 +129,8 @@ func TestSendFollowsToOutcome(t *testing.T) {
 		t.Fatalf("fake MX got %d messages, want 1", len(msgs))
 	}
 	body := string(msgs[0].Body)
-	for _, want := range []string{"Content-Type: multipart/mixed", `filename=report.csv`, "Content-Transfer-Encoding: base64",
+	for _, want := range []string{
+		"Content-Type: multipart/mixed", `filename=report.csv`, "Content-Transfer-Encoding: base64",
 		"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=", "YSxiCmEsYgph"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("delivered message lacks %q:\n%s", want, body)
@@ -205,7 +206,8 @@ func TestAuthBansAndUnban(t *testing.T) {
 	if rc, out, _ := runOps(t, authMain, args("unban", "--all")...); rc != 0 || !strings.Contains(out, "every client") {
 		t.Fatalf("unban --all rc %d: %s", rc, out)
 	}
-	if rc, _, errOut := runOps(t, authMain, args("unban", "192.0.2.1")...); rc != 1 || !strings.Contains(errOut, "no ban") {
+	rc, _, errOut = runOps(t, authMain, args("unban", "192.0.2.1")...)
+	if rc != 1 || !strings.Contains(errOut, "no ban") {
 		t.Fatalf("unban of a client without a ban: rc %d %s", rc, errOut)
 	}
 	for _, bad := range [][]string{{"unban"}, {"unban", "1.2.3.4", "5.6.7.8"}, {"bogus"}, {"unban", "not-an-ip"}} {

@@ -15,7 +15,8 @@ import (
 func TestSendDefaults(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "jetrelay.yaml")
-	yaml := "hostname: relay.test\ndata_dir: " + dir + "\nsubmission:\n  listeners: [{addr: \"0.0.0.0:2587\", tls: implicit}]\n"
+	yaml := "hostname: relay.test\ndata_dir: " + dir +
+		"\nsubmission:\n  listeners: [{addr: \"0.0.0.0:2587\", tls: implicit}]\n"
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
