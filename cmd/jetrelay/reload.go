@@ -37,6 +37,9 @@ func (r *relay) reload() {
 			Msg("new config refused; keeping the old one")
 		return
 	}
+	for _, w := range next.Warnings() {
+		r.log.Warn().Str("event", "config_warning").Str("path", w.Path).Int("line", w.Line).Msg(w.Msg)
+	}
 	r.reloadTo(next)
 }
 

@@ -44,6 +44,9 @@ func runServe(args []string, sio stdio) int {
 		return 1
 	}
 	log := newLogger(cfg, sio)
+	for _, w := range cfg.Warnings() {
+		log.Warn().Str("event", "config_warning").Str("path", w.Path).Int("line", w.Line).Msg(w.Msg)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := serve(ctx, cfg, log, sio); err != nil {
