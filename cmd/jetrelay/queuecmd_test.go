@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
@@ -19,17 +20,6 @@ import (
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 )
-
-func enqueueTo(t *testing.T, q *queue.Queue, domain string) string {
-	t.Helper()
-	e := &queue.Envelope{From: "app@example.com", Domain: domain, Arrival: time.Now().Add(-time.Hour),
-		Rcpts: []queue.Recipient{{Addr: "u@" + domain}}}
-	m := &queue.Message{Body: []byte("Subject: t\r\n\r\nhi\r\n"), Entries: []*queue.Envelope{e}}
-	if err := q.Enqueue(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
-	return m.ID
-}
 
 // leaseTwo leases the two oldest ready entries: the first is deferred for
 // an hour, the second stays in flight. No pull request is left waiting.
@@ -98,11 +88,11 @@ func lsItemsByID(t *testing.T, o *opsEnv, id string) []*queue.Item {
 func TestQueueCLI(t *testing.T) {
 	t.Parallel()
 	o := newOpsEnv(t)
-	dID := enqueueTo(t, o.q, "one.example")
-	fID := enqueueTo(t, o.q, "one.example")
+	dID := queuetest.EnqueueTo(t, o.q, "one.example")
+	fID := queuetest.EnqueueTo(t, o.q, "one.example")
 	leaseTwo(t, o.q)
-	xID := enqueueTo(t, o.q, "one.example")
-	rID := enqueueTo(t, o.q, "two.example")
+	xID := queuetest.EnqueueTo(t, o.q, "one.example")
+	rID := queuetest.EnqueueTo(t, o.q, "two.example")
 
 	rc, out, errOut := runOps(t, queueMain, append([]string{"ls"}, o.args()...)...)
 	if rc != 0 || !regexp.MustCompile(`one\.example\s+1\s+1\s+1\s+0`).MatchString(out) ||
@@ -115,7 +105,7 @@ func TestQueueCLI(t *testing.T) {
 		t.Fatalf("ls --domain rc %d:\n%s", rc, out)
 	}
 	rc, out, _ = runOps(t, queueMain, append([]string{"show", dID}, o.args()...)...)
-	for _, want := range []string{"State:", "deferred", "Last reply:", "Message header:\n  Subject: t\n", "History:"} {
+	for _, want := range []string{"State:", "deferred", "Last reply:", "Message header:\n  From: app@example.com\n  Subject: t\n", "History:"} {
 		if rc != 0 || !strings.Contains(out, want) {
 			t.Fatalf("show lacks %q (rc %d):\n%s", want, rc, out)
 		}
@@ -273,7 +263,7 @@ func TestQueueRetryAgainstLiveRelay(t *testing.T) {
 	mx, em, base := liveRelay(t, o)
 	const rcpt = "u@live.example"
 	mx.ReplyRcpt(rcpt, relaytest.Err(451, "4.7.1", "greylisted"), 1)
-	id := enqueueTo(t, o.q, "live.example")
+	id := queuetest.EnqueueTo(t, o.q, "live.example")
 	// As submission does, the accepted event carries the arrival time
 	// (enqueueTo's hour ago), and it is published after the enqueue: the
 	// engine may publish its first attempt before it.

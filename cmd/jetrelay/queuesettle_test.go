@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
 )
 
 // countsOf runs `queue ls --json` and returns domain's counts.
@@ -33,8 +34,8 @@ func TestQueueLsReflectsActionAtOnce(t *testing.T) {
 	t.Parallel()
 	o := newOpsEnv(t)
 	const dom = "settle.example"
-	dID := enqueueTo(t, o.q, dom)
-	enqueueTo(t, o.q, dom)
+	dID := queuetest.EnqueueTo(t, o.q, dom)
+	queuetest.EnqueueTo(t, o.q, dom)
 	leaseTwo(t, o.q) // dID deferred for an hour, the other in flight
 	steps := []struct {
 		verb  string
@@ -56,7 +57,7 @@ func TestQueueLsReflectsActionAtOnce(t *testing.T) {
 			t.Fatalf("%s did not settle: %s", s.verb, errOut)
 		}
 	}
-	enqueueTo(t, o.q, dom)
+	queuetest.EnqueueTo(t, o.q, dom)
 	leaseTwo(t, o.q) // dID (ready again, oldest) deferred again
 	if got := countsOf(t, o, dom); got[queue.StateDeferred] != 1 {
 		t.Fatalf("before retry: %v", got)

@@ -85,3 +85,17 @@ func StreamInfo(t testing.TB, q *queue.Queue, filter string) *jetstream.StreamIn
 	}
 	return info
 }
+
+// EnqueueTo stores a one-recipient message to u@domain from
+// app@example.com that arrived an hour ago, and returns its queue id.
+func EnqueueTo(t testing.TB, q *queue.Queue, domain string) string {
+	t.Helper()
+	e := &queue.Envelope{From: "app@example.com", Domain: domain, Arrival: time.Now().Add(-time.Hour),
+		Rcpts: []queue.Recipient{{Addr: "u@" + domain}}}
+	m := &queue.Message{Body: []byte("From: app@example.com\r\nSubject: t\r\n\r\nhi\r\n"),
+		Entries: []*queue.Envelope{e}}
+	if err := q.Enqueue(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m.ID
+}

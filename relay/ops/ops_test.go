@@ -17,17 +17,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-func enqueue(t *testing.T, q *queue.Queue, domain string) string {
-	t.Helper()
-	e := &queue.Envelope{From: "app@example.com", Domain: domain, Arrival: time.Now().Add(-time.Hour),
-		Rcpts: []queue.Recipient{{Addr: "u@" + domain}}}
-	m := &queue.Message{Body: []byte("From: app@example.com\r\nSubject: t\r\n\r\nhi\r\n"), Entries: []*queue.Envelope{e}}
-	if err := q.Enqueue(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
-	return m.ID
-}
-
 // deferOne leases the only ready entry and defers it for an hour; no pull
 // request is left waiting afterwards.
 func deferOne(t *testing.T, q *queue.Queue) {
@@ -87,9 +76,9 @@ func TestActions(t *testing.T) {
 	}
 	noDSN, _ := ops.New(ops.Options{Queue: q, Events: em, Actor: "test:op"})
 
-	a := enqueue(t, q, "a.example")
+	a := queuetest.EnqueueTo(t, q, "a.example")
 	deferOne(t, q)
-	bID, c := enqueue(t, q, "b.example"), enqueue(t, q, "c.example")
+	bID, c := queuetest.EnqueueTo(t, q, "b.example"), queuetest.EnqueueTo(t, q, "c.example")
 
 	do := func(op *ops.Operator, act ops.Action, r ops.Request) ops.Report {
 		t.Helper()
@@ -188,7 +177,7 @@ func TestRetryMarksDomains(t *testing.T) {
 		t.Fatal(err)
 	}
 	op, _ := ops.New(ops.Options{Queue: q, Actor: "test:op"})
-	id := enqueue(t, q, "a.example")
+	id := queuetest.EnqueueTo(t, q, "a.example")
 	deferOne(t, q)
 	next := func() queue.RetryMark {
 		t.Helper()
