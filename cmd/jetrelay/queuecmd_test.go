@@ -105,7 +105,8 @@ func TestQueueCLI(t *testing.T) {
 		t.Fatalf("ls --domain rc %d:\n%s", rc, out)
 	}
 	rc, out, _ = runOps(t, queueMain, append([]string{"show", dID}, o.args()...)...)
-	for _, want := range []string{"State:", "deferred", "Last reply:", "Message header:\n  From: app@example.com\n  Subject: t\n", "History:"} {
+	header := "Message header:\n  From: app@example.com\n  Subject: t\n"
+	for _, want := range []string{"State:", "deferred", "Last reply:", header, "History:"} {
 		if rc != 0 || !strings.Contains(out, want) {
 			t.Fatalf("show lacks %q (rc %d):\n%s", want, rc, out)
 		}
