@@ -138,8 +138,9 @@ func (q *Queue) Release(ctx context.Context, it *Item) (Result, error) {
 // neither.
 type Bouncer interface {
 	// Deleted queues a failure DSN for env's recipients; body is the
-	// message. It is called after the entry is removed; an error means no
-	// DSN was queued.
+	// message. It is called after the entry is removed, and again after a
+	// passing failure, so it must be idempotent; an error means no DSN
+	// was queued.
 	Deleted(ctx context.Context, env *Envelope, body []byte) error
 }
 
@@ -172,7 +173,9 @@ func (q *Queue) Delete(ctx context.Context, it *Item, bouncer Bouncer) (Result, 
 	}
 	var errs []error
 	if bouncer != nil {
-		if err := bouncer.Deleted(ctx, it.Env, body); err != nil {
+		// The entry is gone: its DSN is tried through passing failures
+		// (Deleted is idempotent), so the sender is not left untold.
+		if err := persist(ctx, func() error { return bouncer.Deleted(ctx, it.Env, body) }); err != nil {
 			errs = append(errs, fmt.Errorf("entry deleted, but no DSN was queued: %w", err))
 		}
 	}
