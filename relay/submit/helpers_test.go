@@ -24,6 +24,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -118,6 +119,10 @@ type harnessOpts struct {
 	queue      *queue.Queue // share another harness's JetStream (default: a new one)
 	// proxyTimeout shortens the PROXY header limit (default 5 s).
 	proxyTimeout time.Duration
+	// rateClock is the rate limiter's clock (default time.Now).
+	rateClock *testClock
+	// rateJS holds the rate bucket (default: the queue's connection).
+	rateJS jetstream.JetStream
 }
 
 func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
@@ -133,9 +138,18 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 	}
 	brake := openTestBrake(t, h.q)
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
+	if o.rateJS == nil {
+		o.rateJS = h.q.JetStream()
+	}
+	ro := RateOptions{JetStream: o.rateJS, Logger: log}
+	if o.rateClock != nil {
+		ro.Now = o.rateClock.now
+	}
+	rates := openTestRates(t, ro)
 	var err error // no Options.TLS: the server loads (generates) it from cfg, as in production
 	h.srv, err = New(Options{Settings: settingsOf(cfg), Queue: h.q, Signer: o.signer, Suppressor: o.suppressor,
-		Events: events.NewEmitter(log, nil), Logger: log, Observer: o.observer, Conns: o.conns, Brake: brake})
+		Events: events.NewEmitter(log, nil), Logger: log, Observer: o.observer, Conns: o.conns, Brake: brake,
+		Rates: rates})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,6 +94,9 @@ type Options struct {
 	Conns    Gauge
 	// Brake is the auth brake in JetStream KV (OpenBrake); required.
 	Brake *Brake
+	// Rates limits submission.users[].rate cluster-wide (OpenRates); nil
+	// limits per process only.
+	Rates *Rates
 }
 
 // signerBox lets SetSigner swap the signer while sessions sign.
@@ -142,6 +145,7 @@ type Server struct {
 	tlsOwned  bool                       // tlsCur comes from Settings: Prepare reloads it
 	pol       atomic.Pointer[policy]
 	brake     *Brake
+	rates     *Rates
 	inflight  *inflight // message data held in memory, this process (spool.go)
 	conns     *connTracker
 	bcryptSem chan struct{}
@@ -167,14 +171,18 @@ func New(o Options) (*Server, error) {
 	case o.Brake == nil:
 		return nil, errors.New("submit: Options.Brake is required (OpenBrake)")
 	}
-	pol, err := newPolicy(o.Settings.Submission, nil)
+	rates := o.Rates
+	if rates == nil {
+		rates, _ = OpenRates(context.Background(), RateOptions{Logger: o.Logger}) // local only: cannot fail
+	}
+	pol, err := newPolicy(o.Settings.Submission, nil, rates)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		static: o.Settings, hostname: o.Settings.Hostname, queue: o.Queue, suppress: o.Suppressor,
 		observe: o.Observer, connGauge: o.Conns,
-		events: o.Events, log: o.Logger, brake: o.Brake, conns: newConnTracker(),
+		events: o.Events, log: o.Logger, brake: o.Brake, rates: rates, conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
 		inflight:  &inflight{max: int64(o.Settings.Submission.MaxInflightBytes)},
@@ -208,7 +216,7 @@ func (s *Server) policy() *policy { return s.pol.Load() }
 // submission.tls again (a renewed certificate); handshakes after apply use
 // it.
 func (s *Server) Prepare(set Settings) (apply func(), err error) {
-	pol, err := newPolicy(set.Submission, s.policy())
+	pol, err := newPolicy(set.Submission, s.policy(), s.rates)
 	if err != nil {
 		return nil, err
 	}
