@@ -121,8 +121,9 @@ type harnessOpts struct {
 	proxyTimeout time.Duration
 	// rateClock is the rate limiter's clock (default time.Now).
 	rateClock *testClock
-	// rateJS holds the rate bucket (default: the queue's connection).
-	rateJS jetstream.JetStream
+	// nodeJS is this node's own connection for the brake and rate buckets
+	// (default: the queue's).
+	nodeJS jetstream.JetStream
 }
 
 func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
@@ -136,12 +137,12 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 	if h.q == nil {
 		h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.qDir})
 	}
-	brake := openTestBrake(t, h.q)
-	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
-	if o.rateJS == nil {
-		o.rateJS = h.q.JetStream()
+	if o.nodeJS == nil {
+		o.nodeJS = h.q.JetStream()
 	}
-	ro := RateOptions{JetStream: o.rateJS, Logger: log}
+	brake := openBrakeOn(t, o.nodeJS)
+	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
+	ro := RateOptions{JetStream: o.nodeJS, Logger: log}
 	if o.rateClock != nil {
 		ro.Now = o.rateClock.now
 	}

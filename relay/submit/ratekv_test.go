@@ -211,7 +211,7 @@ func TestRateAcrossTwoServers(t *testing.T) {
 	q, dir := listeningJetStream(t)
 	clk := midWindow()
 	h1 := start(t, testConfig(t, withRate("60/m")), harnessOpts{queue: q, rateClock: clk})
-	h2 := start(t, testConfig(t, withRate("60/m")), harnessOpts{queue: q, rateClock: clk, rateJS: secondConn(t, q, dir)})
+	h2 := start(t, testConfig(t, withRate("60/m")), harnessOpts{queue: q, rateClock: clk, nodeJS: secondConn(t, q, dir)})
 	clients := []*rawClient{h1.login(lnImplicit, slowUser, slowPass), h2.login(lnImplicit, slowUser, slowPass)}
 	accepted := mailFroms(t, clients, 100)
 	t.Logf("60/m through two servers: %d of 100 accepted", accepted)

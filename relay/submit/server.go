@@ -125,8 +125,10 @@ const (
 	maxRefusing = 64
 	// admitBanTimeout bounds the ban check of a new connection.
 	admitBanTimeout = time.Second
-	// brakeTimeout bounds the auth brake's bucket work for one AUTH.
-	brakeTimeout = 10 * time.Second
+	// brakeTimeout bounds each piece of the auth brake's bucket work for
+	// one AUTH (check, count); past it the brake fails open to the node's
+	// own counts, so a slow bucket never stalls AUTH for long.
+	brakeTimeout = 2 * time.Second
 )
 
 // Server is the submission service: one go-smtp server per listener.
@@ -380,15 +382,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // emit logs and publishes an event.
 func (s *Server) emit(e *events.Event) { s.events.Emit(e) }
 
-// clientBanned reports whether a connecting client is banned. An unreadable
-// bucket lets the client in (AUTH checks again and then refuses).
+// clientBanned reports whether a connecting client is banned. A bucket
+// that does not answer lets the client in unless this node banned it
+// itself (brakelocal.go); AUTH checks again.
 func (s *Server) clientBanned(client string) bool {
+	if s.brake.local.banned(client, time.Now()) {
+		return true
+	}
+	if !s.brake.health.usable() {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), admitBanTimeout)
 	defer cancel()
 	_, banned, err := s.brake.clientBan(ctx, client)
-	if err != nil {
-		s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("ip", client).
-			Msg("ban check at connect failed; AUTH will check again")
+	if err != nil && s.brake.health.failed() {
+		s.log.Error().Err(err).Str("event", "auth_brake_unavailable").Str("ip", client).
+			Msg("auth brake bucket unavailable: counting failures on this node until it answers")
 	}
 	return banned
 }
