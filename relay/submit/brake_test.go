@@ -386,3 +386,33 @@ func TestBrakeFailOpenWhenNATSGone(t *testing.T) {
 		t.Fatalf("%d auth_brake_unavailable lines, want 1:\n%s", n, h.logs.String())
 	}
 }
+
+// TestLocalBrake: the node's fallback bans a client at max failures within
+// the window, until the ban ends, and stays bounded however many clients
+// fail.
+func TestLocalBrake(t *testing.T) {
+	t.Parallel()
+	var l localBrake
+	cfg := brakeCfg() // max 10, window 1m, ban 1h
+	now := time.Now()
+	for i := range 9 {
+		if out := l.fail("192.0.2.1", cfg, now); out.clientBan || out.clientFail != i+1 {
+			t.Fatalf("failure %d: %+v", i+1, out)
+		}
+	}
+	if out := l.fail("192.0.2.1", cfg, now); !out.clientBan || !l.banned("192.0.2.1", now.Add(59*time.Minute)) {
+		t.Fatalf("10th failure: %+v, want a ban lasting the hour", out)
+	}
+	if l.banned("192.0.2.1", now.Add(61*time.Minute)) || l.banned("192.0.2.2", now) {
+		t.Fatal("ban outlived its end, or hit another client")
+	}
+	for i := range 3 * localBrakeMax {
+		l.fail("c"+itoa(i), cfg, now)
+	}
+	if len(l.m) > localBrakeMax {
+		t.Fatalf("%d local records, bound %d", len(l.m), localBrakeMax)
+	}
+	if !l.banned("192.0.2.1", now) {
+		t.Fatal("a flood of one-off failures lifted a ban")
+	}
+}

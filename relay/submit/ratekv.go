@@ -86,7 +86,8 @@ type Rates struct {
 	mu    sync.Mutex
 	users map[string]*userRate
 
-	downMu    sync.Mutex
+	retryAfter time.Duration // rateRetryAfter; tests shorten it
+	downMu     sync.Mutex
 	downUntil time.Time // wall clock: the bucket failed, limit locally
 	loggedAt  time.Time
 }
@@ -94,7 +95,8 @@ type Rates struct {
 // OpenRates creates or updates the bucket (per-message TTLs allowed) and
 // returns the cluster-wide limiter.
 func OpenRates(ctx context.Context, o RateOptions) (*Rates, error) {
-	r := &Rates{now: o.Now, log: o.Logger, users: map[string]*userRate{}, subject: "$KV." + RateBucket + "."}
+	r := &Rates{now: o.Now, log: o.Logger, users: map[string]*userRate{}, subject: "$KV." + RateBucket + ".",
+		retryAfter: rateRetryAfter}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -319,7 +321,7 @@ func (r *Rates) markDown(err error) {
 	now := time.Now()
 	r.downMu.Lock()
 	defer r.downMu.Unlock()
-	r.downUntil = now.Add(rateRetryAfter)
+	r.downUntil = now.Add(r.retryAfter)
 	if !r.loggedAt.IsZero() && now.Sub(r.loggedAt) < rateLogEvery {
 		return
 	}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,5 +242,86 @@ func TestRateReload(t *testing.T) {
 	reload(t, h.srv, testConfig(t, withRate("5/h")))
 	if got := mailFroms(t, []*rawClient{c}, 5); got != 3 {
 		t.Fatalf("%d of 5 accepted after raising 2/h to 5/h with 2 spent; want 3", got)
+	}
+}
+
+// TestRateConcurrent: sessions on two nodes asking at once (CAS races)
+// still lease at most N in the window.
+func TestRateConcurrent(t *testing.T) {
+	t.Parallel()
+	q, dir := listeningJetStream(t)
+	clk := midWindow()
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	a := openTestRates(t, RateOptions{JetStream: q.JetStream(), Now: clk.now, Logger: log})
+	b := openTestRates(t, RateOptions{JetStream: secondConn(t, q, dir), Now: clk.now, Logger: log})
+	rt := mustRate(t, "200/m") // block 10
+	var granted atomic.Int64
+	var wg sync.WaitGroup
+	for _, r := range []*Rates{a, b} {
+		for range 4 {
+			wg.Go(func() {
+				lim := r.limiter(slowUser, rt)
+				for range 60 {
+					if lim.Allow() {
+						granted.Add(1)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if g := granted.Load(); g > 200 || g < 200-2*10 {
+		t.Fatalf("8 sessions on two nodes were granted %d of 480 at 200/m; want 180..200", g)
+	}
+	if a.down() || b.down() {
+		t.Fatal("contention was taken for an unavailable bucket")
+	}
+}
+
+// TestRateBucketBack: a node that fell back to local limits uses the
+// bucket again once it answers.
+func TestRateBucketBack(t *testing.T) {
+	t.Parallel()
+	q := queuetest.RunJetStream(t)
+	clk := midWindow()
+	r := openTestRates(t, RateOptions{JetStream: q.JetStream(), Now: clk.now, Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	r.retryAfter = 0
+	lim := r.limiter(slowUser, mustRate(t, "100/m")) // block 5
+	if err := q.JetStream().DeleteKeyValue(t.Context(), RateBucket); err != nil {
+		t.Fatal(err)
+	}
+	if !lim.Allow() || lim.st.local == nil {
+		t.Fatal("with the bucket gone the message was not granted by the local limiter")
+	}
+	openTestRates(t, RateOptions{JetStream: q.JetStream()}) // the bucket again
+	if !lim.Allow() {
+		t.Fatal("refused with the bucket back")
+	}
+	n, _, err := r.count(t.Context(), windowKey(userHash(slowUser), time.Minute, windowOf(clk.now(), time.Minute)))
+	if err != nil || n != 5 {
+		t.Fatalf("window count %d (%v) after the bucket came back; want one block of 5", n, err)
+	}
+}
+
+// TestRefillAt: when a spent budget can have room again.
+func TestRefillAt(t *testing.T) {
+	start := time.Unix(600, 0)
+	rt := mustRate(t, "60/m")
+	for _, tc := range []struct {
+		name      string
+		prev, cur int
+		want      time.Duration // after start
+	}{
+		{"no previous window: the next window", 0, 60, time.Minute},
+		{"current window full: the next window", 30, 60, time.Minute},
+		{"previous weight must fall to 29", 60, 30, 31 * time.Second},
+		{"previous weight must fall to 0", 60, 59, time.Minute},
+		{"room already", 10, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := refillAt(rt, start, tc.prev, tc.cur).Sub(start); got != tc.want {
+				t.Fatalf("refillAt(prev %d, cur %d) = start+%v, want start+%v", tc.prev, tc.cur, got, tc.want)
+			}
+		})
 	}
 }
