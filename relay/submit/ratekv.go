@@ -128,10 +128,11 @@ type userLimit struct {
 // Allow takes one token for one message, or reports the rate exceeded.
 func (l *userLimit) Allow() bool { return l.r.allow(l.st, l.rate) }
 
-// limiter returns the limit of user at rt; nil when rt is unlimited. The
-// user's leased block and local limiter are shared by every snapshot.
+// limiter returns the limit of user at rt; nil when rt is unlimited (or
+// has no period, which validation refuses). The user's leased block and
+// local limiter are shared by every snapshot.
 func (r *Rates) limiter(user string, rt config.Rate) *userLimit {
-	if rt.Unlimited() {
+	if rt.Unlimited() || rt.Per <= 0 {
 		return nil
 	}
 	r.mu.Lock()
