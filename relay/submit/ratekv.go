@@ -88,8 +88,8 @@ type Rates struct {
 
 	retryAfter time.Duration // rateRetryAfter; tests shorten it
 	downMu     sync.Mutex
-	downUntil time.Time // wall clock: the bucket failed, limit locally
-	loggedAt  time.Time
+	downUntil  time.Time // wall clock: the bucket failed, limit locally
+	loggedAt   time.Time
 }
 
 // OpenRates creates or updates the bucket (per-message TTLs allowed) and
