@@ -288,7 +288,11 @@ func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submi
 	}
 	ev = ev.Strs("submission", addrs).Int("users", len(cfg.Submission.Users))
 	if cfg.NATS.Embedded() {
-		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync)
+		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync).
+			Str("nats_server_name", cfg.NATS.ServerName)
+		if cl := cfg.NATS.Cluster; cl != nil {
+			ev = ev.Str("nats_cluster", cl.Name).Str("nats_cluster_listen", cl.Listen).Int("nats_replicas", cfg.NATS.Replicas)
+		}
 	} else {
 		ev = ev.Str("nats", queue.RedactURL(cfg.NATS.URL))
 	}
