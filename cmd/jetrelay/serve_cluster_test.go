@@ -150,3 +150,32 @@ func natsClient(t *testing.T, c testRelayConfig) jetstream.JetStream {
 	}
 	return js
 }
+
+// TestServeStopsWhileWaiting: a node alone in its cluster waits, and
+// SIGTERM (the serve context ending) then stops it cleanly.
+func TestServeStopsWhileWaiting(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "cluster.password")
+	if err := os.WriteFile(secret, []byte("route-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := writeRelayConfig(t)
+	cfg := clusterNodeConfig(t, 0, []int{freePort(t), freePort(t), freePort(t)}, secret, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	buf := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, zerolog.New(buf), stdio{nil, buf, buf}) }()
+	waitLog(t, buf, `"event":"nats_waiting"`)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("serve did not stop")
+	}
+	if !strings.Contains(buf.String(), "jetrelay stopped before JetStream was ready") {
+		t.Fatalf("log:\n%s", buf)
+	}
+}
