@@ -39,6 +39,16 @@ type ClusterTLS struct {
 	CAFile string `yaml:"ca_file"`
 }
 
+// resolvePaths applies Config.resolvePaths's fix to the block's files.
+func (cl *NATSCluster) resolvePaths(fix func(*string)) {
+	if cl == nil {
+		return
+	}
+	for _, p := range []*string{&cl.PasswordFile, &cl.TLS.Cert, &cl.TLS.Key, &cl.TLS.CAFile} {
+		fix(p)
+	}
+}
+
 // DefaultClusterName is nats.cluster.name when the block leaves it out.
 const DefaultClusterName = "jetrelay"
 

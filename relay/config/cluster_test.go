@@ -161,3 +161,24 @@ func TestSyncWarningWithExternalNATS(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterFilesRelativeToConfig: the route secret and TLS files may be
+// named relative to the config file, like the other files.
+func TestClusterFilesRelativeToConfig(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cluster.password"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "jetrelay.yaml")
+	y := clusterYAML(1, "    listen: :6222\n    password_file: cluster.password\n")
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "cluster.password"); cfg.NATS.Cluster.PasswordFile != want {
+		t.Fatalf("password_file %q, want %q", cfg.NATS.Cluster.PasswordFile, want)
+	}
+}
