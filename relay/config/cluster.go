@@ -33,9 +33,14 @@ type NATSCluster struct {
 
 // ClusterTLS are the certificate, key and CA of TLS between cluster nodes.
 type ClusterTLS struct {
-	Cert string `yaml:"cert"` // this node's certificate (PEM), also presented as a client
-	Key  string `yaml:"key"`
-	// CAFile verifies the other nodes' certificates ("" = system roots).
+	// Cert is this node's certificate chain (PEM), for its route port and
+	// presented as a client: with ca_file it needs both server and client
+	// authentication (extended key usage) and the names or addresses the
+	// routes use.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"` // Key is the certificate's private key (PEM)
+	// CAFile verifies the other nodes' certificates in both directions
+	// (mutual TLS); "" = system roots, no client certificate required.
 	CAFile string `yaml:"ca_file"`
 }
 
