@@ -15,15 +15,15 @@ import (
 	"time"
 )
 
-// testCA issues route certificates usable for both ends of a route
+// routeCA issues route certificates usable for both ends of a route
 // (server and client authentication), as mutual TLS needs.
-type testCA struct {
+type routeCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	file string
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newRouteCA(t *testing.T, name string) *routeCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -42,13 +42,13 @@ func newTestCA(t *testing.T, name string) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := &testCA{cert: cert, key: key, file: filepath.Join(t.TempDir(), "ca.pem")}
-	writePEM(t, ca.file, "CERTIFICATE", der)
+	ca := &routeCA{cert: cert, key: key, file: filepath.Join(t.TempDir(), "ca.pem")}
+	writeRoutePEM(t, ca.file, "CERTIFICATE", der)
 	return ca
 }
 
 // issue writes a certificate for 127.0.0.1 and its key; returns the paths.
-func (ca *testCA) issue(t *testing.T) (certFile, keyFile string) {
+func (ca *routeCA) issue(t *testing.T) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -71,12 +71,12 @@ func (ca *testCA) issue(t *testing.T) (certFile, keyFile string) {
 	}
 	dir := t.TempDir()
 	certFile, keyFile = filepath.Join(dir, "node.pem"), filepath.Join(dir, "node.key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
+	writeRoutePEM(t, certFile, "CERTIFICATE", der)
+	writeRoutePEM(t, keyFile, "EC PRIVATE KEY", kder)
 	return certFile, keyFile
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
+func writeRoutePEM(t *testing.T, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
@@ -86,10 +86,10 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 // TestRouteMutualTLS: nodes whose certificates the shared CA signed form
 // routes over TLS; a node with a certificate from another CA is refused.
 func TestRouteMutualTLS(t *testing.T) {
-	ca, other := newTestCA(t, "cluster CA"), newTestCA(t, "other CA")
-	ports := freePorts(t, 3)
-	log := &logBuf{}
-	node := func(i int, signer *testCA) Options {
+	ca, other := newRouteCA(t, "cluster CA"), newRouteCA(t, "other CA")
+	ports := clusterPorts(t, 3)
+	log := &clusterLog{}
+	node := func(i int, signer *routeCA) Options {
 		o := clusterNode(t, i, ports, "route-secret", log)
 		o.Cluster.TLSCert, o.Cluster.TLSKey = signer.issue(t)
 		o.Cluster.TLSCAFile = ca.file
@@ -105,7 +105,7 @@ func TestRouteMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { b.Shutdown(); b.WaitForShutdown() }()
-	eventually(t, time.Minute, "a TLS route between the nodes", func() bool {
+	clusterWait(t, time.Minute, "a TLS route between the nodes", func() bool {
 		return a.NumRoutes() > 0 && b.NumRoutes() > 0
 	})
 	c, _, err := startEmbedded(node(2, other))
@@ -113,7 +113,7 @@ func TestRouteMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { c.Shutdown(); c.WaitForShutdown() }()
-	eventually(t, time.Minute, "the stranger's TLS handshake to fail", func() bool {
+	clusterWait(t, time.Minute, "the stranger's TLS handshake to fail", func() bool {
 		return log.has("TLS route handshake error")
 	})
 	if c.NumRoutes() != 0 {

@@ -81,17 +81,17 @@ func TestServeClusterNodesWait(t *testing.T) {
 		go func() { done <- serve(ctx, cfg, zerolog.New(buf), stdio{nil, buf, buf}) }()
 	}
 	start(0)
-	waitLog(t, logs[0], `"event":"nats_waiting"`)
+	waitServeLog(t, logs[0], `"event":"nats_waiting"`)
 	if strings.Contains(logs[0].String(), `"event":"started"`) {
 		t.Fatalf("the first node started alone:\n%s", logs[0])
 	}
 	start(1)
 	start(2)
 	for _, l := range logs {
-		waitLog(t, l, `"event":"started"`)
+		waitServeLog(t, l, `"event":"started"`)
 	}
 	submitOne(t, nodes[1], []byte("From: app@example.com\r\nTo: user@example.net\r\nSubject: cluster\r\n\r\nhello\r\n"))
-	js := natsClient(t, nodes[0])
+	js := embeddedJetStream(t, nodes[0])
 	names := []string{queue.StreamName, queue.ParkStreamName, events.StreamName, "KV_" + bounce.StateBucket,
 		"KV_" + bounce.SuppressBucket, "KV_" + submit.AuthBucket, "KV_" + queue.RetryBucket}
 	for _, name := range names {
@@ -120,8 +120,8 @@ func TestServeClusterNodesWait(t *testing.T) {
 	}
 }
 
-// waitLog polls l until it contains s (or fails after two minutes).
-func waitLog(t *testing.T, l *syncBuffer, s string) {
+// waitServeLog polls l until it contains s (or fails after two minutes).
+func waitServeLog(t *testing.T, l *syncBuffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for !strings.Contains(l.String(), s) {
@@ -132,8 +132,8 @@ func waitLog(t *testing.T, l *syncBuffer, s string) {
 	}
 }
 
-// natsClient connects to a node's embedded client port.
-func natsClient(t *testing.T, c testRelayConfig) jetstream.JetStream {
+// embeddedJetStream connects to a node's embedded client port.
+func embeddedJetStream(t *testing.T, c testRelayConfig) jetstream.JetStream {
 	t.Helper()
 	pass, err := os.ReadFile(filepath.Join(c.dir, "data", queue.PasswordFileName))
 	if err != nil {
@@ -165,7 +165,7 @@ func TestServeStopsWhileWaiting(t *testing.T) {
 	buf := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, zerolog.New(buf), stdio{nil, buf, buf}) }()
-	waitLog(t, buf, `"event":"nats_waiting"`)
+	waitServeLog(t, buf, `"event":"nats_waiting"`)
 	cancel()
 	select {
 	case err := <-done:
