@@ -142,7 +142,8 @@ func waitReason(err error) string {
 }
 
 // clusterProgress says how many nodes this embedded node sees, counting
-// itself: "2 of 3 nodes seen". "" when not an embedded cluster node.
+// itself, against the replicas the streams need: "2 of 3 nodes seen".
+// "" when not an embedded cluster node.
 func (q *Queue) clusterProgress() string {
 	if q.ns == nil || q.opts.Cluster == nil {
 		return ""
@@ -153,6 +154,8 @@ func (q *Queue) clusterProgress() string {
 			seen[r.RemoteID] = true
 		}
 	}
-	want := max(q.opts.Replicas, 1)
-	return fmt.Sprintf("%d of %d nodes seen", len(seen)+1, max(want, len(seen)+1))
+	if n, want := len(seen)+1, q.opts.Replicas; n < want {
+		return fmt.Sprintf("%d of %d nodes seen", n, want)
+	}
+	return fmt.Sprintf("%d nodes seen, electing a leader", len(seen)+1)
 }
