@@ -157,5 +157,5 @@ func (q *Queue) clusterProgress() string {
 	if n, want := len(seen)+1, q.opts.Replicas; n < want {
 		return fmt.Sprintf("%d of %d nodes seen", n, want)
 	}
-	return fmt.Sprintf("%d nodes seen, electing a leader", len(seen)+1)
+	return fmt.Sprintf("%d nodes seen", len(seen)+1)
 }
