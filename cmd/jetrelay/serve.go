@@ -102,19 +102,18 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 			return err
 		}
 	}
-	syncEvery, _ := cfg.SyncInterval()
-	q, err := queue.Open(ctx, queue.Options{
-		DataDir: cfg.DataDir, URL: cfg.NATS.URL, Listen: cfg.NATS.Listen,
-		Credentials: cfg.NATS.Credentials, User: cfg.NATS.User, PasswordFile: cfg.NATS.PasswordFile,
-		Replicas: cfg.NATS.Replicas, SyncInterval: syncEvery, Logger: log, Name: "jetrelay " + cfg.Hostname,
-	})
+	qo, err := queueOptions(cfg, log)
 	if err != nil {
 		return err
+	}
+	q, err := queue.Open(ctx, qo)
+	if err != nil {
+		return startErr(ctx, log, err)
 	}
 	r := &relay{cfg: cfg, log: log, q: q, metrics: admin.NewMetrics()}
 	defer r.close()
 	if err := r.start(ctx); err != nil {
-		return err
+		return startErr(ctx, log, err)
 	}
 	logStart(cfg, log, q, r.sub)
 	engDone := make(chan error, 1)
@@ -138,21 +137,20 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 	}
 }
 
-// start builds every component; what it started is stopped by close.
-func (r *relay) start(ctx context.Context) error {
-	var err error
-	r.evPub, err = events.NewPublisher(events.PublisherOptions{
-		Conn: r.q.Conn(), Logger: r.log, OnDrop: r.metrics.EventDropped, Stream: eventStreamOptions(r.cfg),
-	})
-	if err != nil {
+// startErr is a start-up error, or nil when the serve context ended
+// (SIGTERM) while start-up waited for JetStream: a clean stop.
+func startErr(ctx context.Context, log zerolog.Logger, err error) error {
+	if ctx.Err() == nil {
 		return err
 	}
-	if err := r.evPub.Start(ctx); err != nil {
-		return fmt.Errorf("events stream: %w", err)
-	}
-	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
-	r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q, Events: r.emitter,
-		Logger: r.log})
+	log.Info().Str("event", "stopped").Str("waiting_for", err.Error()).
+		Msg("jetrelay stopped before JetStream was ready")
+	return nil
+}
+
+// start builds every component; what it started is stopped by close.
+func (r *relay) start(ctx context.Context) error {
+	brake, err := r.startState(ctx)
 	if err != nil {
 		return err
 	}
@@ -160,12 +158,13 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dkim: %w", err)
 	}
-	brake, err := submit.OpenBrake(ctx, submit.BrakeOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas()})
-	if err != nil {
+	var rates *submit.Rates
+	err = r.q.Await(ctx, "bucket "+submit.RateBucket, func(ctx context.Context) error {
+		var err error
+		rates, err = submit.OpenRates(ctx, submit.RateOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas(),
+			Logger: r.log})
 		return err
-	}
-	rates, err := submit.OpenRates(ctx, submit.RateOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas(),
-		Logger: r.log})
+	})
 	if err != nil {
 		return err
 	}
@@ -195,6 +194,46 @@ func (r *relay) start(ctx context.Context) error {
 		}
 	}
 	return r.startAdmin()
+}
+
+// startState opens the components' streams and buckets (events, bounce
+// state and suppression list, auth brake), each waiting while JetStream is
+// not ready (queue.Await), as a cluster node that starts first must.
+func (r *relay) startState(ctx context.Context) (*submit.Brake, error) {
+	var err error
+	r.evPub, err = events.NewPublisher(events.PublisherOptions{
+		Conn: r.q.Conn(), Logger: r.log, OnDrop: r.metrics.EventDropped, Stream: eventStreamOptions(r.cfg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = r.q.Await(ctx, "stream "+events.StreamName, func(ctx context.Context) error {
+		_, err := events.EnsureStream(ctx, r.q.JetStream(), eventStreamOptions(r.cfg))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	if err := r.evPub.Start(ctx); err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
+	err = r.q.Await(ctx, "bounce buckets", func(ctx context.Context) error {
+		var err error
+		r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q,
+			Events: r.emitter, Logger: r.log})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var brake *submit.Brake
+	err = r.q.Await(ctx, "bucket "+submit.AuthBucket, func(ctx context.Context) error {
+		var err error
+		brake, err = submit.OpenBrake(ctx, submit.BrakeOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas()})
+		return err
+	})
+	return brake, err
 }
 
 func (r *relay) startAdmin() error {
@@ -266,7 +305,11 @@ func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submi
 	}
 	ev = ev.Strs("submission", addrs).Int("users", len(cfg.Submission.Users))
 	if cfg.NATS.Embedded() {
-		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync)
+		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync).
+			Str("nats_server_name", cfg.NATS.ServerName)
+		if cl := cfg.NATS.Cluster; cl != nil {
+			ev = ev.Str("nats_cluster", cl.Name).Str("nats_cluster_listen", cl.Listen).Int("nats_replicas", cfg.NATS.Replicas)
+		}
 	} else {
 		ev = ev.Str("nats", queue.RedactURL(cfg.NATS.URL))
 	}

@@ -53,6 +53,11 @@ type NATS struct {
 	Replicas     int    `yaml:"replicas"`
 	// Sync is "always" (fsync before every ack) or a Go duration.
 	Sync string `yaml:"sync"`
+	// ServerName is the embedded server's name, unique among the nodes of a
+	// cluster; keep it once a node has joined (the cluster knows it by it).
+	ServerName string `yaml:"server_name"`
+	// Cluster makes the embedded server a node of a JetStream cluster.
+	Cluster *NATSCluster `yaml:"cluster"`
 }
 
 // Embedded reports whether jetrelay runs its own in-process NATS server.
@@ -317,6 +322,7 @@ func Parse(data []byte) (*Config, error) { return parse(data, ".") }
 func parse(data []byte, dir string) (*Config, error) {
 	c := Default()
 	c.Dev = false
+	c.NATS.ServerName = "" // derived from the file's nats.listen unless set
 	c.Submission.Listeners = nil
 	c.Submission.Users = nil
 	var root yaml.Node
@@ -394,6 +400,7 @@ func (c *Config) resolvePaths(dir string) {
 	fix(&c.Delivery.TLS.CAFile)
 	fix(&c.NATS.Credentials)
 	fix(&c.NATS.PasswordFile)
+	c.NATS.Cluster.resolvePaths(fix)
 	for i := range c.DKIM.Keys {
 		fix(&c.DKIM.Keys[i].Key)
 	}
