@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -170,6 +171,11 @@ func exportStream(ctx context.Context, js jetstream.JetStream, rw *recordWriter,
 		if !keep {
 			continue
 		}
+		for k := range m.Header {
+			if directGetHeader(k) {
+				delete(m.Header, k)
+			}
+		}
 		err = rw.writeMsg(exportMsg{Seq: m.Sequence, Time: m.Time, Subject: m.Subject, Header: m.Header, Data: m.Data})
 		if err != nil {
 			return n, err
@@ -214,4 +220,16 @@ func subjectHash(subj string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(subj))
 	return h.Sum64()
+}
+
+// directGetHeader reports whether k is one of the headers a direct get
+// adds to the stored message's own (nats-server stream.go, JSStream...).
+func directGetHeader(k string) bool {
+	for _, n := range []string{jetstream.StreamHeader, jetstream.SequenceHeader, jetstream.TimeStampHeaer,
+		jetstream.SubjectHeader, jetstream.LastSequenceHeader, "Nats-Num-Pending", "Nats-UpTo-Sequence"} {
+		if strings.EqualFold(k, n) {
+			return true
+		}
+	}
+	return false
 }

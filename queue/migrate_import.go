@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -177,6 +178,7 @@ func (im *importer) add(ctx context.Context, payload []byte) error {
 	if err != nil {
 		return err
 	}
+	m.Data = bytes.Clone(m.Data) // the record buffer is reused
 	msg, ok := importMsg(im.stream, m, time.Now())
 	if !ok {
 		im.skipped++
