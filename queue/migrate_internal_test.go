@@ -312,6 +312,9 @@ func TestImportMsg(t *testing.T) {
 			ok: true, want: hdr("Nats-Incr", "42"), noData: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.m.Data == nil {
+				tc.m.Data = []byte("data")
+			}
 			msg, ok := importMsg(tc.cfg, tc.m, now)
 			if ok != tc.ok {
 				t.Fatalf("ok = %v, want %v", ok, tc.ok)
