@@ -382,3 +382,22 @@ func TestExportFileCorrupt(t *testing.T) {
 		t.Errorf("cut file: %v", err)
 	}
 }
+
+// TestStandaloneRefusedWhileMigrating: a standalone start over a data_dir
+// whose move into a cluster has begun is refused, as the new store would
+// take mail the import never sees.
+func TestStandaloneRefusedWhileMigrating(t *testing.T) {
+	for _, name := range []string{exportFileName, migratingDirName} {
+		dir := t.TempDir()
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		q, err := Open(mtCtx(t), Options{DataDir: dir, Logger: mtLogger(t)})
+		if !errors.Is(err, ErrMigrationPending) {
+			if q != nil {
+				q.Close()
+			}
+			t.Fatalf("%s present: Open = %v, want ErrMigrationPending", name, err)
+		}
+	}
+}

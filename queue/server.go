@@ -28,6 +28,9 @@ const embeddedMaxPayload = 8 << 20
 // startEmbedded runs an in-process nats-server with JetStream stored under
 // dataDir/nats. listen "" keeps it in-process only (no TCP port).
 func startEmbedded(opts Options) (*server.Server, string, error) {
+	if err := prepareStore(opts); err != nil { // migrate.go: never clustered over standalone data
+		return nil, "", err
+	}
 	pass, err := EnsurePassword(opts.DataDir)
 	if err != nil {
 		return nil, "", err
