@@ -23,8 +23,9 @@ import (
 const (
 	importWindowMsgs   = 256
 	importWindowBytes  = 16 << 20
-	importAttempts     = 6
+	importRetryFor     = 2 * time.Minute
 	importRetryBackoff = time.Second
+	importRetryMax     = 5 * time.Second
 )
 
 // importConfig tunes importExport; the zero value is production.
@@ -299,16 +300,17 @@ func steeringHeader(k string) bool {
 	return false
 }
 
-// retry runs fn until it succeeds, importAttempts times at most, waiting
-// longer after each failure (a stream leader being elected, a peer
-// catching up).
+// retry runs fn until it succeeds or importRetryFor has passed, waiting
+// longer after each failure (up to importRetryMax): a stream leader being
+// elected, a peer catching up.
 func retry(ctx context.Context, fn func() error) error {
-	var err error
-	for i := range importAttempts {
-		if err = fn(); err == nil || i == importAttempts-1 {
+	deadline := time.Now().Add(importRetryFor)
+	for i := 1; ; i++ {
+		err := fn()
+		if err == nil || time.Now().After(deadline) {
 			return err
 		}
-		t := time.NewTimer(time.Duration(i+1) * importRetryBackoff)
+		t := time.NewTimer(min(time.Duration(i)*importRetryBackoff, importRetryMax))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -316,7 +318,6 @@ func retry(ctx context.Context, fn func() error) error {
 		case <-t.C:
 		}
 	}
-	return err
 }
 
 // readProgress returns how many records of export id are imported (0
