@@ -65,14 +65,15 @@ func fillStandalone(t *testing.T, dir string) map[string]string {
 	}
 	defer q.Close()
 	small := []byte("From: app@example.com\r\nSubject: t\r\n\r\nhi\r\n")
-	for _, d := range []string{"defer.example", "hold.example", "park.example"} {
+	domains := []string{"defer.example", "hold.example", "park.example", "due.example"}
+	for _, d := range domains {
 		mtEnqueue(t, q, small, d)
 	}
-	es, err := q.Lease(ctx, 3)
+	es, err := q.Lease(ctx, len(domains))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
+	for range domains {
 		e, err := es.Next()
 		if err != nil {
 			t.Fatal(err)
@@ -83,6 +84,8 @@ func fillStandalone(t *testing.T, dir string) map[string]string {
 			err = e.Defer(ctx, e.Env, later)
 		case "hold.example":
 			err = e.Hold(ctx)
+		case "due.example": // fires at once: a ready entry with the scheduler's headers
+			err = e.Defer(ctx, e.Env, time.Now().Add(-time.Second))
 		default:
 			err = e.Park(ctx, e.Env, later, later)
 		}
@@ -91,6 +94,7 @@ func fillStandalone(t *testing.T, dir string) map[string]string {
 		}
 	}
 	es.Stop()
+	waitFired(t, ctx, q, "jr.q.*.due.example")
 	for i := range 3 {
 		mtEnqueue(t, q, fmt.Appendf(nil, "%sready %d\r\n", small, i), "ready.example")
 	}
@@ -98,6 +102,25 @@ func fillStandalone(t *testing.T, dir string) map[string]string {
 	mtEnqueue(t, q, big, "big-a.example", "big-b.example")
 	fillBuckets(t, ctx, q.js)
 	return snapshot(t, ctx, q.js)
+}
+
+// waitFired polls until subject filter matches a message of the queue stream.
+func waitFired(t *testing.T, ctx context.Context, q *Queue, filter string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := q.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.State.Subjects) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no message on %s", filter)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // fillBuckets writes KV keys and events as the relay's packages do.
