@@ -76,7 +76,7 @@ func exportStandalone(storeDir, path string, log zerolog.Logger) (exportEnd, err
 	if err != nil {
 		return exportEnd{}, err
 	}
-	end, err := writeExport(js, f, log)
+	end, err := writeExport(js, f, storeDir, log)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -93,7 +93,7 @@ func exportStandalone(storeDir, path string, log zerolog.Logger) (exportEnd, err
 }
 
 // writeExport writes the info record, every stream and the end record.
-func writeExport(js jetstream.JetStream, f *os.File, log zerolog.Logger) (exportEnd, error) {
+func writeExport(js jetstream.JetStream, f *os.File, storeDir string, log zerolog.Logger) (exportEnd, error) {
 	ctx := context.Background()
 	var names []string
 	lister := js.StreamNames(ctx)
@@ -112,7 +112,7 @@ func writeExport(js jetstream.JetStream, f *os.File, log zerolog.Logger) (export
 	if _, err := rand.Read(id[:]); err != nil {
 		return exportEnd{}, err
 	}
-	info := exportInfo{ID: hex.EncodeToString(id[:]), Created: time.Now().UTC(), Source: f.Name()}
+	info := exportInfo{ID: hex.EncodeToString(id[:]), Created: time.Now().UTC(), Source: storeDir}
 	if err := rw.writeJSON(recInfo, info); err != nil {
 		return exportEnd{}, err
 	}
