@@ -424,3 +424,76 @@ func TestStandaloneRefusedWhileMigrating(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepareStoreResumes: prepareStore finishes steps 1 and 2 from the
+// states a kill -9 leaves, and refuses standalone data beside a pending
+// export.
+func TestPrepareStoreResumes(t *testing.T) {
+	src := t.TempDir()
+	want := fillStandalone(t, src)
+	co := &ClusterOptions{Name: "jrtest", Listen: "127.0.0.1:0"}
+	for _, tc := range []struct {
+		name  string
+		crash func(t *testing.T, dir string) // leaves dir as a kill -9 would
+	}{
+		{name: "killed during the export", crash: func(t *testing.T, dir string) {
+			mustRename(t, filepath.Join(dir, storeDirName), filepath.Join(dir, migratingDirName))
+			os.WriteFile(filepath.Join(dir, exportFileName+".tmp"), []byte("half"), 0o600)
+			os.WriteFile(filepath.Join(dir, progressFileName), []byte(`{"id":"x","done":3}`), 0o600)
+		}},
+		{name: "killed before the store was kept aside", crash: func(t *testing.T, dir string) {
+			mustRename(t, filepath.Join(dir, storeDirName), filepath.Join(dir, migratingDirName))
+			if _, err := exportStandalone(filepath.Join(dir, migratingDirName), filepath.Join(dir, exportFileName),
+				mtLogger(t)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.CopyFS(filepath.Join(dir, storeDirName), os.DirFS(filepath.Join(src, storeDirName))); err != nil {
+				t.Fatal(err)
+			}
+			tc.crash(t, dir)
+			if err := prepareStore(Options{DataDir: dir, Cluster: co, Logger: mtLogger(t)}); err != nil {
+				t.Fatal(err)
+			}
+			for _, gone := range []string{migratingDirName, exportFileName + ".tmp", progressFileName} {
+				if exists(filepath.Join(dir, gone)) {
+					t.Errorf("%s still there", gone)
+				}
+			}
+			ctx := mtCtx(t)
+			q, err := Open(ctx, Options{DataDir: t.TempDir(), Logger: mtLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			mustRename(t, filepath.Join(dir, exportFileName), filepath.Join(q.opts.DataDir, exportFileName))
+			if err := q.importExport(ctx, importConfig{}); err != nil {
+				t.Fatal(err)
+			}
+			sameSnapshot(t, want, snapshot(t, ctx, q.js))
+		})
+	}
+	t.Run("standalone data beside a pending export", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.CopyFS(filepath.Join(dir, storeDirName), os.DirFS(filepath.Join(src, storeDirName))); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, exportFileName), nil, 0o600)
+		if err := prepareStore(Options{DataDir: dir, Cluster: co, Logger: mtLogger(t)}); err == nil {
+			t.Fatal("a clustered start over standalone data and a pending export was allowed")
+		}
+		if !standaloneData(filepath.Join(dir, storeDirName)) {
+			t.Fatal("the standalone store was touched")
+		}
+	})
+}
+
+func mustRename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
