@@ -21,11 +21,8 @@ import (
 // Import windows: publishes in flight before their acks are awaited and
 // the progress recorded. A window is kept in memory for its retries.
 const (
-	importWindowMsgs   = 256
-	importWindowBytes  = 16 << 20
-	importRetryFor     = 2 * time.Minute
-	importRetryBackoff = time.Second
-	importRetryMax     = 5 * time.Second
+	importWindowMsgs  = 256
+	importWindowBytes = 16 << 20
 )
 
 // importConfig tunes importExport; the zero value is production.
@@ -153,7 +150,7 @@ func (im *importer) ensureStream(ctx context.Context, cfg jetstream.StreamConfig
 			delete(cfg.Metadata, k)
 		}
 	}
-	return retry(ctx, func() error {
+	return im.q.Await(ctx, "stream "+cfg.Name+" (migration)", func(ctx context.Context) error {
 		_, err := im.q.js.Stream(ctx, cfg.Name)
 		if err == nil {
 			return nil
@@ -196,14 +193,15 @@ func (im *importer) add(ctx context.Context, payload []byte) error {
 	return nil
 }
 
-// flush publishes the window until every message is acknowledged (a
-// retry re-sends the same Nats-Msg-Ids: stored ones are answered as
-// duplicates), then records the progress.
+// flush publishes the window until every message is acknowledged, then
+// records the progress. While JetStream is not ready (a leader being
+// elected) the window is sent again (Await) with the same Nats-Msg-Ids:
+// the messages already stored are answered as duplicates.
 func (im *importer) flush(ctx context.Context) error {
 	if im.index == im.done {
 		return nil
 	}
-	err := retry(ctx, func() error { return im.publishWindow(ctx) })
+	err := im.q.Await(ctx, "import into "+im.stream.Name, im.publishWindow)
 	if err != nil {
 		return err
 	}
@@ -298,26 +296,6 @@ func steeringHeader(k string) bool {
 		}
 	}
 	return false
-}
-
-// retry runs fn until it succeeds or importRetryFor has passed, waiting
-// longer after each failure (up to importRetryMax): a stream leader being
-// elected, a peer catching up.
-func retry(ctx context.Context, fn func() error) error {
-	deadline := time.Now().Add(importRetryFor)
-	for i := 1; ; i++ {
-		err := fn()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		t := time.NewTimer(min(time.Duration(i)*importRetryBackoff, importRetryMax))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
-		}
-	}
 }
 
 // readProgress returns how many records of export id are imported (0
