@@ -16,19 +16,19 @@ import (
 // waits for the cluster, so the nodes are opened in the background.
 func migrationCluster(t *testing.T, ctx context.Context, dir string) Options {
 	t.Helper()
-	ports := freePorts(t, 3)
+	ports := clusterPorts(t, 3)
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	for i := 1; i < 3; i++ {
-		o := clusterNode(t, i, ports, "route-secret", &logBuf{})
+		o := clusterNode(t, i, ports, "route-secret", &clusterLog{})
 		o.Logger = log.With().Int("node", i).Logger()
-		ch := openAsync(t, ctx, o)
+		ch := clusterOpenAsync(t, ctx, o)
 		t.Cleanup(func() {
 			if r := <-ch; r.q != nil {
 				r.q.Close()
 			}
 		})
 	}
-	o := clusterNode(t, 0, ports, "route-secret", &logBuf{})
+	o := clusterNode(t, 0, ports, "route-secret", &clusterLog{})
 	o.DataDir, o.Logger = dir, log.With().Int("node", 0).Logger()
 	return o
 }

@@ -381,7 +381,8 @@ func TestExportFileCorrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := exportMsg{Seq: 7, Time: time.Unix(0, 12345), Subject: "jr.q.a.b", Header: nats.Header{"A": {"1"}}, Data: []byte("d")}
+	m := exportMsg{Seq: 7, Time: time.Unix(0, 12345), Subject: "jr.q.a.b", Header: nats.Header{"A": {"1"}},
+		Data: []byte("d")}
 	if err := rw.writeMsg(m); err != nil {
 		t.Fatal(err)
 	}
