@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -57,6 +59,14 @@ func TestMigrateIntoCluster(t *testing.T) {
 		if r := s.CachedInfo().Config.Replicas; r != 3 {
 			t.Errorf("%s: %d replicas, want 3", name, r)
 		}
+	}
+	// The owners' own setup updates what the import created.
+	if _, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: mtSuppress, History: 1,
+		TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: 3}); err != nil {
+		t.Errorf("suppression bucket update after the import: %v", err)
+	}
+	if s, err := q.js.Stream(ctx, mtEvents); err != nil || s.CachedInfo().Config.PersistMode != jetstream.DefaultPersistMode {
+		t.Errorf("events stream at three replicas: %v, want the default persist mode", err)
 	}
 	checkMigrated(t, dir)
 }
