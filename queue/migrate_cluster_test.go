@@ -65,7 +65,8 @@ func TestMigrateIntoCluster(t *testing.T) {
 		TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: 3}); err != nil {
 		t.Errorf("suppression bucket update after the import: %v", err)
 	}
-	if s, err := q.js.Stream(ctx, mtEvents); err != nil || s.CachedInfo().Config.PersistMode != jetstream.DefaultPersistMode {
+	s, err := q.js.Stream(ctx, mtEvents)
+	if err != nil || s.CachedInfo().Config.PersistMode != jetstream.DefaultPersistMode {
 		t.Errorf("events stream at three replicas: %v, want the default persist mode", err)
 	}
 	checkMigrated(t, dir)
