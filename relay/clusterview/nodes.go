@@ -16,9 +16,9 @@ import (
 // Subjects of the system account's pings (nats-server events.go,
 // serverPingReqSubj): every running server answers.
 const (
-	pingJSZ    = "$SYS.REQ.SERVER.PING.JSZ"
-	pingVARZ   = "$SYS.REQ.SERVER.PING.VARZ"
-	pingIDZ    = "$SYS.REQ.SERVER.PING.IDZ"
+	pingJSZ  = "$SYS.REQ.SERVER.PING.JSZ"
+	pingVARZ = "$SYS.REQ.SERVER.PING.VARZ"
+	pingIDZ  = "$SYS.REQ.SERVER.PING.IDZ"
 )
 
 // maxPingAnswers bounds how many answers one ping reads.
