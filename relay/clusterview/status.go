@@ -149,16 +149,20 @@ func Collect(ctx context.Context, o Options) *Status {
 		o.Gather = DefaultGather
 	}
 	st := &Status{Nodes: []Node{}, Problems: []string{}}
-	st.Streams = streams(ctx, o)
+	var listErr error
+	st.Streams, listErr = streams(ctx, o)
 	st.Consumer = consumer(ctx, o)
 	st.Nodes, st.NodeSource = nodes(ctx, o, st.Streams)
-	st.Problems = problems(st)
+	st.Problems = problems(st, listErr)
 	return st
 }
 
 // problems lists what is wrong, streams first.
-func problems(st *Status) []string {
+func problems(st *Status, listErr error) []string {
 	out := []string{}
+	if listErr != nil {
+		out = append(out, listErr.Error())
+	}
 	for _, s := range st.Streams {
 		if p := streamProblem(s); p != "" {
 			out = append(out, p)

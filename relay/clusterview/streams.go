@@ -20,8 +20,8 @@ const maxStreamQueries = 8
 const offlineAfter = 10 * time.Second
 
 // streams returns every stream of the account (KnownStreams too), sorted
-// by name.
-func streams(ctx context.Context, o Options) []Stream {
+// by name, and why the list may be incomplete.
+func streams(ctx context.Context, o Options) ([]Stream, error) {
 	names, listErr := streamNames(ctx, o)
 	for _, k := range o.KnownStreams {
 		if !slices.Contains(names, k) {
@@ -42,9 +42,9 @@ func streams(ctx context.Context, o Options) []Stream {
 	}
 	wg.Wait()
 	if listErr != nil {
-		out = append(out, Stream{Name: "*", Error: "cannot list the streams: " + listErr.Error()})
+		return out, fmt.Errorf("cannot list the streams: %s", describe(listErr))
 	}
-	return out
+	return out, nil
 }
 
 // streamNames lists the account's streams (answered by the meta leader).
