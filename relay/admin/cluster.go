@@ -46,17 +46,20 @@ func newClusterCollector(o clusterview.Options) *clusterCollector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &clusterCollector{
-		o:           o,
-		nodeUp:      d("jetrelay_cluster_node_up", "NATS node up (1) or down (0).", "node"),
-		nodeRTT:     d("jetrelay_cluster_node_rtt_seconds", "Round trip to the NATS node from this relay.", "node"),
-		problems:    d("jetrelay_cluster_problems", "Cluster problems found (streams without quorum or with lost replicas, nodes down, questions unanswered); 0 is healthy."),
-		hasLeader:   d("jetrelay_stream_has_leader", "The stream's replica group has a leader (1) or not (0).", "stream"),
-		quorum:      d("jetrelay_stream_quorum", "The stream has a leader and a majority of current replicas.", "stream"),
-		lost:        d("jetrelay_stream_replicas_lost", "Configured replicas of the stream that are not current.", "stream"),
-		replCurrent: d("jetrelay_stream_replica_current", "A follower of the stream is current (1) or not (0).", "stream", "replica"),
-		replLag:     d("jetrelay_stream_replica_lag", "Operations a follower of the stream is behind its leader.", "stream", "replica"),
-		pending:     d("jetrelay_consumer_pending", "Delivery consumer: entries not yet handed to a worker."),
-		ackPending:  d("jetrelay_consumer_ack_pending", "Delivery consumer: entries leased and not yet acknowledged."),
+		o:       o,
+		nodeUp:  d("jetrelay_cluster_node_up", "NATS node up (1) or down (0).", "node"),
+		nodeRTT: d("jetrelay_cluster_node_rtt_seconds", "Round trip to the NATS node from this relay.", "node"),
+		problems: d("jetrelay_cluster_problems", "Cluster problems found (streams without quorum or "+
+			"with lost replicas, nodes down, questions unanswered); 0 is healthy."),
+		hasLeader: d("jetrelay_stream_has_leader", "The stream's replica group has a leader (1) or not (0).", "stream"),
+		quorum:    d("jetrelay_stream_quorum", "The stream has a leader and a majority of current replicas.", "stream"),
+		lost:      d("jetrelay_stream_replicas_lost", "Configured replicas of the stream that are not current.", "stream"),
+		replCurrent: d("jetrelay_stream_replica_current", "A follower of the stream is current (1) or not (0).",
+			"stream", "replica"),
+		replLag: d("jetrelay_stream_replica_lag", "Operations a follower of the stream is behind its leader.",
+			"stream", "replica"),
+		pending:    d("jetrelay_consumer_pending", "Delivery consumer: entries not yet handed to a worker."),
+		ackPending: d("jetrelay_consumer_ack_pending", "Delivery consumer: entries leased and not yet acknowledged."),
 	}
 }
 

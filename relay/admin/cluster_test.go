@@ -64,7 +64,8 @@ func TestClusterGaugesNodeDown(t *testing.T) {
 	}
 	t.Cleanup(sys.Close)
 	view := clusterview.ForQueue(q, sys)
-	_, base := startAdmin(t, admin.Options{Metrics: admin.NewMetrics(), Queue: q, Cluster: &view})
+	m := admin.NewMetrics()
+	_, base := startAdmin(t, admin.Options{Metrics: m, Queue: q, Cluster: &view})
 
 	queuetest.Eventually(t, 60*time.Second, "a healthy cluster in /metrics", func() bool {
 		return metric(t, base, "jetrelay_cluster_problems") == 0
@@ -83,6 +84,7 @@ func TestClusterGaugesNodeDown(t *testing.T) {
 	if got := metric(t, base, `jetrelay_stream_quorum{stream="JETRELAY_QUEUE"}`); got != 1 {
 		t.Errorf("quorum with one node down = %v", got)
 	}
+	dashboardCharts(t, m.Registry())
 }
 
 // TestReadyzQuorumLoss: with two of three nodes gone the survivor's
