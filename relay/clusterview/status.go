@@ -98,7 +98,7 @@ type Node struct {
 	// RTTMillis is the round trip of a request from the relay to this
 	// server and back (through the server the relay is connected to); 0
 	// when unknown.
-	RTTMillis float64 `json:"rtt_ms,omitempty"`
+	RTTMillis float64 `json:"rtt_ms"`
 }
 
 // Stream is one stream (or KV bucket, KV_<bucket>) and its replica group.
