@@ -163,7 +163,7 @@ func (c clusterStatusCmd) connectSystem() (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(o.URL, auth, nats.Name("jetrelay cluster status (system)"), nats.MaxReconnects(0))
 	if err != nil {
-		return nil, fmt.Errorf("system account: %w", err)
+		return nil, err
 	}
 	return nc, nil
 }

@@ -117,7 +117,7 @@ func streamNodes(o Options, streams []Stream) []Node {
 			set.add(st.Leader).Up = true
 		}
 		for _, r := range st.Replicas {
-			if !r.Offline && r.seen <= offlineAfter {
+			if !r.Offline {
 				set.add(r.Name).Up = true
 			}
 		}

@@ -16,8 +16,8 @@
 // the round trip from the relay through the server it is connected to,
 // and the route). Without system access (an external NATS
 // whose operator gave jetrelay none) the servers are the names that lead
-// or replicate a stream, "up" is what the groups say of them (not
-// offline, seen within lostQuorumInterval), and addresses and round trip
+// or replicate a stream, "up" is what the groups say of them (a leader,
+// or a replica not offline), and addresses and round trip
 // are known only for the server connected to; Status.NodeSource says
 // which view it is.
 //
@@ -121,9 +121,10 @@ type Replica struct {
 	Name    string `json:"name"`
 	Current bool   `json:"current"`
 	Lag     uint64 `json:"lag"` // operations behind the leader
-	Offline bool   `json:"offline"`
-	// seen is how long ago the leader last heard from the replica.
-	seen time.Duration
+	// Offline: the group knows it shut down, or it is not current and the
+	// leader has not heard from it within lostQuorumInterval (a kill -9
+	// sends no shutdown notice).
+	Offline bool `json:"offline"`
 }
 
 // Consumer is the delivery consumer's backlog.
