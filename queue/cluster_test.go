@@ -249,3 +249,33 @@ func TestAwaitFailsAtOnceOnPermanentError(t *testing.T) {
 		t.Fatalf("err %v after %d calls", err, calls)
 	}
 }
+
+// TestStandaloneStoreKeepsStreamsOverRename: a standalone server's store
+// does not depend on the server name, so the change from the old fixed
+// name to nats.server_name's default keeps the queue.
+func TestStandaloneStoreKeepsStreamsOverRename(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q, err := Open(ctx, Options{DataDir: dir, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.JetStream().Publish(ctx, SubjHeld+".test.example.com", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	q, err = Open(ctx, Options{DataDir: dir, ServerName: "relay-a-4222", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	s, err := q.Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.State.Msgs != 1 {
+		t.Fatalf("after the rename: %+v, %v", info, err)
+	}
+}

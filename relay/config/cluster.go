@@ -92,6 +92,8 @@ func (c *Config) validateCluster(ps *problems) {
 	}
 	if cl.Listen == "" {
 		ps.add("nats.cluster.listen", "required: this node's route address, such as 0.0.0.0:6222")
+	} else if _, port, err := net.SplitHostPort(cl.Listen); err == nil && port == "0" {
+		ps.add("nats.cluster.listen", "needs a fixed port: the other nodes' routes name it")
 	} else {
 		checkAddr(ps, "nats.cluster.listen", cl.Listen)
 	}
