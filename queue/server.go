@@ -77,9 +77,9 @@ func embeddedOptions(opts Options, pass string) (*server.Options, error) {
 		MaxPayload:         embeddedMaxPayload,
 		SyncAlways:         opts.SyncInterval == 0,
 		SyncInterval:       opts.SyncInterval,
-		Users:              []*server.User{{Username: EmbeddedUser, Password: pass}},
 		JetStreamMaxMemory: 256 << 20,
 	}
+	EmbeddedAuth(so, pass)
 	switch {
 	case opts.Listen == "" && opts.Cluster != nil:
 		// nats-server starts routing only once the client port listens
