@@ -2,6 +2,7 @@ package submit
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -17,12 +18,18 @@ import (
 // slow — a node died, the stream is between leaders, quorum is lost — the
 // recipient is accepted (fail open) after at most policyReadTimeout, with
 // a warning line (rate-limited) and a counter, instead of turning one
-// node's death into 451s on every other node. Storing the message is not
-// such a read: DATA answers 451 4.3.0 when JetStream cannot store it.
+// node's death into 451s on every other node. After a failure the reads
+// are skipped for policyReadPause, so that a transaction with many
+// recipients waits for one timeout, not one per recipient. The pause is
+// this process's view of its own connection, not shared state. Storing
+// the message is not such a read: DATA answers 451 4.3.0 when JetStream
+// cannot store it.
 
 const (
 	// policyReadTimeout bounds one policy read on the command path.
 	policyReadTimeout = time.Second
+	// policyReadPause is how long reads are skipped after one failed.
+	policyReadPause = 5 * time.Second
 	// policyReadLogEvery is the least time between two policy_read_failed
 	// lines; the failures in between are counted in the next line.
 	policyReadLogEvery = 10 * time.Second
@@ -36,33 +43,49 @@ type PolicyReadObserver interface {
 	ObservePolicyReadFailed(read string)
 }
 
-// readFailureLog rate-limits the policy_read_failed lines; the zero value
-// is ready.
-type readFailureLog struct {
-	mu      sync.Mutex
-	last    time.Time
-	skipped int
+// readFailures remembers failed policy reads: when to try again, and when
+// a policy_read_failed line was last written. The zero value is ready.
+type readFailures struct {
+	mu       sync.Mutex
+	pauseEnd time.Time
+	lastLog  time.Time
+	unlogged int
 }
 
-// note reports whether to log a failure now and how many failures went
-// unlogged before it.
-func (l *readFailureLog) note(now time.Time) (logIt bool, skipped int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < policyReadLogEvery {
-		l.skipped++
+// paused reports whether reads are being skipped at now.
+func (f *readFailures) paused(now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return now.Before(f.pauseEnd)
+}
+
+// failed records a failure (a failed read, or one skipped while paused)
+// and reports whether to log it now and how many failures went unlogged
+// before it.
+func (f *readFailures) failed(now time.Time, read bool) (logIt bool, unlogged int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if read {
+		f.pauseEnd = now.Add(policyReadPause)
+	}
+	if !f.lastLog.IsZero() && now.Sub(f.lastLog) < policyReadLogEvery {
+		f.unlogged++
 		return false, 0
 	}
-	l.last, skipped, l.skipped = now, l.skipped, 0
-	return true, skipped
+	f.lastLog, unlogged, f.unlogged = now, f.unlogged, 0
+	return true, unlogged
 }
 
 // suppressed looks rcpt up on the suppression list within
-// policyReadTimeout; a failed lookup lets the recipient through.
+// policyReadTimeout; a failed or skipped lookup lets the recipient through.
 func (s *session) suppressed(rcpt string) (since time.Time, ok bool) {
+	start := time.Now()
+	if s.srv.readFails.paused(start) {
+		s.srv.policyReadFailed(s.log, readSuppression, errReadPaused, 0)
+		return time.Time{}, false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), policyReadTimeout)
 	defer cancel()
-	start := time.Now()
 	since, ok, err := s.srv.suppress.Suppressed(ctx, rcpt)
 	if err != nil {
 		s.srv.policyReadFailed(s.log, readSuppression, err, time.Since(start))
@@ -71,15 +94,19 @@ func (s *session) suppressed(rcpt string) (since time.Time, ok bool) {
 	return since, ok
 }
 
-// policyReadFailed counts a failed policy read and logs it (rate-limited).
+// errReadPaused stands for a read skipped after a recent failure.
+var errReadPaused = errors.New("skipped: a policy read failed moments ago")
+
+// policyReadFailed counts a failed (or skipped) policy read and logs it,
+// rate-limited; a failed read pauses the reads.
 func (s *Server) policyReadFailed(log zerolog.Logger, read string, err error, took time.Duration) {
 	if o, ok := s.observe.(PolicyReadObserver); ok {
 		o.ObservePolicyReadFailed(read)
 	}
-	logIt, skipped := s.readFails.note(time.Now())
+	logIt, unlogged := s.readFails.failed(time.Now(), !errors.Is(err, errReadPaused))
 	if !logIt {
 		return
 	}
-	log.Warn().Err(err).Str("event", "policy_read_failed").Str("read", read).Int("unlogged_failures", skipped).
+	log.Warn().Err(err).Str("event", "policy_read_failed").Str("read", read).Int("unlogged_failures", unlogged).
 		Int64("duration_ms", took.Milliseconds()).Msg("policy read failed; going on without it (fail open)")
 }

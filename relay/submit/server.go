@@ -135,7 +135,7 @@ type Server struct {
 	observe   Observer
 	connGauge Gauge
 	suppress  Suppressor
-	readFails readFailureLog // policy reads that failed open (policyread.go)
+	readFails readFailures // policy reads that failed open (policyread.go)
 	events    *events.Emitter
 	log       zerolog.Logger
 	tlsConf   *tls.Config                // hands out tlsCur (tlsconf.go)
