@@ -111,6 +111,24 @@ func (c *cluster) node(name string) *server.Server {
 	return nil
 }
 
+// restart starts node name again with its options (store, route port).
+func (c *cluster) restart(t testing.TB, name string) {
+	t.Helper()
+	for i, so := range c.opts {
+		if so.ServerName != name {
+			continue
+		}
+		again := *so
+		ns, err := startNode(t, &again)
+		if err != nil {
+			t.Fatalf("restart %s: %v", name, err)
+		}
+		c.nodes[i] = ns
+		return
+	}
+	t.Fatalf("no node %s", name)
+}
+
 // openQueue opens a queue on url (polling until the servers agree on the
 // streams: a fresh cluster elects its meta leader first).
 func openQueue(t testing.TB, url string, replicas int, log zerolog.Logger, po queue.PublishOptions) *queue.Queue {

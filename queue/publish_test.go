@@ -329,3 +329,57 @@ func checkFailover(t *testing.T, q *queue.Queue, all []enqueueResult, killed tim
 	t.Logf("%d enqueues: %d refused, %d took longer than one attempt; first success after the kill %s",
 		len(all), refused, retried, firstOK)
 }
+
+// TestEnqueueNoQuorum: with two of three nodes gone the stream cannot
+// commit, so Enqueue never reports a message stored: it gives up with
+// ErrNotStored within its budget. When the nodes return, the same queue
+// (no restart) stores again, and nothing is stored twice.
+func TestEnqueueNoQuorum(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	q := openQueue(t, c.nodes[0].ClientURL(), 3, log,
+		queue.PublishOptions{Attempt: 500 * time.Millisecond, Budget: 2 * time.Second})
+	ctx := context.Background()
+	before := testMessage("one.test", "two.test")
+	if err := q.Enqueue(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	gone := []string{c.nodes[1].Name(), c.nodes[2].Name()}
+	for _, name := range gone {
+		c.node(name).Shutdown()
+	}
+	var refused []*queue.Message
+	for _, m := range []*queue.Message{testMessage("one.test"), testMessage("one.test", "two.test")} {
+		err := q.Enqueue(ctx, m)
+		if !errors.Is(err, queue.ErrNotStored) {
+			t.Fatalf("enqueue without quorum: %v, want ErrNotStored", err)
+		}
+		refused = append(refused, m)
+	}
+	for _, name := range gone {
+		c.restart(t, name)
+	}
+	back := time.Now()
+	after := testMessage("one.test", "two.test")
+	queuetest.Eventually(t, 2*nodeWait, "an enqueue stored after quorum returned", func() bool {
+		err := q.Enqueue(ctx, after)
+		if err != nil && !errors.Is(err, queue.ErrNotStored) {
+			t.Fatalf("enqueue after quorum returned: %v", err)
+		}
+		return err == nil
+	})
+	t.Logf("stored again %s after the nodes were restarted", time.Since(back).Round(time.Millisecond))
+	counts := subjectCounts(t, q)
+	checkStoredOnce(t, counts, before)
+	checkStoredOnce(t, counts, after)
+	for _, m := range refused {
+		for _, s := range partSubjects(m) {
+			if counts[s] > 1 {
+				t.Errorf("refused %s stored %d times", s, counts[s])
+			} else if counts[s] == 1 {
+				t.Logf("refused message %s stored after all, once (%s): its commit was proposed before", m.ID, s)
+			}
+		}
+	}
+}
