@@ -71,6 +71,9 @@ const (
 	// to publishBackoffMax.
 	publishBackoff    = 50 * time.Millisecond
 	publishBackoffMax = 500 * time.Millisecond
+	// publishPerMiB is added to an attempt's timeout and to the budget for
+	// every MiB of a message beyond the first (PublishAllowance).
+	publishPerMiB = time.Second
 	// maxBatchIDLen is the server's limit on Nats-Batch-Id.
 	maxBatchIDLen = 64
 )
@@ -105,12 +108,27 @@ func (o PublishOptions) withDefaults() PublishOptions {
 	return o
 }
 
+// PublishAllowance is the time Enqueue adds to an attempt's timeout and to
+// its budget for a message of size bytes: a second per MiB beyond the
+// first. Storing and replicating a large message takes time on a loaded
+// machine, and a retry that sends it all again only adds load. A caller
+// bounding Enqueue adds it too.
+func PublishAllowance(size int) time.Duration {
+	return time.Duration(max(0, size-1)/(1<<20)) * publishPerMiB
+}
+
 // publish stores msgs (one message, or an atomic batch) for queue id,
 // retrying within the publish budget. It returns nil once JetStream
 // acknowledged it or answered that it is already stored.
 func (q *Queue) publish(ctx context.Context, id string, msgs []*nats.Msg) error {
 	o := q.opts.Publish.withDefaults()
-	ctx, cancel := context.WithTimeout(ctx, o.Budget)
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Data)
+	}
+	extra := PublishAllowance(size)
+	o.Attempt += extra
+	ctx, cancel := context.WithTimeout(ctx, o.Budget+extra)
 	defer cancel()
 	start := time.Now()
 	backoff := publishBackoff

@@ -166,7 +166,7 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 		dkim = result
 	}
 	m := &queue.Message{ID: id, Body: msg.bytes(), Entries: s.envelopes(tx, msgID, now)}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout+queue.PublishAllowance(len(m.Body)))
 	defer cancel()
 	start := time.Now()
 	err := s.srv.queue.Enqueue(ctx, m)

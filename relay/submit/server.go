@@ -114,7 +114,8 @@ func (nopGauge) Dec() {}
 const (
 	// storeTimeout bounds enqueueing one message: with the queue's own
 	// publish budget (8 s) inside it, the client has its reply to DATA
-	// within 10 s of the end of the data, stored or 451 (issue 15).
+	// within 10 s of the end of the data, stored or 451 (issue 15); a
+	// message over 1 MiB gets queue.PublishAllowance more.
 	storeTimeout = 9 * time.Second
 	// maxWriteTimeout bounds writing one reply.
 	maxWriteTimeout = 2 * time.Minute
