@@ -42,11 +42,14 @@ import (
 // staged on a leader that died dies with it.
 //
 // The stream's duplicate window (DuplicateWindow, 2 min) is far longer
-// than the publish budget, so every retry is inside it. One case remains
-// where a publish can be stored after Enqueue gave up: a commit the server
-// received but could not yet replicate (no quorum) may be committed when
-// quorum returns. Such a message was answered 451 and is stored once; the
-// client's retry makes it a duplicate delivery, never a loss.
+// than the publish budget, so every retry is inside it. A publish can
+// still be stored after Enqueue gave up: when its last attempt reached the
+// server but the answer did not come in time (a slow leader; a commit
+// taken without quorum and applied when quorum returns). Such a message
+// was answered 451 and is stored once; the client's retry makes it a
+// duplicate delivery, never a loss. Attempts are not sent while the
+// connection is down, so none waits in the reconnect buffer to be sent
+// long after Enqueue returned.
 
 // PublishOptions bound how long Enqueue tries to get a message stored.
 type PublishOptions struct {
