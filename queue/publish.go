@@ -96,8 +96,8 @@ const (
 var ErrNotStored = errors.New("queue: message not stored")
 
 // errNotConnected is an attempt skipped because the connection is down:
-// a publish buffered for after the reconnect could be stored after
-// Enqueue gave up.
+// sent now, it would wait in the reconnect buffer and could be stored long
+// after Enqueue gave up.
 var errNotConnected = errors.New("not connected to NATS")
 
 func (o PublishOptions) withDefaults() PublishOptions {
@@ -107,7 +107,6 @@ func (o PublishOptions) withDefaults() PublishOptions {
 	if o.Budget <= 0 {
 		o.Budget = DefaultPublishBudget
 	}
-	o.Budget = min(o.Budget, DuplicateWindow/2)
 	return o
 }
 
@@ -131,7 +130,7 @@ func (q *Queue) publish(ctx context.Context, id string, msgs []*nats.Msg) error 
 	}
 	extra := PublishAllowance(size)
 	o.Attempt += extra
-	ctx, cancel := context.WithTimeout(ctx, o.Budget+extra)
+	ctx, cancel := context.WithTimeout(ctx, min(o.Budget+extra, DuplicateWindow/2))
 	defer cancel()
 	start := time.Now()
 	backoff := publishBackoff
