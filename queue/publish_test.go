@@ -93,10 +93,7 @@ func TestEnqueueSameIDStoredOnce(t *testing.T) {
 // acks lost in a failover used to make it.
 func TestEnqueueLostAckStoredOnce(t *testing.T) {
 	t.Parallel()
-	ns, err := startNode(t, &server.Options{ServerName: "solo", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := queuetest.StartNATS(t, &server.Options{ServerName: "solo", StoreDir: t.TempDir()})
 	for _, tc := range []struct {
 		name    string
 		domains []string
@@ -107,9 +104,9 @@ func TestEnqueueLostAckStoredOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startProxy(t, ns.Addr().String())
 			logs := &syncBuffer{}
-			q := openQueue(t, p.url(), 1, testLog(t, logs),
+			q := queuetest.OpenQueue(t, p.url(), 1, testLog(t, logs),
 				queue.PublishOptions{Attempt: time.Second, Budget: nodeWait})
-			direct := openQueue(t, ns.ClientURL(), 1, zerolog.New(zerolog.NewTestWriter(t)), queue.PublishOptions{})
+			direct := queuetest.OpenQueue(t, ns.ClientURL(), 1, zerolog.New(zerolog.NewTestWriter(t)), queue.PublishOptions{})
 			m := testMessage(tc.domains...)
 			p.losing.Store(true)
 			done := make(chan error, 1)
@@ -136,12 +133,9 @@ func TestEnqueueLostAckStoredOnce(t *testing.T) {
 func TestEnqueueUnavailable(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ns, err := startNode(t, &server.Options{ServerName: "solo", StoreDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := queuetest.StartNATS(t, &server.Options{ServerName: "solo", StoreDir: dir})
 	budget := 1500 * time.Millisecond
-	q := openQueue(t, ns.ClientURL(), 1, zerolog.New(zerolog.NewTestWriter(t)),
+	q := queuetest.OpenQueue(t, ns.ClientURL(), 1, zerolog.New(zerolog.NewTestWriter(t)),
 		queue.PublishOptions{Attempt: 500 * time.Millisecond, Budget: budget})
 	before := testMessage("one.test", "two.test")
 	if err := q.Enqueue(context.Background(), before); err != nil {
@@ -162,11 +156,8 @@ func TestEnqueueUnavailable(t *testing.T) {
 		}
 	}
 	q.Close()
-	ns2, err := startNode(t, &server.Options{ServerName: "solo", StoreDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q2 := openQueue(t, ns2.ClientURL(), 1, zerolog.New(zerolog.NewTestWriter(t)), queue.PublishOptions{})
+	ns2 := queuetest.StartNATS(t, &server.Options{ServerName: "solo", StoreDir: dir})
+	q2 := queuetest.OpenQueue(t, ns2.ClientURL(), 1, zerolog.New(zerolog.NewTestWriter(t)), queue.PublishOptions{})
 	counts := subjectCounts(t, q2)
 	checkStoredOnce(t, counts, before)
 	if n := len(counts); n != len(partSubjects(before)) {
@@ -190,18 +181,18 @@ type enqueueResult struct {
 // enqueues succeed again once a new leader is elected.
 func TestEnqueueStreamLeaderLost(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	c := queuetest.StartCluster(t)
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	setup := openQueue(t, c.nodes[0].ClientURL(), 3, log, queue.PublishOptions{})
+	setup := queuetest.OpenQueue(t, c.Nodes[0].ClientURL(), 3, log, queue.PublishOptions{})
 	leader := streamLeader(t, setup)
 	var via *server.Server
-	for _, ns := range c.nodes {
+	for _, ns := range c.Nodes {
 		if ns.Name() != leader {
 			via = ns
 			break
 		}
 	}
-	q := openQueue(t, via.ClientURL(), 3, log, queue.PublishOptions{})
+	q := queuetest.OpenQueue(t, via.ClientURL(), 3, log, queue.PublishOptions{})
 	results := make(chan enqueueResult, 1024)
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -240,7 +231,7 @@ func TestEnqueueStreamLeaderLost(t *testing.T) {
 	}
 	collect("enqueues before the kill", func() bool { return okSince(all, time.Time{}) >= 20 })
 	killed := time.Now()
-	c.node(leader).Shutdown()
+	c.Node(leader).Shutdown()
 	collect("enqueues after the kill", func() bool { return okSince(all, killed) >= 20 })
 	close(stop)
 	for range publishers {
@@ -336,18 +327,18 @@ func checkFailover(t *testing.T, q *queue.Queue, all []enqueueResult, killed tim
 // (no restart) stores again, and nothing is stored twice.
 func TestEnqueueNoQuorum(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t)
+	c := queuetest.StartCluster(t)
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	q := openQueue(t, c.nodes[0].ClientURL(), 3, log,
+	q := queuetest.OpenQueue(t, c.Nodes[0].ClientURL(), 3, log,
 		queue.PublishOptions{Attempt: 500 * time.Millisecond, Budget: 2 * time.Second})
 	ctx := context.Background()
 	before := testMessage("one.test", "two.test")
 	if err := q.Enqueue(ctx, before); err != nil {
 		t.Fatal(err)
 	}
-	gone := []string{c.nodes[1].Name(), c.nodes[2].Name()}
+	gone := []string{c.Nodes[1].Name(), c.Nodes[2].Name()}
 	for _, name := range gone {
-		c.node(name).Shutdown()
+		c.Node(name).Shutdown()
 	}
 	var refused []*queue.Message
 	for _, m := range []*queue.Message{testMessage("one.test"), testMessage("one.test", "two.test")} {
@@ -358,7 +349,7 @@ func TestEnqueueNoQuorum(t *testing.T) {
 		refused = append(refused, m)
 	}
 	for _, name := range gone {
-		c.restart(t, name)
+		c.Restart(t, name)
 	}
 	back := time.Now()
 	after := testMessage("one.test", "two.test")
