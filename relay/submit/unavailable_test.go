@@ -145,21 +145,21 @@ func TestReadFailuresPauseAndLogRate(t *testing.T) {
 	}
 	steps := []struct {
 		at            time.Duration
-		read          bool
+		pause         time.Duration
 		logIt         bool
 		unlogged      int
 		pausedJustNow bool // paused at the same instant, after the step
 	}{
-		{at: 0, read: true, logIt: true, pausedJustNow: true},
-		{at: time.Second, read: false, pausedJustNow: true},
-		{at: policyReadPause, read: false, pausedJustNow: false},
-		{at: policyReadPause + time.Second, read: true, pausedJustNow: true},
-		{at: policyReadLogEvery, read: true, logIt: true, unlogged: 3, pausedJustNow: true},
-		{at: policyReadLogEvery + policyReadPause, read: false, pausedJustNow: false},
+		{at: 0, pause: policyReadPause, logIt: true, pausedJustNow: true},
+		{at: time.Second, pausedJustNow: true},
+		{at: policyReadPause, pausedJustNow: false},
+		{at: policyReadPause + time.Second, pause: policyReadPause, pausedJustNow: true},
+		{at: policyReadLogEvery, pause: policyReadPause, logIt: true, unlogged: 3, pausedJustNow: true},
+		{at: policyReadLogEvery + policyReadPause, pausedJustNow: false},
 	}
 	for i, s := range steps {
 		now := t0.Add(s.at)
-		logIt, unlogged := f.failed(now, s.read)
+		logIt, unlogged := f.failed(now, s.pause)
 		if logIt != s.logIt || unlogged != s.unlogged {
 			t.Errorf("step %d: failed() = %v, %d; want %v, %d", i, logIt, unlogged, s.logIt, s.unlogged)
 		}
