@@ -163,7 +163,8 @@ func (q *Queue) publish(ctx context.Context, id string, msgs []*nats.Msg) error 
 
 // publishAttempt makes one attempt within its own timeout (a batch under
 // batchID); dup reports that the server answered "already stored".
-func (q *Queue) publishAttempt(ctx context.Context, msgs []*nats.Msg, batchID string, timeout time.Duration,
+func (q *Queue) publishAttempt(
+	ctx context.Context, msgs []*nats.Msg, batchID string, timeout time.Duration,
 ) (dup bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
