@@ -252,11 +252,11 @@ func (e *Engine) fetch(ctx context.Context, es *queue.Entries, arr *arrivals, ou
 
 // take dispatches one leased entry whose lease started no earlier than since.
 func (e *Engine) take(ctx context.Context, en *queue.Entry, since time.Time) {
+	e.lease.add(en, since)
 	if en.Wake != nil {
-		e.park.wake(en)
+		e.park.wake(en, func() { e.lease.remove(en) })
 		return
 	}
-	e.lease.add(en, since)
 	if en.Deliveries() > 1 && en.Superseded(ctx) {
 		e.lease.remove(en)
 		e.log.Info().Str("event", "superseded").Str("queue_id", en.Env.ID).Str("domain", en.Env.Domain).

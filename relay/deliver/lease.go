@@ -66,13 +66,13 @@ func (l *leases) remove(en *queue.Entry) {
 	l.mu.Unlock()
 }
 
-// beat renews en's lease now unless it was renewed within half a period:
+// beat renews en's lease now if it is due, rather than at the next tick:
 // a fresh lease for the transaction about to start.
 func (l *leases) beat(en *queue.Entry) {
 	now := time.Now()
 	l.mu.Lock()
 	last, ok := l.m[en]
-	renew := ok && now.Sub(last) > l.every/2
+	renew := ok && now.Sub(last) >= l.every
 	if renew {
 		l.m[en] = now
 	}
