@@ -225,13 +225,7 @@ func TestStoppedNodeHandsBackItsEntries(t *testing.T) {
 	b.start(cfg)
 	relaytest.Eventually(t, "a tenth delivered", func() bool { return len(m.Messages()) >= n/10 })
 	stopA()
-	deadline := time.Now().Add(wait)
-	for len(m.Messages()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d delivered; %d leased", len(m.Messages()), n, b.leased())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	relaytest.Eventually(t, "every entry delivered", func() bool { return len(m.Messages()) >= n })
 	relaytest.Eventually(t, "queue empty", func() bool { return b.queued(queue.SubjReady) == 0 })
 	dups := 0
 	for _, c := range counts(t, m, "stop.test", n) {
