@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,19 +26,51 @@ type Entry struct {
 	meta *jetstream.MsgMetadata
 }
 
-// Entries is a stream of leased entries from the delivery consumer.
+// Entries is a stream of leased entries from the delivery consumer, read
+// one pull request at a time (Lease). Next is for one goroutine; Stop
+// and Drain may be called from any.
 type Entries struct {
-	q  *Queue
-	it jetstream.MessagesContext
+	q        *Queue
+	c        jetstream.Consumer
+	n        int
+	ackWait  time.Duration
+	batch    jetstream.MessageBatch // the pull being read; nil between pulls
+	stop     chan struct{}          // closed by Stop
+	stopOnce sync.Once
+	draining atomic.Bool // Drain: no new pulls
 }
 
 // leasePrefetchBytes bounds the bytes of entries pulled ahead of the
 // workers (with their inline bodies): 800 entries of 100 KiB would be 80 MB.
 const leasePrefetchBytes = 8 << 20
 
-// Lease starts pulling entries from the shared durable consumer. prefetch
-// bounds how many entries this process holds leased but not yet handed
-// out (and leasePrefetchBytes their size).
+// leaseExpiry is how long one pull request waits on the server for
+// entries to arrive (they are handed out as they come); Drain waits for
+// the open one to end, so it bounds a stop too.
+const leaseExpiry = 3 * time.Second
+
+// ackWait is the delivery consumer's lease time: Options.AckWait or AckWait.
+func (q *Queue) ackWait() time.Duration {
+	if q.opts.AckWait > 0 {
+		return q.opts.AckWait
+	}
+	return AckWait
+}
+
+// Lease starts leasing entries from the shared durable consumer. prefetch
+// bounds how many entries this process holds pulled but not yet handed
+// out by Next (and leasePrefetchBytes their size): their leases run from
+// the moment the server sent them, so keep it to what the caller takes
+// within a few seconds.
+//
+// Entries come by one pull request at a time for up to prefetch entries
+// (leaseExpiry), the next sent when the last one ended. Unlike the
+// client's continuous iterator (Consumer.Messages), which keeps requests
+// open all the time, this leaves nothing on its way when Drain stops it:
+// a request abandoned by unsubscribing can still have entries in flight,
+// which no one sees until their lease expires; and its buffer holds
+// status messages as well as entries, so a full buffer dropped them
+// ("slow consumer") and stalled it.
 //
 // Entries arrive on a connection of their own: on the publishing
 // connection every publish acknowledgement (each submission's 250 waits
@@ -52,16 +86,17 @@ func (q *Queue) Lease(ctx context.Context, prefetch int) (*Entries, error) {
 	if err != nil {
 		return nil, err
 	}
-	if prefetch < 1 {
-		prefetch = 1
+	aw := q.ackWait()
+	if info := c.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		aw = min(aw, info.Config.AckWait) // another node may have set a shorter one
 	}
-	it, err := c.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetch, leasePrefetchBytes),
-		jetstream.PullExpiry(5*time.Second))
-	if err != nil {
-		return nil, err
-	}
-	return &Entries{q: q, it: it}, nil
+	return &Entries{q: q, c: c, n: max(prefetch, 1), ackWait: aw, stop: make(chan struct{})}, nil
 }
+
+// AckWait is the consumer's lease time as Lease found it: an entry not
+// acknowledged or renewed (Entry.InProgress) within it goes to another
+// reader.
+func (es *Entries) AckWait() time.Duration { return es.ackWait }
 
 // leaseJS returns JetStream on the lease connection, opening it once.
 func (q *Queue) leaseJS() (jetstream.JetStream, error) {
@@ -82,11 +117,15 @@ func (q *Queue) leaseJS() (jetstream.JetStream, error) {
 }
 
 // Next blocks until an entry is leased. A message that is not a valid
-// entry is terminated (logged) and skipped. Returns
-// jetstream.ErrMsgIteratorClosed after Stop.
+// entry is terminated (logged) and skipped. It returns
+// jetstream.ErrMsgIteratorClosed after Stop, or after Drain once the open
+// pull request ended; the error of a pull request that failed (no
+// responders while JetStream is unavailable or has no quorum,
+// jetstream.ErrConsumerDeleted, a closed connection), after which the
+// next call pulls again (pace the calls).
 func (es *Entries) Next() (*Entry, error) {
 	for {
-		msg, err := es.it.Next()
+		msg, err := es.next()
 		if err != nil {
 			return nil, err
 		}
@@ -101,11 +140,47 @@ func (es *Entries) Next() (*Entry, error) {
 	}
 }
 
-// Stop stops pulling; entries already handed out keep their leases.
-func (es *Entries) Stop() { es.it.Stop() }
+// next returns the next message of the open pull request, sending one
+// when none is open.
+func (es *Entries) next() (jetstream.Msg, error) {
+	for {
+		if es.batch == nil {
+			if es.draining.Load() {
+				return nil, jetstream.ErrMsgIteratorClosed
+			}
+			b, err := es.c.Fetch(es.n, jetstream.FetchMaxWait(leaseExpiry), jetstream.FetchMaxBytes(leasePrefetchBytes))
+			if err != nil {
+				return nil, err
+			}
+			es.batch = b
+		}
+		select {
+		case <-es.stop:
+			return nil, jetstream.ErrMsgIteratorClosed
+		case msg, ok := <-es.batch.Messages():
+			if ok {
+				return msg, nil
+			}
+			err := es.batch.Error()
+			es.batch = nil
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+}
 
-// Drain stops pulling and lets buffered, not yet handed out entries go back.
-func (es *Entries) Drain() { es.it.Drain() }
+// Stop stops at once; entries already handed out keep their leases, and
+// any still on their way expire (AckWait).
+func (es *Entries) Stop() {
+	es.stopOnce.Do(func() { close(es.stop) })
+	es.draining.Store(true)
+}
+
+// Drain stops pulling: Next hands out what the open pull request brings
+// until it ends (at most leaseExpiry), then returns
+// jetstream.ErrMsgIteratorClosed. The caller releases what it gets.
+func (es *Entries) Drain() { es.draining.Store(true) }
 
 func (q *Queue) entryFromMsg(msg jetstream.Msg) (*Entry, error) {
 	if subj := msg.Subject(); isWakeSubject(subj) {
@@ -160,7 +235,13 @@ func (q *Queue) body(ctx context.Context, env *Envelope) ([]byte, error) {
 	return out, nil
 }
 
-// InProgress extends the lease (call during long deliveries, well within AckWait).
+// InProgress renews the lease for another AckWait (call well within it).
+// It is one small publish, not waited for. The server's cost: on a
+// single server it updates the consumer's in-memory state, written out
+// at most ten times a second whatever the number of renewals; on a
+// replicated consumer it is one Raft proposal, batched with the others
+// of the moment into one append (one WAL write per replica), so renew
+// only entries held for a while, not every entry on every tick.
 func (e *Entry) InProgress() error { return e.msg.InProgress() }
 
 // Superseded reports whether a redelivered entry was already moved on by an
