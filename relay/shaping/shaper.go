@@ -217,7 +217,9 @@ func normalizeMX(mx []string) []string {
 	return out
 }
 
-func normalizeHost(h string) string { return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), ".")) }
+func normalizeHost(h string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
+}
 
 // matchMX: ".example.com" matches example.com and every name under it,
 // anything else that exact name.
