@@ -28,6 +28,7 @@ type class struct {
 	probed   map[string]time.Time // scope → last slot attempt although the view said full
 	pacers   map[string]*pacer    // "m"/"c" + scope
 	samples  []int64              // sent at each of the last reports, oldest first
+	keep     int                  // samples spanning a minute
 	lastUsed time.Time
 }
 
@@ -96,20 +97,23 @@ func (st *class) usedSlots(sc string) int {
 	return n
 }
 
-// sentLastMinute is what this node sent over about the last minute.
+// sentLastMinute is what this node sent over about the last minute: since
+// the oldest sample once a minute of them is kept, else since the class
+// began.
 func (st *class) sentLastMinute() int64 {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if len(st.samples) == 0 {
+	if len(st.samples) == 0 || len(st.samples) < st.keep {
 		return st.sent.Load()
 	}
 	return st.sent.Load() - st.samples[0]
 }
 
-// sample records the sent count at a report.
+// sample records the sent count at a report, keeping keep samples.
 func (st *class) sample(keep int) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.keep = keep
 	st.samples = append(st.samples, st.sent.Load())
 	if len(st.samples) > keep {
 		st.samples = append(st.samples[:0], st.samples[len(st.samples)-keep:]...)

@@ -44,7 +44,7 @@ func TestRuleSuspendsAcrossNodesAndEnds(t *testing.T) {
 
 	a.s.Observe(classP, reply428)
 	b.s.Observe(classP, Reply{Code: 550, Enhanced: "5.1.1", Text: "no such user"}) // no match
-	b.s.Observe(classP, Reply{Code: 250, Text: "unusual rate"})                     // not an error
+	b.s.Observe(classP, Reply{Code: 250, Text: "unusual rate"})                    // not an error
 	b.s.Observe(classP, reply428)
 	relaytest.Eventually(t, "two matches counted", func() bool { return countOf(t, a, "r.gmail-428.p") == 2 })
 	if waitsFor(b, classP, ReasonSuspended) {
