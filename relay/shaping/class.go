@@ -30,6 +30,7 @@ type class struct {
 	samples  []int64              // sent at each of the last reports, oldest first
 	keep     int                  // samples spanning a minute
 	lastUsed time.Time
+	gone     bool // forgotten: a new state replaces it
 }
 
 type atomicOverride = atomic.Pointer[override]
@@ -120,8 +121,9 @@ func (st *class) sample(keep int) {
 	}
 }
 
-// idle reports whether the class holds nothing and was unused since before.
-func (st *class) idle(before time.Time) bool {
+// retire marks the class gone when it holds nothing and was unused since
+// before; whoever waits on it is woken (and finds a new one).
+func (st *class) retire(before time.Time) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, n := range st.open {
@@ -129,20 +131,36 @@ func (st *class) idle(before time.Time) bool {
 			return false
 		}
 	}
-	return len(st.slots) == 0 && st.action.Load() == nil && st.backoff.Load() == nil &&
-		st.waiting.Load() == 0 && st.lastUsed.Before(before)
+	if len(st.slots) > 0 || st.action.Load() != nil || st.backoff.Load() != nil ||
+		st.waiting.Load() != 0 || !st.lastUsed.Before(before) {
+		return false
+	}
+	st.gone = true
+	st.notify()
+	return true
 }
 
 // forgetIdle drops classes idle for idleAfter (bounding the memory of
-// default destinations); whoever still waits on one is woken.
+// default destinations).
 func (s *Shaper) forgetIdle() {
 	before := s.now().Add(-idleAfter)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, st := range s.classes {
-		if st.idle(before) {
+		if st.retire(before) {
 			delete(s.classes, k)
-			st.wake()
 		}
+	}
+}
+
+// locked returns the live state of c with its mu held.
+func (s *Shaper) locked(c Class) *class {
+	for {
+		st := s.class(c)
+		st.mu.Lock()
+		if !st.gone {
+			return st
+		}
+		st.mu.Unlock()
 	}
 }

@@ -39,17 +39,16 @@ func (s *Shaper) Connect(ctx context.Context, c Class, source string) (*Conn, Wa
 	if ctx.Err() != nil {
 		return nil, Wait{Until: s.now(), Reason: ReasonCanceled}, false
 	}
-	st := s.class(c)
 	lim := s.set.Load().limits(c.Provider)
+	sc := scope(lim, source)
+	st := s.locked(c)
+	defer st.mu.Unlock()
 	now := s.now()
+	st.lastUsed = now
 	if a := st.action.Load(); a.suspends(now) {
 		return nil, Wait{Until: a.Until, Reason: ReasonSuspended}, false
 	}
-	sc := scope(lim, source)
 	conn := &Conn{s: s, st: st, scope: sc, source: source}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.lastUsed = now
 	probe := false
 	if lim.Connections > 0 {
 		var w Wait

@@ -247,8 +247,7 @@ func matchMX(patterns []string, host string) bool {
 // watch sees it), a suspension or rate change beginning or ending, a
 // reload. A waiting destination selects on it and on Wait.Until.
 func (s *Shaper) Changed(c Class) <-chan struct{} {
-	st := s.class(c)
-	st.mu.Lock()
+	st := s.locked(c)
 	defer st.mu.Unlock()
 	return st.changed
 }
