@@ -1,6 +1,7 @@
 package shaping
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,21 @@ func (st *class) usedSlots(sc string) int {
 	n := 0
 	for _, v := range st.slots {
 		if v == sc {
+			n++
+		}
+	}
+	return n
+}
+
+// slotsPast counts the live slots of scope numbered limit or more (taken
+// before a reload lowered the limit); the caller holds st.mu.
+func (st *class) slotsPast(sc string, limit int) int {
+	n := 0
+	for key, v := range st.slots {
+		if v != sc {
+			continue
+		}
+		if i, err := strconv.Atoi(key[strings.LastIndexByte(key, '.')+1:]); err != nil || i >= limit {
 			n++
 		}
 	}

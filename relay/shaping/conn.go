@@ -87,7 +87,8 @@ func (s *Shaper) room(st *class, limit int, sc string, now time.Time) (Wait, boo
 	if st.Provider == "" || st.usedSlots(sc) < limit {
 		return Wait{}, false, true
 	}
-	if now.Sub(st.probed[sc]) < s.timings.connPoll {
+	// A probe would ignore slots numbered past a lowered limit.
+	if now.Sub(st.probed[sc]) < s.timings.connPoll || st.slotsPast(sc, limit) > 0 {
 		return full, false, false
 	}
 	st.probed[sc] = now
