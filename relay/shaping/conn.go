@@ -6,9 +6,6 @@ import (
 	"time"
 )
 
-// ReasonCanceled is a Wait's reason when the caller's ctx ended.
-const ReasonCanceled = "canceled"
-
 // Conn is one connection's share of its class: a connection slot (for a
 // provider with a connections limit, a lease in the bucket) and its
 // messages. A Conn is used by one goroutine at a time; Release may be
