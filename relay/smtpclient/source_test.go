@@ -40,9 +40,9 @@ func (s *sourceSession) Mail(string, *smtp.MailOptions) error {
 	return nil
 }
 func (s *sourceSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (s *sourceSession) Data(r io.Reader) error                { _, err := io.Copy(io.Discard, r); return err }
-func (s *sourceSession) Reset()                                {}
-func (s *sourceSession) Logout() error                         { return nil }
+func (s *sourceSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
+func (s *sourceSession) Reset()                               {}
+func (s *sourceSession) Logout() error                        { return nil }
 
 func startSourceMX(t *testing.T) (*sourceMX, string, int) {
 	t.Helper()
