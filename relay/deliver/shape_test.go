@@ -126,7 +126,9 @@ func TestShapingLimitsHoldAcrossEngines(t *testing.T) {
 	msgs := mx.messages()
 	for _, w := range []time.Duration{time.Second, 5 * time.Second} {
 		limit := int(int64(rate.Count)*int64(w)/int64(rate.Per)) + rate.Burst()
-		if n := maxInWindow(msgs, w); n > limit {
+		n := maxInWindow(msgs, w)
+		t.Logf("at most %d messages within %s (limit %d), %d connections at once", n, w, limit, mx.peak())
+		if n > limit {
 			t.Errorf("%d messages within %s, limit %d (600/m plus a burst of %d)", n, w, limit, rate.Burst())
 		}
 	}
