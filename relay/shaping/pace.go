@@ -39,7 +39,9 @@ func blockTokens(r Rate) int {
 // [a − blockSpan − paceBurst·T, a+W], and slots are T apart cluster-wide:
 // at most Count·W/Per + Burst() sends in any window. A node reserves
 // only tokens whose first slot is within blockSpan of now; unused tokens
-// are lost (the cluster sends less, never more).
+// are lost (the cluster sends less, never more). Slots are wall-clock
+// times: nodes keep their clocks in step (NTP); a node whose clock is d
+// ahead finds the pace's slots d earlier than the others do.
 type pacer struct {
 	key string // "" for per-node pacers
 	// block in hand
@@ -52,8 +54,8 @@ type pacer struct {
 }
 
 // take spends one token at rate r, reserving a block when needed. The
-// caller holds the class's mu. kv false reserves from the local TAT only
-// (default classes, or the bucket failing open).
+// caller holds the class's mu. A pacer without a key (default classes),
+// or any while the bucket fails, reserves from the TAT it holds.
 func (s *Shaper) take(ctx context.Context, p *pacer, r Rate, reason string) (Wait, bool) {
 	now := s.now()
 	T := r.Interval()
@@ -63,7 +65,9 @@ func (s *Shaper) take(ctx context.Context, p *pacer, r Rate, reason string) (Wai
 	}
 	if p.left == 0 {
 		if w, ok := s.reserve(ctx, p, r, now); !ok {
-			w.Reason = reason
+			if w.Reason == "" {
+				w.Reason = reason
+			}
 			return w, false
 		}
 	}
@@ -120,7 +124,7 @@ func (s *Shaper) reserve(ctx context.Context, p *pacer, r Rate, now time.Time) (
 // caller's ctx that ended is no bucket failure.
 func (s *Shaper) reserveFailed(ctx context.Context, p *pacer, now time.Time, T time.Duration, k int, err error) (Wait, bool) {
 	if ctx.Err() != nil {
-		return Wait{Until: now}, false
+		return Wait{Until: now, Reason: ReasonCanceled}, false
 	}
 	s.health.fail(err)
 	p.rev = 0
