@@ -97,7 +97,8 @@ func (r *reporter) failuresAll() []string {
 // messages to three of its domains, delivered by two engines on one
 // JetStream (two connections, two Shapers): the fake MX never sees more
 // than 2 connections at once, nor more arrivals in a window than the pace
-// plus its burst allows. Waiting costs no attempt.
+// plus its burst allows, nor more than 20 messages on one connection
+// (per_connection: QUIT and connect again). Waiting costs no attempt.
 func TestShapingLimitsHoldAcrossEngines(t *testing.T) {
 	t.Parallel()
 	h := newHarnessListen(t)
@@ -122,6 +123,9 @@ func TestShapingLimitsHoldAcrossEngines(t *testing.T) {
 	allDelivered(t, h, mx, rcpts, ids)
 	if p := mx.peak(); p > 2 {
 		t.Errorf("%d connections open at once, limit 2", p)
+	}
+	if n, most := mx.connections(); most > 20 || n < 150/20 {
+		t.Errorf("%d connections, at most %d messages on one: per_connection 20 not kept", n, most)
 	}
 	msgs := mx.messages()
 	for _, w := range []time.Duration{time.Second, 5 * time.Second} {

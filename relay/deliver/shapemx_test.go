@@ -20,6 +20,8 @@ type shapeMX struct {
 	mu        sync.Mutex
 	open      map[*smtp.Conn]bool
 	maxOpen   int
+	conns     int // sessions (connections that greeted)
+	perConn   int // the most messages one connection carried
 	msgs      []shapeMsg
 	mailReply func() *smtp.SMTPError
 }
@@ -40,6 +42,7 @@ func startShapeMX(t *testing.T, ip string, port int) *shapeMX {
 		m.mu.Lock()
 		m.open[c] = true
 		m.maxOpen = max(m.maxOpen, len(m.open))
+		m.conns++
 		m.mu.Unlock()
 		return &shapeSession{mx: m, conn: c}, nil
 	}))
@@ -88,10 +91,19 @@ func (m *shapeMX) peak() int {
 	return m.maxOpen
 }
 
+// connections returns how many connections greeted and the most
+// messages one of them carried.
+func (m *shapeMX) connections() (n, most int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.conns, m.perConn
+}
+
 type shapeSession struct {
 	mx    *shapeMX
 	conn  *smtp.Conn
 	rcpts []string
+	n     int // messages on this connection
 }
 
 func (s *shapeSession) Mail(string, *smtp.MailOptions) error {
@@ -119,6 +131,8 @@ func (s *shapeSession) Data(r io.Reader) error {
 	now := time.Now()
 	s.mx.mu.Lock()
 	defer s.mx.mu.Unlock()
+	s.n++
+	s.mx.perConn = max(s.mx.perConn, s.n)
 	for _, rc := range s.rcpts {
 		s.mx.msgs = append(s.mx.msgs, shapeMsg{rcpt: rc, at: now, remote: host, helo: s.conn.Hostname()})
 	}
