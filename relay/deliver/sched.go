@@ -39,6 +39,10 @@ type job struct {
 	tr     smtpclient.Transport
 	key    string // its destination (smtpclient.Client.Destination)
 	queued time.Time
+	// class and observe: its destination's shaping class and Observe,
+	// as the worker took it (a reload may reclassify the destination).
+	class   shaping.Class
+	observe func(smtpclient.Reply, bool)
 }
 
 // dest is one destination (an MX domain with its TLS plan, or a route)
@@ -287,7 +291,7 @@ func (s *scheduler) run(d *dest, j *job, w *wconn) (next *smtpclient.Session) {
 			next = nil
 		}
 	}()
-	r := s.att.attempt(s.ctx, j, w.sess, attemptOpts{opts: d.options(w), source: w.src.Name})
+	r := s.att.attempt(s.ctx, j, w.sess, attemptOpts{opts: j.options(w), source: w.src.Name})
 	switch {
 	case r.reached:
 		s.record(d, true, r.last)
@@ -326,6 +330,7 @@ func (s *scheduler) next(d *dest) *job {
 			d.queue[0] = nil
 			d.queue = d.queue[1:]
 			broadcast(&d.popped)
+			j.class, j.observe = d.class, d.observe
 			return j
 		}
 		notify, reclaim := d.notify, s.reclaim

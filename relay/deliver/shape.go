@@ -86,9 +86,9 @@ func (s *scheduler) observer(c shaping.Class) func(smtpclient.Reply, bool) {
 	}
 }
 
-// options are the attempt options of w's connection to d.
-func (d *dest) options(w *wconn) smtpclient.AttemptOptions {
-	return smtpclient.AttemptOptions{Source: w.src.Addr, Hostname: w.src.EHLO, Observe: d.observe}
+// options are the attempt options of j on w's connection.
+func (j *job) options(w *wconn) smtpclient.AttemptOptions {
+	return smtpclient.AttemptOptions{Source: w.src.Addr, Hostname: w.src.EHLO, Observe: j.observe}
 }
 
 // admit readies w for j: a slot and a source for a new connection, then a
@@ -100,7 +100,7 @@ func (s *scheduler) admit(d *dest, j *job, w *wconn) bool {
 	}
 	for range maxAdmitRounds {
 		if !w.ready {
-			if wait, ok := s.connect(d, w); !ok {
+			if wait, ok := s.connect(d, j.class, w); !ok {
 				s.waitFor(d, j, wait)
 				return false
 			}
@@ -133,7 +133,7 @@ func (s *scheduler) admit(d *dest, j *job, w *wconn) bool {
 // connect takes a slot for a new connection of d on the pool's source
 // with the fewest connections that shaping allows. Refused on every
 // source: the earliest Wait.
-func (s *scheduler) connect(d *dest, w *wconn) (shaping.Wait, bool) {
+func (s *scheduler) connect(d *dest, class shaping.Class, w *wconn) (shaping.Wait, bool) {
 	srcs := s.rt.Load().pools.byName[d.pool]
 	if len(srcs) == 0 {
 		srcs = []Source{{}}
@@ -143,7 +143,7 @@ func (s *scheduler) connect(d *dest, w *wconn) (shaping.Wait, bool) {
 	var first shaping.Wait
 	for _, src := range srcs {
 		if s.shaper != nil {
-			c, wait, ok := s.shaper.Connect(s.ctx, d.class, src.Name)
+			c, wait, ok := s.shaper.Connect(s.ctx, class, src.Name)
 			if !ok {
 				if first.Until.IsZero() || wait.Until.Before(first.Until) {
 					first = wait
@@ -205,7 +205,7 @@ func (s *scheduler) pause(until time.Time) bool {
 // maxQueueWait, else watched by a waker until it ends or the class
 // changes. Stopping, j is released.
 func (s *scheduler) waitFor(d *dest, j *job, wait shaping.Wait) {
-	why := "shaping: " + wait.Reason + " (" + className(d.class) + ")"
+	why := "shaping: " + wait.Reason + " (" + className(j.class) + ")"
 	if soon := time.Now().Add(minWait); wait.Until.Before(soon) {
 		wait.Until = soon // never a busy loop, whatever the Wait says
 	}
@@ -235,7 +235,7 @@ func (s *scheduler) waitFor(d *dest, j *job, wait shaping.Wait) {
 	until, why := d.waitUntil, d.waitWhy
 	s.mu.Unlock()
 	if len(late) > 0 {
-		s.log.Info().Str("event", "shaping_wait").Str("destination", d.key).Str("class", d.class.Key).
+		s.log.Info().Str("event", "shaping_wait").Str("destination", d.key).Str("class", j.class.Key).
 			Str("reason", wait.Reason).Time("until", until).Int("entries", len(late)).
 			Msg("shaping makes the destination wait; its entries are deferred without an attempt")
 	}
@@ -257,7 +257,10 @@ func className(c shaping.Class) string {
 func (s *scheduler) wake(d *dest) {
 	defer s.recoverWake(d)
 	for {
-		changed := s.shaper.Changed(d.class)
+		s.mu.Lock()
+		class := d.class
+		s.mu.Unlock()
+		changed := s.shaper.Changed(class) // before reading the wait: no change is missed
 		s.mu.Lock()
 		until := d.waitUntil
 		s.mu.Unlock()
@@ -294,9 +297,10 @@ func (s *scheduler) recoverWake(d *dest) {
 	}
 }
 
-// reportWaiting tells the Shaper how many entries of each class wait on
-// this node (queued in waiting destinations); classes that waited at the
-// last report and no longer do get 0.
+// reportWaiting tells the Shaper how many entries of each provider wait
+// on this node (queued in its destinations: for a slot, the pace or a
+// worker); providers that had some at the last report and no longer do
+// get 0. Deferred entries are in the stream, not counted here.
 func (s *scheduler) reportWaiting() {
 	if s.shaper == nil {
 		return
@@ -304,7 +308,7 @@ func (s *scheduler) reportWaiting() {
 	now := map[shaping.Class]int{}
 	s.mu.Lock()
 	for _, d := range s.dests {
-		if d.waitWhy != "" && len(d.queue) > 0 {
+		if d.class.Provider != "" && len(d.queue) > 0 {
 			now[d.class] += len(d.queue)
 		}
 	}

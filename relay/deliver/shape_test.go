@@ -258,6 +258,10 @@ func TestLimitedProviderDoesNotDelayOthers(t *testing.T) {
 		ids = append(ids, h.send([]string{r}))
 	}
 	relaytest.Eventually(t, "the other destination's mail", func() bool { return len(fast.messages()) == 10 })
+	relaytest.Eventually(t, "waiting entries in the provider's status", func() bool {
+		st, err := shaping.Status(context.Background(), h.q.JetStream(), set)
+		return err == nil && len(st) == 1 && st[0].Waiting > 0
+	})
 	if n := len(slow.messages()); n >= 30 {
 		t.Fatalf("the limited provider got %d of 40 first: it is not limited", n)
 	}
