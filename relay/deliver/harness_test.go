@@ -47,6 +47,7 @@ type harness struct {
 	// shaper and editSet, when set, go into the next engine started.
 	shaper  *shaping.Shaper
 	editSet func(*deliver.Settings)
+	eng     *deliver.Engine // the last engine started
 }
 
 func newHarness(t testing.TB) *harness {
@@ -138,6 +139,7 @@ func (h *harness) startOn(q *queue.Queue, cfg *config.Config) (stop func()) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.eng = eng
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(ctx) }()

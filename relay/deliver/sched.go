@@ -261,10 +261,12 @@ func (s *scheduler) worker(d *dest) {
 		if j == nil {
 			return
 		}
-		// A reload may have changed port, DNS, TLS, sources or limits: a
-		// connection from before it is not reused.
-		if rt := s.att.rt.Load(); rt != w.made {
-			s.drop(w)
+		// A reload that changed how connections are made, the source or
+		// the shaping class ends the connection (shape.go: keep).
+		if rt := s.att.rt.Load(); rt != w.made || j.class != w.class {
+			if !w.keep(rt, d.pool, j.class) {
+				s.drop(w)
+			}
 			w.made = rt
 		}
 		if !s.admit(d, j, w) { // shape.go

@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -52,8 +53,36 @@ type wconn struct {
 	sess  *smtpclient.Session
 	slot  *shaping.Conn
 	src   Source
+	class shaping.Class // of the slot
 	ready bool
 	made  *runtime // the runtime sess was made under
+}
+
+// keep reports whether w's connection, made under w.made, may go on
+// under rt for pool and class: a reload that left the way connections
+// are made (port, source_ip, networks, CA file, EHLO name), w's source
+// and the class alone does not end it (issue 16 point 6). A route's or a
+// domain's TLS plan is part of its destination key already.
+func (w *wconn) keep(rt *runtime, pool string, class shaping.Class) bool {
+	if w.made == nil || w.class != class || connShape(w.made.set) != connShape(rt.set) {
+		return false
+	}
+	if w.src.Name == "" {
+		return true
+	}
+	for _, src := range rt.pools.byName[pool] {
+		if src == w.src {
+			return true
+		}
+	}
+	return false
+}
+
+// connShape is what a connection depends on beyond its destination key.
+func connShape(set Settings) string {
+	d := set.Delivery
+	return fmt.Sprint(d.Port, "|", d.SourceIP, "|", d.DeniedNetworks, "|", d.AllowedNetworks, "|",
+		d.TLS.CAFile, "|", set.Hostname)
 }
 
 // classOf is the shaping class of destination key (a route: its own).
@@ -152,7 +181,7 @@ func (s *scheduler) connect(d *dest, class shaping.Class, w *wconn) (shaping.Wai
 			}
 			w.slot = c
 		}
-		w.src, w.ready = src, true
+		w.src, w.ready, w.class = src, true, class
 		s.sources.add(src.Name, 1)
 		s.mu.Lock()
 		if d.probing { // the class has room again: start the other workers

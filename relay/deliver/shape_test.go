@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
@@ -320,4 +321,52 @@ func TestCheckSources(t *testing.T) {
 	if len(errs) != 2 || !strings.Contains(errs[0].Error(), "gone") || !strings.Contains(errs[1].Error(), "none") {
 		t.Fatalf("errors %v, want gone and none", errs)
 	}
+}
+
+// A reload that leaves the source and the way connections are made alone
+// keeps the open connection; one that changes the source's EHLO name
+// ends it, and the next connection says the new name.
+func TestReloadKeepsConnections(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cfg := h.config()
+	cfg.Delivery.Timeouts.Idle = config.Duration(time.Minute) // the connection outlives the test's pauses
+	cfg.Delivery.MaxPerDestination = 1                        // one worker: its connection is the one reused
+	mx := startShapeMX(t, "127.0.0.156", h.port)
+	h.domain("reload.test", mx.ip)
+	h.dialer = &sourceDialer{}
+	set := settingsOf(cfg)
+	set.Sources = []deliver.Source{{Name: "a", Addr: netip.MustParseAddr("127.0.0.11"), EHLO: "mta-a.test"}}
+	set.Pools = map[string][]string{"default": {"a"}}
+	h.editSet = func(s *deliver.Settings) { *s = set }
+	h.shaper = openShaper(t, h.q, "n1", shaping.Settings{Default: shaping.Limits{Connections: 1}}, nil)
+	h.start(cfg)
+	var rcpts, ids []string
+	send := func(wantConns int, helo string) {
+		t.Helper()
+		r := fmt.Sprintf("u%d@reload.test", len(rcpts))
+		rcpts, ids = append(rcpts, r), append(ids, h.send([]string{r}))
+		relaytest.Eventually(t, r+" received", func() bool { return len(mx.messages()) == len(rcpts) })
+		msgs := mx.messages()
+		if n, _ := mx.connections(); n != wantConns || msgs[len(msgs)-1].helo != helo {
+			t.Fatalf("after %s: %d connections, EHLO %s; want %d, %s", r, n, msgs[len(msgs)-1].helo, wantConns, helo)
+		}
+	}
+	reload := func(edit func(*deliver.Settings)) {
+		t.Helper()
+		edit(&set)
+		apply, err := h.eng.Prepare(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply()
+	}
+	send(1, "mta-a.test")
+	reload(func(s *deliver.Settings) { s.Retry.Schedule = []config.Duration{config.Duration(2 * time.Second)} })
+	send(1, "mta-a.test")
+	reload(func(s *deliver.Settings) {
+		s.Sources = []deliver.Source{{Name: "a", Addr: netip.MustParseAddr("127.0.0.11"), EHLO: "mta-new.test"}}
+	})
+	send(2, "mta-new.test")
+	allDelivered(t, h, mx, rcpts, ids)
 }
