@@ -65,6 +65,7 @@ type dest struct {
 	queue     []*job
 	workers   int
 	idle      int
+	starting  int           // workers started that have not yet looked for a job
 	notify    chan struct{} // closed (and replaced) when a job is queued
 	popped    chan struct{} // closed (and replaced) when a job is taken
 	// circuit breaker: consecutive attempts that reached no server.
@@ -222,16 +223,17 @@ func (s *scheduler) maxWorkers(d *dest) int {
 	return set.MaxPerDestination
 }
 
-// kickLocked wakes idle workers of d and starts more while d has queued
-// jobs, the destination limit allows and a global slot is free. Without a
-// free slot, d waits in line and idle workers elsewhere are asked to exit.
+// kickLocked wakes idle workers of d and starts more while d has more
+// queued jobs than idle and starting workers, the destination limit
+// allows and a global slot is free. Without a free slot, d waits in line
+// and idle workers elsewhere are asked to exit.
 func (s *scheduler) kickLocked(d *dest) {
 	broadcast(&d.notify)
 	if !d.waitUntil.IsZero() && time.Now().Before(d.waitUntil) {
 		return // shaping: its waker kicks it again (shape.go)
 	}
 	limit := s.rt.Load().set.MaxConnections
-	for started := 0; !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle &&
+	for started := 0; !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle+d.starting &&
 		!(d.probing && started > 0); started++ {
 		if s.slots >= limit {
 			if !d.starving {
@@ -243,6 +245,7 @@ func (s *scheduler) kickLocked(d *dest) {
 		}
 		s.slots++
 		d.workers++
+		d.starting++
 		s.wg.Add(1)
 		go s.worker(d)
 	}
@@ -256,8 +259,8 @@ func (s *scheduler) worker(d *dest) {
 		s.drop(w)
 		s.workerExit(d)
 	}()
-	for {
-		j := s.next(d)
+	for first := true; ; first = false {
+		j := s.next(d, first)
 		if j == nil {
 			return
 		}
@@ -318,11 +321,15 @@ func (s *scheduler) logPanic(j *job, p any, msg string) {
 }
 
 // next pops d's next job, waiting up to timeouts.idle; nil means exit.
-func (s *scheduler) next(d *dest) *job {
+// first: the worker's first call (it is no longer starting).
+func (s *scheduler) next(d *dest, first bool) *job {
 	idle := time.NewTimer(s.rt.Load().set.Timeouts.Idle.D())
 	defer idle.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if first {
+		d.starting--
+	}
 	for {
 		if s.stopping || d.workers > s.maxWorkers(d) {
 			return nil
