@@ -32,7 +32,9 @@ import (
 // that waited maxQueueWait in all is deferred too: without an attempt
 // counted (451 4.4.5, marked Waiting for queue ls), due again no earlier
 // than the wait ends; delay notices and retry.max_age apply as to any
-// deferral. Every reply of an attempt goes to Shaper.Observe (rules and
+// deferral. An entry takes one message token: under VERP its
+// per-recipient transactions on the connection share it (a known limit).
+// Every reply of an attempt goes to Shaper.Observe (rules and
 // the builtin backoff). Entries waiting in memory are reported per class
 // (Shaper.SetWaiting) once a second.
 
