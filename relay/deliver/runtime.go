@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -29,6 +30,7 @@ type runtime struct {
 	routes   []smtpclient.Transport
 	matchers []map[string]bool // per route: domains ("*" = all)
 	schedule []time.Duration
+	pools    pools // egress pools (source.go)
 }
 
 // runtimeBuilder holds what outlives a reload (injected resolver and
@@ -104,7 +106,7 @@ func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &runtime{set: set, res: res, client: client}
+	rt := &runtime{set: set, res: res, client: client, pools: newPools(set)}
 	var errs []error
 	for i, r := range d.Routes {
 		tr, m, err := buildRoute(client, i, r)
@@ -155,6 +157,14 @@ func (c checkedDialer) DialContext(ctx context.Context, network, address string)
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	return c.next.DialContext(ctx, network, address)
+}
+
+// DialFrom implements smtpclient.SourceDialer: the guard, then next from local.
+func (c checkedDialer) DialFrom(ctx context.Context, network, address string, local netip.Addr) (net.Conn, error) {
+	if err := c.guard.Control(network, address, nil); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	return smtpclient.DialFrom(ctx, c.next, address, local)
 }
 
 // loadRoots is the system pool plus delivery.tls.ca_file.

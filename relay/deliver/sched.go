@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 	"github.com/rs/zerolog"
 )
@@ -38,17 +39,35 @@ type job struct {
 	tr     smtpclient.Transport
 	key    string // its destination (smtpclient.Client.Destination)
 	queued time.Time
+	// class and observe: its destination's shaping class and Observe,
+	// as the worker took it (a reload may reclassify the destination).
+	class   shaping.Class
+	observe func(smtpclient.Reply, bool)
 }
 
-// dest is one destination (an MX domain with its TLS plan, or a route):
-// its local queue, its workers and its circuit breaker.
+// dest is one destination (an MX domain with its TLS plan, or a route)
+// for one egress pool: its local queue, its workers, its circuit breaker
+// and its shaping wait (shape.go).
 type dest struct {
-	key     string
-	queue   []*job
-	workers int
-	idle    int
-	notify  chan struct{} // closed (and replaced) when a job is queued
-	popped  chan struct{} // closed (and replaced) when a job is taken
+	key     string // poolKey(target, pool)
+	target  string // smtpclient.Client.Destination
+	pool    string // egress pool ("" = none; source.go)
+	class   shaping.Class
+	observe func(smtpclient.Reply, bool) // Shaper.Observe for class; nil without a Shaper
+	// waitUntil: shaping refused a connection or message; no worker
+	// starts before then (or before the class changes; waking).
+	waitUntil time.Time
+	waitWhy   string   // the queue ls mark: "shaping: connections (google)"
+	waking    bool     // a waker goroutine watches the wait
+	deferAll  bool     // a suspension or long wait: arrivals are deferred at once
+	probing   bool     // refused before: one new worker at a time until one connects
+	classRT   *runtime // the runtime class was taken under (a reload may change it)
+	queue     []*job
+	workers   int
+	idle      int
+	starting  int           // workers started that have not yet looked for a job
+	notify    chan struct{} // closed (and replaced) when a job is queued
+	popped    chan struct{} // closed (and replaced) when a job is taken
 	// circuit breaker: consecutive attempts that reached no server.
 	failures  int
 	openUntil time.Time
@@ -76,6 +95,10 @@ type scheduler struct {
 	wg       sync.WaitGroup  // workers
 	placing  sync.WaitGroup  // entries waiting for their destination key
 	ctx      context.Context // delivery context: cancelled when the grace period ends
+	shaper   *shaping.Shaper // nil: no shaping
+	sources  sourceCount     // open connections per egress source
+	// waitingSent: the per-class waiting counts last reported (housekeeping only).
+	waitingSent map[shaping.Class]int
 }
 
 func newScheduler(log zerolog.Logger, rt *atomic.Pointer[runtime], fin *finisher, att *attempter) *scheduler {
@@ -123,13 +146,14 @@ func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
 // open or the queue is full (waiting briefly only for a destination that
 // delivers briskly); otherwise queued, with a worker sure to take it.
 func (s *scheduler) place(j *job, key string) {
-	j.key = key
+	pool := s.rt.Load().pools.of(j.en.Env.User)
+	j.key = poolKey(key, pool)
 	if at := j.en.Env.Retried; !at.IsZero() {
 		s.clearMarks(key, at, j.en.Env.Domain) // retry.go
 	}
 	deadline := time.Now().Add(roomWait)
 	s.mu.Lock()
-	d := s.destLocked(key)
+	d := s.destLocked(key, pool)
 	for {
 		now := time.Now()
 		switch {
@@ -141,6 +165,11 @@ func (s *scheduler) place(j *job, key string) {
 			v, until := d.lastFail, d.openUntil
 			s.mu.Unlock()
 			s.fin.deferDown(j, unreachable(v.Reply), until)
+			return
+		case d.deferAll && now.Before(d.waitUntil): // suspended, or a long shaping wait (shape.go)
+			why, until := d.waitWhy, d.waitUntil
+			s.mu.Unlock()
+			s.fin.deferShaped(j, why, until)
 			return
 		case len(d.queue) < destQueueCap:
 			d.queue = append(d.queue, j)
@@ -166,30 +195,46 @@ func (d *dest) brisk(now time.Time) bool {
 	return d.failures == 0 && now.Sub(d.lastDone) < fastWindow
 }
 
-func (s *scheduler) destLocked(key string) *dest {
+func (s *scheduler) destLocked(target, pool string) *dest {
+	key := poolKey(target, pool)
 	d := s.dests[key]
 	if d == nil {
-		d = &dest{key: key, notify: make(chan struct{}), popped: make(chan struct{})}
+		d = &dest{key: key, target: target, pool: pool, notify: make(chan struct{}), popped: make(chan struct{})}
 		s.dests[key] = d
+	}
+	if rt := s.rt.Load(); s.shaper != nil && d.classRT != rt { // new, or reloaded: (re)classify
+		d.class, d.classRT = s.classOf(target), rt
+		d.observe = s.observer(d.class)
 	}
 	return d
 }
 
-// maxWorkers is max_per_destination, or 1 while the breaker is half-open.
+// maxWorkers is max_per_destination (a provider's destination: only
+// max_connections; its limits are the Shaper's), or 1 while the breaker
+// is half-open.
 func (s *scheduler) maxWorkers(d *dest) int {
-	if d.failures > 0 {
+	set := &s.rt.Load().set
+	switch {
+	case d.failures > 0:
 		return 1
+	case d.class.Provider != "":
+		return set.MaxConnections
 	}
-	return s.rt.Load().set.MaxPerDestination
+	return set.MaxPerDestination
 }
 
-// kickLocked wakes idle workers of d and starts more while d has queued
-// jobs, the destination limit allows and a global slot is free. Without a
-// free slot, d waits in line and idle workers elsewhere are asked to exit.
+// kickLocked wakes idle workers of d and starts more while d has more
+// queued jobs than idle and starting workers, the destination limit
+// allows and a global slot is free. Without a free slot, d waits in line
+// and idle workers elsewhere are asked to exit.
 func (s *scheduler) kickLocked(d *dest) {
 	broadcast(&d.notify)
+	if !d.waitUntil.IsZero() && time.Now().Before(d.waitUntil) {
+		return // shaping: its waker kicks it again (shape.go)
+	}
 	limit := s.rt.Load().set.MaxConnections
-	for !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle {
+	for started := 0; !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle+d.starting &&
+		!(d.probing && started > 0); started++ {
 		if s.slots >= limit {
 			if !d.starving {
 				d.starving = true
@@ -200,6 +245,7 @@ func (s *scheduler) kickLocked(d *dest) {
 		}
 		s.slots++
 		d.workers++
+		d.starting++
 		s.wg.Add(1)
 		go s.worker(d)
 	}
@@ -208,29 +254,30 @@ func (s *scheduler) kickLocked(d *dest) {
 // worker delivers d's queued jobs over one connection, reused between
 // jobs, until d has had no work for timeouts.idle or its slot is wanted.
 func (s *scheduler) worker(d *dest) {
-	var sess *smtpclient.Session
+	w := &wconn{}
 	defer func() {
-		if sess != nil {
-			sess.Quit(time.Second)
-		}
+		s.drop(w)
 		s.workerExit(d)
 	}()
-	var made *runtime // the runtime sess was made under
-	for {
-		j := s.next(d)
+	for first := true; ; first = false {
+		j := s.next(d, first)
 		if j == nil {
 			return
 		}
-		// A reload may have changed port, DNS, TLS or source address: a
-		// connection from before it is not reused.
-		if rt := s.att.rt.Load(); rt != made {
-			if sess != nil {
-				sess.Quit(time.Second)
-				sess = nil
+		// A reload that changed how connections are made, the source or
+		// the shaping class ends the connection (shape.go: keep).
+		if rt := s.att.rt.Load(); rt != w.made || j.class != w.class {
+			if !w.keep(rt, d.pool, j.class) {
+				s.drop(w)
 			}
-			made = rt
+			w.made = rt
 		}
-		sess = s.run(d, j, sess)
+		if !s.admit(d, j, w) { // shape.go
+			return
+		}
+		if w.sess = s.run(d, j, w); w.sess == nil {
+			s.drop(w) // the next attempt is a new connection
+		}
 	}
 }
 
@@ -238,18 +285,18 @@ func (s *scheduler) worker(d *dest) {
 // panic in the attempt (a bug, or a dependency's) is recovered: it is
 // logged with its stack, the connection is dropped and the entry deferred
 // with 451 4.3.0, so the entry is never lost and the worker goes on.
-func (s *scheduler) run(d *dest, j *job, sess *smtpclient.Session) (next *smtpclient.Session) {
+func (s *scheduler) run(d *dest, j *job, w *wconn) (next *smtpclient.Session) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.logPanic(j, p, "delivery attempt panicked; entry deferred")
-			if sess != nil {
-				sess.Close()
+			if w.sess != nil {
+				w.sess.Close()
 			}
 			s.fin.deferBroken(j, replyPanic)
 			next = nil
 		}
 	}()
-	r := s.att.attempt(s.ctx, j, sess)
+	r := s.att.attempt(s.ctx, j, w.sess, attemptOpts{opts: j.options(w), source: w.src.Name})
 	switch {
 	case r.reached:
 		s.record(d, true, r.last)
@@ -274,11 +321,15 @@ func (s *scheduler) logPanic(j *job, p any, msg string) {
 }
 
 // next pops d's next job, waiting up to timeouts.idle; nil means exit.
-func (s *scheduler) next(d *dest) *job {
+// first: the worker's first call (it is no longer starting).
+func (s *scheduler) next(d *dest, first bool) *job {
 	idle := time.NewTimer(s.rt.Load().set.Timeouts.Idle.D())
 	defer idle.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if first {
+		d.starting--
+	}
 	for {
 		if s.stopping || d.workers > s.maxWorkers(d) {
 			return nil
@@ -288,6 +339,7 @@ func (s *scheduler) next(d *dest) *job {
 			d.queue[0] = nil
 			d.queue = d.queue[1:]
 			broadcast(&d.popped)
+			j.class, j.observe = d.class, d.observe
 			return j
 		}
 		notify, reclaim := d.notify, s.reclaim
@@ -328,7 +380,7 @@ func (s *scheduler) workerExit(d *dest) {
 			break
 		}
 	}
-	if d.workers == 0 && len(d.queue) == 0 && d.failures == 0 && !d.starving {
+	if d.workers == 0 && len(d.queue) == 0 && d.failures == 0 && !d.starving && !d.waking {
 		delete(s.dests, d.key)
 	}
 	s.wg.Done()
@@ -372,29 +424,41 @@ func (s *scheduler) record(d *dest, reached bool, v smtpclient.Verdict) {
 	}
 }
 
-// sweep defers jobs that waited longer than maxQueueWait for a connection.
+// sweep defers jobs that waited longer than maxQueueWait for a connection
+// (marked with the destination's shaping wait, if any) and reports the
+// entries waiting per shaping class.
 func (s *scheduler) sweep(now time.Time) {
-	var late []*job
+	type lateJob struct {
+		j     *job
+		why   string
+		until time.Time
+	}
+	var late []lateJob
 	s.mu.Lock()
 	for _, d := range s.dests {
 		keep := d.queue[:0]
 		for _, j := range d.queue {
 			if now.Sub(j.queued) > maxQueueWait {
-				late = append(late, j)
+				late = append(late, lateJob{j, d.waitWhy, d.waitUntil})
 			} else {
 				keep = append(keep, j)
 			}
 		}
 		clear(d.queue[len(keep):])
 		d.queue = keep
-		if d.workers == 0 && len(d.queue) == 0 && !d.starving && now.Sub(d.openUntil) > maxBreakerOpen {
+		if d.workers == 0 && len(d.queue) == 0 && !d.starving && !d.waking && now.Sub(d.openUntil) > maxBreakerOpen {
 			delete(s.dests, d.key) // forget an old breaker
 		}
 	}
 	s.mu.Unlock()
-	for _, j := range late {
-		s.fin.deferUntried(j, replyBusy)
+	for _, l := range late {
+		if l.why != "" {
+			s.fin.deferShaped(l.j, l.why, l.until)
+		} else {
+			s.fin.deferUntried(l.j, replyBusy)
+		}
 	}
+	s.reportWaiting() // shape.go
 }
 
 // stop makes workers exit after their current job and releases every

@@ -51,6 +51,7 @@ type Event struct {
 	Size        int64      `json:"size,omitempty"`
 	MX          string     `json:"mx,omitempty"`
 	IP          string     `json:"ip,omitempty"`
+	Source      string     `json:"source,omitempty"` // egress source of a delivery's connection
 	Port        int        `json:"port,omitempty"`
 	TLS         string     `json:"tls,omitempty"`        // version, "none" or "failed"
 	TLSPolicy   string     `json:"tls_policy,omitempty"` // none, opportunistic, required or verify
@@ -143,6 +144,7 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 	num("size", e.Size)
 	str("mx", e.MX)
 	str("ip", e.IP)
+	str("source", e.Source)
 	num("port", int64(e.Port))
 	str("tls", e.TLS)
 	str("tls_policy", e.TLSPolicy)
