@@ -19,16 +19,14 @@ import (
 // The attempt's ConnInfo names the TLS policy it ran under, so that a
 // failure reads as what it was: "tls":"failed" under "tls_policy":"verify".
 func (c *Client) Deliver(ctx context.Context, tr Transport, m *Message, sess *Session) Attempt {
-	a := c.deliver(ctx, tr, m, sess)
-	a.Conn.TLSPolicy = tr.Plan().PolicyName()
-	return a
+	return c.DeliverWith(ctx, tr, m, sess, AttemptOptions{})
 }
 
-func (c *Client) deliver(ctx context.Context, tr Transport, m *Message, sess *Session) Attempt {
+func (c *Client) deliver(ctx context.Context, tr Transport, m *Message, sess *Session, o AttemptOptions) Attempt {
 	to := c.o.Timeouts
 	if sess != nil {
 		if time.Since(sess.lastUsed) < to.Idle {
-			if a, err := c.converse(ctx, sess, m); err == nil {
+			if a, err := c.converse(ctx, sess, m, o); err == nil {
 				return a
 			}
 			// A reused connection the server closed meanwhile: not a verdict.
@@ -42,17 +40,19 @@ func (c *Client) deliver(ctx context.Context, tr Transport, m *Message, sess *Se
 		return Attempt{Replies: fill(len(m.Rcpts), v.Reply), Last: v, Conn: ConnInfo{TLS: "none"},
 			Down: errors.As(err, &de) && de.Kind == DNSTemporary, Canceled: ctx.Err() != nil}
 	}
-	return c.tryHosts(ctx, tr, hosts, m)
+	return c.tryHosts(ctx, &hostsRun{tr: tr, m: m, o: o}, hosts)
 }
 
 // converse runs m on an open session; an error means the connection
 // failed before a verdict and was closed.
-func (c *Client) converse(ctx context.Context, s *Session, m *Message) (Attempt, error) {
+func (c *Client) converse(ctx context.Context, s *Session, m *Message, o AttemptOptions) (Attempt, error) {
 	replies, err := s.transact(ctx, m, c.o.Timeouts)
 	if err != nil {
+		o.observe(err, false)
 		s.Close()
 		return Attempt{}, err
 	}
+	o.observeReplies(replies)
 	a := Attempt{Replies: replies, Session: s, Reached: true, Conn: s.Info()}
 	if s.broken {
 		s.Close()
@@ -67,6 +67,7 @@ func (c *Client) converse(ctx context.Context, s *Session, m *Message) (Attempt,
 type hostsRun struct {
 	tr       Transport
 	m        *Message
+	o        AttemptOptions
 	a        Attempt
 	deadline time.Time
 	dialled  int
@@ -77,9 +78,9 @@ type hostsRun struct {
 	denied int
 }
 
-func (c *Client) tryHosts(ctx context.Context, tr Transport, hosts []Host, m *Message) Attempt {
-	r := &hostsRun{tr: tr, m: m, a: Attempt{Down: true, Conn: ConnInfo{TLS: "none"}},
-		deadline: time.Now().Add(c.o.AttemptTimeout)}
+func (c *Client) tryHosts(ctx context.Context, r *hostsRun, hosts []Host) Attempt {
+	tr, m := r.tr, r.m
+	r.a, r.deadline = Attempt{Down: true, Conn: ConnInfo{TLS: "none"}}, time.Now().Add(c.o.AttemptTimeout)
 	limited := tr.limited()
 	for _, h := range hosts {
 		for _, ip := range h.IPs {
@@ -101,16 +102,16 @@ func (c *Client) tryHosts(ctx context.Context, tr Transport, hosts []Host, m *Me
 
 // tryAddr dials one address and runs m on it; ok reports a verdict.
 func (c *Client) tryAddr(ctx context.Context, r *hostsRun, h Host, ip net.IP) (Attempt, bool) {
-	tr, m := r.tr, r.m
+	m := r.m
 	r.a.Conn = ConnInfo{MX: h.Name, IP: ip.String(), Port: h.Port, TLS: "none"}
 	dctx, cancel := context.WithDeadline(ctx, r.deadline)
-	s, err := dial(dctx, c.dialRequest(tr, h, ip))
+	s, err := dial(dctx, c.dialRequest(r, h, ip))
 	cancel()
 	if err == nil {
 		r.a.Down = false // a server answered: not a dead destination
 		r.a.Conn = s.Info()
 		var a Attempt
-		if a, err = c.converse(ctx, s, m); err == nil {
+		if a, err = c.converse(ctx, s, m, r.o); err == nil {
 			return a, true
 		}
 	}
@@ -168,7 +169,11 @@ func tlsRefusal(v Verdict) bool {
 	return false
 }
 
-func (c *Client) dialRequest(tr Transport, h Host, ip net.IP) dialRequest {
-	return dialRequest{dialer: tr.dialer(c), host: h, ip: ip, plan: tr.Plan(), helo: c.o.Hostname,
-		roots: c.o.Roots, timeouts: c.o.Timeouts, conns: c.o.Conns}
+func (c *Client) dialRequest(r *hostsRun, h Host, ip net.IP) dialRequest {
+	helo := c.o.Hostname
+	if r.o.Hostname != "" {
+		helo = r.o.Hostname
+	}
+	return dialRequest{dialer: r.tr.dialer(c), host: h, ip: ip, plan: r.tr.Plan(), helo: helo,
+		roots: c.o.Roots, timeouts: c.o.Timeouts, conns: c.o.Conns, source: r.o.Source, opts: r.o}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -59,7 +60,9 @@ type dialRequest struct {
 	helo     string
 	roots    *x509.CertPool
 	timeouts Timeouts
-	conns    Gauge // nil: connections not counted
+	conns    Gauge          // nil: connections not counted
+	source   netip.Addr     // local address to bind (zero: the dialer's choice)
+	opts     AttemptOptions // Observe for a refused greeting
 }
 
 // dial connects, reads the greeting, says EHLO, negotiates TLS per plan
@@ -84,7 +87,7 @@ func isTLSError(err error) bool {
 func dialOnce(ctx context.Context, r dialRequest) (*Session, error) {
 	addr := net.JoinHostPort(r.ip.String(), strconv.Itoa(r.host.Port))
 	cctx, cancel := context.WithTimeout(ctx, r.timeouts.Connect)
-	raw, err := r.dialer.DialContext(cctx, "tcp", addr)
+	raw, err := dialFrom(cctx, r.dialer, addr, r.source)
 	cancel()
 	if err != nil {
 		if v, ok := transportReply(err); ok && v == replyTimeout {
@@ -174,7 +177,9 @@ func (s *Session) hello(c *smtp.Client, r dialRequest) error {
 	c.Timeouts = smtp.Timeouts{Mail: t.Mail, Rcpt: t.Rcpt, DataInit: t.DataInit, DataBlock: t.DataBlock,
 		DataFinal: t.DataFinal}
 	c.CommandTimeout = r.timeouts.Greeting
-	return c.Hello(r.helo)
+	err := c.Hello(r.helo)
+	r.opts.observe(err, true)
+	return err
 }
 
 func (s *Session) setTLS(plan Plan) {
