@@ -16,6 +16,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/submit"
 	"github.com/rs/zerolog"
 )
@@ -79,17 +80,20 @@ func newLogger(cfg *config.Config, sio stdio) zerolog.Logger {
 
 // relay is the running set of components.
 type relay struct {
-	cfg      *config.Config
-	log      zerolog.Logger
-	q        *queue.Queue
-	metrics  *admin.Metrics
-	evPub    *events.StreamPublisher
-	emitter  *events.Emitter
-	bouncer  *bounce.Bouncer
-	sub      *submit.Server
-	eng      *deliver.Engine
-	adm      *admin.Server
-	stopping atomic.Bool
+	cfg     *config.Config
+	log     zerolog.Logger
+	q       *queue.Queue
+	metrics *admin.Metrics
+	evPub   *events.StreamPublisher
+	emitter *events.Emitter
+	bouncer *bounce.Bouncer
+	sub     *submit.Server
+	eng     *deliver.Engine
+	shaper  *shaping.Shaper
+	// shapingSet is the shaping in effect, for the /metrics gauges.
+	shapingSet atomic.Pointer[shaping.Settings]
+	adm        *admin.Server
+	stopping   atomic.Bool
 }
 
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {
@@ -153,6 +157,9 @@ func (r *relay) start(ctx context.Context) error {
 	brake, err := r.startState(ctx)
 	if err != nil {
 		return err
+	}
+	if err := r.openShaper(ctx); err != nil {
+		return fmt.Errorf("shaping: %w", err)
 	}
 	signer, err := newDKIMSigner(r.cfg)
 	if err != nil {
@@ -243,7 +250,7 @@ func (r *relay) startAdmin() error {
 	var err error
 	r.adm, err = admin.New(admin.Options{
 		Listen: r.cfg.Admin.Listen, PProf: r.cfg.Admin.PProf, Metrics: r.metrics, Queue: r.q, Logger: r.log,
-		Cluster: r.clusterView(),
+		Cluster: r.clusterView(), Shaping: r.shapingStatus,
 		Listening: func() error {
 			if r.stopping.Load() || len(r.sub.Addrs()) == 0 {
 				return errors.New("submission listeners closed")
@@ -266,6 +273,9 @@ func (r *relay) close() {
 	}
 	if r.bouncer != nil && r.cfg.Bounces.Listen != "" {
 		_ = r.bouncer.Shutdown(ctx)
+	}
+	if r.shaper != nil {
+		r.shaper.Close()
 	}
 	if r.evPub != nil {
 		_ = r.evPub.Close(ctx)

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/shaping"
+)
+
+// shapingSettings: delivery.shaping with its included file, as the Shaper
+// takes it. The default's connections is delivery.max_per_destination
+// (its alias; config keeps both equal). The error is a reply expression
+// that does not compile, which validation has already reported.
+func shapingSettings(cfg *config.Config) (shaping.Settings, error) {
+	s := cfg.Delivery.Shaping
+	set := shaping.Settings{
+		Default: shaping.Limits{
+			Connections: cfg.Delivery.MaxPerDestination, Rate: shapingRate(s.Default.Rate),
+			PerConnection: s.Default.PerConnection, ConnectionRate: shapingRate(s.Default.ConnectionRate),
+		},
+		BackoffFor: s.BackoffFor.D(),
+	}
+	for _, p := range s.AllProviders() {
+		mx := make([]string, len(p.MX))
+		for i, m := range p.MX {
+			mx[i] = strings.TrimSuffix(strings.ToLower(m), ".")
+		}
+		set.Providers = append(set.Providers, shaping.Provider{Name: p.Name, MX: mx, Limits: shaping.Limits{
+			Connections: p.Connections, Rate: shapingRate(p.Rate), PerConnection: p.PerConnection,
+			ConnectionRate: shapingRate(p.ConnectionRate), PerSource: p.PerSource,
+		}})
+	}
+	for i, r := range s.AllRules() {
+		re, err := config.ReplyPattern(r.Reply)
+		if err != nil {
+			return set, fmt.Errorf("delivery.shaping rule %d: %w", i+1, err)
+		}
+		name := r.Name
+		if name == "" {
+			name = fmt.Sprintf("rule %d", i+1)
+		}
+		set.Rules = append(set.Rules, shaping.Rule{
+			Name: name, Providers: r.Providers, Reply: re,
+			Threshold: r.Threshold.Count, Window: r.Threshold.Window,
+			Action: shaping.Action{Suspend: r.Action.Suspend.D(), Rate: shapingRate(r.Action.Rate), For: r.Action.For.D()},
+		})
+	}
+	return set, nil
+}
+
+func shapingRate(r config.Rate) shaping.Rate { return shaping.Rate{Count: r.Count, Per: r.Per} }
+
+// shapingNode names this process as the owner of its connection leases:
+// the embedded server's name, or the host name, with the process id, so
+// that two relays on one host (one NATS) never share leases.
+func shapingNode(cfg *config.Config) string {
+	base := cfg.NATS.ServerName
+	if base == "" || !cfg.NATS.Embedded() {
+		base = cfg.Hostname
+	}
+	return fmt.Sprintf("%s/%d", base, os.Getpid())
+}
+
+// shapingEvent turns a Shaper's change into an event (event=shaping):
+// provider (or, for a destination of no provider, domain), rule, action,
+// until, the reply that triggered it, status began or ended.
+func shapingEvent(c shaping.Change) *events.Event {
+	e := &events.Event{Event: events.Shaping, Provider: c.Class.Provider, Rule: c.Rule, Action: c.Action,
+		Reply: c.Reason, Status: "began"}
+	if c.Class.Provider == "" {
+		e.Domain = strings.TrimPrefix(c.Class.Key, "dest:")
+	}
+	if c.Ended {
+		e.Status = "ended"
+	}
+	if !c.Until.IsZero() {
+		u := c.Until.UTC()
+		e.Until = &u
+	}
+	if c.Action != shaping.ActionSuspend && !c.Rate.Unlimited() {
+		e.Reason = "rate " + c.Rate.String()
+	}
+	return e
+}
+
+// openShaper opens the Shaper (its bucket, waiting while JetStream is not
+// ready, like the other buckets) with the configured shaping; its changes
+// become events.
+func (r *relay) openShaper(ctx context.Context) error {
+	set, err := shapingSettings(r.cfg)
+	if err != nil {
+		return err
+	}
+	r.shapingSet.Store(&set)
+	return r.q.Await(ctx, "bucket "+shaping.Bucket, func(ctx context.Context) error {
+		var err error
+		r.shaper, err = shaping.Open(ctx, shaping.Options{
+			JetStream: r.q.JetStream(), Replicas: r.q.Replicas(), Node: shapingNode(r.cfg), Logger: r.log,
+			Events: func(c shaping.Change) { r.emitter.Emit(shapingEvent(c)) },
+		}, set)
+		return err
+	})
+}
+
+// shapingStatus is every provider's state under the shaping in effect
+// (the /metrics gauges).
+func (r *relay) shapingStatus(ctx context.Context) ([]shaping.ProviderStatus, error) {
+	return shaping.Status(ctx, r.q.JetStream(), *r.shapingSet.Load())
+}
