@@ -32,13 +32,15 @@ func (r Rate) Interval() time.Duration {
 
 // Burst is how many sends beyond the pace any window may see: in every
 // window of length W the cluster sends at most Count·W/Per + Burst().
-// It is the idle allowance (paceBurst intervals) plus the tokens one node
-// may hold as a block (blockSpan's worth, at least one).
+// It is the idle allowance (paceBurst intervals), one, and blockSpan's
+// worth of intervals (how late a reserved token may be spent), rounded up:
+// 3 at 60/m, 7 at 600/m.
 func (r Rate) Burst() int {
 	if r.Unlimited() {
 		return 0
 	}
-	return paceBurst + blockTokens(r)
+	T := r.Interval()
+	return paceBurst + 1 + int((blockSpan+T-1)/T)
 }
 
 // String is "N/s", "N/m", "N/h", "N/d" (or N per a Go duration); "" when
@@ -168,12 +170,14 @@ type Options struct {
 // Change is a suspension or rate change of a class that began or ended.
 type Change struct {
 	Class  Class
-	Rule   string    // the rule's name; "backoff" for the builtin backoff; "operator" for Resume
+	Rule   string    // the rule's name; "backoff" for the builtin backoff
 	Action string    // ActionSuspend, ActionRate or ActionBackoff
 	Rate   Rate      // the rate in effect (ActionRate, ActionBackoff)
 	Until  time.Time // when it ends
 	Reason string    // the reply that triggered it
-	Ended  bool      // false: began; true: ended (time up or resumed)
+	Ended  bool      // false: began; true: ended (time up, or lifted by Resume)
+	// Resumed: ended early by Resume.
+	Resumed bool
 }
 
 // Change actions.
