@@ -61,6 +61,10 @@ type Envelope struct {
 	// delivery attempts it even when its destination was marked down
 	// before that time (relay/deliver). Cleared when it is deferred again.
 	Retried time.Time `json:"retried,omitzero"`
+	// Waiting says why a deferred entry waits without an attempt, when
+	// traffic shaping made it wait ("shaping: connections (google)",
+	// relay/deliver); cleared by its next attempt. queue ls shows it.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Marshal encodes the envelope for the Jr-Env header.

@@ -78,8 +78,12 @@ type Item struct {
 	Header  nats.Header `json:"-"`      // the NATS storage headers (envelope, schedule), not the message's
 	// Parked: deferred with its failing destination's other entries
 	// (park.go); its next attempt is the domain's next probe.
-	Parked bool   `json:"parked,omitempty"`
-	data   []byte // inline body (or none)
+	Parked bool `json:"parked,omitempty"`
+	// Waiting: a deferred entry waits for traffic shaping, not for a
+	// retry of a failure: why ("shaping: suspended (google)";
+	// Envelope.Waiting).
+	Waiting string `json:"waiting,omitempty"`
+	data    []byte // inline body (or none)
 }
 
 // Result says what an action did.
@@ -310,6 +314,10 @@ func itemFrom(m *nats.Msg, c cursor) (*Item, error) {
 	}
 	seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 	ts, _ := time.Parse(time.RFC3339Nano, m.Header.Get(hdrTimeStamp))
-	return &Item{Env: env, State: c.stateOf(prefix, seq, env), Subject: subj, Seq: seq,
-		Stored: ts, Header: m.Header, Parked: prefix == SubjParked, data: m.Data}, nil
+	it := &Item{Env: env, State: c.stateOf(prefix, seq, env), Subject: subj, Seq: seq,
+		Stored: ts, Header: m.Header, Parked: prefix == SubjParked, data: m.Data}
+	if it.State == StateDeferred {
+		it.Waiting = env.Waiting
+	}
+	return it, nil
 }

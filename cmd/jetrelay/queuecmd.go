@@ -180,6 +180,9 @@ func printItems(sio stdio, items []*queue.Item, now time.Time) {
 		case it.State == queue.StateDeferred && !e.NextAt.IsZero():
 			next = e.NextAt.UTC().Format(time.RFC3339) + " (in " + age(e.NextAt.Sub(now)) + ")"
 		}
+		if it.Waiting != "" { // waits for a slot or a suspension, not a retry
+			next += ", " + it.Waiting
+		}
 		_ = tprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", e.ID, e.Domain, it.State, age(now.Sub(e.Arrival)),
 			e.Attempt, next, len(e.Rcpts), orDash(replyText(e.LastReply)))
 	}
@@ -293,6 +296,9 @@ func printItem(sio stdio, it *queue.Item, now time.Time) {
 	kv("Attempts", "%d", e.Attempt)
 	if !e.NextAt.IsZero() {
 		kv("Next attempt", "%s", e.NextAt.UTC().Format(time.RFC3339))
+	}
+	if it.Waiting != "" {
+		kv("Waiting", "%s", it.Waiting)
 	}
 	kv("Last reply", "%s", orDash(replyText(e.LastReply)))
 	body := "inline"

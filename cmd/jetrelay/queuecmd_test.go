@@ -359,3 +359,38 @@ func TestQueueShowMessageHeader(t *testing.T) {
 		})
 	}
 }
+
+// An entry deferred because traffic shaping made it wait says so in ls
+// (table and JSON) and show.
+func TestQueueLsWaiting(t *testing.T) {
+	t.Parallel()
+	o := newOpsEnv(t)
+	id := queuetest.EnqueueTo(t, o.q, "gmail.example")
+	ctx := context.Background()
+	es, err := o.q.Lease(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := es.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := *e.Env
+	env.Waiting = "shaping: connections (google)"
+	if err := e.Defer(ctx, &env, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	es.Stop()
+	rc, out, errOut := runOps(t, queueMain, append([]string{"ls", "--domain", "gmail.example"}, o.args()...)...)
+	if rc != 0 || !strings.Contains(out, id) || !strings.Contains(out, "shaping: connections (google)") {
+		t.Fatalf("ls rc %d:\n%s%s", rc, out, errOut)
+	}
+	items := lsItems(t, o, "--domain", "gmail.example")
+	if len(items) != 1 || items[0].Waiting != "shaping: connections (google)" {
+		t.Fatalf("ls --json: %+v", items)
+	}
+	rc, out, _ = runOps(t, queueMain, append([]string{"show", id}, o.args()...)...)
+	if rc != 0 || !regexp.MustCompile(`Waiting:\s+shaping: connections \(google\)`).MatchString(out) {
+		t.Fatalf("show rc %d:\n%s", rc, out)
+	}
+}

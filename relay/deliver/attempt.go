@@ -40,9 +40,17 @@ type entryAttempt struct {
 	conns []smtpclient.ConnInfo
 }
 
+// attemptOpts are the worker's choices for an attempt: the client's
+// options (egress source, its EHLO name, the shaping observer) and the
+// source's name for events and logs.
+type attemptOpts struct {
+	opts   smtpclient.AttemptOptions
+	source string
+}
+
 // attempt delivers one job with sess (reused if still good) and returns
 // what the scheduler needs, including the session to keep.
-func (a *attempter) attempt(ctx context.Context, j *job, sess *smtpclient.Session) result {
+func (a *attempter) attempt(ctx context.Context, j *job, sess *smtpclient.Session, ao attemptOpts) result {
 	start := time.Now()
 	a.leases.beat(j.en) // a fresh lease for the whole transaction
 	body, err := j.en.Body(ctx)
@@ -52,7 +60,7 @@ func (a *attempter) attempt(ctx context.Context, j *job, sess *smtpclient.Sessio
 		out.Replies, out.Session, out.Last = fill(len(j.en.Env.Rcpts), v.Reply), sess, v
 		out.Conn = smtpclient.ConnInfo{TLS: "none"}
 	} else {
-		out = a.deliverEntry(ctx, j, body, sess)
+		out = a.deliverEntry(ctx, j, body, sess, ao.opts)
 	}
 	// Cancelled before any server gave a verdict: hand the entry back. Once
 	// one did (some recipients may be delivered), the replies are kept.
@@ -64,7 +72,7 @@ func (a *attempter) attempt(ctx context.Context, j *job, sess *smtpclient.Sessio
 		return result{}
 	}
 	a.fin.finish(&finishJob{j: j, body: body, replies: out.Replies, conn: out.Conn, rconn: out.conns,
-		start: start, end: time.Now()})
+		start: start, end: time.Now(), source: ao.source})
 	return result{sess: out.Session, reached: out.Reached, down: out.Down && !out.Reached, last: out.Last}
 }
 

@@ -12,6 +12,9 @@ var (
 	replyBusy        = outcome.Reply{Code: 451, Enh: "4.4.5", Text: "destination busy; deferred without connecting"}
 	replyUnreachable = outcome.Reply{Code: 451, Enh: "4.4.1", Text: "destination unreachable; deferred without connecting"}
 	replyPanic       = outcome.Reply{Code: 451, Enh: "4.3.0", Text: "local error during delivery; retried later"}
+	// replyShaped: traffic shaping (relay/shaping) made the destination
+	// wait; the cause says for what ("shaping: connections (google)").
+	replyShaped = outcome.Reply{Code: 451, Enh: "4.4.5", Text: "waiting for the provider's limits; deferred without connecting"}
 )
 
 // unreachable is replyUnreachable quoting the failure that opened the

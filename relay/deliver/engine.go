@@ -12,6 +12,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/outcome"
+	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -48,6 +49,13 @@ type Settings struct {
 	// deferred this long after arrival are reported to Reporter.Delayed
 	// (0: never).
 	DelayNoticeAfter time.Duration
+	// Sources are the egress addresses (delivery.sources), Pools lists of
+	// their names (delivery.pools) and UserPools each submission user's
+	// pool (submission.users[].pool); see source.go. Empty: no source,
+	// the system's choice of address (delivery.source_ip).
+	Sources   []Source
+	Pools     map[string][]string
+	UserPools map[string]string
 }
 
 // Options are the engine's dependencies.
@@ -78,6 +86,9 @@ type Options struct {
 	// Conns counts open outbound SMTP connections (nil: not counted);
 	// a prometheus.Gauge fits.
 	Conns smtpclient.Gauge
+	// Shaper shapes traffic per provider (relay/shaping; shape.go). nil:
+	// no shaping, only delivery.max_per_destination per destination.
+	Shaper *shaping.Shaper
 }
 
 // Engine is the delivery engine: it leases entries from the queue and
@@ -117,6 +128,7 @@ func New(o Options) (*Engine, error) {
 	e.fin = &finisher{log: o.Logger, rt: e.rt, ev: o.Events, rep: o.Reporter, pace: e.pace, park: e.park, leases: e.lease}
 	att := &attempter{log: o.Logger, rt: e.rt, leases: e.lease, fin: e.fin, sender: o.Sender}
 	e.sched = newScheduler(o.Logger, e.rt, e.fin, att)
+	e.sched.shaper = o.Shaper
 	return e, nil
 }
 

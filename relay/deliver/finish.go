@@ -59,6 +59,9 @@ type finishJob struct {
 	releaseR bool // shutdown: hand the lease back
 	// notBefore: an untried entry's destination is marked down until then.
 	notBefore time.Time
+	// waiting: an untried entry waits for shaping (queue ls mark).
+	waiting string
+	source  string // the egress source of the attempt's connection ("" = none)
 }
 
 // start starts the finisher pool. Results of real attempts go first
@@ -151,6 +154,14 @@ func (f *finisher) deferDown(j *job, r outcome.Reply, until time.Time) {
 		start: now, end: now, untried: true, notBefore: until})
 }
 
+// deferShaped defers a job without an attempt because shaping makes its
+// destination wait (shape.go) until until, marked why for queue ls.
+func (f *finisher) deferShaped(j *job, why string, until time.Time) {
+	now := time.Now()
+	f.finish(&finishJob{j: j, replies: fill(len(j.en.Env.Rcpts), replyShaped.WithCause(why)),
+		conn: smtpclient.ConnInfo{TLS: "none"}, start: now, end: now, untried: true, notBefore: until, waiting: why})
+}
+
 // deferBroken defers a job whose attempt broke down (a panic) with reply
 // r: the attempt may have connected, so it counts.
 func (f *finisher) deferBroken(j *job, r outcome.Reply) {
@@ -209,6 +220,7 @@ func (f *finisher) complete(fj *finishJob) {
 	renv := remainingEnv(en.Env, remaining)
 	if fj.untried {
 		renv = untriedEnv(en.Env, remaining)
+		renv.Waiting = fj.waiting
 	}
 	if park && len(keep) == 0 {
 		f.park.park(ctx, en, renv, parkTimes{due: parkUntil, wakeAt: next})
@@ -396,7 +408,7 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 			Rcpt: r.Rcpt.Addr, Domain: env.Domain, MX: conn.MX, IP: conn.IP, Port: conn.Port,
 			TLS: conn.TLS, TLSPolicy: conn.TLSPolicy, TLSCipher: conn.Cipher, TLSVerified: events.Bool(conn.Verified),
 			Attempt: attemptNo(fj), Status: string(r.Status), SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Text,
-			DurationMS: dur, Arrival: env.Arrival}
+			DurationMS: dur, Arrival: env.Arrival, Source: fj.source}
 		if r.Status == outcome.Deferred || (r.Status == outcome.Failed && slices.ContainsFunc(keep,
 			func(k outcome.Result) bool { return k.Rcpt.Addr == r.Rcpt.Addr })) {
 			ev.NextAttempt = &next

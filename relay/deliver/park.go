@@ -243,6 +243,7 @@ func remainingEnv(env *queue.Envelope, remaining []outcome.Result) *queue.Envelo
 		out.Rcpts[i] = r.Rcpt
 	}
 	out.Attempt++
+	out.Waiting = ""
 	r := remaining[0]
 	out.LastReply = outcome.ToStored(r.Reply, r.MX)
 	return &out

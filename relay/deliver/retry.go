@@ -84,15 +84,14 @@ func (e *Engine) destKeys(ctx context.Context, domain string) []string {
 // at: an operator retried domain's entries at at.
 func (s *scheduler) clearMarks(key string, at time.Time, domain string) {
 	s.mu.Lock()
-	dests := s.dests
-	if d, ok := s.dests[key]; key != "" {
-		dests = map[string]*dest{}
-		if ok {
-			dests[key] = d
+	var cleared, keys []string
+	for k, d := range s.dests {
+		if key != "" && d.target != key { // every pool's queue of the destination
+			continue
 		}
-	}
-	var cleared []string
-	for k, d := range dests {
+		if k != key {
+			keys = append(keys, k)
+		}
 		if d.failures > 0 && d.openedAt.Before(at) {
 			d.failures, d.openUntil = 0, time.Time{}
 			s.kickLocked(d)
@@ -101,6 +100,11 @@ func (s *scheduler) clearMarks(key string, at time.Time, domain string) {
 	}
 	s.mu.Unlock()
 	s.fin.pace.forget(key, at)
+	if key != "" {
+		for _, k := range keys {
+			s.fin.pace.forget(k, at)
+		}
+	}
 	for _, k := range cleared {
 		s.log.Info().Str("event", "destination_retried").Str("destination", k).Str("domain", domain).
 			Time("retried", at).Msg("an operator retried the destination; its down mark is cleared")

@@ -29,6 +29,7 @@ type runtime struct {
 	routes   []smtpclient.Transport
 	matchers []map[string]bool // per route: domains ("*" = all)
 	schedule []time.Duration
+	pools    pools // egress pools (source.go)
 }
 
 // runtimeBuilder holds what outlives a reload (injected resolver and
@@ -104,7 +105,7 @@ func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &runtime{set: set, res: res, client: client}
+	rt := &runtime{set: set, res: res, client: client, pools: newPools(set)}
 	var errs []error
 	for i, r := range d.Routes {
 		tr, m, err := buildRoute(client, i, r)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 	"github.com/rs/zerolog"
 )
@@ -40,15 +41,25 @@ type job struct {
 	queued time.Time
 }
 
-// dest is one destination (an MX domain with its TLS plan, or a route):
-// its local queue, its workers and its circuit breaker.
+// dest is one destination (an MX domain with its TLS plan, or a route)
+// for one egress pool: its local queue, its workers, its circuit breaker
+// and its shaping wait (shape.go).
 type dest struct {
-	key     string
-	queue   []*job
-	workers int
-	idle    int
-	notify  chan struct{} // closed (and replaced) when a job is queued
-	popped  chan struct{} // closed (and replaced) when a job is taken
+	key     string // poolKey(target, pool)
+	target  string // smtpclient.Client.Destination
+	pool    string // egress pool ("" = none; source.go)
+	class   shaping.Class
+	observe func(smtpclient.Reply, bool) // Shaper.Observe for class; nil without a Shaper
+	// waitUntil: shaping refused a connection or message; no worker
+	// starts before then (or before the class changes; waking).
+	waitUntil time.Time
+	waitWhy   string // the queue ls mark: "shaping: connections (google)"
+	waking    bool   // a waker goroutine watches the wait
+	queue     []*job
+	workers   int
+	idle      int
+	notify    chan struct{} // closed (and replaced) when a job is queued
+	popped    chan struct{} // closed (and replaced) when a job is taken
 	// circuit breaker: consecutive attempts that reached no server.
 	failures  int
 	openUntil time.Time
@@ -76,6 +87,10 @@ type scheduler struct {
 	wg       sync.WaitGroup  // workers
 	placing  sync.WaitGroup  // entries waiting for their destination key
 	ctx      context.Context // delivery context: cancelled when the grace period ends
+	shaper   *shaping.Shaper // nil: no shaping
+	sources  sourceCount     // open connections per egress source
+	// waitingSent: the per-class waiting counts last reported (housekeeping only).
+	waitingSent map[shaping.Class]int
 }
 
 func newScheduler(log zerolog.Logger, rt *atomic.Pointer[runtime], fin *finisher, att *attempter) *scheduler {
@@ -123,13 +138,14 @@ func (s *scheduler) dispatch(ctx context.Context, en *queue.Entry) {
 // open or the queue is full (waiting briefly only for a destination that
 // delivers briskly); otherwise queued, with a worker sure to take it.
 func (s *scheduler) place(j *job, key string) {
-	j.key = key
+	pool := s.rt.Load().pools.of(j.en.Env.User)
+	j.key = poolKey(key, pool)
 	if at := j.en.Env.Retried; !at.IsZero() {
 		s.clearMarks(key, at, j.en.Env.Domain) // retry.go
 	}
 	deadline := time.Now().Add(roomWait)
 	s.mu.Lock()
-	d := s.destLocked(key)
+	d := s.destLocked(key, pool)
 	for {
 		now := time.Now()
 		switch {
@@ -141,6 +157,11 @@ func (s *scheduler) place(j *job, key string) {
 			v, until := d.lastFail, d.openUntil
 			s.mu.Unlock()
 			s.fin.deferDown(j, unreachable(v.Reply), until)
+			return
+		case d.waitUntil.Sub(now) > maxQueueWait: // a long shaping wait (shape.go)
+			why, until := d.waitWhy, d.waitUntil
+			s.mu.Unlock()
+			s.fin.deferShaped(j, why, until)
 			return
 		case len(d.queue) < destQueueCap:
 			d.queue = append(d.queue, j)
@@ -166,21 +187,32 @@ func (d *dest) brisk(now time.Time) bool {
 	return d.failures == 0 && now.Sub(d.lastDone) < fastWindow
 }
 
-func (s *scheduler) destLocked(key string) *dest {
+func (s *scheduler) destLocked(target, pool string) *dest {
+	key := poolKey(target, pool)
 	d := s.dests[key]
 	if d == nil {
-		d = &dest{key: key, notify: make(chan struct{}), popped: make(chan struct{})}
+		d = &dest{key: key, target: target, pool: pool, notify: make(chan struct{}), popped: make(chan struct{})}
+		if s.shaper != nil {
+			d.class = s.classOf(target)
+			d.observe = s.observer(d.class)
+		}
 		s.dests[key] = d
 	}
 	return d
 }
 
-// maxWorkers is max_per_destination, or 1 while the breaker is half-open.
+// maxWorkers is max_per_destination (a provider's destination: only
+// max_connections; its limits are the Shaper's), or 1 while the breaker
+// is half-open.
 func (s *scheduler) maxWorkers(d *dest) int {
-	if d.failures > 0 {
+	set := s.rt.Load().set
+	switch {
+	case d.failures > 0:
 		return 1
+	case d.class.Provider != "":
+		return set.MaxConnections
 	}
-	return s.rt.Load().set.MaxPerDestination
+	return set.MaxPerDestination
 }
 
 // kickLocked wakes idle workers of d and starts more while d has queued
@@ -188,6 +220,9 @@ func (s *scheduler) maxWorkers(d *dest) int {
 // free slot, d waits in line and idle workers elsewhere are asked to exit.
 func (s *scheduler) kickLocked(d *dest) {
 	broadcast(&d.notify)
+	if !d.waitUntil.IsZero() && time.Now().Before(d.waitUntil) {
+		return // shaping: its waker kicks it again (shape.go)
+	}
 	limit := s.rt.Load().set.MaxConnections
 	for !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle {
 		if s.slots >= limit {
@@ -208,29 +243,28 @@ func (s *scheduler) kickLocked(d *dest) {
 // worker delivers d's queued jobs over one connection, reused between
 // jobs, until d has had no work for timeouts.idle or its slot is wanted.
 func (s *scheduler) worker(d *dest) {
-	var sess *smtpclient.Session
+	w := &wconn{}
 	defer func() {
-		if sess != nil {
-			sess.Quit(time.Second)
-		}
+		s.drop(w)
 		s.workerExit(d)
 	}()
-	var made *runtime // the runtime sess was made under
 	for {
 		j := s.next(d)
 		if j == nil {
 			return
 		}
-		// A reload may have changed port, DNS, TLS or source address: a
+		// A reload may have changed port, DNS, TLS, sources or limits: a
 		// connection from before it is not reused.
-		if rt := s.att.rt.Load(); rt != made {
-			if sess != nil {
-				sess.Quit(time.Second)
-				sess = nil
-			}
-			made = rt
+		if rt := s.att.rt.Load(); rt != w.made {
+			s.drop(w)
+			w.made = rt
 		}
-		sess = s.run(d, j, sess)
+		if !s.admit(d, j, w) { // shape.go
+			return
+		}
+		if w.sess = s.run(d, j, w); w.sess == nil {
+			s.drop(w) // the next attempt is a new connection
+		}
 	}
 }
 
@@ -238,18 +272,18 @@ func (s *scheduler) worker(d *dest) {
 // panic in the attempt (a bug, or a dependency's) is recovered: it is
 // logged with its stack, the connection is dropped and the entry deferred
 // with 451 4.3.0, so the entry is never lost and the worker goes on.
-func (s *scheduler) run(d *dest, j *job, sess *smtpclient.Session) (next *smtpclient.Session) {
+func (s *scheduler) run(d *dest, j *job, w *wconn) (next *smtpclient.Session) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.logPanic(j, p, "delivery attempt panicked; entry deferred")
-			if sess != nil {
-				sess.Close()
+			if w.sess != nil {
+				w.sess.Close()
 			}
 			s.fin.deferBroken(j, replyPanic)
 			next = nil
 		}
 	}()
-	r := s.att.attempt(s.ctx, j, sess)
+	r := s.att.attempt(s.ctx, j, w.sess, attemptOpts{opts: d.options(w), source: w.src.Name})
 	switch {
 	case r.reached:
 		s.record(d, true, r.last)
@@ -328,7 +362,7 @@ func (s *scheduler) workerExit(d *dest) {
 			break
 		}
 	}
-	if d.workers == 0 && len(d.queue) == 0 && d.failures == 0 && !d.starving {
+	if d.workers == 0 && len(d.queue) == 0 && d.failures == 0 && !d.starving && !d.waking {
 		delete(s.dests, d.key)
 	}
 	s.wg.Done()
@@ -372,29 +406,41 @@ func (s *scheduler) record(d *dest, reached bool, v smtpclient.Verdict) {
 	}
 }
 
-// sweep defers jobs that waited longer than maxQueueWait for a connection.
+// sweep defers jobs that waited longer than maxQueueWait for a connection
+// (marked with the destination's shaping wait, if any) and reports the
+// entries waiting per shaping class.
 func (s *scheduler) sweep(now time.Time) {
-	var late []*job
+	type lateJob struct {
+		j     *job
+		why   string
+		until time.Time
+	}
+	var late []lateJob
 	s.mu.Lock()
 	for _, d := range s.dests {
 		keep := d.queue[:0]
 		for _, j := range d.queue {
 			if now.Sub(j.queued) > maxQueueWait {
-				late = append(late, j)
+				late = append(late, lateJob{j, d.waitWhy, d.waitUntil})
 			} else {
 				keep = append(keep, j)
 			}
 		}
 		clear(d.queue[len(keep):])
 		d.queue = keep
-		if d.workers == 0 && len(d.queue) == 0 && !d.starving && now.Sub(d.openUntil) > maxBreakerOpen {
+		if d.workers == 0 && len(d.queue) == 0 && !d.starving && !d.waking && now.Sub(d.openUntil) > maxBreakerOpen {
 			delete(s.dests, d.key) // forget an old breaker
 		}
 	}
 	s.mu.Unlock()
-	for _, j := range late {
-		s.fin.deferUntried(j, replyBusy)
+	for _, l := range late {
+		if l.why != "" {
+			s.fin.deferShaped(l.j, l.why, l.until)
+		} else {
+			s.fin.deferUntried(l.j, replyBusy)
+		}
 	}
+	s.reportWaiting() // shape.go
 }
 
 // stop makes workers exit after their current job and releases every

@@ -20,13 +20,14 @@ import (
 
 // deliverEntry delivers env's pending recipients: in one transaction, or
 // one per recipient under VERP.
-func (a *attempter) deliverEntry(ctx context.Context, j *job, body []byte, sess *smtpclient.Session) entryAttempt {
+func (a *attempter) deliverEntry(ctx context.Context, j *job, body []byte, sess *smtpclient.Session,
+	o smtpclient.AttemptOptions) entryAttempt {
 	env := j.en.Env
 	if !a.verp(env) {
 		c := a.rt.Load().client
-		return entryAttempt{Attempt: c.Deliver(ctx, j.tr, message(env, env.From, env.Rcpts, body), sess)}
+		return entryAttempt{Attempt: c.DeliverWith(ctx, j.tr, message(env, env.From, env.Rcpts, body), sess, o)}
 	}
-	return a.deliverEach(ctx, j, body, sess)
+	return a.deliverEach(ctx, j, body, sess, o)
 }
 
 // verp reports whether env's recipients get VERP senders.
@@ -42,14 +43,15 @@ func (a *attempter) verp(env *queue.Envelope) bool {
 // after a server gave some recipient a verdict, the rest are deferred
 // (ReplyShutdown) instead of the entry being released, so recipients
 // already delivered are not sent again.
-func (a *attempter) deliverEach(ctx context.Context, j *job, body []byte, sess *smtpclient.Session) entryAttempt {
+func (a *attempter) deliverEach(ctx context.Context, j *job, body []byte, sess *smtpclient.Session,
+	o smtpclient.AttemptOptions) entryAttempt {
 	c, env, tr := a.rt.Load().client, j.en.Env, j.tr
 	n := len(env.Rcpts)
 	all := entryAttempt{conns: make([]smtpclient.ConnInfo, 0, n)}
 	all.Replies = make([]outcome.Reply, 0, n)
 	for i := range env.Rcpts {
 		rc := env.Rcpts[i : i+1]
-		out := c.Deliver(ctx, tr, message(env, a.verpSender(ctx, env, rc[0].Addr), rc, body), sess)
+		out := c.DeliverWith(ctx, tr, message(env, a.verpSender(ctx, env, rc[0].Addr), rc, body), sess, o)
 		sess = out.Session
 		switch {
 		case out.Canceled && !all.Reached:

@@ -52,6 +52,7 @@ type Event struct {
 	Size        int64      `json:"size,omitempty"`
 	MX          string     `json:"mx,omitempty"`
 	IP          string     `json:"ip,omitempty"`
+	Source      string     `json:"source,omitempty"` // egress source of a delivery's connection
 	Port        int        `json:"port,omitempty"`
 	TLS         string     `json:"tls,omitempty"`        // version, "none" or "failed"
 	TLSPolicy   string     `json:"tls_policy,omitempty"` // none, opportunistic, required or verify
