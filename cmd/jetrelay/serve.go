@@ -120,6 +120,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 		return startErr(ctx, log, err)
 	}
 	logStart(cfg, log, q, r.sub)
+	logSourceProblems(cfg, log)
 	engDone := make(chan error, 1)
 	engCtx, engCancel := context.WithCancel(context.Background())
 	defer engCancel()
@@ -187,7 +188,7 @@ func (r *relay) start(ctx context.Context) error {
 	r.eng, err = deliver.New(deliver.Options{
 		Settings: deliverSettings(r.cfg), Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
 		// VERP senders only take effect with bounces.verp_domain set (Settings.VERP).
-		Sender: r.bouncer.VERPAddress, Conns: r.metrics.Connections(admin.Outbound),
+		Sender: r.bouncer.VERPAddress, Conns: r.metrics.Connections(admin.Outbound), Shaper: r.shaper,
 	})
 	if err != nil {
 		return err

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/shaping"
+	"github.com/rs/zerolog"
 )
 
 // shapingSettings: delivery.shaping with its included file, as the Shaper
@@ -67,14 +70,17 @@ func shapingNode(cfg *config.Config) string {
 
 // shapingEvent turns a Shaper's change into an event (event=shaping):
 // provider (or, for a destination of no provider, domain), rule, action,
-// until, the reply that triggered it, status began or ended.
+// until, the reply that triggered it, status began, ended or resumed.
 func shapingEvent(c shaping.Change) *events.Event {
 	e := &events.Event{Event: events.Shaping, Provider: c.Class.Provider, Rule: c.Rule, Action: c.Action,
 		Reply: c.Reason, Status: "began"}
 	if c.Class.Provider == "" {
 		e.Domain = strings.TrimPrefix(c.Class.Key, "dest:")
 	}
-	if c.Ended {
+	switch {
+	case c.Resumed:
+		e.Status = "resumed"
+	case c.Ended:
 		e.Status = "ended"
 	}
 	if !c.Until.IsZero() {
@@ -100,14 +106,31 @@ func (r *relay) openShaper(ctx context.Context) error {
 		var err error
 		r.shaper, err = shaping.Open(ctx, shaping.Options{
 			JetStream: r.q.JetStream(), Replicas: r.q.Replicas(), Node: shapingNode(r.cfg), Logger: r.log,
-			Events: func(c shaping.Change) { r.emitter.Emit(shapingEvent(c)) },
+			Events: r.publishShaping,
 		}, set)
 		return err
 	})
+}
+
+// publishShaping stores a Shaper's change in the events stream. Not
+// through the Emitter: the Shaper has logged it already (event=shaping).
+func (r *relay) publishShaping(c shaping.Change) {
+	e := shapingEvent(c)
+	e.Time = time.Now().UTC()
+	r.evPub.Publish(e)
 }
 
 // shapingStatus is every provider's state under the shaping in effect
 // (the /metrics gauges).
 func (r *relay) shapingStatus(ctx context.Context) ([]shaping.ProviderStatus, error) {
 	return shaping.Status(ctx, r.q.JetStream(), *r.shapingSet.Load())
+}
+
+// logSourceProblems logs every egress source this host cannot bind
+// (deliver.CheckSources); connections through it fail until it can.
+func logSourceProblems(cfg *config.Config, log zerolog.Logger) {
+	for _, err := range deliver.CheckSources(egressSources(cfg)) {
+		log.Error().Str("event", "source_unavailable").Err(err).
+			Msg("an egress source cannot be bound on this host; connections through it fail")
+	}
 }
