@@ -124,6 +124,11 @@ func (c *compiled) limits(provider string) Limits {
 // Open creates or updates the bucket, starts the watch and the loops
 // that renew slots and report this node, and returns the shaper.
 func Open(ctx context.Context, o Options, set Settings) (*Shaper, error) {
+	return open(ctx, o, set, timings{slotTTL: slotTTL, renewEvery: renewEvery, reportEvery: reportEvery, connPoll: connPoll})
+}
+
+// open is Open with the lease and loop periods (tests shorten them).
+func open(ctx context.Context, o Options, set Settings, tm timings) (*Shaper, error) {
 	if o.JetStream == nil {
 		return nil, errors.New("shaping: no JetStream")
 	}
@@ -135,7 +140,7 @@ func Open(ctx context.Context, o Options, set Settings) (*Shaper, error) {
 		kv: kv, js: o.JetStream, node: o.Node, log: o.Logger, events: o.Events, now: o.Now,
 		classes: map[string]*class{}, reports: map[string]nodeReport{}, held: map[*Conn]struct{}{},
 		observed: make(chan observation, observeQueue),
-		timings:  timings{slotTTL: slotTTL, renewEvery: renewEvery, reportEvery: reportEvery, connPoll: connPoll},
+		timings:  tm,
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -164,7 +165,7 @@ func (k statusKeys) provider(p Provider, now time.Time) ProviderStatus {
 // readStatus reads the live slots, overrides and node reports.
 func readStatus(ctx context.Context, kv jetstream.KeyValue) (statusKeys, error) {
 	k := statusKeys{conns: map[string]int{}, overrides: map[string]*override{}}
-	w, err := kv.WatchFiltered(ctx, watched, jetstream.IgnoreDeletes())
+	w, err := kv.WatchFiltered(ctx, slices.Clone(watched), jetstream.IgnoreDeletes())
 	if err != nil {
 		return k, fmt.Errorf("shaping: read %s: %w", Bucket, err)
 	}

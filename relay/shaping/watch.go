@@ -3,6 +3,7 @@ package shaping
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,13 +12,14 @@ import (
 
 // watched are the keys a node keeps a copy of: slots, rule actions,
 // backoffs and node reports (paces and rule counts are read when used).
+// WatchFiltered rewrites the slice it is given: pass a clone.
 var watched = []string{"c.>", "s.>", "b.>", "n.>"}
 
 // watch keeps the local copy of the bucket current, watching again after
 // a failure.
 func (s *Shaper) watch(ctx context.Context) {
 	for ctx.Err() == nil {
-		w, err := s.kv.WatchFiltered(ctx, watched)
+		w, err := s.kv.WatchFiltered(ctx, slices.Clone(watched))
 		if err != nil {
 			if ctx.Err() == nil {
 				s.health.fail(err)
