@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
@@ -152,4 +153,50 @@ func TestShapingSettingsFromConfig(t *testing.T) {
 		e.Until == nil || e.Action != "backoff" {
 		t.Errorf("event: %+v", e)
 	}
+}
+
+// TestReloadAppliesShaping: SIGHUP's reload applies new providers and
+// rules to the running Shaper (status and /metrics read the new ones), a
+// rule then suspends the provider on the reply it names, and the change is
+// stored in the events stream as a shaping event.
+func TestReloadAppliesShaping(t *testing.T) {
+	t.Parallel()
+	e := newReloadEnv(t)
+	next := e.next()
+	next.Delivery.Shaping.Providers = []config.Provider{{Name: "dest", MX: []string{"mx.dest.test"}, Connections: 2}}
+	next.Delivery.Shaping.Rules = []config.ShapingRule{{Name: "hold", Providers: []string{"dest"}, Reply: `4\.7\.28`,
+		Threshold: config.Threshold{Count: 1, Window: 10 * time.Minute},
+		Action:    config.ShapingAction{Suspend: config.Duration(30 * time.Minute)}}}
+	if st := e.r.reloadTo(next); st != reloadOK {
+		t.Fatalf("reload status %q:\n%s", st, e.logs.String())
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, `"applied":["delivery.shaping.providers","delivery.shaping.rules"]`) {
+		t.Errorf("reload log does not name the shaping keys:\n%s", logs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := e.r.shapingStatus(ctx)
+	if err != nil || len(st) != 1 || st[0].Name != "dest" || st[0].Limit.Connections != 2 {
+		t.Fatalf("status after reload: %+v %v", st, err)
+	}
+	e.mxA.ReplyMail(&smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 28},
+		Message: "Our system has detected an unusual rate of mail"}, 1)
+	e.send(t, "two@dest.test", time.Now())
+	relaytest.Eventually(t, "dest suspended", func() bool {
+		st, err := e.r.shapingStatus(ctx)
+		return err == nil && len(st) == 1 && st[0].SuspendedUntil != nil
+	})
+	s, err := e.r.q.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relaytest.Eventually(t, "a shaping event in the stream", func() bool {
+		m, err := s.GetLastMsgForSubject(ctx, events.SubjPrefix+"."+events.Shaping+".-")
+		if err != nil {
+			return false
+		}
+		var ev events.Event
+		return json.Unmarshal(m.Data, &ev) == nil && ev.Provider == "dest" && ev.Rule == "hold" &&
+			ev.Action == shaping.ActionSuspend && ev.Status == "began" && ev.Until != nil
+	})
 }
