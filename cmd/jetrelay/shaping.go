@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -37,14 +38,15 @@ from the jetrelay_shaping bucket.
 
 --json prints one object: {"providers": [{"name", "connections", "limit":
 {"connections", "rate", "per_connection", "connection_rate", "per_source"},
-"effective_rate", "rate", "suspended_until", "reason", "waiting"}]}; rates
+"effective_rate", "rate", "suspended_until", "rate_until", "reason",
+"waiting"}]}; rates
 are written as in the config ("600/m", "" = unlimited), "rate" is the
 number of messages sent over the last minute.`
 
 const shapingResumeAbout = `Lifts a provider's suspension (by a rule) and its lowered rate (by a rule
 or the builtin backoff) at once, on every node: its waiting entries are
 tried again within its configured limits. The provider must be one of
-delivery.shaping's (from --config).`
+delivery.shaping's (from --config). Nothing in force is no error.`
 
 // shapingTimeout bounds one command's talk with NATS.
 const shapingTimeout = 15 * time.Second
@@ -186,8 +188,8 @@ func limitsText(l shaping.Limits) string {
 // stateText is "ok", or the suspension with its end and reason.
 func stateText(p shaping.ProviderStatus, now time.Time) string {
 	if p.SuspendedUntil == nil {
-		if p.Reason != "" {
-			return "slowed: " + p.Reason
+		if p.RateUntil != nil {
+			return "slowed until " + p.RateUntil.UTC().Format(time.RFC3339) + ": " + p.Reason
 		}
 		return "ok"
 	}
@@ -230,7 +232,10 @@ func shapingResumeMain(ctx context.Context, args []string, sio stdio) int {
 		return fail(err)
 	}
 	defer q.Close()
-	if err := shaping.Resume(ctx, q.JetStream(), name); err != nil {
+	if err := shaping.Resume(ctx, q.JetStream(), name); errors.Is(err, shaping.ErrNotSuspended) {
+		_ = tprintf(sio.out, "nothing to resume: %s is neither suspended nor slowed\n", name)
+		return 0
+	} else if err != nil {
 		return fail(err)
 	}
 	_ = tprintf(sio.out, "resumed %s on every node\n", name)

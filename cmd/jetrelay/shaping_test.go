@@ -113,6 +113,9 @@ func TestShapingStatusAndResume(t *testing.T) {
 	relaytest.Eventually(t, "google resumed", func() bool {
 		return shapingStatusJSON(t, o).Providers[0].SuspendedUntil == nil
 	})
+	if rc, out, _ := runOps(t, shapingResumeMain, o.args("google")...); rc != 0 || !strings.Contains(out, "nothing to resume") {
+		t.Errorf("second resume: rc %d: %s", rc, out)
+	}
 	if rc, _, errOut := runOps(t, shapingResumeMain, o.args("nobody")...); rc != 1 ||
 		!strings.Contains(errOut, `no provider "nobody"`) {
 		t.Errorf("resume of an unknown provider: rc %d: %s", rc, errOut)
