@@ -70,7 +70,8 @@ func shapingNode(cfg *config.Config) string {
 
 // shapingEvent turns a Shaper's change into an event (event=shaping):
 // provider (or, for a destination of no provider, domain), rule, action,
-// until, the reply that triggered it, status began, ended or resumed.
+// until, the reply that triggered it, status began, ended or resumed, and
+// a summary in reason.
 func shapingEvent(c shaping.Change) *events.Event {
 	e := &events.Event{Event: events.Shaping, Provider: c.Class.Provider, Rule: c.Rule, Action: c.Action,
 		Reply: c.Reason, Status: "began"}
@@ -87,8 +88,18 @@ func shapingEvent(c shaping.Change) *events.Event {
 		u := c.Until.UTC()
 		e.Until = &u
 	}
+	// Reason sums it up for `jetrelay logs`' text lines.
+	what := c.Action
 	if c.Action != shaping.ActionSuspend && !c.Rate.Unlimited() {
-		e.Reason = "rate " + c.Rate.String()
+		what = "rate " + c.Rate.String()
+	}
+	who := c.Class.Provider
+	if who == "" {
+		who = e.Domain
+	}
+	e.Reason = fmt.Sprintf("%s: %s %s (%s)", who, what, e.Status, c.Rule)
+	if e.Until != nil && !c.Ended {
+		e.Reason = fmt.Sprintf("%s: %s until %s (%s)", who, what, e.Until.Format(time.RFC3339), c.Rule)
 	}
 	return e
 }
