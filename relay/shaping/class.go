@@ -1,6 +1,7 @@
 package shaping
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +29,9 @@ type class struct {
 	probed   map[string]time.Time // scope → last slot attempt although the view said full
 	pacers   map[string]*pacer    // "m"/"c" + scope
 	samples  []int64              // sent at each of the last reports, oldest first
+	keep     int                  // samples spanning a minute
 	lastUsed time.Time
+	gone     bool // forgotten: a new state replaces it
 }
 
 type atomicOverride = atomic.Pointer[override]
@@ -96,28 +99,47 @@ func (st *class) usedSlots(sc string) int {
 	return n
 }
 
-// sentLastMinute is what this node sent over about the last minute.
+// slotsPast counts the live slots of scope numbered limit or more (taken
+// before a reload lowered the limit); the caller holds st.mu.
+func (st *class) slotsPast(sc string, limit int) int {
+	n := 0
+	for key, v := range st.slots {
+		if v != sc {
+			continue
+		}
+		if i, err := strconv.Atoi(key[strings.LastIndexByte(key, '.')+1:]); err != nil || i >= limit {
+			n++
+		}
+	}
+	return n
+}
+
+// sentLastMinute is what this node sent over about the last minute: since
+// the oldest sample once a minute of them is kept, else since the class
+// began.
 func (st *class) sentLastMinute() int64 {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if len(st.samples) == 0 {
+	if len(st.samples) == 0 || len(st.samples) < st.keep {
 		return st.sent.Load()
 	}
 	return st.sent.Load() - st.samples[0]
 }
 
-// sample records the sent count at a report.
+// sample records the sent count at a report, keeping keep samples.
 func (st *class) sample(keep int) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.keep = keep
 	st.samples = append(st.samples, st.sent.Load())
 	if len(st.samples) > keep {
 		st.samples = append(st.samples[:0], st.samples[len(st.samples)-keep:]...)
 	}
 }
 
-// idle reports whether the class holds nothing and was unused since before.
-func (st *class) idle(before time.Time) bool {
+// retire marks the class gone when it holds nothing and was unused since
+// before; whoever waits on it is woken (and finds a new one).
+func (st *class) retire(before time.Time) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, n := range st.open {
@@ -125,20 +147,36 @@ func (st *class) idle(before time.Time) bool {
 			return false
 		}
 	}
-	return len(st.slots) == 0 && st.action.Load() == nil && st.backoff.Load() == nil &&
-		st.waiting.Load() == 0 && st.lastUsed.Before(before)
+	if len(st.slots) > 0 || st.action.Load() != nil || st.backoff.Load() != nil ||
+		st.waiting.Load() != 0 || !st.lastUsed.Before(before) {
+		return false
+	}
+	st.gone = true
+	st.notify()
+	return true
 }
 
 // forgetIdle drops classes idle for idleAfter (bounding the memory of
-// default destinations); whoever still waits on one is woken.
+// default destinations).
 func (s *Shaper) forgetIdle() {
 	before := s.now().Add(-idleAfter)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, st := range s.classes {
-		if st.idle(before) {
+		if st.retire(before) {
 			delete(s.classes, k)
-			st.wake()
 		}
+	}
+}
+
+// locked returns the live state of c with its mu held.
+func (s *Shaper) locked(c Class) *class {
+	for {
+		st := s.class(c)
+		st.mu.Lock()
+		if !st.gone {
+			return st
+		}
+		st.mu.Unlock()
 	}
 }

@@ -1,7 +1,9 @@
 package shaping
 
 import (
+	"context"
 	"testing"
+	"time"
 )
 
 func TestClassify(t *testing.T) {
@@ -84,4 +86,33 @@ func keyTokenOK(p string) bool {
 		}
 	}
 	return true
+}
+
+// Idle default destinations are forgotten; their waiters are woken.
+func TestForgetIdle(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s := &Shaper{classes: map[string]*class{}, held: map[*Conn]struct{}{}, now: func() time.Time { return now }}
+	s.set.Store(compile(Settings{Default: Limits{Connections: 1}}, 1))
+	busy, idle := s.Classify("busy.example", nil), s.Classify("idle.example", nil)
+	conn, _, ok := s.Connect(context.Background(), busy, "")
+	c2, _, ok2 := s.Connect(context.Background(), idle, "")
+	if !ok || !ok2 {
+		t.Fatal("connect refused")
+	}
+	c2.Release()
+	woke := s.Changed(idle)
+	now = now.Add(idleAfter + time.Second)
+	s.forgetIdle()
+	select {
+	case <-woke:
+	default:
+		t.Fatal("waiter of a forgotten class not woken")
+	}
+	if len(s.classes) != 1 || s.classes[busy.Key] == nil {
+		t.Fatalf("classes left: %v", s.classes)
+	}
+	if _, _, ok := s.Connect(context.Background(), idle, ""); !ok {
+		t.Fatal("forgotten class refuses a connection")
+	}
+	conn.Release()
 }

@@ -6,9 +6,6 @@ import (
 	"time"
 )
 
-// ReasonCanceled is a Wait's reason when the caller's ctx ended.
-const ReasonCanceled = "canceled"
-
 // Conn is one connection's share of its class: a connection slot (for a
 // provider with a connections limit, a lease in the bucket) and its
 // messages. A Conn is used by one goroutine at a time; Release may be
@@ -39,17 +36,16 @@ func (s *Shaper) Connect(ctx context.Context, c Class, source string) (*Conn, Wa
 	if ctx.Err() != nil {
 		return nil, Wait{Until: s.now(), Reason: ReasonCanceled}, false
 	}
-	st := s.class(c)
 	lim := s.set.Load().limits(c.Provider)
+	sc := scope(lim, source)
+	st := s.locked(c)
+	defer st.mu.Unlock()
 	now := s.now()
+	st.lastUsed = now
 	if a := st.action.Load(); a.suspends(now) {
 		return nil, Wait{Until: a.Until, Reason: ReasonSuspended}, false
 	}
-	sc := scope(lim, source)
 	conn := &Conn{s: s, st: st, scope: sc, source: source}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.lastUsed = now
 	probe := false
 	if lim.Connections > 0 {
 		var w Wait
@@ -88,7 +84,8 @@ func (s *Shaper) room(st *class, limit int, sc string, now time.Time) (Wait, boo
 	if st.Provider == "" || st.usedSlots(sc) < limit {
 		return Wait{}, false, true
 	}
-	if now.Sub(st.probed[sc]) < s.timings.connPoll {
+	// A probe would ignore slots numbered past a lowered limit.
+	if now.Sub(st.probed[sc]) < s.timings.connPoll || st.slotsPast(sc, limit) > 0 {
 		return full, false, false
 	}
 	st.probed[sc] = now

@@ -48,13 +48,17 @@ func slower(a, b Rate) bool {
 	return b.Unlimited() || (!a.Unlimited() && a.Interval() > b.Interval())
 }
 
-// halve is half of rate r, at least backoffFloor.
+// halve is half of rate r, at least backoffFloor (a rate already slower
+// stays).
 func halve(r Rate) Rate {
 	h := Rate{Count: r.Count / 2, Per: r.Per}
 	if r.Count == 1 {
 		h = Rate{Count: 1, Per: 2 * r.Per}
 	}
 	if slower(h, backoffFloor) {
+		if slower(r, backoffFloor) {
+			return r // already below the floor: stays
+		}
 		return backoffFloor
 	}
 	return h

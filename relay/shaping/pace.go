@@ -52,8 +52,8 @@ type pacer struct {
 }
 
 // take spends one token at rate r, reserving a block when needed. The
-// caller holds the class's mu. kv false reserves from the local TAT only
-// (default classes, or the bucket failing open).
+// caller holds the class's mu. A pacer without a key (default classes),
+// or any while the bucket fails, reserves from the TAT it holds.
 func (s *Shaper) take(ctx context.Context, p *pacer, r Rate, reason string) (Wait, bool) {
 	now := s.now()
 	T := r.Interval()
@@ -63,7 +63,9 @@ func (s *Shaper) take(ctx context.Context, p *pacer, r Rate, reason string) (Wai
 	}
 	if p.left == 0 {
 		if w, ok := s.reserve(ctx, p, r, now); !ok {
-			w.Reason = reason
+			if w.Reason == "" {
+				w.Reason = reason
+			}
 			return w, false
 		}
 	}
@@ -120,7 +122,7 @@ func (s *Shaper) reserve(ctx context.Context, p *pacer, r Rate, now time.Time) (
 // caller's ctx that ended is no bucket failure.
 func (s *Shaper) reserveFailed(ctx context.Context, p *pacer, now time.Time, T time.Duration, k int, err error) (Wait, bool) {
 	if ctx.Err() != nil {
-		return Wait{Until: now}, false
+		return Wait{Until: now, Reason: ReasonCanceled}, false
 	}
 	s.health.fail(err)
 	p.rev = 0

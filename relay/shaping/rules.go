@@ -229,6 +229,9 @@ func (s *Shaper) begin(ctx context.Context, st *class, prefix string, o *overrid
 // expired logs the end of an override this node began, unless another
 // replaced it meanwhile (its node logs that one).
 func (s *Shaper) expired(st *class, prefix string, o *override) {
+	if s.ctx.Err() != nil {
+		return // closed
+	}
 	cur := st.action.Load()
 	if prefix == "b." {
 		cur = st.backoff.Load()

@@ -58,6 +58,7 @@ type Shaper struct {
 	observed chan observation
 	timings  timings
 
+	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -157,7 +158,7 @@ func open(ctx context.Context, o Options, set Settings, tm timings) (*Shaper, er
 // start runs the watch, the renew/report loop and the rules' worker.
 func (s *Shaper) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s.ctx, s.cancel = ctx, cancel
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.watch(ctx) }()
 	go func() { defer s.wg.Done(); s.loop(ctx) }()
@@ -246,8 +247,7 @@ func matchMX(patterns []string, host string) bool {
 // watch sees it), a suspension or rate change beginning or ending, a
 // reload. A waiting destination selects on it and on Wait.Until.
 func (s *Shaper) Changed(c Class) <-chan struct{} {
-	st := s.class(c)
-	st.mu.Lock()
+	st := s.locked(c)
 	defer st.mu.Unlock()
 	return st.changed
 }

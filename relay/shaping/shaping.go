@@ -207,6 +207,7 @@ const (
 	ReasonRate           = "rate"
 	ReasonSuspended      = "suspended"
 	ReasonPerConnection  = "per_connection"
+	ReasonCanceled       = "canceled" // the caller's ctx ended
 )
 
 // Reply is one remote reply seen by an attempt (or a failed greeting).

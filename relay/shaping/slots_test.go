@@ -177,3 +177,16 @@ func TestDefaultLimitsPerNodeAndDestination(t *testing.T) {
 		}
 	}
 }
+
+// A canceled ctx is answered at once, without a connection.
+func TestConnectCanceled(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	a := startNode(t, ns, "a", provider(Limits{Connections: 1}))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if conn, w, ok := a.s.Connect(ctx, classP, ""); ok || conn != nil || w.Reason != ReasonCanceled {
+		t.Fatalf("connect with a canceled ctx: %v %v %+v", conn, ok, w)
+	}
+	connect(t, a, classP, "").Release()
+}

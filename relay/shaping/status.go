@@ -26,8 +26,9 @@ type providerReport struct {
 }
 
 // report samples every class's sent count and writes this node's report
-// when it changed (with a TTL of three periods, so a dead node's report
-// goes away), or again before that TTL ends. It returns what it wrote.
+// every period while it has something to say (with a TTL of three
+// periods, so a dead node's report goes away), and once more when it has
+// nothing left. It returns what it wrote.
 func (s *Shaper) report(ctx context.Context, last []byte) []byte {
 	keep := samplesKept(s.timings.reportEvery)
 	r := nodeReport{Providers: map[string]providerReport{}}
