@@ -11,6 +11,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/rs/zerolog"
 )
 
@@ -28,6 +29,19 @@ func BenchmarkRouteDelivery(b *testing.B) {
 		}
 		b.Cleanup(q.Close)
 		h.q = q
+		benchRoute(b, h)
+	})
+	// No shaping configured, as cmd runs it: a Shaper with only the
+	// default limits (max_per_destination), which touches no bucket.
+	b.Run("sync=always,shaper", func(b *testing.B) {
+		h := newHarness(b)
+		sh, err := shaping.Open(context.Background(), shaping.Options{JetStream: h.q.JetStream(), Node: "n1",
+			Logger: zerolog.Nop()}, shaping.Settings{Default: shaping.Limits{Connections: 10}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(sh.Close)
+		h.shaper = sh
 		benchRoute(b, h)
 	})
 }

@@ -30,6 +30,12 @@
 //     parking policy for failing destinations; queue only stores.
 //   - leases (lease.go): InProgress heartbeats for every held entry;
 //     Engine.pull (engine.go) keeps leasing through JetStream outages.
+//   - shaping (shape.go): with Options.Shaper (relay/shaping), each
+//     destination's class limits connections, messages and new
+//     connections per provider, cluster-wide; a refused destination
+//     waits without a worker. Egress sources and pools (source.go): a
+//     user's pool picks the local address and EHLO name of each
+//     connection.
 //
 // Every goroutine that runs an attempt, settles a result or handles a
 // wake-up recovers a panic: it is logged with its stack and the entry is
@@ -83,7 +89,10 @@
 // not count towards the destination failing (pace.go), and it waits the
 // interval it last waited again, no earlier than the breaker half-opens.
 // An operator retry closes a breaker that opened before it, in every
-// process (retry.go). So a dead destination
+// process (retry.go). Traffic shaping (shape.go) waits the same way: a
+// destination its class refuses holds no worker and no slot, and its
+// entries wait in its queue, or are deferred without an attempt when the
+// wait is long or a suspension. So a dead destination
 // costs a few connection slots for one timeout and then only storage,
 // while every other destination keeps its capacity.
 //

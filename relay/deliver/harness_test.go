@@ -17,6 +17,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/outcome"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
+	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
 	"github.com/rs/zerolog"
 )
@@ -43,6 +44,9 @@ type harness struct {
 	dialer smtpclient.Dialer
 	// wrapRes, when set, wraps the engine's resolver (fault injection).
 	wrapRes func(smtpclient.Resolver) smtpclient.Resolver
+	// shaper and editSet, when set, go into the next engine started.
+	shaper  *shaping.Shaper
+	editSet func(*deliver.Settings)
 }
 
 func newHarness(t testing.TB) *harness {
@@ -99,6 +103,13 @@ func settingsOf(cfg *config.Config) deliver.Settings {
 // start runs an engine until the test ends (or the returned stop is called).
 func (h *harness) start(cfg *config.Config) (stop func()) {
 	h.t.Helper()
+	return h.startOn(h.q, cfg)
+}
+
+// startOn is start with the engine on queue q (another connection to the
+// same JetStream: a second node).
+func (h *harness) startOn(q *queue.Queue, cfg *config.Config) (stop func()) {
+	h.t.Helper()
 	res, err := smtpclient.NewResolver(smtpclient.DNSOptions{
 		Servers: cfg.Delivery.DNS.Servers, Timeout: time.Second, LoopbackOnly: true,
 	})
@@ -117,8 +128,13 @@ func (h *harness) start(cfg *config.Config) (stop func()) {
 	if h.dialer != nil {
 		dialer = h.dialer
 	}
-	eng, err := deliver.New(deliver.Options{Settings: settingsOf(cfg), Queue: h.q, Events: events.NewEmitter(logger, nil),
-		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: dialer, Sender: h.sender, Conns: h.conns})
+	set := settingsOf(cfg)
+	if h.editSet != nil {
+		h.editSet(&set)
+	}
+	eng, err := deliver.New(deliver.Options{Settings: set, Queue: q, Events: events.NewEmitter(logger, nil),
+		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: dialer, Sender: h.sender, Conns: h.conns,
+		Shaper: h.shaper})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -156,6 +157,14 @@ func (c checkedDialer) DialContext(ctx context.Context, network, address string)
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
 	}
 	return c.next.DialContext(ctx, network, address)
+}
+
+// DialFrom implements smtpclient.SourceDialer: the guard, then next from local.
+func (c checkedDialer) DialFrom(ctx context.Context, network, address string, local netip.Addr) (net.Conn, error) {
+	if err := c.guard.Control(network, address, nil); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	return smtpclient.DialFrom(ctx, c.next, address, local)
 }
 
 // loadRoots is the system pool plus delivery.tls.ca_file.

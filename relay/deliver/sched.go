@@ -55,6 +55,7 @@ type dest struct {
 	waitUntil time.Time
 	waitWhy   string // the queue ls mark: "shaping: connections (google)"
 	waking    bool   // a waker goroutine watches the wait
+	deferAll  bool   // a suspension or long wait: arrivals are deferred at once
 	queue     []*job
 	workers   int
 	idle      int
@@ -158,7 +159,7 @@ func (s *scheduler) place(j *job, key string) {
 			s.mu.Unlock()
 			s.fin.deferDown(j, unreachable(v.Reply), until)
 			return
-		case d.waitUntil.Sub(now) > maxQueueWait: // a long shaping wait (shape.go)
+		case d.deferAll && now.Before(d.waitUntil): // suspended, or a long shaping wait (shape.go)
 			why, until := d.waitWhy, d.waitUntil
 			s.mu.Unlock()
 			s.fin.deferShaped(j, why, until)

@@ -24,8 +24,8 @@ import (
 // suspension lifted, a reload), watched by one goroutine per waiting
 // destination. Entries keep their leases meanwhile (lease.go). A wait for
 // the message pace of at most paceHold is spent holding the connection.
-// A wait longer than maxQueueWait (a suspension, a slow rate) defers the
-// destination's queued and newly arriving entries at once, and an entry
+// A suspension, or a wait longer than maxQueueWait (a slow rate), defers
+// the destination's queued and newly arriving entries at once, and an entry
 // that waited maxQueueWait in all is deferred too: without an attempt
 // counted (451 4.4.5, marked Waiting for queue ls), due again no earlier
 // than the wait ends; delay notices and retry.max_age apply as to any
@@ -33,7 +33,7 @@ import (
 // the builtin backoff). Entries waiting in memory are reported per class
 // (Shaper.SetWaiting) once a second.
 
-// paceHold is the longest message-pace wait spent holding the connection.
+// paceHold bounds the message-pace waits spent holding the connection.
 const paceHold = 5 * time.Second
 
 // maxAdmitRounds bounds one job's rounds of reconnecting (per_connection)
@@ -112,7 +112,7 @@ func (s *scheduler) admit(d *dest, j *job, w *wconn) bool {
 			return true
 		case wait.Reason == shaping.ReasonPerConnection:
 			s.drop(w) // QUIT; the next round connects again
-		case wait.Reason == shaping.ReasonRate && time.Until(wait.Until) <= paceHold:
+		case wait.Reason == shaping.ReasonRate && time.Until(wait.Until) <= s.paceHold():
 			if !s.pause(wait.Until) {
 				s.waitFor(d, j, wait) // stopping: released
 				return false
@@ -173,6 +173,12 @@ func (s *scheduler) drop(w *wconn) {
 	w.src, w.ready = Source{}, false
 }
 
+// paceHold is the longest pace wait spent holding a connection: paceHold,
+// and at most half of timeouts.idle, so the connection is still good.
+func (s *scheduler) paceHold() time.Duration {
+	return min(paceHold, s.rt.Load().set.Timeouts.Idle.D()/2)
+}
+
 // pause waits until until (at least a millisecond); false: stopping.
 func (s *scheduler) pause(until time.Time) bool {
 	t := time.NewTimer(max(time.Until(until), time.Millisecond))
@@ -208,7 +214,8 @@ func (s *scheduler) waitFor(d *dest, j *job, wait shaping.Wait) {
 		d.waitUntil, d.waitWhy = wait.Until, why
 	}
 	var late []*job
-	if time.Until(d.waitUntil) > maxQueueWait {
+	if wait.Reason == shaping.ReasonSuspended || time.Until(d.waitUntil) > maxQueueWait {
+		d.deferAll = true
 		late, d.queue = d.queue, nil
 		broadcast(&d.popped)
 	}
@@ -256,7 +263,7 @@ func (s *scheduler) wake(d *dest) {
 		t.Stop()
 		s.mu.Lock()
 		if now || s.stopping || !time.Now().Before(d.waitUntil) {
-			d.waitUntil, d.waitWhy, d.waking = time.Time{}, "", false
+			d.waitUntil, d.waitWhy, d.waking, d.deferAll = time.Time{}, "", false, false
 			s.kickLocked(d)
 			s.mu.Unlock()
 			return
@@ -272,7 +279,7 @@ func (s *scheduler) recoverWake(d *dest) {
 		s.log.Error().Str("event", "delivery_panic").Str("destination", d.key).Interface("panic", p).
 			Msg("shaping waker panicked; the destination's wait ends")
 		s.mu.Lock()
-		d.waitUntil, d.waitWhy, d.waking = time.Time{}, "", false
+		d.waitUntil, d.waitWhy, d.waking, d.deferAll = time.Time{}, "", false, false
 		s.kickLocked(d)
 		s.mu.Unlock()
 	}

@@ -151,6 +151,7 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 	num("size", e.Size)
 	str("mx", e.MX)
 	str("ip", e.IP)
+	str("source", e.Source)
 	num("port", int64(e.Port))
 	str("tls", e.TLS)
 	str("tls_policy", e.TLSPolicy)

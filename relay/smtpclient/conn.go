@@ -87,7 +87,7 @@ func isTLSError(err error) bool {
 func dialOnce(ctx context.Context, r dialRequest) (*Session, error) {
 	addr := net.JoinHostPort(r.ip.String(), strconv.Itoa(r.host.Port))
 	cctx, cancel := context.WithTimeout(ctx, r.timeouts.Connect)
-	raw, err := dialFrom(cctx, r.dialer, addr, r.source)
+	raw, err := DialFrom(cctx, r.dialer, addr, r.source)
 	cancel()
 	if err != nil {
 		if v, ok := transportReply(err); ok && v == replyTimeout {

@@ -41,8 +41,10 @@ func (c *Client) DeliverWith(ctx context.Context, tr Transport, m *Message, sess
 	return a
 }
 
-// dialFrom dials address from local (when valid).
-func dialFrom(ctx context.Context, d Dialer, address string, local netip.Addr) (net.Conn, error) {
+// DialFrom dials address through d from local (when valid): d's
+// DialFrom when it is a SourceDialer, a copy of a *net.Dialer with
+// LocalAddr set, or an error for any other Dialer.
+func DialFrom(ctx context.Context, d Dialer, address string, local netip.Addr) (net.Conn, error) {
 	if !local.IsValid() {
 		return d.DialContext(ctx, "tcp", address)
 	}
