@@ -80,20 +80,21 @@ func newLogger(cfg *config.Config, sio stdio) zerolog.Logger {
 
 // relay is the running set of components.
 type relay struct {
-	cfg     *config.Config
-	log     zerolog.Logger
-	q       *queue.Queue
-	metrics *admin.Metrics
-	evPub   *events.StreamPublisher
-	emitter *events.Emitter
-	bouncer *bounce.Bouncer
-	sub     *submit.Server
-	eng     *deliver.Engine
-	shaper  *shaping.Shaper
+	cfg      *config.Config
+	log      zerolog.Logger
+	q        *queue.Queue
+	metrics  *admin.Metrics
+	evPub    *events.StreamPublisher
+	emitter  *events.Emitter
+	bouncer  *bounce.Bouncer
+	sub      *submit.Server
+	eng      *deliver.Engine
+	adm      *admin.Server
+	stopping atomic.Bool
+
+	shaper *shaping.Shaper
 	// shapingSet is the shaping in effect, for the /metrics gauges.
 	shapingSet atomic.Pointer[shaping.Settings]
-	adm        *admin.Server
-	stopping   atomic.Bool
 }
 
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {
@@ -326,5 +327,6 @@ func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submi
 		ev = ev.Str("nats", queue.RedactURL(cfg.NATS.URL))
 	}
 	ev.Str("tls_policy", cfg.Delivery.TLS.Default).Int("routes", len(cfg.Delivery.Routes)).
+		Int("shaping_providers", len(cfg.Delivery.Shaping.AllProviders())).Int("sources", len(cfg.Delivery.Sources)).
 		Int("dkim_keys", len(cfg.DKIM.Keys)).Msg("jetrelay running")
 }
