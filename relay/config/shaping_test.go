@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,5 +248,30 @@ func TestShapingInclude(t *testing.T) {
 	_, err = Load(write("missing.yaml", "delivery:\n  shaping:\n    include: nowhere.yaml\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 3: delivery.shaping.include: cannot read") {
 		t.Errorf("missing include: %v", err)
+	}
+}
+
+// TestPoolWarning: pools without one named default warn about the users
+// that name no pool; with a default pool, or every user in a pool, not.
+func TestPoolWarning(t *testing.T) {
+	base := "delivery:\n  sources: [{name: a, address: 127.0.0.11}]\n  pools: {%s: [a]}\nsubmission:\n  users:\n" +
+		"    - {name: u, password_hash: \"$2a$10$x\", allowed_from: [example.com]%s}\n"
+	for _, tc := range []struct {
+		pool, userPool string
+		warn           bool
+	}{{"bulk", "", true}, {"default", "", false}, {"bulk", ", pool: bulk", false}} {
+		c, err := Parse([]byte(fmt.Sprintf(base, tc.pool, tc.userPool)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, w := range c.Warnings() {
+			if w.Path == "delivery.pools" {
+				got = append(got, w.Error())
+			}
+		}
+		if (len(got) == 1 && strings.Contains(got[0], "line 3: delivery.pools: no pool named default: users without a pool (u)")) != tc.warn {
+			t.Errorf("pool %s%s: warnings %q", tc.pool, tc.userPool, got)
+		}
 	}
 }

@@ -275,3 +275,23 @@ func includeChanged(a, b *Config) bool {
 	return !reflect.DeepEqual(a.Delivery.Shaping.Included.Providers, b.Delivery.Shaping.Included.Providers) ||
 		!reflect.DeepEqual(a.Delivery.Shaping.Included.Rules, b.Delivery.Shaping.Included.Rules)
 }
+
+// poolWarnings: with pools but none named default, users without a pool
+// leave from the system's choice of address, outside every pool.
+func (c *Config) poolWarnings() []Problem {
+	if _, ok := c.Delivery.Pools["default"]; ok || len(c.Delivery.Pools) == 0 {
+		return nil
+	}
+	var users []string
+	for _, u := range c.Submission.Users {
+		if u.Pool == "" {
+			users = append(users, u.Name)
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	return []Problem{{Path: "delivery.pools", Line: c.Line("delivery", "pools"), Msg: fmt.Sprintf(
+		"no pool named default: users without a pool (%s) leave from the system's choice of address, "+
+			"not through delivery.sources", strings.Join(users, ", "))}}
+}

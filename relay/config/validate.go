@@ -413,6 +413,7 @@ func (c *Config) Warnings() []Problem {
 		}
 		out = append(out, p)
 	}
+	out = append(out, c.poolWarnings()...)
 	return append(out, c.syncWarning()...)
 }
 
