@@ -249,6 +249,15 @@ func TestShapingInclude(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "line 3: delivery.shaping.include: cannot read") {
 		t.Errorf("missing include: %v", err)
 	}
+	_, err = Load(write("dir.yaml", "delivery:\n  shaping:\n    include: "+dir+"\n"))
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a directory as include: %v", err)
+	}
+	write("big.yaml", "#"+strings.Repeat("x", maxIncludeBytes)+"\n")
+	_, err = Load(write("big-relay.yaml", "delivery:\n  shaping:\n    include: big.yaml\n"))
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("a huge include: %v", err)
+	}
 }
 
 // TestPoolWarning: pools without one named default warn about the users

@@ -47,7 +47,7 @@ func (c *Config) loadInclude() error {
 	if s.Include == "" {
 		return nil
 	}
-	data, err := os.ReadFile(s.Include)
+	data, err := readInclude(s.Include)
 	if err != nil {
 		return Problem{Path: shapingPath + ".include", Line: c.Line("delivery", "shaping", "include"),
 			Msg: fmt.Sprintf("cannot read %s: %v", s.Include, unwrapPathErr(err))}
@@ -69,6 +69,28 @@ func (c *Config) loadInclude() error {
 	}
 	s.Included, c.includeRoot = f, &root
 	return nil
+}
+
+// maxIncludeBytes bounds an included file (the shipped one is ~20 KiB).
+const maxIncludeBytes = 1 << 20
+
+// readInclude reads a regular file of at most maxIncludeBytes.
+func readInclude(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxIncludeBytes+1))
+	if err == nil && len(data) > maxIncludeBytes {
+		err = fmt.Errorf("larger than %d bytes", maxIncludeBytes)
+	}
+	return data, err
 }
 
 func unwrapPathErr(err error) error {
