@@ -213,6 +213,8 @@ func TestEffectiveYAMLRoundTrip(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("hostname: vm\nsubmision: {}\ndelivery: {retry: {schedule: [1m, x]}, routes: [{tls: startls}]}\n"))
 	f.Add([]byte("a: &x {level: info}\nlog:\n  <<: *x\n  formt: json\n"))
+	f.Add([]byte("delivery:\n  shaping: {providers: [{name: g, mx: [.g.example], rate: 5/d}], rules: [{providers: [g], " +
+		"reply: '(', threshold: 3/x, action: {suspend: 1m, for: 1h}}]}\n  pools: {p: [nope]}\n"))
 	f.Add([]byte("- 1\n- [2]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, _ := Parse(data)
