@@ -57,6 +57,12 @@ func startNode(t *testing.T, ns *server.Server, name string, set Settings) *test
 
 func startNodeLog(t *testing.T, ns *server.Server, name string, set Settings, log zerolog.Logger) *testNode {
 	t.Helper()
+	return startNodeWith(t, ns, name, set, func(o *Options) { o.Logger = log })
+}
+
+// startNodeWith opens a node whose Options edit changes.
+func startNodeWith(t *testing.T, ns *server.Server, name string, set Settings, edit func(*Options)) *testNode {
+	t.Helper()
 	nc, err := nats.Connect(ns.ClientURL(), nats.Name(name))
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +75,9 @@ func startNodeLog(t *testing.T, ns *server.Server, name string, set Settings, lo
 	n := &testNode{nc: nc, js: js, events: &eventLog{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n.s, err = open(ctx, Options{JetStream: js, Node: name, Logger: log, Events: n.events.add}, set, testTimings)
+	o := Options{JetStream: js, Node: name, Logger: zerolog.New(zerolog.NewTestWriter(t)), Events: n.events.add}
+	edit(&o)
+	n.s, err = open(ctx, o, set, testTimings)
 	if err != nil {
 		t.Fatal(err)
 	}

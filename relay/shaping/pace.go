@@ -39,7 +39,9 @@ func blockTokens(r Rate) int {
 // [a − blockSpan − paceBurst·T, a+W], and slots are T apart cluster-wide:
 // at most Count·W/Per + Burst() sends in any window. A node reserves
 // only tokens whose first slot is within blockSpan of now; unused tokens
-// are lost (the cluster sends less, never more).
+// are lost (the cluster sends less, never more). Slots are wall-clock
+// times: nodes keep their clocks in step (NTP); a node whose clock is d
+// ahead finds the pace's slots d earlier than the others do.
 type pacer struct {
 	key string // "" for per-node pacers
 	// block in hand

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,9 +104,18 @@ func TestResumeLiftsOnOtherNode(t *testing.T) {
 	if err != nil || len(st) != 1 || st[0].SuspendedUntil == nil || st[0].Reason == "" {
 		t.Fatalf("status while suspended: %+v, %v", st, err)
 	}
+	woke := b.s.Changed(classP)
 	if err := Resume(context.Background(), b.js, "p"); err != nil {
 		t.Fatal(err)
 	}
+	relaytest.Eventually(t, "b's Changed on resume", func() bool {
+		select {
+		case <-woke:
+			return true
+		default:
+			return false
+		}
+	})
 	relaytest.Eventually(t, "b resumed", func() bool {
 		c, ok := tryConnect(b, classP)
 		if ok {
@@ -225,4 +235,63 @@ func TestHalve(t *testing.T) {
 			t.Errorf("halve(%v) = %v, want %v", tc.in, got, tc.want)
 		}
 	}
+}
+
+// Matches older than the window do not count toward the threshold.
+func TestRuleWindowSlides(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	rule := Rule{Name: "w", Providers: []string{"p"}, Reply: regexp.MustCompile(`4\.7\.28`), Threshold: 2,
+		Window: 10 * time.Minute, Action: Action{Suspend: time.Hour}}
+	set := provider(Limits{}, rule)
+	a := startNodeWith(t, ns, "a", set, func(o *Options) { o.Now = clock })
+	a.s.Observe(classP, reply428)
+	relaytest.Eventually(t, "one match counted", func() bool { return countOf(t, a, "r.w.p") == 1 })
+	mu.Lock()
+	now = now.Add(11 * time.Minute)
+	mu.Unlock()
+	a.s.Observe(classP, reply428)
+	relaytest.Eventually(t, "the old match dropped", func() bool {
+		kv, _ := a.js.KeyValue(context.Background(), Bucket)
+		v, _, err := get(context.Background(), kv, "r.w.p")
+		return err == nil && len(recent(v, time.Time{})) == 1 && recent(v, time.Time{})[0] == clock().UnixNano()
+	})
+	if waitsFor(a, classP, ReasonSuspended) {
+		t.Fatal("suspended by matches further apart than the window")
+	}
+	a.s.Observe(classP, reply428)
+	relaytest.Eventually(t, "suspended by two matches within the window", func() bool {
+		return waitsFor(a, classP, ReasonSuspended)
+	})
+}
+
+// A rule for "*" suspends a destination of the default on every node.
+func TestStarRuleSuspendsDefaultDestination(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	rule := Rule{Providers: []string{"*"}, Reply: regexp.MustCompile(`^421 `), Threshold: 1, Window: time.Minute,
+		Action: Action{Rate: Rate{Count: 2, Per: time.Minute}, For: time.Hour}}
+	set := Settings{Rules: []Rule{rule}}
+	a, b := startNode(t, ns, "a", set), startNode(t, ns, "b", set)
+	dest := a.s.Classify("shop.example", []string{"mx.shop.example"})
+	a.s.Observe(dest, Reply{Code: 421, Text: "try later"})
+	relaytest.Eventually(t, "b's copy of the lowered rate", func() bool { return b.s.class(dest).action.Load() != nil })
+	conn := connect(t, b, dest, "")
+	sent := 0
+	for {
+		if _, ok := conn.Send(context.Background()); !ok {
+			break
+		}
+		sent++
+	}
+	if sent == 0 || sent > (Rate{Count: 2, Per: time.Minute}).Burst() {
+		t.Fatalf("%d sends at once at 2/m", sent)
+	}
+	if err := Resume(context.Background(), b.js, dest.Key); err != nil {
+		t.Fatal(err)
+	}
+	relaytest.Eventually(t, "resumed", func() bool { return b.s.class(dest).action.Load() == nil })
 }
