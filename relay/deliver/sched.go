@@ -53,9 +53,11 @@ type dest struct {
 	// waitUntil: shaping refused a connection or message; no worker
 	// starts before then (or before the class changes; waking).
 	waitUntil time.Time
-	waitWhy   string // the queue ls mark: "shaping: connections (google)"
-	waking    bool   // a waker goroutine watches the wait
-	deferAll  bool   // a suspension or long wait: arrivals are deferred at once
+	waitWhy   string   // the queue ls mark: "shaping: connections (google)"
+	waking    bool     // a waker goroutine watches the wait
+	deferAll  bool     // a suspension or long wait: arrivals are deferred at once
+	probing   bool     // refused before: one new worker at a time until one connects
+	classRT   *runtime // the runtime class was taken under (a reload may change it)
 	queue     []*job
 	workers   int
 	idle      int
@@ -193,11 +195,11 @@ func (s *scheduler) destLocked(target, pool string) *dest {
 	d := s.dests[key]
 	if d == nil {
 		d = &dest{key: key, target: target, pool: pool, notify: make(chan struct{}), popped: make(chan struct{})}
-		if s.shaper != nil {
-			d.class = s.classOf(target)
-			d.observe = s.observer(d.class)
-		}
 		s.dests[key] = d
+	}
+	if rt := s.rt.Load(); s.shaper != nil && d.classRT != rt { // new, or reloaded: (re)classify
+		d.class, d.classRT = s.classOf(target), rt
+		d.observe = s.observer(d.class)
 	}
 	return d
 }
@@ -225,7 +227,8 @@ func (s *scheduler) kickLocked(d *dest) {
 		return // shaping: its waker kicks it again (shape.go)
 	}
 	limit := s.rt.Load().set.MaxConnections
-	for !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle {
+	for started := 0; !s.stopping && d.workers < s.maxWorkers(d) && len(d.queue) > d.idle &&
+		!(d.probing && started > 0); started++ {
 		if s.slots >= limit {
 			if !d.starving {
 				d.starving = true

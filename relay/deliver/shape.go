@@ -22,7 +22,9 @@ import (
 // destination waits: no worker starts for it until the Wait's time, or
 // until the class changes (Shaper.Changed: a slot freed anywhere, a
 // suspension lifted, a reload), watched by one goroutine per waiting
-// destination. Entries keep their leases meanwhile (lease.go). A wait for
+// destination. Then one worker probes; once it connects the others may
+// start, so a busy class sees one refused Connect per change, not one per
+// idle worker. Entries keep their leases meanwhile (lease.go). A wait for
 // the message pace of at most paceHold is spent holding the connection.
 // A suspension, or a wait longer than maxQueueWait (a slow rate), defers
 // the destination's queued and newly arriving entries at once, and an entry
@@ -152,6 +154,12 @@ func (s *scheduler) connect(d *dest, w *wconn) (shaping.Wait, bool) {
 		}
 		w.src, w.ready = src, true
 		s.sources.add(src.Name, 1)
+		s.mu.Lock()
+		if d.probing { // the class has room again: start the other workers
+			d.probing = false
+			s.kickLocked(d)
+		}
+		s.mu.Unlock()
 		return shaping.Wait{}, true
 	}
 	return first, false
@@ -210,6 +218,7 @@ func (s *scheduler) waitFor(d *dest, j *job, wait shaping.Wait) {
 	d.queue = append(d.queue, nil)
 	copy(d.queue[1:], d.queue)
 	d.queue[0] = j
+	d.probing = true
 	if !wait.Until.Before(d.waitUntil) {
 		d.waitUntil, d.waitWhy = wait.Until, why
 	}
