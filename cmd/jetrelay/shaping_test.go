@@ -159,12 +159,14 @@ func TestShapingSettingsFromConfig(t *testing.T) {
 }
 
 // TestReloadAppliesShaping: SIGHUP's reload applies new providers and
-// rules to the running Shaper (status and /metrics read the new ones), a
-// rule then suspends the provider on the reply it names, and the change is
-// stored in the events stream as a shaping event.
+// rules to the running Shaper (status and /metrics read the new ones), also
+// to a destination delivered to before, a rule then suspends the provider
+// on the reply it names, and the change is stored in the events stream as
+// a shaping event.
 func TestReloadAppliesShaping(t *testing.T) {
 	t.Parallel()
 	e := newReloadEnv(t)
+	received(t, e.mxA, e.sendAndWait(t, "one@dest.test")) // its destination is classified before the reload
 	next := e.next()
 	next.Delivery.Shaping.Providers = []config.Provider{{Name: "dest", MX: []string{"mx.dest.test"}, Connections: 2}}
 	next.Delivery.Shaping.Rules = []config.ShapingRule{{Name: "hold", Providers: []string{"dest"}, Reply: `4\.7\.28`,
