@@ -236,8 +236,7 @@ type Delivery struct {
 	// Shaping limits delivery per mailbox provider, cluster-wide, and
 	// backs off when a provider asks for it.
 	Shaping Shaping `yaml:"shaping"`
-	// Sources are egress addresses: each connection binds one as its local
-	// address and says its EHLO name. Empty = source_ip or the system's choice.
+	// Sources: empty = delivery.source_ip, or the system's choice.
 	Sources []Source `yaml:"sources"`
 	// Pools name groups of sources; a user's mail leaves through its pool
 	// (submission.users[].pool, else the pool named default if any),
