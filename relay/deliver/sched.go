@@ -208,7 +208,7 @@ func (s *scheduler) destLocked(target, pool string) *dest {
 // max_connections; its limits are the Shaper's), or 1 while the breaker
 // is half-open.
 func (s *scheduler) maxWorkers(d *dest) int {
-	set := s.rt.Load().set
+	set := &s.rt.Load().set
 	switch {
 	case d.failures > 0:
 		return 1
