@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/deliver"
 )
 
 // newFlags returns a flag set whose --help prints what the command does.
@@ -91,6 +92,9 @@ func runCheck(args []string, io stdio) int {
 	if cfg != nil {
 		warnings, errs := checkDKIMKeys(cfg)
 		problems = append(problems, errs...)
+		for _, err := range deliver.CheckSources(egressSources(cfg)) {
+			problems = append(problems, err.Error())
+		}
 		for _, w := range append(configWarnings(cfg), warnings...) {
 			fmt.Fprintf(report, "%s: warning: %s\n", *path, w)
 		}

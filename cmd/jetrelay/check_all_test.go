@@ -46,7 +46,7 @@ func TestCheckAllProblemsOneRun(t *testing.T) {
 	want := []string{
 		`warning: line 1: hostname: "vm" is not a fully qualified domain name`,
 		`line 4: submission.tls.cert: file ` + filepath.Join(dir, "missing-cert.pem") + ` does not exist`,
-		`line 10: submission.users[0].rate: bad rate "600/minute": unit must be s, m or h; did you mean "600/m"?`,
+		`line 10: submission.users[0].rate: bad rate "600/minute": unit must be s, m, h or d; did you mean "600/m"?`,
 		`line 12: delivery.max_conections: unknown key; did you mean "max_connections"?`,
 		`line 13: delivery.retry.max_age: bad duration "2days"; did you mean "48h"?`,
 		`line 17: delivery.routes[0].tls: "startls" is not one of starttls, implicit, none; did you mean "starttls"?`,

@@ -32,6 +32,7 @@ func subcommands() map[string][]string {
 		"dkim":     {"keygen", "dns", "check"},
 		"domain":   {"check"},
 		"queue":    {"ls", "show", "retry", "hold", "release", "delete"},
+		"shaping":  {"status", "resume"},
 		"suppress": {"ls", "add", "rm"},
 		"user":     {"hash"},
 	}

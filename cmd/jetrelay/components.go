@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/netip"
+
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/config"
@@ -15,7 +17,8 @@ import (
 // reload. A value one component needs from another's section is named
 // here, not looked up by the component.
 
-// deliverSettings: the delivery section, the EHLO name, and from bounces
+// deliverSettings: the delivery section with its egress sources and
+// pools, the EHLO name, each submission user's pool, and from bounces
 // whether VERP is on and when delay notices are due.
 func deliverSettings(cfg *config.Config) deliver.Settings {
 	return deliver.Settings{
@@ -23,7 +26,32 @@ func deliverSettings(cfg *config.Config) deliver.Settings {
 		Hostname:         cfg.Hostname,
 		VERP:             cfg.Bounces.VERPDomain != "",
 		DelayNoticeAfter: cfg.Bounces.DelayNoticeAfter.D(),
+		Sources:          egressSources(cfg),
+		Pools:            cfg.Delivery.Pools,
+		UserPools:        userPools(cfg),
 	}
+}
+
+// egressSources: delivery.sources (validated: every address parses).
+func egressSources(cfg *config.Config) []deliver.Source {
+	var out []deliver.Source
+	for _, s := range cfg.Delivery.Sources {
+		addr, _ := netip.ParseAddr(s.Address)
+		out = append(out, deliver.Source{Name: s.Name, Addr: addr.Unmap(), EHLO: s.EHLO})
+	}
+	return out
+}
+
+// userPools: submission.users[].pool by user name, for the users that
+// name one.
+func userPools(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for _, u := range cfg.Submission.Users {
+		if u.Pool != "" {
+			out[u.Name] = u.Pool
+		}
+	}
+	return out
 }
 
 // submitSettings: the submission section, the host name it greets with and

@@ -43,6 +43,7 @@ func commands() map[string]command {
 		"auth":     {"AUTH brake bans: bans, unban IP|--all", runAuth},
 		"send":     {"send one test message through the relay and follow it", runSend},
 		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
+		"shaping":  {"traffic shaping per provider: status, resume PROVIDER", runShaping},
 	}
 }
 

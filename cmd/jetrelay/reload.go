@@ -88,6 +88,10 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	if err != nil {
 		return ch, err
 	}
+	shapingSet, err := shapingSettings(cfg)
+	if err != nil {
+		return ch, err
+	}
 	applyDeliver, err := r.eng.Prepare(deliverSettings(cfg))
 	if err != nil {
 		return ch, err
@@ -104,6 +108,10 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	// The Bouncer first: it accepts bounces for the new VERP domain (and
 	// still the old one) before delivery mints tokens for it.
 	applyBounce()
+	// Shaping before delivery: the next connection decision sees the new
+	// limits; connections open within them stay.
+	r.shaper.Apply(shapingSet)
+	r.shapingSet.Store(&shapingSet)
 	applyDeliver()
 	applySubmit()
 	r.sub.SetSigner(signer)

@@ -97,6 +97,7 @@ func (e *reloadEnv) start(t *testing.T) {
 		_ = e.r.sub.Shutdown(sctx)
 		_ = e.r.bouncer.Shutdown(sctx)
 		_ = e.r.evPub.Close(sctx)
+		e.r.shaper.Close()
 	})
 }
 

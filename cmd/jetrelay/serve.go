@@ -16,6 +16,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/submit"
 	"github.com/rs/zerolog"
 )
@@ -90,6 +91,10 @@ type relay struct {
 	eng      *deliver.Engine
 	adm      *admin.Server
 	stopping atomic.Bool
+
+	shaper *shaping.Shaper
+	// shapingSet is the shaping in effect, for the /metrics gauges.
+	shapingSet atomic.Pointer[shaping.Settings]
 }
 
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {
@@ -116,6 +121,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 		return startErr(ctx, log, err)
 	}
 	logStart(cfg, log, q, r.sub)
+	logSourceProblems(cfg, log)
 	engDone := make(chan error, 1)
 	engCtx, engCancel := context.WithCancel(context.Background())
 	defer engCancel()
@@ -154,6 +160,9 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.openShaper(ctx); err != nil {
+		return fmt.Errorf("shaping: %w", err)
+	}
 	signer, err := newDKIMSigner(r.cfg)
 	if err != nil {
 		return fmt.Errorf("dkim: %w", err)
@@ -180,7 +189,7 @@ func (r *relay) start(ctx context.Context) error {
 	r.eng, err = deliver.New(deliver.Options{
 		Settings: deliverSettings(r.cfg), Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
 		// VERP senders only take effect with bounces.verp_domain set (Settings.VERP).
-		Sender: r.bouncer.VERPAddress, Conns: r.metrics.Connections(admin.Outbound),
+		Sender: r.bouncer.VERPAddress, Conns: r.metrics.Connections(admin.Outbound), Shaper: r.shaper,
 	})
 	if err != nil {
 		return err
@@ -243,7 +252,7 @@ func (r *relay) startAdmin() error {
 	var err error
 	r.adm, err = admin.New(admin.Options{
 		Listen: r.cfg.Admin.Listen, PProf: r.cfg.Admin.PProf, Metrics: r.metrics, Queue: r.q, Logger: r.log,
-		Cluster: r.clusterView(),
+		Cluster: r.clusterView(), Shaping: r.shapingStatus,
 		Listening: func() error {
 			if r.stopping.Load() || len(r.sub.Addrs()) == 0 {
 				return errors.New("submission listeners closed")
@@ -266,6 +275,9 @@ func (r *relay) close() {
 	}
 	if r.bouncer != nil && r.cfg.Bounces.Listen != "" {
 		_ = r.bouncer.Shutdown(ctx)
+	}
+	if r.shaper != nil {
+		r.shaper.Close()
 	}
 	if r.evPub != nil {
 		_ = r.evPub.Close(ctx)
@@ -315,5 +327,6 @@ func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submi
 		ev = ev.Str("nats", queue.RedactURL(cfg.NATS.URL))
 	}
 	ev.Str("tls_policy", cfg.Delivery.TLS.Default).Int("routes", len(cfg.Delivery.Routes)).
+		Int("shaping_providers", len(cfg.Delivery.Shaping.AllProviders())).Int("sources", len(cfg.Delivery.Sources)).
 		Int("dkim_keys", len(cfg.DKIM.Keys)).Msg("jetrelay running")
 }

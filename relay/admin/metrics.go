@@ -15,7 +15,9 @@
 //
 // The cluster's state (nodes, stream replica groups, the delivery
 // consumer's backlog) is not sampled: when Options.Cluster is set, its
-// gauges are taken at scrape time through a small cache (cluster.go).
+// gauges are taken at scrape time through a small cache (cluster.go); so
+// are the per-provider shaping gauges when Options.Shaping is set
+// (shaping.go).
 //
 // Every Metrics method is safe on a nil *Metrics (a no-op), so components
 // can run without instrumentation.

@@ -41,6 +41,9 @@ type Options struct {
 	// Cluster, when set, adds the cluster gauges to /metrics (cluster.go),
 	// taken from this view at scrape time.
 	Cluster *clusterview.Options
+	// Shaping, when set, adds the per-provider shaping gauges to /metrics
+	// (shaping.go), read at scrape time.
+	Shaping ShapingStatus
 	// SampleEvery is the queue sampling period (default 15s).
 	SampleEvery time.Duration
 	Logger      zerolog.Logger
@@ -74,6 +77,11 @@ func New(o Options) (*Server, error) {
 	if o.Cluster != nil {
 		if err := o.Metrics.Registry().Register(newClusterCollector(*o.Cluster)); err != nil {
 			return nil, fmt.Errorf("admin: cluster metrics: %w", err)
+		}
+	}
+	if o.Shaping != nil {
+		if err := o.Metrics.Registry().Register(newShapingCollector(o.Shaping)); err != nil {
+			return nil, fmt.Errorf("admin: shaping metrics: %w", err)
 		}
 	}
 	s := &Server{o: o, log: o.Logger}

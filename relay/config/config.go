@@ -40,7 +40,8 @@ type Config struct {
 	// is generated at first start.
 	Dev bool `yaml:"-"`
 
-	root *yaml.Node
+	root        *yaml.Node
+	includeRoot *yaml.Node // delivery.shaping.include's nodes, for problem lines
 }
 
 // NATS says where the queue lives.
@@ -101,6 +102,9 @@ type User struct {
 	PasswordHash string   `yaml:"password_hash"`
 	AllowedFrom  []string `yaml:"allowed_from"`
 	Rate         Rate     `yaml:"rate"`
+	// Pool is the delivery.pools entry this user's mail leaves through;
+	// "" = the pool named default when there is one.
+	Pool string `yaml:"pool"`
 }
 
 // AuthFailures slows and then refuses a client after repeated bad
@@ -214,7 +218,7 @@ type Delivery struct {
 	TLS               DeliveryTLS `yaml:"tls"`
 	Routes            []Route     `yaml:"routes"`
 	MaxConnections    int         `yaml:"max_connections"`
-	MaxPerDestination int         `yaml:"max_per_destination"` // per node: N nodes allow N times this
+	MaxPerDestination int         `yaml:"max_per_destination"` // per node: N nodes allow N times this; alias of shaping.default.connections
 	// MaxMXAddresses bounds the MX addresses one attempt dials (Postfix's
 	// smtp_mx_address_limit); routes are not limited.
 	MaxMXAddresses int              `yaml:"max_mx_addresses"`
@@ -229,6 +233,15 @@ type Delivery struct {
 	DeniedNetworks []string `yaml:"denied_networks"`
 	// AllowedNetworks punch holes in DeniedNetworks ("allowed wins").
 	AllowedNetworks []string `yaml:"allowed_networks"`
+	// Shaping limits delivery per mailbox provider, cluster-wide, and
+	// backs off when a provider asks for it.
+	Shaping Shaping `yaml:"shaping"`
+	// Sources: empty = delivery.source_ip, or the system's choice.
+	Sources []Source `yaml:"sources"`
+	// Pools name groups of sources; a user's mail leaves through its pool
+	// (submission.users[].pool, else the pool named default if any),
+	// spread over the pool's sources.
+	Pools map[string][]string `yaml:"pools"`
 }
 
 // Bounces configures DSNs, VERP intake and the suppression list.
@@ -350,7 +363,9 @@ func parse(data []byte, dir string) (*Config, error) {
 	}
 	c.applyDerivedDefaults()
 	c.resolvePaths(dir)
-	return c, mergeProblems(schema, c.Validate())
+	c.Delivery.Shaping.resolveInclude(dir)
+	incl := c.loadInclude()
+	return c, mergeProblems(schema, errors.Join(incl, c.Validate()))
 }
 
 // yamlErrors turns yaml.v3's errors into one problem per line.
@@ -466,36 +481,3 @@ func child(n *yaml.Node, key string) *yaml.Node {
 	}
 	return nil
 }
-
-// Problem is one validation finding.
-type Problem struct {
-	Path string
-	Line int
-	Msg  string
-}
-
-func (p Problem) Error() string {
-	if p.Path == "" && p.Line > 0 {
-		return fmt.Sprintf("line %d: %s", p.Line, p.Msg)
-	}
-	if p.Path == "" {
-		return p.Msg
-	}
-	if p.Line > 0 {
-		return fmt.Sprintf("line %d: %s: %s", p.Line, p.Path, p.Msg)
-	}
-	return fmt.Sprintf("%s: %s", p.Path, p.Msg)
-}
-
-// problems collects validation findings with their lines.
-type problems struct {
-	c    *Config
-	errs []error
-}
-
-func (ps *problems) add(path string, format string, args ...any) {
-	parts := strings.Split(strings.NewReplacer("[", ".", "]", "").Replace(path), ".")
-	ps.errs = append(ps.errs, Problem{Path: path, Line: ps.c.Line(parts...), Msg: fmt.Sprintf(format, args...)})
-}
-
-func (ps *problems) err() error { return errors.Join(ps.errs...) }

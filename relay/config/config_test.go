@@ -45,8 +45,8 @@ func TestProblemsCarryLines(t *testing.T) {
 		{"bad size", "submission:\n  max_message_bytes: 25XB\n",
 			[]string{`line 2: submission.max_message_bytes: bad size "25XB"`}},
 		{"bad rate",
-			"submission:\n  users:\n    - {name: a, password_hash: \"$2a$10$x\", allowed_from: [a.example], rate: 5/d}\n",
-			[]string{`line 3: submission.users[0].rate: bad rate "5/d"`}},
+			"submission:\n  users:\n    - {name: a, password_hash: \"$2a$10$x\", allowed_from: [a.example], rate: 5/w}\n",
+			[]string{`line 3: submission.users[0].rate: bad rate "5/w"`}},
 		{"validation", "hostname: x\nlog: {format: xml}\ndelivery:\n  tls: {default: maybe}\n  port: 0\n",
 			[]string{
 				`line 2: log.format: "xml" is not one of`, `line 4: delivery.tls.default: "maybe"`,

@@ -109,6 +109,19 @@ func defaultDelivery() Delivery {
 		},
 		ShutdownGrace:  Duration(30 * time.Second),
 		DeniedNetworks: defaultDeniedNetworks(),
+		Shaping:        defaultShaping(),
+	}
+}
+
+// defaultShaping is the built-in delivery.shaping: no providers and no
+// rules (the shipped configs/shaping.yaml is included by the example
+// config), 10 connections and 100 messages per connection for each
+// destination, and the builtin backoff halving a provider's rate for 15
+// minutes after a throttling reply.
+func defaultShaping() Shaping {
+	return Shaping{
+		Default:    ShapingLimits{Connections: 10, PerConnection: 100},
+		BackoffFor: Duration(15 * time.Minute),
 	}
 }
 
@@ -132,6 +145,7 @@ func (c *Config) applyDerivedDefaults() {
 		c.NATS.Replicas = 1
 	}
 	c.applyClusterDefaults()
+	c.applyShapingAlias()
 }
 
 // MaxVERPAge caps bounces.verp_max_age: VERP records live 30 days.

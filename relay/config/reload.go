@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -58,6 +59,9 @@ var reloadClasses = map[string]ReloadClass{
 	"delivery.dns.servers": Live,
 	"delivery.port":        Live,
 	"delivery.source_ip":   Live,
+	"delivery.shaping":     Live, // the Shaper's Apply: new limits for the next decision, open connections stay
+	"delivery.sources":     Live, // the next connection binds the new sources
+	"delivery.pools":       Live,
 
 	"bounces":              Live,
 	"bounces.listen":       Restart,
@@ -101,6 +105,9 @@ func (c Changes) Empty() bool { return len(c.Live) == 0 && len(c.Restart) == 0 }
 func Diff(old, next *Config) Changes {
 	var ch Changes
 	diffStruct(reflect.ValueOf(*old), reflect.ValueOf(*next), "", &ch)
+	if includeChanged(old, next) && !slices.Contains(ch.Live, shapingPath+".include") {
+		ch.Live = append(ch.Live, shapingPath+".include") // the file named by it changed
+	}
 	sort.Strings(ch.Live)
 	sort.Strings(ch.Restart)
 	return ch

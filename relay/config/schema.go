@@ -280,7 +280,7 @@ func mergeProblems(schema []Problem, verr error) error {
 
 // lineOf orders problems by line, those without one last.
 func lineOf(err error) int {
-	if p, ok := err.(Problem); ok && p.Line > 0 {
+	if p, ok := err.(Problem); ok && p.Line > 0 && p.File == "" { // an included file's come after
 		return p.Line
 	}
 	return int(^uint(0) >> 1)

@@ -42,7 +42,7 @@ func TestOneRunReportsEveryLayer(t *testing.T) {
 		`line 3: submission.max_recipents: unknown key; did you mean "max_recipients"?`,
 		`line 5: submission.tls.cert: file /nonexistent/jetrelay/cert.pem does not exist`,
 		`line 6: submission.tls.key: file /nonexistent/jetrelay/key.pem does not exist`,
-		`line 11: submission.users[0].rate: bad rate "600/minute": unit must be s, m or h; did you mean "600/m"?`,
+		`line 11: submission.users[0].rate: bad rate "600/minute": unit must be s, m, h or d; did you mean "600/m"?`,
 		`line 13: delivery.timeouts.connect: bad duration "30 seconds"`,
 		`line 15: delivery.routes[0].tls: "startls" is not one of starttls, implicit, none; did you mean "starttls"?`,
 	}
@@ -213,6 +213,8 @@ func TestEffectiveYAMLRoundTrip(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("hostname: vm\nsubmision: {}\ndelivery: {retry: {schedule: [1m, x]}, routes: [{tls: startls}]}\n"))
 	f.Add([]byte("a: &x {level: info}\nlog:\n  <<: *x\n  formt: json\n"))
+	f.Add([]byte("delivery:\n  shaping: {providers: [{name: g, mx: [.g.example], rate: 5/d}], rules: [{providers: [g], " +
+		"reply: '(', threshold: 3/x, action: {suspend: 1m, for: 1h}}]}\n  pools: {p: [nope]}\n"))
 	f.Add([]byte("- 1\n- [2]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, _ := Parse(data)

@@ -183,7 +183,7 @@ type Rate struct {
 	Source string
 }
 
-// ParseRate parses "600/m", "10/s", "1000/h"; "" is unlimited.
+// ParseRate parses "600/m", "10/s", "1000/h", "50000/d"; "" is unlimited.
 func ParseRate(s string) (Rate, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -191,28 +191,31 @@ func ParseRate(s string) (Rate, error) {
 	}
 	num, unit, ok := strings.Cut(s, "/")
 	if !ok {
-		return Rate{}, fmt.Errorf("bad rate %q (use N/s, N/m or N/h)", s)
+		return Rate{}, fmt.Errorf("bad rate %q (use N/s, N/m, N/h or N/d)", s)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(num))
 	if err != nil || n <= 0 {
 		return Rate{}, fmt.Errorf("bad rate %q: count must be a positive integer", s)
 	}
 	unit = strings.TrimSpace(unit)
-	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[unit]
+	per := rateUnits[unit]
 	if per == 0 {
 		if u := rateUnitFor(unit); u != "" {
-			return Rate{}, fmt.Errorf("bad rate %q: unit must be s, m or h; did you mean \"%d/%s\"?", s, n, u)
+			return Rate{}, fmt.Errorf("bad rate %q: unit must be s, m, h or d; did you mean \"%d/%s\"?", s, n, u)
 		}
-		return Rate{}, fmt.Errorf("bad rate %q: unit must be s, m or h", s)
+		return Rate{}, fmt.Errorf("bad rate %q: unit must be s, m, h or d", s)
 	}
 	return Rate{Count: n, Per: per, Source: s}, nil
 }
+
+// rateUnits are the units of a rate.
+var rateUnits = map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
 
 // rateUnitFor maps a spelt-out unit ("minute", "sec", "hours") to its letter.
 func rateUnitFor(unit string) string {
 	u := strings.TrimSuffix(strings.ToLower(unit), "s")
 	for _, w := range []struct{ letter, names string }{
-		{"s", " sec second "}, {"m", " min minute "}, {"h", " hr hour "},
+		{"s", " sec second "}, {"m", " min minute "}, {"h", " hr hour "}, {"d", " day "},
 	} {
 		if u != "" && strings.Contains(w.names, " "+u+" ") {
 			return w.letter
@@ -242,7 +245,7 @@ func (r Rate) MarshalYAML() (any, error) {
 	if r.Source != "" {
 		return r.Source, nil
 	}
-	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[r.Per]
+	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h", 24 * time.Hour: "d"}[r.Per]
 	return fmt.Sprintf("%d/%s", r.Count, unit), nil
 }
 

@@ -38,6 +38,8 @@ func (c *Config) Validate() error {
 	c.validateNATS(ps)
 	c.validateSubmission(ps)
 	c.validateDelivery(ps)
+	c.validateShaping(ps)
+	c.validateEgress(ps)
 	checkNetworks(ps, "delivery.denied_networks", c.Delivery.DeniedNetworks)
 	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
@@ -209,7 +211,6 @@ func (c *Config) validateDelivery(ps *problems) {
 		validateRoute(ps, fmt.Sprintf("delivery.routes[%d]", i), r)
 	}
 	positive(ps, "delivery.max_connections", int64(d.MaxConnections))
-	positive(ps, "delivery.max_per_destination", int64(d.MaxPerDestination))
 	positive(ps, "delivery.max_mx_addresses", int64(d.MaxMXAddresses))
 	if len(d.Retry.Schedule) == 0 {
 		ps.add("delivery.retry.schedule", "at least one interval is needed")
@@ -412,6 +413,7 @@ func (c *Config) Warnings() []Problem {
 		}
 		out = append(out, p)
 	}
+	out = append(out, c.poolWarnings()...)
 	return append(out, c.syncWarning()...)
 }
 

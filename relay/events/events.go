@@ -24,6 +24,7 @@ const (
 	Held         = "held"
 	Released     = "released"
 	Retried      = "retried" // an operator made a deferred entry due now
+	Shaping      = "shaping" // a provider's suspension or rate change began or ended
 )
 
 // Delivery statuses.
@@ -71,6 +72,12 @@ type Event struct {
 	// Arrival is when the message was accepted (delivery events): the
 	// accept → delivered latency is Time - Arrival.
 	Arrival time.Time `json:"arrival,omitzero"`
+	// Shaping events: the provider, the rule (or "backoff", "operator"),
+	// the action (suspend, rate, backoff) and when it ends.
+	Provider string     `json:"provider,omitempty"`
+	Rule     string     `json:"rule,omitempty"`
+	Action   string     `json:"action,omitempty"`
+	Until    *time.Time `json:"until,omitempty"`
 }
 
 // Str returns a pointer to s, for MailFrom.
@@ -169,6 +176,12 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 	str("actor", e.Actor)
 	if !e.Arrival.IsZero() {
 		z = z.Str("arrival", e.Arrival.UTC().Format(time.RFC3339Nano))
+	}
+	str("provider", e.Provider)
+	str("rule", e.Rule)
+	str("action", e.Action)
+	if e.Until != nil {
+		z = z.Str("until", e.Until.UTC().Format(time.RFC3339))
 	}
 	return z
 }
