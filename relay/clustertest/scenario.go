@@ -25,6 +25,9 @@ type Scenario struct {
 	// ResumeBound: from a kill to the first 250 on a survivor (default 30 s).
 	ResumeBound  time.Duration
 	DrainTimeout time.Duration // for every accepted message to arrive (default 120 s)
+	// Messages, when set, spreads the leader kills over a load of about
+	// this many messages, and keeps the load on until they are sent.
+	Messages int
 
 	load  *Load
 	start time.Time
@@ -79,17 +82,29 @@ func (s *Scenario) Run(ctx context.Context) Report {
 		return s.load.AcceptedSince(s.start, nil) >= 20
 	}) {
 		for i := 0; i < s.Rounds && ctx.Err() == nil; i++ {
+			s.sent(ctx, s.Messages*i/(s.Rounds+2))
 			s.killLeader(ctx)
 		}
 		s.rollingRestart(ctx)
 		s.quorumLoss(ctx)
 		mark := time.Now()
 		s.waitFor(ctx, "20 more messages accepted", time.Minute, func() bool { return s.load.AcceptedSince(mark, nil) >= 20 })
+		s.sent(ctx, s.Messages)
 	}
 	s.load.Stop()
 	s.drain(ctx)
 	s.tally()
 	return s.rep
+}
+
+// sent waits until the load has sent n messages (bounded by the rate).
+func (s *Scenario) sent(ctx context.Context, n int) {
+	if len(s.load.Results()) >= n {
+		return
+	}
+	limit := time.Duration(float64(n)/s.Rate*float64(time.Second)) + 2*time.Minute
+	s.waitFor(ctx, fmt.Sprintf("%d messages sent", n), limit, func() bool { return len(s.load.Results()) >= n })
+	s.logf("%d messages sent", len(s.load.Results()))
 }
 
 func (s *Scenario) logf(format string, args ...any) {
