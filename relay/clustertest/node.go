@@ -27,7 +27,7 @@ type Node struct {
 	RouteAddr  string // embedded NATS route port ("" with external NATS)
 
 	bin   string
-	args  []string // default: serve --config ConfigPath
+	args  []string     // default: serve --config ConfigPath
 	downs atomic.Int64 // stops and kills so far
 
 	mu     sync.Mutex

@@ -26,12 +26,12 @@ import (
 )
 
 type options struct {
-	bin, dir   string
-	soak       int
-	rate       float64
-	rounds     int
-	sinkPort   string
-	timeout    time.Duration
+	bin, dir string
+	soak     int
+	rate     float64
+	rounds   int
+	sinkPort string
+	timeout  time.Duration
 }
 
 func main() {
