@@ -74,6 +74,28 @@ type Options struct {
 	Logger       zerolog.Logger
 	// Name is the NATS connection name.
 	Name string
+	// ServerName is the embedded server's name ("" = "jetrelay"); in a
+	// cluster every node needs its own.
+	ServerName string
+	// Cluster, when set, makes the embedded server join or form a
+	// JetStream cluster over routes; nil = standalone.
+	Cluster *ClusterOptions
+}
+
+// ClusterOptions are the embedded server's cluster (route) settings.
+type ClusterOptions struct {
+	// Name is the cluster's name, the same on every node.
+	Name string
+	// Listen is this node's route address (host:port).
+	Listen string
+	// Routes are the other nodes' route URLs (nats://host:port); this
+	// node's own address may be among them.
+	Routes []string
+	// Password is the shared route secret.
+	Password string
+	// TLSCert and TLSKey enable TLS on routes; TLSCAFile, when set,
+	// verifies the peers' certificates (mutual TLS).
+	TLSCert, TLSKey, TLSCAFile string
 }
 
 // Queue is a connection to jetrelay's JetStream state.

@@ -40,7 +40,7 @@ func TestCheckReloadDiff(t *testing.T) {
 	}{
 		{"changes", []string{old, next}, 0, "applied by a reload (SIGHUP):\n" +
 			"  bounces.verp_domain\n  delivery.dns.servers\n  delivery.port\n  delivery.retry.max_age\n" +
-			"need a restart (a reload keeps the running value):\n  nats.listen\n  submission.listeners\n", ""},
+			"need a restart (a reload keeps the running value):\n  nats.listen\n  nats.server_name\n  submission.listeners\n", ""},
 		{"same", []string{old, old}, 0, "no settings changed\n", ""},
 		{"invalid new", []string{old, bad}, 1, "", "a reload would refuse"},
 		{"one file", []string{old}, 2, "", "needs two files"},

@@ -53,6 +53,13 @@ type NATS struct {
 	Replicas     int    `yaml:"replicas"`
 	// Sync is "always" (fsync before every ack) or a Go duration.
 	Sync string `yaml:"sync"`
+	// ServerName is the embedded server's name, unique among the nodes of
+	// a cluster; keep it once a node has joined (the cluster knows the
+	// node by it).
+	ServerName string `yaml:"server_name"`
+	// Cluster, when present, makes the embedded server a node of a
+	// JetStream cluster.
+	Cluster *NATSCluster `yaml:"cluster"`
 }
 
 // Embedded reports whether jetrelay runs its own in-process NATS server.
@@ -315,6 +322,7 @@ func Parse(data []byte) (*Config, error) { return parse(data, ".") }
 func parse(data []byte, dir string) (*Config, error) {
 	c := Default()
 	c.Dev = false
+	c.NATS.ServerName = "" // derived from the file's nats.listen unless set
 	c.Submission.Listeners = nil
 	c.Submission.Users = nil
 	var root yaml.Node
@@ -392,6 +400,12 @@ func (c *Config) resolvePaths(dir string) {
 	fix(&c.Delivery.TLS.CAFile)
 	fix(&c.NATS.Credentials)
 	fix(&c.NATS.PasswordFile)
+	if cl := c.NATS.Cluster; cl != nil {
+		fix(&cl.PasswordFile)
+		fix(&cl.TLS.Cert)
+		fix(&cl.TLS.Key)
+		fix(&cl.TLS.CAFile)
+	}
 	for i := range c.DKIM.Keys {
 		fix(&c.DKIM.Keys[i].Key)
 	}

@@ -20,9 +20,10 @@ func Default() *Config {
 		DataDir:  "./data",
 		Dev:      true,
 		NATS: NATS{
-			Listen:   "127.0.0.1:4222",
-			Replicas: 1,
-			Sync:     "always",
+			Listen:     "127.0.0.1:4222",
+			Replicas:   1,
+			Sync:       "always",
+			ServerName: defaultServerName("127.0.0.1:4222"),
 		},
 		Submission: defaultSubmission(),
 		Delivery:   defaultDelivery(),
@@ -130,6 +131,7 @@ func (c *Config) applyDerivedDefaults() {
 	if c.NATS.Replicas == 0 {
 		c.NATS.Replicas = 1
 	}
+	c.applyClusterDefaults()
 }
 
 // MaxVERPAge caps bounces.verp_max_age: VERP records live 30 days.

@@ -28,6 +28,9 @@ const ReferenceCommand = "go generate ./relay/config"
 // that depends on the machine, or an unset optional that means true.
 var defaultNotes = map[string]string{
 	"hostname":                     "the machine's host name",
+	"nats.server_name":             "<host name>-<port of nats.listen>",
+	"nats.cluster":                 "unset (standalone)",
+	"nats.cluster.name":            "jetrelay",
 	"bounces.from":                 "MAILER-DAEMON@<hostname>",
 	"bounces.suppress":             "true",
 	"delivery.routes[].tls_verify": "true",
@@ -235,7 +238,11 @@ func defaultOf(path string, def reflect.Value) string {
 
 func fieldByKey(v reflect.Value, key string) reflect.Value {
 	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
+		if v.IsNil() { // an optional section left out: its keys' zero values
+			v = reflect.Zero(v.Type().Elem())
+		} else {
+			v = v.Elem()
+		}
 	}
 	for i := 0; i < v.NumField(); i++ {
 		if yamlName(v.Type().Field(i)) == key {

@@ -41,7 +41,7 @@ func (c ReloadClass) String() string {
 var reloadClasses = map[string]ReloadClass{
 	"hostname":     Restart, // greeting and EHLO of the listeners
 	"data_dir":     Restart,
-	"nats":         Restart,
+	"nats":         Restart, // the queue's connection and the embedded server (cluster included)
 	"memory_limit": Live,
 
 	"submission":                    Live, // users, rates, limits checked per connection or command

@@ -81,6 +81,7 @@ func (c *Config) validateNATS(ps *problems) {
 	if _, err := c.SyncInterval(); err != nil {
 		ps.add("nats.sync", "%v", err)
 	}
+	c.validateCluster(ps)
 }
 
 // SyncInterval returns 0 for "always" or the configured flush interval.
@@ -411,7 +412,7 @@ func (c *Config) Warnings() []Problem {
 		}
 		out = append(out, p)
 	}
-	return out
+	return append(out, c.syncWarning()...)
 }
 
 // fqdnWarning explains why host is a poor EHLO name, or returns "". The
