@@ -41,9 +41,9 @@ func startEmbedded(opts Options) (*server.Server, string, error) {
 		MaxPayload:         embeddedMaxPayload,
 		SyncAlways:         opts.SyncInterval == 0,
 		SyncInterval:       opts.SyncInterval,
-		Users:              []*server.User{{Username: EmbeddedUser, Password: pass}},
 		JetStreamMaxMemory: 256 << 20,
 	}
+	EmbeddedAuth(so, pass)
 	if opts.Listen == "" {
 		so.DontListen = true
 	} else {

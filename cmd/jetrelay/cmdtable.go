@@ -28,6 +28,7 @@ import (
 func subcommands() map[string][]string {
 	return map[string][]string{
 		"auth":     {"bans", "unban"},
+		"cluster":  {"status"},
 		"dkim":     {"keygen", "dns", "check"},
 		"domain":   {"check"},
 		"queue":    {"ls", "show", "retry", "hold", "release", "delete"},

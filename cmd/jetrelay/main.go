@@ -42,6 +42,7 @@ func commands() map[string]command {
 		"sink":     {"run a development SMTP sink that accepts and counts mail", runSink},
 		"auth":     {"AUTH brake bans: bans, unban IP|--all", runAuth},
 		"send":     {"send one test message through the relay and follow it", runSend},
+		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
 	}
 }
 
