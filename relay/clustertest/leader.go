@@ -2,9 +2,11 @@ package clustertest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -105,4 +107,47 @@ func replicasCurrent(ctx context.Context, nc *nats.Conn, replicas int) (bool, st
 		ok = ok && r.Current && !r.Offline
 	}
 	return ok, desc
+}
+
+// Status is the part of `jetrelay cluster status --json` the harness reads.
+type Status struct {
+	Nodes []struct {
+		Name string `json:"name"`
+		Up   bool   `json:"up"`
+	} `json:"nodes"`
+	Streams []struct {
+		Name   string `json:"name"`
+		Leader string `json:"leader"`
+	} `json:"streams"`
+	Problems []string `json:"problems"`
+}
+
+// ClusterStatus runs `jetrelay cluster status --json` against node n and
+// returns its parsed output and exit code.
+func (c *Cluster) ClusterStatus(ctx context.Context, n *Node) (Status, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var st Status
+	out, err := exec.CommandContext(ctx, c.Opts.Bin, "cluster", "status", "--json", "--config", n.ConfigPath).Output()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		return st, -1, err
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, code, fmt.Errorf("cluster status --json: %v: %.200q", err, out)
+	}
+	return st, code, nil
+}
+
+// Leader returns the leader the status names for stream name.
+func (st Status) Leader(name string) string {
+	for _, s := range st.Streams {
+		if s.Name == name {
+			return s.Leader
+		}
+	}
+	return ""
 }

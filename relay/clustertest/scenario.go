@@ -48,6 +48,9 @@ type Report struct {
 	Problems                            []string
 }
 
+// queueStream is the queue's stream name (queue.StreamName).
+const queueStream = "JETRELAY_QUEUE"
+
 // leasePrefetch is the most entries a node leases ahead (relay/deliver:
 // min(max(256, 4×max_connections), 2048) with DeliveryConns).
 const leasePrefetch = 256
@@ -183,6 +186,7 @@ func (s *Scenario) killLeader(ctx context.Context) {
 		return
 	}
 	n := s.C.Node(leader)
+	s.checkStatusLeader(ctx, leader)
 	killAt := time.Now()
 	_ = n.Kill()
 	s.rep.Downs++
@@ -200,7 +204,9 @@ func (s *Scenario) killLeader(ctx context.Context) {
 	s.waitFor(ctx, "20 messages accepted with the leader dead", time.Minute, func() bool {
 		return s.load.AcceptedSince(killAt, nil) >= 20
 	})
+	s.waitStatus(ctx, 1, "a node down")
 	s.restart(ctx, n)
+	s.waitStatus(ctx, 0, "healthy again")
 }
 
 func (s *Scenario) rollingRestart(ctx context.Context) {
@@ -212,6 +218,37 @@ func (s *Scenario) rollingRestart(ctx context.Context) {
 		s.rep.Downs++
 		s.logf("rolling restart: %s stopped in %.1fs", n.Name, time.Since(at).Seconds())
 		s.restart(ctx, n)
+	}
+}
+
+// checkStatusLeader: `jetrelay cluster status --json` names the same
+// queue stream leader as the JetStream API.
+func (s *Scenario) checkStatusLeader(ctx context.Context, leader string) {
+	for _, n := range s.C.Running() {
+		st, _, err := s.C.ClusterStatus(ctx, n)
+		if err != nil {
+			s.problem("cluster status via %s: %v", n.Name, err)
+		} else if got := st.Leader(queueStream); got != leader {
+			s.problem("cluster status via %s names %q as the queue stream's leader, JetStream %q", n.Name, got, leader)
+		}
+		return
+	}
+}
+
+// waitStatus polls `jetrelay cluster status` on a running node until it
+// exits with code.
+func (s *Scenario) waitStatus(ctx context.Context, code int, what string) {
+	var last Status
+	var lastCode int
+	if !s.waitFor(ctx, fmt.Sprintf("cluster status exit %d (%s)", code, what), time.Minute, func() bool {
+		for _, n := range s.C.Running() {
+			st, c, err := s.C.ClusterStatus(ctx, n)
+			last, lastCode = st, c
+			return err == nil && c == code
+		}
+		return false
+	}) {
+		s.logf("cluster status exit %d, problems %q", lastCode, last.Problems)
 	}
 }
 
