@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
 )
 
 // Scenario drives issue 15's faults against a started cluster under load:
@@ -47,9 +49,6 @@ type Report struct {
 	Replies451                          int           // 451 4.3.0 seen during the quorum loss
 	Problems                            []string
 }
-
-// queueStream is the queue's stream name (queue.StreamName).
-const queueStream = "JETRELAY_QUEUE"
 
 // leasePrefetch is the most entries a node leases ahead (relay/deliver:
 // min(max(256, 4×max_connections), 2048) with DeliveryConns).
@@ -228,7 +227,7 @@ func (s *Scenario) checkStatusLeader(ctx context.Context, leader string) {
 		st, _, err := s.C.ClusterStatus(ctx, n)
 		if err != nil {
 			s.problem("cluster status via %s: %v", n.Name, err)
-		} else if got := st.Leader(queueStream); got != leader {
+		} else if got := st.Leader(queue.StreamName); got != leader {
 			s.problem("cluster status via %s names %q as the queue stream's leader, JetStream %q", n.Name, got, leader)
 		}
 		return
