@@ -51,8 +51,13 @@ func binaries(t *testing.T) (jetrelay, natsServer string) {
 	return jetrelay, natsServer
 }
 
+// alone is how long the first node runs before the others start: it must
+// wait for them meanwhile, not exit.
+const alone = 5 * time.Second
+
 // startCluster starts a sink and a cluster with o (Bin, Dir, SinkAddr,
-// User and Pass filled in) and waits until every node is ready.
+// User and Pass filled in), the first node alone for a while, and waits
+// until every node is ready.
 func startCluster(t *testing.T, o Options) (*Cluster, *Sink) {
 	t.Helper()
 	o.Bin, _ = binaries(t)
@@ -74,6 +79,15 @@ func startCluster(t *testing.T, o Options) (*Cluster, *Sink) {
 			}
 		}
 	})
+	// The first node starts alone and must wait for the others, not exit.
+	if err := c.Nodes[0].Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(alone); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if c.Nodes[0].Exited() {
+			t.Fatalf("%s exited while waiting for the other nodes:\n%s", c.Nodes[0].Name, c.Nodes[0].LogTail(4000))
+		}
+	}
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
