@@ -85,7 +85,7 @@ func (s *Scenario) Run(ctx context.Context) Report {
 	}) {
 		for i := 0; i < s.Rounds && ctx.Err() == nil; i++ {
 			s.sent(ctx, s.Messages*i/(s.Rounds+2))
-			s.killLeader(ctx)
+			s.killNode(ctx, i%2 == 0)
 		}
 		s.rollingRestart(ctx)
 		s.quorumLoss(ctx)
@@ -176,21 +176,22 @@ func (s *Scenario) restart(ctx context.Context, n *Node) {
 	}
 }
 
-func (s *Scenario) killLeader(ctx context.Context) {
-	var leader string
-	if !s.waitFor(ctx, "a queue stream leader", time.Minute, func() bool {
-		leader, _ = s.C.StreamLeader(ctx)
-		return s.C.Node(leader) != nil
-	}) {
+// killNode kills -9 the queue stream's leader (or, with leader false, a
+// node that does not lead it), measures until 250s resume, and restarts it.
+func (s *Scenario) killNode(ctx context.Context, leader bool) {
+	n := s.victim(ctx, leader)
+	if n == nil {
 		return
 	}
-	n := s.C.Node(leader)
-	s.checkStatusLeader(ctx, leader)
+	what := "queue stream leader"
+	if !leader {
+		what = "not the queue stream leader"
+	}
 	killAt := time.Now()
 	_ = n.Kill()
 	s.rep.Downs++
-	s.logf("kill -9 %s (queue stream leader)", leader)
-	if s.waitFor(ctx, "a 250 on a survivor after kill -9 of the leader", 2*s.ResumeBound, func() bool {
+	s.logf("kill -9 %s (%s)", n.Name, what)
+	if s.waitFor(ctx, "a 250 on a survivor after kill -9 of "+n.Name, 2*s.ResumeBound, func() bool {
 		return !s.firstAccept(killAt, nil).IsZero()
 	}) {
 		d := s.firstAccept(killAt, nil).Sub(killAt)
@@ -200,12 +201,34 @@ func (s *Scenario) killLeader(ctx context.Context) {
 			s.problem("250s resumed %.1fs after the kill, over %s", d.Seconds(), s.ResumeBound)
 		}
 	}
-	s.waitFor(ctx, "20 messages accepted with the leader dead", time.Minute, func() bool {
+	s.waitFor(ctx, "20 messages accepted with "+n.Name+" dead", time.Minute, func() bool {
 		return s.load.AcceptedSince(killAt, nil) >= 20
 	})
 	s.waitStatus(ctx, 1, "a node down")
 	s.restart(ctx, n)
 	s.waitStatus(ctx, 0, "healthy again")
+}
+
+// victim finds the queue stream's leader (and checks that cluster status
+// names the same), or with leader false another running node.
+func (s *Scenario) victim(ctx context.Context, leader bool) *Node {
+	var name string
+	if !s.waitFor(ctx, "a queue stream leader", time.Minute, func() bool {
+		name, _ = s.C.StreamLeader(ctx)
+		return s.C.Node(name) != nil
+	}) {
+		return nil
+	}
+	s.checkStatusLeader(ctx, name)
+	if leader {
+		return s.C.Node(name)
+	}
+	for _, n := range s.C.Running() {
+		if n.Name != name {
+			return n
+		}
+	}
+	return nil
 }
 
 func (s *Scenario) rollingRestart(ctx context.Context) {
