@@ -272,18 +272,54 @@ func (q *Queue) ParkStreamConfig() jetstream.StreamConfig {
 	}
 }
 
+// setup creates or updates the streams, the delivery consumer and the
+// retry bucket, waiting (Await) while JetStream is not ready: a cluster
+// node started before the others blocks here until they are up.
 func (q *Queue) setup(ctx context.Context) error {
-	s, err := q.js.CreateOrUpdateStream(ctx, q.StreamConfig())
+	err := q.Await(ctx, "stream "+StreamName, func(ctx context.Context) error {
+		s, err := q.js.CreateOrUpdateStream(ctx, q.StreamConfig())
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", StreamName, err)
+		}
+		q.stream = s
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("create stream %s (needs nats-server >= 2.12 with JetStream): %w", StreamName, err)
+		return err
 	}
-	q.stream = s
-	ps, err := q.js.CreateOrUpdateStream(ctx, q.ParkStreamConfig())
+	if err := checkFeatures(q.stream.CachedInfo()); err != nil {
+		return err
+	}
+	err = q.Await(ctx, "stream "+ParkStreamName, func(ctx context.Context) error {
+		ps, err := q.js.CreateOrUpdateStream(ctx, q.ParkStreamConfig())
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", ParkStreamName, err)
+		}
+		q.parked = ps
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("create stream %s: %w", ParkStreamName, err)
+		return err
 	}
-	q.parked = ps
-	_, err = s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	err = q.Await(ctx, "consumer "+ConsumerName, func(ctx context.Context) error {
+		_, err := q.stream.CreateOrUpdateConsumer(ctx, q.consumerConfig())
+		if err != nil {
+			return fmt.Errorf("create consumer %s: %w", ConsumerName, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return q.Await(ctx, "bucket "+RetryBucket, func(ctx context.Context) error {
+		_, err := q.retryBucket(ctx)
+		return err
+	})
+}
+
+// consumerConfig is the delivery consumer's configuration.
+func (q *Queue) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "jetrelay delivery workers",
 		FilterSubject: SubjReady + ".>",
@@ -293,9 +329,19 @@ func (q *Queue) setup(ctx context.Context) error {
 		MaxAckPending: 20000,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", ConsumerName, err)
+	}
+}
+
+// checkFeatures refuses a queue stream that came back without message
+// schedules or atomic batches: a server older than 2.12 ignores the
+// settings it does not know.
+func checkFeatures(info *jetstream.StreamInfo) error {
+	if info == nil {
+		return nil
+	}
+	if !info.Config.AllowMsgSchedules || !info.Config.AllowAtomicPublish {
+		return fmt.Errorf("stream %s: the NATS server does not support message schedules and atomic "+
+			"batch publishing (jetrelay needs nats-server 2.12 or later with JetStream)", StreamName)
 	}
 	return nil
 }

@@ -25,15 +25,48 @@ const PasswordFileName = "nats.password"
 // bodies fit one message; larger bodies are chunked whatever the limit.
 const embeddedMaxPayload = 8 << 20
 
+// DefaultServerName is the embedded server's name when Options.ServerName
+// is "". A standalone server's store does not depend on its name (streams
+// live under StoreDir/jetstream/<account>); a clustered one's Raft
+// identity does, so a cluster node must keep its name.
+const DefaultServerName = "jetrelay"
+
 // startEmbedded runs an in-process nats-server with JetStream stored under
-// dataDir/nats. listen "" keeps it in-process only (no TCP port).
+// dataDir/nats. listen "" keeps it in-process only (no TCP port). With
+// opts.Cluster it is a node of a JetStream cluster: it returns once its
+// ports listen, before the cluster has a meta leader (Await waits for
+// that).
 func startEmbedded(opts Options) (*server.Server, string, error) {
 	pass, err := EnsurePassword(opts.DataDir)
 	if err != nil {
 		return nil, "", err
 	}
+	so, err := embeddedOptions(opts, pass)
+	if err != nil {
+		return nil, "", err
+	}
+	ns, err := server.NewServer(so)
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded nats: %w", err)
+	}
+	ns.SetLoggerV2(newServerLogger(opts.Logger), false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, "", notStarted(opts)
+	}
+	return ns, pass, nil
+}
+
+// embeddedOptions are the nats-server options of the embedded server.
+func embeddedOptions(opts Options, pass string) (*server.Options, error) {
+	name := opts.ServerName
+	if name == "" {
+		name = DefaultServerName
+	}
 	so := &server.Options{
-		ServerName:         "jetrelay",
+		ServerName:         name,
 		JetStream:          true,
 		StoreDir:           filepath.Join(opts.DataDir, "nats"),
 		NoSigs:             true,
@@ -44,36 +77,59 @@ func startEmbedded(opts Options) (*server.Server, string, error) {
 		JetStreamMaxMemory: 256 << 20,
 	}
 	EmbeddedAuth(so, pass)
-	if opts.Listen == "" {
+	switch {
+	case opts.Listen == "" && opts.Cluster != nil:
+		// nats-server starts routing only once the client port listens
+		// (DontListen would leave the routes waiting forever): a random
+		// loopback port, password-protected like any.
+		so.Host, so.Port = "127.0.0.1", server.RANDOM_PORT
+	case opts.Listen == "":
 		so.DontListen = true
-	} else {
-		host, port, err := net.SplitHostPort(opts.Listen)
+	default:
+		host, port, err := splitListen("nats.listen", opts.Listen)
 		if err != nil {
-			return nil, "", fmt.Errorf("nats.listen %q: %w", opts.Listen, err)
+			return nil, err
 		}
-		p, err := strconv.Atoi(port)
-		if err != nil {
-			return nil, "", fmt.Errorf("nats.listen %q: bad port", opts.Listen)
+		if port == 0 {
+			port = server.RANDOM_PORT
 		}
-		if p == 0 {
-			p = server.RANDOM_PORT
-		}
-		so.Host, so.Port = host, p
+		so.Host, so.Port = host, port
 	}
-	ns, err := server.NewServer(so)
+	if opts.Cluster != nil {
+		if err := clusterOptions(so, opts.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	return so, nil
+}
+
+// splitListen parses a host:port address of the setting named key.
+func splitListen(key, addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("embedded nats: %w", err)
+		return "", 0, fmt.Errorf("%s %q: %w", key, addr, err)
 	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		if opts.Listen != "" {
-			return nil, "", fmt.Errorf("embedded nats did not start; is %s (nats.listen) already in use? "+
-				"stop the other process or set nats.listen to a free port", opts.Listen)
-		}
-		return nil, "", errors.New("embedded nats did not start")
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("%s %q: bad port", key, addr)
 	}
-	return ns, pass, nil
+	return host, p, nil
+}
+
+// notStarted explains an embedded server that did not get ready.
+func notStarted(opts Options) error {
+	var ports []string
+	if opts.Listen != "" {
+		ports = append(ports, opts.Listen+" (nats.listen)")
+	}
+	if opts.Cluster != nil {
+		ports = append(ports, opts.Cluster.Listen+" (nats.cluster.listen)")
+	}
+	if len(ports) == 0 {
+		return errors.New("embedded nats did not start")
+	}
+	return fmt.Errorf("embedded nats did not start; is %s already in use? "+
+		"stop the other process or choose a free port", strings.Join(ports, " or "))
 }
 
 // EnsurePassword returns the embedded server's password from

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/submit"
+	"github.com/rs/zerolog"
 )
 
 // Each component reads only its own settings; these functions are the one
@@ -47,4 +49,29 @@ func bounceSettings(cfg *config.Config) bounce.Settings {
 func eventStreamOptions(cfg *config.Config) events.StreamOptions {
 	return events.StreamOptions{MaxAge: cfg.Events.MaxAge.D(), MaxBytes: int64(cfg.Events.MaxBytes),
 		Replicas: cfg.NATS.Replicas}
+}
+
+// queueOptions: the nats section and the data directory, with the route
+// secret read from nats.cluster.password_file.
+func queueOptions(cfg *config.Config, log zerolog.Logger) (queue.Options, error) {
+	syncEvery, _ := cfg.SyncInterval()
+	o := queue.Options{
+		DataDir: cfg.DataDir, URL: cfg.NATS.URL, Listen: cfg.NATS.Listen,
+		Credentials: cfg.NATS.Credentials, User: cfg.NATS.User, PasswordFile: cfg.NATS.PasswordFile,
+		Replicas: cfg.NATS.Replicas, SyncInterval: syncEvery, Logger: log, Name: "jetrelay " + cfg.Hostname,
+		ServerName: cfg.NATS.ServerName,
+	}
+	cl := cfg.NATS.Cluster
+	if cl == nil || !cfg.NATS.Embedded() {
+		return o, nil
+	}
+	pass, err := queue.ReadRouteSecret(cl.PasswordFile)
+	if err != nil {
+		return o, err
+	}
+	o.Cluster = &queue.ClusterOptions{
+		Name: cl.Name, Listen: cl.Listen, Routes: cl.Routes, Password: pass,
+		TLSCert: cl.TLS.Cert, TLSKey: cl.TLS.Key, TLSCAFile: cl.TLS.CAFile,
+	}
+	return o, nil
 }

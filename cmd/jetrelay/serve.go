@@ -102,13 +102,16 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 			return err
 		}
 	}
-	syncEvery, _ := cfg.SyncInterval()
-	q, err := queue.Open(ctx, queue.Options{
-		DataDir: cfg.DataDir, URL: cfg.NATS.URL, Listen: cfg.NATS.Listen,
-		Credentials: cfg.NATS.Credentials, User: cfg.NATS.User, PasswordFile: cfg.NATS.PasswordFile,
-		Replicas: cfg.NATS.Replicas, SyncInterval: syncEvery, Logger: log, Name: "jetrelay " + cfg.Hostname,
-	})
+	qo, err := queueOptions(cfg, log)
 	if err != nil {
+		return err
+	}
+	q, err := queue.Open(ctx, qo)
+	if err != nil {
+		if ctx.Err() != nil { // stopped while waiting for the cluster
+			log.Info().Str("event", "stopped").Msg("jetrelay stopped before JetStream was ready")
+			return nil
+		}
 		return err
 	}
 	r := &relay{cfg: cfg, log: log, q: q, metrics: admin.NewMetrics()}
@@ -140,29 +143,13 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 
 // start builds every component; what it started is stopped by close.
 func (r *relay) start(ctx context.Context) error {
-	var err error
-	r.evPub, err = events.NewPublisher(events.PublisherOptions{
-		Conn: r.q.Conn(), Logger: r.log, OnDrop: r.metrics.EventDropped, Stream: eventStreamOptions(r.cfg),
-	})
-	if err != nil {
-		return err
-	}
-	if err := r.evPub.Start(ctx); err != nil {
-		return fmt.Errorf("events stream: %w", err)
-	}
-	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
-	r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q, Events: r.emitter,
-		Logger: r.log})
+	brake, err := r.startState(ctx)
 	if err != nil {
 		return err
 	}
 	signer, err := newDKIMSigner(r.cfg)
 	if err != nil {
 		return fmt.Errorf("dkim: %w", err)
-	}
-	brake, err := submit.OpenBrake(ctx, submit.BrakeOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas()})
-	if err != nil {
-		return err
 	}
 	r.sub, err = submit.New(submit.Options{
 		Settings: submitSettings(r.cfg), Queue: r.q, Signer: signer, Suppressor: r.bouncer,
@@ -190,6 +177,46 @@ func (r *relay) start(ctx context.Context) error {
 		}
 	}
 	return r.startAdmin()
+}
+
+// startState opens the components' streams and buckets (events, bounce
+// state and suppression list, auth brake), each waiting while JetStream is
+// not ready (queue.Await), as a cluster node that starts first must.
+func (r *relay) startState(ctx context.Context) (*submit.Brake, error) {
+	var err error
+	r.evPub, err = events.NewPublisher(events.PublisherOptions{
+		Conn: r.q.Conn(), Logger: r.log, OnDrop: r.metrics.EventDropped, Stream: eventStreamOptions(r.cfg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = r.q.Await(ctx, "stream "+events.StreamName, func(ctx context.Context) error {
+		_, err := events.EnsureStream(ctx, r.q.JetStream(), eventStreamOptions(r.cfg))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	if err := r.evPub.Start(ctx); err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
+	err = r.q.Await(ctx, "bounce buckets", func(ctx context.Context) error {
+		var err error
+		r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q,
+			Events: r.emitter, Logger: r.log})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var brake *submit.Brake
+	err = r.q.Await(ctx, "bucket "+submit.AuthBucket, func(ctx context.Context) error {
+		var err error
+		brake, err = submit.OpenBrake(ctx, submit.BrakeOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas()})
+		return err
+	})
+	return brake, err
 }
 
 func (r *relay) startAdmin() error {
