@@ -19,7 +19,7 @@ type Scenario struct {
 	Sink    *Sink
 	Logf    func(format string, args ...any)
 	Workers int     // concurrent SMTP clients (default 6)
-	Rate    float64 // messages per second in all (default 5)
+	Rate    float64 // messages per second in all (default 8)
 	Rounds  int     // leader kills (default 1)
 	// ReplyBound: the longest reply wait allowed on a node the harness
 	// did not stop (default 15 s; the issue promises 10 s).
@@ -59,7 +59,7 @@ func (s *Scenario) defaults() {
 		s.Workers = 6
 	}
 	if s.Rate == 0 {
-		s.Rate = 5
+		s.Rate = 8
 	}
 	if s.Rounds == 0 {
 		s.Rounds = 1
