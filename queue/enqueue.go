@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Message is what submission hands to Enqueue: the message bytes, stored
@@ -19,7 +18,8 @@ type Message struct {
 	Entries []*Envelope
 }
 
-// Batch headers (JetStream atomic batch publish, nats-server >= 2.12).
+// Batch headers (JetStream atomic batch publish, nats-server >= 2.12);
+// Nats-Msg-Id is hdrMsgID.
 const (
 	hdrBatchID     = "Nats-Batch-Id"
 	hdrBatchSeq    = "Nats-Batch-Sequence"
@@ -48,8 +48,16 @@ func ValidDomain(d string) bool {
 	return true
 }
 
-// Enqueue stores m and returns only once JetStream acknowledged all of it.
-// On error nothing of the message is left deliverable.
+// Enqueue stores m and returns only once JetStream acknowledged all of it,
+// retrying a publish that outlives a leader change within the publish
+// budget (publish.go). On error nothing of the message is left
+// deliverable, except as publish.go says for a lost quorum; an error that
+// wraps ErrNotStored means JetStream was unavailable.
+//
+// Enqueue is idempotent per queue id within the stream's duplicate window
+// (DuplicateWindow): every part carries a Nats-Msg-Id derived from m.ID,
+// so a message enqueued again under the same ID is reported stored and
+// not stored twice. Callers use fresh ids (NewID) for new messages.
 func (q *Queue) Enqueue(ctx context.Context, m *Message) error {
 	if len(m.Entries) == 0 {
 		return errors.New("queue: message without recipients")
@@ -89,30 +97,8 @@ func (q *Queue) Enqueue(ctx context.Context, m *Message) error {
 		}
 		msgs = append(msgs, msg)
 	}
-	if len(msgs) == 1 {
-		_, err := q.js.PublishMsg(ctx, msgs[0], jetstream.WithExpectStream(StreamName))
-		return err
+	for _, msg := range msgs {
+		msg.Header.Set(hdrMsgID, msg.Subject) // the subject names the queue id and the part
 	}
-	return q.publishAtomic(ctx, m.ID, msgs)
-}
-
-// publishAtomic publishes msgs as one JetStream atomic batch: the server
-// stores all of them or none.
-func (q *Queue) publishAtomic(ctx context.Context, batchID string, msgs []*nats.Msg) error {
-	for i, msg := range msgs {
-		msg.Header.Set(hdrBatchID, batchID)
-		msg.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
-		if i < len(msgs)-1 {
-			if err := q.nc.PublishMsg(msg); err != nil {
-				return fmt.Errorf("queue: batch publish: %w", err)
-			}
-			continue
-		}
-		msg.Header.Set(hdrBatchCommit, "1")
-		_, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName))
-		if err != nil {
-			return fmt.Errorf("queue: batch commit: %w", err)
-		}
-	}
-	return nil
+	return q.publish(ctx, m.ID, msgs)
 }

@@ -72,6 +72,8 @@ type Options struct {
 	Replicas     int
 	SyncInterval time.Duration // 0 = fsync before every ack (embedded)
 	Logger       zerolog.Logger
+	// Publish bounds Enqueue's attempts (publish.go); zero = defaults.
+	Publish PublishOptions
 	// Name is the NATS connection name.
 	Name string
 	// ServerName is the embedded server's name ("" = "jetrelay"); in a
@@ -251,6 +253,7 @@ func (q *Queue) StreamConfig() jetstream.StreamConfig {
 		AllowAtomicPublish: true,
 		AllowDirect:        true,
 		AllowRollup:        true,
+		Duplicates:         DuplicateWindow, // covers Enqueue's retries (publish.go)
 	}
 }
 

@@ -48,6 +48,8 @@ type Metrics struct {
 	dkimSign   prometheus.Histogram
 	jsPublish  prometheus.Histogram
 	dropped    prometheus.Counter
+	// policyReads counts policy reads that failed open (submit.PolicyReadObserver).
+	policyReads *prometheus.CounterVec
 }
 
 // NewMetrics registers jetrelay's series (and the Go runtime and process
@@ -79,13 +81,17 @@ func NewMetrics() *Metrics {
 			Help: "Time for JetStream to acknowledge an enqueue.", Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 12)}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "jetrelay_events_dropped_total",
 			Help: "Events not stored in the events stream (buffer full or publish failed)."}),
+		policyReads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetrelay_policy_read_failures_total",
+			Help: "Policy reads (e.g. the suppression lookup at RCPT) that failed or timed out and were skipped."},
+			[]string{"read"}),
 	}
 	m.reg.MustRegister(m.accepted, m.rejected, m.deliveries, m.latency, m.depth, m.oldest, m.conns,
-		m.tls, m.dkimSign, m.jsPublish, m.dropped,
+		m.tls, m.dkimSign, m.jsPublish, m.dropped, m.policyReads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, d := range []string{Inbound, Outbound} {
 		m.conns.WithLabelValues(d)
 	}
+	m.policyReads.WithLabelValues("suppression")
 	for _, st := range queue.States {
 		m.depth.WithLabelValues(string(st))
 		m.oldest.WithLabelValues(string(st))
@@ -139,6 +145,14 @@ func (m *Metrics) ObserveDKIMSign(d time.Duration) {
 func (m *Metrics) ObservePublish(d time.Duration) {
 	if m != nil {
 		m.jsPublish.Observe(d.Seconds())
+	}
+}
+
+// ObservePolicyReadFailed counts a policy read that failed open (read
+// names it: "suppression").
+func (m *Metrics) ObservePolicyReadFailed(read string) {
+	if m != nil {
+		m.policyReads.WithLabelValues(read).Inc()
 	}
 }
 

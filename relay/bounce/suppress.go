@@ -45,6 +45,12 @@ type Suppression struct {
 // applies to existing entries when the bucket is next opened. Lookups also
 // compare Since + suppress_for with the injected clock, so an entry never
 // outlives its stated expiry between the server's expiry sweeps.
+//
+// Lookups are direct gets (the bucket allows them; opening the list turns
+// them on for an older bucket), which any current replica answers: a
+// lookup does not wait for the stream's leader. The caller bounds its
+// time; submission gives it a second and fails open (relay/submit
+// policyread.go).
 type SuppressionList struct {
 	kv     jetstream.KeyValue
 	ttl    time.Duration

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestSuppressionList(t *testing.T) {
@@ -123,5 +125,43 @@ func TestAttachOnlyKeepsTTL(t *testing.T) {
 	}
 	if got := srv.Suppressions().TTL(); got != time.Hour {
 		t.Errorf("server TTL %v, want 1h from its config", got)
+	}
+}
+
+// TestSuppressionLookupsAreDirectGets: the bucket allows direct gets, so
+// any current replica answers a lookup (RCPT does not wait for the
+// stream's leader); opening the list turns them on for a bucket made
+// without them.
+func TestSuppressionLookupsAreDirectGets(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := queuetest.RunJetStream(t).JetStream()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SuppressBucket, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := OpenSuppressionList(ctx, SuppressionOptions{JetStream: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "KV_"+SuppressBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.CachedInfo().Config.AllowDirect {
+		t.Fatal("suppression bucket without direct gets after OpenSuppressionList")
+	}
+	if _, ok, err := l.Suppressed(ctx, "nobody@example.org"); ok || err != nil {
+		t.Fatalf("lookup: %v, %v", ok, err)
 	}
 }

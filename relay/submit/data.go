@@ -153,8 +153,6 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 	msg := frame(sp, p.body) // the added fields go in front without copying the body
 	msg.prepend([]byte(head.String()))
 
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
 	dkim := "none"
 	if signer := s.srv.signer.Load().s; signer != nil {
 		start := time.Now()
@@ -168,14 +166,17 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 		dkim = result
 	}
 	m := &queue.Message{ID: id, Body: msg.bytes(), Entries: s.envelopes(tx, msgID, now)}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout+queue.PublishAllowance(len(m.Body)))
+	defer cancel()
 	start := time.Now()
 	err := s.srv.queue.Enqueue(ctx, m)
 	s.srv.observe.ObservePublish(time.Since(start))
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-			return "", errors.Join(context.DeadlineExceeded, err)
-		}
-		s.log.Error().Err(err).Str("event", "enqueue_error").Str("queue_id", id).Str("user", s.user).Msg("enqueue failed")
+		// Not stored (JetStream unavailable, too slow, or refusing): a
+		// temporary failure the client retries, never a 5xx.
+		s.log.Error().Err(err).Str("event", "enqueue_error").Str("queue_id", id).Str("user", s.user).
+			Bool("unavailable", errors.Is(err, queue.ErrNotStored) || ctx.Err() != nil).
+			Int64("duration_ms", time.Since(start).Milliseconds()).Msg("enqueue failed")
 		return "", errStore
 	}
 	// The accepted event carries the arrival time: a delivery attempt may

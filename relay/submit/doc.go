@@ -24,8 +24,14 @@
 //     business sending bounces, and a null sender disables every later bounce.
 //   - Acknowledge only what is stored. 250 2.0.0 "OK: queued as <ID>" is sent
 //     only after queue.Enqueue returned nil for the whole message (one entry per
-//     recipient domain); a failure answers 451 4.3.0 and a deadline 451 4.4.5,
-//     and nothing is acknowledged.
+//     recipient domain). A message JetStream cannot store answers 451 4.3.0,
+//     never a 5xx: the queue retries a publish that outlives a leader
+//     change within its budget (8 s, queue/publish.go), so the reply comes
+//     within 10 s of the final dot (plus a second per MiB over the first).
+//   - Policy reads fail open. The suppression lookup at RCPT gets a second;
+//     when it fails the recipient is accepted, logged (policy_read_failed,
+//     rate-limited) and counted, and reads pause for 5 s (policyread.go):
+//     a lost NATS node does not turn into 451s at RCPT.
 //   - Hostile input is bounded. Every go-smtp limit is set (size, recipients,
 //     line length, read/write timeouts), plus what go-smtp leaves to us:
 //     max_connections and max_connections_per_ip (421 4.7.0 at connect),

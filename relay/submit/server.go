@@ -42,8 +42,8 @@ type Signer interface {
 }
 
 // Suppressor is the suppression list (implemented by relay/bounce).
-// Suppressed reports whether addr is suppressed and since when; an error
-// answers that RCPT with 451 4.3.0.
+// Suppressed reports whether addr is suppressed and since when, within
+// ctx; an error or a timeout lets the recipient through (policyread.go).
 type Suppressor interface {
 	Suppressed(ctx context.Context, addr string) (since time.Time, ok bool, err error)
 }
@@ -112,10 +112,11 @@ func (nopGauge) Inc() {}
 func (nopGauge) Dec() {}
 
 const (
-	// storeTimeout bounds signing plus enqueueing one message.
-	storeTimeout = time.Minute
-	// suppressTimeout bounds one suppression-list lookup.
-	suppressTimeout = 10 * time.Second
+	// storeTimeout bounds enqueueing one message: with the queue's own
+	// publish budget (8 s) inside it, the client has its reply to DATA
+	// within 10 s of the end of the data, stored or 451 (issue 15); a
+	// message over 1 MiB gets queue.PublishAllowance more.
+	storeTimeout = 9 * time.Second
 	// maxWriteTimeout bounds writing one reply.
 	maxWriteTimeout = 2 * time.Minute
 	// maxRefusing bounds goroutines busy telling refused clients why.
@@ -135,6 +136,7 @@ type Server struct {
 	observe   Observer
 	connGauge Gauge
 	suppress  Suppressor
+	readFails readFailures // policy reads that failed open (policyread.go)
 	events    *events.Emitter
 	log       zerolog.Logger
 	tlsConf   *tls.Config                // hands out tlsCur (tlsconf.go)
