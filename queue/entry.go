@@ -26,17 +26,33 @@ type Entry struct {
 
 // Entries is a stream of leased entries from the delivery consumer.
 type Entries struct {
-	q  *Queue
-	it jetstream.MessagesContext
+	q       *Queue
+	it      jetstream.MessagesContext
+	ackWait time.Duration
 }
 
 // leasePrefetchBytes bounds the bytes of entries pulled ahead of the
 // workers (with their inline bodies): 800 entries of 100 KiB would be 80 MB.
 const leasePrefetchBytes = 8 << 20
 
+// leaseExpiry is how long one pull request waits on the server; the
+// iterator re-pulls (and notices a silent server after two missed idle
+// heartbeats, Expiry/2 each) within it.
+const leaseExpiry = 5 * time.Second
+
+// ackWait is the delivery consumer's lease time: Options.AckWait or AckWait.
+func (q *Queue) ackWait() time.Duration {
+	if q.opts.AckWait > 0 {
+		return q.opts.AckWait
+	}
+	return AckWait
+}
+
 // Lease starts pulling entries from the shared durable consumer. prefetch
-// bounds how many entries this process holds leased but not yet handed
-// out (and leasePrefetchBytes their size).
+// bounds how many entries this process holds pulled but not yet handed
+// out by Next (and leasePrefetchBytes their size): their leases run
+// from the moment the server sent them, so keep it to what the caller
+// takes within a few seconds.
 //
 // Entries arrive on a connection of their own: on the publishing
 // connection every publish acknowledgement (each submission's 250 waits
@@ -56,12 +72,21 @@ func (q *Queue) Lease(ctx context.Context, prefetch int) (*Entries, error) {
 		prefetch = 1
 	}
 	it, err := c.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetch, leasePrefetchBytes),
-		jetstream.PullExpiry(5*time.Second))
+		jetstream.PullExpiry(leaseExpiry))
 	if err != nil {
 		return nil, err
 	}
-	return &Entries{q: q, it: it}, nil
+	aw := q.ackWait()
+	if info := c.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		aw = min(aw, info.Config.AckWait) // another node may have set a shorter one
+	}
+	return &Entries{q: q, it: it, ackWait: aw}, nil
 }
+
+// AckWait is the consumer's lease time as Lease found it: an entry not
+// acknowledged or renewed (Entry.InProgress) within it goes to another
+// reader.
+func (es *Entries) AckWait() time.Duration { return es.ackWait }
 
 // leaseJS returns JetStream on the lease connection, opening it once.
 func (q *Queue) leaseJS() (jetstream.JetStream, error) {
@@ -82,8 +107,14 @@ func (q *Queue) leaseJS() (jetstream.JetStream, error) {
 }
 
 // Next blocks until an entry is leased. A message that is not a valid
-// entry is terminated (logged) and skipped. Returns
-// jetstream.ErrMsgIteratorClosed after Stop.
+// entry is terminated (logged) and skipped. It returns
+// jetstream.ErrMsgIteratorClosed after Stop or Drain (wrapping
+// nats.ErrConnectionClosed when the connection closed for good);
+// jetstream.ErrNoHeartbeat when the server stopped answering (JetStream
+// unavailable or the consumer leaderless: the iterator pulls again on the
+// next call, so it resumes by itself); or a terminal error such as
+// jetstream.ErrConsumerDeleted, after which the iterator is closed and
+// only a new Lease reads on.
 func (es *Entries) Next() (*Entry, error) {
 	for {
 		msg, err := es.it.Next()
@@ -160,7 +191,13 @@ func (q *Queue) body(ctx context.Context, env *Envelope) ([]byte, error) {
 	return out, nil
 }
 
-// InProgress extends the lease (call during long deliveries, well within AckWait).
+// InProgress renews the lease for another AckWait (call well within it).
+// It is one small publish, not waited for. The server's cost: on a
+// single server it updates the consumer's in-memory state, written out
+// at most ten times a second whatever the number of renewals; on a
+// replicated consumer it is one Raft proposal, batched with the others
+// of the moment into one append (one WAL write per replica), so renew
+// only entries held for a while, not every entry on every tick.
 func (e *Entry) InProgress() error { return e.msg.InProgress() }
 
 // Superseded reports whether a redelivered entry was already moved on by an

@@ -23,7 +23,9 @@
 // sync=always that means the data is on disk.
 //
 // Guarantees: at-least-once. An entry leaves jr.q only when Done or Defer
-// acknowledges it; a crashed worker's entry is redelivered after AckWait.
+// acknowledges it; the entries of a crashed or cut-off node are
+// redelivered to the others after AckWait (20 s), which heartbeats keep
+// from expiring while a node holds them.
 // Body chunks are purged when the last entry of their message is done.
 package queue
 
@@ -55,8 +57,9 @@ const (
 	SubjHeld       = "jr.h"
 	SubjBody       = "jr.b"
 	HeaderEnv      = "Jr-Env"
-	// AckWait is how long an entry stays leased without a heartbeat.
-	AckWait = 2 * time.Minute
+	// AckWait is how long an entry stays leased without a heartbeat: a
+	// dead node's entries go to the others after it (entry.go, Lease).
+	AckWait = 20 * time.Second
 )
 
 // Options says how to reach NATS.
@@ -82,6 +85,8 @@ type Options struct {
 	// Cluster, when set, makes the embedded server join or form a
 	// JetStream cluster over routes; nil = standalone.
 	Cluster *ClusterOptions
+	// AckWait overrides the lease time (0: AckWait); tests shorten it.
+	AckWait time.Duration
 }
 
 // ClusterOptions are the embedded server's cluster (route) settings.
@@ -327,7 +332,7 @@ func (q *Queue) consumerConfig() jetstream.ConsumerConfig {
 		Description:   "jetrelay delivery workers",
 		FilterSubject: SubjReady + ".>",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       AckWait,
+		AckWait:       q.ackWait(),
 		MaxDeliver:    -1,
 		MaxAckPending: 20000,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

@@ -28,7 +28,9 @@
 //     Park or Release, on a pool of goroutines.
 //   - pacer (pace.go) and parker (park.go): the retry pacing and the
 //     parking policy for failing destinations; queue only stores.
-//   - leases (lease.go): InProgress heartbeats for every held entry.
+//   - leases (lease.go): InProgress heartbeats for every held entry;
+//     Engine.pull (engine.go) keeps one lease iterator going through
+//     JetStream outages.
 //
 // Every goroutine that runs an attempt, settles a result or handles a
 // wake-up recovers a panic: it is logged with its stack and the entry is
@@ -88,12 +90,38 @@
 //
 // # Leases and shutdown
 //
-// Every held entry gets InProgress heartbeats well within AckWait while it
-// waits or is being delivered. Results are acknowledged by a small pool of
-// finishers right after the remote reply, so a connection goes on with
-// the next entry while JetStream records the last one (the crash window
-// between reply and ack is the only source of duplicates). Run's context
-// ending stops fetching, releases (Nak) every entry not yet being
+// All nodes read one durable consumer. An entry is leased to the node
+// that pulled it for queue.AckWait (20 s); a node that dies (kill -9, cut
+// off) leaves its entries to the others when that runs out, so they are
+// delivered within 30 s of its death. A node keeps what it holds alive
+// with InProgress heartbeats once an entry is a quarter of AckWait old —
+// while it waits in a destination queue, is being delivered (a long SMTP
+// transaction included) or waits to be acked — and renews nothing it
+// finishes sooner, which is most entries: on a replicated consumer each
+// renewal is a Raft proposal. The lease runs from when the server sent
+// the entry, so the time it sat pulled ahead in the iterator counts too:
+// the iterator holds at most prefetch entries (twice
+// delivery.max_connections, 32 to 2048; what the workers start on
+// soon), and an entry whose wait there may have reached a quarter of
+// AckWait (bounded by the time of the Next call prefetch calls earlier) is
+// renewed as it is taken.
+//
+// While JetStream is unavailable — its server restarting, or no quorum in
+// a cluster — pulls go unanswered and delivery pauses, logged once
+// (delivery_paused) and again every five minutes; the iterator pulls
+// again after each silent interval and delivery resumes by itself
+// (delivery_resumed). An iterator that ends for another reason (the
+// consumer deleted, the connection closed) is replaced after a pause
+// doubling from 1 s to 30 s. Nothing is lost meanwhile: entries whose
+// outcome could not be recorded come back after AckWait.
+//
+// Results are acknowledged by a small pool of finishers right after the
+// remote reply, so a connection goes on with the next entry while
+// JetStream records the last one (the crash window between reply and ack
+// is the only source of duplicates). Run's context ending stops pulling
+// (the iterator drains: what it had pulled is released at once with a
+// Nak, not left to expire), releases every entry not yet being
 // delivered, gives in-flight transactions delivery.shutdown_grace, then
-// cancels and releases them.
+// cancels and releases them: another node takes them at once, and only
+// deliveries that were in flight can be repeated.
 package deliver

@@ -3,8 +3,8 @@ package deliver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -147,66 +147,124 @@ func (e *Engine) Prepare(s Settings) (apply func(), err error) {
 	}, nil
 }
 
+// Prefetch bounds (see prefetch).
+const (
+	prefetchPerConnection = 2
+	minPrefetch           = 32
+	maxPrefetch           = 2048
+)
+
+// prefetch is how many entries the engine lets the lease iterator pull
+// ahead of the dispatcher: what the workers (delivery.max_connections)
+// take within a moment, twice over, so that a node holds little its
+// workers cannot start on soon. Entries pulled ahead are leased to this
+// node: another node gets them only after AckWait if this one dies.
+func prefetch(set Settings) int {
+	return min(max(minPrefetch, prefetchPerConnection*set.MaxConnections), maxPrefetch)
+}
+
 // Run leases entries and delivers them until ctx is cancelled; then it
 // stops fetching, lets in-flight deliveries finish for up to
-// delivery.shutdown_grace, releases everything else and returns.
+// delivery.shutdown_grace, releases everything else and returns. While
+// JetStream is unavailable (no quorum, a restart) delivery pauses and
+// resumes by itself when it is back (pull, lease.go).
 func (e *Engine) Run(ctx context.Context) error {
 	set := e.rt.Load().set
-	prefetch := min(max(256, 4*set.MaxConnections), 2048)
-	es, err := e.q.Lease(ctx, prefetch)
-	if err != nil {
-		return fmt.Errorf("deliver: lease: %w", err)
-	}
+	n := prefetch(set)
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	e.sched.ctx = workCtx
 	e.fin.start()
 	bg, cancelBG := context.WithCancel(context.Background())
-	hkDone := make(chan struct{})
-	go func() { defer close(hkDone); e.housekeeping(bg) }()
-	retryDone := make(chan struct{})
-	go func() { defer close(retryDone); e.watchRetries(bg) }() // retry.go
-	stopBG := func() { cancelBG(); <-hkDone; <-retryDone }
-	stopFetch := context.AfterFunc(ctx, es.Drain)
-	defer stopFetch()
-	e.log.Info().Str("event", "delivery_started").Int("prefetch", prefetch).
+	var bgDone sync.WaitGroup
+	for _, f := range []func(context.Context){e.housekeeping, e.watchRetries} { // retry.go
+		bgDone.Add(1)
+		go func() { defer bgDone.Done(); f(bg) }()
+	}
+	stopBG := func() { cancelBG(); bgDone.Wait() }
+	// Heartbeats go on until the finishers have settled every entry.
+	hb, stopHB := context.WithCancel(context.Background())
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); e.lease.run(hb) }()
+	defer func() { stopHB(); <-hbDone }()
+	e.log.Info().Str("event", "delivery_started").Int("prefetch", n).
 		Int("max_connections", set.MaxConnections).Msg("delivery workers running")
-	e.fetch(ctx, es)
+	e.pull(ctx, n)
 	e.shutdown(cancelWork, stopBG)
 	return nil
 }
 
-// fetch hands every leased entry on until the iterator is drained.
-func (e *Engine) fetch(ctx context.Context, es *queue.Entries) {
+// pull leases entries and hands them on until ctx ends. An iterator
+// outlives JetStream being away (it pulls again when the server answers);
+// one that ends otherwise (consumer deleted, a lasting error) is replaced
+// after a pause, as is a failed Lease, so delivery never needs a restart.
+func (e *Engine) pull(ctx context.Context, prefetch int) {
+	var out outage
+	delay := leaseRetryMin
+	for ctx.Err() == nil {
+		es, err := e.q.Lease(ctx, prefetch)
+		if err != nil {
+			out.failed(e.log, err)
+			sleepCtx(ctx, delay)
+			delay = min(2*delay, leaseRetryMax)
+			continue
+		}
+		e.lease.setAckWait(es.AckWait())
+		stop := context.AfterFunc(ctx, es.Drain)
+		if e.fetch(ctx, es, newArrivals(prefetch, time.Now()), &out) {
+			delay = leaseRetryMin
+		}
+		stop()
+		if ctx.Err() == nil {
+			sleepCtx(ctx, delay)
+			delay = min(2*delay, leaseRetryMax)
+		}
+	}
+}
+
+// fetch hands every leased entry on until the iterator ends (drained
+// after ctx ended, or a terminal error); it reports whether it handed on
+// any. Entries pulled after ctx ended are released at once.
+func (e *Engine) fetch(ctx context.Context, es *queue.Entries, arr *arrivals, out *outage) (got bool) {
 	for {
 		en, err := es.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return
+			return got
 		}
 		if err != nil {
-			e.log.Warn().Err(err).Str("event", "lease_error").Msg("fetching queue entries")
-			if ctx.Err() != nil {
-				es.Stop()
+			out.failed(e.log, err)
+			if ctx.Err() != nil || !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				es.Stop() // draining a silent server, or a lasting error: lease anew (pull)
+				return got
 			}
 			continue
 		}
+		since := arr.next(time.Now())
 		if ctx.Err() != nil {
 			_ = en.Nak()
 			continue
 		}
-		if en.Wake != nil {
-			e.park.wake(en)
-			continue
-		}
-		if en.Deliveries() > 1 && en.Superseded(ctx) {
-			e.log.Info().Str("event", "superseded").Str("queue_id", en.Env.ID).Str("domain", en.Env.Domain).
-				Msg("redelivered entry was already rescheduled; acknowledged")
-			_ = en.Done(ctx)
-			continue
-		}
-		e.lease.add(en)
-		e.sched.dispatch(ctx, en)
+		got = true
+		out.resumed(e.log)
+		e.take(ctx, en, since)
 	}
+}
+
+// take dispatches one leased entry whose lease started no earlier than since.
+func (e *Engine) take(ctx context.Context, en *queue.Entry, since time.Time) {
+	e.lease.add(en, since)
+	if en.Wake != nil {
+		e.park.wake(en, func() { e.lease.remove(en) })
+		return
+	}
+	if en.Deliveries() > 1 && en.Superseded(ctx) {
+		e.lease.remove(en)
+		e.log.Info().Str("event", "superseded").Str("queue_id", en.Env.ID).Str("domain", en.Env.Domain).
+			Msg("redelivered entry was already rescheduled; acknowledged")
+		_ = en.Done(ctx)
+		return
+	}
+	e.sched.dispatch(ctx, en)
 }
 
 // shutdown releases queued entries, gives in-flight deliveries the grace
@@ -233,8 +291,8 @@ func (e *Engine) shutdown(cancelWork context.CancelFunc, stopHousekeeping func()
 	e.log.Info().Str("event", "delivery_stopped").Msg("delivery stopped")
 }
 
-// housekeeping renews leases and defers entries that waited too long for
-// a connection, once a second until ctx ends.
+// housekeeping defers entries that waited too long for a connection and
+// checks parked domains' wake-ups, once a second until ctx ends.
 func (e *Engine) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -244,9 +302,6 @@ func (e *Engine) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, en := range e.lease.due(now) {
-				_ = en.InProgress()
-			}
 			e.sched.sweep(now)
 			e.pace.sweep(now)
 			if now.After(nextWakeCheck) {

@@ -44,6 +44,9 @@ const (
 	// wakeAllGap: delivered probes of one domain ask for it to be
 	// unparked at most once in this interval (per process).
 	wakeAllGap = 10 * time.Second
+	// wakeBudget bounds one wake-up's handling (a batch of unparks is two
+	// synchronous writes each); its lease is renewed meanwhile (leases).
+	wakeBudget = time.Minute
 )
 
 // parker owns the parking policy: which deferred entries are parked,
@@ -63,11 +66,12 @@ func newParker(log zerolog.Logger, q *queue.Queue, rt *atomic.Pointer[runtime]) 
 }
 
 // wake handles a domain's wake-up (leased like an entry) in a goroutine of
-// its own; a panic in it is logged and the wake-up retried.
-func (p *parker) wake(en *queue.Entry) {
+// its own, then calls done; a panic in it is logged and the wake-up retried.
+func (p *parker) wake(en *queue.Entry, done func()) {
 	p.wakes.Add(1)
 	go func() {
 		defer p.wakes.Done()
+		defer done()
 		defer func() {
 			if r := recover(); r != nil {
 				p.log.Error().Str("event", "wake_panic").Str("domain", en.Wake.Domain).Interface("panic", r).
@@ -144,8 +148,7 @@ func (p *parker) wakeAll(ctx context.Context, domain string) {
 // the wake-up after wakeRetry.
 func (p *parker) handleWake(en *queue.Entry) {
 	w := en.Wake
-	// Half the lease: a batch of unparks is two synchronous writes each.
-	ctx, cancel := context.WithTimeout(context.Background(), queue.AckWait/2)
+	ctx, cancel := context.WithTimeout(context.Background(), wakeBudget)
 	defer cancel()
 	now := time.Now()
 	fail := func(err error, msg string) {
