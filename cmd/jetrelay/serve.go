@@ -151,10 +151,20 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dkim: %w", err)
 	}
+	var rates *submit.Rates
+	err = r.q.Await(ctx, "bucket "+submit.RateBucket, func(ctx context.Context) error {
+		var err error
+		rates, err = submit.OpenRates(ctx, submit.RateOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas(),
+			Logger: r.log})
+		return err
+	})
+	if err != nil {
+		return err
+	}
 	r.sub, err = submit.New(submit.Options{
 		Settings: submitSettings(r.cfg), Queue: r.q, Signer: signer, Suppressor: r.bouncer,
 		Events: r.emitter, Logger: r.log, // TLS from Settings: reloaded on SIGHUP
-		Observer: r.metrics, Conns: r.metrics.Connections(admin.Inbound), Brake: brake,
+		Observer: r.metrics, Conns: r.metrics.Connections(admin.Inbound), Brake: brake, Rates: rates,
 	})
 	if err != nil {
 		return err

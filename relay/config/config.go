@@ -187,7 +187,9 @@ type Retry struct {
 	MaxAge   Duration  `yaml:"max_age"`
 	// Pace caps the retries of failing destinations (nothing delivered in
 	// their last attempts): at most this many per second in all, spread
-	// out at or after their scheduled times. "" = no cap.
+	// out at or after their scheduled times. "" = no cap. Per node: N
+	// nodes retry up to N times the pace (a shared slot ledger would cost
+	// a replicated write per deferred entry, the load the pace limits).
 	Pace Rate `yaml:"pace"`
 }
 
@@ -214,7 +216,7 @@ type Delivery struct {
 	TLS               DeliveryTLS `yaml:"tls"`
 	Routes            []Route     `yaml:"routes"`
 	MaxConnections    int         `yaml:"max_connections"`
-	MaxPerDestination int         `yaml:"max_per_destination"`
+	MaxPerDestination int         `yaml:"max_per_destination"` // per node: N nodes allow N times this
 	// MaxMXAddresses bounds the MX addresses one attempt dials (Postfix's
 	// smtp_mx_address_limit); routes are not limited.
 	MaxMXAddresses int              `yaml:"max_mx_addresses"`

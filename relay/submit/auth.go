@@ -100,31 +100,50 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 }
 
 // checkBan refuses a banned client, or (user != "") a banned (user,
-// client) pair; trusted_networks are never banned. A bucket that cannot be
-// read refuses with a temporary failure: the brake is never skipped.
+// client) pair; trusted_networks are never banned. A bucket that does not
+// answer within brakeTimeout fails open to this node's own counts
+// (brakelocal.go): a ban the node set itself still holds.
 func (s *session) checkBan(user string) error {
 	if s.srv.policy().trusted(s.ip) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
-	defer cancel()
 	var banned bool
-	var err error
-	if user == "" {
-		_, banned, err = s.srv.brake.clientBan(ctx, s.key)
-	} else {
-		banned, err = s.srv.brake.banned(ctx, s.key, user)
-	}
+	s.brakeCall("check", user, func(ctx context.Context) (err error) {
+		if user == "" {
+			_, banned, err = s.srv.brake.clientBan(ctx, s.key)
+		} else {
+			banned, err = s.srv.brake.banned(ctx, s.key, user)
+		}
+		return err
+	})
 	switch {
-	case err != nil:
-		s.log.Error().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).Msg("auth brake bucket unreadable")
-		return errAuthUnavailable
 	case banned && user != "":
 		return errAuthUserBanned
-	case banned:
+	case banned || s.srv.brake.local.banned(s.key, time.Now()):
 		return errAuthBanned
 	}
 	return nil
+}
+
+// brakeCall runs op on the brake's bucket within brakeTimeout, unless the
+// bucket failed within brakeRetryAfter. It reports whether the bucket
+// answered; a failure is logged (event=auth_brake_unavailable) at most
+// once per brakeLogEvery, and the caller falls back to the node's counts.
+func (s *session) brakeCall(what, user string, op func(ctx context.Context) error) bool {
+	if !s.srv.brake.health.usable() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
+	defer cancel()
+	err := op(ctx)
+	if err == nil {
+		return true
+	}
+	if s.srv.brake.health.failed() {
+		s.log.Error().Err(err).Str("event", "auth_brake_unavailable").Str("op", what).Str("user", user).
+			Msg("auth brake bucket unavailable: counting failures on this node until it answers")
+	}
+	return false
 }
 
 // authenticate checks a password with bcrypt (or the cache of passwords
@@ -166,12 +185,7 @@ func (s *session) authenticate(authz, user, pass string) error {
 // pre-auth phase.
 func (s *session) authSucceeded(user string) {
 	if !s.srv.policy().trusted(s.ip) {
-		ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
-		defer cancel()
-		if err := s.srv.brake.success(ctx, s.key, user); err != nil {
-			s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).
-				Msg("could not clear the failure counter")
-		}
+		s.brakeCall("success", user, func(ctx context.Context) error { return s.srv.brake.success(ctx, s.key, user) })
 	}
 	s.user = user
 	s.tc.authenticated()
@@ -186,12 +200,12 @@ func (s *session) authFailed(user string) time.Duration {
 	if pol.trusted(s.ip) {
 		return cfg.Delay.D()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), brakeTimeout)
-	defer cancel()
-	out, err := s.srv.brake.fail(ctx, failure{client: s.key, user: user, cfg: cfg})
-	if err != nil {
-		s.log.Error().Err(err).Str("event", "auth_brake_unavailable").Str("user", user).Msg("could not count an auth failure")
-		return min(cfg.Delay.D(), maxAuthDelay)
+	var out failOutcome
+	if !s.brakeCall("fail", user, func(ctx context.Context) (err error) {
+		out, err = s.srv.brake.fail(ctx, failure{client: s.key, user: user, cfg: cfg})
+		return err
+	}) {
+		out = s.srv.brake.local.fail(s.key, cfg, time.Now())
 	}
 	ban := func(what string, n int) {
 		s.srv.emit(&events.Event{Event: events.Rejected, ConnID: s.id, RemoteAddr: s.remote, IP: s.ip, User: user,

@@ -111,6 +111,8 @@ type Brake struct {
 	subject string // "$KV.jetrelay_auth."
 	now     func() time.Time
 	neg     negCache
+	health  brakeHealth // bucket failures (brakelocal.go)
+	local   localBrake  // this node's counts while the bucket fails
 }
 
 // OpenBrake creates or updates the bucket (per-message TTLs allowed) and

@@ -22,9 +22,15 @@ import (
 // openTestBrake opens the auth brake on q's JetStream.
 func openTestBrake(t testing.TB, q *queue.Queue) *Brake {
 	t.Helper()
+	return openBrakeOn(t, q.JetStream())
+}
+
+// openBrakeOn opens the auth brake on js.
+func openBrakeOn(t testing.TB, js jetstream.JetStream) *Brake {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	b, err := OpenBrake(ctx, BrakeOptions{JetStream: q.JetStream(), Replicas: q.Replicas()})
+	b, err := OpenBrake(ctx, BrakeOptions{JetStream: js})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,13 +276,15 @@ func TestGuessingLoopAcrossUsersBanned(t *testing.T) {
 	}
 }
 
-// TestBanSharedAcrossServers: two servers on one JetStream (two nodes)
-// see the same ban, at connect and at AUTH.
+// TestBanSharedAcrossServers: two servers on one JetStream (two nodes,
+// each with its own NATS connection) see the same ban, at connect and at
+// AUTH: failures counted on one lock the client out on the other.
 func TestBanSharedAcrossServers(t *testing.T) {
 	t.Parallel()
 	lim := func(c *config.Config) { c.Submission.AuthFailures.Max = 2 }
-	h1 := start(t, testConfig(t, lim))
-	h2 := start(t, testConfig(t, lim), harnessOpts{queue: h1.q})
+	q, dir := listeningJetStream(t)
+	h1 := start(t, testConfig(t, lim), harnessOpts{queue: q})
+	h2 := start(t, testConfig(t, lim), harnessOpts{queue: q, nodeJS: secondConn(t, q, dir)})
 	early := h2.dialRaw(lnImplicit) // connected before the ban
 	early.expect("EHLO client.test", 250, "")
 	for range 2 {
@@ -336,20 +344,75 @@ func TestTrustedNetworksNeverBanned(t *testing.T) {
 	}
 }
 
-// TestBrakeUnavailable: when the bucket cannot be read, a connection is
-// still greeted (AUTH checks again) and AUTH answers 454 4.7.0 rather than
-// skipping the brake.
+// TestBrakeUnavailable: with the bucket unusable (the connection closed),
+// AUTH fails open to the node's own counts: the right password is
+// accepted, auth_failures.max failures ban the client on this node, and
+// auth_brake_unavailable is logged once.
 func TestBrakeUnavailable(t *testing.T) {
 	t.Parallel()
-	h := start(t, testConfig(t))
+	h := start(t, testConfig(t, func(c *config.Config) { c.Submission.AuthFailures.Max = 3 }))
 	h.q.Close()
-	c := h.dialRaw(lnImplicit)
-	c.expect("EHLO client.test", 250, "")
-	r := c.expect("AUTH PLAIN "+plain(appUser, appPass), 454, "4.7.0")
-	if !strings.Contains(r.Text, "temporary") {
-		t.Fatalf("AUTH with the brake unreadable: %v", r)
+	if r := h.authAttempt("127.0.0.1", appUser, appPass); r.Code != 235 {
+		t.Fatalf("AUTH with the brake's bucket closed: %v, want 235 (fail open)", r)
 	}
-	if !strings.Contains(h.logs.String(), "auth_brake_unavailable") {
-		t.Fatal("no auth_brake_unavailable log line")
+	for range 3 {
+		if r := h.authAttempt("127.0.0.1", appUser, "wrong"); r.Code != 535 {
+			t.Fatalf("wrong password with the bucket closed: %v", r)
+		}
+	}
+	if r := h.authAttempt("127.0.0.1", appUser, appPass); r.Code != 421 || r.Enh != "4.7.0" {
+		t.Fatalf("after max failures counted on the node: %v, want 421 4.7.0 at connect", r)
+	}
+	if n := len(h.logs.events("auth_brake_unavailable")); n != 1 {
+		t.Fatalf("%d auth_brake_unavailable lines, want 1:\n%s", n, h.logs.String())
+	}
+}
+
+// TestBrakeFailOpenWhenNATSGone: the node's NATS server is gone (its
+// connection waits to reconnect, so bucket requests hang): AUTH is still
+// answered, after the brake's short timeout, and accepts the right password.
+func TestBrakeFailOpenWhenNATSGone(t *testing.T) {
+	t.Parallel()
+	q, dir := listeningJetStream(t)
+	h := start(t, testConfig(t), harnessOpts{queue: q, nodeJS: secondConn(t, q, dir)})
+	q.Embedded().Shutdown()
+	q.Embedded().WaitForShutdown()
+	for range 2 {
+		if r := h.authAttempt("127.0.0.1", appUser, appPass); r.Code != 235 {
+			t.Fatalf("AUTH with NATS gone: %v, want 235 (fail open)", r)
+		}
+	}
+	if n := len(h.logs.events("auth_brake_unavailable")); n != 1 {
+		t.Fatalf("%d auth_brake_unavailable lines, want 1:\n%s", n, h.logs.String())
+	}
+}
+
+// TestLocalBrake: the node's fallback bans a client at max failures within
+// the window, until the ban ends, and stays bounded however many clients
+// fail.
+func TestLocalBrake(t *testing.T) {
+	t.Parallel()
+	var l localBrake
+	cfg := brakeCfg() // max 10, window 1m, ban 1h
+	now := time.Now()
+	for i := range 9 {
+		if out := l.fail("192.0.2.1", cfg, now); out.clientBan || out.clientFail != i+1 {
+			t.Fatalf("failure %d: %+v", i+1, out)
+		}
+	}
+	if out := l.fail("192.0.2.1", cfg, now); !out.clientBan || !l.banned("192.0.2.1", now.Add(59*time.Minute)) {
+		t.Fatalf("10th failure: %+v, want a ban lasting the hour", out)
+	}
+	if l.banned("192.0.2.1", now.Add(61*time.Minute)) || l.banned("192.0.2.2", now) {
+		t.Fatal("ban outlived its end, or hit another client")
+	}
+	for i := range 3 * localBrakeMax {
+		l.fail("c"+itoa(i), cfg, now)
+	}
+	if len(l.m) > localBrakeMax {
+		t.Fatalf("%d local records, bound %d", len(l.m), localBrakeMax)
+	}
+	if !l.banned("192.0.2.1", now) {
+		t.Fatal("a flood of one-off failures lifted a ban")
 	}
 }

@@ -15,7 +15,15 @@
 //     (454 4.7.0 for that user only); a user's failures from everywhere only
 //     add a capped delay, so nobody can lock a user out. A success clears only
 //     its own (user, client) counter. trusted_networks are never banned.
+//     A bucket that does not answer within seconds fails open to the
+//     node's own per-client counts (brakelocal.go), never to a refusal.
 //     Before AUTH succeeds, timeouts.pre_auth (idle, session) apply.
+//   - Rates hold for the cluster. A user's rate (messages, counted at MAIL
+//     FROM) is kept in the KV bucket jetrelay_rate: nodes lease blocks of
+//     tokens per window of the rate's period, so the cluster accepts at
+//     most N per aligned window and most messages touch no bucket; over it
+//     451 4.7.1. A bucket that does not answer within a second makes the
+//     node limit alone at the configured rate (ratekv.go).
 //   - Sender policy. MAIL FROM and every address in the header From: must be
 //     covered by the user's allowed_from (domains and exact addresses,
 //     case-insensitive; a domain does not cover its subdomains; "*" covers

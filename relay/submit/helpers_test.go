@@ -24,6 +24,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -118,6 +119,11 @@ type harnessOpts struct {
 	queue      *queue.Queue // share another harness's JetStream (default: a new one)
 	// proxyTimeout shortens the PROXY header limit (default 5 s).
 	proxyTimeout time.Duration
+	// rateClock is the rate limiter's clock (default time.Now).
+	rateClock *testClock
+	// nodeJS is this node's own connection for the brake and rate buckets
+	// (default: the queue's).
+	nodeJS jetstream.JetStream
 }
 
 func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
@@ -131,11 +137,20 @@ func start(t testing.TB, cfg *config.Config, ho ...harnessOpts) *harness {
 	if h.q == nil {
 		h.q = queuetest.RunJetStream(t, queuetest.Options{DataDir: h.qDir})
 	}
-	brake := openTestBrake(t, h.q)
+	if o.nodeJS == nil {
+		o.nodeJS = h.q.JetStream()
+	}
+	brake := openBrakeOn(t, o.nodeJS)
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), h.logs))
+	ro := RateOptions{JetStream: o.nodeJS, Logger: log}
+	if o.rateClock != nil {
+		ro.Now = o.rateClock.now
+	}
+	rates := openTestRates(t, ro)
 	var err error // no Options.TLS: the server loads (generates) it from cfg, as in production
 	h.srv, err = New(Options{Settings: settingsOf(cfg), Queue: h.q, Signer: o.signer, Suppressor: o.suppressor,
-		Events: events.NewEmitter(log, nil), Logger: log, Observer: o.observer, Conns: o.conns, Brake: brake})
+		Events: events.NewEmitter(log, nil), Logger: log, Observer: o.observer, Conns: o.conns, Brake: brake,
+		Rates: rates})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jetrelay/jetrelay/relay/config"
 	"golang.org/x/crypto/bcrypt"
-	"golang.org/x/time/rate"
 )
 
 // policy is one immutable snapshot of everything Prepare may change. Sessions
@@ -31,15 +30,14 @@ type userPolicy struct {
 	anyFrom bool
 	domains map[string]bool
 	addrs   map[string]bool
-	rate    config.Rate
-	limiter *rate.Limiter // nil = unlimited
-	creds   *credCache    // passwords bcrypt accepted (authcache.go)
+	limiter *userLimit // cluster-wide rate (ratekv.go); nil = unlimited
+	creds   *credCache // passwords bcrypt accepted (authcache.go)
 }
 
-// newPolicy parses sub's users. Rate limiters of users whose rate did not
-// change are carried over from prev, so a reload neither refills nor
-// drains anyone's bucket.
-func newPolicy(sub config.Submission, prev *policy) (*policy, error) {
+// newPolicy parses sub's users. Their rates are limited through rates,
+// which outlives snapshots: a reload neither refills nor drains anyone's
+// budget, and a changed rate applies from the user's next lease.
+func newPolicy(sub config.Submission, prev *policy, rates *Rates) (*policy, error) {
 	p := &policy{sub: sub, users: make(map[string]*userPolicy, len(sub.Users))}
 	var errs []error
 	cost := bcrypt.MinCost
@@ -50,7 +48,7 @@ func newPolicy(sub config.Submission, prev *policy) (*policy, error) {
 			continue
 		}
 		cost = max(cost, c)
-		up := &userPolicy{name: u.Name, hash: []byte(u.PasswordHash), rate: u.Rate,
+		up := &userPolicy{name: u.Name, hash: []byte(u.PasswordHash), limiter: rates.limiter(u.Name, u.Rate),
 			domains: map[string]bool{}, addrs: map[string]bool{}, creds: newCredCache()}
 		for _, a := range u.AllowedFrom {
 			a = strings.ToLower(strings.TrimSpace(a))
@@ -61,15 +59,6 @@ func newPolicy(sub config.Submission, prev *policy) (*policy, error) {
 				up.addrs[a] = true
 			default:
 				up.domains[strings.TrimPrefix(a, "@")] = true
-			}
-		}
-		if !u.Rate.Unlimited() {
-			if old := prev.user(u.Name); old != nil && old.limiter != nil &&
-				old.rate.Count == u.Rate.Count && old.rate.Per == u.Rate.Per {
-				up.limiter = old.limiter
-			} else {
-				// A token bucket: Count tokens, refilled at Count per Per.
-				up.limiter = rate.NewLimiter(rate.Limit(float64(u.Rate.Count)/u.Rate.Per.Seconds()), u.Rate.Count)
 			}
 		}
 		p.users[u.Name] = up

@@ -94,6 +94,9 @@ type Options struct {
 	Conns    Gauge
 	// Brake is the auth brake in JetStream KV (OpenBrake); required.
 	Brake *Brake
+	// Rates limits submission.users[].rate cluster-wide (OpenRates); nil
+	// limits per process only.
+	Rates *Rates
 }
 
 // signerBox lets SetSigner swap the signer while sessions sign.
@@ -123,8 +126,10 @@ const (
 	maxRefusing = 64
 	// admitBanTimeout bounds the ban check of a new connection.
 	admitBanTimeout = time.Second
-	// brakeTimeout bounds the auth brake's bucket work for one AUTH.
-	brakeTimeout = 10 * time.Second
+	// brakeTimeout bounds each piece of the auth brake's bucket work for
+	// one AUTH (check, count); past it the brake fails open to the node's
+	// own counts, so a slow bucket never stalls AUTH for long.
+	brakeTimeout = 2 * time.Second
 )
 
 // Server is the submission service: one go-smtp server per listener.
@@ -144,6 +149,7 @@ type Server struct {
 	tlsOwned  bool                       // tlsCur comes from Settings: Prepare reloads it
 	pol       atomic.Pointer[policy]
 	brake     *Brake
+	rates     *Rates
 	inflight  *inflight // message data held in memory, this process (spool.go)
 	conns     *connTracker
 	bcryptSem chan struct{}
@@ -169,14 +175,18 @@ func New(o Options) (*Server, error) {
 	case o.Brake == nil:
 		return nil, errors.New("submit: Options.Brake is required (OpenBrake)")
 	}
-	pol, err := newPolicy(o.Settings.Submission, nil)
+	rates := o.Rates
+	if rates == nil {
+		rates, _ = OpenRates(context.Background(), RateOptions{Logger: o.Logger}) // local only: cannot fail
+	}
+	pol, err := newPolicy(o.Settings.Submission, nil, rates)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		static: o.Settings, hostname: o.Settings.Hostname, queue: o.Queue, suppress: o.Suppressor,
 		observe: o.Observer, connGauge: o.Conns,
-		events: o.Events, log: o.Logger, brake: o.Brake, conns: newConnTracker(),
+		events: o.Events, log: o.Logger, brake: o.Brake, rates: rates, conns: newConnTracker(),
 		bcryptSem: make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0))),
 		refusing:  make(chan struct{}, maxRefusing),
 		inflight:  &inflight{max: int64(o.Settings.Submission.MaxInflightBytes)},
@@ -210,7 +220,7 @@ func (s *Server) policy() *policy { return s.pol.Load() }
 // submission.tls again (a renewed certificate); handshakes after apply use
 // it.
 func (s *Server) Prepare(set Settings) (apply func(), err error) {
-	pol, err := newPolicy(set.Submission, s.policy())
+	pol, err := newPolicy(set.Submission, s.policy(), s.rates)
 	if err != nil {
 		return nil, err
 	}
@@ -374,15 +384,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // emit logs and publishes an event.
 func (s *Server) emit(e *events.Event) { s.events.Emit(e) }
 
-// clientBanned reports whether a connecting client is banned. An unreadable
-// bucket lets the client in (AUTH checks again and then refuses).
+// clientBanned reports whether a connecting client is banned. A bucket
+// that does not answer lets the client in unless this node banned it
+// itself (brakelocal.go); AUTH checks again.
 func (s *Server) clientBanned(client string) bool {
+	if s.brake.local.banned(client, time.Now()) {
+		return true
+	}
+	if !s.brake.health.usable() {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), admitBanTimeout)
 	defer cancel()
 	_, banned, err := s.brake.clientBan(ctx, client)
-	if err != nil {
-		s.log.Warn().Err(err).Str("event", "auth_brake_unavailable").Str("ip", client).
-			Msg("ban check at connect failed; AUTH will check again")
+	if err != nil && s.brake.health.failed() {
+		s.log.Error().Err(err).Str("event", "auth_brake_unavailable").Str("ip", client).
+			Msg("auth brake bucket unavailable: counting failures on this node until it answers")
 	}
 	return banned
 }

@@ -239,12 +239,13 @@ func TestCredCache(t *testing.T) {
 		}
 	}
 	cfg := testConfig(t)
-	p1, err := newPolicy(cfg.Submission, nil)
+	rates, _ := OpenRates(t.Context(), RateOptions{}) // local only
+	p1, err := newPolicy(cfg.Submission, nil, rates)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p1.user(appUser).creds.add(appPass, now)
-	p2, err := newPolicy(cfg.Submission, p1)
+	p2, err := newPolicy(cfg.Submission, p1, rates)
 	if err != nil {
 		t.Fatal(err)
 	}
