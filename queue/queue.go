@@ -140,6 +140,10 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		q.Close()
 		return nil, err
 	}
+	if err := q.importPending(ctx); err != nil { // migrate.go: a standalone store's export
+		q.Close()
+		return nil, err
+	}
 	return q, nil
 }
 

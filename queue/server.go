@@ -37,6 +37,9 @@ const DefaultServerName = "jetrelay"
 // ports listen, before the cluster has a meta leader (Await waits for
 // that).
 func startEmbedded(opts Options) (*server.Server, string, error) {
+	if err := prepareStore(opts); err != nil { // migrate.go: never clustered over standalone data
+		return nil, "", err
+	}
 	pass, err := EnsurePassword(opts.DataDir)
 	if err != nil {
 		return nil, "", err
