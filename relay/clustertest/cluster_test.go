@@ -119,9 +119,10 @@ func TestClusterFaults(t *testing.T) {
 func logReport(t *testing.T, rep Report) {
 	t.Helper()
 	t.Logf("sent %d, accepted %d, refused 4xx %d, connection errors %d; delivered %d (lost %d, duplicates %d, bound %d, "+
-		"delivered without a 250 %d); resume after leader kill %v, after quorum return %v; longest reply %v; 451 4.3.0 without quorum %d",
+		"delivered without a 250 %d); resume after leader kill %v, after quorum return %v; longest reply %v; "+
+		"longest 250-to-delivery %v; 451 4.3.0 without quorum %d",
 		rep.Sent, rep.Accepted, rep.Refused, rep.ConnErrors, rep.Delivered, rep.Lost, rep.Duplicates, rep.DupBound,
-		rep.UnacceptedDelivered, rep.Resume, rep.QuorumResume, rep.MaxReply, rep.Replies451)
+		rep.UnacceptedDelivered, rep.Resume, rep.QuorumResume, rep.MaxReply, rep.MaxDelivery, rep.Replies451)
 }
 
 // TestExternalNATS: two jetrelay processes on a three-server external

@@ -34,6 +34,9 @@ type Scenario struct {
 	load  *Load
 	start time.Time
 	rep   Report
+	// paused is when delivery may stop: the quorum loss, from a little
+	// before it to a little after its return.
+	pausedFrom, pausedTo time.Time
 }
 
 // Report is what a Scenario measured; Problems empty means it passed.
@@ -45,14 +48,21 @@ type Report struct {
 	DupBound                            int // Downs × (prefetch + delivery connections)
 	Resume                              []time.Duration
 	QuorumResume                        time.Duration
+	MaxDelivery                         time.Duration // 250 to first arrival, outside the quorum loss
 	MaxReply                            time.Duration // on nodes the harness did not stop meanwhile
 	Replies451                          int           // 451 4.3.0 seen during the quorum loss
 	Problems                            []string
 }
 
-// leasePrefetch is the most entries a node leases ahead (relay/deliver:
-// min(max(256, 4×max_connections), 2048) with DeliveryConns).
-const leasePrefetch = 256
+// leasePrefetch is the most entries a node leases ahead (relay/deliver's
+// prefetch: min(max(32, 2×max_connections), 2048) with DeliveryConns).
+const leasePrefetch = 32
+
+// DeliveryBound: a message accepted while the cluster has quorum reaches
+// the sink within this long, also when the node that leased it was killed
+// (the issue: redelivered by the others within 30 s; 10 s more for a
+// loaded machine).
+const DeliveryBound = 40 * time.Second
 
 func (s *Scenario) defaults() {
 	if s.Workers == 0 {

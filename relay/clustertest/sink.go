@@ -22,8 +22,9 @@ type Sink struct {
 
 	srv *smtp.Server
 	mu  sync.Mutex
-	got map[string]int // Message-ID (without <>) -> deliveries
-	all int
+	got   map[string]int       // Message-ID (without <>) -> deliveries
+	first map[string]time.Time // Message-ID -> first arrival
+	all   int
 }
 
 // StartSink listens on 127.0.0.1:port (0 = any free port) and serves.
@@ -32,7 +33,7 @@ func StartSink(port string) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{Addr: ln.Addr().String(), got: map[string]int{}}
+	s := &Sink{Addr: ln.Addr().String(), got: map[string]int{}, first: map[string]time.Time{}}
 	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &sinkSession{s: s}, nil
 	}))
@@ -74,12 +75,22 @@ func (s *Sink) Snapshot() map[string]int {
 	return out
 }
 
+// FirstArrival returns when the message with this Message-ID first
+// arrived (zero if it did not).
+func (s *Sink) FirstArrival(id string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first[id]
+}
+
 func (s *Sink) record(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.all++
 	if id != "" {
-		s.got[id]++
+		if s.got[id]++; s.got[id] == 1 {
+			s.first[id] = time.Now()
+		}
 	}
 }
 

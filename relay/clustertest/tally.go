@@ -21,6 +21,7 @@ func (s *Scenario) quorumLoss(ctx context.Context) {
 		s.rep.Downs++
 	}
 	lostAt := time.Now()
+	s.pausedFrom = lostAt.Add(-10 * time.Second)
 	s.logf("quorum lost: kill -9 %s and %s; load only through %s", victims[0].Name, victims[1].Name, survivor.Name)
 	s.waitFor(ctx, "/readyz 503 on "+survivor.Name+" without quorum", time.Minute, func() bool {
 		return survivor.Ready(ctx) == 503
@@ -29,6 +30,7 @@ func (s *Scenario) quorumLoss(ctx context.Context) {
 		return len(s.repliesSince(lostAt, survivor)) >= 5
 	})
 	returnAt := time.Now()
+	s.pausedTo = returnAt.Add(time.Hour) // until the return is measured
 	for _, r := range s.repliesSince(lostAt, survivor) {
 		if r.Code == 451 && r.Enh == "4.3.0" {
 			s.rep.Replies451++
@@ -51,6 +53,7 @@ func (s *Scenario) quorumLoss(ctx context.Context) {
 		s.rep.QuorumResume = s.firstAccept(returnAt, survivor).Sub(returnAt)
 		s.logf("quorum back: 250s from %s %.1fs after the restart of the other two", survivor.Name, s.rep.QuorumResume.Seconds())
 	}
+	s.pausedTo = time.Now().Add(10 * time.Second)
 	if survivor.Pid() != pid {
 		s.problem("%s was restarted during the quorum loss", survivor.Name)
 	}
@@ -140,6 +143,7 @@ func (s *Scenario) tally() {
 			s.rep.Lost++
 		}
 	}
+	s.deliveryTimes()
 	s.countDeliveries(got, accepted)
 }
 
@@ -160,5 +164,27 @@ func (s *Scenario) countDeliveries(got map[string]int, accepted map[string]bool)
 	}
 	if s.rep.Duplicates > s.rep.DupBound {
 		s.problem("%d duplicates, over the bound %d", s.rep.Duplicates, s.rep.DupBound)
+	}
+}
+
+// deliveryTimes: from each 250 to the message's first arrival, except
+// around the quorum loss (delivery pauses then by design).
+func (s *Scenario) deliveryTimes() {
+	late := 0
+	for _, r := range s.load.Results() {
+		at := s.Sink.FirstArrival(r.Tag)
+		if !r.Accepted() || at.IsZero() || (!s.pausedFrom.IsZero() && r.End.After(s.pausedFrom) && r.End.Before(s.pausedTo)) {
+			continue
+		}
+		d := at.Sub(r.End)
+		s.rep.MaxDelivery = max(s.rep.MaxDelivery, d)
+		if d > DeliveryBound {
+			if late++; late <= 5 {
+				s.problem("%s (accepted via %s) arrived %.1fs after its 250", r.Tag, r.Node, d.Seconds())
+			}
+		}
+	}
+	if late > 0 {
+		s.problem("%d messages arrived more than %s after their 250", late, DeliveryBound)
 	}
 }

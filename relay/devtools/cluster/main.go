@@ -150,8 +150,8 @@ func soak(ctx context.Context, o options, c *clustertest.Cluster, sink *clustert
 		rep.Sent, rep.Accepted, rep.Refused, rep.ConnErrors)
 	fmt.Printf("delivered %d, lost %d, duplicates %d (bound %d for %d stops and kills), delivered without a 250 %d\n",
 		rep.Delivered, rep.Lost, rep.Duplicates, rep.DupBound, rep.Downs, rep.UnacceptedDelivered)
-	fmt.Printf("250s resumed after each leader kill: %v; after quorum returned: %v; longest reply wait: %v\n",
-		rep.Resume, rep.QuorumResume, rep.MaxReply)
+	fmt.Printf("250s resumed after each kill: %v; after quorum returned: %v; longest reply wait: %v; "+
+		"longest 250-to-delivery (outside the quorum loss): %v\n", rep.Resume, rep.QuorumResume, rep.MaxReply, rep.MaxDelivery)
 	if len(rep.Problems) > 0 {
 		fmt.Printf("\nFAILED: %d problems\n", len(rep.Problems))
 		for _, p := range rep.Problems {
