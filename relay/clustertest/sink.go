@@ -20,8 +20,8 @@ const maxSinkMessage = 1 << 20
 type Sink struct {
 	Addr string // host:port it listens on
 
-	srv *smtp.Server
-	mu  sync.Mutex
+	srv   *smtp.Server
+	mu    sync.Mutex
 	got   map[string]int       // Message-ID (without <>) -> deliveries
 	first map[string]time.Time // Message-ID -> first arrival
 	all   int
