@@ -131,6 +131,13 @@ func (c *Cluster) Start() error {
 	return nil
 }
 
+// Stop stops every node with SIGTERM (killing what is not gone after grace).
+func (c *Cluster) Stop(grace time.Duration) {
+	for _, n := range c.Nodes {
+		_ = n.Stop(grace)
+	}
+}
+
 // Close kills every node.
 func (c *Cluster) Close() {
 	for _, n := range c.Nodes {

@@ -83,7 +83,7 @@ func run(o options) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer c.Close()
+	defer c.Stop(time.Minute)
 	if err := start(ctx, c); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
