@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -187,14 +188,25 @@ func (c *Cluster) Node(name string) *Node {
 	return nil
 }
 
+// Ports for the nodes come from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range starts at 32768 by default): a port the
+// kernel hands out for :0 or for an outgoing connection could be taken by
+// then, when a node starts (or restarts) on it seconds later.
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
 // freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:1" // a start on it fails loudly
+	for i := 0; i < 1000; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", portLow+mrand.IntN(portHigh-portLow))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:1" // a start on it fails loudly
 }
 
 func randomHex(n int) string {
