@@ -65,12 +65,13 @@ func New(o Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Opts: o}
+	ports := portPicker{}
 	for i := 0; i < o.Nodes; i++ {
 		n := &Node{Name: nodeNames[i], Dir: filepath.Join(o.Dir, nodeNames[i]), bin: o.Bin}
 		n.ConfigPath = filepath.Join(n.Dir, "jetrelay.yaml")
-		n.SubmitAddr, n.AdminAddr = freeAddr(), freeAddr()
+		n.SubmitAddr, n.AdminAddr = ports.addr(), ports.addr()
 		if o.ExternalURL == "" {
-			n.ClientAddr, n.RouteAddr = freeAddr(), freeAddr()
+			n.ClientAddr, n.RouteAddr = ports.addr(), ports.addr()
 		}
 		if err := os.MkdirAll(filepath.Join(n.Dir, "data"), 0o700); err != nil {
 			return nil, err
@@ -197,11 +198,18 @@ const (
 	portHigh = 32000
 )
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr() string {
+// portPicker hands out loopback addresses whose ports were free a moment
+// ago, each once.
+type portPicker map[string]bool
+
+func (p portPicker) addr() string {
 	for i := 0; i < 1000; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", portLow+mrand.IntN(portHigh-portLow))
+		if p[addr] {
+			continue
+		}
 		if l, err := net.Listen("tcp", addr); err == nil {
+			p[addr] = true
 			l.Close()
 			return addr
 		}

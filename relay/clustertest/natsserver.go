@@ -21,9 +21,10 @@ type NATSCluster struct {
 // StartNATS writes one config per server under dir and starts them.
 func StartNATS(bin, dir string, size int) (*NATSCluster, error) {
 	nc := &NATSCluster{}
+	ports := portPicker{}
 	for i := 0; i < size; i++ {
 		name := fmt.Sprintf("nats-%d", i+1)
-		n := &Node{Name: name, Dir: filepath.Join(dir, name), bin: bin, ClientAddr: freeAddr(), RouteAddr: freeAddr()}
+		n := &Node{Name: name, Dir: filepath.Join(dir, name), bin: bin, ClientAddr: ports.addr(), RouteAddr: ports.addr()}
 		n.ConfigPath = filepath.Join(n.Dir, "nats.conf")
 		n.args = []string{"-c", n.ConfigPath}
 		nc.Servers = append(nc.Servers, n)
