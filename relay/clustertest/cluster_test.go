@@ -112,7 +112,7 @@ func TestClusterFaults(t *testing.T) {
 	defer cancel()
 	// Two rounds: kill -9 of the queue stream's leader, then of a node
 	// that does not lead it (its death must not cost the others 451s).
-	rep := (&Scenario{C: c, Sink: sink, Logf: t.Logf, Rounds: 2, Rate: 10}).Run(ctx)
+	rep := (&Scenario{C: c, Sink: sink, Logf: t.Logf, Rounds: 2, Rate: 10, Messages: 500}).Run(ctx)
 	logReport(t, rep)
 	for _, p := range rep.Problems {
 		t.Error(p)
