@@ -93,20 +93,36 @@ func (s *Scenario) Run(ctx context.Context) Report {
 	if s.waitFor(ctx, "20 messages accepted before the first fault", time.Minute, func() bool {
 		return s.load.AcceptedSince(s.start, nil) >= 20
 	}) {
-		for i := 0; i < s.Rounds && ctx.Err() == nil; i++ {
-			s.sent(ctx, s.Messages*i/(s.Rounds+2))
-			s.killNode(ctx, i%2 == 0)
-		}
-		s.rollingRestart(ctx)
-		s.quorumLoss(ctx)
-		mark := time.Now()
-		s.waitFor(ctx, "20 more messages accepted", time.Minute, func() bool { return s.load.AcceptedSince(mark, nil) >= 20 })
-		s.sent(ctx, s.Messages)
+		s.phases(ctx)
 	}
 	s.load.Stop()
 	s.drain(ctx)
 	s.tally()
 	return s.rep
+}
+
+// phases runs the faults in turn; after a phase with problems the rest
+// is skipped (their waits would only add up), straight to the tally.
+func (s *Scenario) phases(ctx context.Context) {
+	ok := func() bool { return len(s.rep.Problems) == 0 && ctx.Err() == nil }
+	for i := 0; i < s.Rounds && ok(); i++ {
+		s.sent(ctx, s.Messages*i/(s.Rounds+2))
+		s.killNode(ctx, i%2 == 0)
+	}
+	if ok() {
+		s.rollingRestart(ctx)
+	}
+	if ok() {
+		s.quorumLoss(ctx)
+	}
+	if ok() {
+		mark := time.Now()
+		s.waitFor(ctx, "20 more messages accepted", time.Minute, func() bool { return s.load.AcceptedSince(mark, nil) >= 20 })
+		s.sent(ctx, s.Messages)
+	}
+	if !ok() {
+		s.logf("phases skipped after the problems above")
+	}
 }
 
 // sent waits until the load has sent n messages (bounded by the rate).
