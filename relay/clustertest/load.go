@@ -161,66 +161,66 @@ func (l *Load) send(cl *smtp.Client, n *Node) (*smtp.Client, Result) {
 	tag := fmt.Sprintf("%s-%d@fault.test", l.run, l.seq.Add(1))
 	r := Result{Tag: tag, Node: n.Name, Start: time.Now()}
 	downs := n.Downs()
-	fail := func(stage string, err error) (*smtp.Client, Result) {
-		r.Stage, r.End, r.Err = stage, time.Now(), err.Error()
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			r.Code = se.Code
-			if se.EnhancedCode != smtp.NoEnhancedCode {
-				r.Enh = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
-			}
+	// step runs one command, timing its reply wait.
+	step := func(stage string, f func() error) error {
+		t := time.Now()
+		err := f()
+		r.MaxWait = max(r.MaxWait, time.Since(t))
+		if err != nil {
+			r.Stage = stage
 		}
-		r.Exempt = n.Downs() != downs || n.Pid() == 0
+		return err
+	}
+	var err error
+	if cl == nil {
+		err = step("conn", func() (e error) { cl, e = dial(n.SubmitAddr, l.c.Opts.User, l.c.Opts.Pass); return e })
+	}
+	var w *smtp.DataCommand
+	var resp *smtp.DataResponse
+	if err == nil {
+		err = step("mail", func() error { return cl.Mail("fault@example.com", nil) })
+	}
+	if err == nil {
+		err = step("rcpt", func() error { return cl.Rcpt("rcpt@example.net", nil) })
+	}
+	if err == nil {
+		err = step("data", func() (e error) { w, e = cl.Data(); return e })
+	}
+	if err == nil {
+		err = step("dot", func() (e error) {
+			if _, e = w.Write(message(tag)); e != nil {
+				return e
+			}
+			r.DotAt = time.Now()
+			resp, e = w.CloseWithResponse()
+			return e
+		})
+	}
+	r.End = time.Now()
+	r.Exempt = n.Downs() != downs || (err != nil && n.Pid() == 0)
+	if err != nil {
+		r.Err = err.Error()
+		r.Code, r.Enh = replyCode(err)
 		if cl != nil {
 			cl.Close()
 		}
 		return nil, r
 	}
-	wait := func(since time.Time) {
-		if d := time.Since(since); d > r.MaxWait {
-			r.MaxWait = d
-		}
-	}
-	t := time.Now()
-	if cl == nil {
-		var err error
-		if cl, err = dial(n.SubmitAddr, l.c.Opts.User, l.c.Opts.Pass); err != nil {
-			wait(t)
-			return fail("conn", err)
-		}
-		wait(t)
-	}
-	t = time.Now()
-	if err := cl.Mail("fault@example.com", nil); err != nil {
-		wait(t)
-		return fail("mail", err)
-	}
-	wait(t)
-	t = time.Now()
-	if err := cl.Rcpt("rcpt@example.net", nil); err != nil {
-		wait(t)
-		return fail("rcpt", err)
-	}
-	wait(t)
-	t = time.Now()
-	w, err := cl.Data()
-	wait(t)
-	if err != nil {
-		return fail("data", err)
-	}
-	if _, err := w.Write(message(tag)); err != nil {
-		return fail("dot", err)
-	}
-	r.DotAt = time.Now()
-	resp, err := w.CloseWithResponse()
-	wait(r.DotAt)
-	if err != nil {
-		return fail("dot", err)
-	}
-	r.Stage, r.Code, r.Enh, r.End = "dot", 250, "2.0.0", time.Now()
-	r.Err = resp.StatusText
-	r.Exempt = n.Downs() != downs
+	r.Stage, r.Code, r.Enh, r.Err = "dot", 250, "2.0.0", resp.StatusText
 	return cl, r
+}
+
+// replyCode returns the SMTP code and enhanced code of err (0 when it is
+// not an SMTP reply).
+func replyCode(err error) (int, string) {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return 0, ""
+	}
+	if se.EnhancedCode == smtp.NoEnhancedCode {
+		return se.Code, ""
+	}
+	return se.Code, fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
 }
 
 // dial opens an authenticated STARTTLS session, every step bounded.
