@@ -15,27 +15,27 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// logBuf is a log destination tests can search while servers write to it.
-type logBuf struct {
+// clusterLog is a log destination tests can search while servers write to it.
+type clusterLog struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *logBuf) Write(p []byte) (int, error) {
+func (l *clusterLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *logBuf) has(s string) bool {
+func (l *clusterLog) has(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Contains(l.b.String(), s)
 }
 
-// freePorts returns n distinct free loopback TCP ports (held open until
+// clusterPorts returns n distinct free loopback TCP ports (held open until
 // all are chosen).
-func freePorts(t *testing.T, n int) []int {
+func clusterPorts(t *testing.T, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
@@ -55,7 +55,7 @@ func freePorts(t *testing.T, n int) []int {
 
 // clusterNode is the Options of node i of a test cluster on ports, every
 // node routing to every port (its own included).
-func clusterNode(t *testing.T, i int, ports []int, secret string, log *logBuf) Options {
+func clusterNode(t *testing.T, i int, ports []int, secret string, log *clusterLog) Options {
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
@@ -72,22 +72,22 @@ func clusterNode(t *testing.T, i int, ports []int, secret string, log *logBuf) O
 	}
 }
 
-type openResult struct {
+type clusterOpenResult struct {
 	q   *Queue
 	err error
 }
 
-// openAsync runs Open in the background; the queue is closed at test end.
-func openAsync(t *testing.T, ctx context.Context, o Options) <-chan openResult {
-	ch := make(chan openResult, 1)
+// clusterOpenAsync runs Open in the background; the queue is closed at test end.
+func clusterOpenAsync(t *testing.T, ctx context.Context, o Options) <-chan clusterOpenResult {
+	ch := make(chan clusterOpenResult, 1)
 	go func() {
 		q, err := Open(ctx, o)
-		ch <- openResult{q, err}
+		ch <- clusterOpenResult{q, err}
 	}()
 	return ch
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func clusterWait(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -104,8 +104,8 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 // it is alone instead of failing, and every stream and bucket the queue
 // creates has three replicas.
 func TestEmbeddedClusterFormsR3(t *testing.T) {
-	ports := freePorts(t, 3)
-	log := &logBuf{}
+	ports := clusterPorts(t, 3)
+	log := &clusterLog{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var qs []*Queue
@@ -114,8 +114,8 @@ func TestEmbeddedClusterFormsR3(t *testing.T) {
 			q.Close()
 		}
 	})
-	first := openAsync(t, ctx, clusterNode(t, 0, ports, "route-secret", log))
-	eventually(t, time.Minute, "the first node to log that it waits", func() bool {
+	first := clusterOpenAsync(t, ctx, clusterNode(t, 0, ports, "route-secret", log))
+	clusterWait(t, time.Minute, "the first node to log that it waits", func() bool {
 		return log.has(`"event":"nats_waiting"`)
 	})
 	select {
@@ -126,9 +126,9 @@ func TestEmbeddedClusterFormsR3(t *testing.T) {
 	if !log.has("waiting for the JetStream cluster: 1 of 3 nodes seen") {
 		t.Errorf("the wait does not say how many nodes are seen:\n%s", log.b.String())
 	}
-	second := openAsync(t, ctx, clusterNode(t, 1, ports, "route-secret", log))
-	third := openAsync(t, ctx, clusterNode(t, 2, ports, "route-secret", log))
-	for i, ch := range []<-chan openResult{first, second, third} {
+	second := clusterOpenAsync(t, ctx, clusterNode(t, 1, ports, "route-secret", log))
+	third := clusterOpenAsync(t, ctx, clusterNode(t, 2, ports, "route-secret", log))
+	for i, ch := range []<-chan clusterOpenResult{first, second, third} {
 		r := <-ch
 		if r.err != nil {
 			t.Fatalf("node %d: Open: %v\nlog:\n%s", i, r.err, log.b.String())
@@ -157,8 +157,8 @@ func TestEmbeddedClusterFormsR3(t *testing.T) {
 // TestRouteSecretMismatch: nodes with different route secrets form no
 // cluster, and the log says that the route secret is the cause.
 func TestRouteSecretMismatch(t *testing.T) {
-	ports := freePorts(t, 2)
-	log := &logBuf{}
+	ports := clusterPorts(t, 2)
+	log := &clusterLog{}
 	a, _, err := startEmbedded(clusterNode(t, 0, ports, "secret-a", log))
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func TestRouteSecretMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { b.Shutdown(); b.WaitForShutdown() }()
-	eventually(t, time.Minute, "a route auth failure in the log", func() bool {
+	clusterWait(t, time.Minute, "a route auth failure in the log", func() bool {
 		return log.has(`"event":"nats_route_auth_failed"`) && log.has("nats.cluster.password_file")
 	})
 	if a.NumRoutes() != 0 || b.NumRoutes() != 0 {
@@ -181,12 +181,12 @@ func TestRouteSecretMismatch(t *testing.T) {
 // in Open until its context ends, then returns the context's error (and
 // has shut its server down).
 func TestOpenStopsWaitingOnCancel(t *testing.T) {
-	ports := freePorts(t, 3)
-	log := &logBuf{}
+	ports := clusterPorts(t, 3)
+	log := &clusterLog{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch := openAsync(t, ctx, clusterNode(t, 0, ports, "route-secret", log))
-	eventually(t, time.Minute, "the node to log that it waits", func() bool {
+	ch := clusterOpenAsync(t, ctx, clusterNode(t, 0, ports, "route-secret", log))
+	clusterWait(t, time.Minute, "the node to log that it waits", func() bool {
 		return log.has(`"event":"nats_waiting"`)
 	})
 	cancel()
@@ -203,8 +203,8 @@ func TestOpenStopsWaitingOnCancel(t *testing.T) {
 	}
 }
 
-// TestTransient: which errors Await waits out.
-func TestTransient(t *testing.T) {
+// TestAwaitTransientErrors: which errors Await waits out.
+func TestAwaitTransientErrors(t *testing.T) {
 	cases := []struct {
 		err  error
 		want bool
@@ -247,5 +247,35 @@ func TestAwaitFailsAtOnceOnPermanentError(t *testing.T) {
 	})
 	if err != nil || calls != 3 {
 		t.Fatalf("err %v after %d calls", err, calls)
+	}
+}
+
+// TestStandaloneStoreKeepsStreamsOverRename: a standalone server's store
+// does not depend on the server name, so the change from the old fixed
+// name to nats.server_name's default keeps the queue.
+func TestStandaloneStoreKeepsStreamsOverRename(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q, err := Open(ctx, Options{DataDir: dir, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.JetStream().Publish(ctx, SubjHeld+".test.example.com", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	q, err = Open(ctx, Options{DataDir: dir, ServerName: "relay-a-4222", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	s, err := q.Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.State.Msgs != 1 {
+		t.Fatalf("after the rename: %+v, %v", info, err)
 	}
 }

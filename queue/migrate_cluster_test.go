@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -16,19 +18,19 @@ import (
 // waits for the cluster, so the nodes are opened in the background.
 func migrationCluster(t *testing.T, ctx context.Context, dir string) Options {
 	t.Helper()
-	ports := freePorts(t, 3)
+	ports := clusterPorts(t, 3)
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	for i := 1; i < 3; i++ {
-		o := clusterNode(t, i, ports, "route-secret", &logBuf{})
+		o := clusterNode(t, i, ports, "route-secret", &clusterLog{})
 		o.Logger = log.With().Int("node", i).Logger()
-		ch := openAsync(t, ctx, o)
+		ch := clusterOpenAsync(t, ctx, o)
 		t.Cleanup(func() {
 			if r := <-ch; r.q != nil {
 				r.q.Close()
 			}
 		})
 	}
-	o := clusterNode(t, 0, ports, "route-secret", &logBuf{})
+	o := clusterNode(t, 0, ports, "route-secret", &clusterLog{})
 	o.DataDir, o.Logger = dir, log.With().Int("node", 0).Logger()
 	return o
 }
@@ -57,6 +59,15 @@ func TestMigrateIntoCluster(t *testing.T) {
 		if r := s.CachedInfo().Config.Replicas; r != 3 {
 			t.Errorf("%s: %d replicas, want 3", name, r)
 		}
+	}
+	// The owners' own setup updates what the import created.
+	if _, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: mtSuppress, History: 1,
+		TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: 3}); err != nil {
+		t.Errorf("suppression bucket update after the import: %v", err)
+	}
+	s, err := q.js.Stream(ctx, mtEvents)
+	if err != nil || s.CachedInfo().Config.PersistMode != jetstream.DefaultPersistMode {
+		t.Errorf("events stream at three replicas: %v, want the default persist mode", err)
 	}
 	checkMigrated(t, dir)
 }
@@ -105,15 +116,21 @@ func TestMigrateCrashResume(t *testing.T) {
 		q.Close()
 		t.Fatal(err)
 	}
-	// Streams in name order: JETRELAY_EVENTS (5), JETRELAY_PARKED (1), ...
-	// The abort comes after PARKED's window: EVENTS recorded, PARKED not.
-	err = q.importExport(ctx, importConfig{abortAfter: 6})
+	// Streams go in name order; the abort comes after the auth bucket's
+	// keys are stored, before that is recorded: the keys are sent again.
+	err = q.importExport(ctx, importConfig{abortIn: "KV_" + mtAuth})
 	q.Close()
 	if !errors.Is(err, errImportAborted) {
 		t.Fatalf("import with abortAfter: %v", err)
 	}
-	if p := readProgress(filepath.Join(dir, progressFileName), exportID(t, dir)); p != 5 {
-		t.Fatalf("progress after the abort: %d, want 5", p)
+	before := 0
+	for k := range want {
+		if k < "KV_"+mtAuth {
+			before++
+		}
+	}
+	if p := readProgress(filepath.Join(dir, progressFileName), exportID(t, dir)); p != before {
+		t.Fatalf("progress after the abort: %d, want %d (the messages of the streams before %s)", p, before, mtAuth)
 	}
 	if _, err := os.Stat(filepath.Join(dir, exportFileName)); err != nil {
 		t.Fatalf("export gone before the import finished: %v", err)
@@ -124,6 +141,7 @@ func TestMigrateCrashResume(t *testing.T) {
 	}
 	defer q.Close()
 	sameSnapshot(t, want, snapshot(t, ctx, q.js))
+	checkTTL(t, ctx, q.js)
 	checkMigrated(t, dir)
 }
 

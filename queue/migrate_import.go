@@ -27,13 +27,13 @@ const (
 
 // importConfig tunes importExport; the zero value is production.
 type importConfig struct {
-	// abortAfter > 0 makes the import stop, as a crash would, once that
-	// many messages were published and acknowledged but before their
-	// window's progress is recorded (tests).
-	abortAfter int
+	// abortIn makes the import stop, as a crash would, once the first
+	// window of that stream was published and acknowledged but before its
+	// progress is recorded (tests).
+	abortIn string
 }
 
-// errImportAborted is returned when importConfig.abortAfter stops an import.
+// errImportAborted is returned when importConfig.abortIn stops an import.
 var errImportAborted = errors.New("queue: migration import aborted (test hook)")
 
 // importProgress is the progress file: how many message records of export
@@ -52,7 +52,6 @@ type importer struct {
 	progress string
 	done     int // message records imported, per the progress file
 	index    int // message records read so far
-	sent     int // messages published in this run
 	stream   jetstream.StreamConfig
 	counts   map[string]int
 	skipped  int
@@ -183,6 +182,12 @@ func (im *importer) add(ctx context.Context, payload []byte) error {
 	} else {
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("jrmig-%s-%s-%d", im.info.ID, im.stream.Name, m.Seq))
 		msg.Header.Set(jetstream.ExpectedStreamHeader, im.stream.Name)
+		if im.stream.MaxMsgsPerSubject == 1 {
+			// A key (KV, history 1) is written only where it is absent:
+			// a newer value another node wrote, or this import's own
+			// write before a restart, is kept (publishWindow).
+			msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		}
 		im.window = append(im.window, msg)
 		im.winBytes += len(msg.Data) + len(msg.Subject)
 		im.counts[im.stream.Name]++
@@ -205,8 +210,7 @@ func (im *importer) flush(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	im.sent += len(im.window)
-	if im.cfg.abortAfter > 0 && im.sent >= im.cfg.abortAfter {
+	if im.cfg.abortIn != "" && im.cfg.abortIn == im.stream.Name && len(im.window) > 0 {
 		return errImportAborted
 	}
 	im.window, im.winBytes = im.window[:0], 0
@@ -231,12 +235,24 @@ func (im *importer) publishWindow(ctx context.Context) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			errs = append(errs, fmt.Errorf("%s: %w", f.Msg().Subject, err))
+			if !keyPresent(f.Msg(), err) {
+				errs = append(errs, fmt.Errorf("%s: %w", f.Msg().Subject, err))
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// keyPresent reports whether err answers a key's conditional write
+// (ExpectedLastSubjSeqHeader 0) with "the key exists": the value there is
+// newer or this import's own, and is kept.
+func keyPresent(msg *nats.Msg, err error) bool {
+	var apiErr *jetstream.APIError
+	return msg.Header.Get(jetstream.ExpectedLastSubjSeqHeader) == "0" && errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // importMsg turns an exported message into the publish that re-creates

@@ -255,10 +255,25 @@ func TestMigrateExportImport(t *testing.T) {
 	if end.Messages != len(want) {
 		t.Fatalf("exported %d messages, the store holds %d", end.Messages, len(want))
 	}
+	// Another node wrote a key before the import reached it: it is kept.
+	kv, err := q.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: mtSuppress, History: 1,
+		TTL: 30 * 24 * time.Hour, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k0", []byte("newer")); err != nil {
+		t.Fatal(err)
+	}
 	if err := q.importExport(ctx, importConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	sameSnapshot(t, want, snapshot(t, ctx, q.js))
+	got := snapshot(t, ctx, q.js)
+	if e, err := kv.Get(ctx, "k0"); err != nil || string(e.Value()) != "newer" {
+		t.Fatalf("a key written before the import: %v, %v", e, err)
+	}
+	newer := "KV_" + mtSuppress + " $KV." + mtSuppress + ".k0"
+	got[newer] = want[newer]
+	sameSnapshot(t, want, got)
 	for _, f := range []string{exportFileName, progressFileName} {
 		if exists(filepath.Join(dst, f)) {
 			t.Errorf("%s left behind after the import", f)
@@ -366,7 +381,8 @@ func TestExportFileCorrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := exportMsg{Seq: 7, Time: time.Unix(0, 12345), Subject: "jr.q.a.b", Header: nats.Header{"A": {"1"}}, Data: []byte("d")}
+	m := exportMsg{Seq: 7, Time: time.Unix(0, 12345), Subject: "jr.q.a.b", Header: nats.Header{"A": {"1"}},
+		Data: []byte("d")}
 	if err := rw.writeMsg(m); err != nil {
 		t.Fatal(err)
 	}

@@ -57,6 +57,13 @@ func (l *serverLogger) emit(level zerolog.Level, format string, v []any) {
 		return
 	}
 	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	if strings.HasPrefix(msg, "Plaintext passwords detected") {
+		// The embedded server's own generated passwords, in memory only.
+		level = zerolog.DebugLevel
+		if l.log.GetLevel() > level {
+			return
+		}
+	}
 	if isRouteAuthFailure(msg) {
 		l.log.Error().Str("event", "nats_route_auth_failed").Str("detail", msg).
 			Msg("a cluster node was refused on the route port for its credentials: " +

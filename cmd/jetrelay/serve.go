@@ -108,16 +108,12 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 	}
 	q, err := queue.Open(ctx, qo)
 	if err != nil {
-		if ctx.Err() != nil { // stopped while waiting for the cluster
-			log.Info().Str("event", "stopped").Msg("jetrelay stopped before JetStream was ready")
-			return nil
-		}
-		return err
+		return startErr(ctx, log, err)
 	}
 	r := &relay{cfg: cfg, log: log, q: q, metrics: admin.NewMetrics()}
 	defer r.close()
 	if err := r.start(ctx); err != nil {
-		return err
+		return startErr(ctx, log, err)
 	}
 	logStart(cfg, log, q, r.sub)
 	engDone := make(chan error, 1)
@@ -139,6 +135,17 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 			return r.shutdown(engCancel, engDone)
 		}
 	}
+}
+
+// startErr is a start-up error, or nil when the serve context ended
+// (SIGTERM) while start-up waited for JetStream: a clean stop.
+func startErr(ctx context.Context, log zerolog.Logger, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	log.Info().Str("event", "stopped").Str("waiting_for", err.Error()).
+		Msg("jetrelay stopped before JetStream was ready")
+	return nil
 }
 
 // start builds every component; what it started is stopped by close.
@@ -298,7 +305,11 @@ func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submi
 	}
 	ev = ev.Strs("submission", addrs).Int("users", len(cfg.Submission.Users))
 	if cfg.NATS.Embedded() {
-		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync)
+		ev = ev.Str("nats", "embedded").Str("nats_listen", q.ClientURL()).Str("nats_sync", cfg.NATS.Sync).
+			Str("nats_server_name", cfg.NATS.ServerName)
+		if cl := cfg.NATS.Cluster; cl != nil {
+			ev = ev.Str("nats_cluster", cl.Name).Str("nats_cluster_listen", cl.Listen).Int("nats_replicas", cfg.NATS.Replicas)
+		}
 	} else {
 		ev = ev.Str("nats", queue.RedactURL(cfg.NATS.URL))
 	}

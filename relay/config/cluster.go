@@ -33,10 +33,25 @@ type NATSCluster struct {
 
 // ClusterTLS are the certificate, key and CA of TLS between cluster nodes.
 type ClusterTLS struct {
-	Cert string `yaml:"cert"` // this node's certificate (PEM), also presented as a client
-	Key  string `yaml:"key"`
-	// CAFile verifies the other nodes' certificates ("" = system roots).
+	// Cert is this node's certificate chain (PEM), for its route port and
+	// presented as a client: with ca_file it needs both server and client
+	// authentication (extended key usage) and the names or addresses the
+	// routes use.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"` // Key is the certificate's private key (PEM)
+	// CAFile verifies the other nodes' certificates in both directions
+	// (mutual TLS); "" = system roots, no client certificate required.
 	CAFile string `yaml:"ca_file"`
+}
+
+// resolvePaths applies Config.resolvePaths's fix to the block's files.
+func (cl *NATSCluster) resolvePaths(fix func(*string)) {
+	if cl == nil {
+		return
+	}
+	for _, p := range []*string{&cl.PasswordFile, &cl.TLS.Cert, &cl.TLS.Key, &cl.TLS.CAFile} {
+		fix(p)
+	}
 }
 
 // DefaultClusterName is nats.cluster.name when the block leaves it out.
@@ -92,6 +107,8 @@ func (c *Config) validateCluster(ps *problems) {
 	}
 	if cl.Listen == "" {
 		ps.add("nats.cluster.listen", "required: this node's route address, such as 0.0.0.0:6222")
+	} else if _, port, err := net.SplitHostPort(cl.Listen); err == nil && port == "0" {
+		ps.add("nats.cluster.listen", "needs a fixed port: the other nodes' routes name it")
 	} else {
 		checkAddr(ps, "nats.cluster.listen", cl.Listen)
 	}

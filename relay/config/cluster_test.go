@@ -105,6 +105,8 @@ func TestClusterProblems(t *testing.T) {
 			"is empty"},
 		{"no listen", clusterYAML(3, routes3+"    password_file: "+good+"\n"),
 			"nats.cluster.listen: required"},
+		{"random route port", clusterYAML(3, "    listen: 127.0.0.1:0\n"+routes3+"    password_file: "+good+"\n"),
+			"line 6: nats.cluster.listen: needs a fixed port"},
 		{"bad route", clusterYAML(1, "    listen: :6222\n    routes: [relay-b:6222]\n    password_file: "+good+"\n"),
 			`nats.cluster.routes[0]: "relay-b:6222" is not a route URL`},
 		{"route without port", clusterYAML(1, "    listen: :6222\n    routes: [nats://relay-b]\n    password_file: "+good+"\n"),
@@ -157,5 +159,26 @@ func TestSyncWarningWithExternalNATS(t *testing.T) {
 		if has != c.warn || (!c.warn && len(got) != 0) {
 			t.Errorf("%q: warnings %q, want a nats.sync warning: %v", c.yaml, got, c.warn)
 		}
+	}
+}
+
+// TestClusterFilesRelativeToConfig: the route secret and TLS files may be
+// named relative to the config file, like the other files.
+func TestClusterFilesRelativeToConfig(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cluster.password"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "jetrelay.yaml")
+	y := clusterYAML(1, "    listen: :6222\n    password_file: cluster.password\n")
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "cluster.password"); cfg.NATS.Cluster.PasswordFile != want {
+		t.Fatalf("password_file %q, want %q", cfg.NATS.Cluster.PasswordFile, want)
 	}
 }

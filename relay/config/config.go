@@ -53,12 +53,10 @@ type NATS struct {
 	Replicas     int    `yaml:"replicas"`
 	// Sync is "always" (fsync before every ack) or a Go duration.
 	Sync string `yaml:"sync"`
-	// ServerName is the embedded server's name, unique among the nodes of
-	// a cluster; keep it once a node has joined (the cluster knows the
-	// node by it).
+	// ServerName is the embedded server's name, unique among the nodes of a
+	// cluster; keep it once a node has joined (the cluster knows it by it).
 	ServerName string `yaml:"server_name"`
-	// Cluster, when present, makes the embedded server a node of a
-	// JetStream cluster.
+	// Cluster makes the embedded server a node of a JetStream cluster.
 	Cluster *NATSCluster `yaml:"cluster"`
 }
 
@@ -402,12 +400,7 @@ func (c *Config) resolvePaths(dir string) {
 	fix(&c.Delivery.TLS.CAFile)
 	fix(&c.NATS.Credentials)
 	fix(&c.NATS.PasswordFile)
-	if cl := c.NATS.Cluster; cl != nil {
-		fix(&cl.PasswordFile)
-		fix(&cl.TLS.Cert)
-		fix(&cl.TLS.Key)
-		fix(&cl.TLS.CAFile)
-	}
+	c.NATS.Cluster.resolvePaths(fix)
 	for i := range c.DKIM.Keys {
 		fix(&c.DKIM.Keys[i].Key)
 	}
