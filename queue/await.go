@@ -24,8 +24,10 @@ const (
 	AwaitAttempt    = 5 * time.Second
 	awaitMinBackoff = 250 * time.Millisecond
 	awaitMaxBackoff = 5 * time.Second
-	// awaitLogEvery is how often a wait is logged (event=nats_waiting).
-	awaitLogEvery = 10 * time.Second
+	// awaitLogEvery is how often a wait is logged (event=nats_waiting),
+	// at level info until awaitWarnAfter, then warn.
+	awaitLogEvery  = 10 * time.Second
+	awaitWarnAfter = time.Minute
 )
 
 // Await runs fn (setting up what, e.g. "stream JETRELAY_QUEUE") until it
@@ -71,8 +73,12 @@ func await(ctx context.Context, o awaitOptions) error {
 		}
 		if time.Since(logged) >= awaitLogEvery {
 			logged = time.Now()
-			ev := o.log.Warn().Str("event", "nats_waiting").Str("what", o.what).Str("reason", waitReason(err)).
-				Dur("waited", time.Since(start).Round(time.Second))
+			level := zerolog.InfoLevel // a cluster's start takes seconds
+			if time.Since(start) >= awaitWarnAfter {
+				level = zerolog.WarnLevel
+			}
+			ev := o.log.WithLevel(level).Str("event", "nats_waiting").Str("what", o.what).
+				Str("reason", waitReason(err)).Dur("waited", time.Since(start).Round(time.Second))
 			msg := "waiting for JetStream"
 			if o.progress != nil {
 				if p := o.progress(); p != "" {
@@ -136,7 +142,8 @@ func waitReason(err error) string {
 }
 
 // clusterProgress says how many nodes this embedded node sees, counting
-// itself: "2 of 3 nodes seen". "" when not an embedded cluster node.
+// itself, against the replicas the streams need: "2 of 3 nodes seen".
+// "" when not an embedded cluster node.
 func (q *Queue) clusterProgress() string {
 	if q.ns == nil || q.opts.Cluster == nil {
 		return ""
@@ -147,6 +154,8 @@ func (q *Queue) clusterProgress() string {
 			seen[r.RemoteID] = true
 		}
 	}
-	want := max(q.opts.Replicas, 1)
-	return fmt.Sprintf("%d of %d nodes seen", len(seen)+1, max(want, len(seen)+1))
+	if n, want := len(seen)+1, q.opts.Replicas; n < want {
+		return fmt.Sprintf("%d of %d nodes seen", n, want)
+	}
+	return fmt.Sprintf("%d nodes seen", len(seen)+1)
 }

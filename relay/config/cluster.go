@@ -111,6 +111,10 @@ func (c *Config) validateCluster(ps *problems) {
 		ps.add("nats.cluster.listen", "needs a fixed port: the other nodes' routes name it")
 	} else {
 		checkAddr(ps, "nats.cluster.listen", cl.Listen)
+		if samePort(cl.Listen, n.Listen) {
+			ps.add("nats.cluster.listen", "%q overlaps nats.listen %q: the route port needs a port of its own",
+				cl.Listen, n.Listen)
+		}
 	}
 	others := c.checkRoutes(ps, cl)
 	if others < n.Replicas-1 {
@@ -148,6 +152,18 @@ func (c *Config) checkRoutes(ps *problems, cl *NATSCluster) int {
 		seen[strings.ToLower(net.JoinHostPort(host, port))] = true
 	}
 	return len(seen)
+}
+
+// samePort reports whether listen addresses a and b would bind the same
+// port (one port, and one host or a wildcard).
+func samePort(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp || ap == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ah == bh || wild(ah) || wild(bh)
 }
 
 // isSelfRoute reports whether host:port is this node's own route address:

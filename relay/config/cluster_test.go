@@ -105,6 +105,8 @@ func TestClusterProblems(t *testing.T) {
 			"is empty"},
 		{"no listen", clusterYAML(3, routes3+"    password_file: "+good+"\n"),
 			"nats.cluster.listen: required"},
+		{"route port is the client port", clusterYAML(3, "    listen: 0.0.0.0:4222\n"+routes3+"    password_file: "+good+"\n"),
+			`line 6: nats.cluster.listen: "0.0.0.0:4222" overlaps nats.listen "127.0.0.1:4222"`},
 		{"random route port", clusterYAML(3, "    listen: 127.0.0.1:0\n"+routes3+"    password_file: "+good+"\n"),
 			"line 6: nats.cluster.listen: needs a fixed port"},
 		{"bad route", clusterYAML(1, "    listen: :6222\n    routes: [relay-b:6222]\n    password_file: "+good+"\n"),
