@@ -27,10 +27,11 @@ Run 'jetrelay cluster status --help' for its flags.
 `
 
 const clusterStatusAbout = `Prints every NATS node (name, client and route address, up or down, round
-trip from the server this command is connected to), the leader and
-replicas of each stream and KV bucket with how many operations each
-replica lags behind, the delivery consumer's pending (not yet handed to a
-worker) and ack-pending (leased) counts, and every problem found.
+trip of a request from this command to it, through the server connected
+to), the leader and replicas of each stream and KV bucket with how many
+operations each replica lags behind, the delivery consumer's pending (not
+yet handed to a worker) and ack-pending (leased) counts, and every problem
+found.
 
 Nodes come from the NATS system account: the embedded server's read-only
 user jetrelay-sys (same password as the relay's user, found the same way),
@@ -162,7 +163,7 @@ func (c clusterStatusCmd) connectSystem() (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(o.URL, auth, nats.Name("jetrelay cluster status (system)"), nats.MaxReconnects(0))
 	if err != nil {
-		return nil, fmt.Errorf("system account: %w", err)
+		return nil, err
 	}
 	return nc, nil
 }

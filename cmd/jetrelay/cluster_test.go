@@ -76,6 +76,14 @@ func TestClusterStatusStandalone(t *testing.T) {
 		!strings.Contains(out, "1 pending, 0 ack pending") {
 		t.Errorf("rc %d:\n%s%s", rc, out, errOut)
 	}
+
+	// No system access (a wrong system user): the streams' members, said so.
+	pw := filepath.Join(o.dataDir, queue.PasswordFileName)
+	rc, out, errOut = runOps(t, clusterStatusMain, o.args("--system-user", "nobody", "--system-password-file", pw)...)
+	if rc != 0 || !regexp.MustCompile(`(?m)^jetrelay +127\.0\.0\.1:[0-9]+ +- +up +[0-9.]+ms$`).MatchString(out) ||
+		!strings.Contains(out, "(system account: ") || !strings.Contains(out, "nodes are the streams' leaders") {
+		t.Errorf("without system access: rc %d:\n%s%s", rc, out, errOut)
+	}
 }
 
 func TestClusterStatusUsageAndUnreachable(t *testing.T) {

@@ -243,6 +243,7 @@ func (r *relay) startAdmin() error {
 	var err error
 	r.adm, err = admin.New(admin.Options{
 		Listen: r.cfg.Admin.Listen, PProf: r.cfg.Admin.PProf, Metrics: r.metrics, Queue: r.q, Logger: r.log,
+		Cluster: r.clusterView(),
 		Listening: func() error {
 			if r.stopping.Load() || len(r.sub.Addrs()) == 0 {
 				return errors.New("submission listeners closed")

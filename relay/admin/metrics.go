@@ -1,7 +1,7 @@
 // Package admin owns jetrelay's operational HTTP endpoint and its metrics:
 // /metrics (Prometheus, on a private registry), /healthz (the process is
-// up), /readyz (JetStream answers and the listeners are open) and, when
-// admin.pprof is set, /debug/pprof/.
+// up), /readyz (JetStream answers, the queue stream has a leader and the
+// listeners are open) and, when admin.pprof is set, /debug/pprof/.
 //
 // Metrics come from events where they can: Metrics implements
 // events.Publisher, so hand it to the Emitter (events.Tee(metrics,
@@ -12,6 +12,10 @@
 // JetStream publish time, dropped events. Queue depth and the age of the
 // oldest entry per state are sampled periodically from the stream by the
 // Server (queue.Stats: a consumer info and one direct get per state).
+//
+// The cluster's state (nodes, stream replica groups, the delivery
+// consumer's backlog) is not sampled: when Options.Cluster is set, its
+// gauges are taken at scrape time through a small cache (cluster.go).
 //
 // Every Metrics method is safe on a nil *Metrics (a no-op), so components
 // can run without instrumentation.

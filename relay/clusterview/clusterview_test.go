@@ -190,3 +190,28 @@ func lostEverywhere(st *clusterview.Status, node string) bool {
 	}
 	return len(st.Streams) >= 2 && strings.Contains(problems, "node "+node+" is down")
 }
+
+func TestQuorumLost(t *testing.T) {
+	t.Parallel()
+	c := clusterviewtest.Run(t, 3)
+	q := openOn(t, c, 0)
+	sys := connectSystem(t, c.Nodes[0].URL(), clusterviewtest.Password)
+	o := clusterview.ForQueue(q, sys)
+	queuetest.Eventually(t, 60*time.Second, "a healthy cluster", func() bool { return collect(t, o).Healthy() })
+
+	c.Stop(1)
+	c.Stop(2)
+	var st *clusterview.Status
+	queuetest.Eventually(t, 120*time.Second, "the queue stream without quorum", func() bool {
+		st = collect(t, o)
+		return slices.ContainsFunc(st.Problems, func(p string) bool {
+			return strings.HasPrefix(p, "stream "+queue.StreamName+" has no quorum: leader none, 1 of 3")
+		})
+	})
+	t.Logf("quorum lost: %q", st.Problems)
+	for _, n := range st.Nodes {
+		if n.Up != (n.Name == "n1") {
+			t.Errorf("node %+v", n)
+		}
+	}
+}

@@ -24,17 +24,6 @@ const (
 // maxPingAnswers bounds how many answers one ping reads.
 const maxPingAnswers = 64
 
-// nodes lists the servers: from the system account when it answers,
-// else from the streams' groups.
-func nodes(ctx context.Context, o Options, streams []Stream) ([]Node, string) {
-	if o.System != nil {
-		if ns, ok := systemNodes(ctx, o, streams); ok {
-			return ns, SourceSystem
-		}
-	}
-	return streamNodes(o, streams), SourceStreams
-}
-
 // nodeSet collects nodes by name.
 type nodeSet map[string]*Node
 
@@ -69,24 +58,34 @@ func (s nodeSet) addStreamMembers(streams []Stream) {
 	}
 }
 
-// systemNodes asks every server through the system account. ok is false
-// when no server answered.
-func systemNodes(ctx context.Context, o Options, streams []Stream) ([]Node, bool) {
-	jsz := ping(ctx, o, pingJSZ, decodeAPI, jszComplete)
-	if len(jsz) == 0 {
-		return nil, false
-	}
-	var varz []answer[server.ServerAPIVarzResponse]
-	var idz []answer[server.ServerID]
-	var wg sync.WaitGroup
-	wg.Go(func() { varz = ping(ctx, o, pingVARZ, decodeAPI, atLeast[server.ServerAPIVarzResponse](len(jsz))) })
-	wg.Go(func() { idz = ping(ctx, o, pingIDZ, decodeIDZ, atLeast[server.ServerID](len(jsz))) })
-	wg.Wait()
+// systemAnswers are the servers' answers to the system account's pings.
+type systemAnswers struct {
+	jsz  []answer[server.ServerAPIJszResponse]
+	varz []answer[server.ServerAPIVarzResponse]
+	idz  []answer[server.ServerID]
+}
 
+// askSystem pings every server through the system account; nil when
+// none answered.
+func askSystem(ctx context.Context, o Options) *systemAnswers {
+	a := &systemAnswers{jsz: ping(ctx, o, pingJSZ, decodeAPI, jszComplete)}
+	if len(a.jsz) == 0 {
+		return nil
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { a.varz = ping(ctx, o, pingVARZ, decodeAPI, atLeast[server.ServerAPIVarzResponse](len(a.jsz))) })
+	wg.Go(func() { a.idz = ping(ctx, o, pingIDZ, decodeIDZ, atLeast[server.ServerID](len(a.jsz))) })
+	wg.Wait()
+	return a
+}
+
+// nodes lists every server the answers and the streams name: up when it
+// answered.
+func (a *systemAnswers) nodes(streams []Stream) []Node {
 	set := nodeSet{}
-	for _, a := range jsz {
-		set.add(a.v.Server.Name).Up = true
-		if m := a.v.Data.Meta; m != nil {
+	for _, r := range a.jsz {
+		set.add(r.v.Server.Name).Up = true
+		if m := r.v.Data.Meta; m != nil {
 			set.add(m.Leader)
 			for _, p := range m.Replicas {
 				set.add(p.Name)
@@ -94,18 +93,18 @@ func systemNodes(ctx context.Context, o Options, streams []Stream) ([]Node, bool
 		}
 	}
 	set.addStreamMembers(streams)
-	for _, a := range varz {
-		n := set.add(a.v.Data.Name)
+	for _, r := range a.varz {
+		n := set.add(r.v.Data.Name)
 		n.Up = true
-		n.ClientAddr = hostPort(a.v.Data.Host, a.v.Data.Port)
-		if a.v.Data.Cluster.Port > 0 {
-			n.RouteAddr = hostPort(a.v.Data.Cluster.Host, a.v.Data.Cluster.Port)
+		n.ClientAddr = hostPort(r.v.Data.Host, r.v.Data.Port)
+		if r.v.Data.Cluster.Port > 0 {
+			n.RouteAddr = hostPort(r.v.Data.Cluster.Host, r.v.Data.Cluster.Port)
 		}
 	}
-	for _, a := range idz {
-		set.add(a.v.Name).RTTMillis = millis(a.rtt)
+	for _, r := range a.idz {
+		set.add(r.v.Name).RTTMillis = millis(r.rtt)
 	}
-	return set.sorted(), true
+	return set.sorted()
 }
 
 // streamNodes is the node list without system access: the streams'
@@ -118,7 +117,7 @@ func streamNodes(o Options, streams []Stream) []Node {
 			set.add(st.Leader).Up = true
 		}
 		for _, r := range st.Replicas {
-			if !r.Offline && r.seen <= offlineAfter {
+			if !r.Offline {
 				set.add(r.Name).Up = true
 			}
 		}

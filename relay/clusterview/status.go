@@ -12,11 +12,12 @@
 // it is given (Options.System: the embedded server's queue.SystemUser):
 // every running server answers $SYS.REQ.SERVER.PING.JSZ (the JetStream
 // meta group: every known server, up or not), VARZ (client and route
-// listen addresses) and ROUTEZ (route round trips as seen by the server
-// the relay is connected to). Without system access (an external NATS
+// listen addresses) and IDZ (its identity: the time its answer takes is
+// the round trip from the relay through the server it is connected to,
+// and the route). Without system access (an external NATS
 // whose operator gave jetrelay none) the servers are the names that lead
-// or replicate a stream, "up" is what the groups say of them (not
-// offline, seen within lostQuorumInterval), and addresses and round trip
+// or replicate a stream, "up" is what the groups say of them (a leader,
+// or a replica not offline), and addresses and round trip
 // are known only for the server connected to; Status.NodeSource says
 // which view it is.
 //
@@ -33,6 +34,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
@@ -49,7 +51,7 @@ const (
 // Defaults for Options.
 const (
 	DefaultTimeout = 2 * time.Second
-	DefaultGather  = time.Second
+	DefaultGather  = 2 * time.Second
 )
 
 // Options say where to look.
@@ -57,8 +59,9 @@ type Options struct {
 	// JetStream is the relay's account: its streams, KV buckets and the
 	// delivery consumer. Required.
 	JetStream jetstream.JetStream
-	// Conn is JetStream's connection: round trips are measured from the
-	// server it is connected to. Required.
+	// Conn is JetStream's connection: without System, the server it is
+	// connected to is the one whose address and round trip are known.
+	// Required.
 	Conn *nats.Conn
 	// System is a connection in the NATS system account, or nil.
 	System *nats.Conn
@@ -92,10 +95,10 @@ type Node struct {
 	ClientAddr string `json:"client_addr"` // "" when unknown
 	RouteAddr  string `json:"route_addr"`  // "" when unknown or not clustered
 	Up         bool   `json:"up"`
-	// RTTMillis is the round trip from the server the relay is connected
-	// to (its route to this server; for itself, the client connection's);
-	// 0 when unknown.
-	RTTMillis float64 `json:"rtt_ms,omitempty"`
+	// RTTMillis is the round trip of a request from the relay to this
+	// server and back (through the server the relay is connected to); 0
+	// when unknown.
+	RTTMillis float64 `json:"rtt_ms"`
 }
 
 // Stream is one stream (or KV bucket, KV_<bucket>) and its replica group.
@@ -118,9 +121,10 @@ type Replica struct {
 	Name    string `json:"name"`
 	Current bool   `json:"current"`
 	Lag     uint64 `json:"lag"` // operations behind the leader
-	Offline bool   `json:"offline"`
-	// seen is how long ago the leader last heard from the replica.
-	seen time.Duration
+	// Offline: the group knows it shut down, or it is not current and the
+	// leader has not heard from it within lostQuorumInterval (a kill -9
+	// sends no shutdown notice).
+	Offline bool `json:"offline"`
 }
 
 // Consumer is the delivery consumer's backlog.
@@ -148,17 +152,33 @@ func Collect(ctx context.Context, o Options) *Status {
 	if o.Gather <= 0 {
 		o.Gather = DefaultGather
 	}
+	// The three questions go out at once: a degraded cluster makes each
+	// wait for its timeout.
 	st := &Status{Nodes: []Node{}, Problems: []string{}}
-	st.Streams = streams(ctx, o)
-	st.Consumer = consumer(ctx, o)
-	st.Nodes, st.NodeSource = nodes(ctx, o, st.Streams)
-	st.Problems = problems(st)
+	var listErr error
+	var sys *systemAnswers
+	var wg sync.WaitGroup
+	wg.Go(func() { st.Streams, listErr = streams(ctx, o) })
+	wg.Go(func() { st.Consumer = consumer(ctx, o) })
+	if o.System != nil {
+		wg.Go(func() { sys = askSystem(ctx, o) })
+	}
+	wg.Wait()
+	if sys != nil {
+		st.Nodes, st.NodeSource = sys.nodes(st.Streams), SourceSystem
+	} else {
+		st.Nodes, st.NodeSource = streamNodes(o, st.Streams), SourceStreams
+	}
+	st.Problems = problems(st, listErr)
 	return st
 }
 
 // problems lists what is wrong, streams first.
-func problems(st *Status) []string {
+func problems(st *Status, listErr error) []string {
 	out := []string{}
+	if listErr != nil {
+		out = append(out, listErr.Error())
+	}
 	for _, s := range st.Streams {
 		if p := streamProblem(s); p != "" {
 			out = append(out, p)

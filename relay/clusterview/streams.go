@@ -15,13 +15,13 @@ import (
 // maxStreamQueries bounds the stream info requests in flight at once.
 const maxStreamQueries = 8
 
-// offlineAfter is how long a replica may go unseen before it counts as
-// down without system access (nats-server's lostQuorumInterval).
+// offlineAfter is how long a replica that is not current may go unheard
+// from before it counts as offline (nats-server's lostQuorumInterval).
 const offlineAfter = 10 * time.Second
 
 // streams returns every stream of the account (KnownStreams too), sorted
-// by name.
-func streams(ctx context.Context, o Options) []Stream {
+// by name, and why the list may be incomplete.
+func streams(ctx context.Context, o Options) ([]Stream, error) {
 	names, listErr := streamNames(ctx, o)
 	for _, k := range o.KnownStreams {
 		if !slices.Contains(names, k) {
@@ -42,9 +42,9 @@ func streams(ctx context.Context, o Options) []Stream {
 	}
 	wg.Wait()
 	if listErr != nil {
-		out = append(out, Stream{Name: "*", Error: "cannot list the streams: " + listErr.Error()})
+		return out, fmt.Errorf("cannot list the streams: %s", describe(listErr))
 	}
-	return out
+	return out, nil
 }
 
 // streamNames lists the account's streams (answered by the meta leader).
@@ -76,15 +76,21 @@ func stream(ctx context.Context, o Options, name string) Stream {
 // fromInfo is a stream's group as its info shows it.
 func fromInfo(info *jetstream.StreamInfo) Stream {
 	s := Stream{Name: info.Config.Name, Configured: max(info.Config.Replicas, 1), Replicas: []Replica{}}
-	if c := info.Cluster; c != nil {
-		s.Leader = c.Leader
-		for _, p := range c.Replicas {
-			current := p.Current && !p.Offline
-			s.Replicas = append(s.Replicas, Replica{Name: p.Name, Current: current, Lag: p.Lag, Offline: p.Offline,
-				seen: p.Active})
-			if current {
-				s.Current++
-			}
+	if info.Cluster == nil {
+		// A server without cluster information answered for it: its own.
+		s.Current, s.Quorum = s.Configured, true
+		return s
+	}
+	s.Leader = info.Cluster.Leader
+	for _, p := range info.Cluster.Replicas {
+		current := p.Current && !p.Offline
+		// Active is the time since the leader last heard from it; 0
+		// when it has not since it became leader.
+		heard := p.Active > 0 && p.Active <= offlineAfter
+		offline := p.Offline || (!current && !heard)
+		s.Replicas = append(s.Replicas, Replica{Name: p.Name, Current: current, Lag: p.Lag, Offline: offline})
+		if current {
+			s.Current++
 		}
 	}
 	if s.Leader != "" {

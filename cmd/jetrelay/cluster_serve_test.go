@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/rs/zerolog"
+)
+
+// TestClusterStatusServeNodes: three `serve` nodes of one embedded
+// cluster. `cluster status --config` of a node (the embedded server's
+// system user, across routes with a secret) and that node's /metrics show
+// all three up; with one node stopped both name it down and the CLI exits
+// 1 naming the queue stream's lost replica.
+func TestClusterStatusServeNodes(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "cluster.password")
+	if err := os.WriteFile(secret, []byte("route-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	routePorts := []int{freePort(t), freePort(t), freePort(t)}
+	var nodes []testRelayConfig
+	var admins []string
+	var logs []*syncBuffer
+	var stops []func()
+	for i := range 3 {
+		c := writeRelayConfig(t)
+		cfg := clusterNodeConfig(t, i, routePorts, secret, c)
+		cfg.Admin.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		buf := &syncBuffer{}
+		go func() { done <- serve(ctx, cfg, zerolog.New(buf), stdio{nil, buf, buf}) }()
+		stop := sync.OnceFunc(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Minute):
+				t.Errorf("node %d did not stop", i)
+			}
+		})
+		t.Cleanup(stop)
+		nodes, admins = append(nodes, c), append(admins, "http://"+cfg.Admin.Listen)
+		logs, stops = append(logs, buf), append(stops, stop)
+	}
+	for _, l := range logs {
+		waitLog(t, l, `"event":"started"`)
+	}
+	status := func() (int, string, string) { return runOps(t, clusterStatusMain, "--config", nodes[0].cfgPath) }
+	var rc int
+	var out, errOut string
+	queuetest.Eventually(t, 2*time.Minute, "cluster status exit 0", func() bool {
+		rc, out, errOut = status()
+		return rc == 0
+	})
+	for i := range 3 {
+		if !strings.Contains(out, fmt.Sprintf("node-%d  ", i)) || strings.Contains(out, "DOWN") {
+			t.Fatalf("node-%d not shown up:\n%s", i, out)
+		}
+	}
+	queuetest.Eventually(t, time.Minute, "/metrics with three nodes up and no problem", func() bool {
+		m := scrape(t, admins[0])
+		return strings.Contains(m, `jetrelay_cluster_node_up{node="node-2"} 1`) &&
+			strings.Contains(m, "jetrelay_cluster_problems 0")
+	})
+
+	stops[2]()
+	queuetest.Eventually(t, 2*time.Minute, "cluster status exit 1 naming the queue stream", func() bool {
+		rc, out, errOut = status()
+		return rc == 1 && strings.Contains(errOut, "stream JETRELAY_QUEUE lost 1 of 3 replicas (node-2 offline)")
+	})
+	queuetest.Eventually(t, time.Minute, "/metrics with node-2 down", func() bool {
+		m := scrape(t, admins[0])
+		return strings.Contains(m, `jetrelay_cluster_node_up{node="node-2"} 0`) &&
+			strings.Contains(m, `jetrelay_stream_replicas_lost{stream="JETRELAY_QUEUE"} 1`)
+	})
+}
+
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
