@@ -135,7 +135,7 @@ func (q *Queue) publish(ctx context.Context, id string, msgs []*nats.Msg) error 
 	start := time.Now()
 	backoff := publishBackoff
 	for attempt := 1; ; attempt++ {
-		dup, err := q.publishAttempt(ctx, id, attempt, msgs, o.Attempt)
+		dup, err := q.publishAttempt(ctx, msgs, batchID(id, attempt), o.Attempt)
 		if err == nil {
 			if attempt > 1 {
 				q.log.Info().Str("event", "enqueue_retried").Str("queue_id", id).Int("attempt", attempt).
@@ -161,10 +161,10 @@ func (q *Queue) publish(ctx context.Context, id string, msgs []*nats.Msg) error 
 	}
 }
 
-// publishAttempt makes one attempt within its own timeout; dup reports
-// that the server answered "already stored".
+// publishAttempt makes one attempt within its own timeout (a batch under
+// batchID); dup reports that the server answered "already stored".
 func (q *Queue) publishAttempt(
-	ctx context.Context, id string, attempt int, msgs []*nats.Msg, timeout time.Duration,
+	ctx context.Context, msgs []*nats.Msg, batchID string, timeout time.Duration,
 ) (dup bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -184,7 +184,7 @@ func (q *Queue) publishAttempt(
 		}
 		return ack.Duplicate, nil
 	}
-	err = q.publishBatch(actx, batchID(id, attempt), msgs)
+	err = q.publishBatch(actx, batchID, msgs)
 	var api *jetstream.APIError
 	if errors.As(err, &api) && api.ErrorCode == codeBatchDuplicate {
 		return true, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
 
@@ -372,5 +373,43 @@ func TestEnqueueNoQuorum(t *testing.T) {
 				t.Logf("refused message %s stored after all, once (%s): its commit was proposed before", m.ID, s)
 			}
 		}
+	}
+}
+
+// TestEnqueueAfterHalfSentBatch: a half-sent batch left on the server
+// under the id the first attempt uses (what an attempt cut off mid-batch
+// leaves) makes the server refuse that attempt as incomplete; the next
+// attempt, under a fresh batch id, stores the message once, and the
+// leftover is never stored.
+func TestEnqueueAfterHalfSentBatch(t *testing.T) {
+	t.Parallel()
+	ns := queuetest.StartNATS(t, &server.Options{ServerName: "solo", StoreDir: t.TempDir()})
+	logs := &syncBuffer{}
+	q := queuetest.OpenQueue(t, ns.ClientURL(), 1, testLog(t, logs), queue.PublishOptions{})
+	m := testMessage("one.test", "two.test")
+	half := &nats.Msg{Subject: queue.SubjBody + "." + m.ID + ".0", Data: []byte("left over"), Header: nats.Header{}}
+	half.Header.Set("Nats-Batch-Id", m.ID+"-1")
+	half.Header.Set("Nats-Batch-Sequence", "1")
+	if err := q.Conn().PublishMsg(half); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Enqueue(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	counts := subjectCounts(t, q)
+	checkStoredOnce(t, counts, m)
+	if !strings.Contains(logs.String(), `"event":"enqueue_retried"`) {
+		t.Fatalf("the first attempt was not refused; log:\n%s", logs)
+	}
+	s, err := q.Stream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk, err := s.GetLastMsgForSubject(context.Background(), queue.SubjBody+"."+m.ID+".0")
+	if err != nil || string(chunk.Data) != string(m.Body) {
+		t.Fatalf("body chunk %v, %v: want the message's own", chunk, err)
 	}
 }

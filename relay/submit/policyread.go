@@ -59,14 +59,14 @@ func (f *readFailures) paused(now time.Time) bool {
 	return now.Before(f.pauseEnd)
 }
 
-// failed records a failure (a failed read, or one skipped while paused)
-// and reports whether to log it now and how many failures went unlogged
-// before it.
-func (f *readFailures) failed(now time.Time, read bool) (logIt bool, unlogged int) {
+// failed records a failure — a failed read, which pauses the reads for
+// pause, or one skipped while paused (pause 0) — and reports whether to
+// log it now and how many failures went unlogged before it.
+func (f *readFailures) failed(now time.Time, pause time.Duration) (logIt bool, unlogged int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if read {
-		f.pauseEnd = now.Add(policyReadPause)
+	if pause > 0 {
+		f.pauseEnd = now.Add(pause)
 	}
 	if !f.lastLog.IsZero() && now.Sub(f.lastLog) < policyReadLogEvery {
 		f.unlogged++
@@ -103,7 +103,11 @@ func (s *Server) policyReadFailed(log zerolog.Logger, read string, err error, to
 	if o, ok := s.observe.(PolicyReadObserver); ok {
 		o.ObservePolicyReadFailed(read)
 	}
-	logIt, unlogged := s.readFails.failed(time.Now(), !errors.Is(err, errReadPaused))
+	pause := policyReadPause
+	if errors.Is(err, errReadPaused) {
+		pause = 0
+	}
+	logIt, unlogged := s.readFails.failed(time.Now(), pause)
 	if !logIt {
 		return
 	}

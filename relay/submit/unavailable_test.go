@@ -2,10 +2,13 @@ package submit
 
 import (
 	"context"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/bounce"
@@ -142,21 +145,21 @@ func TestReadFailuresPauseAndLogRate(t *testing.T) {
 	}
 	steps := []struct {
 		at            time.Duration
-		read          bool
+		pause         time.Duration
 		logIt         bool
 		unlogged      int
 		pausedJustNow bool // paused at the same instant, after the step
 	}{
-		{at: 0, read: true, logIt: true, pausedJustNow: true},
-		{at: time.Second, read: false, pausedJustNow: true},
-		{at: policyReadPause, read: false, pausedJustNow: false},
-		{at: policyReadPause + time.Second, read: true, pausedJustNow: true},
-		{at: policyReadLogEvery, read: true, logIt: true, unlogged: 3, pausedJustNow: true},
-		{at: policyReadLogEvery + policyReadPause, read: false, pausedJustNow: false},
+		{at: 0, pause: policyReadPause, logIt: true, pausedJustNow: true},
+		{at: time.Second, pausedJustNow: true},
+		{at: policyReadPause, pausedJustNow: false},
+		{at: policyReadPause + time.Second, pause: policyReadPause, pausedJustNow: true},
+		{at: policyReadLogEvery, pause: policyReadPause, logIt: true, unlogged: 3, pausedJustNow: true},
+		{at: policyReadLogEvery + policyReadPause, pausedJustNow: false},
 	}
 	for i, s := range steps {
 		now := t0.Add(s.at)
-		logIt, unlogged := f.failed(now, s.read)
+		logIt, unlogged := f.failed(now, s.pause)
 		if logIt != s.logIt || unlogged != s.unlogged {
 			t.Errorf("step %d: failed() = %v, %d; want %v, %d", i, logIt, unlogged, s.logIt, s.unlogged)
 		}
@@ -164,4 +167,151 @@ func TestReadFailuresPauseAndLogRate(t *testing.T) {
 			t.Errorf("step %d: paused = %v, want %v", i, got, s.pausedJustNow)
 		}
 	}
+}
+
+// sent is one message sent by sendLoop: the reply to its final dot.
+type sent struct {
+	reply smtpReply
+	at    time.Time // when the final dot was sent
+	took  time.Duration
+}
+
+// sendLoop sends one small message after another on c until stop is
+// closed, reporting each reply to the final dot; it stops on a protocol
+// error (reported on the test).
+func sendLoop(t *testing.T, c *rawClient, stop <-chan struct{}, out chan<- sent) {
+	step := func(line string, code int) bool {
+		if _, err := io.WriteString(c.conn, line+"\r\n"); err != nil {
+			t.Errorf("write %q: %v", line, err)
+			return false
+		}
+		r, err := c.readErr()
+		if err != nil || r.Code != code {
+			t.Errorf("%q: %v, %v; want %d", line, r, err, code)
+			return false
+		}
+		return true
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if !step("MAIL FROM:<a@example.com>", 250) || !step("RCPT TO:<x@one.test>", 250) || !step("DATA", 354) {
+			return
+		}
+		at := time.Now()
+		if _, err := io.WriteString(c.conn, message("a@example.com", "")+".\r\n"); err != nil {
+			t.Errorf("write message: %v", err)
+			return
+		}
+		r, err := c.readErr()
+		if err != nil {
+			t.Errorf("reply to the final dot: %v", err)
+			return
+		}
+		out <- sent{reply: r, at: at, took: time.Since(at)}
+	}
+}
+
+// TestSubmitWhileStreamLeaderLost: submission on a node of a three-node
+// cluster (queue stream, suppression list at R3) while the queue stream's
+// leader is shut down: every final dot is answered 250 or 451 4.3.0 — never
+// 5xx — within the store deadline, RCPT never fails, every 250 is stored
+// once, nothing is stored twice, and 250s come back.
+func TestSubmitWhileStreamLeaderLost(t *testing.T) {
+	t.Parallel()
+	c := queuetest.StartCluster(t)
+	log := testLogger(t)
+	setup := queuetest.OpenQueue(t, c.Nodes[0].ClientURL(), 3, log, queue.PublishOptions{})
+	leader := queuetest.StreamInfo(t, setup, "").Cluster.Leader
+	via := c.Nodes[0]
+	if via.Name() == leader {
+		via = c.Nodes[1]
+	}
+	q := queuetest.OpenQueue(t, via.ClientURL(), 3, log, queue.PublishOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	list, err := bounce.OpenSuppressionList(ctx, bounce.SuppressionOptions{JetStream: q.JetStream(), Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, testConfig(t), harnessOpts{queue: q, suppressor: list})
+	const clients = 2
+	out := make(chan sent, 256)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range clients {
+		cl := h.login(lnImplicit, appUser, appPass)
+		wg.Add(1)
+		go func() { defer wg.Done(); sendLoop(t, cl, stop, out) }()
+	}
+	var all []sent
+	wait := func(what string, n int, since time.Time) {
+		t.Helper()
+		deadline := time.After(2 * testTimeout)
+		for count250(all, since) < n {
+			select {
+			case s := <-out:
+				all = append(all, s)
+			case <-deadline:
+				t.Fatalf("timed out waiting for %s (%d replies)", what, len(all))
+			}
+		}
+	}
+	wait("250s before the leader dies", 10, time.Time{})
+	killed := time.Now()
+	c.Node(leader).Shutdown()
+	wait("250s after the leader died", 10, killed)
+	close(stop)
+	go func() { wg.Wait(); close(out) }()
+	for s := range out {
+		all = append(all, s)
+	}
+	checkSubmitted(t, q, all, killed)
+}
+
+// count250 counts the 250 replies to final dots sent after since.
+func count250(all []sent, since time.Time) int {
+	n := 0
+	for _, s := range all {
+		if s.reply.Code == 250 && s.at.After(since) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkSubmitted checks the replies of TestSubmitWhileStreamLeaderLost
+// against the queue stream.
+func checkSubmitted(t *testing.T, q *queue.Queue, all []sent, killed time.Time) {
+	t.Helper()
+	counts := queuetest.StreamInfo(t, q, "jr.>").State.Subjects
+	refused, back := 0, time.Duration(-1)
+	for _, s := range all {
+		if s.took > storeTimeout+testTimeout/2 { // a bound, not a speed target
+			t.Errorf("reply %v took %s", s.reply, s.took)
+		}
+		switch {
+		case s.reply.Code == 250:
+			id := strings.TrimPrefix(s.reply.Text, "OK: queued as ")
+			if n := counts[queue.Subject(queue.SubjReady, id, "one.test")]; n != 1 {
+				t.Errorf("accepted %s stored %d times", id, n)
+			}
+			if d := s.at.Add(s.took).Sub(killed); s.at.After(killed) && (back < 0 || d < back) {
+				back = d
+			}
+		case s.reply.Code == 451 && s.reply.Enh == "4.3.0":
+			refused++
+		default:
+			t.Errorf("reply to the final dot: %v, want 250 or 451 4.3.0", s.reply)
+		}
+	}
+	for subj, n := range counts {
+		if n > 1 {
+			t.Errorf("%s stored %d times", subj, n)
+		}
+	}
+	t.Logf("%d messages, %d answered 451 4.3.0; first 250 after the leader died %s after it", len(all), refused, back)
 }
