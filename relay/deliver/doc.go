@@ -29,8 +29,7 @@
 //   - pacer (pace.go) and parker (park.go): the retry pacing and the
 //     parking policy for failing destinations; queue only stores.
 //   - leases (lease.go): InProgress heartbeats for every held entry;
-//     Engine.pull (engine.go) keeps one lease iterator going through
-//     JetStream outages.
+//     Engine.pull (engine.go) keeps leasing through JetStream outages.
 //
 // Every goroutine that runs an attempt, settles a result or handles a
 // wake-up recovers a panic: it is logged with its stack and the entry is
@@ -106,22 +105,23 @@
 // AckWait (bounded by the time of the Next call prefetch calls earlier) is
 // renewed as it is taken.
 //
-// While JetStream is unavailable — its server restarting, or no quorum in
-// a cluster — pulls go unanswered and delivery pauses, logged once
-// (delivery_paused) and again every five minutes; the iterator pulls
-// again after each silent interval and delivery resumes by itself
-// (delivery_resumed). An iterator that ends for another reason (the
-// consumer deleted, the connection closed) is replaced after a pause
-// doubling from 1 s to 30 s. Nothing is lost meanwhile: entries whose
+// Entries come by one pull request at a time (queue.Entries). While
+// JetStream is unavailable — its server restarting, or no quorum in a
+// cluster — pulls fail and delivery pauses, logged once
+// (delivery_paused) and again every five minutes; pulls are tried again
+// after a pause doubling from 0.1 s to 5 s, and delivery resumes by
+// itself (delivery_resumed). Nothing is lost meanwhile: entries whose
 // outcome could not be recorded come back after AckWait.
 //
 // Results are acknowledged by a small pool of finishers right after the
 // remote reply, so a connection goes on with the next entry while
 // JetStream records the last one (the crash window between reply and ack
 // is the only source of duplicates). Run's context ending stops pulling
-// (the iterator drains: what it had pulled is released at once with a
+// (what the open pull request still brings is released at once with a
 // Nak, not left to expire), releases every entry not yet being
 // delivered, gives in-flight transactions delivery.shutdown_grace, then
 // cancels and releases them: another node takes them at once, and only
-// deliveries that were in flight can be repeated.
+// deliveries that were in flight can be repeated. Draining waits for the
+// open pull request to end (at most 3 s) rather than abandoning it, so
+// no entry is left on its way to a closed subscription until AckWait.
 package deliver

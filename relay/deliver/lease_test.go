@@ -97,7 +97,7 @@ func proxy(t *testing.T, target string) (addr string, cut func()) {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var conns []net.Conn
+	conns := []net.Conn{} // nil once cut
 	track := func(c net.Conn) bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -107,7 +107,6 @@ func proxy(t *testing.T, target string) (addr string, cut func()) {
 		conns = append(conns, c)
 		return true
 	}
-	conns = []net.Conn{}
 	go func() {
 		for {
 			c, err := ln.Accept()
