@@ -79,14 +79,14 @@ type Options struct {
 	Publish PublishOptions
 	// Name is the NATS connection name.
 	Name string
+	// AckWait overrides the lease time (0: AckWait); tests shorten it.
+	AckWait time.Duration
 	// ServerName is the embedded server's name ("" = "jetrelay"); in a
 	// cluster every node needs its own.
 	ServerName string
 	// Cluster, when set, makes the embedded server join or form a
 	// JetStream cluster over routes; nil = standalone.
 	Cluster *ClusterOptions
-	// AckWait overrides the lease time (0: AckWait); tests shorten it.
-	AckWait time.Duration
 }
 
 // ClusterOptions are the embedded server's cluster (route) settings.

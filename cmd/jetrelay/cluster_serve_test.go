@@ -52,7 +52,7 @@ func TestClusterStatusServeNodes(t *testing.T) {
 		logs, stops = append(logs, buf), append(stops, stop)
 	}
 	for _, l := range logs {
-		waitLog(t, l, `"event":"started"`)
+		waitServeLog(t, l, `"event":"started"`)
 	}
 	status := func() (int, string, string) { return runOps(t, clusterStatusMain, "--config", nodes[0].cfgPath) }
 	var rc int
