@@ -75,7 +75,8 @@ func startCluster(t *testing.T, o Options) (*Cluster, *Sink) {
 		c.Close()
 		if t.Failed() {
 			for _, n := range c.Nodes {
-				t.Logf("--- %s log (tail):\n%s", n.Name, n.LogTail(6000))
+				t.Logf("--- %s log (tail):\n%s\n--- %s warnings and errors (last 40):\n%s",
+					n.Name, n.LogTail(6000), n.Name, n.LogProblems(40))
 			}
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -158,4 +159,24 @@ func (n *Node) LogTail(max int64) string {
 	}
 	b, _ := io.ReadAll(io.LimitReader(f, max))
 	return string(b)
+}
+
+// LogProblems returns up to max lines of the node's log at level warn or
+// error (nats-server's own lines left out), the last ones.
+func (n *Node) LogProblems(max int) string {
+	b, err := os.ReadFile(filepath.Join(n.Dir, "node.log"))
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if (strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`)) &&
+			!strings.Contains(l, `"event":"nats_server"`) {
+			out = append(out, l)
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return strings.Join(out, "\n")
 }

@@ -231,8 +231,26 @@ func (s *Scenario) killNode(ctx context.Context, leader bool) {
 		return s.load.AcceptedSince(killAt, nil) >= 20
 	})
 	s.waitStatus(ctx, 1, "a node down")
+	s.refusedBySurvivors(killAt, n, leader)
 	s.restart(ctx, n)
 	s.waitStatus(ctx, 0, "healthy again")
+}
+
+// refusedBySurvivors counts the 4xx replies of the other nodes since the
+// kill of n. A node that does not lead the queue stream takes nothing with
+// it that submission needs (policy reads fail open): none is allowed then.
+func (s *Scenario) refusedBySurvivors(killAt time.Time, n *Node, leader bool) {
+	refused := 0
+	for _, r := range s.load.Results() {
+		if r.Node != n.Name && r.Start.After(killAt) && r.Code >= 400 && r.Code < 500 {
+			refused++
+			if !leader && refused <= 3 {
+				s.problem("%s answered %d %s at %s with %s (not the queue stream leader) dead: %s",
+					r.Node, r.Code, r.Enh, r.Stage, n.Name, r.Err)
+			}
+		}
+	}
+	s.logf("the other nodes answered 4xx %d times while %s was dead", refused, n.Name)
 }
 
 // victim finds the queue stream's leader (and checks that cluster status
