@@ -42,7 +42,7 @@ type Scenario struct {
 // Report is what a Scenario measured; Problems empty means it passed.
 type Report struct {
 	Sent, Accepted, Refused, ConnErrors int
-	Delivered, Lost, Duplicates         int
+	Delivered, Lost, Duplicates         int // Lost: accepted, not delivered by the end
 	UnacceptedDelivered                 int // arrived without the client seeing a 250
 	Downs                               int // kills and stops
 	DupBound                            int // Downs × (prefetch + delivery connections)

@@ -160,7 +160,7 @@ func (s *Scenario) countDeliveries(got map[string]int, accepted map[string]bool)
 	}
 	s.rep.DupBound = s.rep.Downs * (leasePrefetch + DeliveryConns)
 	if s.rep.Lost > 0 {
-		s.problem("%d accepted messages lost", s.rep.Lost)
+		s.problem("%d accepted messages not delivered by the end (lost, or stuck in the queue)", s.rep.Lost)
 	}
 	if s.rep.Duplicates > s.rep.DupBound {
 		s.problem("%d duplicates, over the bound %d", s.rep.Duplicates, s.rep.DupBound)
