@@ -122,7 +122,7 @@ func TestClusterFaults(t *testing.T) {
 
 func logReport(t *testing.T, rep Report) {
 	t.Helper()
-	t.Logf("sent %d, accepted %d, refused 4xx %d, connection errors %d; delivered %d (lost %d, duplicates %d, bound %d, "+
+	t.Logf("sent %d, accepted %d, refused 4xx %d, connection errors %d; delivered %d (not delivered %d, duplicates %d, bound %d, "+
 		"delivered without a 250 %d); resume after leader kill %v, after quorum return %v; longest reply %v; "+
 		"longest 250-to-delivery %v; 451 4.3.0 without quorum %d",
 		rep.Sent, rep.Accepted, rep.Refused, rep.ConnErrors, rep.Delivered, rep.Lost, rep.Duplicates, rep.DupBound,
