@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,28 +24,21 @@ type Entry struct {
 	meta *jetstream.MsgMetadata
 }
 
-// Entries is a stream of leased entries from the delivery consumer, read
-// one pull request at a time (Lease). Next is for one goroutine; Stop
-// and Drain may be called from any.
+// Entries is a stream of leased entries from the delivery consumer.
 type Entries struct {
-	q        *Queue
-	c        jetstream.Consumer
-	n        int
-	ackWait  time.Duration
-	batch    jetstream.MessageBatch // the pull being read; nil between pulls
-	stop     chan struct{}          // closed by Stop
-	stopOnce sync.Once
-	draining atomic.Bool // Drain: no new pulls
+	q       *Queue
+	it      jetstream.MessagesContext
+	ackWait time.Duration
 }
 
 // leasePrefetchBytes bounds the bytes of entries pulled ahead of the
 // workers (with their inline bodies): 800 entries of 100 KiB would be 80 MB.
 const leasePrefetchBytes = 8 << 20
 
-// leaseExpiry is how long one pull request waits on the server for
-// entries to arrive (they are handed out as they come); Drain waits for
-// the open one to end, so it bounds a stop too.
-const leaseExpiry = 3 * time.Second
+// leaseExpiry is how long one pull request waits on the server; the
+// iterator re-pulls (and notices a silent server after two missed idle
+// heartbeats, Expiry/2 each) within it.
+const leaseExpiry = 5 * time.Second
 
 // ackWait is the delivery consumer's lease time: Options.AckWait or AckWait.
 func (q *Queue) ackWait() time.Duration {
@@ -57,20 +48,11 @@ func (q *Queue) ackWait() time.Duration {
 	return AckWait
 }
 
-// Lease starts leasing entries from the shared durable consumer. prefetch
+// Lease starts pulling entries from the shared durable consumer. prefetch
 // bounds how many entries this process holds pulled but not yet handed
-// out by Next (and leasePrefetchBytes their size): their leases run from
-// the moment the server sent them, so keep it to what the caller takes
-// within a few seconds.
-//
-// Entries come by one pull request at a time for up to prefetch entries
-// (leaseExpiry), the next sent when the last one ended. Unlike the
-// client's continuous iterator (Consumer.Messages), which keeps requests
-// open all the time, this leaves nothing on its way when Drain stops it:
-// a request abandoned by unsubscribing can still have entries in flight,
-// which no one sees until their lease expires; and its buffer holds
-// status messages as well as entries, so a full buffer dropped them
-// ("slow consumer") and stalled it.
+// out by Next (and leasePrefetchBytes their size): their leases run
+// from the moment the server sent them, so keep it to what the caller
+// takes within a few seconds.
 //
 // Entries arrive on a connection of their own: on the publishing
 // connection every publish acknowledgement (each submission's 250 waits
@@ -86,11 +68,19 @@ func (q *Queue) Lease(ctx context.Context, prefetch int) (*Entries, error) {
 	if err != nil {
 		return nil, err
 	}
+	if prefetch < 1 {
+		prefetch = 1
+	}
+	it, err := c.Messages(jetstream.PullMaxMessagesWithBytesLimit(prefetch, leasePrefetchBytes),
+		jetstream.PullExpiry(leaseExpiry))
+	if err != nil {
+		return nil, err
+	}
 	aw := q.ackWait()
 	if info := c.CachedInfo(); info != nil && info.Config.AckWait > 0 {
 		aw = min(aw, info.Config.AckWait) // another node may have set a shorter one
 	}
-	return &Entries{q: q, c: c, n: max(prefetch, 1), ackWait: aw, stop: make(chan struct{})}, nil
+	return &Entries{q: q, it: it, ackWait: aw}, nil
 }
 
 // AckWait is the consumer's lease time as Lease found it: an entry not
@@ -118,14 +108,16 @@ func (q *Queue) leaseJS() (jetstream.JetStream, error) {
 
 // Next blocks until an entry is leased. A message that is not a valid
 // entry is terminated (logged) and skipped. It returns
-// jetstream.ErrMsgIteratorClosed after Stop, or after Drain once the open
-// pull request ended; the error of a pull request that failed (no
-// responders while JetStream is unavailable or has no quorum,
-// jetstream.ErrConsumerDeleted, a closed connection), after which the
-// next call pulls again (pace the calls).
+// jetstream.ErrMsgIteratorClosed after Stop or Drain (wrapping
+// nats.ErrConnectionClosed when the connection closed for good);
+// jetstream.ErrNoHeartbeat when the server stopped answering (JetStream
+// unavailable or the consumer leaderless: the iterator pulls again on the
+// next call, so it resumes by itself); or a terminal error such as
+// jetstream.ErrConsumerDeleted, after which the iterator is closed and
+// only a new Lease reads on.
 func (es *Entries) Next() (*Entry, error) {
 	for {
-		msg, err := es.next()
+		msg, err := es.it.Next()
 		if err != nil {
 			return nil, err
 		}
@@ -140,47 +132,11 @@ func (es *Entries) Next() (*Entry, error) {
 	}
 }
 
-// next returns the next message of the open pull request, sending one
-// when none is open.
-func (es *Entries) next() (jetstream.Msg, error) {
-	for {
-		if es.batch == nil {
-			if es.draining.Load() {
-				return nil, jetstream.ErrMsgIteratorClosed
-			}
-			b, err := es.c.Fetch(es.n, jetstream.FetchMaxWait(leaseExpiry), jetstream.FetchMaxBytes(leasePrefetchBytes))
-			if err != nil {
-				return nil, err
-			}
-			es.batch = b
-		}
-		select {
-		case <-es.stop:
-			return nil, jetstream.ErrMsgIteratorClosed
-		case msg, ok := <-es.batch.Messages():
-			if ok {
-				return msg, nil
-			}
-			err := es.batch.Error()
-			es.batch = nil
-			if err != nil {
-				return nil, err
-			}
-		}
-	}
-}
+// Stop stops pulling; entries already handed out keep their leases.
+func (es *Entries) Stop() { es.it.Stop() }
 
-// Stop stops at once; entries already handed out keep their leases, and
-// any still on their way expire (AckWait).
-func (es *Entries) Stop() {
-	es.stopOnce.Do(func() { close(es.stop) })
-	es.draining.Store(true)
-}
-
-// Drain stops pulling: Next hands out what the open pull request brings
-// until it ends (at most leaseExpiry), then returns
-// jetstream.ErrMsgIteratorClosed. The caller releases what it gets.
-func (es *Entries) Drain() { es.draining.Store(true) }
+// Drain stops pulling and lets buffered, not yet handed out entries go back.
+func (es *Entries) Drain() { es.it.Drain() }
 
 func (q *Queue) entryFromMsg(msg jetstream.Msg) (*Entry, error) {
 	if subj := msg.Subject(); isWakeSubject(subj) {

@@ -206,10 +206,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	return nil
 }
 
-// pull leases entries and hands them on until ctx ends. A pull that
-// fails (JetStream restarting, no quorum, the consumer deleted) is tried
-// again after a pause doubling from leaseRetryMin to leaseRetryMax, as is
-// a failed Lease, so delivery resumes by itself when JetStream is back.
+// pull leases entries and hands them on until ctx ends. An iterator
+// outlives JetStream being away (it pulls again when the server answers);
+// one that ends otherwise (consumer deleted, a lasting error) is replaced
+// after a pause, as is a failed Lease, so delivery never needs a restart.
 func (e *Engine) pull(ctx context.Context, prefetch int) {
 	var out outage
 	delay := leaseRetryMin
@@ -223,36 +223,40 @@ func (e *Engine) pull(ctx context.Context, prefetch int) {
 		}
 		e.lease.setAckWait(es.AckWait())
 		stop := context.AfterFunc(ctx, es.Drain)
-		e.fetch(ctx, es, newArrivals(prefetch, time.Now()), &out)
+		if e.fetch(ctx, es, newArrivals(prefetch, time.Now()), &out) {
+			delay = leaseRetryMin
+		}
 		stop()
+		if ctx.Err() == nil {
+			sleepCtx(ctx, delay)
+			delay = min(2*delay, leaseRetryMax)
+		}
 	}
 }
 
 // fetch hands every leased entry on until the iterator ends (drained
-// after ctx ended). Entries pulled after ctx ended are released at once.
-func (e *Engine) fetch(ctx context.Context, es *queue.Entries, arr *arrivals, out *outage) {
-	delay := leaseRetryMin
+// after ctx ended, or a terminal error); it reports whether it handed on
+// any. Entries pulled after ctx ended are released at once.
+func (e *Engine) fetch(ctx context.Context, es *queue.Entries, arr *arrivals, out *outage) (got bool) {
 	for {
 		en, err := es.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return
+			return got
 		}
 		if err != nil {
 			out.failed(e.log, err)
-			if ctx.Err() != nil {
-				es.Stop()
-				return
+			if ctx.Err() != nil || !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				es.Stop() // draining a silent server, or a lasting error: lease anew (pull)
+				return got
 			}
-			sleepCtx(ctx, delay)
-			delay = min(2*delay, leaseRetryMax)
 			continue
 		}
-		delay = leaseRetryMin
 		since := arr.next(time.Now())
 		if ctx.Err() != nil {
 			_ = en.Nak()
 			continue
 		}
+		got = true
 		out.resumed(e.log)
 		e.take(ctx, en, since)
 	}

@@ -12,7 +12,7 @@ import (
 // Lease timing (see the package comment, "Leases and shutdown").
 const (
 	// heartbeatShare: a lease is renewed once it is this share of AckWait
-	// old, so two renewals in a row can be lost before it expires.
+	// old, so three renewals can be lost before it expires.
 	heartbeatShare = 4
 	// maxHeartbeatTick bounds the heartbeat loop's period (it is a quarter
 	// of the renewal period when that is shorter).
@@ -163,11 +163,10 @@ func (a *arrivals) next(now time.Time) time.Time {
 	return since
 }
 
-// Pulling again after a failure (Engine.pull): JetStream answers at once
-// when it has no quorum, so the pause bounds how fast delivery resumes.
+// Leasing again after a failure (Engine.pull).
 const (
-	leaseRetryMin = 100 * time.Millisecond
-	leaseRetryMax = 5 * time.Second
+	leaseRetryMin = time.Second
+	leaseRetryMax = 30 * time.Second
 	// outageReminder is how often a lasting pause is logged again.
 	outageReminder = 5 * time.Minute
 )
