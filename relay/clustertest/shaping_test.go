@@ -36,11 +36,10 @@ const (
 // exactly once and every submission got 250. `jetrelay shaping status
 // --json` against the first process lists the provider with its limits.
 //
-// delivery.timeouts.idle is 2s: an idle connection keeps its provider's
-// slot for timeouts.idle (default 30s), and entries that waited
-// maxQueueWait (30s) for a slot held by the other node are deferred
-// without an attempt for about a minute, so with the default the 150
-// messages take minutes instead of the pace's 15 s (reported on issue 16).
+// With the default timeouts.idle: an idle connection of a provider gives
+// its cluster-wide slot back after 2 s (relay/deliver sharedIdle), and an
+// entry deferred while waiting for a slot is due when the wait ends, not
+// a retry interval later.
 func TestShapingAcrossProcesses(t *testing.T) {
 	bin, _ := binaries(t)
 	mx := startShapeMX(t)
@@ -220,7 +219,6 @@ delivery:
   port: %s
   dns: {servers: [%q], timeout: 5s}
   allowed_networks: [127.0.0.0/8]
-  timeouts: {idle: 2s}
   shaping:
     include: ""
     providers:

@@ -364,6 +364,9 @@ func (f *finisher) nextAttempt(env *queue.Envelope, now time.Time, paced bool) t
 // Paced and capped at max_age like nextAttempt.
 func (f *finisher) untriedNext(env *queue.Envelope, fj *finishJob, paced bool) time.Time {
 	now := fj.end
+	if fj.waiting != "" {
+		return f.shapedNext(env, fj)
+	}
 	next := now.Add(retryDelay(f.rt.Load().schedule, env.Attempt-1, rand.Float64()))
 	if !env.Retried.IsZero() && fj.notBefore.IsZero() {
 		next = now.Add(retriedRoomWait + time.Duration(rand.Int64N(int64(retriedRoomWait))))
@@ -373,6 +376,23 @@ func (f *finisher) untriedNext(env *queue.Envelope, fj *finishJob, paced bool) t
 	}
 	return f.placeNext(env, now, next, paced)
 }
+
+// shapedNext is when an entry deferred for shaping is due again: when
+// the wait ends (no earlier than shapedMinWait from now, spread over a
+// tenth of the wait), not a retry interval later — it waits in the
+// queue, it is not retried. Capped at max_age like every deferral.
+func (f *finisher) shapedNext(env *queue.Envelope, fj *finishJob) time.Time {
+	now := fj.end
+	until := now.Add(shapedMinWait)
+	if fj.notBefore.After(until) {
+		until = fj.notBefore
+	}
+	next := until.Add(time.Duration(rand.Int64N(int64(until.Sub(now)/10) + 1)))
+	return f.placeNext(env, now, next, false)
+}
+
+// shapedMinWait is the shortest wait of an entry deferred for shaping.
+const shapedMinWait = 5 * time.Second
 
 // placeNext places next with the pacer when paced, no later than env's
 // max_age.

@@ -323,10 +323,10 @@ func (s *scheduler) logPanic(j *job, p any, msg string) {
 // next pops d's next job, waiting up to timeouts.idle; nil means exit.
 // first: the worker's first call (it is no longer starting).
 func (s *scheduler) next(d *dest, first bool) *job {
-	idle := time.NewTimer(s.rt.Load().set.Timeouts.Idle.D())
-	defer idle.Stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	idle := time.NewTimer(s.idleHold(d.class))
+	defer idle.Stop()
 	if first {
 		d.starting--
 	}

@@ -354,3 +354,18 @@ func (s *scheduler) reportWaiting() {
 	}
 	s.waitingSent = now
 }
+
+// sharedIdle is how long an idle connection of a provider's class is
+// kept: its slot counts against a cluster-wide limit, and another node
+// may have entries waiting for it, which it cannot ask for back.
+const sharedIdle = 2 * time.Second
+
+// idleHold is how long a worker of class c keeps an idle connection:
+// timeouts.idle, or at most sharedIdle for a provider.
+func (s *scheduler) idleHold(c shaping.Class) time.Duration {
+	idle := s.rt.Load().set.Timeouts.Idle.D()
+	if c.Provider != "" && s.shaper != nil {
+		return min(idle, sharedIdle)
+	}
+	return idle
+}
