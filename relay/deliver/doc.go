@@ -114,7 +114,7 @@
 // AckWait (bounded by the time of the Next call prefetch calls earlier) is
 // renewed as it is taken.
 //
-// Entries come by one pull request at a time (queue.Entries). While
+// Entries come through the consumer's pull iterator (queue.Entries). While
 // JetStream is unavailable — its server restarting, or no quorum in a
 // cluster — pulls fail and delivery pauses, logged once
 // (delivery_paused) and again every five minutes; pulls are tried again
@@ -125,12 +125,10 @@
 // Results are acknowledged by a small pool of finishers right after the
 // remote reply, so a connection goes on with the next entry while
 // JetStream records the last one (the crash window between reply and ack
-// is the only source of duplicates). Run's context ending stops pulling
-// (what the open pull request still brings is released at once with a
-// Nak, not left to expire), releases every entry not yet being
-// delivered, gives in-flight transactions delivery.shutdown_grace, then
-// cancels and releases them: another node takes them at once, and only
-// deliveries that were in flight can be repeated. Draining waits for the
-// open pull request to end (at most 3 s) rather than abandoning it, so
-// no entry is left on its way to a closed subscription until AckWait.
+// is the only source of duplicates). Run's context ending drains the
+// iterator (what it still brings is released at once with a Nak, not
+// left to expire), releases every entry not yet being delivered, gives
+// in-flight transactions delivery.shutdown_grace, then cancels and
+// releases them: another node takes them at once, and only deliveries
+// that were in flight can be repeated.
 package deliver
