@@ -73,7 +73,8 @@
 // destination has a bounded local queue (1000 entries) and at most
 // max_per_destination workers, all under max_connections. A worker owns at
 // most one connection, reused for the destination's next entries (RSET
-// only after an unfinished transaction) and closed after timeouts.idle; an
+// only after an unfinished transaction) and closed after timeouts.idle (a
+// provider's after at most 2 s: its slot counts cluster-wide); an
 // idle worker gives its slot up when another destination is waiting for one.
 //
 // A destination whose attempt reaches no server (connection refused or
