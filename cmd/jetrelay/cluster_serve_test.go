@@ -31,6 +31,7 @@ func TestClusterStatusServeNodes(t *testing.T) {
 	var admins []string
 	var logs []*syncBuffer
 	var stops []func()
+	var dones []chan error
 	for i := range 3 {
 		c := writeRelayConfig(t)
 		cfg := clusterNodeConfig(t, i, routePorts, secret, c)
@@ -50,9 +51,10 @@ func TestClusterStatusServeNodes(t *testing.T) {
 		t.Cleanup(stop)
 		nodes, admins = append(nodes, c), append(admins, "http://"+cfg.Admin.Listen)
 		logs, stops = append(logs, buf), append(stops, stop)
+		dones = append(dones, done)
 	}
-	for _, l := range logs {
-		waitServeLog(t, l, `"event":"started"`)
+	for i, l := range logs {
+		waitServeLogOrExit(t, l, dones[i], `"event":"started"`)
 	}
 	status := func() (int, string, string) { return runOps(t, clusterStatusMain, "--config", nodes[0].cfgPath) }
 	var rc int
@@ -93,4 +95,23 @@ func scrape(t *testing.T, base string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// waitServeLogOrExit is waitServeLog that fails at once, with serve's
+// error, when the node's serve returned instead.
+func waitServeLogOrExit(t *testing.T, l *syncBuffer, done chan error, s string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(l.String(), s) {
+		select {
+		case err := <-done:
+			done <- err // for the cleanup's stop
+			t.Fatalf("serve returned %v before %s in the log:\n%s", err, s, l)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in the log:\n%s", s, l)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a log
+	}
 }
