@@ -42,6 +42,10 @@ type Options struct {
 	Timeouts Timeouts
 	// Port is the MX port (25; tests use another).
 	Port int
+	// DANE uses the TLSA records of DNSSEC-secure MX hosts (RFC 7672). It
+	// needs a Resolver that reports secure answers (DNSOptions.TrustAD,
+	// NewCache over it) and implements TLSAResolver.
+	DANE bool
 	// Policies gives each recipient domain's TLS policy (nil: Opportunistic).
 	Policies PolicyStore
 	// Conns counts open connections (nil: not counted).
@@ -115,7 +119,10 @@ type ConnInfo struct {
 	// an opportunistic fallback to plaintext) or TLSFailed.
 	MX, IP, TLS, Cipher string
 	// TLSPolicy is the policy the attempt ran under (Plan.PolicyName).
-	TLSPolicy     string
+	TLSPolicy string
+	// TLSFailure is the RFC 8460 §4.3 result type of a failed TLS policy
+	// check ("validation-failure", ...); "" when none failed.
+	TLSFailure    string
 	Port          int
 	Verified, DSN bool
 }

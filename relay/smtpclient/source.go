@@ -37,7 +37,9 @@ type SourceDialer interface {
 // DeliverWith is Deliver with per-attempt options.
 func (c *Client) DeliverWith(ctx context.Context, tr Transport, m *Message, sess *Session, o AttemptOptions) Attempt {
 	a := c.deliver(ctx, tr, m, sess, o)
-	a.Conn.TLSPolicy = tr.Plan().PolicyName()
+	if a.Conn.TLSPolicy == "" { // DANE hosts name their own policy
+		a.Conn.TLSPolicy = tr.Plan().PolicyName()
+	}
 	return a
 }
 

@@ -20,6 +20,9 @@ type Host struct {
 	Name string
 	IPs  []net.IP
 	Port int
+	// DANE holds the host's usable TLSA records (RFC 7672): STARTTLS is
+	// mandatory and the certificate must match them. Nil: no DANE.
+	DANE []TLSA
 }
 
 // Plan says how to talk to a destination's hosts.
@@ -74,6 +77,7 @@ type mxTransport struct {
 	port    int
 	res     Resolver
 	warn    *warnOnce
+	dane    bool  // look up TLSA for DNSSEC-secure MX hosts (Options.DANE)
 	invalid error // the domain cannot be looked up: Hosts fails with it
 }
 
@@ -100,7 +104,8 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		}
 		pol = p
 	}
-	return &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn}, nil
+	return &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
+		dane: c.o.DANE}, nil
 }
 
 func (t *mxTransport) limited() bool           { return true }
@@ -157,13 +162,19 @@ func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 					Msg("MX target is a CNAME (RFC 2181 §10.3); followed")
 			})
 		}
+		h := Host{Name: mx.Host, IPs: a.IPs, Port: t.port}
+		if err := t.lookupDANE(ctx, mx, a, &h); err != nil {
+			lastErr = err // RFC 7672 §2.2: unusable, not insecure
+			continue
+		}
 		if len(a.IPs) > 0 {
-			hosts = append(hosts, Host{Name: mx.Host, IPs: a.IPs, Port: t.port})
+			hosts = append(hosts, h)
 		}
 	}
 	if len(hosts) == 0 {
 		var de *DNSError
-		if errors.As(lastErr, &de) && de.Kind == DNSTemporary {
+		var tf *TLSFailure
+		if errors.As(lastErr, &de) && de.Kind == DNSTemporary || errors.As(lastErr, &tf) {
 			return nil, lastErr
 		}
 		return nil, newError(replyNoUsableMX, false, lastErr)
