@@ -115,7 +115,11 @@ type ConnInfo struct {
 	// an opportunistic fallback to plaintext) or TLSFailed.
 	MX, IP, TLS, Cipher string
 	// TLSPolicy is the policy the attempt ran under (Plan.PolicyName).
-	TLSPolicy     string
+	TLSPolicy string
+	// TLSFailure is the TLS-RPT result type (RFC 8460 §4.3.2.1:
+	// "certificate-host-mismatch", "sts-policy-fetch-error", ...) when
+	// the policy failed, or under a testing policy was not met.
+	TLSFailure    string
 	Port          int
 	Verified, DSN bool
 }
