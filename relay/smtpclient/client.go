@@ -44,6 +44,8 @@ type Options struct {
 	Port int
 	// Policies gives each recipient domain's TLS policy (nil: Opportunistic).
 	Policies PolicyStore
+	// STS gives MTA-STS policies (nil: MTA-STS is not used).
+	STS STSSource
 	// Conns counts open connections (nil: not counted).
 	Conns Gauge
 	// MaxAddresses bounds the addresses one attempt dials, over all MX

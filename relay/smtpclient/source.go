@@ -38,6 +38,8 @@ type SourceDialer interface {
 func (c *Client) DeliverWith(ctx context.Context, tr Transport, m *Message, sess *Session, o AttemptOptions) Attempt {
 	a := c.deliver(ctx, tr, m, sess, o)
 	a.Conn.TLSPolicy = tr.Plan().PolicyName()
+	a.Conn.TLSFailure = c.stsFailure(tr, &a)
+	stsReply(tr, &a)
 	return a
 }
 
