@@ -24,6 +24,9 @@ func (c *Client) Deliver(ctx context.Context, tr Transport, m *Message, sess *Se
 
 func (c *Client) deliver(ctx context.Context, tr Transport, m *Message, sess *Session, o AttemptOptions) Attempt {
 	to := c.o.Timeouts
+	if sess == nil || !sess.dane { // a DANE session outranks MTA-STS
+		sess = stsSession(ctx, tr, sess)
+	}
 	if sess != nil {
 		if time.Since(sess.lastUsed) < to.Idle {
 			if a, err := c.converse(ctx, sess, m, o); err == nil {

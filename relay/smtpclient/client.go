@@ -48,6 +48,8 @@ type Options struct {
 	DANE bool
 	// Policies gives each recipient domain's TLS policy (nil: Opportunistic).
 	Policies PolicyStore
+	// STS gives MTA-STS policies (nil: MTA-STS is not used).
+	STS STSSource
 	// Conns counts open connections (nil: not counted).
 	Conns Gauge
 	// MaxAddresses bounds the addresses one attempt dials, over all MX
@@ -120,8 +122,9 @@ type ConnInfo struct {
 	MX, IP, TLS, Cipher string
 	// TLSPolicy is the policy the attempt ran under (Plan.PolicyName).
 	TLSPolicy string
-	// TLSFailure is the RFC 8460 §4.3 result type of a failed TLS policy
-	// check ("validation-failure", ...); "" when none failed.
+	// TLSFailure is the TLS-RPT result type (RFC 8460 §4.3.2.1:
+	// "certificate-host-mismatch", "sts-policy-fetch-error", ...) when
+	// the policy failed, or under a testing policy was not met.
 	TLSFailure    string
 	Port          int
 	Verified, DSN bool

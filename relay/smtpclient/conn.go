@@ -156,7 +156,7 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 	}
 	if ok, _ := s.c.Extension("STARTTLS"); !ok {
 		if s.dane { // RFC 7672 §2.2: TLSA records make TLS mandatory
-			f := &TLSFailure{Result: ResultStartTLSNotSupported, Reason: "DANE: TLSA records published but STARTTLS not offered"}
+			f := &TLSFailure{Result: FailSTARTTLS, Reason: "DANE: TLSA records published but STARTTLS not offered"}
 			return newError(withCause(replyTLSFailed, f.Reason), true, f)
 		}
 		if r.plan.RequireTLS {

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -135,15 +134,10 @@ type TLSFailure struct {
 
 func (f *TLSFailure) Error() string { return f.Reason }
 
-// RFC 8460 §4.3 result types used by DANE.
-const (
-	ResultStartTLSNotSupported = "starttls-not-supported"
-	ResultHostMismatch         = "certificate-host-mismatch"
-	ResultCertExpired          = "certificate-expired"
-	ResultCertNotTrusted       = "certificate-not-trusted"
-	ResultValidationFailure    = "validation-failure"
-	ResultDNSSECInvalid        = "dnssec-invalid"
-)
+// FailDNSSECInvalid is the TLS-RPT result type (RFC 8460 §4.3.2.1) of a
+// failed TLSA lookup for a DNSSEC-secure MX host; DANE's other failures use
+// the result types of sts.go.
+const FailDNSSECInvalid = "dnssec-invalid"
 
 // lookupDANE gives h its usable TLSA records when DANE applies: DANE is
 // on, the MX answer and the host's addresses are DNSSEC-secure (RFC 7672
@@ -158,7 +152,7 @@ func (t *mxTransport) lookupDANE(ctx context.Context, mx MX, a HostAddrs, h *Hos
 	name := fmt.Sprintf("_%d._tcp.%s", t.port, mx.Host)
 	recs, secure, _, err := tr.LookupTLSA(ctx, name)
 	if err != nil {
-		f := &TLSFailure{Result: ResultDNSSECInvalid, Reason: "DANE: TLSA lookup for secure MX host " + mx.Host +
+		f := &TLSFailure{Result: FailDNSSECInvalid, Reason: "DANE: TLSA lookup for secure MX host " + mx.Host +
 			" failed: " + err.Error()}
 		return newError(withCause(replyTLSFailed, f.Reason), true, f)
 	}
@@ -202,7 +196,7 @@ func daneConfig(recs []TLSA, name string, verified *bool, fail **TLSFailure) *tl
 // base domain (RFC 7672 §3.1.2, §3.2.2).
 func verifyDANE(chain []*x509.Certificate, recs []TLSA, name string, now time.Time) *TLSFailure {
 	if len(chain) == 0 {
-		return &TLSFailure{Result: ResultValidationFailure, Reason: "DANE: no certificate presented"}
+		return &TLSFailure{Result: FailValidation, Reason: "DANE: no certificate presented"}
 	}
 	for _, r := range recs {
 		if r.Usage == UsageDANEEE && r.Matches(chain[0]) {
@@ -232,20 +226,11 @@ func verifyDANE(chain []*x509.Certificate, recs []TLSA, name string, now time.Ti
 	if taErr != nil {
 		return chainFailure(taErr)
 	}
-	return &TLSFailure{Result: ResultValidationFailure,
+	return &TLSFailure{Result: FailValidation,
 		Reason: "DANE: no TLSA record of " + name + " matches the server's certificate chain"}
 }
 
 // chainFailure names why a chain to a matching DANE-TA failed.
 func chainFailure(err error) *TLSFailure {
-	reason := "DANE-TA: " + strings.TrimPrefix(err.Error(), "x509: ")
-	var inv x509.CertificateInvalidError
-	var host x509.HostnameError
-	switch {
-	case errors.As(err, &inv) && inv.Reason == x509.Expired:
-		return &TLSFailure{Result: ResultCertExpired, Reason: reason}
-	case errors.As(err, &host):
-		return &TLSFailure{Result: ResultHostMismatch, Reason: reason}
-	}
-	return &TLSFailure{Result: ResultCertNotTrusted, Reason: reason}
+	return &TLSFailure{Result: failureOfError(err), Reason: "DANE-TA: " + strings.TrimPrefix(err.Error(), "x509: ")}
 }

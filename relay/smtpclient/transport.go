@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/dnsname"
@@ -34,6 +35,8 @@ type Plan struct {
 	User, Pass    string // AUTH PLAIN when User != ""
 	// ServerName overrides the name the certificate is checked against.
 	ServerName string
+	// Name overrides PolicyName in the delivery log ("mta-sts", ...).
+	Name string
 }
 
 // PolicyName names the TLS policy the plan carries out: none, opportunistic,
@@ -41,6 +44,8 @@ type Plan struct {
 // host name). A smarthost route verifies unless tls_verify is false.
 func (p Plan) PolicyName() string {
 	switch {
+	case p.Name != "":
+		return p.Name
 	case p.TLS == "none":
 		return string(PolicyNone)
 	case p.Verify:
@@ -79,6 +84,11 @@ type mxTransport struct {
 	warn    *warnOnce
 	dane    bool  // look up TLSA for DNSSEC-secure MX hosts (Options.DANE)
 	invalid error // the domain cannot be looked up: Hosts fails with it
+	// sts gives the MTA-STS policy (nil: none); configured: the domain
+	// has its own delivery.tls.domains entry; stsSt: the decision (sts.go).
+	sts        STSSource
+	configured bool
+	stsSt      atomic.Pointer[stsState]
 }
 
 // MX returns the Transport for MX delivery to domain (an A-label or ASCII
@@ -105,7 +115,7 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		pol = p
 	}
 	return &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
-		dane: c.o.DANE}, nil
+		dane: c.o.DANE, sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}, nil
 }
 
 func (t *mxTransport) limited() bool           { return true }
@@ -121,15 +131,31 @@ func (t *mxTransport) Key() string {
 	return k
 }
 
-func (t *mxTransport) Plan() Plan { return t.plan }
+func (t *mxTransport) Plan() Plan {
+	if st := t.stsSt.Load(); st != nil {
+		return st.plan
+	}
+	return t.plan
+}
 
 // Hosts looks up the MX records: preference order with equal preferences
 // shuffled; no MX → the domain itself (implicit MX); null MX → 5.1.10;
 // IP-literal MX names are skipped; CNAME targets are followed with a warning.
+// Under an MTA-STS enforce policy only the hosts it names are kept, unless
+// an MX host has usable TLSA records: DANE outranks MTA-STS (issue 17).
 func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 	if t.invalid != nil {
 		return nil, t.invalid
 	}
+	t.applySTS(ctx)
+	hosts, err := t.lookupHosts(ctx)
+	if err != nil || slices.ContainsFunc(hosts, func(h Host) bool { return len(h.DANE) > 0 }) {
+		return hosts, err
+	}
+	return t.stsHosts(hosts)
+}
+
+func (t *mxTransport) lookupHosts(ctx context.Context) ([]Host, error) {
 	mxs, _, err := t.res.LookupMX(ctx, t.domain)
 	if err != nil {
 		return nil, err
