@@ -1,6 +1,7 @@
 package smtpclient_test
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"strings"
@@ -177,4 +178,45 @@ func TestDANENeedsTrustAD(t *testing.T) {
 	if z.Queries(fmt.Sprintf("_%d._tcp.mx1.off.test", srv.Port), 52) != 0 {
 		t.Fatal("TLSA looked up without dnssec: trust_ad")
 	}
+}
+
+// stsFixed is an STSSource with one policy for every domain.
+type stsFixed struct{ p smtpclient.STSPolicy }
+
+func (s stsFixed) Lookup(context.Context, string) smtpclient.STSResult {
+	return smtpclient.STSResult{Policy: &s.p}
+}
+
+// DANE outranks MTA-STS (issue 17's policy order): an enforce policy that
+// names no MX host, over a self-signed certificate no WebPKI trusts,
+// defers the mail (4.7.5, nothing sent) — unless the MX host has usable
+// TLSA records, which deliver it under tls_policy dane.
+func TestDANEOutranksMTASTS(t *testing.T) {
+	t.Parallel()
+	cert := relaytest.SelfSigned(t, "mx1.sts.test")
+	srv := relaytest.FakeMX(t, relaytest.StartTLS(&cert))
+	z := relaytest.NewZone()
+	for _, dom := range []string{"sts.test", "sts-dane.test"} {
+		z.AddMX(dom, 10, "mx1."+dom)
+		z.AddA("mx1."+dom, srv.IP)
+		z.SetSecure(dom, true)
+	}
+	z.AddTLSA(fmt.Sprintf("_%d._tcp.mx1.sts-dane.test", srv.Port), 3, 1, 1, relaytest.SPKISHA256(cert.Leaf))
+	r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: []string{relaytest.FakeDNS(t, z)},
+		Timeout: 2 * time.Second, LoopbackOnly: true, TrustAD: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, smtpclient.NewCache(r), srv.Port, func(o *smtpclient.Options) {
+		o.DANE = true
+		o.STS = stsFixed{p: smtpclient.STSPolicy{Mode: smtpclient.STSEnforce, MX: []string{"*.elsewhere.test"}}}
+	})
+	a := deliver(t, c, "x@sts.test")
+	if len(a.Replies) != 1 || a.Replies[0].Enh != "4.7.5" || !a.Replies[0].Temporary() || srv.Received("x@sts.test") != 0 ||
+		a.Conn.TLSPolicy != smtpclient.PolicyNameSTS {
+		t.Fatalf("MTA-STS alone: replies %+v conn %+v received %d, want a 4.7.5 deferral under mta-sts",
+			a.Replies, a.Conn, srv.Received("x@sts.test"))
+	}
+	a = deliver(t, c, "x@sts-dane.test")
+	checkDANE(t, []*relaytest.MX{srv}, a, daneCase{domain: "sts-dane.test", want: "dane:0"})
 }
