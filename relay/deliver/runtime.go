@@ -101,8 +101,7 @@ func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 	t := d.Timeouts
 	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: res,
 		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns,
-		DANE: d.DANE.Enabled && d.DNS.TrustAD(),
-		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(),
+		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(), DANE: d.DANE.Enabled && d.DNS.TrustAD(),
 		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
 			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),
 			Idle: t.Idle.D()}})
