@@ -75,6 +75,8 @@ func TestDANE(t *testing.T) {
 			tlsaRec(0, 0, 1, relaytest.CertSHA256(other.Certificate()))}}}, want: "tls:0"},
 		{domain: "bad-digest.test", mxs: []daneMX{{cert: eeSelf, tlsa: [][]byte{tlsaRec(3, 1, 1, []byte{1, 2, 3})}}},
 			want: "tls:0"},
+		{domain: "addr-insecure.test", mxs: []daneMX{{cert: eeSelf, tlsa: [][]byte{tlsaRec(3, 1, 1, spki(eeOther))}}},
+			want: "tls:0"},
 		{domain: "nostarttls.test", mxs: []daneMX{{tlsa: [][]byte{tlsaRec(3, 1, 1, spki(eeSelf))}}},
 			want: "defer:starttls-not-supported"},
 	}
@@ -106,6 +108,10 @@ func TestDANE(t *testing.T) {
 				z.AddTLSA(name, r[0], r[1], r[2], r[3:])
 			}
 			z.SetServFail(name, m.servFail)
+			if c.domain == "addr-insecure.test" { // secure MX and TLSA, insecure address (RFC 7672 §2.2.2)
+				z.SetSecure("mx1."+c.domain, false)
+				z.SetSecure(name, true)
+			}
 		}
 	}
 	client := newDANEClient(t, z, port, true)
