@@ -83,6 +83,7 @@ func TestMTASTS(t *testing.T) {
 		cert             string // "ca" (for mx1.<domain>), "other" (CA, other name), "self", "" (no STARTTLS)
 		want             string // "tls", "deferred:4.7.5"
 		policy, failure  string // tls_policy, tls_failure of the event
+		configured       string // delivery.tls.domains entry
 	}
 	cases := []tcase{
 		{domain: "enf-ok.test", mode: "enforce", cert: "ca", want: "tls", policy: "mta-sts"},
@@ -98,6 +99,10 @@ func TestMTASTS(t *testing.T) {
 		{domain: "tst.test", mode: "testing", cert: "self", want: "tls", policy: "mta-sts-testing",
 			failure: "certificate-not-trusted"},
 		{domain: "tst-ok.test", mode: "testing", cert: "ca", want: "tls", policy: "mta-sts-testing"},
+		// Policy order: enforce > delivery.tls.domains > testing.
+		{domain: "cfg-enf.test", mode: "enforce", cert: "ca", configured: "none", want: "tls", policy: "mta-sts"},
+		{domain: "cfg-tst.test", mode: "testing", cert: "self", configured: "opportunistic", want: "tls",
+			policy: "configured", failure: "certificate-not-trusted"},
 		{domain: "nofile.test", cert: "self", want: "tls", policy: "opportunistic", failure: "sts-policy-fetch-error"},
 	}
 	var names []string
@@ -108,8 +113,12 @@ func TestMTASTS(t *testing.T) {
 	cfg := h.config()
 	cfg.Delivery.TLS.CAFile = ca.File
 	cfg.Delivery.MTASTS.HTTPSPort = srv.port
+	cfg.Delivery.TLS.Domains = map[string]string{}
 	servers := map[string]*relaytest.MX{}
 	for _, c := range cases {
+		if c.configured != "" {
+			cfg.Delivery.TLS.Domains[c.domain] = c.configured
+		}
 		var opts []relaytest.Option
 		if c.cert != "" {
 			cert := map[string]func() tls.Certificate{

@@ -37,9 +37,9 @@ func TestParsePolicy(t *testing.T) {
 		t.Fatalf("mode none without mx: %v", err)
 	}
 	for _, bad := range []string{
-		"mode: enforce\nmx: a.example\nmax_age: 1\n",                    // no version
-		"version: STSv1\nmode: enforce\nmax_age: 1\n",                   // no mx
-		"version: STSv1\nmode: strict\nmx: a.example\nmax_age: 1\n",     // bad mode
+		"mode: enforce\nmx: a.example\nmax_age: 1\n",                // no version
+		"version: STSv1\nmode: enforce\nmax_age: 1\n",               // no mx
+		"version: STSv1\nmode: strict\nmx: a.example\nmax_age: 1\n", // bad mode
 		"version: STSv1\nmode: testing\nmx: a.example\nmax_age: 31557601\n",
 		"version: STSv1\nmode: testing\nmx: a.example\nmax_age: -1\n",
 		"version: STSv1\nmode: testing\nmx: a.*.example\nmax_age: 1\n", // wildcard not leading

@@ -22,6 +22,8 @@ const (
 const (
 	PolicyNameSTS        = "mta-sts"
 	PolicyNameSTSTesting = "mta-sts-testing"
+	// PolicyNameConfigured: the domain's own delivery.tls.domains entry.
+	PolicyNameConfigured = "configured"
 )
 
 // TLS-RPT result types (RFC 8460 §4.3.2.1) that the MTA-STS part records.

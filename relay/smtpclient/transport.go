@@ -110,8 +110,12 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		}
 		pol = p
 	}
-	return &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
-		sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}, nil
+	t := &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
+		sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}
+	if t.configured && !requireTLS {
+		t.plan.Name = PolicyNameConfigured
+	}
+	return t, nil
 }
 
 func (t *mxTransport) limited() bool           { return true }
