@@ -153,6 +153,9 @@ type Submission struct {
 type DNS struct {
 	Servers []string `yaml:"servers"`
 	Timeout Duration `yaml:"timeout"`
+	// DNSSEC: off (default) | trust_ad: believe the AD bit of these
+	// (local, validating) resolvers; DANE needs it.
+	DNSSEC string `yaml:"dnssec"`
 }
 
 // MTASTS configures MTA-STS (RFC 8461): policies fetched over HTTPS and
@@ -253,6 +256,8 @@ type Delivery struct {
 	// (submission.users[].pool, else the pool named default if any),
 	// spread over the pool's sources.
 	Pools map[string][]string `yaml:"pools"`
+	// DANE honours recipient MX hosts' TLSA records (RFC 7672).
+	DANE DANE `yaml:"dane"`
 }
 
 // Bounces configures DSNs, VERP intake and the suppression list.

@@ -57,6 +57,8 @@ var reloadClasses = map[string]ReloadClass{
 
 	"delivery":             Live, // everything, including the resolver and the dialer
 	"delivery.dns.servers": Live,
+	"delivery.dns.dnssec":  Live, // a new resolver (its cache starts empty)
+	"delivery.dane":        Live, // the next attempt looks TLSA up, or not
 	"delivery.port":        Live,
 	"delivery.source_ip":   Live,
 	"delivery.shaping":     Live, // the Shaper's Apply: new limits for the next decision, open connections stay

@@ -200,6 +200,7 @@ func (c *Config) validateDelivery(ps *problems) {
 			ps.add(fmt.Sprintf("delivery.dns.servers[%d]", i), "%q must be an IP or IP:port", s)
 		}
 	}
+	oneOf(ps, "delivery.dns.dnssec", d.DNS.DNSSEC, dnssecModes)
 	oneOf(ps, "delivery.tls.default", d.TLS.Default, tlsPolicies)
 	for dom, pol := range d.TLS.Domains {
 		oneOf(ps, "delivery.tls.domains."+dom, pol, tlsPolicies)
@@ -417,6 +418,7 @@ func (c *Config) Warnings() []Problem {
 		out = append(out, p)
 	}
 	out = append(out, c.poolWarnings()...)
+	out = append(out, c.daneWarnings()...)
 	return append(out, c.syncWarning()...)
 }
 

@@ -61,10 +61,12 @@ func (b runtimeBuilder) resolver(d config.DNS, prev *runtime) (smtpclient.Resolv
 	if b.res != nil {
 		return b.res, nil
 	}
-	if prev != nil && slices.Equal(prev.set.DNS.Servers, d.Servers) && prev.set.DNS.Timeout == d.Timeout {
+	if prev != nil && slices.Equal(prev.set.DNS.Servers, d.Servers) && prev.set.DNS.Timeout == d.Timeout &&
+		prev.set.DNS.DNSSEC == d.DNSSEC {
 		return prev.res, nil
 	}
-	r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D()})
+	r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D(),
+		TrustAD: d.TrustAD()})
 	if err != nil {
 		return nil, fmt.Errorf("deliver: delivery.dns: %w", err)
 	}
@@ -106,7 +108,7 @@ func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 	t := d.Timeouts
 	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: res,
 		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns, STS: sts,
-		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(),
+		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(), DANE: d.DANE.Enabled && d.DNS.TrustAD(),
 		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
 			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),
 			Idle: t.Idle.D()}})

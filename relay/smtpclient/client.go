@@ -42,6 +42,10 @@ type Options struct {
 	Timeouts Timeouts
 	// Port is the MX port (25; tests use another).
 	Port int
+	// DANE uses the TLSA records of DNSSEC-secure MX hosts (RFC 7672). It
+	// needs a Resolver that reports secure answers (DNSOptions.TrustAD,
+	// NewCache over it) and implements TLSAResolver.
+	DANE bool
 	// Policies gives each recipient domain's TLS policy (nil: Opportunistic).
 	Policies PolicyStore
 	// STS gives MTA-STS policies (nil: MTA-STS is not used).

@@ -31,6 +31,15 @@
 //     keyword; if no MX gives them that, they fail at once with
 //     550 5.7.30 (RFC 8689 §5) — a certificate that does not verify
 //     included.
+//   - DANE (dane.go, RFC 7672): with Options.DANE and a resolver that
+//     reports the AD bit (DNSOptions.TrustAD), a DNSSEC-secure MX host
+//     whose secure TLSA answer at _<port>._tcp.<host> has usable records
+//     (DANE-TA, DANE-EE; PKIX usages are unusable) gets Host.DANE: STARTTLS
+//     is mandatory and the chain must match (DANE-EE: the leaf, names and
+//     dates ignored; DANE-TA: a presented CA and the MX name), else 4.7.5
+//     and the next MX. A failed TLSA lookup makes the host unusable.
+//     DANE outranks MTA-STS and delivery.tls.domains; ConnInfo says
+//     tls_policy dane and, on failure, its TLS-RPT result type.
 //   - converse (send.go, pipeline.go, body.go): go-smtp's client, one
 //     transaction per Message; SIZE, 8BITMIME, SMTPUTF8 and DSN used when
 //     offered; an 8-bit body for a server without 8BITMIME is converted

@@ -21,6 +21,9 @@ type Host struct {
 	Name string
 	IPs  []net.IP
 	Port int
+	// DANE holds the host's usable TLSA records (RFC 7672): STARTTLS is
+	// mandatory and the certificate must match them. Nil: no DANE.
+	DANE []TLSA
 }
 
 // Plan says how to talk to a destination's hosts.
@@ -79,6 +82,7 @@ type mxTransport struct {
 	port    int
 	res     Resolver
 	warn    *warnOnce
+	dane    bool  // look up TLSA for DNSSEC-secure MX hosts (Options.DANE)
 	invalid error // the domain cannot be looked up: Hosts fails with it
 	// sts gives the MTA-STS policy (nil: none); configured: the domain
 	// has its own delivery.tls.domains entry; stsSt: the decision (sts.go).
@@ -111,7 +115,7 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		pol = p
 	}
 	t := &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
-		sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}
+		dane: c.o.DANE, sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}
 	if t.configured && !requireTLS {
 		t.plan.Name = PolicyNameConfigured
 	}
@@ -141,7 +145,8 @@ func (t *mxTransport) Plan() Plan {
 // Hosts looks up the MX records: preference order with equal preferences
 // shuffled; no MX → the domain itself (implicit MX); null MX → 5.1.10;
 // IP-literal MX names are skipped; CNAME targets are followed with a warning.
-// Under an MTA-STS enforce policy only the hosts it names are kept.
+// Under an MTA-STS enforce policy only the hosts it names are kept, and
+// the hosts with usable TLSA records: DANE outranks MTA-STS (issue 17).
 func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 	if t.invalid != nil {
 		return nil, t.invalid
@@ -187,13 +192,19 @@ func (t *mxTransport) lookupHosts(ctx context.Context) ([]Host, error) {
 					Msg("MX target is a CNAME (RFC 2181 §10.3); followed")
 			})
 		}
+		h := Host{Name: mx.Host, IPs: a.IPs, Port: t.port}
+		if err := t.lookupDANE(ctx, mx, a, &h); err != nil {
+			lastErr = err // RFC 7672 §2.2: unusable, not insecure
+			continue
+		}
 		if len(a.IPs) > 0 {
-			hosts = append(hosts, Host{Name: mx.Host, IPs: a.IPs, Port: t.port})
+			hosts = append(hosts, h)
 		}
 	}
 	if len(hosts) == 0 {
 		var de *DNSError
-		if errors.As(lastErr, &de) && de.Kind == DNSTemporary {
+		var tf *TLSFailure
+		if errors.As(lastErr, &de) && de.Kind == DNSTemporary || errors.As(lastErr, &tf) {
 			return nil, lastErr
 		}
 		return nil, newError(replyNoUsableMX, false, lastErr)
