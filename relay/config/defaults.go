@@ -84,6 +84,7 @@ func defaultDelivery() Delivery {
 		Port:              25,
 		DNS:               DNS{Timeout: Duration(5 * time.Second), DNSSEC: "off"},
 		TLS:               DeliveryTLS{Default: "opportunistic"},
+		MTASTS:            MTASTS{Enabled: true, HTTPSPort: 443},
 		MaxConnections:    200,
 		MaxPerDestination: 10,
 		MaxMXAddresses:    5,

@@ -64,6 +64,7 @@ var reloadClasses = map[string]ReloadClass{
 	"delivery.shaping":     Live, // the Shaper's Apply: new limits for the next decision, open connections stay
 	"delivery.sources":     Live, // the next connection binds the new sources
 	"delivery.pools":       Live,
+	"delivery.mta_sts":     Live, // the next lookup uses the new settings; cached policies stay in KV
 
 	"bounces":              Live,
 	"bounces.listen":       Restart,

@@ -211,6 +211,9 @@ func (c *Config) validateDelivery(ps *problems) {
 	for i, r := range d.Routes {
 		validateRoute(ps, fmt.Sprintf("delivery.routes[%d]", i), r)
 	}
+	if d.MTASTS.HTTPSPort < 1 || d.MTASTS.HTTPSPort > 65535 {
+		ps.add("delivery.mta_sts.https_port", "must be a TCP port")
+	}
 	positive(ps, "delivery.max_connections", int64(d.MaxConnections))
 	positive(ps, "delivery.max_mx_addresses", int64(d.MaxMXAddresses))
 	if len(d.Retry.Schedule) == 0 {

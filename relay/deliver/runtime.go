@@ -17,6 +17,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/netguard"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -42,10 +43,12 @@ type runtimeBuilder struct {
 	mxDialer smtpclient.Dialer
 	policies smtpclient.PolicyStore // nil: from each Settings
 	conns    smtpclient.Gauge
+	stsKV    jetstream.KeyValue // MTA-STS cache (nil: MTA-STS off)
 }
 
 func newRuntimeBuilder(o Options) runtimeBuilder {
-	b := runtimeBuilder{log: o.Logger, dialer: o.Dialer, mxDialer: o.MXDialer, policies: o.Policies, conns: o.Conns}
+	b := runtimeBuilder{log: o.Logger, dialer: o.Dialer, mxDialer: o.MXDialer, policies: o.Policies, conns: o.Conns,
+		stsKV: o.MTASTS}
 	if o.Resolver != nil {
 		b.res = smtpclient.NewCache(o.Resolver)
 	}
@@ -98,9 +101,13 @@ func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	sts, err := b.stsSource(d, roots)
+	if err != nil {
+		return nil, err
+	}
 	t := d.Timeouts
 	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: res,
-		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns,
+		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns, STS: sts,
 		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(), DANE: d.DANE.Enabled && d.DNS.TrustAD(),
 		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
 			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),

@@ -76,7 +76,9 @@ type cached struct {
 	Fetched time.Time `json:"fetched"`
 }
 
-func (c *cached) expires() time.Time { return c.Fetched.Add(time.Duration(c.Policy.MaxAge) * time.Second) }
+func (c *cached) expires() time.Time {
+	return c.Fetched.Add(time.Duration(c.Policy.MaxAge) * time.Second)
+}
 
 func (c *cached) fresh(now time.Time) bool {
 	margin := min(time.Duration(c.Policy.MaxAge)*time.Second/2, maxRefreshMargin)

@@ -22,6 +22,8 @@ const (
 const (
 	PolicyNameSTS        = "mta-sts"
 	PolicyNameSTSTesting = "mta-sts-testing"
+	// PolicyNameConfigured: the domain's own delivery.tls.domains entry.
+	PolicyNameConfigured = "configured"
 )
 
 // TLS-RPT result types (RFC 8460 §4.3.2.1) that the MTA-STS part records.
@@ -121,7 +123,7 @@ func (t *mxTransport) applySTS(ctx context.Context) *stsState {
 }
 
 // stsHosts keeps, under an enforce policy, only the hosts the policy
-// names; none left is a temporary failure (RFC 8461 §5: never a bounce).
+// names and those with usable TLSA records (DANE outranks); none left is a temporary failure (RFC 8461 §5: never a bounce).
 func (t *mxTransport) stsHosts(hosts []Host) ([]Host, error) {
 	st := t.stsSt.Load()
 	if st == nil || st.res.Policy == nil || st.res.Policy.Mode != STSEnforce {
@@ -129,7 +131,7 @@ func (t *mxTransport) stsHosts(hosts []Host) ([]Host, error) {
 	}
 	kept := hosts[:0:0]
 	for _, h := range hosts {
-		if st.res.Policy.Matches(h.Name) {
+		if len(h.DANE) > 0 || st.res.Policy.Matches(h.Name) {
 			kept = append(kept, h)
 		}
 	}

@@ -114,8 +114,12 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		}
 		pol = p
 	}
-	return &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
-		dane: c.o.DANE, sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}, nil
+	t := &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
+		dane: c.o.DANE, sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}
+	if t.configured && !requireTLS {
+		t.plan.Name = PolicyNameConfigured
+	}
+	return t, nil
 }
 
 func (t *mxTransport) limited() bool           { return true }
@@ -141,16 +145,16 @@ func (t *mxTransport) Plan() Plan {
 // Hosts looks up the MX records: preference order with equal preferences
 // shuffled; no MX → the domain itself (implicit MX); null MX → 5.1.10;
 // IP-literal MX names are skipped; CNAME targets are followed with a warning.
-// Under an MTA-STS enforce policy only the hosts it names are kept, unless
-// an MX host has usable TLSA records: DANE outranks MTA-STS (issue 17).
+// Under an MTA-STS enforce policy only the hosts it names are kept, and
+// the hosts with usable TLSA records: DANE outranks MTA-STS (issue 17).
 func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 	if t.invalid != nil {
 		return nil, t.invalid
 	}
 	t.applySTS(ctx)
 	hosts, err := t.lookupHosts(ctx)
-	if err != nil || slices.ContainsFunc(hosts, func(h Host) bool { return len(h.DANE) > 0 }) {
-		return hosts, err
+	if err != nil {
+		return nil, err
 	}
 	return t.stsHosts(hosts)
 }
