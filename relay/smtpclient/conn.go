@@ -135,7 +135,7 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 	}
 	cfg := tlsConfig(r.plan, name, r.roots, &s.verified)
 	if s.dane {
-		cfg = daneConfig(r.dane, name, &s.verified, &s.daneFail)
+		cfg = daneConfig(r.dane, daneNames(r.host), &s.verified, &s.daneFail)
 	}
 	if r.plan.TLS == "implicit" {
 		tc, err := handshake(ctx, dc, cfg, r.timeouts.Greeting)

@@ -141,30 +141,49 @@ const FailDNSSECInvalid = "dnssec-invalid"
 
 // lookupDANE gives h its usable TLSA records when DANE applies: DANE is
 // on, the MX answer and the host's addresses are DNSSEC-secure (RFC 7672
-// §2.2.1, §2.2.2) and a secure TLSA answer at _<port>._tcp.<host> holds
-// usable records. A failed TLSA lookup for such a host makes it unusable
-// (an error; RFC 7672 §2.2); anything else leaves h as it was.
+// §2.2.1, §2.2.2) and a secure TLSA answer at _<port>._tcp.<base> holds
+// usable records, base being the CNAME-expanded host name first, then the
+// MX host name (§2.2.2). A failed TLSA lookup for such a host makes it
+// unusable (an error; RFC 7672 §2.2); anything else leaves h as it was.
 func (t *mxTransport) lookupDANE(ctx context.Context, mx MX, a HostAddrs, h *Host) error {
 	tr, ok := t.res.(TLSAResolver)
 	if !t.dane || !ok || !mx.Secure || !a.Secure {
 		return nil
 	}
-	name := fmt.Sprintf("_%d._tcp.%s", t.port, mx.Host)
-	recs, secure, _, err := tr.LookupTLSA(ctx, name)
-	if err != nil {
-		f := &TLSFailure{Result: FailDNSSECInvalid, Reason: "DANE: TLSA lookup for secure MX host " + mx.Host +
-			" failed: " + err.Error()}
-		return newError(withCause(replyTLSFailed, f.Reason), true, f)
+	bases := []string{mx.Host}
+	if a.CNAME != "" && a.CNAME != mx.Host {
+		bases = []string{a.CNAME, mx.Host}
 	}
-	if !secure {
-		return nil
-	}
-	for _, r := range recs {
-		if r.Usable() {
-			h.DANE = append(h.DANE, r)
+	for _, base := range bases {
+		recs, secure, _, err := tr.LookupTLSA(ctx, fmt.Sprintf("_%d._tcp.%s", t.port, base))
+		if err != nil {
+			f := &TLSFailure{Result: FailDNSSECInvalid, Reason: "DANE: TLSA lookup for secure MX host " + base +
+				" failed: " + err.Error()}
+			return newError(withCause(replyTLSFailed, f.Reason), true, f)
+		}
+		for _, r := range recs {
+			if secure && r.Usable() {
+				h.DANE = append(h.DANE, r)
+			}
+		}
+		if len(h.DANE) > 0 {
+			if base != mx.Host {
+				h.TLSABase = base
+			}
+			return nil
 		}
 	}
 	return nil
+}
+
+// daneNames are the names a DANE-TA certificate may be issued to: the TLSA
+// base domain, which is also the SNI name, then the MX host name (RFC 7672
+// §3.2.2, §8.1).
+func daneNames(h Host) []string {
+	if h.TLSABase != "" {
+		return []string{h.TLSABase, h.Name}
+	}
+	return []string{h.Name}
 }
 
 // danePlan is the plan for a host with usable TLSA records: STARTTLS is
@@ -177,10 +196,10 @@ func danePlan(p Plan) Plan {
 
 // daneConfig is the TLS config for a DANE host: the handshake fails unless
 // verifyDANE accepts the chain; *fail gets the reason, *verified the success.
-func daneConfig(recs []TLSA, name string, verified *bool, fail **TLSFailure) *tls.Config {
-	return &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12, InsecureSkipVerify: true,
+func daneConfig(recs []TLSA, names []string, verified *bool, fail **TLSFailure) *tls.Config {
+	return &tls.Config{ServerName: names[0], MinVersion: tls.VersionTLS12, InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if f := verifyDANE(cs.PeerCertificates, recs, name, time.Now()); f != nil {
+			if f := verifyDANE(cs.PeerCertificates, recs, names, time.Now()); f != nil {
 				*fail = f
 				return f
 			}
@@ -192,9 +211,9 @@ func daneConfig(recs []TLSA, name string, verified *bool, fail **TLSFailure) *tl
 // verifyDANE checks a server's chain against usable TLSA records. DANE-EE
 // matches the leaf alone, names and dates ignored (RFC 7672 §3.1.1);
 // DANE-TA needs a matching certificate in the presented chain that the leaf
-// chains to, and the leaf must be valid now for name, the MX host and TLSA
-// base domain (RFC 7672 §3.1.2, §3.2.2).
-func verifyDANE(chain []*x509.Certificate, recs []TLSA, name string, now time.Time) *TLSFailure {
+// chains to, and the leaf must be valid now for one of names, the TLSA
+// base domain or the MX host (RFC 7672 §3.1.2, §3.2.2).
+func verifyDANE(chain []*x509.Certificate, recs []TLSA, names []string, now time.Time) *TLSFailure {
 	if len(chain) == 0 {
 		return &TLSFailure{Result: FailValidation, Reason: "DANE: no certificate presented"}
 	}
@@ -215,8 +234,11 @@ func verifyDANE(chain []*x509.Certificate, recs []TLSA, name string, now time.Ti
 			}
 			roots := x509.NewCertPool()
 			roots.AddCert(ta)
-			_, err := chain[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter,
+			_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
 				CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+			if err == nil {
+				err = verifyAnyName(chain[0], names)
+			}
 			if err == nil {
 				return nil
 			}
@@ -227,7 +249,23 @@ func verifyDANE(chain []*x509.Certificate, recs []TLSA, name string, now time.Ti
 		return chainFailure(taErr)
 	}
 	return &TLSFailure{Result: FailValidation,
-		Reason: "DANE: no TLSA record of " + name + " matches the server's certificate chain"}
+		Reason: "DANE: no TLSA record of " + names[0] + " matches the server's certificate chain"}
+}
+
+// verifyAnyName accepts cert when it is valid for one of names; else the
+// first name's error.
+func verifyAnyName(cert *x509.Certificate, names []string) error {
+	var first error
+	for _, n := range names {
+		err := cert.VerifyHostname(n)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // chainFailure names why a chain to a matching DANE-TA failed.

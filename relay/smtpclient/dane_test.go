@@ -226,3 +226,35 @@ func TestDANEOutranksMTASTS(t *testing.T) {
 	a = deliver(t, c, "x@sts-dane.test")
 	checkDANE(t, []*relaytest.MX{srv}, a, daneCase{domain: "sts-dane.test", want: "dane:0"})
 }
+
+// An MX host that is a secure CNAME: TLSA records at the expanded name are
+// used first, then those at the MX name (RFC 7672 §2.2.2); a DANE-TA
+// certificate may name either (§3.2.2).
+func TestDANECNAMEBase(t *testing.T) {
+	t.Parallel()
+	ca := relaytest.NewCA(t)
+	taCert := ca.ChainCert(t, "mx1.cname-ta.test") // the MX name, not the expanded one
+	eeCert := relaytest.SelfSigned(t, "anything.test")
+	other := relaytest.SelfSigned(t, "other.test")
+	ta := relaytest.FakeMX(t, relaytest.StartTLS(&taCert))
+	ee := relaytest.FakeMX(t, relaytest.StartTLS(&eeCert), relaytest.Port(ta.Port))
+	z := relaytest.NewZone()
+	tlsa := func(host string, u, s, m uint8, d []byte) {
+		z.AddTLSA(fmt.Sprintf("_%d._tcp.%s", ta.Port, host), u, s, m, d)
+	}
+	for dom, ip := range map[string]string{"cname-ta.test": ta.IP, "cname-mx.test": ee.IP, "cname-first.test": ee.IP} {
+		z.AddMX(dom, 10, "mx1."+dom)
+		z.AddCNAME("mx1."+dom, "real."+dom)
+		z.AddA("real."+dom, ip)
+		z.SetSecure(dom, true)
+	}
+	tlsa("real.cname-ta.test", 2, 0, 1, relaytest.CertSHA256(ca.Certificate()))
+	tlsa("mx1.cname-mx.test", 3, 1, 1, relaytest.SPKISHA256(eeCert.Leaf))    // only at the MX name
+	tlsa("real.cname-first.test", 3, 1, 1, relaytest.SPKISHA256(other.Leaf)) // the expanded name wins:
+	tlsa("mx1.cname-first.test", 3, 1, 1, relaytest.SPKISHA256(eeCert.Leaf)) // this one is not used
+	c := newDANEClient(t, z, ta.Port, true)
+	checkDANE(t, []*relaytest.MX{ta}, deliver(t, c, "x@cname-ta.test"), daneCase{domain: "cname-ta.test", want: "dane:0"})
+	checkDANE(t, []*relaytest.MX{ee}, deliver(t, c, "x@cname-mx.test"), daneCase{domain: "cname-mx.test", want: "dane:0"})
+	checkDANE(t, []*relaytest.MX{ee}, deliver(t, c, "x@cname-first.test"),
+		daneCase{domain: "cname-first.test", want: "defer:validation-failure"})
+}

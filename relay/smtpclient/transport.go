@@ -24,6 +24,9 @@ type Host struct {
 	// DANE holds the host's usable TLSA records (RFC 7672): STARTTLS is
 	// mandatory and the certificate must match them. Nil: no DANE.
 	DANE []TLSA
+	// TLSABase is the TLSA base domain when it is not Name: the
+	// CNAME-expanded host name (RFC 7672 §2.2.2).
+	TLSABase string
 }
 
 // Plan says how to talk to a destination's hosts.
