@@ -258,3 +258,30 @@ func TestDANECNAMEBase(t *testing.T) {
 	checkDANE(t, []*relaytest.MX{ee}, deliver(t, c, "x@cname-first.test"),
 		daneCase{domain: "cname-first.test", want: "defer:validation-failure"})
 }
+
+// A REQUIRETLS message (RFC 8689 §4.2.1: the certificate checked by
+// PKIX or DANE) goes to a DANE-verified server with a self-signed
+// certificate; without the TLSA record the same server fails it 5.7.30.
+func TestDANESatisfiesRequireTLS(t *testing.T) {
+	t.Parallel()
+	cert := relaytest.SelfSigned(t, "mx1.rtls.test")
+	srv := relaytest.FakeMX(t, relaytest.StartTLS(&cert), relaytest.RequireTLS())
+	z := relaytest.NewZone()
+	for _, dom := range []string{"rtls.test", "rtls-plain.test"} {
+		z.AddMX(dom, 10, "mx1."+dom)
+		z.AddA("mx1."+dom, srv.IP)
+		z.SetSecure(dom, true)
+	}
+	z.AddTLSA(fmt.Sprintf("_%d._tcp.mx1.rtls.test", srv.Port), 3, 1, 1, relaytest.SPKISHA256(cert.Leaf))
+	c := newDANEClient(t, z, srv.Port, true)
+	requireTLS := func(m *smtpclient.Message) { m.RequireTLS = true }
+	a := deliver(t, c, "x@rtls.test", requireTLS)
+	checkDANE(t, []*relaytest.MX{srv}, a, daneCase{domain: "rtls.test", want: "dane:0"})
+	if msgs := srv.Messages(); len(msgs) != 1 || !msgs[0].MailOpts.RequireTLS {
+		t.Fatal("REQUIRETLS not passed on")
+	}
+	a = deliver(t, c, "x@rtls-plain.test", requireTLS)
+	if len(a.Replies) != 1 || a.Replies[0].Enh != "5.7.30" || srv.Received("x@rtls-plain.test") != 0 {
+		t.Fatalf("without TLSA: replies %+v, want 5.7.30 and nothing sent", a.Replies)
+	}
+}
