@@ -202,3 +202,48 @@ func TestMTASTSPolicyChange(t *testing.T) {
 		t.Fatalf("delivered with tls_policy=%q tls=%q", ev.TLSPolicy, ev.TLS)
 	}
 }
+
+// The cached policy outlives the engine and a failed refresh: a second
+// engine on the same JetStream, whose fetch of a new id fails, still
+// enforces the cached policy (the mail stays deferred, never delivered in
+// breach of it); without the cache it would have failed open.
+func TestMTASTSCachedPolicyKeptWhenFetchFails(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ca := relaytest.NewCA(t)
+	srv := startSTSServer(t, ca.Cert(t, "mta-sts.keep.test"))
+	cert := ca.Cert(t, "mx1.keep.test")
+	m := h.mx(relaytest.StartTLS(&cert))
+	h.domain("keep.test", m.IP)
+	h.zone.AddTXTRecords("_mta-sts.keep.test", "v=STSv1; id=1")
+	h.zone.AddA("mta-sts.keep.test", "127.0.0.1")
+	srv.set("keep.test", stsPolicy("enforce", "mail.elsewhere.test"))
+	cfg := h.config()
+	cfg.Delivery.TLS.CAFile = ca.File
+	cfg.Delivery.MTASTS.HTTPSPort = srv.port
+	h.stsKV = openSTSBucket(t, h)
+	stop := h.start(cfg)
+	id := h.send([]string{"x@keep.test"})
+	relaytest.Eventually(t, "deferred by the policy", func() bool {
+		return len(h.deliveries("x@keep.test", events.StatusDeferred)) >= 1
+	})
+	stop()
+	srv.mu.Lock()
+	delete(srv.policies, "keep.test") // 404 from now on
+	srv.mu.Unlock()
+	h.zone.SetTXTRecords("_mta-sts.keep.test", "v=STSv1; id=2")
+	before := len(h.deliveries("x@keep.test", events.StatusDeferred))
+	h.stsKV = openSTSBucket(t, h)
+	h.start(cfg)
+	relaytest.Eventually(t, "deferred again under the cached policy", func() bool {
+		return len(h.deliveries("x@keep.test", events.StatusDeferred)) > before
+	})
+	ev := h.deliveries("x@keep.test", events.StatusDeferred)[before]
+	if ev.SMTPEnh != "4.7.5" || ev.TLSPolicy != "mta-sts" || m.Received("x@keep.test") != 0 || !h.stored(id) {
+		t.Fatalf("event %+v; received %d, stored %v: want 4.7.5 under mta-sts, not delivered, stored",
+			ev, m.Received("x@keep.test"), h.stored(id))
+	}
+	if len(h.rep.failures("x@keep.test")) != 0 {
+		t.Fatal("a policy failure was reported as a bounce")
+	}
+}
