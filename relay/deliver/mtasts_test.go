@@ -6,10 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jetrelay/jetrelay/relay/certgen"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/mtasts"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
@@ -80,7 +84,7 @@ func TestMTASTS(t *testing.T) {
 	ca := relaytest.NewCA(t)
 	type tcase struct {
 		domain, mode, mx string // mode "": TXT record but no policy file (404)
-		cert             string // "ca" (for mx1.<domain>), "other" (CA, other name), "self", "" (no STARTTLS)
+		cert             string // "ca" (for mx1.<domain>), "other" (CA, other name), "expired", "self", "" (no STARTTLS)
 		want             string // "tls", "deferred:4.7.5"
 		policy, failure  string // tls_policy, tls_failure of the event
 		configured       string // delivery.tls.domains entry
@@ -91,6 +95,8 @@ func TestMTASTS(t *testing.T) {
 			failure: "certificate-host-mismatch"},
 		{domain: "enf-self.test", mode: "enforce", cert: "self", want: "deferred:4.7.5", policy: "mta-sts",
 			failure: "certificate-not-trusted"},
+		{domain: "enf-exp.test", mode: "enforce", cert: "expired", want: "deferred:4.7.5", policy: "mta-sts",
+			failure: "certificate-expired"},
 		{domain: "enf-plain.test", mode: "enforce", want: "deferred:4.7.5", policy: "mta-sts",
 			failure: "starttls-not-supported"},
 		{domain: "enf-mx.test", mode: "enforce", mx: "mail.elsewhere.test", cert: "ca", want: "deferred:4.7.5",
@@ -111,7 +117,8 @@ func TestMTASTS(t *testing.T) {
 	}
 	srv := startSTSServer(t, ca.Cert(t, names...))
 	cfg := h.config()
-	cfg.Delivery.TLS.CAFile = ca.File
+	old := expiringCA(t, ca)
+	cfg.Delivery.TLS.CAFile = old.file
 	cfg.Delivery.MTASTS.HTTPSPort = srv.port
 	cfg.Delivery.TLS.Domains = map[string]string{}
 	servers := map[string]*relaytest.MX{}
@@ -125,6 +132,13 @@ func TestMTASTS(t *testing.T) {
 				"ca":    func() tls.Certificate { return ca.Cert(t, "mx1."+c.domain) },
 				"other": func() tls.Certificate { return ca.Cert(t, "other.test") },
 				"self":  func() tls.Certificate { return relaytest.SelfSigned(t, "mx1."+c.domain) },
+				"expired": func() tls.Certificate {
+					cert, err := old.ca.Issue([]string{"mx1." + c.domain}, -time.Minute)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return cert
+				},
 			}[c.cert]()
 			opts = append(opts, relaytest.StartTLS(&cert))
 		}
@@ -201,4 +215,72 @@ func TestMTASTSPolicyChange(t *testing.T) {
 	if ev := h.deliveries("x@chg.test", events.StatusDelivered)[0]; ev.TLSPolicy != "mta-sts" || !strings.HasPrefix(ev.TLS, "TLS1.") {
 		t.Fatalf("delivered with tls_policy=%q tls=%q", ev.TLSPolicy, ev.TLS)
 	}
+}
+
+// The cached policy outlives the engine and a failed refresh: a second
+// engine on the same JetStream, whose fetch of a new id fails, still
+// enforces the cached policy (the mail stays deferred, never delivered in
+// breach of it); without the cache it would have failed open.
+func TestMTASTSCachedPolicyKeptWhenFetchFails(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ca := relaytest.NewCA(t)
+	srv := startSTSServer(t, ca.Cert(t, "mta-sts.keep.test"))
+	cert := ca.Cert(t, "mx1.keep.test")
+	m := h.mx(relaytest.StartTLS(&cert))
+	h.domain("keep.test", m.IP)
+	h.zone.AddTXTRecords("_mta-sts.keep.test", "v=STSv1; id=1")
+	h.zone.AddA("mta-sts.keep.test", "127.0.0.1")
+	srv.set("keep.test", stsPolicy("enforce", "mail.elsewhere.test"))
+	cfg := h.config()
+	cfg.Delivery.TLS.CAFile = ca.File
+	cfg.Delivery.MTASTS.HTTPSPort = srv.port
+	h.stsKV = openSTSBucket(t, h)
+	stop := h.start(cfg)
+	id := h.send([]string{"x@keep.test"})
+	relaytest.Eventually(t, "deferred by the policy", func() bool {
+		return len(h.deliveries("x@keep.test", events.StatusDeferred)) >= 1
+	})
+	stop()
+	srv.mu.Lock()
+	delete(srv.policies, "keep.test") // 404 from now on
+	srv.mu.Unlock()
+	h.zone.SetTXTRecords("_mta-sts.keep.test", "v=STSv1; id=2")
+	before := len(h.deliveries("x@keep.test", events.StatusDeferred))
+	h.stsKV = openSTSBucket(t, h)
+	h.start(cfg)
+	relaytest.Eventually(t, "deferred again under the cached policy", func() bool {
+		return len(h.deliveries("x@keep.test", events.StatusDeferred)) > before
+	})
+	ev := h.deliveries("x@keep.test", events.StatusDeferred)[before]
+	if ev.SMTPEnh != "4.7.5" || ev.TLSPolicy != "mta-sts" || m.Received("x@keep.test") != 0 || !h.stored(id) {
+		t.Fatalf("event %+v; received %d, stored %v: want 4.7.5 under mta-sts, not delivered, stored",
+			ev, m.Received("x@keep.test"), h.stored(id))
+	}
+	if len(h.rep.failures("x@keep.test")) != 0 {
+		t.Fatal("a policy failure was reported as a bounce")
+	}
+}
+
+// issuer is a second test CA that issues expired certificates, trusted
+// through file (the test CA's PEM and its own).
+type issuer struct {
+	ca   *certgen.CA
+	file string
+}
+
+func expiringCA(t *testing.T, ca *relaytest.CA) issuer {
+	c, err := certgen.NewCA("jetrelay expired-cert CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "cas.pem")
+	if err := os.WriteFile(file, append(pem, c.CertPEM()...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return issuer{ca: c, file: file}
 }

@@ -21,6 +21,7 @@ import (
 const (
 	MaxPolicySize       = 64 << 10
 	DefaultFetchTimeout = 20 * time.Second
+	maxHeaderBytes      = 16 << 10
 )
 
 // fetchError is a failed fetch with its TLS-RPT result type.
@@ -67,7 +68,8 @@ func newFetcher(res smtpclient.Resolver, guard *netguard.Guard, roots *x509.Cert
 	}
 	tr := &http.Transport{DialContext: dial, Proxy: nil, ForceAttemptHTTP2: false,
 		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout: timeout, ResponseHeaderTimeout: timeout, MaxIdleConns: 1, DisableKeepAlives: true}
+		TLSHandshakeTimeout: timeout, ResponseHeaderTimeout: timeout, MaxIdleConns: 1, DisableKeepAlives: true,
+		MaxResponseHeaderBytes: maxHeaderBytes}
 	return &fetcher{port: port, client: &http.Client{Transport: tr, Timeout: timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
