@@ -16,8 +16,10 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/mtasts"
 	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/submit"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -87,6 +89,7 @@ type relay struct {
 	evPub    *events.StreamPublisher
 	emitter  *events.Emitter
 	bouncer  *bounce.Bouncer
+	stsKV    jetstream.KeyValue // MTA-STS policy cache (relay/mtasts)
 	sub      *submit.Server
 	eng      *deliver.Engine
 	adm      *admin.Server
@@ -190,6 +193,7 @@ func (r *relay) start(ctx context.Context) error {
 		Settings: deliverSettings(r.cfg), Queue: r.q, Events: r.emitter, Logger: r.log, Reporter: r.bouncer,
 		// VERP senders only take effect with bounces.verp_domain set (Settings.VERP).
 		Sender: r.bouncer.VERPAddress, Conns: r.metrics.Connections(admin.Outbound), Shaper: r.shaper,
+		MTASTS: r.stsKV,
 	})
 	if err != nil {
 		return err
@@ -240,6 +244,15 @@ func (r *relay) startState(ctx context.Context) (*submit.Brake, error) {
 	err = r.q.Await(ctx, "bucket "+submit.AuthBucket, func(ctx context.Context) error {
 		var err error
 		brake, err = submit.OpenBrake(ctx, submit.BrakeOptions{JetStream: r.q.JetStream(), Replicas: r.q.Replicas()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Opened even while delivery.mta_sts is off, so a reload can turn it on.
+	err = r.q.Await(ctx, "bucket "+mtasts.Bucket, func(ctx context.Context) error {
+		var err error
+		r.stsKV, err = mtasts.OpenBucket(ctx, r.q.JetStream(), r.q.Replicas())
 		return err
 	})
 	return brake, err

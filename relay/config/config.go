@@ -153,6 +153,18 @@ type Submission struct {
 type DNS struct {
 	Servers []string `yaml:"servers"`
 	Timeout Duration `yaml:"timeout"`
+	// DNSSEC: off (default) | trust_ad: believe the AD bit of these
+	// (local, validating) resolvers; DANE needs it.
+	DNSSEC string `yaml:"dnssec"`
+}
+
+// MTASTS configures MTA-STS (RFC 8461): policies fetched over HTTPS and
+// cached cluster-wide in the JetStream KV bucket jetrelay_mtasts.
+type MTASTS struct {
+	// Enabled: look up and enforce recipient domains' policies.
+	Enabled bool `yaml:"enabled"`
+	// HTTPSPort is where policies are fetched (443; tests use a high port).
+	HTTPSPort int `yaml:"https_port"`
 }
 
 // DeliveryTLS is the outbound TLS policy.
@@ -238,10 +250,14 @@ type Delivery struct {
 	Shaping Shaping `yaml:"shaping"`
 	// Sources: empty = delivery.source_ip, or the system's choice.
 	Sources []Source `yaml:"sources"`
+	// MTASTS honours recipient domains' MTA-STS policies (RFC 8461).
+	MTASTS MTASTS `yaml:"mta_sts"`
 	// Pools name groups of sources; a user's mail leaves through its pool
 	// (submission.users[].pool, else the pool named default if any),
 	// spread over the pool's sources.
 	Pools map[string][]string `yaml:"pools"`
+	// DANE honours recipient MX hosts' TLSA records (RFC 7672).
+	DANE DANE `yaml:"dane"`
 }
 
 // Bounces configures DSNs, VERP intake and the suppression list.

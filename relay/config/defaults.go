@@ -82,8 +82,9 @@ func defaultSubmission() Submission {
 func defaultDelivery() Delivery {
 	return Delivery{
 		Port:              25,
-		DNS:               DNS{Timeout: Duration(5 * time.Second)},
+		DNS:               DNS{Timeout: Duration(5 * time.Second), DNSSEC: "off"},
 		TLS:               DeliveryTLS{Default: "opportunistic"},
+		MTASTS:            MTASTS{Enabled: true, HTTPSPort: 443},
 		MaxConnections:    200,
 		MaxPerDestination: 10,
 		MaxMXAddresses:    5,
@@ -110,6 +111,7 @@ func defaultDelivery() Delivery {
 		ShutdownGrace:  Duration(30 * time.Second),
 		DeniedNetworks: defaultDeniedNetworks(),
 		Shaping:        defaultShaping(),
+		DANE:           DANE{Enabled: true},
 	}
 }
 

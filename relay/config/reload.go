@@ -57,11 +57,14 @@ var reloadClasses = map[string]ReloadClass{
 
 	"delivery":             Live, // everything, including the resolver and the dialer
 	"delivery.dns.servers": Live,
+	"delivery.dns.dnssec":  Live, // a new resolver (its cache starts empty)
+	"delivery.dane":        Live, // the next attempt looks TLSA up, or not
 	"delivery.port":        Live,
 	"delivery.source_ip":   Live,
 	"delivery.shaping":     Live, // the Shaper's Apply: new limits for the next decision, open connections stay
 	"delivery.sources":     Live, // the next connection binds the new sources
 	"delivery.pools":       Live,
+	"delivery.mta_sts":     Live, // the next lookup uses the new settings; cached policies stay in KV
 
 	"bounces":              Live,
 	"bounces.listen":       Restart,

@@ -200,6 +200,7 @@ func (c *Config) validateDelivery(ps *problems) {
 			ps.add(fmt.Sprintf("delivery.dns.servers[%d]", i), "%q must be an IP or IP:port", s)
 		}
 	}
+	oneOf(ps, "delivery.dns.dnssec", d.DNS.DNSSEC, dnssecModes)
 	oneOf(ps, "delivery.tls.default", d.TLS.Default, tlsPolicies)
 	for dom, pol := range d.TLS.Domains {
 		oneOf(ps, "delivery.tls.domains."+dom, pol, tlsPolicies)
@@ -209,6 +210,9 @@ func (c *Config) validateDelivery(ps *problems) {
 	}
 	for i, r := range d.Routes {
 		validateRoute(ps, fmt.Sprintf("delivery.routes[%d]", i), r)
+	}
+	if d.MTASTS.HTTPSPort < 1 || d.MTASTS.HTTPSPort > 65535 {
+		ps.add("delivery.mta_sts.https_port", "must be a TCP port")
 	}
 	positive(ps, "delivery.max_connections", int64(d.MaxConnections))
 	positive(ps, "delivery.max_mx_addresses", int64(d.MaxMXAddresses))
@@ -414,6 +418,7 @@ func (c *Config) Warnings() []Problem {
 		out = append(out, p)
 	}
 	out = append(out, c.poolWarnings()...)
+	out = append(out, c.daneWarnings()...)
 	return append(out, c.syncWarning()...)
 }
 

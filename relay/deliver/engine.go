@@ -86,6 +86,9 @@ type Options struct {
 	// Conns counts open outbound SMTP connections (nil: not counted);
 	// a prometheus.Gauge fits.
 	Conns smtpclient.Gauge
+	// MTASTS is the MTA-STS policy cache (relay/mtasts.OpenBucket; nil:
+	// MTA-STS off), used while delivery.mta_sts.enabled.
+	MTASTS jetstream.KeyValue
 	// Shaper shapes traffic per provider (relay/shaping; shape.go). nil:
 	// no shaping, only delivery.max_per_destination per destination.
 	Shaper *shaping.Shaper

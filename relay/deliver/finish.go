@@ -426,7 +426,7 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 		}
 		ev := &events.Event{Time: fj.end, Event: events.Delivery, QueueID: env.ID, MsgID: env.MsgID,
 			Rcpt: r.Rcpt.Addr, Domain: env.Domain, MX: conn.MX, IP: conn.IP, Port: conn.Port,
-			TLS: conn.TLS, TLSPolicy: conn.TLSPolicy, TLSCipher: conn.Cipher, TLSVerified: events.Bool(conn.Verified),
+			TLS: conn.TLS, TLSPolicy: conn.TLSPolicy, TLSFailure: conn.TLSFailure, TLSCipher: conn.Cipher, TLSVerified: events.Bool(conn.Verified),
 			Attempt: attemptNo(fj), Status: string(r.Status), SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Text,
 			DurationMS: dur, Arrival: env.Arrival, Source: fj.source}
 		if r.Status == outcome.Deferred || (r.Status == outcome.Failed && slices.ContainsFunc(keep,

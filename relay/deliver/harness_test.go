@@ -19,6 +19,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -48,6 +49,8 @@ type harness struct {
 	shaper  *shaping.Shaper
 	editSet func(*deliver.Settings)
 	eng     *deliver.Engine // the last engine started
+	// stsKV, when set, is the MTA-STS cache of the next engine started.
+	stsKV jetstream.KeyValue
 }
 
 func newHarness(t testing.TB) *harness {
@@ -135,7 +138,7 @@ func (h *harness) startOn(q *queue.Queue, cfg *config.Config) (stop func()) {
 	}
 	eng, err := deliver.New(deliver.Options{Settings: set, Queue: q, Events: events.NewEmitter(logger, nil),
 		Logger: logger, Reporter: h.rep, Resolver: res, Dialer: dialer, Sender: h.sender, Conns: h.conns,
-		Shaper: h.shaper})
+		Shaper: h.shaper, MTASTS: h.stsKV})
 	if err != nil {
 		h.t.Fatal(err)
 	}

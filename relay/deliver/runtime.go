@@ -17,6 +17,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/netguard"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -42,10 +43,12 @@ type runtimeBuilder struct {
 	mxDialer smtpclient.Dialer
 	policies smtpclient.PolicyStore // nil: from each Settings
 	conns    smtpclient.Gauge
+	stsKV    jetstream.KeyValue // MTA-STS cache (nil: MTA-STS off)
 }
 
 func newRuntimeBuilder(o Options) runtimeBuilder {
-	b := runtimeBuilder{log: o.Logger, dialer: o.Dialer, mxDialer: o.MXDialer, policies: o.Policies, conns: o.Conns}
+	b := runtimeBuilder{log: o.Logger, dialer: o.Dialer, mxDialer: o.MXDialer, policies: o.Policies, conns: o.Conns,
+		stsKV: o.MTASTS}
 	if o.Resolver != nil {
 		b.res = smtpclient.NewCache(o.Resolver)
 	}
@@ -58,10 +61,12 @@ func (b runtimeBuilder) resolver(d config.DNS, prev *runtime) (smtpclient.Resolv
 	if b.res != nil {
 		return b.res, nil
 	}
-	if prev != nil && slices.Equal(prev.set.DNS.Servers, d.Servers) && prev.set.DNS.Timeout == d.Timeout {
+	if prev != nil && slices.Equal(prev.set.DNS.Servers, d.Servers) && prev.set.DNS.Timeout == d.Timeout &&
+		prev.set.DNS.DNSSEC == d.DNSSEC {
 		return prev.res, nil
 	}
-	r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D()})
+	r, err := smtpclient.NewResolver(smtpclient.DNSOptions{Servers: d.Servers, Timeout: d.Timeout.D(),
+		TrustAD: d.TrustAD()})
 	if err != nil {
 		return nil, fmt.Errorf("deliver: delivery.dns: %w", err)
 	}
@@ -96,10 +101,14 @@ func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	sts, err := b.stsSource(d, roots)
+	if err != nil {
+		return nil, err
+	}
 	t := d.Timeouts
 	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: res,
-		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns,
-		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(),
+		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns, STS: sts,
+		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(), DANE: d.DANE.Enabled && d.DNS.TrustAD(),
 		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
 			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),
 			Idle: t.Idle.D()}})

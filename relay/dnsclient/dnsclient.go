@@ -34,6 +34,10 @@ type Options struct {
 	LoopbackOnly bool
 	// ResolvConf is read when Servers is empty (default /etc/resolv.conf).
 	ResolvConf string
+	// TrustAD sets the AD bit in every query (RFC 6840 §5.7), asking a
+	// validating resolver to say whether the answer is DNSSEC-secure; the
+	// caller reads the answer's AD bit (delivery.dns.dnssec: trust_ad).
+	TrustAD bool
 }
 
 // Client queries the configured servers. It is safe for concurrent use.
@@ -42,6 +46,7 @@ type Client struct {
 	udp     *dns.Client
 	tcp     *dns.Client
 	timeout time.Duration
+	trustAD bool
 }
 
 // New checks the servers (IP addresses only, so that resolving a server
@@ -63,7 +68,7 @@ func New(o Options) (*Client, error) {
 			servers = append(servers, net.JoinHostPort(s, cc.Port))
 		}
 	}
-	c := &Client{timeout: o.Timeout,
+	c := &Client{timeout: o.Timeout, trustAD: o.TrustAD,
 		udp: &dns.Client{Net: "udp", Timeout: o.Timeout, UDPSize: udpSize},
 		tcp: &dns.Client{Net: "tcp", Timeout: o.Timeout}}
 	for _, s := range servers {
@@ -97,6 +102,9 @@ func serverAddr(s string) (string, error) {
 	return s, nil
 }
 
+// TrustAD reports whether answers' AD bits are asked for (Options.TrustAD).
+func (c *Client) TrustAD() bool { return c.trustAD }
+
 // Servers returns the host:port addresses asked, in order.
 func (c *Client) Servers() []string { return append([]string(nil), c.servers...) }
 
@@ -107,6 +115,7 @@ func (c *Client) Query(ctx context.Context, name string, qtype uint16) (*dns.Msg
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.SetEdns0(udpSize, false)
+	m.AuthenticatedData = c.trustAD
 	var last error
 	for _, srv := range c.servers {
 		qctx, cancel := context.WithTimeout(ctx, c.timeout)

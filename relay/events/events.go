@@ -38,24 +38,27 @@ const (
 // Event is one lifecycle event. JSON names are the fixed log field names
 // (STYLE.md); empty fields are left out.
 type Event struct {
-	Time        time.Time  `json:"time"`
-	Event       string     `json:"event"`
-	QueueID     string     `json:"queue_id,omitempty"`
-	MsgID       string     `json:"msg_id,omitempty"`
-	ConnID      string     `json:"conn_id,omitempty"`
-	RemoteAddr  string     `json:"remote_addr,omitempty"`
-	User        string     `json:"user,omitempty"`
-	MailFrom    *string    `json:"mail_from,omitempty"` // pointer: "" (null sender) is meaningful
-	Rcpt        string     `json:"rcpt,omitempty"`
-	RcptCount   int        `json:"rcpt_count,omitempty"`
-	Domain      string     `json:"domain,omitempty"`
-	Size        int64      `json:"size,omitempty"`
-	MX          string     `json:"mx,omitempty"`
-	IP          string     `json:"ip,omitempty"`
-	Source      string     `json:"source,omitempty"` // egress source of a delivery's connection
-	Port        int        `json:"port,omitempty"`
-	TLS         string     `json:"tls,omitempty"`        // version, "none" or "failed"
-	TLSPolicy   string     `json:"tls_policy,omitempty"` // none, opportunistic, required or verify
+	Time       time.Time `json:"time"`
+	Event      string    `json:"event"`
+	QueueID    string    `json:"queue_id,omitempty"`
+	MsgID      string    `json:"msg_id,omitempty"`
+	ConnID     string    `json:"conn_id,omitempty"`
+	RemoteAddr string    `json:"remote_addr,omitempty"`
+	User       string    `json:"user,omitempty"`
+	MailFrom   *string   `json:"mail_from,omitempty"` // pointer: "" (null sender) is meaningful
+	Rcpt       string    `json:"rcpt,omitempty"`
+	RcptCount  int       `json:"rcpt_count,omitempty"`
+	Domain     string    `json:"domain,omitempty"`
+	Size       int64     `json:"size,omitempty"`
+	MX         string    `json:"mx,omitempty"`
+	IP         string    `json:"ip,omitempty"`
+	Source     string    `json:"source,omitempty"` // egress source of a delivery's connection
+	Port       int       `json:"port,omitempty"`
+	TLS        string    `json:"tls,omitempty"`        // version, "none" or "failed"
+	TLSPolicy  string    `json:"tls_policy,omitempty"` // none, opportunistic, required, verify, mta-sts, mta-sts-testing, dane
+	// TLSFailure is the TLS-RPT result type (RFC 8460 §4.3) of a failed or
+	// (under a testing policy) unmet TLS policy.
+	TLSFailure  string     `json:"tls_failure,omitempty"`
 	TLSCipher   string     `json:"tls_cipher,omitempty"`
 	TLSVerified *bool      `json:"tls_verified,omitempty"`
 	DKIM        string     `json:"dkim,omitempty"`
@@ -155,6 +158,7 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 	num("port", int64(e.Port))
 	str("tls", e.TLS)
 	str("tls_policy", e.TLSPolicy)
+	str("tls_failure", e.TLSFailure)
 	str("tls_cipher", e.TLSCipher)
 	if e.TLSVerified != nil {
 		z = z.Bool("tls_verified", *e.TLSVerified)

@@ -1,6 +1,7 @@
 // Package relaytest is the one shared test-helper package of jetrelay's
 // packages: a fake DNS server (Zone, FakeDNS, ServeZone; MX, A, AAAA,
-// CNAME and TXT records, SERVFAIL/NXDOMAIN/drop/truncation switches), fake
+// CNAME, TXT and TLSA records, the AD bit per name (SetSecure), SERVFAIL/
+// NXDOMAIN/drop/truncation switches), fake
 // MX servers (FakeMX, FakeRawMX), certificates (NewCA, SelfSigned, on
 // relay/certgen), polling (Eventually), an event recorder (Events), a
 // loopback-only dialer and a test config. Everything listens and dials on
@@ -35,8 +36,10 @@ type Zone struct {
 	A        map[string][]string
 	AAAA     map[string][]string
 	CNAME    map[string]string
-	TXT      map[string][][]string // each record's character-strings
-	PTR      map[string][]string   // keyed by reverse name (records.go)
+	TXT      map[string][][]string  // each record's character-strings
+	PTR      map[string][]string    // keyed by reverse name (records.go)
+	TLSA     map[string][]*dns.TLSA // dnssec.go
+	secure   map[string]bool        // dnssec.go: names answered with AD
 	servFail map[string]bool
 	nxDomain map[string]bool
 	drop     map[string]bool
@@ -49,7 +52,7 @@ type Zone struct {
 // NewZone returns an empty zone.
 func NewZone() *Zone {
 	return &Zone{MX: map[string][]MXRecord{}, A: map[string][]string{}, AAAA: map[string][]string{},
-		CNAME: map[string]string{}, TXT: map[string][][]string{}, PTR: map[string][]string{}, servFail: map[string]bool{},
+		CNAME: map[string]string{}, TXT: map[string][][]string{}, PTR: map[string][]string{}, TLSA: map[string][]*dns.TLSA{}, secure: map[string]bool{}, servFail: map[string]bool{},
 		nxDomain: map[string]bool{}, drop: map[string]bool{}, truncate: map[string]bool{}, queries: map[string]int{},
 		TTL: 60}
 }
@@ -132,6 +135,7 @@ func (z *Zone) Reset() {
 	clear(z.AAAA)
 	clear(z.CNAME)
 	clear(z.TXT)
+	clear(z.TLSA)
 }
 
 // LookupTXT returns name's TXT records, each one's strings concatenated
@@ -181,7 +185,7 @@ func (z *Zone) set(m map[string]bool, name string, on bool) {
 
 func (z *Zone) exists(n string) bool {
 	return z.MX[n] != nil || z.A[n] != nil || z.AAAA[n] != nil || z.CNAME[n] != "" || z.TXT[n] != nil ||
-		z.PTR[n] != nil
+		z.PTR[n] != nil || z.TLSA[n] != nil
 }
 
 // answer fills m for question q; false means "do not answer at all".
@@ -233,7 +237,14 @@ func (z *Zone) answer(q dns.Question, m *dns.Msg) bool {
 		for _, p := range z.PTR[name] {
 			m.Answer = append(m.Answer, &dns.PTR{Hdr: hdr(name, dns.TypePTR), Ptr: dns.Fqdn(p)})
 		}
+	case dns.TypeTLSA:
+		for _, r := range z.TLSA[name] {
+			c := *r
+			c.Hdr = hdr(name, dns.TypeTLSA)
+			m.Answer = append(m.Answer, &c)
+		}
 	}
+	z.setAD(q.Name, m)
 	return true
 }
 
@@ -251,6 +262,7 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if len(r.Question) != 1 || !z.answer(r.Question[0], m) {
 		return
 	}
+	m.AuthenticatedData = m.AuthenticatedData && askedAD(r)
 	if _, tcp := w.RemoteAddr().(*net.TCPAddr); !tcp && z.truncated(r.Question[0].Name) {
 		m.Truncated, m.Answer = true, nil
 	}

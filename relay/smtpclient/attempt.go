@@ -24,6 +24,9 @@ func (c *Client) Deliver(ctx context.Context, tr Transport, m *Message, sess *Se
 
 func (c *Client) deliver(ctx context.Context, tr Transport, m *Message, sess *Session, o AttemptOptions) Attempt {
 	to := c.o.Timeouts
+	if sess == nil || !sess.dane { // a DANE session outranks MTA-STS
+		sess = stsSession(ctx, tr, sess)
+	}
 	if sess != nil {
 		if time.Since(sess.lastUsed) < to.Idle {
 			if a, err := c.converse(ctx, sess, m, o); err == nil {
@@ -37,8 +40,13 @@ func (c *Client) deliver(ctx context.Context, tr Transport, m *Message, sess *Se
 	if err != nil {
 		v := Classify(err)
 		var de *DNSError
-		return Attempt{Replies: fill(len(m.Rcpts), v.Reply), Last: v, Conn: ConnInfo{TLS: "none"},
+		a := Attempt{Replies: fill(len(m.Rcpts), v.Reply), Last: v, Conn: ConnInfo{TLS: "none"},
 			Down: errors.As(err, &de) && de.Kind == DNSTemporary, Canceled: ctx.Err() != nil}
+		var tf *TLSFailure
+		if errors.As(err, &tf) {
+			a.Conn.TLSPolicy, a.Conn.TLSFailure = PolicyDANE, tf.Result
+		}
+		return a
 	}
 	return c.tryHosts(ctx, &hostsRun{tr: tr, m: m, o: o}, hosts)
 }
@@ -104,6 +112,9 @@ func (c *Client) tryHosts(ctx context.Context, r *hostsRun, hosts []Host) Attemp
 func (c *Client) tryAddr(ctx context.Context, r *hostsRun, h Host, ip net.IP) (Attempt, bool) {
 	m := r.m
 	r.a.Conn = ConnInfo{MX: h.Name, IP: ip.String(), Port: h.Port, TLS: "none"}
+	if len(h.DANE) > 0 {
+		r.a.Conn.TLSPolicy = PolicyDANE
+	}
 	dctx, cancel := context.WithDeadline(ctx, r.deadline)
 	s, err := dial(dctx, c.dialRequest(r, h, ip))
 	cancel()
@@ -118,6 +129,9 @@ func (c *Client) tryAddr(ctx context.Context, r *hostsRun, h Host, ip net.IP) (A
 	r.a.Last = Classify(err)
 	if isTLSError(err) { // TLS was tried and failed: the reply says why
 		r.a.Conn.TLS = TLSFailed
+	}
+	if tf := (*TLSFailure)(nil); errors.As(err, &tf) {
+		r.a.Conn.TLSFailure = tf.Result
 	}
 	switch {
 	case m.RequireTLS && tlsRefusal(r.a.Last):
@@ -174,6 +188,10 @@ func (c *Client) dialRequest(r *hostsRun, h Host, ip net.IP) dialRequest {
 	if r.o.Hostname != "" {
 		helo = r.o.Hostname
 	}
-	return dialRequest{dialer: r.tr.dialer(c), host: h, ip: ip, plan: r.tr.Plan(), helo: helo,
-		roots: c.o.Roots, timeouts: c.o.Timeouts, conns: c.o.Conns, source: r.o.Source, opts: r.o}
+	plan := r.tr.Plan()
+	if len(h.DANE) > 0 {
+		plan = danePlan(plan)
+	}
+	return dialRequest{dialer: r.tr.dialer(c), host: h, ip: ip, plan: plan, helo: helo, roots: c.o.Roots,
+		timeouts: c.o.Timeouts, conns: c.o.Conns, source: r.o.Source, opts: r.o, dane: h.DANE}
 }

@@ -31,8 +31,11 @@ type cacheEntry struct {
 	ready chan struct{} // closed when the answer is in
 	mx    []MX
 	addrs HostAddrs
-	err   error
-	exp   time.Time
+	tlsa  []TLSA
+	// secure: the TLSA answer was DNSSEC-secure.
+	secure bool
+	err    error
+	exp    time.Time
 }
 
 // NewCache returns a Resolver that caches r's answers for their TTL

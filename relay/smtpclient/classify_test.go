@@ -88,7 +88,7 @@ func BenchmarkClassify(b *testing.B) {
 
 // Equal preferences are shuffled, different ones kept in order.
 func TestOrderMX(t *testing.T) {
-	in := []MX{{"c", 20}, {"a", 10}, {"b", 10}, {"d", 30}}
+	in := []MX{{Host: "c", Pref: 20}, {Host: "a", Pref: 10}, {Host: "b", Pref: 10}, {Host: "d", Pref: 30}}
 	firsts := map[string]int{}
 	for i := 0; i < 200; i++ {
 		out := orderMX(in)

@@ -42,8 +42,14 @@ type Options struct {
 	Timeouts Timeouts
 	// Port is the MX port (25; tests use another).
 	Port int
+	// DANE uses the TLSA records of DNSSEC-secure MX hosts (RFC 7672). It
+	// needs a Resolver that reports secure answers (DNSOptions.TrustAD,
+	// NewCache over it) and implements TLSAResolver.
+	DANE bool
 	// Policies gives each recipient domain's TLS policy (nil: Opportunistic).
 	Policies PolicyStore
+	// STS gives MTA-STS policies (nil: MTA-STS is not used).
+	STS STSSource
 	// Conns counts open connections (nil: not counted).
 	Conns Gauge
 	// MaxAddresses bounds the addresses one attempt dials, over all MX
@@ -115,7 +121,11 @@ type ConnInfo struct {
 	// an opportunistic fallback to plaintext) or TLSFailed.
 	MX, IP, TLS, Cipher string
 	// TLSPolicy is the policy the attempt ran under (Plan.PolicyName).
-	TLSPolicy     string
+	TLSPolicy string
+	// TLSFailure is the TLS-RPT result type (RFC 8460 §4.3.2.1:
+	// "certificate-host-mismatch", "sts-policy-fetch-error", ...) when
+	// the policy failed, or under a testing policy was not met.
+	TLSFailure    string
 	Port          int
 	Verified, DSN bool
 }

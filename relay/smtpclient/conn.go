@@ -44,6 +44,8 @@ type Session struct {
 	port     int
 	tls      *tls.ConnectionState
 	verified bool
+	dane     bool        // the host has usable TLSA records (RFC 7672)
+	daneFail *TLSFailure // why the DANE check refused the certificate
 	ext      extensions
 	dirty    bool // a transaction was left open: RSET before the next (RFC 5321 §4.1.1.5)
 	broken   bool // the connection's state is unknown (reply lost after the final dot): not reused
@@ -62,6 +64,7 @@ type dialRequest struct {
 	timeouts Timeouts
 	conns    Gauge          // nil: connections not counted
 	source   netip.Addr     // local address to bind (zero: the dialer's choice)
+	dane     []TLSA         // the host's usable TLSA records (Host.DANE)
 	opts     AttemptOptions // Observe for a refused greeting
 }
 
@@ -101,7 +104,7 @@ func dialOnce(ctx context.Context, r dialRequest) (*Session, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	defer stop()
-	s := &Session{raw: raw, host: r.host.Name, ip: r.ip.String(), port: r.host.Port}
+	s := &Session{raw: raw, host: r.host.Name, ip: r.ip.String(), port: r.host.Port, dane: len(r.dane) > 0}
 	if err := s.open(ctx, r, raw); err != nil {
 		_ = raw.Close()
 		return nil, err
@@ -131,6 +134,9 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 		name = r.ip.String()
 	}
 	cfg := tlsConfig(r.plan, name, r.roots, &s.verified)
+	if s.dane {
+		cfg = daneConfig(r.dane, daneNames(r.host), &s.verified, &s.daneFail)
+	}
 	if r.plan.TLS == "implicit" {
 		tc, err := handshake(ctx, dc, cfg, r.timeouts.Greeting)
 		if err != nil {
@@ -149,6 +155,10 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 		return nil
 	}
 	if ok, _ := s.c.Extension("STARTTLS"); !ok {
+		if s.dane { // RFC 7672 §2.2: TLSA records make TLS mandatory
+			f := &TLSFailure{Result: FailSTARTTLS, Reason: "DANE: TLSA records published but STARTTLS not offered"}
+			return newError(withCause(replyTLSFailed, f.Reason), true, f)
+		}
 		if r.plan.RequireTLS {
 			return newError(replyTLSMissing, true, nil)
 		}
@@ -157,6 +167,9 @@ func (s *Session) open(ctx context.Context, r dialRequest, dc net.Conn) error {
 	// go-smtp's StartTLS (RFC 3207): STARTTLS, the handshake at once
 	// within CommandTimeout, then EHLO again with the same name.
 	if err := s.c.StartTLS(cfg); err != nil {
+		if s.daneFail != nil {
+			return newError(withCause(replyTLSFailed, s.daneFail.Reason), true, s.daneFail)
+		}
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			return newError(withCause(replyTLSFailed, "STARTTLS refused: "+strconv.Itoa(se.Code)+" "+se.Message), true, err)
@@ -270,8 +283,12 @@ func (s *Session) Close() { _ = s.raw.Close() }
 
 // Info describes the connection for the delivery log.
 func (s *Session) Info() ConnInfo {
-	return ConnInfo{MX: s.host, IP: s.ip, Port: s.port, TLS: s.tlsName(), Cipher: s.cipher(),
+	ci := ConnInfo{MX: s.host, IP: s.ip, Port: s.port, TLS: s.tlsName(), Cipher: s.cipher(),
 		Verified: s.verified, DSN: s.ext.dsn}
+	if s.dane {
+		ci.TLSPolicy = PolicyDANE
+	}
+	return ci
 }
 
 // countedConn decrements the connections gauge on its first Close, so

@@ -4,8 +4,8 @@
 // from a queue entry and a Client from its options, and what the client
 // needs from outside are interfaces it defines here — a Resolver (DNS), a
 // Dialer (TCP; the MX dialer is where the denied-networks guard sits), a
-// PolicyStore (TLS policies; static from configuration today, MTA-STS and
-// DANE stores later) and a Gauge (open connections).
+// PolicyStore (TLS policies from configuration), an STSSource (MTA-STS
+// policies) and a Gauge (open connections).
 //
 // # Shape
 //
@@ -31,6 +31,24 @@
 //     keyword; if no MX gives them that, they fail at once with
 //     550 5.7.30 (RFC 8689 §5) — a certificate that does not verify
 //     included.
+//   - DANE (dane.go, RFC 7672): with Options.DANE and a resolver that
+//     reports the AD bit (DNSOptions.TrustAD), a DNSSEC-secure MX host
+//     whose secure TLSA answer at _<port>._tcp.<host> has usable records
+//     (DANE-TA, DANE-EE; PKIX usages are unusable) gets Host.DANE: STARTTLS
+//     is mandatory and the chain must match (DANE-EE: the leaf, names and
+//     dates ignored; DANE-TA: a presented CA and the MX name), else 4.7.5
+//     and the next MX. A failed TLSA lookup makes the host unusable.
+//     DANE outranks MTA-STS and delivery.tls.domains; ConnInfo says
+//     tls_policy dane and, on failure, its TLS-RPT result type.
+//   - MTA-STS (sts.go, RFC 8461): Options.STS (relay/mtasts) gives the
+//     domain's policy once per attempt (in Hosts, in the worker, not the
+//     dispatcher). enforce: verify against the MX name and only MX hosts
+//     matching the policy (RFC 8461 §4.1, "*." one label) or with DANE;
+//     anything else 451 4.7.5 with the reason (a missing STARTTLS
+//     included), a reused session not verified to such a host dropped.
+//     testing: the plan as before, unmet requirements recorded in
+//     ConnInfo.TLSFailure. Order: DANE > enforce > delivery.tls.domains
+//     (tls_policy configured) > testing > default.
 //   - converse (send.go, pipeline.go, body.go): go-smtp's client, one
 //     transaction per Message; SIZE, 8BITMIME, SMTPUTF8 and DSN used when
 //     offered; an 8-bit body for a server without 8BITMIME is converted

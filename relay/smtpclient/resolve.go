@@ -16,6 +16,9 @@ import (
 type MX struct {
 	Host string
 	Pref uint16
+	// Secure: the answer carried the AD bit of a trusted validating
+	// resolver (DNSOptions.TrustAD; RFC 7672 §2.2.1).
+	Secure bool
 }
 
 // HostAddrs are the addresses of a host name.
@@ -24,6 +27,8 @@ type HostAddrs struct {
 	// CNAME is the canonical name when the looked-up name was an alias.
 	CNAME string
 	TTL   time.Duration
+	// Secure: every answer carried the AD bit (DNSOptions.TrustAD).
+	Secure bool
 }
 
 // Resolver answers the DNS questions delivery asks. Implementations must be
@@ -107,7 +112,8 @@ func (r *dnsResolver) LookupMX(ctx context.Context, domain string) ([]MX, time.D
 	ttl := time.Duration(-1)
 	for _, rr := range in.Answer {
 		if mx, ok := rr.(*dns.MX); ok {
-			out = append(out, MX{Host: strings.ToLower(strings.TrimSuffix(mx.Mx, ".")), Pref: mx.Preference})
+			out = append(out, MX{Host: strings.ToLower(strings.TrimSuffix(mx.Mx, ".")), Pref: mx.Preference,
+				Secure: r.c.TrustAD() && in.AuthenticatedData})
 			ttl = minTTL(ttl, rr.Header().Ttl)
 		}
 	}
@@ -118,7 +124,7 @@ func (r *dnsResolver) LookupMX(ctx context.Context, domain string) ([]MX, time.D
 }
 
 func (r *dnsResolver) LookupIP(ctx context.Context, host string) (HostAddrs, error) {
-	var out HostAddrs
+	out := HostAddrs{Secure: r.c.TrustAD()}
 	ttl := time.Duration(-1)
 	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
 		in, err := r.query(ctx, host, qt)
@@ -131,6 +137,7 @@ func (r *dnsResolver) LookupIP(ctx context.Context, host string) (HostAddrs, err
 		case in.Rcode == dns.RcodeNameError:
 			return out, &DNSError{Name: host, Type: typ, Kind: DNSNotFound}
 		}
+		out.Secure = out.Secure && in.AuthenticatedData
 		for _, rr := range in.Answer {
 			switch v := rr.(type) {
 			case *dns.A:

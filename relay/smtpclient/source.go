@@ -37,7 +37,12 @@ type SourceDialer interface {
 // DeliverWith is Deliver with per-attempt options.
 func (c *Client) DeliverWith(ctx context.Context, tr Transport, m *Message, sess *Session, o AttemptOptions) Attempt {
 	a := c.deliver(ctx, tr, m, sess, o)
+	if a.Conn.TLSPolicy == PolicyDANE { // DANE outranks MTA-STS (issue 17 policy order)
+		return a
+	}
 	a.Conn.TLSPolicy = tr.Plan().PolicyName()
+	a.Conn.TLSFailure = c.stsFailure(tr, &a)
+	stsReply(tr, &a)
 	return a
 }
 

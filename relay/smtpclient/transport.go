@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/dnsname"
@@ -20,6 +21,12 @@ type Host struct {
 	Name string
 	IPs  []net.IP
 	Port int
+	// DANE holds the host's usable TLSA records (RFC 7672): STARTTLS is
+	// mandatory and the certificate must match them. Nil: no DANE.
+	DANE []TLSA
+	// TLSABase is the TLSA base domain when it is not Name: the
+	// CNAME-expanded host name (RFC 7672 §2.2.2).
+	TLSABase string
 }
 
 // Plan says how to talk to a destination's hosts.
@@ -31,6 +38,8 @@ type Plan struct {
 	User, Pass    string // AUTH PLAIN when User != ""
 	// ServerName overrides the name the certificate is checked against.
 	ServerName string
+	// Name overrides PolicyName in the delivery log ("mta-sts", ...).
+	Name string
 }
 
 // PolicyName names the TLS policy the plan carries out: none, opportunistic,
@@ -38,6 +47,8 @@ type Plan struct {
 // host name). A smarthost route verifies unless tls_verify is false.
 func (p Plan) PolicyName() string {
 	switch {
+	case p.Name != "":
+		return p.Name
 	case p.TLS == "none":
 		return string(PolicyNone)
 	case p.Verify:
@@ -74,7 +85,13 @@ type mxTransport struct {
 	port    int
 	res     Resolver
 	warn    *warnOnce
+	dane    bool  // look up TLSA for DNSSEC-secure MX hosts (Options.DANE)
 	invalid error // the domain cannot be looked up: Hosts fails with it
+	// sts gives the MTA-STS policy (nil: none); configured: the domain
+	// has its own delivery.tls.domains entry; stsSt: the decision (sts.go).
+	sts        STSSource
+	configured bool
+	stsSt      atomic.Pointer[stsState]
 }
 
 // MX returns the Transport for MX delivery to domain (an A-label or ASCII
@@ -100,7 +117,12 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		}
 		pol = p
 	}
-	return &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn}, nil
+	t := &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
+		dane: c.o.DANE, sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}
+	if t.configured && !requireTLS {
+		t.plan.Name = PolicyNameConfigured
+	}
+	return t, nil
 }
 
 func (t *mxTransport) limited() bool           { return true }
@@ -116,15 +138,31 @@ func (t *mxTransport) Key() string {
 	return k
 }
 
-func (t *mxTransport) Plan() Plan { return t.plan }
+func (t *mxTransport) Plan() Plan {
+	if st := t.stsSt.Load(); st != nil {
+		return st.plan
+	}
+	return t.plan
+}
 
 // Hosts looks up the MX records: preference order with equal preferences
 // shuffled; no MX → the domain itself (implicit MX); null MX → 5.1.10;
 // IP-literal MX names are skipped; CNAME targets are followed with a warning.
+// Under an MTA-STS enforce policy only the hosts it names are kept, and
+// the hosts with usable TLSA records: DANE outranks MTA-STS (issue 17).
 func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 	if t.invalid != nil {
 		return nil, t.invalid
 	}
+	t.applySTS(ctx)
+	hosts, err := t.lookupHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t.stsHosts(hosts)
+}
+
+func (t *mxTransport) lookupHosts(ctx context.Context) ([]Host, error) {
 	mxs, _, err := t.res.LookupMX(ctx, t.domain)
 	if err != nil {
 		return nil, err
@@ -157,13 +195,19 @@ func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 					Msg("MX target is a CNAME (RFC 2181 §10.3); followed")
 			})
 		}
+		h := Host{Name: mx.Host, IPs: a.IPs, Port: t.port}
+		if err := t.lookupDANE(ctx, mx, a, &h); err != nil {
+			lastErr = err // RFC 7672 §2.2: unusable, not insecure
+			continue
+		}
 		if len(a.IPs) > 0 {
-			hosts = append(hosts, Host{Name: mx.Host, IPs: a.IPs, Port: t.port})
+			hosts = append(hosts, h)
 		}
 	}
 	if len(hosts) == 0 {
 		var de *DNSError
-		if errors.As(lastErr, &de) && de.Kind == DNSTemporary {
+		var tf *TLSFailure
+		if errors.As(lastErr, &de) && de.Kind == DNSTemporary || errors.As(lastErr, &tf) {
 			return nil, lastErr
 		}
 		return nil, newError(replyNoUsableMX, false, lastErr)
