@@ -42,7 +42,7 @@ const (
 // a retry interval later.
 func TestShapingAcrossProcesses(t *testing.T) {
 	bin, _ := binaries(t)
-	mx := startShapeMX(t)
+	mx := relaytest.StartMeasureMX(t, "", 0)
 	zone := relaytest.NewZone()
 	zone.AddA("mx1.prov.test", "127.0.0.1")
 	zone.AddA("mx2.prov.test", "127.0.0.1")
@@ -55,7 +55,7 @@ func TestShapingAcrossProcesses(t *testing.T) {
 
 	ids := submitSplit(t, nodes)
 	deadline := time.Now().Add(2 * time.Minute)
-	for len(mx.arrivals()) < len(ids) && time.Now().Before(deadline) {
+	for len(mx.Arrivals()) < len(ids) && time.Now().Before(deadline) {
 		for _, n := range nodes {
 			if n.Exited() {
 				t.Fatalf("%s exited:\n%s", n.Name, n.LogTail(4000))
@@ -63,10 +63,10 @@ func TestShapingAcrossProcesses(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling the fake MX
 	}
-	arr := mx.arrivals()
+	arr := mx.Arrivals()
 	got := map[string]int{}
 	for _, a := range arr {
-		got[a.id]++
+		got[a.ID]++
 	}
 	for _, id := range ids {
 		if got[id] != 1 {
@@ -86,9 +86,9 @@ func TestShapingAcrossProcesses(t *testing.T) {
 }
 
 // checkShapingLimits checks the concurrency and the pace the MX saw.
-func checkShapingLimits(t *testing.T, mx *shapeMX, arr []shapeArrival) {
+func checkShapingLimits(t *testing.T, mx *relaytest.MeasureMX, arr []relaytest.Arrival) {
 	t.Helper()
-	most, total := mx.peak()
+	most, total := mx.Peak()
 	t.Logf("%d connections in all, at most %d at once (limit %d)", total, most, shapeConns)
 	if most > shapeConns {
 		t.Errorf("%d connections open at once, limit %d", most, shapeConns)
@@ -97,14 +97,14 @@ func checkShapingLimits(t *testing.T, mx *shapeMX, arr []shapeArrival) {
 	if len(arr) > 1 {
 		var gap time.Duration
 		for i := 1; i < len(arr); i++ {
-			gap = max(gap, arr[i].at.Sub(arr[i-1].at))
+			gap = max(gap, arr[i].At.Sub(arr[i-1].At))
 		}
-		t.Logf("%d arrivals over %s, longest gap %s", len(arr), arr[len(arr)-1].at.Sub(arr[0].at).Round(time.Millisecond),
+		t.Logf("%d arrivals over %s, longest gap %s", len(arr), arr[len(arr)-1].At.Sub(arr[0].At).Round(time.Millisecond),
 			gap.Round(time.Millisecond))
 	}
 	for _, w := range []time.Duration{time.Second, 3 * time.Second, 10 * time.Second} {
 		limit := int(int64(rate.Count)*int64(w)/int64(rate.Per)) + rate.Burst()
-		n := maxInWindow(arr, w)
+		n := relaytest.MaxInWindow(arr, w)
 		t.Logf("at most %d arrivals within %s (limit %d: %s plus a burst of %d)", n, w, limit, shapeRate, rate.Burst())
 		if n > limit {
 			t.Errorf("%d arrivals within %s, limit %d", n, w, limit)

@@ -56,20 +56,23 @@ func google(l shaping.Limits) []shaping.Provider {
 	return []shaping.Provider{{Name: "google", MX: []string{".google.test"}, Limits: l}}
 }
 
+// rcptOf is the recipient of a (the shaping tests send one per message).
+func rcptOf(a relaytest.Arrival) string { return strings.Join(a.Rcpts, ",") }
+
 // allDelivered waits until every rcpt was received once by mx and no
 // entry of ids is stored any more: nothing lost, nothing sent twice.
-func allDelivered(t *testing.T, h *harness, mx *shapeMX, rcpts []string, ids []string) {
+func allDelivered(t *testing.T, h *harness, mx *relaytest.MeasureMX, rcpts []string, ids []string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * wait)
-	for len(mx.messages()) < len(rcpts) {
+	for len(mx.Arrivals()) < len(rcpts) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages received", len(mx.messages()), len(rcpts))
+			t.Fatalf("%d of %d messages received", len(mx.Arrivals()), len(rcpts))
 		}
 		time.Sleep(20 * time.Millisecond) // polling
 	}
 	got := map[string]int{}
-	for _, m := range mx.messages() {
-		got[m.rcpt]++
+	for _, m := range mx.Arrivals() {
+		got[rcptOf(m)]++
 	}
 	for _, r := range rcpts {
 		if got[r] != 1 {
@@ -104,8 +107,8 @@ func TestShapingLimitsHoldAcrossEngines(t *testing.T) {
 	t.Parallel()
 	h := newHarnessListen(t)
 	cfg := h.config()
-	mx := startShapeMX(t, "127.0.0.151", h.port)
-	h.googleMX(mx.ip, "g1.test", "g2.test", "g3.test")
+	mx := relaytest.StartMeasureMX(t, "127.0.0.151", h.port)
+	h.googleMX(mx.IP, "g1.test", "g2.test", "g3.test")
 	rate := shaping.Rate{Count: 600, Per: time.Minute}
 	set := shaping.Settings{Default: shaping.Limits{Connections: 10},
 		Providers: google(shaping.Limits{Connections: 2, Rate: rate, PerConnection: 20})}
@@ -122,17 +125,18 @@ func TestShapingLimitsHoldAcrossEngines(t *testing.T) {
 		ids = append(ids, h.send([]string{r}))
 	}
 	allDelivered(t, h, mx, rcpts, ids)
-	if p := mx.peak(); p > 2 {
-		t.Errorf("%d connections open at once, limit 2", p)
+	peak, n := mx.Peak()
+	if peak > 2 {
+		t.Errorf("%d connections open at once, limit 2", peak)
 	}
-	if n, most := mx.connections(); most > 20 || n < 150/20 {
+	if most := mx.PerConnection(); most > 20 || n < 150/20 {
 		t.Errorf("%d connections, at most %d messages on one: per_connection 20 not kept", n, most)
 	}
-	msgs := mx.messages()
+	msgs := mx.Arrivals()
 	for _, w := range []time.Duration{time.Second, 5 * time.Second} {
 		limit := int(int64(rate.Count)*int64(w)/int64(rate.Per)) + rate.Burst()
-		n := maxInWindow(msgs, w)
-		t.Logf("at most %d messages within %s (limit %d), %d connections at once", n, w, limit, mx.peak())
+		n := relaytest.MaxInWindow(msgs, w)
+		t.Logf("at most %d messages within %s (limit %d), %d connections at once", n, w, limit, peak)
 		if n > limit {
 			t.Errorf("%d messages within %s, limit %d (600/m plus a burst of %d)", n, w, limit, rate.Burst())
 		}
@@ -160,11 +164,11 @@ func TestShapingRuleSuspendsAndResumes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	cfg := h.config()
-	mx := startShapeMX(t, "127.0.0.152", h.port)
-	h.googleMX(mx.ip, "s.test")
+	mx := relaytest.StartMeasureMX(t, "127.0.0.152", h.port)
+	h.googleMX(mx.IP, "s.test")
 	var mu sync.Mutex
 	refusals := 3
-	mx.mailReply = func() *smtp.SMTPError {
+	mx.SetMailReply(func() *smtp.SMTPError {
 		mu.Lock()
 		defer mu.Unlock()
 		if refusals == 0 {
@@ -172,7 +176,7 @@ func TestShapingRuleSuspendsAndResumes(t *testing.T) {
 		}
 		refusals--
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 28}, Message: "unusual rate of mail"}
-	}
+	})
 	var changes []shaping.Change
 	set := shaping.Settings{Default: shaping.Limits{Connections: 10}, Providers: google(shaping.Limits{}),
 		Rules: []shaping.Rule{{Name: "gmail-rate", Providers: []string{"google"}, Reply: regexp.MustCompile(`4\.7\.28`),
@@ -237,10 +241,10 @@ func TestLimitedProviderDoesNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	cfg := h.config()
-	slow := startShapeMX(t, "127.0.0.153", h.port)
-	fast := startShapeMX(t, "127.0.0.154", h.port)
-	h.googleMX(slow.ip, "slow.test")
-	h.domain("fast.test", fast.ip)
+	slow := relaytest.StartMeasureMX(t, "127.0.0.153", h.port)
+	fast := relaytest.StartMeasureMX(t, "127.0.0.154", h.port)
+	h.googleMX(slow.IP, "slow.test")
+	h.domain("fast.test", fast.IP)
 	set := shaping.Settings{Default: shaping.Limits{Connections: 10},
 		Providers: google(shaping.Limits{Connections: 1, Rate: shaping.Rate{Count: 60, Per: time.Minute}})}
 	h.shaper = openShaper(t, h.q, "n1", set, nil)
@@ -250,7 +254,7 @@ func TestLimitedProviderDoesNotDelayOthers(t *testing.T) {
 		slowR = append(slowR, fmt.Sprintf("s%d@slow.test", i))
 		ids = append(ids, h.send(slowR[i:i+1]))
 	}
-	relaytest.Eventually(t, "the limited provider delivering", func() bool { return len(slow.messages()) > 0 })
+	relaytest.Eventually(t, "the limited provider delivering", func() bool { return len(slow.Arrivals()) > 0 })
 	sent := map[string]time.Time{}
 	for i := range 10 {
 		r := fmt.Sprintf("f%d@fast.test", i)
@@ -258,17 +262,17 @@ func TestLimitedProviderDoesNotDelayOthers(t *testing.T) {
 		sent[r] = time.Now()
 		ids = append(ids, h.send([]string{r}))
 	}
-	relaytest.Eventually(t, "the other destination's mail", func() bool { return len(fast.messages()) == 10 })
+	relaytest.Eventually(t, "the other destination's mail", func() bool { return len(fast.Arrivals()) == 10 })
 	relaytest.Eventually(t, "waiting entries in the provider's status", func() bool {
 		st, err := shaping.Status(context.Background(), h.q.JetStream(), set)
 		return err == nil && len(st) == 1 && st[0].Waiting > 0
 	})
-	if n := len(slow.messages()); n >= 30 {
+	if n := len(slow.Arrivals()); n >= 30 {
 		t.Fatalf("the limited provider got %d of 40 first: it is not limited", n)
 	}
-	for _, m := range fast.messages() {
-		if d := m.at.Sub(sent[m.rcpt]); d > 3*time.Second {
-			t.Errorf("%s arrived %s after it was queued", m.rcpt, d)
+	for _, m := range fast.Arrivals() {
+		if d := m.At.Sub(sent[rcptOf(m)]); d > 3*time.Second {
+			t.Errorf("%s arrived %s after it was queued", rcptOf(m), d)
 		}
 	}
 	allDelivered(t, h, slow, slowR, nil)
@@ -282,8 +286,8 @@ func TestSourcesBindPerPool(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	cfg := h.config()
-	mx := startShapeMX(t, "127.0.0.155", h.port)
-	h.domain("pool.test", mx.ip)
+	mx := relaytest.StartMeasureMX(t, "127.0.0.155", h.port)
+	h.domain("pool.test", mx.IP)
 	h.dialer = &sourceDialer{}
 	h.editSet = func(s *deliver.Settings) {
 		s.Sources = []deliver.Source{{Name: "a", Addr: netip.MustParseAddr("127.0.0.11"), EHLO: "mta-a.test"},
@@ -301,14 +305,14 @@ func TestSourcesBindPerPool(t *testing.T) {
 	allDelivered(t, h, mx, rcpts, ids)
 	helo := map[string]string{"127.0.0.11": "mta-a.test", "127.0.0.12": "mta-b.test"}
 	name := map[string]string{"127.0.0.11": "a", "127.0.0.12": "b"}
-	for _, m := range mx.messages() {
+	for _, m := range mx.Arrivals() {
 		var i int
-		fmt.Sscanf(m.rcpt, "u%d@", &i)
-		if helo[m.remote] != m.helo || (i%2 == 1 && m.remote != "127.0.0.12") {
-			t.Errorf("%s came from %s saying EHLO %s", m.rcpt, m.remote, m.helo)
+		fmt.Sscanf(rcptOf(m), "u%d@", &i)
+		if helo[m.Remote] != m.Helo || (i%2 == 1 && m.Remote != "127.0.0.12") {
+			t.Errorf("%s came from %s saying EHLO %s", rcptOf(m), m.Remote, m.Helo)
 		}
-		if ev := h.deliveries(m.rcpt, events.StatusDelivered); len(ev) != 1 || ev[0].Source != name[m.remote] {
-			t.Errorf("%s: delivered events %+v, want source %s", m.rcpt, ev, name[m.remote])
+		if ev := h.deliveries(rcptOf(m), events.StatusDelivered); len(ev) != 1 || ev[0].Source != name[m.Remote] {
+			t.Errorf("%s: delivered events %+v, want source %s", rcptOf(m), ev, name[m.Remote])
 		}
 	}
 }
@@ -332,8 +336,8 @@ func TestReloadKeepsConnections(t *testing.T) {
 	cfg := h.config()
 	cfg.Delivery.Timeouts.Idle = config.Duration(time.Minute) // the connection outlives the test's pauses
 	cfg.Delivery.MaxPerDestination = 1                        // one worker: its connection is the one reused
-	mx := startShapeMX(t, "127.0.0.156", h.port)
-	h.domain("reload.test", mx.ip)
+	mx := relaytest.StartMeasureMX(t, "127.0.0.156", h.port)
+	h.domain("reload.test", mx.IP)
 	h.dialer = &sourceDialer{}
 	set := settingsOf(cfg)
 	set.Sources = []deliver.Source{{Name: "a", Addr: netip.MustParseAddr("127.0.0.11"), EHLO: "mta-a.test"}}
@@ -346,10 +350,10 @@ func TestReloadKeepsConnections(t *testing.T) {
 		t.Helper()
 		r := fmt.Sprintf("u%d@reload.test", len(rcpts))
 		rcpts, ids = append(rcpts, r), append(ids, h.send([]string{r}))
-		relaytest.Eventually(t, r+" received", func() bool { return len(mx.messages()) == len(rcpts) })
-		msgs := mx.messages()
-		if n, _ := mx.connections(); n != wantConns || msgs[len(msgs)-1].helo != helo {
-			t.Fatalf("after %s: %d connections, EHLO %s; want %d, %s", r, n, msgs[len(msgs)-1].helo, wantConns, helo)
+		relaytest.Eventually(t, r+" received", func() bool { return len(mx.Arrivals()) == len(rcpts) })
+		msgs := mx.Arrivals()
+		if _, n := mx.Peak(); n != wantConns || msgs[len(msgs)-1].Helo != helo {
+			t.Fatalf("after %s: %d connections, EHLO %s; want %d, %s", r, n, msgs[len(msgs)-1].Helo, wantConns, helo)
 		}
 	}
 	reload := func(edit func(*deliver.Settings)) {
