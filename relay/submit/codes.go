@@ -20,10 +20,9 @@ var (
 	errUserGone      = reply(530, 5, 7, 0, "user is no longer configured, authenticate again")
 
 	// The auth brake (brake.go): a (user, client) ban leaves other users
-	// of the client alone; an unreadable bucket is a temporary failure.
+	// of the client alone; an unreadable bucket falls back to per-node counts.
 	errAuthUserBanned = reply(454, 4, 7, 0,
 		"too many authentication failures for this user from your address, try again later")
-	errAuthUnavailable = reply(454, 4, 7, 0, "temporary authentication failure, try again later")
 
 	// Sender and recipients.
 	errSenderDenied = reply(553, 5, 7, 1, "sender address not allowed for this user")
