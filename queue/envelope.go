@@ -65,6 +65,11 @@ type Envelope struct {
 	// traffic shaping made it wait ("shaping: connections (google)",
 	// relay/deliver); cleared by its next attempt. queue ls shows it.
 	Waiting string `json:"waiting,omitempty"`
+	// Meta and Tag are the application's X-Jetrelay-Meta-<key> and
+	// X-Jetrelay-Tag values (removed from the message at submission),
+	// carried into every event of the message.
+	Meta map[string]string `json:"meta,omitempty"`
+	Tag  string            `json:"tag,omitempty"`
 }
 
 // Marshal encodes the envelope for the Jr-Env header.

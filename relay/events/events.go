@@ -5,6 +5,8 @@
 package events
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -25,6 +27,13 @@ const (
 	Released     = "released"
 	Retried      = "retried" // an operator made a deferred entry due now
 	Shaping      = "shaping" // a provider's suspension or rate change began or ended
+	// Complaint is an ARF feedback report (RFC 5965) about a message.
+	Complaint = "complaint"
+	// BounceRateWarning and Paused come from a user's bounce-rate guard;
+	// Resumed is an operator lifting a pause (jetrelay user resume).
+	BounceRateWarning = "bounce_rate_warning"
+	Paused            = "paused"
+	Resumed           = "resumed"
 )
 
 // Delivery statuses.
@@ -81,6 +90,12 @@ type Event struct {
 	Rule     string     `json:"rule,omitempty"`
 	Action   string     `json:"action,omitempty"`
 	Until    *time.Time `json:"until,omitempty"`
+	// Meta and Tag are the application's X-Jetrelay-Meta-<key> and
+	// X-Jetrelay-Tag values, carried on every event of the message.
+	Meta map[string]string `json:"meta,omitempty"`
+	Tag  string            `json:"tag,omitempty"`
+	// FeedbackType is a complaint's ARF Feedback-Type (abuse, fraud, ...).
+	FeedbackType string `json:"feedback_type,omitempty"`
 }
 
 // Str returns a pointer to s, for MailFrom.
@@ -187,5 +202,14 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 	if e.Until != nil {
 		z = z.Str("until", e.Until.UTC().Format(time.RFC3339))
 	}
+	if len(e.Meta) > 0 {
+		d := zerolog.Dict()
+		for _, k := range slices.Sorted(maps.Keys(e.Meta)) {
+			d = d.Str(k, e.Meta[k])
+		}
+		z = z.Dict("meta", d)
+	}
+	str("tag", e.Tag)
+	str("feedback_type", e.FeedbackType)
 	return z
 }
