@@ -43,9 +43,9 @@ func shopEnv() *queue.Envelope {
 }
 
 // sendFrom delivers msg from a (non-null) sender to rcpt at the intake.
-func sendFrom(t *testing.T, f *fixture, from, rcpt, msg string) error {
+func sendFrom(t *testing.T, b *Bouncer, from, rcpt, msg string) error {
 	t.Helper()
-	c, err := smtp.Dial(f.b.Addr().String())
+	c, err := smtp.Dial(b.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestComplaintAtVERP(t *testing.T) {
 	verp := verpOf(t, f.b, env, "bob@example.org")
 	msg := report(arfHuman, feedbackPart("Feedback-Type: ABUSE\r\nUser-Agent: ExampleFBL/1.0\r\nVersion: 1\r\n"+
 		"Original-Rcpt-To: <redacted@example.org>\r\n"), original("To: redacted@example.org\r\n"))
-	if err := sendFrom(t, f, "reports@isp.example", verp, msg); err != nil {
+	if err := sendFrom(t, f.b, "reports@isp.example", verp, msg); err != nil {
 		t.Fatalf("report refused: %v", err)
 	}
 	evs := complaintsOf(f, env.ID)
@@ -170,7 +170,7 @@ func TestComplaintAtFBLAddress(t *testing.T) {
 		for _, r := range c.rcpts {
 			verps = append(verps, verpOf(t, f.b, env, r))
 		}
-		if err := sendFrom(t, f, "", fblAddr, c.report(env, verps)); err != nil {
+		if err := sendFrom(t, f.b, "", fblAddr, c.report(env, verps)); err != nil {
 			t.Fatalf("%s: report refused: %v", c.name, err)
 		}
 		evs := complaintsOf(f, env.ID)
@@ -185,7 +185,7 @@ func TestComplaintAtFBLAddress(t *testing.T) {
 	}
 	unknown := queue.NewID()
 	msg := report(arfHuman, fields("abuse", "Original-Rcpt-To: zed@example.org\r\n"), original(jetrelayReceived(unknown)))
-	if err := sendFrom(t, f, "reports@isp.example", fblAddr, msg); err != nil {
+	if err := sendFrom(t, f.b, "reports@isp.example", fblAddr, msg); err != nil {
 		t.Errorf("report about an unknown message: %v, want it accepted", err)
 	}
 	if evs := complaintsOf(f, unknown); len(evs) != 0 || suppressed(t, f, "zed@example.org") {
@@ -204,26 +204,26 @@ func TestComplaintRefused(t *testing.T) {
 	verp := verpOf(t, f.b, env, "bob@example.org")
 	enh := smtp.EnhancedCode{5, 6, 0}
 	plain := "From: someone@example.net\r\nSubject: please add me\r\n\r\nhello\r\n"
-	err := sendFrom(t, f, "someone@example.net", fblAddr, plain)
+	err := sendFrom(t, f.b, "someone@example.net", fblAddr, plain)
 	wantSMTP(t, "plain mail at fbl_address", err, 550, enh)
 	if err == nil || !strings.Contains(err.Error(), "accepts only ARF feedback reports") {
 		t.Errorf("reply %v does not say what the address takes", err)
 	}
 	noType := report(arfHuman, feedbackPart("User-Agent: x/1\r\nOriginal-Mail-From: <"+verp+">\r\n"))
 	for _, to := range []string{fblAddr, verp} {
-		err := sendFrom(t, f, "", to, noType)
+		err := sendFrom(t, f.b, "", to, noType)
 		wantSMTP(t, "report without Feedback-Type at "+to, err, 550, enh)
 		if err == nil || !strings.Contains(err.Error(), "exactly one Feedback-Type") {
 			t.Errorf("reply %v does not name the problem", err)
 		}
 	}
 	dsn := sample(t, "postfix.eml", fblAddr)
-	wantSMTP(t, "a DSN at fbl_address", sendFrom(t, f, "", fblAddr, dsn), 550, enh)
+	wantSMTP(t, "a DSN at fbl_address", sendFrom(t, f.b, "", fblAddr, dsn), 550, enh)
 	if all := f.rec.All(); len(all) != 0 || suppressed(t, f, "bob@example.org") {
 		t.Errorf("refused mail recorded: events %+v", all)
 	}
 	plainIntake := intakeFixture(t)
-	wantSMTP(t, "fbl address without fbl_address", sendFrom(t, plainIntake, "", fblAddr, plain),
+	wantSMTP(t, "fbl address without fbl_address", sendFrom(t, plainIntake.b, "", fblAddr, plain),
 		550, smtp.EnhancedCode{5, 7, 1})
 }
 
@@ -276,7 +276,7 @@ func TestComplaintInfoFromAcceptedEvent(t *testing.T) {
 	for _, env := range []*queue.Envelope{withEvent, without} {
 		verp := legacy(env, "bob@example.org")
 		msg := report(arfHuman, feedbackPart("Feedback-Type: abuse\r\n"))
-		if err := sendFrom(t, f, "", verp, msg); err != nil {
+		if err := sendFrom(t, f.b, "", verp, msg); err != nil {
 			t.Fatal(err)
 		}
 	}
