@@ -110,7 +110,7 @@ func (b *Bouncer) StartIntake() error {
 		}
 	}()
 	b.log.Info().Str("event", "bounce_intake").Str("listen", ln.Addr().String()).Str("verp_domain", set.VERPDomain).
-		Msg("bounce intake listening")
+		Str("fbl_address", set.FBLAddress).Msg("bounce intake listening")
 	return nil
 }
 
