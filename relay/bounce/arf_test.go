@@ -145,7 +145,8 @@ func TestParseARFLenient(t *testing.T) {
 		t.Errorf("base64 feedback part: %+v, %v", r, err)
 	}
 	for a, want := range map[string]bool{"redacted@example.org": true, "xxxxx@example.org": true,
-		"REDACTED-1@example.org": true, "***@example.org": true, "bob@example.org": false, "rex@example.org": false} {
+		"REDACTED-1@example.org": true, "***@example.org": true, "3f2a9c0d5e6b7a81@example.org": true, "bob@example.org": false,
+		"rex@example.org": false, "cafe@example.org": false} {
 		if redacted(a) != want {
 			t.Errorf("redacted(%q) = %v", a, !want)
 		}

@@ -126,14 +126,18 @@ func (rep *Report) candidates() []string {
 }
 
 // redacted reports whether a provider replaced the address's local part
-// (RFC 6590 §3: "redacted", or a run of x, *, # or dots).
+// (RFC 6590): with "redacted", a run of x, *, # or dots, or a hash (16 or
+// more hex digits).
 func redacted(addr string) bool {
 	local := strings.ToLower(addr[:max(strings.LastIndexByte(addr, '@'), 0)])
-	if local == "" || strings.Contains(local, "redacted") {
+	if local == "" || strings.Contains(local, "redacted") || strings.Trim(local, "x*#.") == "" {
 		return true
 	}
-	return strings.Trim(local, "x*#.") == ""
+	return len(local) >= minHashLen && strings.Trim(local, "0123456789abcdef") == ""
 }
+
+// minHashLen is the shortest hex local part taken for a hash (64 bits).
+const minHashLen = 16
 
 // complain applies the suppression rule to one complaint and publishes
 // its event.
