@@ -17,7 +17,7 @@ import (
 // not a reason to try another host (see replyFinalLost).
 //
 // The attempt's ConnInfo names the TLS policy it ran under, so that a
-// failure reads as what it was: "tls":"failed" under "tls_policy":"verify".
+// failure reads as what it was: "tls":"failed" under "tls_policy":"configured".
 func (c *Client) Deliver(ctx context.Context, tr Transport, m *Message, sess *Session) Attempt {
 	return c.DeliverWith(ctx, tr, m, sess, AttemptOptions{})
 }

@@ -42,19 +42,20 @@ type Plan struct {
 	Name string
 }
 
-// PolicyName names the TLS policy the plan carries out: none, opportunistic,
-// required (TLS, any certificate) or verify (a certificate valid for the
-// host name). A smarthost route verifies unless tls_verify is false.
+// PolicyName names the TLS policy the plan carries out in the delivery
+// log's tls_policy (issue 17's names): Name when set (dane, mta-sts,
+// mta-sts-testing, configured), else none, configured for a plan that
+// requires TLS (a delivery.tls.default of required or verify, a smarthost
+// route) or opportunistic. Whether the certificate was checked is
+// tls_verified's business, not the name's.
 func (p Plan) PolicyName() string {
 	switch {
 	case p.Name != "":
 		return p.Name
 	case p.TLS == "none":
 		return string(PolicyNone)
-	case p.Verify:
-		return string(PolicyVerify)
 	case p.RequireTLS:
-		return string(PolicyRequired)
+		return PolicyNameConfigured
 	}
 	return string(PolicyOpportunistic)
 }
@@ -109,18 +110,19 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		return &mxTransport{domain: strings.ToLower(domain), invalid: invalid}, nil
 	}
 	domain = ascii
-	pol := PolicyVerify
-	if !requireTLS {
-		p, err := c.o.Policies.TLSPolicy(ctx, domain)
-		if err != nil {
-			return nil, err
-		}
-		pol = p
+	pol, err := c.o.Policies.TLSPolicy(ctx, domain)
+	if err != nil {
+		return nil, err
 	}
 	t := &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
 		dane: c.o.DANE, sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}
-	if t.configured && !requireTLS {
+	if t.configured {
 		t.plan.Name = PolicyNameConfigured
+	}
+	if requireTLS { // on top of the domain's policy, not a level: the name stays
+		name := t.plan.PolicyName()
+		t.plan = PlanFor(PolicyVerify)
+		t.plan.Name = name
 	}
 	return t, nil
 }
@@ -163,12 +165,12 @@ func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 }
 
 func (t *mxTransport) lookupHosts(ctx context.Context) ([]Host, error) {
-	mxs, _, err := t.res.LookupMX(ctx, t.domain)
+	mxs, noMXSecure, err := t.lookupMX(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if len(mxs) == 0 {
-		return t.implicit(ctx)
+		return t.implicit(ctx, noMXSecure)
 	}
 	if len(mxs) == 1 && mxs[0].Host == "" {
 		return nil, newError(replyNullMX, false, nil) // RFC 7505 §3
@@ -216,7 +218,11 @@ func (t *mxTransport) lookupHosts(ctx context.Context) ([]Host, error) {
 }
 
 // implicit is the RFC 5321 §5.1 fallback: the domain's own A/AAAA records.
-func (t *mxTransport) implicit(ctx context.Context) ([]Host, error) {
+// With a DNSSEC-secure denial of MX records (secureNoMX) the domain is its
+// own implicit MX for DANE too (RFC 7672 §2.2.1): TLSA at
+// _<port>._tcp.<domain>, or first at its CNAME-expanded name when the
+// address answers are secure (lookupDANE).
+func (t *mxTransport) implicit(ctx context.Context, secureNoMX bool) ([]Host, error) {
 	a, err := t.res.LookupIP(ctx, t.domain)
 	if err != nil {
 		return nil, err
@@ -224,7 +230,28 @@ func (t *mxTransport) implicit(ctx context.Context) ([]Host, error) {
 	if len(a.IPs) == 0 {
 		return nil, newError(replyNoAddress, false, nil)
 	}
-	return []Host{{Name: t.domain, IPs: a.IPs, Port: t.port}}, nil
+	h := Host{Name: t.domain, IPs: a.IPs, Port: t.port}
+	if err := t.lookupDANE(ctx, MX{Host: t.domain, Secure: secureNoMX}, a, &h); err != nil {
+		return nil, err // RFC 7672 §2.2: unusable, not insecure
+	}
+	return []Host{h}, nil
+}
+
+// lookupMX is LookupMX that also says whether an answer without records
+// was a DNSSEC-secure denial (resolvers of NewResolver and NewCache).
+func (t *mxTransport) lookupMX(ctx context.Context) (mxs []MX, secureNoMX bool, err error) {
+	if sr, ok := t.res.(secureMXResolver); ok {
+		mxs, secure, _, err := sr.lookupMXSecure(ctx, t.domain)
+		return mxs, secure && len(mxs) == 0, err
+	}
+	mxs, _, err = t.res.LookupMX(ctx, t.domain)
+	return mxs, false, err
+}
+
+// secureMXResolver is implemented by this package's resolvers: the MX
+// answer's DNSSEC state even when it holds no records.
+type secureMXResolver interface {
+	lookupMXSecure(ctx context.Context, domain string) ([]MX, bool, time.Duration, error)
 }
 
 // orderMX sorts by preference and shuffles records of equal preference
