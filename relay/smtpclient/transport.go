@@ -3,9 +3,7 @@ package smtpclient
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,105 +160,6 @@ func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 		return nil, err
 	}
 	return t.stsHosts(hosts)
-}
-
-func (t *mxTransport) lookupHosts(ctx context.Context) ([]Host, error) {
-	mxs, noMXSecure, err := t.lookupMX(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(mxs) == 0 {
-		return t.implicit(ctx, noMXSecure)
-	}
-	if len(mxs) == 1 && mxs[0].Host == "" {
-		return nil, newError(replyNullMX, false, nil) // RFC 7505 §3
-	}
-	ordered := orderMX(mxs)
-	var hosts []Host
-	var lastErr error
-	for _, mx := range ordered {
-		if mx.Host == "" || net.ParseIP(strings.Trim(mx.Host, "[]")) != nil {
-			t.warn.Warn("mx_invalid:"+mx.Host, func(l zerolog.Logger) {
-				l.Warn().Str("event", "mx_invalid").Str("domain", t.domain).Str("mx", mx.Host).
-					Msg("MX target is an IP address or empty, not a host name (RFC 5321 §5.1); skipped")
-			})
-			continue
-		}
-		a, err := t.res.LookupIP(ctx, mx.Host)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		if a.CNAME != "" && a.CNAME != mx.Host {
-			t.warn.Warn("mx_cname:"+mx.Host, func(l zerolog.Logger) {
-				l.Warn().Str("event", "mx_cname").Str("domain", t.domain).Str("mx", mx.Host).Str("cname", a.CNAME).
-					Msg("MX target is a CNAME (RFC 2181 §10.3); followed")
-			})
-		}
-		h := Host{Name: mx.Host, IPs: a.IPs, Port: t.port}
-		if err := t.lookupDANE(ctx, mx, a, &h); err != nil {
-			lastErr = err // RFC 7672 §2.2: unusable, not insecure
-			continue
-		}
-		if len(a.IPs) > 0 {
-			hosts = append(hosts, h)
-		}
-	}
-	if len(hosts) == 0 {
-		var de *DNSError
-		var tf *TLSFailure
-		if errors.As(lastErr, &de) && de.Kind == DNSTemporary || errors.As(lastErr, &tf) {
-			return nil, lastErr
-		}
-		return nil, newError(replyNoUsableMX, false, lastErr)
-	}
-	return hosts, nil
-}
-
-// implicit is the RFC 5321 §5.1 fallback: the domain's own A/AAAA records.
-// With a DNSSEC-secure denial of MX records (secureNoMX) the domain is its
-// own implicit MX for DANE too (RFC 7672 §2.2.1): TLSA at
-// _<port>._tcp.<domain>, or first at its CNAME-expanded name when the
-// address answers are secure (lookupDANE).
-func (t *mxTransport) implicit(ctx context.Context, secureNoMX bool) ([]Host, error) {
-	a, err := t.res.LookupIP(ctx, t.domain)
-	if err != nil {
-		return nil, err
-	}
-	if len(a.IPs) == 0 {
-		return nil, newError(replyNoAddress, false, nil)
-	}
-	h := Host{Name: t.domain, IPs: a.IPs, Port: t.port}
-	if err := t.lookupDANE(ctx, MX{Host: t.domain, Secure: secureNoMX}, a, &h); err != nil {
-		return nil, err // RFC 7672 §2.2: unusable, not insecure
-	}
-	return []Host{h}, nil
-}
-
-// lookupMX is LookupMX that also says whether an answer without records
-// was a DNSSEC-secure denial (resolvers of NewResolver and NewCache).
-func (t *mxTransport) lookupMX(ctx context.Context) (mxs []MX, secureNoMX bool, err error) {
-	if sr, ok := t.res.(secureMXResolver); ok {
-		mxs, secure, _, err := sr.lookupMXSecure(ctx, t.domain)
-		return mxs, secure && len(mxs) == 0, err
-	}
-	mxs, _, err = t.res.LookupMX(ctx, t.domain)
-	return mxs, false, err
-}
-
-// secureMXResolver is implemented by this package's resolvers: the MX
-// answer's DNSSEC state even when it holds no records.
-type secureMXResolver interface {
-	lookupMXSecure(ctx context.Context, domain string) ([]MX, bool, time.Duration, error)
-}
-
-// orderMX sorts by preference and shuffles records of equal preference
-// (RFC 5321 §5.1: "randomize ... to spread the load").
-func orderMX(in []MX) []MX {
-	out := slices.Clone(in)
-	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	slices.SortStableFunc(out, func(a, b MX) int { return int(a.Pref) - int(b.Pref) })
-	return out
 }
 
 // routeTransport delivers through a configured smarthost.
