@@ -291,7 +291,11 @@ func printTLSProbe(io stdio, p tlsProbe) {
 	if p.Met {
 		res = "OK"
 	}
-	_ = tprintf(io.out, "   probe    %s: %s  tls %s %s verified %v starttls %v%s%s\n", p.IP, res, p.TLS, p.Cipher,
+	tlsText := p.TLS
+	if p.Cipher != "" {
+		tlsText += " " + p.Cipher
+	}
+	_ = tprintf(io.out, "   probe    %s: %s  tls %s verified %v starttls %v%s%s\n", p.IP, res, tlsText,
 		p.Verified, p.STARTTLS, errSuffix(p.Error), failSuffix(p.TLSFailure))
 	for _, c := range p.Certs {
 		state := "valid until"

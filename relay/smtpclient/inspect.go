@@ -158,7 +158,9 @@ func (c *Client) Probe(ctx context.Context, h HostInspection, ip net.IP) ProbeRe
 			r.TLSFailure = failureOfReply(Classify(err).Reply)
 		}
 	}
-	if r.Chain == nil && ctx.Err() == nil { // the certificate all the same, unchecked
+	// The certificate all the same, unchecked: when STARTTLS was offered
+	// but not used (plan none, plaintext fallback) or the handshake failed.
+	if r.Chain == nil && ctx.Err() == nil && (r.Met && r.STARTTLS || !r.Met && isTLSError(err)) {
 		req.plan, req.dane, req.host.DANE = Plan{TLS: "starttls"}, nil, nil
 		if s, err := dial(ctx, req); err == nil {
 			r.STARTTLS, r.Chain = s.tls != nil || s.offers("STARTTLS"), s.chain()
