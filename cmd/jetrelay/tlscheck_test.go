@@ -358,6 +358,7 @@ func TestTLSCheckCachedPolicy(t *testing.T) {
 		filepath.Join(dir, queue.PasswordFileName))
 	st := rep.MTASTS
 	if rc != 1 || st == nil || st.Cached == nil || st.Cached.ID != "old" || st.Source != "cache" ||
+		st.InForce == nil || st.InForce.MX[0] != "*.elsewhere.test" ||
 		st.LiveFailure != "sts-policy-fetch-error" || rep.STSFailure != "sts-policy-fetch-error" ||
 		rep.HostsError == "" || rep.Hosts[0].Excluded == "" {
 		t.Fatalf("rc=%d: want the cached policy (id old) in force, excluding mx1.good.test\n%s", rc, out)

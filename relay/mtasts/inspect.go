@@ -36,9 +36,11 @@ type Inspection struct {
 	// it could not be read.
 	Cached     *CachedPolicy `json:"cached,omitempty"`
 	CacheError string        `json:"cache_error,omitempty"`
-	// Decision is what delivery uses now; Source says where it comes
-	// from: "cache", "fetch" or "none" (fail-open, RFC 8461 §5).
+	// Decision is what delivery uses now, InForce its policy; Source says
+	// where it comes from: "cache", "fetch" or "none" (fail-open, RFC 8461
+	// §5).
 	Decision smtpclient.STSResult `json:"-"`
+	InForce  *Policy              `json:"in_force,omitempty"`
 	Source   string               `json:"source"`
 }
 
@@ -85,9 +87,9 @@ func (s *Store) Inspect(ctx context.Context, domain string) Inspection {
 	switch {
 	case st.res.Policy == nil:
 	case st.put != nil:
-		in.Source = "fetch"
+		in.Source, in.InForce = "fetch", &st.put.Policy
 	default:
-		in.Source = "cache"
+		in.Source, in.InForce = "cache", &st.cached.Policy
 	}
 	return in
 }
