@@ -38,7 +38,7 @@ func newTLSSetup(t *testing.T, extraDelivery string) *tlsSetup {
 	t.Helper()
 	s := &tlsSetup{t: t, zone: relaytest.NewZone(), ca: relaytest.NewCA(t), sts: map[string]string{}}
 	stsCert := s.ca.Cert(t, "*.good.test", "*.mismatch.test", "*.expired.test", "*.self.test", "*.nomatch.test",
-		"*.testing.test")
+		"*.testing.test", "*.dane.test")
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.Host)
 		body, ok := s.sts[strings.TrimPrefix(host, "mta-sts.")]
@@ -123,7 +123,8 @@ type tlsCheckCase struct {
 
 // `tls check` against loopback servers: MTA-STS enforce with a good,
 // mismatched, expired and self-signed certificate, a policy that names no
-// MX, testing mode, DANE-EE match and mismatch, a failed TLSA lookup for
+// MX, testing mode, DANE-EE match (outranking an MTA-STS policy that names
+// no MX) and mismatch, DANE-TA, a failed TLSA lookup for
 // a secure MX (unusable, RFC 7672 §2.2), an opportunistic domain;
 // the JSON object says the policy, the handshake, the certificate checks
 // and the exit status says whether the policy can be met now.
@@ -156,9 +157,14 @@ func TestTLSCheck(t *testing.T) {
 		}
 		s.mx(dom, "mx1."+dom, cert)
 	}
+	s.policy("dane.test", "enforce", "*.elsewhere.test") // DANE outranks MTA-STS: the host stays
 	s.zone.SetSecure("dane.test", true)
 	s.zone.SetSecure("dane-bad.test", true)
 	s.zone.SetSecure("dane-servfail.test", true)
+	taCert := ca.ChainCert(t, "mx1.dane-ta.test")
+	s.mx("dane-ta.test", "mx1.dane-ta.test", &taCert)
+	s.zone.SetSecure("dane-ta.test", true)
+	s.zone.AddTLSA(fmt.Sprintf("_%d._tcp.mx1.dane-ta.test", s.port), 2, 0, 1, relaytest.CertSHA256(ca.Certificate()))
 	s.zone.SetServFail(fmt.Sprintf("_%d._tcp.mx1.dane-servfail.test", s.port), true)
 	s.zone.AddTLSA(fmt.Sprintf("_%d._tcp.mx1.dane.test", s.port), 3, 1, 1, relaytest.SPKISHA256(daneCert.Leaf))
 	s.zone.AddTLSA(fmt.Sprintf("_%d._tcp.mx1.dane-bad.test", s.port), 3, 1, 1, relaytest.SPKISHA256(other.Leaf))
@@ -174,6 +180,7 @@ func TestTLSCheck(t *testing.T) {
 			webPKI: "certificate-not-trusted"},
 		{domain: "nomatch.test", rc: 1, policy: "mta-sts", hostsError: "451 4.7.5"},
 		{domain: "dane.test", rc: 0, policy: "dane", webPKI: "certificate-not-trusted", dane: "match"},
+		{domain: "dane-ta.test", rc: 0, policy: "dane", dane: "match"},
 		{domain: "dane-bad.test", rc: 1, policy: "dane", tlsFailure: "validation-failure",
 			webPKI: "certificate-not-trusted", dane: "validation-failure"},
 		{domain: "plain.test", rc: 0, policy: "opportunistic", webPKI: "certificate-not-trusted"},
@@ -218,7 +225,8 @@ func checkTLSReport(t *testing.T, c tlsCheckCase, rc int, rep tlsReport, out str
 	if got := p.DANE; c.dane == "match" && got != "match" || c.dane != "match" && p.DANEFailure != c.dane {
 		t.Fatalf("probe dane %q (%s), want %s\n%s", got, p.DANEFailure, c.dane, out)
 	}
-	if c.policy == "dane" && (!h.DANE || !h.MXSecure || !h.AddrSecure || len(h.TLSA) != 1 || !h.TLSA[0].Secure) {
+	if c.policy == "dane" && (!h.DANE || !h.MXSecure || !h.AddrSecure || len(h.TLSA) != 1 || !h.TLSA[0].Secure ||
+		h.Excluded != "") {
 		t.Fatalf("host %+v: want secure MX and addresses with usable TLSA records\n%s", h, out)
 	}
 	if c.domain == "expired.test" && !p.Certs[0].Expired || c.domain != "expired.test" && p.Certs[0].Expired {
