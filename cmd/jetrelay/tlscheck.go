@@ -56,12 +56,14 @@ delivery.tls, delivery.port, delivery.denied_networks) and shows:
                 through delivery.denied_networks; no mail is sent): TLS
                 version, certificate names and expiry, the WebPKI check
                 for the MX name and the DANE match
-Exit status: 0 when at least one MX host that delivery would try accepted
-a session meeting its policy (a routed domain: 0, nothing probed); 1 when
-none did (handshake or certificate refused, no STARTTLS under a policy
-that requires it, no answer), when delivery would not connect at all (no
-usable MX: DNS failure, null MX, every host left out by MTA-STS enforce or
-by a failed TLSA lookup), or when the config cannot be used; 2 usage.`
+Hosts delivery would try are probed first, in its order, then those it
+leaves out. Exit status: 0 when at least one probed MX host that delivery
+would try accepted a session meeting its policy (a routed domain: 0,
+nothing probed); 1 when none did (handshake or certificate refused, no
+STARTTLS under a policy that requires it, no answer), when delivery would
+not connect at all (no usable MX: DNS failure, null MX, every host left
+out by MTA-STS enforce or by a failed TLSA lookup), or when the config
+cannot be used; 2 usage.`
 
 func runTLS(args []string, io stdio) int {
 	if len(args) == 0 {
@@ -194,19 +196,25 @@ func openSTSCache(ctx context.Context, nf *natsFlags) (jetstream.KeyValue, error
 	return kv, err
 }
 
-// probeHosts probes at most f.maxMX hosts that have addresses, in
-// delivery order, each within f.hostTimeout; the rest are counted.
+// probeHosts probes at most f.maxMX hosts that have addresses, each
+// within f.hostTimeout: first those delivery would try, in its order, then
+// those it leaves out (their certificates still tell why); the rest are
+// counted.
 func probeHosts(ctx context.Context, c *smtpclient.Client, in smtpclient.Inspection, rep *tlsReport, f tlsCheckFlags) {
-	probed := 0
-	for i, h := range in.Hosts {
-		if len(h.Host.IPs) == 0 || h.Err != nil {
-			continue
+	var order []int
+	for _, excluded := range []bool{false, true} {
+		for i, h := range in.Hosts {
+			if len(h.Host.IPs) > 0 && h.Err == nil && (h.Excluded != "") == excluded {
+				order = append(order, i)
+			}
 		}
-		if probed == f.maxMX {
-			rep.Unprobed++
-			continue
+	}
+	for n, i := range order {
+		if n == f.maxMX {
+			rep.Unprobed = len(order) - n
+			return
 		}
-		probed++
+		h := in.Hosts[i]
 		hctx, cancel := context.WithTimeout(ctx, f.hostTimeout)
 		for j, ip := range h.Host.IPs {
 			if j == maxTLSProbeAddrs || hctx.Err() != nil {

@@ -30,7 +30,7 @@ type tlsReport struct {
 	// HostsError is the reply delivery gives without connecting (no
 	// usable MX host).
 	HostsError string `json:"hosts_error,omitempty"`
-	// Unprobed counts usable hosts beyond --max-mx.
+	// Unprobed counts hosts with addresses beyond --max-mx.
 	Unprobed int    `json:"unprobed_hosts,omitempty"`
 	Met      bool   `json:"policy_met"`
 	Verdict  string `json:"verdict"`
@@ -223,7 +223,7 @@ func printTLSReport(io stdio, r *tlsReport) {
 		printTLSHost(io, h)
 	}
 	if r.Unprobed > 0 {
-		_ = tprintf(io.out, "(%s more not probed: --max-mx)\n", plural(r.Unprobed, "usable MX host"))
+		_ = tprintf(io.out, "(%s more not probed: --max-mx)\n", plural(r.Unprobed, "MX host"))
 	}
 	_ = tprintf(io.out, "%s\n", r.Verdict)
 }
