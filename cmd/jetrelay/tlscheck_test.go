@@ -287,7 +287,7 @@ func TestTLSCheckText(t *testing.T) {
 		"        in use mode enforce, mx mx1.good.test (from fetch)\n",
 		"   policy   mta-sts: STARTTLS and a certificate valid for mx1.good.test (WebPKI roots and delivery.tls.ca_file)\n",
 		"starttls false",
-		"[starttls-not-supported]",
+		"451 4.7.5 TLS handshake or certificate check failed: MTA-STS policy (enforce): TLS is required but the server does not offer STARTTLS [starttls-not-supported]",
 		"FAIL: no MX host delivery would try accepted a session meeting its policy\n",
 	} {
 		if !strings.Contains(out, want) {

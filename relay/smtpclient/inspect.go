@@ -151,6 +151,9 @@ func (c *Client) Probe(ctx context.Context, h HostInspection, ip net.IP) ProbeRe
 		s.Quit(c.o.Timeouts.Mail)
 	} else {
 		r.Err = err
+		if v := Classify(err); h.Policy == PolicyNameSTS && v.Reply.Enh == replyTLSMissing.Enh {
+			r.Err = newError(stsEnforceReply(v.Reply), true, nil) // as delivery's reply reads (stsReply)
+		}
 		var tf *TLSFailure
 		if errors.As(err, &tf) {
 			r.TLSFailure = tf.Result

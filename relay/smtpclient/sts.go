@@ -257,6 +257,12 @@ func stsReply(tr Transport, a *Attempt) {
 	if st == nil || st.res.Policy == nil || st.res.Policy.Mode != STSEnforce || a.Last.Reply.Enh != replyTLSMissing.Enh {
 		return
 	}
-	a.Last.Reply = withCause(replyTLSFailed, "MTA-STS policy (enforce): "+a.Last.Reply.Text)
+	a.Last.Reply = stsEnforceReply(a.Last.Reply)
 	a.Replies = fill(len(a.Replies), a.Last.Reply)
+}
+
+// stsEnforceReply is a missing STARTTLS under an enforce policy: 4.7.5
+// with the reason, as every other enforce failure.
+func stsEnforceReply(r Reply) Reply {
+	return withCause(replyTLSFailed, "MTA-STS policy (enforce): "+r.Text)
 }
