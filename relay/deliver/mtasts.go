@@ -8,6 +8,8 @@ import (
 	"github.com/jetrelay/jetrelay/relay/mtasts"
 	"github.com/jetrelay/jetrelay/relay/netguard"
 	"github.com/jetrelay/jetrelay/relay/smtpclient"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // stsSource is the MTA-STS store for d (relay/mtasts): nil when
@@ -18,14 +20,23 @@ func (b runtimeBuilder) stsSource(d config.Delivery, roots *x509.CertPool) (smtp
 	if b.stsKV == nil || !d.MTASTS.Enabled {
 		return nil, nil
 	}
-	g, err := netguard.Parse(d.DeniedNetworks, d.AllowedNetworks)
+	o, err := stsOptions(d, roots, b.stsKV, b.log)
 	if err != nil {
-		return nil, fmt.Errorf("deliver: %w", err)
+		return nil, err
 	}
-	s, err := mtasts.New(mtasts.Options{KV: b.stsKV, DNS: smtpclient.DNSOptions{Servers: d.DNS.Servers,
-		Timeout: d.DNS.Timeout.D()}, Roots: roots, Guard: g, Port: d.MTASTS.HTTPSPort, Logger: b.log})
+	s, err := mtasts.New(o)
 	if err != nil {
 		return nil, fmt.Errorf("deliver: delivery.mta_sts: %w", err)
 	}
 	return s, nil
+}
+
+// stsOptions are the MTA-STS store's options for d over kv.
+func stsOptions(d config.Delivery, roots *x509.CertPool, kv jetstream.KeyValue, log zerolog.Logger) (mtasts.Options, error) {
+	g, err := netguard.Parse(d.DeniedNetworks, d.AllowedNetworks)
+	if err != nil {
+		return mtasts.Options{}, fmt.Errorf("deliver: %w", err)
+	}
+	return mtasts.Options{KV: kv, DNS: smtpclient.DNSOptions{Servers: d.DNS.Servers, Timeout: d.DNS.Timeout.D()},
+		Roots: roots, Guard: g, Port: d.MTASTS.HTTPSPort, Logger: log}, nil
 }

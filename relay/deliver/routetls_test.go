@@ -12,9 +12,9 @@ import (
 // A smarthost route verifies the certificate unless tls_verify is false:
 // a self-signed smarthost defers the mail (kept, not delivered), and the
 // delivery event says what happened — "tls":"failed" under
-// "tls_policy":"verify" with the certificate error in the reply, not
+// "tls_policy":"configured" with the certificate error in the reply, not
 // "tls":"none". With tls_verify: false the same server gets the mail under
-// the "required" policy, unverified.
+// the same "configured" policy, unverified (tls_verified false).
 func TestSmarthostRouteVerifiesByDefault(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -37,9 +37,9 @@ func TestSmarthostRouteVerifiesByDefault(t *testing.T) {
 		return len(h.deliveries("x@strict.test", events.StatusDeferred)) >= 1
 	})
 	ev := h.deliveries("x@strict.test", events.StatusDeferred)[0]
-	if ev.TLS != "failed" || ev.TLSPolicy != "verify" || ev.SMTPEnh != "4.7.5" ||
+	if ev.TLS != "failed" || ev.TLSPolicy != "configured" || ev.SMTPEnh != "4.7.5" ||
 		!strings.Contains(ev.Reply, "certificate") {
-		t.Fatalf("deferred event %+v: want tls=failed, tls_policy=verify, 4.7.5 naming the certificate", ev)
+		t.Fatalf("deferred event %+v: want tls=failed, tls_policy=configured, 4.7.5 naming the certificate", ev)
 	}
 	if strict.Received("x@strict.test") != 0 || !h.stored(id) {
 		t.Fatalf("unverified smarthost got the mail or it was lost (stored=%v)", h.stored(id))
@@ -49,7 +49,7 @@ func TestSmarthostRouteVerifiesByDefault(t *testing.T) {
 		return lax.Received("y@lax.test") == 1 && len(h.deliveries("y@lax.test", events.StatusDelivered)) == 1
 	})
 	ev = h.deliveries("y@lax.test", events.StatusDelivered)[0]
-	if !strings.HasPrefix(ev.TLS, "TLS1.") || ev.TLSPolicy != "required" || ev.TLSVerified == nil || *ev.TLSVerified {
-		t.Fatalf("delivered event %+v: want TLS under the required policy, unverified", ev)
+	if !strings.HasPrefix(ev.TLS, "TLS1.") || ev.TLSPolicy != "configured" || ev.TLSVerified == nil || *ev.TLSVerified {
+		t.Fatalf("delivered event %+v: want TLS under the configured policy, unverified", ev)
 	}
 }

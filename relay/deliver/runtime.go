@@ -43,7 +43,8 @@ type runtimeBuilder struct {
 	mxDialer smtpclient.Dialer
 	policies smtpclient.PolicyStore // nil: from each Settings
 	conns    smtpclient.Gauge
-	stsKV    jetstream.KeyValue // MTA-STS cache (nil: MTA-STS off)
+	stsKV    jetstream.KeyValue   // MTA-STS cache (nil: MTA-STS off)
+	sts      smtpclient.STSSource // MTA-STS source given as is (tls check); nil: from stsKV
 }
 
 func newRuntimeBuilder(o Options) runtimeBuilder {
@@ -76,45 +77,11 @@ func (b runtimeBuilder) resolver(d config.DNS, prev *runtime) (smtpclient.Resolv
 // runtime builds the runtime for set; prev (nil at start) is the one in
 // force, whose DNS cache is kept when delivery.dns is unchanged.
 func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
+	client, res, err := b.client(set, prev)
+	if err != nil {
+		return nil, err
+	}
 	d := set.Delivery
-	roots, err := loadRoots(d.TLS.CAFile)
-	if err != nil {
-		return nil, err
-	}
-	res, err := b.resolver(d.DNS, prev)
-	if err != nil {
-		return nil, err
-	}
-	if b.dialer == nil {
-		b.dialer = defaultDialer(d.SourceIP)
-	}
-	pol := b.policies
-	if pol == nil {
-		sp := smtpclient.StaticPolicies{Default: smtpclient.TLSPolicy(d.TLS.Default),
-			Domains: map[string]smtpclient.TLSPolicy{}}
-		for dom, p := range d.TLS.Domains {
-			sp.Domains[strings.ToLower(dom)] = smtpclient.TLSPolicy(p)
-		}
-		pol = sp
-	}
-	mxDialer, err := b.guardedDialer(d)
-	if err != nil {
-		return nil, err
-	}
-	sts, err := b.stsSource(d, roots)
-	if err != nil {
-		return nil, err
-	}
-	t := d.Timeouts
-	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: res,
-		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns, STS: sts,
-		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(), DANE: d.DANE.Enabled && d.DNS.TrustAD(),
-		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
-			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),
-			Idle: t.Idle.D()}})
-	if err != nil {
-		return nil, err
-	}
 	rt := &runtime{set: set, res: res, client: client, pools: newPools(set)}
 	var errs []error
 	for i, r := range d.Routes {
@@ -132,6 +99,53 @@ func (b runtimeBuilder) runtime(set Settings, prev *runtime) (*runtime, error) {
 		rt.schedule = []time.Duration{time.Minute}
 	}
 	return rt, nil
+}
+
+// client builds the SMTP client for set: roots, resolver, dialers,
+// policies, MTA-STS source (b.sts, else from b.stsKV), DANE and timeouts.
+func (b runtimeBuilder) client(set Settings, prev *runtime) (*smtpclient.Client, smtpclient.Resolver, error) {
+	d := set.Delivery
+	roots, err := loadRoots(d.TLS.CAFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := b.resolver(d.DNS, prev)
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.dialer == nil {
+		b.dialer = defaultDialer(d.SourceIP)
+	}
+	pol := b.policies
+	if pol == nil {
+		sp := smtpclient.StaticPolicies{Default: smtpclient.TLSPolicy(d.TLS.Default),
+			Domains: map[string]smtpclient.TLSPolicy{}}
+		for dom, p := range d.TLS.Domains {
+			sp.Domains[strings.ToLower(dom)] = smtpclient.TLSPolicy(p)
+		}
+		pol = sp
+	}
+	mxDialer, err := b.guardedDialer(d)
+	if err != nil {
+		return nil, nil, err
+	}
+	sts := b.sts
+	if sts == nil {
+		if sts, err = b.stsSource(d, roots); err != nil {
+			return nil, nil, err
+		}
+	}
+	t := d.Timeouts
+	client, err := smtpclient.New(smtpclient.Options{Dialer: b.dialer, MXDialer: mxDialer, Resolver: res,
+		Logger: b.log, Hostname: set.Hostname, Roots: roots, Port: d.Port, Policies: pol, Conns: b.conns, STS: sts,
+		MaxAddresses: d.MaxMXAddresses, AttemptTimeout: t.Attempt.D(), DANE: d.DANE.Enabled && d.DNS.TrustAD(),
+		Timeouts: smtpclient.Timeouts{Connect: t.Connect.D(), Greeting: t.Greeting.D(), Mail: t.Mail.D(),
+			Rcpt: t.Rcpt.D(), DataInit: t.DataInit.D(), DataBlock: t.DataBlock.D(), DataFinal: t.DataFinal.D(),
+			Idle: t.Idle.D()}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return client, res, nil
 }
 
 // guardedDialer is the dialer for MX hosts: Options.MXDialer as given (its

@@ -64,7 +64,7 @@ type Event struct {
 	Source     string    `json:"source,omitempty"` // egress source of a delivery's connection
 	Port       int       `json:"port,omitempty"`
 	TLS        string    `json:"tls,omitempty"`        // version, "none" or "failed"
-	TLSPolicy  string    `json:"tls_policy,omitempty"` // none, opportunistic, required, verify, mta-sts, mta-sts-testing, dane
+	TLSPolicy  string    `json:"tls_policy,omitempty"` // dane, mta-sts, mta-sts-testing, configured, opportunistic, none (DESIGN-NOTES)
 	// TLSFailure is the TLS-RPT result type (RFC 8460 §4.3) of a failed or
 	// (under a testing policy) unmet TLS policy.
 	TLSFailure  string     `json:"tls_failure,omitempty"`

@@ -90,6 +90,10 @@ func New(o Options) (*Store, error) {
 	if o.KV == nil {
 		return nil, errors.New("mtasts: KV is required")
 	}
+	return newStore(o)
+}
+
+func newStore(o Options) (*Store, error) {
 	c, err := dnsclient.New(o.DNS)
 	if err != nil {
 		return nil, fmt.Errorf("mtasts: %w", err)
@@ -128,32 +132,66 @@ func (s *Store) Lookup(ctx context.Context, domain string) smtpclient.STSResult 
 	defer s.done(domain)
 	now := s.o.Now()
 	c := s.get(ctx, domain)
+	id, _, recErr := s.record(ctx, domain)
+	st := decide(c, now, id, recErr, func() (Policy, error) { return s.fetch.fetch(ctx, domain) })
+	if st.recErr != nil {
+		s.o.Logger.Warn().Err(st.recErr).Str("event", "mta_sts_record").Str("domain", domain).
+			Msg("MTA-STS record lookup failed")
+	}
+	if st.fetchErr != nil {
+		s.o.Logger.Warn().Err(st.fetchErr).Str("event", "mta_sts_fetch").Str("domain", domain).
+			Str("tls_failure", st.res.Failure).Bool("cached", st.cached != nil).
+			Msg("MTA-STS policy fetch failed; the cached policy (if any) stays in force")
+	}
+	if st.put != nil {
+		s.put(ctx, domain, st.put)
+	}
+	return st.res
+}
+
+// step is one lookup's decision.
+type step struct {
+	res      smtpclient.STSResult
+	cached   *cached // the unexpired cached policy (nil: none)
+	put      *cached // a fetched policy to store (nil: none)
+	recErr   error   // the record lookup failed (not "no record")
+	fetchErr error   // the fetch was made and failed
+	fetched  bool    // a fetch was needed
+}
+
+// decide is Lookup's rule (RFC 8461 §5): the cached policy while the
+// record's id is unchanged and it is fresh; else fetch, whose policy is
+// stored on success; a failed fetch keeps an unexpired cached policy and
+// otherwise fails open; a missing or failed record keeps the cached one.
+func decide(c *cached, now time.Time, id string, recErr error, fetch func() (Policy, error)) step {
 	if c != nil && !now.Before(c.expires()) {
 		c = nil // expired: as good as none
 	}
-	id, err := s.record(ctx, domain)
+	st := step{cached: c}
 	switch {
-	case errors.Is(err, errNoRecord):
-		return result(c, "") // §3.3: a cached policy outlives a removed record
-	case err != nil:
-		s.o.Logger.Warn().Err(err).Str("event", "mta_sts_record").Str("domain", domain).Msg("MTA-STS record lookup failed")
-		return result(c, "")
+	case errors.Is(recErr, errNoRecord):
+		st.res = result(c, "") // §3.3: a cached policy outlives a removed record
+		return st
+	case recErr != nil:
+		st.res, st.recErr = result(c, ""), recErr
+		return st
 	case c != nil && c.ID == id && c.fresh(now):
-		return result(c, "")
+		st.res = result(c, "")
+		return st
 	}
-	p, err := s.fetch.fetch(ctx, domain)
+	st.fetched = true
+	p, err := fetch()
 	if err != nil {
 		kind := smtpclient.FailSTSFetch
 		if fe := (*fetchError)(nil); errors.As(err, &fe) {
 			kind = fe.kind
 		}
-		s.o.Logger.Warn().Err(err).Str("event", "mta_sts_fetch").Str("domain", domain).Str("tls_failure", kind).
-			Bool("cached", c != nil).Msg("MTA-STS policy fetch failed; the cached policy (if any) stays in force")
-		return result(c, kind)
+		st.res, st.fetchErr = result(c, kind), err
+		return st
 	}
-	c = &cached{ID: id, Policy: p, Fetched: now}
-	s.put(ctx, domain, c)
-	return result(c, "")
+	st.put = &cached{ID: id, Policy: p, Fetched: now}
+	st.res = result(st.put, "")
+	return st
 }
 
 func result(c *cached, failure string) smtpclient.STSResult {
@@ -192,18 +230,28 @@ func (s *Store) done(domain string) {
 }
 
 func (s *Store) get(ctx context.Context, domain string) *cached {
+	c, _ := s.getErr(ctx, domain)
+	return c
+}
+
+// getErr is get with the error of a failed read (a missing key is none).
+func (s *Store) getErr(ctx context.Context, domain string) (*cached, error) {
+	if s.o.KV == nil {
+		return nil, errNoCache
+	}
 	e, err := s.o.KV.Get(ctx, domain)
 	if err != nil {
-		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			s.o.Logger.Warn().Err(err).Str("event", "mta_sts_cache").Str("domain", domain).Msg("MTA-STS cache read failed")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, nil
 		}
-		return nil
+		s.o.Logger.Warn().Err(err).Str("event", "mta_sts_cache").Str("domain", domain).Msg("MTA-STS cache read failed")
+		return nil, err
 	}
 	var c cached
 	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		return nil
+		return nil, fmt.Errorf("cached policy: %w", err)
 	}
-	return &c
+	return &c, nil
 }
 
 func (s *Store) put(ctx context.Context, domain string, c *cached) {
@@ -217,13 +265,13 @@ var errNoRecord = errors.New("no MTA-STS record")
 
 // record looks up the _mta-sts TXT record (RFC 8461 §3.1): records not
 // starting with v=STSv1 are ignored; anything but exactly one valid
-// record means no policy is published.
-func (s *Store) record(ctx context.Context, domain string) (string, error) {
+// record means no policy is published. raw is the record's text.
+func (s *Store) record(ctx context.Context, domain string) (id, raw string, err error) {
 	m, err := s.dns.Query(ctx, "_mta-sts."+domain, dns.TypeTXT)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	var ids []string
+	var ids, raws []string
 	for _, rr := range m.Answer {
 		txt, ok := rr.(*dns.TXT)
 		if !ok {
@@ -233,16 +281,17 @@ func (s *Store) record(ctx context.Context, domain string) (string, error) {
 		if !strings.HasPrefix(v, "v=STSv1") {
 			continue
 		}
+		raws = append(raws, v)
 		id, err := ParseRecord(v)
 		if err != nil {
-			return "", errNoRecord
+			return "", v, errNoRecord
 		}
 		ids = append(ids, id)
 	}
 	if len(ids) != 1 {
-		return "", errNoRecord
+		return "", strings.Join(raws, " | "), errNoRecord
 	}
-	return ids[0], nil
+	return ids[0], raws[0], nil
 }
 
 // validKey: KV keys are [-_=.A-Za-z0-9], which covers A-label names.

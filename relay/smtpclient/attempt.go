@@ -17,7 +17,7 @@ import (
 // not a reason to try another host (see replyFinalLost).
 //
 // The attempt's ConnInfo names the TLS policy it ran under, so that a
-// failure reads as what it was: "tls":"failed" under "tls_policy":"verify".
+// failure reads as what it was: "tls":"failed" under "tls_policy":"configured".
 func (c *Client) Deliver(ctx context.Context, tr Transport, m *Message, sess *Session) Attempt {
 	return c.DeliverWith(ctx, tr, m, sess, AttemptOptions{})
 }
@@ -188,10 +188,15 @@ func (c *Client) dialRequest(r *hostsRun, h Host, ip net.IP) dialRequest {
 	if r.o.Hostname != "" {
 		helo = r.o.Hostname
 	}
-	plan := r.tr.Plan()
-	if len(h.DANE) > 0 {
-		plan = danePlan(plan)
-	}
-	return dialRequest{dialer: r.tr.dialer(c), host: h, ip: ip, plan: plan, helo: helo, roots: c.o.Roots,
+	return dialRequest{dialer: r.tr.dialer(c), host: h, ip: ip, plan: hostPlan(r.tr, h), helo: helo, roots: c.o.Roots,
 		timeouts: c.o.Timeouts, conns: c.o.Conns, source: r.o.Source, opts: r.o, dane: h.DANE}
+}
+
+// hostPlan is the plan for a connection to h: the transport's, or DANE's
+// when h has usable TLSA records (RFC 7672 §2.2).
+func hostPlan(tr Transport, h Host) Plan {
+	if len(h.DANE) > 0 {
+		return danePlan(tr.Plan())
+	}
+	return tr.Plan()
 }

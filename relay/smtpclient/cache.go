@@ -32,7 +32,7 @@ type cacheEntry struct {
 	mx    []MX
 	addrs HostAddrs
 	tlsa  []TLSA
-	// secure: the TLSA answer was DNSSEC-secure.
+	// secure: the TLSA or MX answer was DNSSEC-secure.
 	secure bool
 	err    error
 	exp    time.Time
@@ -48,15 +48,25 @@ func newCachingResolver(r Resolver) *cachingResolver {
 }
 
 func (c *cachingResolver) LookupMX(ctx context.Context, domain string) ([]MX, time.Duration, error) {
+	mx, _, ttl, err := c.lookupMXSecure(ctx, domain)
+	return mx, ttl, err
+}
+
+func (c *cachingResolver) lookupMXSecure(ctx context.Context, domain string) ([]MX, bool, time.Duration, error) {
 	e, err := c.get(ctx, "mx:"+domain, func(ctx context.Context, ce *cacheEntry) (time.Duration, error) {
+		if sr, ok := c.r.(secureMXResolver); ok {
+			mx, secure, ttl, err := sr.lookupMXSecure(ctx, domain)
+			ce.mx, ce.secure = mx, secure
+			return ttl, err
+		}
 		mx, ttl, err := c.r.LookupMX(ctx, domain)
 		ce.mx = mx
 		return ttl, err
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, false, 0, err
 	}
-	return e.mx, time.Until(e.exp), e.err
+	return e.mx, e.secure, time.Until(e.exp), e.err
 }
 
 func (c *cachingResolver) LookupIP(ctx context.Context, host string) (HostAddrs, error) {

@@ -238,12 +238,7 @@ func verifyChain(cs tls.ConnectionState, roots *x509.CertPool, name string) erro
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("no certificate")
 	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter})
-	return err
+	return verifyLeaf(cs.PeerCertificates, roots, name)
 }
 
 func (s *Session) loadExtensions() {

@@ -139,14 +139,29 @@ func (f *TLSFailure) Error() string { return f.Reason }
 // the result types of sts.go.
 const FailDNSSECInvalid = "dnssec-invalid"
 
-// lookupDANE gives h its usable TLSA records when DANE applies: DANE is
-// on, the MX answer and the host's addresses are DNSSEC-secure (RFC 7672
-// §2.2.1, §2.2.2) and a secure TLSA answer at _<port>._tcp.<base> holds
-// usable records, base being the CNAME-expanded host name first, then the
-// MX host name (§2.2.2). A failed TLSA lookup for such a host makes it
-// unusable (an error; RFC 7672 §2.2); anything else leaves h as it was.
-func (t *mxTransport) lookupDANE(ctx context.Context, mx MX, a HostAddrs, h *Host) error {
+// TLSAAnswer is one TLSA lookup made for a host (Inspect shows them).
+type TLSAAnswer struct {
+	Name    string
+	Records []TLSA
+	Secure  bool
+	Err     error
+}
+
+// String is the record in zone-file order: "3 1 1 <hex>".
+func (r TLSA) String() string {
+	return fmt.Sprintf("%d %d %d %s", r.Usage, r.Selector, r.MatchingType, hex.EncodeToString(r.Data))
+}
+
+// lookupDANE gives g.host its usable TLSA records when DANE applies: DANE
+// is on, the MX answer and the host's addresses are DNSSEC-secure (RFC
+// 7672 §2.2.1, §2.2.2) and a secure TLSA answer at _<port>._tcp.<base>
+// holds usable records, base being the CNAME-expanded host name first,
+// then the MX host name (§2.2.2). A failed TLSA lookup for such a host
+// makes it unusable (an error; RFC 7672 §2.2); anything else leaves the
+// host as it was. Every lookup is noted in g.tlsa.
+func (t *mxTransport) lookupDANE(ctx context.Context, g *gathered) error {
 	tr, ok := t.res.(TLSAResolver)
+	mx, a, h := g.mx, g.addrs, &g.host
 	if !t.dane || !ok || !mx.Secure || !a.Secure {
 		return nil
 	}
@@ -155,7 +170,9 @@ func (t *mxTransport) lookupDANE(ctx context.Context, mx MX, a HostAddrs, h *Hos
 		bases = []string{a.CNAME, mx.Host}
 	}
 	for _, base := range bases {
-		recs, secure, _, err := tr.LookupTLSA(ctx, fmt.Sprintf("_%d._tcp.%s", t.port, base))
+		name := fmt.Sprintf("_%d._tcp.%s", t.port, base)
+		recs, secure, _, err := tr.LookupTLSA(ctx, name)
+		g.tlsa = append(g.tlsa, TLSAAnswer{Name: name, Records: recs, Secure: secure, Err: err})
 		if err != nil {
 			f := &TLSFailure{Result: FailDNSSECInvalid, Reason: "DANE: TLSA lookup for secure MX host " + base +
 				" failed: " + err.Error()}

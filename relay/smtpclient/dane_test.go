@@ -285,3 +285,46 @@ func TestDANESatisfiesRequireTLS(t *testing.T) {
 		t.Fatalf("without TLSA: replies %+v, want 5.7.30 and nothing sent", a.Replies)
 	}
 }
+
+// A domain without MX records is its own implicit MX for DANE as for
+// delivery (RFC 7672 §2.2.1): with a secure denial of MX records and
+// secure addresses its TLSA records at _<port>._tcp.<domain> are used —
+// or, for a domain that is a secure CNAME, those of the expanded name
+// first; a mismatch or a failed TLSA lookup defers (4.7.5, nothing sent)
+// and an insecure zone delivers as without DANE.
+func TestDANEImplicitMX(t *testing.T) {
+	t.Parallel()
+	cert := relaytest.SelfSigned(t, "implicit.test")
+	other := relaytest.SelfSigned(t, "other.test")
+	srv := relaytest.FakeMX(t, relaytest.StartTLS(&cert))
+	z := relaytest.NewZone()
+	tlsa := func(name string, c *tls.Certificate) {
+		z.AddTLSA(fmt.Sprintf("_%d._tcp.%s", srv.Port, name), 3, 1, 1, relaytest.SPKISHA256(c.Leaf))
+	}
+	for _, dom := range []string{"implicit.test", "implicit-bad.test", "implicit-insecure.test",
+		"implicit-servfail.test", "real.implicit-cname.test"} {
+		z.AddA(dom, srv.IP)
+		z.SetSecure(dom, dom != "implicit-insecure.test")
+	}
+	z.AddCNAME("implicit-cname.test", "real.implicit-cname.test")
+	z.SetSecure("implicit-cname.test", true)
+	tlsa("implicit.test", &cert)
+	tlsa("implicit-bad.test", &other)
+	tlsa("implicit-insecure.test", &other)
+	tlsa("real.implicit-cname.test", &cert)
+	tlsa("implicit-cname.test", &other) // the expanded name's records win
+	z.SetServFail(fmt.Sprintf("_%d._tcp.implicit-servfail.test", srv.Port), true)
+	c := newDANEClient(t, z, srv.Port, true)
+	for _, tc := range []daneCase{
+		{domain: "implicit.test", want: "dane:0"},
+		{domain: "implicit-cname.test", want: "dane:0"},
+		{domain: "implicit-bad.test", want: "defer:validation-failure"},
+		{domain: "implicit-servfail.test", want: "defer:dnssec-invalid"},
+		{domain: "implicit-insecure.test", want: "tls:0"},
+	} {
+		checkDANE(t, []*relaytest.MX{srv}, deliver(t, c, "x@"+tc.domain), tc)
+	}
+	if n := z.Queries(fmt.Sprintf("_%d._tcp.implicit-insecure.test", srv.Port), 52); n != 0 {
+		t.Fatalf("%d TLSA queries for an insecure implicit MX", n)
+	}
+}

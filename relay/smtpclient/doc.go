@@ -11,7 +11,7 @@
 //
 // An attempt (Client.Deliver, attempt.go) goes through four steps:
 //
-//   - gather (transport.go, resolve.go, cache.go): a Transport gives the
+//   - gather (transport.go, gather.go, resolve.go, cache.go): a Transport gives the
 //     ordered hosts of a destination. MX delivery follows RFC 5321 §5.1: MX
 //     records by preference, equal preferences shuffled, the domain's own
 //     A/AAAA when there is no MX, null MX (RFC 7505) → 556 5.1.10 without
@@ -37,7 +37,9 @@
 //     (DANE-TA, DANE-EE; PKIX usages are unusable) gets Host.DANE: STARTTLS
 //     is mandatory and the chain must match (DANE-EE: the leaf, names and
 //     dates ignored; DANE-TA: a presented CA and the MX name), else 4.7.5
-//     and the next MX. A failed TLSA lookup makes the host unusable.
+//     and the next MX. A failed TLSA lookup makes the host unusable. A
+//     domain without MX records, whose MX denial is secure, is its own
+//     implicit MX for DANE too (RFC 7672 §2.2.1).
 //     DANE outranks MTA-STS and delivery.tls.domains; ConnInfo says
 //     tls_policy dane and, on failure, its TLS-RPT result type.
 //   - MTA-STS (sts.go, RFC 8461): Options.STS (relay/mtasts) gives the
@@ -79,6 +81,15 @@
 // dial after Options.AttemptTimeout (default 10m); connect, greeting and
 // TLS of a dial are cut at that deadline too, but a transaction under way
 // is never interrupted by it. What is left waits for the next attempt.
+//
+// # Inspection
+//
+// Client.Inspect (inspect.go) answers what delivery to a domain would do
+// now — policy, MTA-STS decision, hosts with their DNSSEC state, TLSA
+// records, effective plan or why they are left out — from the same
+// functions an attempt runs (gather, applySTS, stsAllows, hostPlan), and
+// Client.Probe makes one EHLO/STARTTLS session to an address under that
+// plan (jetrelay tls check).
 //
 // # Sessions
 //

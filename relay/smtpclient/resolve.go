@@ -101,26 +101,35 @@ func (r *dnsResolver) query(ctx context.Context, name string, qtype uint16) (*dn
 }
 
 func (r *dnsResolver) LookupMX(ctx context.Context, domain string) ([]MX, time.Duration, error) {
+	mxs, _, ttl, err := r.lookupMXSecure(ctx, domain)
+	return mxs, ttl, err
+}
+
+// lookupMXSecure is LookupMX that also says whether the answer was
+// DNSSEC-secure, which for an answer without records is a secure denial
+// of the MX RRset (RFC 7672 §2.2.1: DANE for the implicit MX).
+func (r *dnsResolver) lookupMXSecure(ctx context.Context, domain string) ([]MX, bool, time.Duration, error) {
 	in, err := r.query(ctx, domain, dns.TypeMX)
 	if err != nil {
-		return nil, 0, &DNSError{Name: domain, Type: "MX", Kind: DNSTemporary, Err: err}
+		return nil, false, 0, &DNSError{Name: domain, Type: "MX", Kind: DNSTemporary, Err: err}
 	}
 	if in.Rcode == dns.RcodeNameError {
-		return nil, negativeTTL(in), &DNSError{Name: domain, Type: "MX", Kind: DNSNotFound}
+		return nil, false, negativeTTL(in), &DNSError{Name: domain, Type: "MX", Kind: DNSNotFound}
 	}
+	secure := r.c.TrustAD() && in.AuthenticatedData
 	var out []MX
 	ttl := time.Duration(-1)
 	for _, rr := range in.Answer {
 		if mx, ok := rr.(*dns.MX); ok {
 			out = append(out, MX{Host: strings.ToLower(strings.TrimSuffix(mx.Mx, ".")), Pref: mx.Preference,
-				Secure: r.c.TrustAD() && in.AuthenticatedData})
+				Secure: secure})
 			ttl = minTTL(ttl, rr.Header().Ttl)
 		}
 	}
 	if ttl < 0 {
 		ttl = negativeTTL(in)
 	}
-	return out, ttl, nil
+	return out, secure, ttl, nil
 }
 
 func (r *dnsResolver) LookupIP(ctx context.Context, host string) (HostAddrs, error) {

@@ -131,7 +131,7 @@ func (t *mxTransport) stsHosts(hosts []Host) ([]Host, error) {
 	}
 	kept := hosts[:0:0]
 	for _, h := range hosts {
-		if len(h.DANE) > 0 || st.res.Policy.Matches(h.Name) {
+		if t.stsAllows(h) {
 			kept = append(kept, h)
 		}
 	}
@@ -139,6 +139,16 @@ func (t *mxTransport) stsHosts(hosts []Host) ([]Host, error) {
 		return nil, newError(withCause(replyTLSFailed, replySTSNoMatchText), true, nil)
 	}
 	return kept, nil
+}
+
+// stsAllows reports whether the MTA-STS decision lets delivery try h: no
+// enforce policy, a host the policy names, or one with usable TLSA records.
+func (t *mxTransport) stsAllows(h Host) bool {
+	st := t.stsSt.Load()
+	if st == nil || st.res.Policy == nil || st.res.Policy.Mode != STSEnforce {
+		return true
+	}
+	return len(h.DANE) > 0 || st.res.Policy.Matches(h.Name)
 }
 
 // stsSession drops a reused session an enforce policy does not allow: not
@@ -247,6 +257,12 @@ func stsReply(tr Transport, a *Attempt) {
 	if st == nil || st.res.Policy == nil || st.res.Policy.Mode != STSEnforce || a.Last.Reply.Enh != replyTLSMissing.Enh {
 		return
 	}
-	a.Last.Reply = withCause(replyTLSFailed, "MTA-STS policy (enforce): "+a.Last.Reply.Text)
+	a.Last.Reply = stsEnforceReply(a.Last.Reply)
 	a.Replies = fill(len(a.Replies), a.Last.Reply)
+}
+
+// stsEnforceReply is a missing STARTTLS under an enforce policy: 4.7.5
+// with the reason, as every other enforce failure.
+func stsEnforceReply(r Reply) Reply {
+	return withCause(replyTLSFailed, "MTA-STS policy (enforce): "+r.Text)
 }

@@ -108,3 +108,43 @@ func checkTLSCase(t *testing.T, m *relaytest.MX, a smtpclient.Attempt, c tlsCase
 		}
 	}
 }
+
+// The delivery log's tls_policy uses issue 17's names: a domain's own
+// delivery.tls.domains entry is "configured" whatever it says, a default
+// of required or verify is "configured" too, an opportunistic default
+// "opportunistic" and none "none"; REQUIRETLS sits on top of the domain's
+// policy and keeps its name.
+func TestTLSPolicyNames(t *testing.T) {
+	t.Parallel()
+	ca := relaytest.NewCA(t)
+	cert := ca.Cert(t, "mx.names.test", "mx.own.names.test")
+	m := relaytest.FakeMX(t, relaytest.StartTLS(&cert), relaytest.RequireTLS())
+	z := newZone()
+	z.add("names.test", m.IP)
+	z.add("own.names.test", m.IP)
+	for _, c := range []struct {
+		def        smtpclient.TLSPolicy
+		domain     string
+		requireTLS bool
+		want       string
+	}{
+		{smtpclient.PolicyOpportunistic, "names.test", false, "opportunistic"},
+		{"", "names.test", false, "opportunistic"},
+		{smtpclient.PolicyNone, "names.test", false, "none"},
+		{smtpclient.PolicyRequired, "names.test", false, "configured"},
+		{smtpclient.PolicyVerify, "names.test", false, "configured"},
+		{smtpclient.PolicyNone, "own.names.test", false, "configured"},
+		{smtpclient.PolicyOpportunistic, "names.test", true, "opportunistic"},
+		{smtpclient.PolicyNone, "own.names.test", true, "configured"},
+	} {
+		pol := smtpclient.StaticPolicies{Default: c.def,
+			Domains: map[string]smtpclient.TLSPolicy{"own.names.test": smtpclient.PolicyOpportunistic}}
+		cl := newClient(t, z, m.Port, func(o *smtpclient.Options) { o.Policies, o.Roots = pol, ca.Pool })
+		a := deliver(t, cl, "x@"+c.domain, func(msg *smtpclient.Message) { msg.RequireTLS = c.requireTLS })
+		wantReply(t, a, 250, "2.0.0")
+		if a.Conn.TLSPolicy != c.want {
+			t.Errorf("default %q, %s, requiretls %v: tls_policy %q, want %q", c.def, c.domain, c.requireTLS,
+				a.Conn.TLSPolicy, c.want)
+		}
+	}
+}

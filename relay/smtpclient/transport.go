@@ -3,9 +3,7 @@ package smtpclient
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,19 +40,20 @@ type Plan struct {
 	Name string
 }
 
-// PolicyName names the TLS policy the plan carries out: none, opportunistic,
-// required (TLS, any certificate) or verify (a certificate valid for the
-// host name). A smarthost route verifies unless tls_verify is false.
+// PolicyName names the TLS policy the plan carries out in the delivery
+// log's tls_policy (issue 17's names): Name when set (dane, mta-sts,
+// mta-sts-testing, configured), else none, configured for a plan that
+// requires TLS (a delivery.tls.default of required or verify, a smarthost
+// route) or opportunistic. Whether the certificate was checked is
+// tls_verified's business, not the name's.
 func (p Plan) PolicyName() string {
 	switch {
 	case p.Name != "":
 		return p.Name
 	case p.TLS == "none":
 		return string(PolicyNone)
-	case p.Verify:
-		return string(PolicyVerify)
 	case p.RequireTLS:
-		return string(PolicyRequired)
+		return PolicyNameConfigured
 	}
 	return string(PolicyOpportunistic)
 }
@@ -109,18 +108,19 @@ func (c *Client) MX(ctx context.Context, domain string, requireTLS bool) (Transp
 		return &mxTransport{domain: strings.ToLower(domain), invalid: invalid}, nil
 	}
 	domain = ascii
-	pol := PolicyVerify
-	if !requireTLS {
-		p, err := c.o.Policies.TLSPolicy(ctx, domain)
-		if err != nil {
-			return nil, err
-		}
-		pol = p
+	pol, err := c.o.Policies.TLSPolicy(ctx, domain)
+	if err != nil {
+		return nil, err
 	}
 	t := &mxTransport{domain: domain, plan: PlanFor(pol), port: c.o.Port, res: c.o.Resolver, warn: c.warn,
 		dane: c.o.DANE, sts: c.o.STS, configured: configuredDomain(c.o.Policies, domain)}
-	if t.configured && !requireTLS {
+	if t.configured {
 		t.plan.Name = PolicyNameConfigured
+	}
+	if requireTLS { // on top of the domain's policy, not a level: the name stays
+		name := t.plan.PolicyName()
+		t.plan = PlanFor(PolicyVerify)
+		t.plan.Name = name
 	}
 	return t, nil
 }
@@ -160,80 +160,6 @@ func (t *mxTransport) Hosts(ctx context.Context) ([]Host, error) {
 		return nil, err
 	}
 	return t.stsHosts(hosts)
-}
-
-func (t *mxTransport) lookupHosts(ctx context.Context) ([]Host, error) {
-	mxs, _, err := t.res.LookupMX(ctx, t.domain)
-	if err != nil {
-		return nil, err
-	}
-	if len(mxs) == 0 {
-		return t.implicit(ctx)
-	}
-	if len(mxs) == 1 && mxs[0].Host == "" {
-		return nil, newError(replyNullMX, false, nil) // RFC 7505 §3
-	}
-	ordered := orderMX(mxs)
-	var hosts []Host
-	var lastErr error
-	for _, mx := range ordered {
-		if mx.Host == "" || net.ParseIP(strings.Trim(mx.Host, "[]")) != nil {
-			t.warn.Warn("mx_invalid:"+mx.Host, func(l zerolog.Logger) {
-				l.Warn().Str("event", "mx_invalid").Str("domain", t.domain).Str("mx", mx.Host).
-					Msg("MX target is an IP address or empty, not a host name (RFC 5321 §5.1); skipped")
-			})
-			continue
-		}
-		a, err := t.res.LookupIP(ctx, mx.Host)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		if a.CNAME != "" && a.CNAME != mx.Host {
-			t.warn.Warn("mx_cname:"+mx.Host, func(l zerolog.Logger) {
-				l.Warn().Str("event", "mx_cname").Str("domain", t.domain).Str("mx", mx.Host).Str("cname", a.CNAME).
-					Msg("MX target is a CNAME (RFC 2181 §10.3); followed")
-			})
-		}
-		h := Host{Name: mx.Host, IPs: a.IPs, Port: t.port}
-		if err := t.lookupDANE(ctx, mx, a, &h); err != nil {
-			lastErr = err // RFC 7672 §2.2: unusable, not insecure
-			continue
-		}
-		if len(a.IPs) > 0 {
-			hosts = append(hosts, h)
-		}
-	}
-	if len(hosts) == 0 {
-		var de *DNSError
-		var tf *TLSFailure
-		if errors.As(lastErr, &de) && de.Kind == DNSTemporary || errors.As(lastErr, &tf) {
-			return nil, lastErr
-		}
-		return nil, newError(replyNoUsableMX, false, lastErr)
-	}
-	return hosts, nil
-}
-
-// implicit is the RFC 5321 §5.1 fallback: the domain's own A/AAAA records.
-func (t *mxTransport) implicit(ctx context.Context) ([]Host, error) {
-	a, err := t.res.LookupIP(ctx, t.domain)
-	if err != nil {
-		return nil, err
-	}
-	if len(a.IPs) == 0 {
-		return nil, newError(replyNoAddress, false, nil)
-	}
-	return []Host{{Name: t.domain, IPs: a.IPs, Port: t.port}}, nil
-}
-
-// orderMX sorts by preference and shuffles records of equal preference
-// (RFC 5321 §5.1: "randomize ... to spread the load").
-func orderMX(in []MX) []MX {
-	out := slices.Clone(in)
-	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	slices.SortStableFunc(out, func(a, b MX) int { return int(a.Pref) - int(b.Pref) })
-	return out
 }
 
 // routeTransport delivers through a configured smarthost.
