@@ -113,7 +113,7 @@ func normalizeLoop(msg []byte, reject bool, maxLine int) ([]byte, error) {
 type headerInfo struct {
 	From      []string // values of every From: field, unfolded
 	MessageID []string
-	Date      int // number of Date: fields
+	Date      int  // number of Date: fields
 	Meta      bool // an X-Jetrelay-Meta-<key> or X-Jetrelay-Tag field (meta.go)
 }
 
