@@ -33,6 +33,12 @@ var (
 	errNeedUTF8     = reply(553, 5, 6, 7, "non-ASCII address requires SMTPUTF8")
 	errRate         = reply(451, 4, 7, 1, "sending rate exceeded, try again later")
 	errBadORCPT     = reply(501, 5, 5, 4, "malformed ORCPT parameter")
+
+	// The recipient domain looked up at RCPT (rcptdomain.go;
+	// bounces.verify_domains): RFC 7505 §4.2 and RFC 3463 §3.2.
+	errRcptNullMX   = reply(556, 5, 1, 10, "recipient domain has a null MX (RFC 7505): it accepts no mail")
+	errRcptNXDomain = reply(550, 5, 1, 2, "recipient domain does not exist (NXDOMAIN)")
+	errRcptNoHost   = reply(550, 5, 1, 2, "recipient domain has neither MX nor address records (RFC 5321 §5.1)")
 	errNoTxn        = reply(503, 5, 5, 1, "bad sequence of commands")
 
 	// A command verb that is not alphabetic ASCII (RFC 5321 §4.1.1): the
