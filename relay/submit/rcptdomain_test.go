@@ -105,6 +105,9 @@ func TestRcptDomainCheck(t *testing.T) {
 	if n := z.Queries("nx-off.test", dns.TypeMX); n != 0 {
 		t.Errorf("verify_domains off: nx-off.test looked up %d times", n)
 	}
+	off.cfg.Bounces.VerifyDomains = true // a reload turns it on
+	reload(t, off.srv, off.cfg)
+	co.expect("RCPT TO:<x@nx-off.test>", 550, "5.1.2")
 }
 
 // TestRcptDomainCacheAndPause: verdicts expire (refused ones sooner than
