@@ -54,8 +54,9 @@ const (
 
 // metaFields is what stripMeta took out of a message.
 type metaFields struct {
-	meta map[string]string // nil when none
-	tag  string
+	meta    map[string]string // nil when none
+	tag     string
+	tagSeen bool // an X-Jetrelay-Tag field, empty or not
 }
 
 // isMetaField reports whether a (lower-cased) field name is one stripMeta
@@ -112,14 +113,14 @@ func (mf *metaFields) add(lname string, raw string) error {
 	value, err := metaValue(raw)
 	if lname == tagField {
 		switch {
-		case mf.tag != "":
+		case mf.tagSeen:
 			return errTagDup
 		case err != nil:
 			return metaReply("X-Jetrelay-Tag", err.Error())
 		case utf8.RuneCountInString(value) > metaMaxTag:
 			return errTagLong
 		}
-		mf.tag = value
+		mf.tag, mf.tagSeen = value, true
 		return nil
 	}
 	key := strings.TrimPrefix(lname, metaPrefix)

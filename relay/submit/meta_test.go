@@ -97,6 +97,7 @@ func TestStripMetaRefuses(t *testing.T) {
 		{"not utf-8", "X-Jetrelay-Meta-k: \xff\xfe\r\n", "not UTF-8"},
 		{"encoded control", "X-Jetrelay-Meta-k: =?UTF-8?Q?a=07b?=\r\n", "control characters"},
 		{"tag twice", "X-Jetrelay-Tag: a\r\nX-Jetrelay-Tag: b\r\n", "X-Jetrelay-Tag: given more than once"},
+		{"empty tag twice", "X-Jetrelay-Tag:\r\nX-Jetrelay-Tag: b\r\n", "X-Jetrelay-Tag: given more than once"},
 		{"tag too long", "X-Jetrelay-Tag: " + strings.Repeat("t", 129) + "\r\n", "longer than 128"},
 	}
 	for _, tc := range cases {
