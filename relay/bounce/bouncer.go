@@ -156,10 +156,8 @@ func (b *Bouncer) Suppressed(ctx context.Context, addr string) (since time.Time,
 	return b.supp.Suppressed(ctx, addr)
 }
 
-// emit stamps e with the clock (and an intake event with its message's
-// metadata, verpmeta.go) and emits it.
+// emit stamps e with the clock and emits it.
 func (b *Bouncer) emit(e *events.Event) {
-	b.withMeta(e)
 	e.Time = b.now().UTC()
 	b.events.Emit(e)
 }

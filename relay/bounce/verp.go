@@ -186,9 +186,6 @@ func (b *Bouncer) mint(ctx context.Context, env *queue.Envelope, rcpt string, no
 	if _, err := b.kv.Put(ctx, verpRecordKey(env.ID, h), []byte(NormalizeAddr(rcpt))); err != nil {
 		return env.From, fmt.Errorf("bounce: VERP record for %s: %w", env.ID, err)
 	}
-	if err := b.recordMeta(ctx, env); err != nil { // verpmeta.go
-		return env.From, fmt.Errorf("bounce: metadata record for %s: %w", env.ID, err)
-	}
 	return verpPrefix + token + "@" + st.set.VERPDomain, nil
 }
 

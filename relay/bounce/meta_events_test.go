@@ -10,8 +10,8 @@ import (
 
 // TestMetaOnBounceEvents (issue 18, point 3): the DSN event of a message
 // with metadata carries it, and so does the bounced event of an
-// asynchronous bounce to its VERP address, found through the record the
-// token's minting wrote; a message without metadata gets none.
+// asynchronous bounce to its VERP address, found through the VERP record
+// (msginfo.go); a message without metadata gets none.
 func TestMetaOnBounceEvents(t *testing.T) {
 	t.Parallel()
 	f := intakeFixture(t)
