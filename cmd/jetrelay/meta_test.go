@@ -107,6 +107,29 @@ func TestMetaEndToEnd(t *testing.T) {
 	if rc, _, errOut := runOps(t, logsMain, "--config", cfgPath, "--meta", "order"); rc != 2 || !strings.Contains(errOut, "key=value") {
 		t.Fatalf("--meta without '=': rc %d: %s", rc, errOut)
 	}
+	sendWithMeta(t, cfgPath, dir)
+}
+
+// sendWithMeta: `jetrelay send --meta --tag` sets the fields (a non-ASCII
+// value as an encoded-word, decoded by the relay) and logs --meta finds
+// the message delivered.
+func sendWithMeta(t *testing.T, cfgPath, dir string) {
+	t.Helper()
+	passFile := filepath.Join(dir, "app.password")
+	if err := os.WriteFile(passFile, []byte(metaPass+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, out, errOut := runOps(t, sendMain, "--config", cfgPath, "--user", metaUser, "--password-file", passFile,
+		"--from", "app@example.com", "--to", "rcpt@live.example", "--meta", "order=77", "--meta", "Note=Grüße",
+		"--tag", "cli", "--wait", "90s")
+	if rc != 0 {
+		t.Fatalf("send: rc %d\n%s\n%s", rc, out, errOut)
+	}
+	rc, out, errOut = runOps(t, logsMain, "--config", cfgPath, "--json", "--meta", "order=77", "--status", "delivered")
+	evs := parseEvents(t, out)
+	if rc != 0 || len(evs) != 1 || evs[0].Meta["note"] != "Grüße" || evs[0].Tag != "cli" {
+		t.Fatalf("logs --meta order=77: rc %d %+v %s", rc, evs, errOut)
+	}
 }
 
 // writeDKIMKey writes a new Ed25519 key for example.com (selector s1) and
