@@ -80,7 +80,8 @@ type prepared struct {
 }
 
 // prepare checks the content: line endings and NUL (RFC 5322 §2.3), the
-// header section, and the header From: against the user's allowed_from.
+// header section, and the header From: against the user's allowed_from;
+// it takes the metadata fields out of the header (meta.go).
 func (s *session) prepare(tx *txn, pol *policy, raw []byte) (*prepared, error) {
 	sub := pol.sub
 	body, long, err := normalizeLong(raw, sub.BareNewlines == "reject", sub.MaxLineLength)
