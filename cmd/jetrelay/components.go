@@ -54,10 +54,17 @@ func userPools(cfg *config.Config) map[string]string {
 	return out
 }
 
-// submitSettings: the submission section, the host name it greets with and
-// the data directory its generated certificate lives in.
+// submitSettings: the submission section, the host name it greets with,
+// the data directory its generated certificate lives in, and for the
+// recipient domain check bounces.verify_domains, delivery.dns and the
+// domains delivery.routes send to a smarthost.
 func submitSettings(cfg *config.Config) submit.Settings {
-	return submit.Settings{Hostname: cfg.Hostname, DataDir: cfg.DataDir, Submission: cfg.Submission}
+	s := submit.Settings{Hostname: cfg.Hostname, DataDir: cfg.DataDir, Submission: cfg.Submission,
+		VerifyDomains: cfg.Bounces.VerifyDomains, DNS: cfg.Delivery.DNS}
+	for _, r := range cfg.Delivery.Routes {
+		s.Routed = append(s.Routed, r.Domains...)
+	}
+	return s
 }
 
 // bounceSettings: the bounces section, plus the retry.max_age DSNs quote

@@ -36,7 +36,11 @@ Output is one aligned line per event (time, queue id, status, recipient or
 sender, peer, code, reply), coloured when stdout is a terminal; the peer is
 the MX for deliveries and the client address for accepted and rejected
 submissions. --json prints the events as stored, one JSON object per line
-(for jq).`
+(for jq).
+
+--meta key=value finds messages by the metadata their application set in
+X-Jetrelay-Meta-<key> header fields (removed from the message at
+submission, carried in every event of it); repeat it to require several.`
 
 func runLogs(args []string, sio stdio) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,7 +51,7 @@ func runLogs(args []string, sio stdio) int {
 // logsMain is runLogs with the caller's context (tests cancel it).
 func logsMain(ctx context.Context, args []string, sio stdio) int {
 	fs := newFlags("logs",
-		"logs [-f] [--id QUEUEID] [--from ADDR] [--rcpt ADDR] [--domain D] [--status S] [--since 1h] [--json]",
+		"logs [-f] [--id QUEUEID] [--from ADDR] [--rcpt ADDR] [--domain D] [--status S] [--meta K=V]... [--since 1h] [--json]",
 		logsAbout, sio)
 	nf := addNATSFlags(fs)
 	var f events.Filter
@@ -59,6 +63,8 @@ func logsMain(ctx context.Context, args []string, sio stdio) int {
 	fs.StringVar(&f.Domain, "domain", "", "events for this recipient domain")
 	fs.StringVar(&f.Status, "status", "",
 		"events with this status or kind: delivered, deferred, failed, accepted, rejected, dsn, ...")
+	fs.Var(metaFlag{&f.Meta}, "meta",
+		"messages whose X-Jetrelay-Meta-<key> metadata has key=value (repeatable: all must match)")
 	since := fs.String("since", "", "start this long ago (1h, 30m) or at this time (RFC 3339)")
 	asJSON := fs.Bool("json", false, "print raw JSON events, one per line")
 	if rc, ok := parseFlags(fs, args); !ok {

@@ -52,6 +52,8 @@ type sendOpts struct {
 	subject    string
 	body       string
 	attach     multiFlag
+	meta       map[string]string // X-Jetrelay-Meta-<key> fields (logsmeta.go)
+	tag        string            // X-Jetrelay-Tag
 	insecure   bool
 	noWait     bool
 	wait       time.Duration
@@ -130,6 +132,8 @@ func defineSendFlags(fs *flag.FlagSet, o *sendOpts) {
 	fs.StringVar(&o.subject, "subject", "jetrelay test message", "subject")
 	fs.StringVar(&o.body, "body", "", "body text (default: a line naming the time and the relay)")
 	fs.Var(&o.attach, "attach", "attach this file (repeatable; base64, type from the file name)")
+	fs.Var(metaFlag{&o.meta}, "meta", "metadata key=value, sent as X-Jetrelay-Meta-<key> (repeatable)")
+	fs.StringVar(&o.tag, "tag", "", "tag, sent as X-Jetrelay-Tag")
 	fs.BoolVar(&o.insecure, "insecure", false, "do not verify the server's certificate")
 	fs.BoolVar(&o.noWait, "no-wait", false, "print the queue id and exit without following the message")
 	fs.DurationVar(&o.wait, "wait", 10*time.Minute, "follow the message at most this long")

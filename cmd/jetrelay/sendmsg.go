@@ -51,6 +51,7 @@ func buildMessage(o *sendOpts) ([]byte, string, error) {
 	hdr("Date", time.Now().Format(time.RFC1123Z))
 	hdr("Message-ID", msgID)
 	hdr("MIME-Version", "1.0")
+	writeMeta(hdr, o.meta, o.tag)
 	if len(o.attach) == 0 {
 		hdr("Content-Type", "text/plain; charset=utf-8")
 		hdr("Content-Transfer-Encoding", "quoted-printable")

@@ -124,7 +124,8 @@ func wants(r queue.Recipient, action string) bool {
 func (b *Bouncer) report(ctx context.Context, action string, env *queue.Envelope, body []byte, results []Result) error {
 	if reason := b.mustNotBounce(env); reason != "" {
 		b.emit(&events.Event{Event: events.DSN, QueueID: env.ID, MsgID: env.MsgID, MailFrom: events.Str(env.From),
-			Domain: env.Domain, RcptCount: len(results), Status: dsnDropped, Reason: action + ": " + reason})
+			Domain: env.Domain, RcptCount: len(results), Status: dsnDropped, Reason: action + ": " + reason,
+			Meta: env.Meta, Tag: env.Tag})
 		return nil
 	}
 	var rcpts []Result
@@ -152,7 +153,7 @@ func (b *Bouncer) report(ctx context.Context, action string, env *queue.Envelope
 			Msg("DSN marker not stored; a redelivery could repeat the DSN")
 	}
 	b.emit(&events.Event{Event: events.DSN, QueueID: env.ID, MsgID: env.MsgID, DSNID: dsnID, Rcpt: env.From,
-		RcptCount: len(rcpts), Domain: env.Domain, Status: dsnQueued, Reason: action})
+		RcptCount: len(rcpts), Domain: env.Domain, Status: dsnQueued, Reason: action, Meta: env.Meta, Tag: env.Tag})
 	return nil
 }
 

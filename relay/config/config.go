@@ -268,7 +268,12 @@ type Bounces struct {
 	Suppress         *bool    `yaml:"suppress"`
 	SuppressFor      Duration `yaml:"suppress_for"`
 	DelayNoticeAfter Duration `yaml:"delay_notice_after"`
-	ReturnMaxBytes   Size     `yaml:"return_max_bytes"`
+	// VerifyDomains looks each recipient domain up at RCPT (through
+	// delivery.dns, cached per node): null MX → 556 5.1.10, NXDOMAIN or
+	// neither MX nor address → 550 5.1.2; DNS failures accept. Domains of
+	// delivery.routes are not looked up.
+	VerifyDomains  bool `yaml:"verify_domains"`
+	ReturnMaxBytes Size `yaml:"return_max_bytes"`
 	// VERPMaxAge is how long after minting a VERP token is accepted at the
 	// intake (at most MaxVERPAge, the life of its KV record).
 	VERPMaxAge Duration     `yaml:"verp_max_age"`

@@ -428,7 +428,7 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 			Rcpt: r.Rcpt.Addr, Domain: env.Domain, MX: conn.MX, IP: conn.IP, Port: conn.Port,
 			TLS: conn.TLS, TLSPolicy: conn.TLSPolicy, TLSFailure: conn.TLSFailure, TLSCipher: conn.Cipher, TLSVerified: events.Bool(conn.Verified),
 			Attempt: attemptNo(fj), Status: string(r.Status), SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Text,
-			DurationMS: dur, Arrival: env.Arrival, Source: fj.source}
+			DurationMS: dur, Arrival: env.Arrival, Source: fj.source, Meta: env.Meta, Tag: env.Tag}
 		if r.Status == outcome.Deferred || (r.Status == outcome.Failed && slices.ContainsFunc(keep,
 			func(k outcome.Result) bool { return k.Rcpt.Addr == r.Rcpt.Addr })) {
 			ev.NextAttempt = &next

@@ -27,6 +27,12 @@ type Filter struct {
 	// Status matches the event's status or its kind (delivered, deferred,
 	// failed, accepted, rejected, dsn, ...).
 	Status string
+	// Meta selects messages by their metadata (X-Jetrelay-Meta-<key>):
+	// an event whose Meta holds every pair (keys lower-case, values
+	// exact) matches and selects its queue id, and every later event of
+	// that queue id matches too (those without Meta, such as a bounce
+	// received at the intake, included).
+	Meta map[string]string
 	// Since starts at the first event stored at or after this time
 	// (DeliverByStartTime); zero starts at the oldest event kept.
 	Since time.Time
@@ -83,7 +89,7 @@ func Tail(ctx context.Context, js jetstream.JetStream, f Filter, fn func(Record)
 	if err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
-	m := &matcher{f: f, ids: map[string]bool{}}
+	m := &matcher{f: f, ids: map[string]bool{}, metaIDs: map[string]bool{}}
 	handle := func(msg jetstream.Msg) (uint64, error) {
 		meta, err := msg.Metadata()
 		if err != nil {
@@ -153,8 +159,9 @@ func follow(ctx context.Context, cons jetstream.Consumer, handle func(jetstream.
 
 // matcher applies a Filter's client-side fields.
 type matcher struct {
-	f   Filter
-	ids map[string]bool // queue ids selected by From
+	f       Filter
+	ids     map[string]bool // queue ids selected by From
+	metaIDs map[string]bool // queue ids selected by Meta
 }
 
 // maxFromIDs bounds the queue ids remembered for a From filter.
@@ -174,6 +181,9 @@ func (m *matcher) match(e *Event) bool {
 			return false
 		}
 	}
+	if len(f.Meta) > 0 && !m.matchMeta(e) {
+		return false
+	}
 	if f.Rcpt != "" && !strings.EqualFold(e.Rcpt, f.Rcpt) {
 		return false
 	}
@@ -184,6 +194,21 @@ func (m *matcher) match(e *Event) bool {
 		return false
 	}
 	return true
+}
+
+// matchMeta applies Filter.Meta (see there).
+func (m *matcher) matchMeta(e *Event) bool {
+	own := true
+	for k, v := range m.f.Meta {
+		if got, ok := e.Meta[k]; !ok || got != v {
+			own = false
+			break
+		}
+	}
+	if own && e.QueueID != "" && len(m.metaIDs) < maxFromIDs {
+		m.metaIDs[e.QueueID] = true
+	}
+	return own || (e.QueueID != "" && m.metaIDs[e.QueueID])
 }
 
 func rcptDomain(addr string) string {

@@ -266,7 +266,8 @@ var eventKinds = map[Action]string{
 func (op *Operator) record(a Action, out Outcome) {
 	e := out.Item.Env
 	op.o.Events.Emit(&events.Event{Event: eventKinds[a], QueueID: e.ID, MsgID: e.MsgID, Domain: e.Domain,
-		MailFrom: events.Str(e.From), RcptCount: len(e.Rcpts), Actor: op.o.Actor, Reason: out.Result.Note})
+		MailFrom: events.Str(e.From), RcptCount: len(e.Rcpts), Actor: op.o.Actor, Reason: out.Result.Note,
+		Meta: e.Meta, Tag: e.Tag})
 }
 
 // deleteBouncer implements queue.Bouncer with relay/bounce: the sender

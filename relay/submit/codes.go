@@ -33,6 +33,12 @@ var (
 	errNeedUTF8     = reply(553, 5, 6, 7, "non-ASCII address requires SMTPUTF8")
 	errRate         = reply(451, 4, 7, 1, "sending rate exceeded, try again later")
 	errBadORCPT     = reply(501, 5, 5, 4, "malformed ORCPT parameter")
+
+	// The recipient domain looked up at RCPT (rcptdomain.go;
+	// bounces.verify_domains): RFC 7505 §4.2 and RFC 3463 §3.2.
+	errRcptNullMX   = reply(556, 5, 1, 10, "recipient domain has a null MX (RFC 7505): it accepts no mail")
+	errRcptNXDomain = reply(550, 5, 1, 2, "recipient domain does not exist (NXDOMAIN)")
+	errRcptNoHost   = reply(550, 5, 1, 2, "recipient domain has neither MX nor address records (RFC 5321 §5.1)")
 	errNoTxn        = reply(503, 5, 5, 1, "bad sequence of commands")
 
 	// A command verb that is not alphabetic ASCII (RFC 5321 §4.1.1): the
@@ -57,6 +63,13 @@ var (
 	errLongLine       = reply(554, 5, 6, 0, "message line longer than 998 octets (RFC 5322 §2.1.1)")
 	errLongHeader     = reply(554, 5, 6, 0, "header line longer than 998 octets cannot be folded (RFC 5322 §2.2.3)")
 	errLongSigned     = reply(554, 5, 6, 0, "line longer than 998 octets in signed or encrypted content, cannot re-encode")
+
+	// Message metadata (meta.go): X-Jetrelay-Meta-<key> and X-Jetrelay-Tag.
+	errMetaCount = reply(554, 5, 6, 0, "too many X-Jetrelay-Meta-<key> header fields (at most 10)")
+	errMetaKey   = reply(554, 5, 6, 0,
+		"X-Jetrelay-Meta-<key>: key must be 1 to 32 characters of letters, digits, '-', '_' and '.'")
+	errTagDup  = reply(554, 5, 6, 0, "X-Jetrelay-Tag: given more than once")
+	errTagLong = reply(554, 5, 6, 0, "X-Jetrelay-Tag: longer than 128 characters")
 
 	// Storage and signing.
 	errStore    = reply(451, 4, 3, 0, "could not store the message, try again later")
@@ -95,6 +108,12 @@ func tooBigReply(limit int64) *smtp.SMTPError {
 // suppressedReply refuses a recipient on the suppression list.
 func suppressedReply(since time.Time) *smtp.SMTPError {
 	return reply(550, 5, 1, 1, "recipient suppressed after hard bounce on "+since.UTC().Format("2006-01-02"))
+}
+
+// metaReply refuses one metadata field (meta.go) with 554 5.6.0 (RFC 3463
+// §3.7: other or undefined media error), naming the field and the problem.
+func metaReply(fieldName, problem string) *smtp.SMTPError {
+	return reply(554, 5, 6, 0, fieldName+": "+problem)
 }
 
 // internalReply hides an internal error behind an id that the log line carries.

@@ -76,10 +76,12 @@ type prepared struct {
 	body   []byte // normalised message without the headers added here
 	msgID  string // existing Message-ID, or "" to generate one
 	addDay bool   // Date: missing
+	meta   metaFields
 }
 
 // prepare checks the content: line endings and NUL (RFC 5322 §2.3), the
-// header section, and the header From: against the user's allowed_from.
+// header section, and the header From: against the user's allowed_from;
+// it takes the metadata fields out of the header (meta.go).
 func (s *session) prepare(tx *txn, pol *policy, raw []byte) (*prepared, error) {
 	sub := pol.sub
 	body, long, err := normalizeLong(raw, sub.BareNewlines == "reject", sub.MaxLineLength)
@@ -109,6 +111,11 @@ func (s *session) prepare(tx *txn, pol *policy, raw []byte) (*prepared, error) {
 		}
 	}
 	p := &prepared{body: body, addDay: h.Date == 0}
+	if h.Meta { // removed before signing and storing (meta.go)
+		if p.body, p.meta, err = stripMeta(body); err != nil {
+			return nil, err
+		}
+	}
 	if len(h.MessageID) > 0 {
 		p.msgID = strings.TrimSpace(h.MessageID[0])
 		if len(p.msgID) > maxMsgIDLen {
@@ -165,7 +172,7 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 		msg.prepend(sigs)
 		dkim = result
 	}
-	m := &queue.Message{ID: id, Body: msg.bytes(), Entries: s.envelopes(tx, msgID, now)}
+	m := &queue.Message{ID: id, Body: msg.bytes(), Entries: s.envelopes(tx, p, msgID, now)}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout+queue.PublishAllowance(len(m.Body)))
 	defer cancel()
 	start := time.Now()
@@ -184,14 +191,14 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 	s.srv.emit(&events.Event{
 		Time: now.UTC(), Event: events.Accepted, QueueID: id, MsgID: msgID, ConnID: s.id, RemoteAddr: s.remote,
 		User: s.user, MailFrom: events.Str(tx.from), RcptCount: len(tx.rcpts), Size: int64(len(m.Body)),
-		TLS: tlsName(s), DKIM: dkim,
+		TLS: tlsName(s), DKIM: dkim, Meta: p.meta.meta, Tag: p.meta.tag,
 	})
 	return id, nil
 }
 
 // envelopes splits the recipients per (lowercased) domain, in first-seen
 // order: one queue entry each.
-func (s *session) envelopes(tx *txn, msgID string, now time.Time) []*queue.Envelope {
+func (s *session) envelopes(tx *txn, p *prepared, msgID string, now time.Time) []*queue.Envelope {
 	var out []*queue.Envelope
 	byDomain := map[string]*queue.Envelope{}
 	for _, r := range tx.rcpts {
@@ -199,7 +206,8 @@ func (s *session) envelopes(tx *txn, msgID string, now time.Time) []*queue.Envel
 		e := byDomain[d]
 		if e == nil {
 			e = &queue.Envelope{MsgID: msgID, From: tx.from, Domain: d, User: s.user, Arrival: now.UTC(),
-				Ret: tx.ret, EnvID: tx.envID, RequireTLS: tx.requireT, SMTPUTF8: tx.utf8, Body8Bit: tx.body8Bit}
+				Ret: tx.ret, EnvID: tx.envID, RequireTLS: tx.requireT, SMTPUTF8: tx.utf8, Body8Bit: tx.body8Bit,
+				Meta: p.meta.meta, Tag: p.meta.tag}
 			byDomain[d] = e
 			out = append(out, e)
 		}

@@ -57,6 +57,14 @@
 //     998 octets (RFC 5322 §2.1.1) are folded (header) or re-encoded as
 //     quoted-printable (body part) before signing, or refused 554 5.6.0
 //     (long_lines: reject; signed or encrypted content): longlines.go.
+//   - Message metadata. X-Jetrelay-Meta-<key> and X-Jetrelay-Tag fields are
+//     removed before signing and storing and carried in the envelope and
+//     the accepted event; too many, too long or malformed ones are refused
+//     554 5.6.0 (meta.go).
+//   - Recipient domains checked (bounces.verify_domains). RCPT looks the
+//     domain up through delivery.dns, within 3 s: null MX 556 5.1.10,
+//     NXDOMAIN or no MX and no address 550 5.1.2, DNS failures accept;
+//     verdicts cached per node (rcptdomain.go).
 //   - Bounded memory. A message is held once, the added fields and
 //     signatures written into headroom in front of it; all DATA in memory
 //     at once is capped by max_inflight_bytes (per process: it guards this
@@ -81,7 +89,8 @@
 // from its ReadTimeoutFunc (conn.go).
 //
 // The server reads only its Settings (host name, data directory, the
-// submission section), built by cmd. Reload is two-phase: Prepare parses
+// submission section, and for the domain check bounces.verify_domains,
+// delivery.dns and the routed domains), built by cmd. Reload is two-phase: Prepare parses
 // users, allowed_from, rates and the connection, idle-command,
 // auth-failure, header, bare-newline, long-line and session/data timeout
 // settings, loads the certificate again (without Options.TLS) and returns

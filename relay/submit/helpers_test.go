@@ -57,7 +57,12 @@ func hash(t testing.TB, pass string) string {
 
 // settingsOf is what cmd/jetrelay builds from a configuration.
 func settingsOf(cfg *config.Config) Settings {
-	return Settings{Hostname: cfg.Hostname, DataDir: cfg.DataDir, Submission: cfg.Submission}
+	s := Settings{Hostname: cfg.Hostname, DataDir: cfg.DataDir, Submission: cfg.Submission,
+		VerifyDomains: cfg.Bounces.VerifyDomains, DNS: cfg.Delivery.DNS}
+	for _, r := range cfg.Delivery.Routes {
+		s.Routed = append(s.Routed, r.Domains...)
+	}
+	return s
 }
 
 // reload applies cfg's live settings as a SIGHUP does.

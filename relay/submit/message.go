@@ -113,7 +113,8 @@ func normalizeLoop(msg []byte, reject bool, maxLine int) ([]byte, error) {
 type headerInfo struct {
 	From      []string // values of every From: field, unfolded
 	MessageID []string
-	Date      int // number of Date: fields
+	Date      int  // number of Date: fields
+	Meta      bool // an X-Jetrelay-Meta-<key> or X-Jetrelay-Tag field (meta.go)
 }
 
 // scanHeader reads the header section of a CRLF-normalised message
@@ -160,7 +161,9 @@ func scanHeader(msg []byte, maxBytes int) (headerInfo, error) {
 		}
 		cur = nil
 		value := string(line[colon+1:])
-		switch strings.ToLower(name) {
+		lname := strings.ToLower(name)
+		h.Meta = h.Meta || isMetaField(lname)
+		switch lname {
 		case "from":
 			h.From = append(h.From, value)
 			cur = &h.From[len(h.From)-1]

@@ -74,6 +74,12 @@ type Settings struct {
 	// go-smtp limits (max_message_bytes, max_recipients, max_line_length,
 	// max_inflight_bytes, timeouts.idle) are read once, at New.
 	Submission config.Submission
+	// VerifyDomains (bounces.verify_domains) looks recipient domains up
+	// at RCPT through DNS (delivery.dns), except Routed ones (the domains
+	// of delivery.routes, "*" = all); rcptdomain.go.
+	VerifyDomains bool
+	DNS           config.DNS
+	Routed        []string
 }
 
 // Options are the submission server's dependencies. Signer, Suppressor,
@@ -150,7 +156,8 @@ type Server struct {
 	pol       atomic.Pointer[policy]
 	brake     *Brake
 	rates     *Rates
-	inflight  *inflight // message data held in memory, this process (spool.go)
+	inflight  *inflight                      // message data held in memory, this process (spool.go)
+	domains   atomic.Pointer[domainVerifier] // nil: recipient domains unchecked (rcptdomain.go)
 	conns     *connTracker
 	bcryptSem chan struct{}
 	refusing  chan struct{}
@@ -202,6 +209,11 @@ func New(o Options) (*Server, error) {
 	}
 	s.pol.Store(pol)
 	s.SetSigner(o.Signer)
+	dv, err := newDomainVerifier(domainVerifierOptions{Settings: o.Settings, Log: o.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("submit: bounces.verify_domains: %w", err)
+	}
+	s.domains.Store(dv)
 	return s, nil
 }
 
@@ -230,9 +242,14 @@ func (s *Server) Prepare(set Settings) (apply func(), err error) {
 			return nil, err
 		}
 	}
+	dv, err := newDomainVerifier(domainVerifierOptions{Settings: set, Log: s.log, Prev: s.domains.Load()})
+	if err != nil {
+		return nil, fmt.Errorf("submit: bounces.verify_domains: %w", err)
+	}
 	return func() {
 		s.pol.Store(pol)
 		s.tlsCur.Store(tlsConf)
+		s.domains.Store(dv)
 	}, nil
 }
 

@@ -225,6 +225,9 @@ func (s *session) rcpt(tx *txn, to string, opts *smtp.RcptOptions) (queue.Recipi
 		}
 		r.ORCPT = strings.ToLower(string(opts.OriginalRecipientType)) + ";" + opts.OriginalRecipient
 	}
+	if rej := s.srv.domains.Load().check(mb.Domain, s.srv.observe); rej != nil { // rcptdomain.go
+		return queue.Recipient{}, rej
+	}
 	if s.srv.suppress != nil {
 		if since, ok := s.suppressed(r.Addr); ok { // fails open (policyread.go)
 			return queue.Recipient{}, suppressedReply(since)

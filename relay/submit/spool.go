@@ -232,11 +232,12 @@ type framed struct {
 }
 
 // frame returns msg ready for prepending: in place when msg is sp's
-// message, else with fresh headroom.
+// message or a suffix of it (header fields removed in place, meta.go),
+// else with fresh headroom.
 func frame(sp *spool, msg []byte) framed {
-	if sp != nil && len(msg) > 0 && sp.off > 0 && len(sp.buf) > sp.off &&
-		&msg[0] == &sp.buf[sp.off] && len(msg) == len(sp.buf)-sp.off {
-		return framed{buf: sp.buf, off: sp.off}
+	if sp != nil && len(msg) > 0 && sp.off > 0 && len(sp.buf)-len(msg) >= sp.off &&
+		&msg[0] == &sp.buf[len(sp.buf)-len(msg)] {
+		return framed{buf: sp.buf, off: len(sp.buf) - len(msg)}
 	}
 	nb := make([]byte, headroom+len(msg))
 	copy(nb[headroom:], msg)
