@@ -33,14 +33,14 @@ type CounterOptions struct {
 	KV        jetstream.KeyValue // from OpenBucket
 	// Flush is how long events are summed in memory before the KV
 	// update (0: DefaultFlush).
-	Flush  time.Duration
-	Batch  int // events per fetch (0: 1000)
+	Flush time.Duration
+	Batch int // events per fetch (0: 1000)
 	// SourceIPs maps egress source names (delivery.sources, the events'
 	// source) to their addresses for sending-mta-ip; DefaultIP is
 	// delivery.source_ip for events without a source ("": left out).
 	SourceIPs map[string]string
 	DefaultIP string
-	Logger zerolog.Logger
+	Logger    zerolog.Logger
 }
 
 // Counter adds delivery events up into the bucket's day counts.

@@ -222,7 +222,7 @@ func (r *Reporter) mail(ctx context.Context, domain string, to []string, id, fil
 func (r *Reporter) Run(ctx context.Context) error {
 	for {
 		now := r.o.Now().UTC()
-		yesterday := now.Truncate(24*time.Hour).Add(-time.Second)
+		yesterday := now.Truncate(24 * time.Hour).Add(-time.Second)
 		if _, err := r.SendDay(ctx, yesterday, yesterday); err != nil && ctx.Err() == nil {
 			r.o.Logger.Warn().Err(err).Str("event", "tlsrpt").Msg("TLS-RPT reports of yesterday failed")
 		}
