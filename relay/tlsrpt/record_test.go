@@ -38,3 +38,31 @@ func TestParseRecord(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRecord: any TXT record parses or is refused, never panics,
+// and what it returns is bounded and well-formed.
+func FuzzParseRecord(f *testing.F) {
+	for _, s := range []string{"v=TLSRPTv1; rua=mailto:tls@example.com", "v=TLSRPTv1;rua=https://r.test/x,mailto:a@b.test",
+		"v=TLSRPTv1; rua=mailto:%zz@x.test", "v=TLSRPTv1; rua=", "v=TLSRPTv1; rua=mailto:a@b.test?x=y;ext=1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, txt string) {
+		ep, err := tlsrpt.ParseRecord(txt)
+		if err != nil {
+			return
+		}
+		if n := len(ep.Mailto) + len(ep.HTTPS); n == 0 || n > 10 {
+			t.Fatalf("%q: %d endpoints", txt, n)
+		}
+		for _, a := range ep.Mailto {
+			if !strings.Contains(a, "@") || strings.ContainsAny(a, " <>,\r\n") {
+				t.Fatalf("%q: bad address %q", txt, a)
+			}
+		}
+		for _, u := range ep.HTTPS {
+			if !strings.HasPrefix(strings.ToLower(u), "https://") {
+				t.Fatalf("%q: bad URL %q", txt, u)
+			}
+		}
+	})
+}

@@ -218,15 +218,21 @@ func (r *Reporter) mail(ctx context.Context, domain string, to []string, id, fil
 
 // Run sends the previous day's reports now (a restart or a late node
 // catches up; markers keep it to one per domain) and then every day
-// shortly after midnight UTC, after a random delay of up to Jitter.
+// shortly after midnight UTC, after a random delay of up to Jitter. When
+// some domains failed (a DNS error, say) it tries those again an hour
+// later, until the day ends.
 func (r *Reporter) Run(ctx context.Context) error {
 	for {
 		now := r.o.Now().UTC()
 		yesterday := now.Truncate(24 * time.Hour).Add(-time.Second)
-		if _, err := r.SendDay(ctx, yesterday, yesterday); err != nil && ctx.Err() == nil {
+		sent, err := r.SendDay(ctx, yesterday, yesterday)
+		if err != nil && ctx.Err() == nil {
 			r.o.Logger.Warn().Err(err).Str("event", "tlsrpt").Msg("TLS-RPT reports of yesterday failed")
 		}
 		next := now.Truncate(24 * time.Hour).Add(24*time.Hour + jitter(r.o.Jitter))
+		if retry := now.Add(retryFailedAfter); (err != nil || sent.Failed > 0) && retry.Before(next) {
+			next = retry
+		}
 		t := time.NewTimer(next.Sub(now))
 		select {
 		case <-ctx.Done():
@@ -236,3 +242,6 @@ func (r *Reporter) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// retryFailedAfter is when Run tries failed domains of the day again.
+const retryFailedAfter = time.Hour
