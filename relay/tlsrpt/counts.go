@@ -236,7 +236,11 @@ func validKeyPart(k string) bool {
 func Read(ctx context.Context, kv jetstream.KeyValue, day, domain string) ([]*DomainCounts, error) {
 	filter := countKey(day, ">")
 	if domain != "" {
-		filter = countKey(day, strings.ToLower(domain))
+		domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+		if !validKeyPart(domain) {
+			return nil, fmt.Errorf("tlsrpt: %q is not a domain name in A-labels", domain)
+		}
+		filter = countKey(day, domain)
 	}
 	lister, err := kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
