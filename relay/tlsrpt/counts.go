@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/dnsname"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -100,8 +101,9 @@ func sessionOf(e *events.Event) (session, bool) {
 	if e.Event != events.Delivery || e.Domain == "" {
 		return session{}, false
 	}
-	s := session{day: Day(e.Time), domain: strings.ToLower(strings.TrimSuffix(e.Domain, "."))}
-	if !validKeyPart(s.domain) {
+	dom, err := dnsname.ToASCII(strings.TrimSuffix(e.Domain, "."))
+	s := session{day: Day(e.Time), domain: strings.ToLower(dom)}
+	if err != nil || !validKeyPart(s.domain) {
 		return session{}, false
 	}
 	switch e.TLSPolicy {
