@@ -60,7 +60,9 @@ admin: {listen: ""}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)), stdio{out: os.Stderr, err: os.Stderr}) }()
+	go func() {
+		done <- serve(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)), stdio{out: os.Stderr, err: os.Stderr})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
