@@ -36,5 +36,6 @@
 // fails (§3); https: addresses get a POST (§5.4) dialled through the
 // denied-networks guard, bounded in time and response size. The marker
 // is written before sending: a crash after it loses that day's report for
-// the domain rather than sending two.
+// the domain rather than sending two. A domain that failed before its
+// marker (a DNS error) is tried again an hour later, until the day ends.
 package tlsrpt
