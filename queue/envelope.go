@@ -70,6 +70,10 @@ type Envelope struct {
 	// carried into every event of the message.
 	Meta map[string]string `json:"meta,omitempty"`
 	Tag  string            `json:"tag,omitempty"`
+	// TLSReport marks a TLS-RPT report jetrelay generated (relay/tlsrpt):
+	// it is delivered with opportunistic TLS whatever the recipient
+	// domain's MTA-STS, DANE or configured policy says (RFC 8460 §3).
+	TLSReport bool `json:"tls_report,omitempty"`
 }
 
 // Marshal encodes the envelope for the Jr-Env header.

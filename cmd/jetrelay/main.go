@@ -45,6 +45,7 @@ func commands() map[string]command {
 		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
 		"shaping":  {"traffic shaping per provider: status, resume PROVIDER", runShaping},
 		"tls":      {"check what delivery to a domain does about TLS: MTA-STS, DANE, live STARTTLS", runTLS},
+		"tlsrpt":   {"TLS reporting (RFC 8460): show today's counters, send --now", runTLSRPT},
 	}
 }
 

@@ -115,6 +115,7 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	applyDeliver()
 	applySubmit()
 	r.sub.SetSigner(signer)
+	r.tlsrpt.setSigner(signer)
 	r.cfg = cfg
 	applyMemoryLimit(cfg)
 	return ch, nil

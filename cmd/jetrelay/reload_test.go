@@ -98,6 +98,7 @@ func (e *reloadEnv) start(t *testing.T) {
 		_ = e.r.bouncer.Shutdown(sctx)
 		_ = e.r.evPub.Close(sctx)
 		e.r.shaper.Close()
+		e.r.tlsrpt.stop()
 	})
 }
 

@@ -96,6 +96,7 @@ type relay struct {
 	stopping atomic.Bool
 
 	shaper *shaping.Shaper
+	tlsrpt *tlsrptRun // TLS-RPT counter and reporter (tlsrptwire.go)
 	// shapingSet is the shaping in effect, for the /metrics gauges.
 	shapingSet atomic.Pointer[shaping.Settings]
 }
@@ -198,6 +199,9 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.startTLSRPT(ctx, signer); err != nil {
+		return err
+	}
 	if err := r.sub.Start(); err != nil {
 		return err
 	}
@@ -289,6 +293,7 @@ func (r *relay) close() {
 	if r.bouncer != nil && r.cfg.Bounces.Listen != "" {
 		_ = r.bouncer.Shutdown(ctx)
 	}
+	r.tlsrpt.stop()
 	if r.shaper != nil {
 		r.shaper.Close()
 	}

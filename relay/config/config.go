@@ -258,6 +258,8 @@ type Delivery struct {
 	Pools map[string][]string `yaml:"pools"`
 	// DANE honours recipient MX hosts' TLSA records (RFC 7672).
 	DANE DANE `yaml:"dane"`
+	// TLSRPT sends daily TLS reports to recipient domains (RFC 8460).
+	TLSRPT TLSRPT `yaml:"tls_rpt"`
 }
 
 // Bounces configures DSNs, VERP intake and the suppression list.

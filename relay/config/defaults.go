@@ -112,6 +112,7 @@ func defaultDelivery() Delivery {
 		DeniedNetworks: defaultDeniedNetworks(),
 		Shaping:        defaultShaping(),
 		DANE:           DANE{Enabled: true},
+		TLSRPT:         TLSRPT{Enabled: true},
 	}
 }
 

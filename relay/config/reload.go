@@ -66,6 +66,8 @@ var reloadClasses = map[string]ReloadClass{
 	"delivery.pools":       Live,
 	"delivery.mta_sts":     Live, // the next lookup uses the new settings; cached policies stay in KV
 
+	"delivery.tls_rpt": Restart, // the session counter and the daily reporter are built at start
+
 	"bounces":              Live,
 	"bounces.listen":       Restart,
 	"bounces.suppress_for": Restart, // the suppression bucket's TTL

@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 	c.validateBounces(ps)
 	c.validateFBL(ps)
 	c.validateDKIM(ps)
+	c.validateTLSRPT(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
 	}
@@ -420,6 +421,7 @@ func (c *Config) Warnings() []Problem {
 	}
 	out = append(out, c.poolWarnings()...)
 	out = append(out, c.daneWarnings()...)
+	out = append(out, c.tlsrptWarnings()...)
 	return append(out, c.syncWarning()...)
 }
 

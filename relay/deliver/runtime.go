@@ -235,13 +235,17 @@ func splitHostPort(hp string) (string, int) {
 }
 
 // transport picks the route for env's domain (first match wins, "*" = all)
-// or MX delivery with the domain's TLS policy.
+// or MX delivery with the domain's TLS policy; a TLS-RPT report gets MX
+// delivery with opportunistic TLS whatever that policy (RFC 8460 §3).
 func (rt *runtime) transport(ctx context.Context, env *queue.Envelope) (smtpclient.Transport, error) {
 	dom := strings.ToLower(env.Domain)
 	for i, m := range rt.matchers {
 		if m["*"] || m[dom] {
 			return rt.routes[i], nil
 		}
+	}
+	if env.TLSReport {
+		return rt.client.ReportMX(dom), nil
 	}
 	return rt.client.MX(ctx, dom, env.RequireTLS)
 }
