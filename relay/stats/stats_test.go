@@ -204,4 +204,3 @@ func BenchmarkSeriesDay(b *testing.B) {
 		}
 	}
 }
-
