@@ -37,13 +37,13 @@ func (c *Config) Validate() error {
 	}
 	c.validateNATS(ps)
 	c.validateSubmission(ps)
+	c.validateGuards(ps) // guard.go
 	c.validateDelivery(ps)
 	c.validateShaping(ps)
 	c.validateEgress(ps)
 	checkNetworks(ps, "delivery.denied_networks", c.Delivery.DeniedNetworks)
 	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
-	c.validateGuards(ps)
 	c.validateDKIM(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
