@@ -38,13 +38,13 @@ func commands() map[string]command {
 		"logs":     {"show and follow delivery events", runLogs},
 		"queue":    {"inspect and act on the queue: ls, show, retry, hold, release, delete", runQueue},
 		"suppress": {"manage the suppression list: ls, add, rm", runSuppress},
-		"stats":    {"delivery counts per user and domain, bounce rates, paused users", runStats},
 		"bench":    {"load-test an SMTP submission service", runBench},
 		"sink":     {"run a development SMTP sink that accepts and counts mail", runSink},
 		"auth":     {"AUTH brake bans: bans, unban IP|--all", runAuth},
 		"send":     {"send one test message through the relay and follow it", runSend},
 		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
 		"shaping":  {"traffic shaping per provider: status, resume PROVIDER", runShaping},
+		"stats":    {"delivery counts per user and domain, bounce rates, paused users", runStats},
 	}
 }
 
