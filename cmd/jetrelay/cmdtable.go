@@ -36,7 +36,7 @@ func subcommands() map[string][]string {
 		"suppress": {"ls", "add", "rm"},
 		"tls":      {"check"},
 		"tlsrpt":   {"show", "send"},
-		"user":     {"hash"},
+		"user":     {"hash", "resume"},
 	}
 }
 

@@ -31,7 +31,7 @@ func commands() map[string]command {
 
 		"serve":    {"run the relay (embedded NATS by default)", runServe},
 		"check":    {"validate a config file and print every problem with its line", runCheck},
-		"user":     {"manage submission users (user hash: bcrypt a password read on stdin)", runUser},
+		"user":     {"manage submission users: hash (bcrypt a password read on stdin), resume NAME", runUser},
 		"version":  {"print the version", runVersion},
 		"dkim":     {"DKIM keys: keygen, dns, check", runDKIM},
 		"domain":   {"check a sending domain's SPF, DKIM, DMARC, reverse DNS and bounce MX", runDomain},
@@ -44,6 +44,7 @@ func commands() map[string]command {
 		"send":     {"send one test message through the relay and follow it", runSend},
 		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
 		"shaping":  {"traffic shaping per provider: status, resume PROVIDER", runShaping},
+		"stats":    {"delivery counts per user and domain, bounce rates, paused users", runStats},
 		"tls":      {"check what delivery to a domain does about TLS: MTA-STS, DANE, live STARTTLS", runTLS},
 		"tlsrpt":   {"TLS reporting (RFC 8460): show today's counters, send --now", runTLSRPT},
 	}

@@ -95,6 +95,7 @@ type relay struct {
 	adm      *admin.Server
 	stopping atomic.Bool
 
+	stats  *statsWire // the counts and the bounce-rate guard (statswire.go)
 	shaper *shaping.Shaper
 	tlsrpt *tlsrptRun // TLS-RPT counter and reporter (tlsrptwire.go)
 	// shapingSet is the shaping in effect, for the /metrics gauges.
@@ -202,6 +203,9 @@ func (r *relay) start(ctx context.Context) error {
 	if err := r.startTLSRPT(ctx, signer); err != nil {
 		return err
 	}
+	if err := r.startStats(ctx); err != nil {
+		return err
+	}
 	if err := r.sub.Start(); err != nil {
 		return err
 	}
@@ -294,6 +298,7 @@ func (r *relay) close() {
 		_ = r.bouncer.Shutdown(ctx)
 	}
 	r.tlsrpt.stop()
+	r.stopStats() // before the events publisher: the guard emits through it
 	if r.shaper != nil {
 		r.shaper.Close()
 	}

@@ -37,6 +37,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateNATS(ps)
 	c.validateSubmission(ps)
+	c.validateGuards(ps) // guard.go
 	c.validateDelivery(ps)
 	c.validateShaping(ps)
 	c.validateEgress(ps)

@@ -436,6 +436,7 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 		if fj.untried {
 			ev.Reason = "not_attempted"
 		}
+		ev.User = env.User // whose mail: relay/stats counts per user
 		f.ev.Emit(ev)
 	}
 }
