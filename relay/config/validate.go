@@ -44,6 +44,7 @@ func (c *Config) Validate() error {
 	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
 	c.validateDKIM(ps)
+	c.validateWebhooks(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
 	}
@@ -419,6 +420,7 @@ func (c *Config) Warnings() []Problem {
 	}
 	out = append(out, c.poolWarnings()...)
 	out = append(out, c.daneWarnings()...)
+	out = append(out, c.webhookWarnings()...)
 	return append(out, c.syncWarning()...)
 }
 
