@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,6 +76,18 @@ func (s *sender) run(ctx context.Context) {
 	s.release()
 }
 
+// slice is one pull request's expiry: at most fetchSlice and a quarter
+// of AckWait, so a gathering batch's first events never time out.
+func (s *sender) slice() time.Duration {
+	return max(min(fetchSlice, s.o.AckWait/4), minFetchWait)
+}
+
+// ackWait is the consumer's AckWait: Options.AckWait, or longer when the
+// webhook gathers its batches for longer (they are acked only after).
+func (s *sender) ackWait() time.Duration {
+	return max(s.o.AckWait, 2*(s.hook.BatchWait+s.slice()))
+}
+
 // consumerConfig is the webhook's durable pull consumer: only the subjects
 // of its event types, new events from its creation on, explicit acks, one
 // batch outstanding, and one pinned sender across the cluster.
@@ -82,9 +95,9 @@ func (s *sender) consumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: consumerName(s.hook.Name), Description: "jetrelay webhook " + s.hook.Name,
 		FilterSubjects: FilterSubjects(s.hook.Types), DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.o.AckWait, MaxDeliver: -1,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.ackWait(), MaxDeliver: -1,
 		MaxAckPending: s.hook.BatchMax, MaxRequestBatch: s.hook.BatchMax,
-		PriorityPolicy: jetstream.PriorityPolicyPinned, PinnedTTL: s.o.PinnedTTL,
+		PriorityPolicy: jetstream.PriorityPolicyPinned, PinnedTTL: max(s.o.PinnedTTL, 2*s.ackWait()),
 		PriorityGroups: []string{priorityGroup},
 	}
 }
@@ -111,7 +124,7 @@ func (s *sender) collect(ctx context.Context, cons jetstream.Consumer) ([]jetstr
 	var msgs []jetstream.Msg
 	var deadline time.Time
 	for ctx.Err() == nil && len(msgs) < s.hook.BatchMax {
-		slice := fetchSlice
+		slice := s.slice()
 		if !deadline.IsZero() {
 			left := time.Until(deadline)
 			if left <= 0 {
@@ -135,7 +148,21 @@ func (s *sender) collect(ctx context.Context, cons jetstream.Consumer) ([]jetstr
 			return msgs, err
 		}
 	}
+	sortByStream(msgs)
 	return msgs, nil
+}
+
+// sortByStream puts a batch in stream order: redeliveries after a node
+// died come back in the order their ack timers ran out, which need not be
+// the stream's.
+func sortByStream(msgs []jetstream.Msg) {
+	seq := func(m jetstream.Msg) uint64 {
+		if meta, err := m.Metadata(); err == nil {
+			return meta.Sequence.Stream
+		}
+		return 0
+	}
+	slices.SortStableFunc(msgs, func(a, b jetstream.Msg) int { return cmp.Compare(seq(a), seq(b)) })
 }
 
 // deliver POSTs the wanted events of msgs until they are accepted or too
@@ -232,7 +259,7 @@ func (s *sender) dropAged(items []item, cause error) []item {
 // a pull request that cannot be served (holdPin). The returned function
 // stops it and waits.
 func (s *sender) keepAlive(cons jetstream.Consumer, msgs []jetstream.Msg) func() {
-	every := min(s.o.AckWait, s.o.PinnedTTL) / 3
+	every := s.ackWait() / 3
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -245,8 +272,11 @@ func (s *sender) keepAlive(cons jetstream.Consumer, msgs []jetstream.Msg) func()
 			case <-done:
 				return
 			case <-t.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
+				// Newest first: when a crash cuts this loop short, the
+				// older events' ack timers run out first, so the next
+				// sender gets them redelivered in stream order.
+				for i := len(msgs) - 1; i >= 0; i-- {
+					_ = msgs[i].InProgress()
 				}
 				holdPin(cons)
 			}
