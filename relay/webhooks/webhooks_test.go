@@ -291,4 +291,3 @@ func TestSignVerify(t *testing.T) {
 		t.Fatal("a wrong body, secret or header verified")
 	}
 }
-
