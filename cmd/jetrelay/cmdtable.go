@@ -35,6 +35,7 @@ func subcommands() map[string][]string {
 		"shaping":  {"status", "resume"},
 		"suppress": {"ls", "add", "rm"},
 		"user":     {"hash"},
+		"webhooks": {"ls", "test", "replay"},
 	}
 }
 
