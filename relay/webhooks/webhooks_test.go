@@ -3,7 +3,9 @@ package webhooks_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -289,5 +291,31 @@ func TestSignVerify(t *testing.T) {
 	if webhooks.Verify(secret, h, append(body, ' ')) || webhooks.Verify([]byte("other"), h, body) ||
 		webhooks.Verify(secret, "t=x,v1=00", body) {
 		t.Fatal("a wrong body, secret or header verified")
+	}
+}
+
+// A dead endpoint (it never answers) holds up only its own webhook.
+func TestDeadEndpointDelaysNothingElse(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // then the server notices the client leaving
+		<-r.Context().Done()
+	}))
+	t.Cleanup(dead.Close)
+	stuck := e.hook("dead")
+	stuck.URL, stuck.Timeout = dead.URL, time.Minute
+	m, _ := e.manager(nil)
+	m.Apply([]webhooks.Hook{stuck, e.hook("live")})
+	queuetest.Eventually(t, wait, "both consumers", func() bool {
+		_, err1 := webhooks.Pending(context.Background(), e.js, "dead")
+		_, err2 := webhooks.Pending(context.Background(), e.js, "live")
+		return err1 == nil && err2 == nil
+	})
+	e.publishMessages(5, "shop")
+	queuetest.Eventually(t, wait, "15 events at the live endpoint", func() bool { return e.rc.distinct() >= 15 })
+	n, err := webhooks.Pending(context.Background(), e.js, "dead")
+	if err != nil || n != 15 {
+		t.Fatalf("dead webhook pending %d, %v; want all 15", n, err)
 	}
 }
