@@ -272,11 +272,11 @@ func (s *sender) keepAlive(cons jetstream.Consumer, msgs []jetstream.Msg) func()
 			case <-done:
 				return
 			case <-t.C:
-				// Newest first: when a crash cuts this loop short, the
-				// older events' ack timers run out first, so the next
-				// sender gets them redelivered in stream order.
-				for i := len(msgs) - 1; i >= 0; i-- {
-					_ = msgs[i].InProgress()
+				// Oldest first: the server redelivers in the order the
+				// ack timers run out, so a batch whose sender died comes
+				// back to the next one in stream order (collect sorts too).
+				for _, m := range msgs {
+					_ = m.InProgress()
 				}
 				holdPin(cons)
 			}
