@@ -123,6 +123,7 @@ type receiver struct {
 	posts int
 	bad   int
 	ok    [][]webhooks.Payload
+	first []string // the first event id of every POST, answered 2xx or not
 	// reply picks the status of the n-th POST (from 1); 0 = 200. It may
 	// block (a timeout) until the request's context ends.
 	reply func(n int, r *http.Request) int
@@ -132,7 +133,14 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	good := webhooks.Verify(secret, r.Header.Get(webhooks.SignatureHeader), body) &&
 		r.Header.Get("Content-Type") == "application/json"
+	var ids []struct {
+		EventID string `json:"event_id"`
+	}
+	_ = json.Unmarshal(body, &ids)
 	rc.mu.Lock()
+	if len(ids) > 0 {
+		rc.first = append(rc.first, ids[0].EventID)
+	}
 	rc.posts++
 	n, reply := rc.posts, rc.reply
 	if !good {

@@ -319,3 +319,45 @@ func TestDeadEndpointDelaysNothingElse(t *testing.T) {
 		t.Fatalf("dead webhook pending %d, %v; want all 15", n, err)
 	}
 }
+
+// Two nodes, and an endpoint failing for longer than the pin's TTL and
+// the ack wait: the retrying sender keeps its batch and its pin, so the
+// other node POSTs nothing meanwhile (though the batch leaves room under
+// MaxAckPending for newer events), and no event arrives twice.
+func TestRetryingSenderKeepsBatchAndPin(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const failures = 40 // at 20ms..200ms backoff: well past the 4s pin TTL and 2s ack wait
+	e.rc.setReply(func(n int, _ *http.Request) int {
+		if n <= failures {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	})
+	h := e.hook("app")
+	m1, _ := e.manager(nil)
+	m2, _ := e.manager(nil)
+	m1.Apply([]webhooks.Hook{h})
+	m2.Apply([]webhooks.Hook{h})
+	queuetest.Eventually(t, wait, "the consumer", func() bool {
+		_, err := webhooks.Pending(context.Background(), e.js, "app")
+		return err == nil
+	})
+	e.publishMessages(3, "first") // 9 events: a batch of 10 with room for one more
+	queuetest.Eventually(t, wait, "a failed POST", func() bool { n, _ := e.rc.counts(); return n >= 1 })
+	e.publishMessages(3, "later")
+	queuetest.Eventually(t, wait, "18 events accepted", func() bool { return e.rc.distinct() >= 18 })
+	all, _ := e.rc.accepted()
+	if len(all) != 18 {
+		t.Fatalf("%d events accepted for 18 distinct: a batch was sent twice", len(all))
+	}
+	checkOrder(t, all)
+	e.rc.mu.Lock()
+	defer e.rc.mu.Unlock()
+	for i, id := range e.rc.first[:failures] {
+		if id != e.rc.first[0] {
+			t.Fatalf("POST %d carried another batch (first event %s, not %s) while the first was retried",
+				i+1, id, e.rc.first[0])
+		}
+	}
+}
