@@ -91,7 +91,7 @@ func TestRetryAfter500AndTimeout(t *testing.T) {
 	})
 	reg := prometheus.NewRegistry()
 	h := e.hook("app")
-	h.Timeout = 300 * time.Millisecond
+	h.Timeout = time.Second
 	m, _ := e.manager(reg)
 	m.Apply([]webhooks.Hook{h})
 	queuetest.Eventually(t, wait, "the consumer", func() bool {
