@@ -65,6 +65,12 @@ func (e *env) hook(name string) webhooks.Hook {
 // with short ack and pin timers and fast retries.
 func (e *env) manager(reg prometheus.Registerer) (*webhooks.Manager, *nats.Conn) {
 	e.t.Helper()
+	return e.managerWith(reg, 2*time.Second, 4*time.Second)
+}
+
+// managerWith is manager with the given ack wait and pin TTL.
+func (e *env) managerWith(reg prometheus.Registerer, ackWait, pinTTL time.Duration) (*webhooks.Manager, *nats.Conn) {
+	e.t.Helper()
 	nc, err := nats.Connect("", nats.InProcessServer(e.q.Embedded()))
 	if err != nil {
 		e.t.Fatal(err)
@@ -87,7 +93,7 @@ func (e *env) manager(reg prometheus.Registerer) (*webhooks.Manager, *nats.Conn)
 		}
 	}
 	m := webhooks.NewManager(webhooks.Options{JetStream: js, KV: kv, Logger: testLog(e.t), Metrics: met,
-		Node: fmt.Sprintf("node-%p", nc), AckWait: 2 * time.Second, PinnedTTL: 4 * time.Second,
+		Node: fmt.Sprintf("node-%p", nc), AckWait: ackWait, PinnedTTL: pinTTL,
 		RetryBase: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond})
 	e.t.Cleanup(m.Close)
 	return m, nc

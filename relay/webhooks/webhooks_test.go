@@ -361,3 +361,40 @@ func TestRetryingSenderKeepsBatchAndPin(t *testing.T) {
 		}
 	}
 }
+
+// A clean stop hands the batch in flight back and releases the pin: the
+// other node sends it at once, long before the ack wait (1m) or the pin's
+// TTL (2m) would let it.
+func TestCleanStopHandsOver(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	inFlight := make(chan struct{})
+	e.rc.setReply(func(n int, r *http.Request) int {
+		if n == 1 {
+			close(inFlight)
+			<-r.Context().Done()
+		}
+		return 0
+	})
+	h := e.hook("app")
+	m1, _ := e.managerWith(nil, time.Minute, 2*time.Minute)
+	m2, _ := e.managerWith(nil, time.Minute, 2*time.Minute)
+	m1.Apply([]webhooks.Hook{h})
+	queuetest.Eventually(t, wait, "the consumer", func() bool {
+		_, err := webhooks.Pending(context.Background(), e.js, "app")
+		return err == nil
+	})
+	e.publishMessages(2, "shop")
+	select {
+	case <-inFlight:
+	case <-time.After(wait):
+		t.Fatal("no POST")
+	}
+	m2.Apply([]webhooks.Hook{h})
+	m1.Close()
+	queuetest.Eventually(t, 30*time.Second, "6 events accepted from the other node", func() bool {
+		return e.rc.distinct() >= 6
+	})
+	all, _ := e.rc.accepted()
+	checkOrder(t, all)
+}
