@@ -37,6 +37,7 @@ func subcommands() map[string][]string {
 		"tls":      {"check"},
 		"tlsrpt":   {"show", "send"},
 		"user":     {"hash", "resume"},
+		"webhooks": {"ls", "test", "replay"},
 	}
 }
 

@@ -47,6 +47,7 @@ func commands() map[string]command {
 		"stats":    {"delivery counts per user and domain, bounce rates, paused users", runStats},
 		"tls":      {"check what delivery to a domain does about TLS: MTA-STS, DANE, live STARTTLS", runTLS},
 		"tlsrpt":   {"TLS reporting (RFC 8460): show today's counters, send --now", runTLSRPT},
+		"webhooks": {"delivery event webhooks: ls, test NAME, replay NAME --since D", runWebhooks},
 	}
 }
 

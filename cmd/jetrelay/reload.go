@@ -96,6 +96,10 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	if err != nil {
 		return ch, err
 	}
+	hooks, err := webhookHooks(cfg)
+	if err != nil {
+		return ch, err
+	}
 	// Last, as the only step outside this process: when the stream refuses
 	// its new limits, nothing has been applied yet.
 	if so := eventStreamOptions(cfg); !reflect.DeepEqual(so, eventStreamOptions(r.cfg)) {
@@ -115,6 +119,7 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	r.shapingSet.Store(&shapingSet)
 	applyDeliver()
 	applySubmit()
+	r.webhooks.Apply(hooks)
 	r.sub.SetSigner(signer)
 	r.tlsrpt.setSigner(signer)
 	r.cfg = cfg

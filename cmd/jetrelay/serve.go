@@ -19,6 +19,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/mtasts"
 	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/submit"
+	"github.com/jetrelay/jetrelay/relay/webhooks"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -100,6 +101,8 @@ type relay struct {
 	tlsrpt *tlsrptRun // TLS-RPT counter and reporter (tlsrptwire.go)
 	// shapingSet is the shaping in effect, for the /metrics gauges.
 	shapingSet atomic.Pointer[shaping.Settings]
+
+	webhooks *webhooks.Manager // webhookwire.go
 }
 
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {
@@ -214,6 +217,9 @@ func (r *relay) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := r.startWebhooks(ctx); err != nil {
+		return fmt.Errorf("webhooks: %w", err)
+	}
 	return r.startAdmin()
 }
 
@@ -302,6 +308,7 @@ func (r *relay) close() {
 	if r.shaper != nil {
 		r.shaper.Close()
 	}
+	r.closeWebhooks()
 	if r.evPub != nil {
 		_ = r.evPub.Close(ctx)
 	}

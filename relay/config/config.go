@@ -30,6 +30,8 @@ type Config struct {
 	Events     Events     `yaml:"events"`
 	Admin      Admin      `yaml:"admin"`
 	Log        Log        `yaml:"log"`
+	// Webhooks post delivery events to applications (relay/webhooks).
+	Webhooks []Webhook `yaml:"webhooks"`
 	// MemoryLimit is the Go runtime's soft memory limit (0 = none); the
 	// GOMEMLIMIT environment variable, when set, takes precedence.
 	MemoryLimit Size `yaml:"memory_limit"`
@@ -448,6 +450,9 @@ func (c *Config) resolvePaths(dir string) {
 	c.NATS.Cluster.resolvePaths(fix)
 	for i := range c.DKIM.Keys {
 		fix(&c.DKIM.Keys[i].Key)
+	}
+	for i := range c.Webhooks {
+		fix(&c.Webhooks[i].SecretFile)
 	}
 }
 

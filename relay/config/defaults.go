@@ -149,6 +149,7 @@ func (c *Config) applyDerivedDefaults() {
 	}
 	c.applyClusterDefaults()
 	c.applyShapingAlias()
+	c.applyWebhookDefaults()
 }
 
 // MaxVERPAge caps bounces.verp_max_age: VERP records live 30 days.

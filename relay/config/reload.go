@@ -76,6 +76,8 @@ var reloadClasses = map[string]ReloadClass{
 	"events": Live, // the events stream's limits
 	"admin":  Restart,
 	"log":    Restart,
+
+	"webhooks": Live, // senders are started, stopped or restarted per webhook
 }
 
 // ClassOf returns the reload class of a key path as Keys spells it

@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 	c.validateFBL(ps)
 	c.validateDKIM(ps)
 	c.validateTLSRPT(ps)
+	c.validateWebhooks(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
 	}
@@ -423,6 +424,7 @@ func (c *Config) Warnings() []Problem {
 	out = append(out, c.poolWarnings()...)
 	out = append(out, c.daneWarnings()...)
 	out = append(out, c.tlsrptWarnings()...)
+	out = append(out, c.webhookWarnings()...)
 	return append(out, c.syncWarning()...)
 }
 
