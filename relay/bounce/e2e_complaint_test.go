@@ -53,7 +53,9 @@ func TestE2EComplaintSuppresses(t *testing.T) {
 		c.FeedbackType != "abuse" || c.MsgID != "<inv-7@example.com>" {
 		t.Errorf("complaint event %+v, want queue id %s, user %s, rcpt bob", c, accepted.QueueID, submitUser)
 	}
-	w.waitEvent(events.Suppressed, "", "bob@example.org")
+	if s := w.waitEvent(events.Suppressed, "", "bob@example.org"); s.User != submitUser {
+		t.Errorf("suppressed event user %q, want %q (a webhook limited to the user must see it)", s.User, submitUser)
+	}
 	err := submitTo(t, addr, "bob@example.org")
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 1, 1}) {

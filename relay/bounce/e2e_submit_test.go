@@ -93,7 +93,9 @@ func TestE2EHardBounceSuppressesSubmission(t *testing.T) {
 	if err := submitTo(t, addr, "bob@example.org"); err != nil {
 		t.Fatalf("first submission: %v", err)
 	}
-	w.waitEvent(events.Suppressed, "", "bob@example.org")
+	if s := w.waitEvent(events.Suppressed, "", "bob@example.org"); s.User != submitUser {
+		t.Errorf("suppressed event user %q, want %q", s.User, submitUser)
+	}
 	err := submitTo(t, addr, "Bob@example.org")
 	var se *smtp.SMTPError
 	want := "recipient suppressed after hard bounce on " + time.Now().UTC().Format("2006-01-02")

@@ -71,7 +71,7 @@ func (b *Bouncer) decide(ctx context.Context, ev Evidence, e *events.Event) {
 		reason = why
 	}
 	_, err := b.supp.Add(ctx,
-		Suppression{Addr: ev.Token, Reason: reason, Code: ev.Status, QueueID: e.QueueID}, ActorIntake)
+		Suppression{Addr: ev.Token, Reason: reason, Code: ev.Status, QueueID: e.QueueID, User: e.User}, ActorIntake)
 	if err != nil {
 		b.log.Error().Err(err).Str("queue_id", e.QueueID).Str("rcpt", ev.Token).Msg("could not suppress recipient")
 	}

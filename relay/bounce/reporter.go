@@ -102,6 +102,7 @@ func (b *Bouncer) DelayDue(env *queue.Envelope) bool {
 func (b *Bouncer) suppressAfterFailure(ctx context.Context, env *queue.Envelope, r Result) {
 	_, err := b.supp.Add(ctx, Suppression{
 		Addr: r.Rcpt.Addr, Reason: strings.ReplaceAll(diagnostic(r), "\n", " "), Code: r.Enh, QueueID: env.ID,
+		User: env.User,
 	}, ActorDelivery)
 	if err != nil {
 		b.log.Error().Err(err).Str("queue_id", env.ID).Str("rcpt", r.Rcpt.Addr).Msg("could not suppress recipient")

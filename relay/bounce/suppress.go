@@ -30,6 +30,10 @@ type Suppression struct {
 	Reason  string    `json:"reason,omitempty"`
 	Code    string    `json:"code,omitempty"` // enhanced status, e.g. 5.1.1
 	QueueID string    `json:"queue_id,omitempty"`
+	// User is the submission user whose message led to the suppression
+	// (empty for an operator's addition): the suppressed event carries it,
+	// so a webhook limited to that user's mail sees it.
+	User string `json:"user,omitempty"`
 	// Expires is Since + bounces.suppress_for; computed, not stored.
 	Expires time.Time `json:"expires,omitzero"`
 }
@@ -199,7 +203,7 @@ func (l *SuppressionList) Add(ctx context.Context, s Suppression, actor string) 
 	}
 	l.emit(&events.Event{
 		Event: events.Suppressed, Rcpt: s.Addr, QueueID: s.QueueID, SMTPEnh: s.Code,
-		Reason: s.Reason, Actor: actor,
+		Reason: s.Reason, Actor: actor, User: s.User,
 	})
 	return s, nil
 }
