@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -196,6 +197,8 @@ func (x *Index) store(ctx context.Context, u *update) error {
 			return err
 		}
 		before, _ := encode(r)
+		had := r.Summary
+		had.Rcpts = slices.Clone(r.Rcpts)
 		for i, e := range u.evs {
 			r.fold(u.seqs[i], e)
 		}
@@ -206,6 +209,11 @@ func (x *Index) store(ctx context.Context, u *update) error {
 		}
 		if rev != 0 && bytes.Equal(before, after) {
 			return nil // redelivered events: nothing new
+		}
+		// Terms first: a summary is never stored without its postings
+		// (a failure here leaves the events for redelivery).
+		if err := x.post(ctx, u.id, newTerms(&had, &r.Summary)); err != nil {
+			return err
 		}
 		if rev == 0 {
 			_, err = x.kv.Create(ctx, k, after)
@@ -252,3 +260,29 @@ func bound(r *record) {
 }
 
 const maxReply = 512
+
+// post publishes the postings of new terms and waits for their acks.
+func (x *Index) post(ctx context.Context, id string, ts []term) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(ts))
+	for _, t := range ts {
+		data, err := json.Marshal(posting{Term: t.String(), ID: id})
+		if err != nil {
+			return err
+		}
+		f, err := x.js.PublishAsync(t.subject(), data, jetstream.WithExpectStream(PostingsStream))
+		if err != nil {
+			return fmt.Errorf("msgindex: posting: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("msgindex: posting: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

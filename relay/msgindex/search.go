@@ -57,7 +57,10 @@ const (
 	cursorMagic = "c1:"
 )
 
-// Search returns the summaries matching q, newest accepted first. It
+// Search returns the summaries matching q, newest accepted first. A
+// query naming a queue id is one direct get; one naming a term (address,
+// domain, Message-ID, metadata, user) reads that term's postings and
+// then the newest candidates' summaries; any other (status, time, none)
 // reads the bucket hour by hour backwards from q.Until (or now, or the
 // cursor), a growing number of hours per read (1, 1, 2, 4 ... 48), and
 // stops once a page is full, q.Since (or the retention) is reached, or
@@ -70,6 +73,9 @@ func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
 	m := newMatcher(q)
 	if q.QueueID != "" {
 		return x.searchID(ctx, q, m, bound)
+	}
+	if t, ok := queryTerm(q); ok {
+		return x.searchTerm(ctx, q, m, t, bound)
 	}
 	now := time.Now()
 	floor := now.Add(-x.o.Retention).Truncate(time.Hour)

@@ -92,6 +92,9 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Index, error
 	if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(o)); err != nil {
 		return nil, fmt.Errorf("msgindex: bucket %s: %w", Bucket, err)
 	}
+	if _, err := js.CreateOrUpdateStream(ctx, PostingsConfig(o)); err != nil {
+		return nil, fmt.Errorf("msgindex: stream %s: %w", PostingsStream, err)
+	}
 	kv, err := js.KeyValue(ctx, Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("msgindex: bucket %s: %w", Bucket, err)
