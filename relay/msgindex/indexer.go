@@ -265,11 +265,7 @@ const maxReply = 512
 func (x *Index) post(ctx context.Context, id string, ts []term) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(ts))
 	for _, t := range ts {
-		data, err := json.Marshal(posting{Term: t.String(), ID: id})
-		if err != nil {
-			return err
-		}
-		f, err := x.js.PublishAsync(t.subject(), data, jetstream.WithExpectStream(PostingsStream))
+		f, err := x.js.PublishAsync(t.subject(), postingData(id, t), jetstream.WithExpectStream(PostingsStream))
 		if err != nil {
 			return fmt.Errorf("msgindex: posting: %w", err)
 		}
