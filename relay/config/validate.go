@@ -44,6 +44,7 @@ func (c *Config) Validate() error {
 	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
 	c.validateDKIM(ps)
+	c.validateEventsIndex(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
 	}
