@@ -190,8 +190,19 @@ func TestPaginationStableWhileEventsArrive(t *testing.T) {
 	}
 	v.waitFor(ids[len(ids)-1], "last indexed", func(s Summary) bool { return s.Status == StatusDeferred })
 	queuetest.Eventually(t, 30*time.Second, "all indexed", func() bool { return len(v.search(Query{Limit: 500}).Items) == 130 })
+	for name, q := range map[string]Query{
+		"all":           {Limit: 50},
+		"domain":        {Limit: 50, Rcpt: "@y.test"},
+		"address since": {Limit: 40, Rcpt: "r@y.test", Since: now.Add(-5 * time.Hour)},
+	} {
+		t.Run(name, func(t *testing.T) { pageThrough(t, v, q, ids) })
+	}
+}
+
+// pageThrough pages through q while new mail arrives and messages on
+// later pages change, and expects want, in order.
+func pageThrough(t *testing.T, v *env, q Query, want []string) {
 	var seen []string
-	q := Query{Limit: 50}
 	for page := 0; ; page++ {
 		p := v.search(q)
 		for _, s := range p.Items {
@@ -199,15 +210,18 @@ func TestPaginationStableWhileEventsArrive(t *testing.T) {
 		}
 		// between pages: new mail and updates of messages on later pages
 		fresh := queue.NewID()
-		v.publish(accepted(fresh, time.Now(), "s@x.test", 1),
-			delivery(ids[min(len(ids)-1, (page+1)*50+3)], "r@y.test", events.StatusDelivered, time.Now(), 2))
+		v.publish(accepted(fresh, time.Now(), "s@x.test", 1), delivery(fresh, "r@y.test", events.StatusDeferred, time.Now(), 1),
+			delivery(want[min(len(want)-1, (page+1)*q.Limit+3)], "r@y.test", events.StatusDelivered, time.Now(), 2))
 		if p.Next == "" {
 			break
 		}
 		q.Cursor = p.Next
 	}
-	if !slices.Equal(seen, ids) {
-		t.Fatalf("paged through %d ids, want the %d in descending order", len(seen), len(ids))
+	if !q.Since.IsZero() {
+		want = slices.DeleteFunc(slices.Clone(want), func(id string) bool { at, _ := idTime(id); return at.Before(q.Since) })
+	}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("paged through %d ids, want the %d in descending order", len(seen), len(want))
 	}
 }
 

@@ -144,39 +144,19 @@ func queryTerm(q Query) (term, bool) {
 	return term{}, false
 }
 
-// postingIDs reads t's subject and returns the queue ids posted for t
-// within [lo, hi), newest first, without duplicates.
-func (x *Index) postingIDs(ctx context.Context, t term, lo, hi string) ([]string, error) {
-	cons, err := x.js.CreateConsumer(ctx, PostingsStream, jetstream.ConsumerConfig{
-		FilterSubject: t.subject(), DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
-		MemoryStorage: true, InactiveThreshold: time.Minute, Replicas: 1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("msgindex: search: %w", err)
-	}
-	defer func() { _ = x.js.DeleteConsumer(context.WithoutCancel(ctx), PostingsStream, cons.CachedInfo().Name) }()
-	want := t.String()
-	seen := map[string]bool{}
-	err = readAll(ctx, cons, func(data []byte) {
-		id, tm, ok := strings.Cut(string(data), " ")
-		if !ok || tm != want || id < lo || (hi != "" && id >= hi) {
-			return
-		}
-		seen[id] = true
-	})
-	ids := slices.Sorted(maps.Keys(seen))
-	slices.Reverse(ids)
-	return ids, err
-}
-
 // Term search limits: summaries fetched at once, and per Search.
 const (
 	getChunk = 64
 	maxGets  = 4096
 )
 
-// searchTerm answers a query through t's postings: the candidates newest
-// first, their summaries fetched getChunk at a time and matched exactly.
+// searchTerm answers a query through t's postings, read newest first in
+// growing windows of stream time (postingWindows). A posting is stored
+// after its message was accepted, so once every posting stored since F is
+// read, every candidate accepted since F is known: those are checked,
+// newest first, by fetching their summaries getChunk at a time, before an
+// older window is read. A later page reads the postings stored since its
+// cursor's time again.
 func (x *Index) searchTerm(ctx context.Context, q Query, m *matcher, t term, bound string) (Page, error) {
 	lo, hi := "", bound
 	if !q.Since.IsZero() {
@@ -185,30 +165,130 @@ func (x *Index) searchTerm(ctx context.Context, q Query, m *matcher, t term, bou
 	if u := idFloor(q.Until); !q.Until.IsZero() && (hi == "" || u < hi) {
 		hi = u
 	}
-	ids, err := x.postingIDs(ctx, t, lo, hi)
-	if err != nil {
-		return Page{}, err
-	}
-	var items []Summary
-	for i := 0; i < len(ids); i += getChunk {
-		chunk := ids[i:min(i+getChunk, len(ids))]
-		sums, err := x.getMany(ctx, chunk)
-		if err != nil {
+	ts := &termSearch{x: x, q: q, m: m, want: t.String(), lo: lo, hi: hi, seen: map[string]bool{}}
+	now := time.Now()
+	end := time.Time{} // the newest window has no end
+	for _, w := range postingWindows {
+		start := now.Add(-w)
+		if hi != "" {
+			if t, _ := idTime(hi); t.Add(-w).Before(start) {
+				start = t.Add(-w)
+			}
+		}
+		if w == 0 {
+			start = time.Time{} // the rest: from the oldest posting kept
+		}
+		if err := ts.read(ctx, t.subject(), start, end); err != nil {
 			return Page{}, err
 		}
-		for _, s := range sums {
-			if s.QueueID == "" || !m.match(&s) {
-				continue
-			}
-			if items = append(items, s); len(items) > q.Limit {
-				return Page{Items: items[:q.Limit], Next: cursor(items[q.Limit-1].QueueID)}, nil
-			}
+		frontier := ""
+		if !start.IsZero() {
+			frontier = idFloor(start.Add(-clockSkew))
 		}
-		if i+getChunk >= maxGets && i+getChunk < len(ids) {
-			return Page{Items: items, Next: cursor(chunk[len(chunk)-1])}, nil
+		if p, done, err := ts.check(ctx, frontier); done || err != nil {
+			return p, err
+		}
+		if !start.IsZero() && lo != "" && frontier <= lo {
+			break // everything at or after Since is known
+		}
+		end = start
+	}
+	return ts.check0(ctx)
+}
+
+// postingWindows are the look-back of each read (0 = everything else).
+var postingWindows = []time.Duration{time.Hour, 6 * time.Hour, 48 * time.Hour, 0}
+
+// clockSkew is how far a posting's stream time may lag its queue id's
+// time (another node's clock).
+const clockSkew = 5 * time.Minute
+
+// termSearch is one term search's state across windows.
+type termSearch struct {
+	x       *Index
+	q       Query
+	m       *matcher
+	want    string
+	lo, hi  string
+	seen    map[string]bool // ids posted for the term
+	checked string          // ids at or above this were checked ("" = none)
+	items   []Summary
+	gets    int
+}
+
+// read adds the ids posted for the term between start (zero: the oldest)
+// and end (zero: the newest).
+func (ts *termSearch) read(ctx context.Context, subject string, start, end time.Time) error {
+	cfg := jetstream.ConsumerConfig{
+		FilterSubject: subject, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
+		MemoryStorage: true, InactiveThreshold: time.Minute, Replicas: 1,
+	}
+	if !start.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	js := ts.x.js
+	cons, err := js.CreateConsumer(ctx, PostingsStream, cfg)
+	if err != nil {
+		return fmt.Errorf("msgindex: search: %w", err)
+	}
+	defer func() { _ = js.DeleteConsumer(context.WithoutCancel(ctx), PostingsStream, cons.CachedInfo().Name) }()
+	return readAll(ctx, cons, func(data []byte, at time.Time) bool {
+		if !end.IsZero() && !at.Before(end) {
+			return false
+		}
+		id, tm, ok := strings.Cut(string(data), " ")
+		if ok && tm == ts.want && id >= ts.lo && (ts.hi == "" || id < ts.hi) {
+			ts.seen[id] = true
+		}
+		return true
+	})
+}
+
+// check fetches and matches the unchecked candidates at or above
+// frontier, newest first; done when the page is full or the fetch budget
+// is spent.
+func (ts *termSearch) check(ctx context.Context, frontier string) (Page, bool, error) {
+	var ids []string
+	for id := range ts.seen {
+		if id >= frontier && (ts.checked == "" || id < ts.checked) {
+			ids = append(ids, id)
 		}
 	}
-	return Page{Items: items}, nil
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	for i := 0; i < len(ids); i += getChunk {
+		chunk := ids[i:min(i+getChunk, len(ids))]
+		sums, err := ts.x.getMany(ctx, chunk)
+		if err != nil {
+			return Page{}, true, err
+		}
+		ts.gets += len(chunk)
+		for _, s := range sums {
+			if s.QueueID == "" || !ts.m.match(&s) {
+				continue
+			}
+			if ts.items = append(ts.items, s); len(ts.items) > ts.q.Limit {
+				return Page{Items: ts.items[:ts.q.Limit], Next: cursor(ts.items[ts.q.Limit-1].QueueID)}, true, nil
+			}
+		}
+		ts.checked = chunk[len(chunk)-1]
+		if ts.gets >= maxGets && i+getChunk < len(ids) {
+			return Page{Items: ts.items, Next: cursor(ts.checked)}, true, nil
+		}
+	}
+	if frontier != "" && (ts.checked == "" || frontier < ts.checked) {
+		ts.checked = frontier
+	}
+	return Page{}, false, nil
+}
+
+// check0 checks every remaining candidate: the search's last step.
+func (ts *termSearch) check0(ctx context.Context) (Page, error) {
+	p, done, err := ts.check(ctx, "")
+	if done || err != nil {
+		return p, err
+	}
+	return Page{Items: ts.items}, nil
 }
 
 // getMany fetches the summaries of ids concurrently, in ids' order; a
