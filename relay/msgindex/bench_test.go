@@ -34,6 +34,17 @@ func BenchmarkSearch100k(b *testing.B) {
 	runtime.ReadMemStats(&ms1)
 	b.Logf("indexed %d events (%d messages) in %s; heap +%d MiB", benchEvents, sample.messages,
 		time.Since(start).Round(time.Millisecond), (int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc))>>20)
+	for _, name := range []string{"KV_" + Bucket, PostingsStream} {
+		st, err := v.js.Stream(context.Background(), name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%s: %d messages, %d bytes, %d subjects", name, info.State.Msgs, info.State.Bytes, info.State.NumSubjects)
+	}
 	page5 := pageCursor(b, v, Query{}, 5)
 	domPage3 := pageCursor(b, v, Query{Rcpt: "@d1.test"}, 3)
 	cases := []struct {

@@ -298,3 +298,28 @@ func TestHistory(t *testing.T) {
 		t.Fatalf("history %v, want %v", kinds, want)
 	}
 }
+
+func TestGetManyBatchedAndOneByOne(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	now := time.Now().UTC()
+	ids := []string{queue.NewID(), queue.NewID(), queue.NewID()}
+	v.publish(accepted(ids[0], now, "a@x.test", 1), accepted(ids[2], now, "c@x.test", 1))
+	v.waitFor(ids[2], "indexed", func(Summary) bool { return true })
+	v.waitFor(ids[0], "indexed", func(Summary) bool { return true })
+	want := []string{"a@x.test", "", "c@x.test"} // the middle one was never indexed
+	for name, get := range map[string]func(context.Context, []string) ([]Summary, error){
+		"batched": v.x.multiGet, "one by one": v.x.getEach,
+	} {
+		got, err := get(context.Background(), ids)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i, s := range got {
+			if s.From != want[i] {
+				t.Errorf("%s: item %d from %q, want %q", name, i, s.From, want[i])
+			}
+		}
+	}
+}

@@ -2,13 +2,11 @@ package msgindex
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -289,28 +287,4 @@ func (ts *termSearch) check0(ctx context.Context) (Page, error) {
 		return p, err
 	}
 	return Page{Items: ts.items}, nil
-}
-
-// getMany fetches the summaries of ids concurrently, in ids' order; a
-// missing one (expired) is a zero Summary.
-func (x *Index) getMany(ctx context.Context, ids []string) ([]Summary, error) {
-	out := make([]Summary, len(ids))
-	errs := make([]error, len(ids))
-	sem := make(chan struct{}, writers)
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			r, _, err := x.load(ctx, id)
-			if err == nil {
-				out[i] = r.Summary
-			} else if !errors.Is(err, ErrNotFound) {
-				errs[i] = err
-			}
-		}()
-	}
-	wg.Wait()
-	return out, errors.Join(errs...)
 }
