@@ -14,7 +14,7 @@ import (
 
 // The postings stream: for each search term of a message (recipient,
 // recipient domain, sender, sender domain, Message-ID, user, metadata
-// pair) one small record {term, queue id}, on the subject
+// pair, a rare status) one small record {term, queue id}, on the subject
 // jr.ix.<kind>.<hash bucket>. A search naming a term reads one subject
 // (a server-side filter) instead of every summary, then fetches the
 // newest candidates' summaries by key. Subjects are bounded (kinds ×
@@ -36,7 +36,15 @@ const (
 	kindMsgID      = "m"
 	kindUser       = "u"
 	kindMeta       = "k"
+	kindStatus     = "s"
 )
+
+// postedStatuses are the statuses with postings: the rare ones, which a
+// scan of the summaries would look for long. A posting stays when the
+// status changes again; the summary is matched again on every search.
+var postedStatuses = map[string]bool{
+	StatusFailed: true, StatusBounced: true, StatusHeld: true, StatusDeleted: true, StatusExpired: true,
+}
 
 // A posting is stored as "<queue id> <kind>:<value>": no JSON to decode
 // when a search reads thousands of them.
@@ -91,6 +99,19 @@ func terms(s *Summary) map[string]term {
 	for k, v := range s.Meta {
 		add(kindMeta, k+"="+v)
 	}
+	for _, st := range append([]string{s.Status}, rcptStatuses(s)...) {
+		if postedStatuses[st] {
+			add(kindStatus, st)
+		}
+	}
+	return out
+}
+
+func rcptStatuses(s *Summary) []string {
+	out := make([]string, len(s.Rcpts))
+	for i, r := range s.Rcpts {
+		out[i] = r.Status
+	}
 	return out
 }
 
@@ -138,6 +159,8 @@ func queryTerm(q Query) (term, bool) {
 		return addr(kindRcpt, kindRcptDomain, q.Rcpt), true
 	case q.From != "":
 		return addr(kindFrom, kindFromDomain, q.From), true
+	case postedStatuses[q.Status]:
+		return term{kindStatus, q.Status}, true
 	}
 	return term{}, false
 }
