@@ -46,9 +46,10 @@ var postedStatuses = map[string]bool{
 	StatusFailed: true, StatusBounced: true, StatusHeld: true, StatusDeleted: true, StatusExpired: true,
 }
 
-// A posting is stored as "<queue id> <kind>:<value>": no JSON to decode
-// when a search reads thousands of them.
-func postingData(id string, t term) []byte { return []byte(id + " " + t.String()) }
+// A posting is a line "<queue id> <kind>:<value>"; a stored message holds
+// the lines of one indexer batch for one subject (no JSON to decode, and
+// far fewer messages to read than postings).
+func postingLine(id string, t term) string { return id + " " + t.String() }
 
 // term is a kind and its normalised value.
 type term struct{ kind, value string }
@@ -257,9 +258,11 @@ func (ts *termSearch) read(ctx context.Context, subject string, start, end time.
 		if !end.IsZero() && !at.Before(end) {
 			return false
 		}
-		id, tm, ok := strings.Cut(string(data), " ")
-		if ok && tm == ts.want && id >= ts.lo && (ts.hi == "" || id < ts.hi) {
-			ts.seen[id] = true
+		for line := range strings.SplitSeq(string(data), "\n") {
+			id, tm, ok := strings.Cut(line, " ")
+			if ok && tm == ts.want && id >= ts.lo && (ts.hi == "" || id < ts.hi) {
+				ts.seen[id] = true
+			}
 		}
 		return true
 	})
