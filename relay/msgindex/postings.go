@@ -54,6 +54,20 @@ func postingLine(id string, t term) string { return id + " " + t.String() }
 // term is a kind and its normalised value.
 type term struct{ kind, value string }
 
+// maxTermLen bounds a term's stored value; longer values share their
+// prefix's postings (the summary is matched exactly anyway).
+const maxTermLen = 256
+
+// newTerm normalises a term: lower case, at most maxTermLen bytes, no
+// line breaks (postings are lines).
+func newTerm(kind, v string) term {
+	v = strings.ToLower(v)
+	if len(v) > maxTermLen {
+		v = v[:maxTermLen]
+	}
+	return term{kind, strings.NewReplacer("\n", " ", "\r", " ").Replace(v)}
+}
+
 func (t term) subject() string {
 	h := fnv.New32a()
 	h.Write([]byte(t.kind + ":" + t.value))
@@ -73,7 +87,7 @@ func PostingsConfig(o Options) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      o.Retention,
-		MaxBytes:    o.MaxBytes / 4,
+		MaxBytes:    o.MaxBytes / 2,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		MaxMsgSize:  maxRecord,
@@ -85,7 +99,7 @@ func terms(s *Summary) map[string]term {
 	out := map[string]term{}
 	add := func(kind, v string) {
 		if v = strings.ToLower(strings.TrimSpace(v)); v != "" {
-			t := term{kind, v}
+			t := newTerm(kind, v)
 			out[t.String()] = t
 		}
 	}
@@ -140,22 +154,22 @@ func newTerms(before, after *Summary) []term {
 func queryTerm(q Query) (term, bool) {
 	addr := func(kind, dkind, v string) term {
 		if strings.Contains(v[1:], "@") {
-			return term{kind, strings.ToLower(v)}
+			return newTerm(kind, v)
 		}
-		return term{dkind, strings.ToLower(strings.TrimPrefix(v, "@"))}
+		return newTerm(dkind, strings.TrimPrefix(v, "@"))
 	}
 	switch {
 	case q.MsgID != "":
-		return term{kindMsgID, strings.ToLower(strings.Trim(q.MsgID, "<>"))}, true
+		return newTerm(kindMsgID, strings.Trim(q.MsgID, "<>")), true
 	case q.Rcpt != "" && strings.Contains(q.Rcpt[1:], "@"):
 		return addr(kindRcpt, kindRcptDomain, q.Rcpt), true
 	case q.From != "" && strings.Contains(q.From[1:], "@"):
 		return addr(kindFrom, kindFromDomain, q.From), true
 	case len(q.Meta) > 0:
 		k := slices.Min(slices.Collect(maps.Keys(q.Meta)))
-		return term{kindMeta, strings.ToLower(k + "=" + q.Meta[k])}, true
+		return newTerm(kindMeta, k+"="+q.Meta[k]), true
 	case q.User != "":
-		return term{kindUser, strings.ToLower(q.User)}, true
+		return newTerm(kindUser, q.User), true
 	case q.Rcpt != "":
 		return addr(kindRcpt, kindRcptDomain, q.Rcpt), true
 	case q.From != "":

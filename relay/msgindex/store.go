@@ -33,7 +33,8 @@ type Options struct {
 	// events.max_age (0 there = unlimited, here a week).
 	Retention time.Duration
 	// MaxBytes bounds the bucket (events.index.max_bytes, default
-	// 256 MiB); the least recently updated summaries go first.
+	// 256 MiB; the postings get half of it besides); the least recently
+	// updated summaries go first.
 	MaxBytes int64
 	Log      zerolog.Logger
 }
