@@ -29,7 +29,8 @@ type Query struct {
 	// "failed"); "" = any.
 	Status string
 	User   string
-	// Since and Until bound the acceptance time: Since <= accepted < Until.
+	// Since and Until bound the acceptance time, Since <= t < Until, t
+	// being the time in the queue id (minted on acceptance).
 	Since, Until time.Time
 	Limit        int    // default 50, max 500
 	Cursor       string // from Page.Next; "" = newest
