@@ -325,3 +325,22 @@ func TestGetManyBatchedAndOneByOne(t *testing.T) {
 		}
 	}
 }
+
+func TestLargeSummaryFits(t *testing.T) {
+	t.Parallel()
+	id, now := queue.NewID(), time.Now().UTC()
+	r := &record{Summary: Summary{QueueID: id}}
+	acc := accepted(id, now, "s@x.test", 3000)
+	acc.Meta = map[string]string{"k": strings.Repeat("v", 2000)}
+	r.fold(1, acc)
+	for i := range 3000 {
+		e := delivery(id, fmt.Sprintf("recipient-%d@some-long-domain-name.test", i), events.StatusFailed, now, 1)
+		e.Reply = strings.Repeat("x", 400)
+		r.fold(uint64(i+2), e)
+	}
+	bound(r)
+	data, err := encodeFit(r)
+	if err != nil || len(data) > maxRecord || len(r.Rcpts) == 0 || r.Status != StatusFailed {
+		t.Fatalf("encodeFit: %d bytes, %d rcpts, status %s, %v", len(data), len(r.Rcpts), r.Status, err)
+	}
+}

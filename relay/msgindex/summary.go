@@ -192,7 +192,7 @@ func (r *record) status() string {
 			return StatusMixed
 		}
 	}
-	if r.RcptCount > len(r.Rcpts) {
+	if r.RcptCount > len(r.Rcpts) && len(r.Rcpts) < maxRcpts/2 { // not one whose recipients were cut
 		return StatusMixed
 	}
 	return st
