@@ -306,7 +306,7 @@ func encode(r *record) ([]byte, error) {
 // long replies are cut (the history keeps everything).
 func bound(r *record) {
 	if len(r.Rcpts) > maxRcpts {
-		r.Rcpts, r.RcptSeq = r.Rcpts[:maxRcpts], r.RcptSeq[:min(len(r.RcptSeq), maxRcpts)]
+		r.Rcpts, r.RcptSeq, r.Cut = r.Rcpts[:maxRcpts], r.RcptSeq[:min(len(r.RcptSeq), maxRcpts)], true
 	}
 	for i := range r.Rcpts {
 		if len(r.Rcpts[i].Reply) > maxReply {
@@ -334,7 +334,7 @@ func encodeFit(r *record) ([]byte, error) {
 			r.Meta = nil
 		case len(r.Rcpts) > 1:
 			n := len(r.Rcpts) / 2
-			r.Rcpts, r.RcptSeq = r.Rcpts[:n], r.RcptSeq[:min(n, len(r.RcptSeq))]
+			r.Rcpts, r.RcptSeq, r.Cut = r.Rcpts[:n], r.RcptSeq[:min(n, len(r.RcptSeq))], true
 		default:
 			return nil, fmt.Errorf("msgindex: summary of %s too large (%d bytes)", r.QueueID, len(data))
 		}
