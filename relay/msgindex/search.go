@@ -52,7 +52,7 @@ const (
 	// maxScan bounds the summaries one Search reads; a search that finds
 	// too few within it returns what it found and a Next to go on.
 	maxScan = 250000
-	// maxGroup bounds the hours one scan reads through one consumer.
+	// maxGroup bounds the slots (subject filters) one consumer reads.
 	maxGroup    = 48
 	scanBatch   = 2000
 	cursorMagic = "c1:"
@@ -60,12 +60,12 @@ const (
 
 // Search returns the summaries matching q, newest accepted first. A
 // query naming a queue id is one direct get; one naming a term (address,
-// domain, Message-ID, metadata, user) reads that term's postings and
-// then the newest candidates' summaries; any other (status, time, none)
-// reads the bucket hour by hour backwards from q.Until (or now, or the
-// cursor), a growing number of hours per read (1, 1, 2, 4 ... 48), and
-// stops once a page is full, q.Since (or the retention) is reached, or
-// maxScan summaries were read.
+// domain, Message-ID, metadata, user, a rare status) reads that term's
+// postings and then the newest candidates' summaries; any other (a
+// common status, time, none) reads the bucket's slots (slots) backwards
+// from q.Until (or now, or the cursor), a growing number per read (1, 1,
+// 2, 4 ... 48), and stops once a page is full, q.Since (or the retention)
+// is reached, or maxScan summaries were read.
 func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
 	q, bound, err := normalize(q)
 	if err != nil {
