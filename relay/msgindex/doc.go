@@ -13,10 +13,11 @@
 //   - summaries: a KV bucket (Bucket) keyed <hour>.<minute>.<queue id>,
 //     when the queue id was minted (UTC; queue ids start with their
 //     milliseconds, so Get is one direct get with no lookup);
-//   - search terms: a stream (PostingsStream) with one small record per
-//     (term, message) — recipient, recipient domain, sender, sender
-//     domain, Message-ID, user, metadata pair — on jr.ix.<kind>.<bucket
-//     of the term's hash>, a bounded set of subjects.
+//   - search terms: a stream (PostingsStream) with one line per (term,
+//     message) — recipient, recipient domain, sender, sender domain,
+//     Message-ID, user, metadata pair, any status but delivered — on
+//     jr.ix.<kind>.<bucket of the term's hash>, a bounded set of
+//     subjects, one message per subject and indexer batch.
 //
 // Search picks a plan: a queue id is one direct get; a term reads that
 // term's one subject, newest postings first in growing windows, and

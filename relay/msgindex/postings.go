@@ -14,7 +14,7 @@ import (
 
 // The postings stream: for each search term of a message (recipient,
 // recipient domain, sender, sender domain, Message-ID, user, metadata
-// pair, a rare status) one small record {term, queue id}, on the subject
+// pair, a status but delivered) one line {term, queue id}, on the subject
 // jr.ix.<kind>.<hash bucket>. A search naming a term reads one subject
 // (a server-side filter) instead of every summary, then fetches the
 // newest candidates' summaries by key. Subjects are bounded (kinds ×
