@@ -172,7 +172,12 @@ func TestSearchFields(t *testing.T) {
 			}
 		})
 	}
-	for _, q := range []Query{{Cursor: "bogus"}, {Status: "sent"}} {
+}
+
+func TestBadQuery(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	for _, q := range []Query{{Cursor: "bogus"}, {Cursor: cursor("not-an-id")}, {Status: "sent"}} {
 		if _, err := v.x.Search(context.Background(), q); !errors.Is(err, ErrBadQuery) {
 			t.Errorf("Search(%+v): %v, want ErrBadQuery", q, err)
 		}
