@@ -89,6 +89,7 @@ type relay struct {
 	metrics  *admin.Metrics
 	evPub    *events.StreamPublisher
 	msgIndex *msgindex.Index // the console's message search (msgindexwire.go)
+	stopIdx  func()          // stops this node's indexer (msgindexwire.go)
 	emitter  *events.Emitter
 	bouncer  *bounce.Bouncer
 	stsKV    jetstream.KeyValue // MTA-STS policy cache (relay/mtasts)
@@ -297,6 +298,7 @@ func (r *relay) close() {
 	if r.shaper != nil {
 		r.shaper.Close()
 	}
+	r.stopMsgIndex()
 	if r.evPub != nil {
 		_ = r.evPub.Close(ctx)
 	}

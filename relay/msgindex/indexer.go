@@ -61,6 +61,9 @@ func (x *Index) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		msgs, err := next(ctx, cons)
 		x.apply(ctx, msgs)
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return err // for good: the relay is closing
+		}
 		if err != nil && ctx.Err() == nil {
 			x.o.Log.Warn().Err(err).Str("event", "msgindex_fetch_error").Msg("message index: fetch failed")
 			pause(ctx, errPause)
