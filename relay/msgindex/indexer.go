@@ -58,11 +58,19 @@ func (x *Index) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("msgindex: consumer on %s: %w", events.StreamName, err)
 	}
+	st, err := x.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("msgindex: %s: %w", events.StreamName, err)
+	}
+	epoch := st.CachedInfo().Created.UnixNano()
 	for ctx.Err() == nil {
 		msgs, err := next(ctx, cons)
-		x.apply(ctx, msgs)
+		x.apply(ctx, epoch, msgs)
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			return err // for good: the relay is closing
+		}
+		if err != nil && ctx.Err() == nil && gone(ctx, cons) {
+			return fmt.Errorf("msgindex: consumer or %s gone (start Run again): %w", events.StreamName, err)
 		}
 		if err != nil && ctx.Err() == nil {
 			x.o.Log.Warn().Err(err).Str("event", "msgindex_fetch_error").Msg("message index: fetch failed")
@@ -70,6 +78,13 @@ func (x *Index) Run(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// gone reports whether the consumer or its stream was deleted (the
+// events stream created again): Run must start over with a new consumer.
+func gone(ctx context.Context, cons jetstream.Consumer) bool {
+	_, err := cons.Info(ctx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // next returns the events available now, up to fetchBatch; when there
@@ -114,19 +129,23 @@ func pause(ctx context.Context, d time.Duration) {
 
 // update is one message's events of a batch.
 type update struct {
-	id   string
-	seqs []uint64
-	evs  []*events.Event
-	msgs []jetstream.Msg
+	id    string
+	epoch int64 // the events stream's creation: its sequences' numbering
+	seqs  []uint64
+	evs   []*events.Event
+	msgs  []jetstream.Msg
 }
 
 // apply folds a batch into the summaries, writers at a time, and
 // acknowledges (or leaves for redelivery) every message of the batch.
-func (x *Index) apply(ctx context.Context, msgs []jetstream.Msg) {
+func (x *Index) apply(ctx context.Context, epoch int64, msgs []jetstream.Msg) {
 	var order []*update
 	byID := map[string]*update{}
 	for _, m := range msgs {
 		u := x.decode(m)
+		if u != nil {
+			u.epoch = epoch
+		}
 		if u == nil {
 			_ = m.Ack() // not about a message (or unreadable): nothing to index
 			continue
@@ -238,6 +257,7 @@ func (x *Index) prepare(ctx context.Context, u *update) *prepared {
 	before, _ := encode(r)
 	had := r.Summary
 	had.Rcpts = slices.Clone(r.Rcpts)
+	r.renumber(u.epoch)
 	for i, e := range u.evs {
 		r.fold(u.seqs[i], e)
 	}

@@ -351,3 +351,37 @@ func TestLargeSummaryFits(t *testing.T) {
 		t.Fatalf("encodeFit: %d bytes, %d rcpts, status %s, %v", len(data), len(r.Rcpts), r.Status, err)
 	}
 }
+
+// TestEventsStreamCreatedAgain: after the events stream is created again
+// (a migration copies the events with new sequences), the indexer starts
+// over and new events update summaries whose sequences came from the old
+// stream.
+func TestEventsStreamCreatedAgain(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan error, 1)
+	go func() { first <- v.x.Run(ctx) }()
+	id, now := queue.NewID(), time.Now().UTC()
+	v.publish(accepted(id, now, "s@x.test", 1), delivery(id, "r@y.test", events.StatusDeferred, now, 1))
+	v.waitFor(id, "deferred", func(s Summary) bool { return s.Status == StatusDeferred })
+	if err := v.js.DeleteStream(ctx, events.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(ctx, v.js, events.StreamOptions{MaxAge: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-first:
+		if err == nil {
+			t.Fatal("Run returned nil after its consumer was deleted")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return after its consumer was deleted")
+	}
+	// the same sequences (1, 2) as the summary recorded from the old stream
+	v.publish(accepted(id, now, "s@x.test", 1), delivery(id, "r@y.test", events.StatusDelivered, now.Add(time.Second), 2))
+	v.run(v.x)
+	v.waitFor(id, "delivered", func(s Summary) bool { return s.Status == StatusDelivered })
+}

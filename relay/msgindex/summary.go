@@ -76,6 +76,20 @@ type record struct {
 	RcptSeq []uint64 `json:"rcpt_seq,omitempty"` // parallel to Rcpts
 	DSNSeq  uint64   `json:"dsn_seq,omitempty"`
 	Cut     bool     `json:"cut,omitempty"` // recipients were dropped to fit (bound, encodeFit)
+	// Epoch is the creation time (Unix ns) of the events stream whose
+	// sequences the Seq fields are: a stream created again (a migration
+	// into a cluster copies the events with new sequences) starts them anew.
+	Epoch int64 `json:"epoch,omitempty"`
+}
+
+// renumber forgets the sequences of another events stream: the events
+// are delivered again from the new stream's start and folded anew.
+func (r *record) renumber(epoch int64) {
+	if r.Epoch == epoch {
+		return
+	}
+	r.Epoch, r.AccSeq, r.StSeq, r.DSNSeq = epoch, 0, 0, 0
+	clear(r.RcptSeq)
 }
 
 // fold applies one event, stored at events-stream sequence seq.
