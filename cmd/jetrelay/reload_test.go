@@ -96,6 +96,7 @@ func (e *reloadEnv) start(t *testing.T) {
 		defer scancel()
 		_ = e.r.sub.Shutdown(sctx)
 		_ = e.r.bouncer.Shutdown(sctx)
+		e.r.stopMsgIndex()
 		_ = e.r.evPub.Close(sctx)
 		e.r.shaper.Close()
 		e.r.tlsrpt.stop()

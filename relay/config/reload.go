@@ -77,7 +77,8 @@ var reloadClasses = map[string]ReloadClass{
 	"admin":  Restart,
 	"log":    Restart,
 
-	"webhooks": Live, // senders are started, stopped or restarted per webhook
+	"webhooks":     Live,    // senders are started, stopped or restarted per webhook
+	"events.index": Restart, // the indexer and its streams are set up at start
 }
 
 // ClassOf returns the reload class of a key path as Keys spells it

@@ -48,6 +48,7 @@ func (c *Config) Validate() error {
 	c.validateDKIM(ps)
 	c.validateTLSRPT(ps)
 	c.validateWebhooks(ps)
+	c.validateEventsIndex(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
 	}

@@ -1,0 +1,412 @@
+package msgindex
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The indexer: one durable pull consumer on the events stream, shared by
+// every node that runs Run (each event goes to one of them).
+const (
+	Durable       = "msgindex"
+	fetchBatch    = 256
+	fetchWait     = 5 * time.Second
+	ackWait       = time.Minute
+	maxAckPending = 4 * fetchBatch
+	writers       = 8 // concurrent summary updates within one batch
+	casAttempts   = 8
+	retryDelay    = 5 * time.Second
+	maxRecord     = 64 << 10 // a summary's stored size
+	maxPostingMsg = 32 << 10 // lines of postings per stored message
+	maxRcpts      = 1000     // recipients kept per summary
+	errPause      = time.Second
+)
+
+// ConsumerConfig is the indexer's durable consumer on the events stream.
+func ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       Durable,
+		Description:   "jetrelay message index (" + Bucket + ")",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: maxAckPending,
+		FilterSubject: events.SubjPrefix + ".>",
+	}
+}
+
+// Run keeps the index up to date until ctx ends: it fetches events in
+// batches, folds each message's events into its summary and writes each
+// changed summary once per batch with a compare-and-set on its revision
+// (another node's indexer may have written it meanwhile: then it reads
+// and folds again). Events are acknowledged after their summary is
+// stored; a failed write leaves them for redelivery. Folding is
+// idempotent by events-stream sequence, so redelivered events change
+// nothing. Run never touches the mail path: it only reads events.
+func (x *Index) Run(ctx context.Context) error {
+	cons, err := x.js.CreateOrUpdateConsumer(ctx, events.StreamName, ConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("msgindex: consumer on %s: %w", events.StreamName, err)
+	}
+	st, err := x.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("msgindex: %s: %w", events.StreamName, err)
+	}
+	epoch := st.CachedInfo().Created.UnixNano()
+	for ctx.Err() == nil {
+		msgs, err := next(ctx, cons)
+		x.apply(ctx, epoch, msgs)
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return err // for good: the relay is closing
+		}
+		if err != nil && ctx.Err() == nil && gone(ctx, cons) {
+			return fmt.Errorf("msgindex: consumer or %s gone (start Run again): %w", events.StreamName, err)
+		}
+		if err != nil && ctx.Err() == nil {
+			x.o.Log.Warn().Err(err).Str("event", "msgindex_fetch_error").Msg("message index: fetch failed")
+			pause(ctx, errPause)
+		}
+	}
+	return ctx.Err()
+}
+
+// gone reports whether the consumer or its stream was deleted (the
+// events stream created again): Run must start over with a new consumer.
+func gone(ctx context.Context, cons jetstream.Consumer) bool {
+	_, err := cons.Info(ctx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// next returns the events available now, up to fetchBatch; when there
+// are none it waits up to fetchWait for one (a long poll, not a loop).
+func next(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	msgs, err := collect(cons.FetchNoWait(fetchBatch))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	wait, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	if msgs, err = collect(cons.Fetch(1, jetstream.FetchContext(wait))); err != nil || len(msgs) == 0 {
+		return msgs, err
+	}
+	more, err := collect(cons.FetchNoWait(fetchBatch - 1))
+	return append(msgs, more...), err
+}
+
+func collect(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+		!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return msgs, err
+	}
+	return msgs, nil
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// update is one message's events of a batch.
+type update struct {
+	id    string
+	epoch int64 // the events stream's creation: its sequences' numbering
+	seqs  []uint64
+	evs   []*events.Event
+	msgs  []jetstream.Msg
+}
+
+// apply folds a batch into the summaries, writers at a time, and
+// acknowledges (or leaves for redelivery) every message of the batch.
+func (x *Index) apply(ctx context.Context, epoch int64, msgs []jetstream.Msg) {
+	var order []*update
+	byID := map[string]*update{}
+	for _, m := range msgs {
+		u := x.decode(m)
+		if u != nil {
+			u.epoch = epoch
+		}
+		if u == nil {
+			_ = m.Ack() // not about a message (or unreadable): nothing to index
+			continue
+		}
+		if have := byID[u.id]; have != nil {
+			have.seqs, have.evs, have.msgs = append(have.seqs, u.seqs...), append(have.evs, u.evs...), append(have.msgs, m)
+			continue
+		}
+		byID[u.id] = u
+		order = append(order, u)
+	}
+	preps := make([]*prepared, len(order))
+	parallel(len(order), func(i int) { preps[i] = x.prepare(ctx, order[i]) })
+	// Terms first, all of the batch's in one message per subject: a
+	// summary is never stored without its postings (a failure here
+	// leaves the events for redelivery).
+	var ps []posting
+	for _, p := range preps {
+		if p.err == nil && !p.same {
+			for _, t := range p.terms {
+				ps = append(ps, posting{p.u.id, t})
+			}
+		}
+	}
+	postErr := x.post(ctx, ps)
+	parallel(len(preps), func(i int) {
+		p := preps[i]
+		switch {
+		case p.err != nil || p.same:
+		case postErr != nil:
+			p.err = postErr
+		default:
+			if p.err = x.write(ctx, p); conflict(p.err) {
+				p.err = x.store(ctx, p.u) // another node wrote it meanwhile
+			}
+		}
+		x.finish(ctx, p.u, p.err)
+	})
+}
+
+// parallel runs fn(0..n-1), writers at a time.
+func parallel(n int, fn func(i int)) {
+	sem := make(chan struct{}, writers)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
+// decode returns the update of one events-stream message, nil for events
+// that belong to no message.
+func (x *Index) decode(m jetstream.Msg) *update {
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil
+	}
+	var e events.Event
+	if err := json.Unmarshal(m.Data(), &e); err != nil {
+		x.o.Log.Debug().Err(err).Uint64("seq", meta.Sequence.Stream).Msg("message index: unreadable event skipped")
+		return nil
+	}
+	if _, ok := key(e.QueueID); !ok {
+		return nil
+	}
+	return &update{id: e.QueueID, seqs: []uint64{meta.Sequence.Stream}, evs: []*events.Event{&e},
+		msgs: []jetstream.Msg{m}}
+}
+
+// finish acknowledges u's messages after a stored update, or asks for
+// their redelivery later.
+func (x *Index) finish(ctx context.Context, u *update, err error) {
+	if err != nil {
+		if ctx.Err() == nil {
+			x.o.Log.Warn().Err(err).Str("event", "msgindex_write_error").Str("queue_id", u.id).
+				Msg("message index: summary not stored; its events come again")
+		}
+		for _, m := range u.msgs {
+			_ = m.NakWithDelay(retryDelay)
+		}
+		return
+	}
+	for _, m := range u.msgs {
+		_ = m.Ack()
+	}
+}
+
+// prepared is one message's summary with a batch's events folded in.
+type prepared struct {
+	u     *update
+	rev   uint64 // the revision it was read at; 0 = new
+	data  []byte
+	terms []term // terms the stored summary lacks
+	same  bool   // nothing new (redelivered events)
+	err   error
+}
+
+// prepare reads u's summary and folds u's events into it.
+func (x *Index) prepare(ctx context.Context, u *update) *prepared {
+	r, rev, err := x.load(ctx, u.id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return &prepared{u: u, err: err}
+	}
+	before, _ := encode(r)
+	had := r.Summary
+	had.Rcpts = slices.Clone(r.Rcpts)
+	r.renumber(u.epoch)
+	for i, e := range u.evs {
+		r.fold(u.seqs[i], e)
+	}
+	bound(r)
+	p := &prepared{u: u, rev: rev}
+	if p.data, p.err = encodeFit(r); p.err != nil {
+		return p
+	}
+	p.same = rev != 0 && bytes.Equal(before, p.data)
+	p.terms = newTerms(&had, &r.Summary)
+	return p
+}
+
+// write stores p with compare-and-set on the revision it was read at.
+func (x *Index) write(ctx context.Context, p *prepared) error {
+	k, _ := key(p.u.id)
+	var err error
+	if p.rev == 0 {
+		_, err = x.kv.Create(ctx, k, p.data)
+	} else {
+		_, err = x.kv.Update(ctx, k, p.data, p.rev)
+	}
+	return err
+}
+
+// store folds u into the stored summary again after a lost
+// compare-and-set, posting its own terms, until it wins.
+func (x *Index) store(ctx context.Context, u *update) error {
+	var err error
+	for range casAttempts {
+		p := x.prepare(ctx, u)
+		if p.err != nil || p.same {
+			return p.err
+		}
+		ps := make([]posting, len(p.terms))
+		for i, t := range p.terms {
+			ps[i] = posting{u.id, t}
+		}
+		if err = x.post(ctx, ps); err != nil {
+			return err
+		}
+		if err = x.write(ctx, p); !conflict(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("msgindex: %s changed %d times while being updated: %w", u.id, casAttempts, err)
+}
+
+// conflict reports a compare-and-set that lost against another writer.
+func conflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+}
+
+// encode writes r as stored: JSON without HTML escaping, so the search's
+// byte pre-filter finds addresses and Message-IDs as they are.
+func encode(r *record) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// bound keeps a record under maxRecord: recipients beyond maxRcpts and
+// long replies are cut (the history keeps everything).
+func bound(r *record) {
+	if len(r.Rcpts) > maxRcpts {
+		r.Rcpts, r.RcptSeq, r.Cut = r.Rcpts[:maxRcpts], r.RcptSeq[:min(len(r.RcptSeq), maxRcpts)], true
+	}
+	for i := range r.Rcpts {
+		if len(r.Rcpts[i].Reply) > maxReply {
+			r.Rcpts[i].Reply = r.Rcpts[i].Reply[:maxReply]
+		}
+	}
+}
+
+const maxReply = 512
+
+// encodeFit encodes r within maxRecord: replies, then metadata, then
+// recipients (halved) are dropped until it fits; the history keeps all.
+func encodeFit(r *record) ([]byte, error) {
+	for {
+		data, err := encode(r)
+		if err != nil || len(data) <= maxRecord {
+			return data, err
+		}
+		switch {
+		case slices.ContainsFunc(r.Rcpts, func(s RcptState) bool { return s.Reply != "" }):
+			for i := range r.Rcpts {
+				r.Rcpts[i].Reply = ""
+			}
+		case len(r.Meta) > 0:
+			r.Meta = nil
+		case len(r.Rcpts) > 1:
+			n := len(r.Rcpts) / 2
+			r.Rcpts, r.RcptSeq, r.Cut = r.Rcpts[:n], r.RcptSeq[:min(n, len(r.RcptSeq))], true
+		default:
+			return nil, fmt.Errorf("msgindex: summary of %s too large (%d bytes)", r.QueueID, len(data))
+		}
+	}
+}
+
+// posting is one term of one message.
+type posting struct {
+	id string
+	t  term
+}
+
+// post publishes postings, one message per subject (lines of
+// postingLine), and waits for the acks.
+func (x *Index) post(ctx context.Context, ps []posting) error {
+	type out struct {
+		subject string
+		data    []byte
+	}
+	var msgs []*out
+	open := map[string]*out{} // the message being filled, per subject
+	for _, p := range ps {
+		line := postingLine(p.id, p.t)
+		o := open[p.t.subject()]
+		switch {
+		case o == nil || len(o.data)+len(line) >= maxPostingMsg:
+			o = &out{subject: p.t.subject(), data: []byte(line)}
+			open[o.subject] = o
+			msgs = append(msgs, o)
+		default:
+			o.data = append(append(o.data, '\n'), line...)
+		}
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, o := range msgs {
+		f, err := x.js.PublishAsync(o.subject, o.data, jetstream.WithExpectStream(PostingsStream))
+		if err != nil {
+			return fmt.Errorf("msgindex: posting: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("msgindex: posting: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
