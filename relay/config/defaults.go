@@ -32,7 +32,7 @@ func Default() *Config {
 			MaxAge:   Duration(7 * 24 * time.Hour),
 			MaxBytes: 1 << 30,
 		},
-		Admin: Admin{Listen: "127.0.0.1:8025"},
+		Admin: Admin{Listen: "127.0.0.1:8025", Console: defaultConsole()},
 		Log:   Log{Level: "info", Format: "json"},
 		// See DESIGN-NOTES "Memory limit": most of the heap above the live
 		// state is nats-server's block caches, which a soft limit lets the
