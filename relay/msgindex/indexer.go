@@ -1,0 +1,231 @@
+package msgindex
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The indexer: one durable pull consumer on the events stream, shared by
+// every node that runs Run (each event goes to one of them).
+const (
+	Durable       = "msgindex"
+	fetchBatch    = 256
+	fetchWait     = 5 * time.Second
+	ackWait       = time.Minute
+	maxAckPending = 4 * fetchBatch
+	writers       = 8 // concurrent summary updates within one batch
+	casAttempts   = 8
+	retryDelay    = 5 * time.Second
+	maxRecord     = 64 << 10 // a summary's stored size
+	maxRcpts      = 1000     // recipients kept per summary
+	errPause      = time.Second
+)
+
+// ConsumerConfig is the indexer's durable consumer on the events stream.
+func ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       Durable,
+		Description:   "jetrelay message index (" + Bucket + ")",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: maxAckPending,
+		FilterSubject: events.SubjPrefix + ".>",
+	}
+}
+
+// Run keeps the index up to date until ctx ends: it fetches events in
+// batches, folds each message's events into its summary and writes each
+// changed summary once per batch with a compare-and-set on its revision
+// (another node's indexer may have written it meanwhile: then it reads
+// and folds again). Events are acknowledged after their summary is
+// stored; a failed write leaves them for redelivery. Folding is
+// idempotent by events-stream sequence, so redelivered events change
+// nothing. Run never touches the mail path: it only reads events.
+func (x *Index) Run(ctx context.Context) error {
+	cons, err := x.js.CreateOrUpdateConsumer(ctx, events.StreamName, ConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("msgindex: consumer on %s: %w", events.StreamName, err)
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(fetchWait))
+		if err != nil {
+			x.o.Log.Warn().Err(err).Str("event", "msgindex_fetch_error").Msg("message index: fetch failed")
+			pause(ctx, errPause)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+			!errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			x.o.Log.Debug().Err(err).Msg("message index: fetch ended")
+		}
+		x.apply(ctx, msgs)
+	}
+	return ctx.Err()
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// update is one message's events of a batch.
+type update struct {
+	id   string
+	seqs []uint64
+	evs  []*events.Event
+	msgs []jetstream.Msg
+}
+
+// apply folds a batch into the summaries, writers at a time, and
+// acknowledges (or leaves for redelivery) every message of the batch.
+func (x *Index) apply(ctx context.Context, msgs []jetstream.Msg) {
+	var order []*update
+	byID := map[string]*update{}
+	for _, m := range msgs {
+		u := x.decode(m)
+		if u == nil {
+			_ = m.Ack() // not about a message (or unreadable): nothing to index
+			continue
+		}
+		if have := byID[u.id]; have != nil {
+			have.seqs, have.evs, have.msgs = append(have.seqs, u.seqs...), append(have.evs, u.evs...), append(have.msgs, m)
+			continue
+		}
+		byID[u.id] = u
+		order = append(order, u)
+	}
+	sem := make(chan struct{}, writers)
+	var wg sync.WaitGroup
+	for _, u := range order {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			x.finish(ctx, u, x.store(ctx, u))
+		}()
+	}
+	wg.Wait()
+}
+
+// decode returns the update of one events-stream message, nil for events
+// that belong to no message.
+func (x *Index) decode(m jetstream.Msg) *update {
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil
+	}
+	var e events.Event
+	if err := json.Unmarshal(m.Data(), &e); err != nil {
+		x.o.Log.Debug().Err(err).Uint64("seq", meta.Sequence.Stream).Msg("message index: unreadable event skipped")
+		return nil
+	}
+	if _, ok := key(e.QueueID); !ok {
+		return nil
+	}
+	return &update{id: e.QueueID, seqs: []uint64{meta.Sequence.Stream}, evs: []*events.Event{&e},
+		msgs: []jetstream.Msg{m}}
+}
+
+// finish acknowledges u's messages after a stored update, or asks for
+// their redelivery later.
+func (x *Index) finish(ctx context.Context, u *update, err error) {
+	if err != nil {
+		if ctx.Err() == nil {
+			x.o.Log.Warn().Err(err).Str("event", "msgindex_write_error").Str("queue_id", u.id).
+				Msg("message index: summary not stored; its events come again")
+		}
+		for _, m := range u.msgs {
+			_ = m.NakWithDelay(retryDelay)
+		}
+		return
+	}
+	for _, m := range u.msgs {
+		_ = m.Ack()
+	}
+}
+
+// store folds u into the stored summary with compare-and-set, again on a
+// conflict.
+func (x *Index) store(ctx context.Context, u *update) error {
+	k, _ := key(u.id)
+	var err error
+	for range casAttempts {
+		var r *record
+		var rev uint64
+		r, rev, err = x.load(ctx, u.id)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		before, _ := encode(r)
+		for i, e := range u.evs {
+			r.fold(u.seqs[i], e)
+		}
+		bound(r)
+		after, err := encode(r)
+		if err != nil {
+			return err
+		}
+		if rev != 0 && bytes.Equal(before, after) {
+			return nil // redelivered events: nothing new
+		}
+		if rev == 0 {
+			_, err = x.kv.Create(ctx, k, after)
+		} else {
+			_, err = x.kv.Update(ctx, k, after, rev)
+		}
+		if err == nil || !conflict(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("msgindex: %s changed %d times while being updated: %w", u.id, casAttempts, err)
+}
+
+// conflict reports a compare-and-set that lost against another writer.
+func conflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+}
+
+// encode writes r as stored: JSON without HTML escaping, so the search's
+// byte pre-filter finds addresses and Message-IDs as they are.
+func encode(r *record) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// bound keeps a record under maxRecord: recipients beyond maxRcpts and
+// long replies are cut (the history keeps everything).
+func bound(r *record) {
+	if len(r.Rcpts) > maxRcpts {
+		r.Rcpts, r.RcptSeq = r.Rcpts[:maxRcpts], r.RcptSeq[:min(len(r.RcptSeq), maxRcpts)]
+	}
+	for i := range r.Rcpts {
+		if len(r.Rcpts[i].Reply) > maxReply {
+			r.Rcpts[i].Reply = r.Rcpts[i].Reply[:maxReply]
+		}
+	}
+}
+
+const maxReply = 512

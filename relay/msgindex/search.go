@@ -1,0 +1,223 @@
+package msgindex
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Query selects summaries; empty fields match everything.
+type Query struct {
+	// Rcpt and From match an address, or a domain given as "@example.com"
+	// or "example.com"; QueueID and MsgID match exactly (MsgID with or
+	// without its angle brackets). All ASCII case-insensitive.
+	Rcpt, From, QueueID, MsgID string
+	// Meta: every key must have this value.
+	Meta map[string]string
+	// Status is one of Statuses, matching the message's status or any
+	// recipient's (a "mixed" message with a failed recipient is found by
+	// "failed"); "" = any.
+	Status string
+	User   string
+	// Since and Until bound the acceptance time: Since <= accepted < Until.
+	Since, Until time.Time
+	Limit        int    // default 50, max 500
+	Cursor       string // from Page.Next; "" = newest
+}
+
+// Page is one page of results, newest accepted first.
+type Page struct {
+	Items []Summary
+	// Next continues the search after this page; "" when no more. A page
+	// may hold fewer than Limit items and still have a Next when the scan
+	// budget ran out first.
+	Next string
+}
+
+// Search limits.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 500
+	// maxScan bounds the summaries one Search reads; a search that finds
+	// too few within it returns what it found and a Next to go on.
+	maxScan = 250000
+	// maxGroup bounds the hours one scan reads through one consumer.
+	maxGroup    = 48
+	scanBatch   = 2000
+	cursorMagic = "c1:"
+)
+
+// Search returns the summaries matching q, newest accepted first. It
+// reads the bucket hour by hour backwards from q.Until (or now, or the
+// cursor), a growing number of hours per read (1, 1, 2, 4 ... 48), and
+// stops once a page is full, q.Since (or the retention) is reached, or
+// maxScan summaries were read.
+func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
+	q, bound, err := normalize(q)
+	if err != nil {
+		return Page{}, err
+	}
+	m := newMatcher(q)
+	if q.QueueID != "" {
+		return x.searchID(ctx, q, m, bound)
+	}
+	now := time.Now()
+	floor := now.Add(-x.o.Retention).Truncate(time.Hour)
+	if !q.Since.IsZero() && q.Since.After(floor) {
+		floor = q.Since.Truncate(time.Hour)
+	}
+	top := now.Add(time.Hour) // clock skew between nodes
+	if !q.Until.IsZero() && q.Until.Before(top) {
+		top = q.Until
+	}
+	if bound != "" {
+		t, _ := idTime(bound)
+		top = minTime(top, t.Add(time.Millisecond))
+	}
+	var items []Summary
+	scanned, group := 0, 1
+	for h := top.Truncate(time.Hour); !h.Before(floor); {
+		hours := make([]time.Time, 0, group)
+		for ; len(hours) < group && !h.Before(floor); h = h.Add(-time.Hour) {
+			hours = append(hours, h)
+		}
+		found, n, err := x.scanHours(ctx, hours, m, bound)
+		if err != nil {
+			return Page{}, err
+		}
+		items, scanned = append(items, found...), scanned+n
+		if len(items) > q.Limit {
+			return Page{Items: items[:q.Limit], Next: cursor(items[q.Limit-1].QueueID)}, nil
+		}
+		if scanned >= maxScan && !h.Before(floor) {
+			return Page{Items: items, Next: cursor(idFloor(hours[len(hours)-1]))}, nil
+		}
+		if len(hours) > 1 || h.Add(time.Hour) != top.Truncate(time.Hour) {
+			group = min(group*2, maxGroup)
+		}
+	}
+	return Page{Items: items}, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// normalize checks q and applies the limits; bound is the cursor's
+// exclusive upper queue id ("" from the newest).
+func normalize(q Query) (Query, string, error) {
+	if q.Limit <= 0 {
+		q.Limit = DefaultLimit
+	}
+	q.Limit = min(q.Limit, MaxLimit)
+	if q.Status != "" && !slices.Contains(Statuses, q.Status) {
+		return q, "", fmt.Errorf("%w: unknown status %q", ErrBadQuery, q.Status)
+	}
+	q.Rcpt, q.From = strings.TrimSpace(q.Rcpt), strings.TrimSpace(q.From)
+	q.QueueID, q.MsgID = strings.ToUpper(strings.TrimSpace(q.QueueID)), strings.TrimSpace(q.MsgID)
+	if q.Cursor == "" {
+		return q, "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(q.Cursor)
+	id, ok := strings.CutPrefix(string(b), cursorMagic)
+	if err != nil || !ok || !queue.ValidID(id) {
+		return q, "", fmt.Errorf("%w: not a search cursor", ErrBadQuery)
+	}
+	return q, id, nil
+}
+
+// cursor encodes the exclusive upper bound of the next page.
+func cursor(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(cursorMagic + id))
+}
+
+// searchID answers a query naming a queue id with one direct get.
+func (x *Index) searchID(ctx context.Context, q Query, m *matcher, bound string) (Page, error) {
+	r, _, err := x.load(ctx, q.QueueID)
+	if errors.Is(err, ErrNotFound) {
+		return Page{}, nil
+	}
+	if err != nil {
+		return Page{}, err
+	}
+	if (bound != "" && r.QueueID >= bound) || !m.match(&r.Summary) {
+		return Page{}, nil
+	}
+	return Page{Items: []Summary{r.Summary}}, nil
+}
+
+// scanHours reads every summary of the given hours through one ordered
+// consumer and returns the matching ones below bound, newest first, and
+// how many it read.
+func (x *Index) scanHours(ctx context.Context, hours []time.Time, m *matcher, bound string) ([]Summary, int, error) {
+	subjects := make([]string, len(hours))
+	for i, h := range hours {
+		subjects[i] = "$KV." + Bucket + "." + hourToken(h) + ".*"
+	}
+	stream := "KV_" + Bucket
+	cons, err := x.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
+		MemoryStorage: true, InactiveThreshold: time.Minute, Replicas: 1,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("msgindex: search: %w", err)
+	}
+	defer func() { _ = x.js.DeleteConsumer(context.WithoutCancel(ctx), stream, cons.CachedInfo().Name) }()
+	var out []Summary
+	n := 0
+	err = readAll(ctx, cons, func(data []byte) {
+		n++
+		if !m.candidate(data) {
+			return
+		}
+		var r record
+		if json.Unmarshal(data, &r) != nil || (bound != "" && r.QueueID >= bound) || !m.match(&r.Summary) {
+			return
+		}
+		out = append(out, r.Summary)
+	})
+	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(b.QueueID, a.QueueID) })
+	return out, n, err
+}
+
+// readAll fetches without waiting until the consumer has nothing pending.
+func readAll(ctx context.Context, cons jetstream.Consumer, fn func([]byte)) error {
+	if cons.CachedInfo().NumPending == 0 {
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch, err := cons.FetchNoWait(scanBatch)
+		if err != nil {
+			return fmt.Errorf("msgindex: search: %w", err)
+		}
+		n, pending := 0, uint64(0)
+		for msg := range batch.Messages() {
+			n++
+			if meta, err := msg.Metadata(); err == nil {
+				pending = meta.NumPending
+			}
+			fn(msg.Data())
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("msgindex: search: %w", err)
+		}
+		if n == 0 || pending == 0 {
+			return nil
+		}
+	}
+}
