@@ -44,6 +44,7 @@ func commands() map[string]command {
 		"send":     {"send one test message through the relay and follow it", runSend},
 		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
 		"shaping":  {"traffic shaping per provider: status, resume PROVIDER", runShaping},
+		"console":  {"web console logins (console passwd NAME: bcrypt a password read on stdin)", runConsole},
 	}
 }
 

@@ -206,7 +206,7 @@ func (r *relay) start(ctx context.Context) error {
 			return err
 		}
 	}
-	return r.startAdmin()
+	return r.startAdmin(ctx)
 }
 
 // startState opens the components' streams and buckets (events, bounce
@@ -258,12 +258,15 @@ func (r *relay) startState(ctx context.Context) (*submit.Brake, error) {
 	return brake, err
 }
 
-func (r *relay) startAdmin() error {
+func (r *relay) startAdmin(ctx context.Context) error {
 	if r.cfg.Admin.Listen == "" {
 		return nil
 	}
-	var err error
-	r.adm, err = admin.New(admin.Options{
+	con, tlsCfg, err := r.openConsole(ctx) // consolewire.go
+	if err != nil {
+		return err
+	}
+	r.adm, err = admin.New(admin.Options{Console: con, TLS: tlsCfg,
 		Listen: r.cfg.Admin.Listen, PProf: r.cfg.Admin.PProf, Metrics: r.metrics, Queue: r.q, Logger: r.log,
 		Cluster: r.clusterView(), Shaping: r.shapingStatus,
 		Listening: func() error {

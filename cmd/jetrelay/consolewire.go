@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+
+	"github.com/jetrelay/jetrelay/relay/admin"
+	"github.com/jetrelay/jetrelay/relay/console"
+	"github.com/jetrelay/jetrelay/relay/msgindex"
+	"github.com/jetrelay/jetrelay/relay/stats"
+)
+
+// openConsole builds the web console of admin.console (nil when it is
+// off) and the admin listener's TLS configuration of admin.tls (nil:
+// plain HTTP). The console's session bucket is opened waiting for
+// JetStream like the other buckets (queue.Await).
+func (r *relay) openConsole(ctx context.Context) (admin.Console, *tls.Config, error) {
+	var tlsCfg *tls.Config
+	if t := r.cfg.Admin.TLS; t.Enabled() {
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin.tls: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	cc := r.cfg.Admin.Console
+	if !cc.Enabled {
+		return nil, tlsCfg, nil
+	}
+	users := make([]console.User, 0, len(cc.Users))
+	for _, u := range cc.Users {
+		users = append(users, console.User{Name: u.Name, PasswordHash: u.PasswordHash, Role: u.Role})
+	}
+	o := console.Options{
+		Users: users, Secure: tlsCfg != nil, JetStream: r.q.JetStream(), Replicas: r.q.Replicas(), Queue: r.q,
+		Events: r.emitter, Bouncer: r.bouncer, Suppressions: r.bouncer.Suppressions(), Logger: r.log,
+	}
+	if err := r.consoleSources(ctx, &o); err != nil {
+		return nil, nil, err
+	}
+	var con *console.Console
+	err := r.q.Await(ctx, "bucket "+console.Bucket, func(ctx context.Context) error {
+		var err error
+		con, err = console.Open(ctx, o)
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	if len(users) == 0 {
+		r.log.Warn().Str("event", "config_warning").Str("path", "admin.console.users").
+			Msg("the console is on without users: nobody can log in (jetrelay console passwd NAME makes one)")
+	}
+	return con, tlsCfg, nil
+}
+
+// consoleSources opens the message index and the cluster-wide counts the
+// console reads (their consumers are run by serve's own wiring).
+func (r *relay) consoleSources(ctx context.Context, o *console.Options) error {
+	js := r.q.JetStream()
+	err := r.q.Await(ctx, "message index", func(ctx context.Context) error {
+		x, err := msgindex.Open(ctx, js, msgindex.Options{Replicas: r.q.Replicas(), Retention: r.cfg.Events.MaxAge.D(),
+			Log: r.log})
+		o.Index = x
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	err = r.q.Await(ctx, "bucket "+stats.Bucket, func(ctx context.Context) error {
+		st, err := stats.Open(ctx, js, stats.Options{Replicas: r.q.Replicas(), Log: r.log})
+		o.Stats = st
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	return nil
+}
