@@ -22,7 +22,6 @@ type Index interface {
 // pageSize is the number of messages per page.
 const pageSize = 50
 
-
 // messagesData is the Messages page.
 type messagesData struct {
 	Form     searchForm

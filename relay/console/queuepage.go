@@ -21,10 +21,21 @@ const (
 
 // queueData is the Queue page.
 type queueData struct {
-	Domains []queue.DomainCount
-	Totals  map[queue.State]int
+	Domains []stateCounts
+	Totals  stateCounts
 	More    int // domains not listed
 	Failing []destination
+}
+
+// stateCounts is one row of the counts table.
+type stateCounts struct {
+	Domain                          string
+	Ready, InFlight, Deferred, Held int
+}
+
+func countsOf(domain string, m map[queue.State]int) stateCounts {
+	return stateCounts{Domain: domain, Ready: m[queue.StateReady], InFlight: m[queue.StateInFlight],
+		Deferred: m[queue.StateDeferred], Held: m[queue.StateHeld]}
 }
 
 // destination is a domain with deferred entries: the last reply it gave
@@ -54,17 +65,21 @@ func (c *Console) queuePage(w http.ResponseWriter, r *http.Request, s *session) 
 		c.fail(w, r, http.StatusServiceUnavailable, "the park stream is unavailable: "+err.Error())
 		return
 	}
-	d := queueData{Totals: map[queue.State]int{}}
+	var d queueData
+	totals := map[queue.State]int{}
 	for _, dc := range counts {
 		for st, n := range dc.Counts {
-			d.Totals[st] += n
+			totals[st] += n
 		}
 	}
+	d.Totals = countsOf("total", totals)
 	slices.SortStableFunc(counts, func(a, b queue.DomainCount) int { return total(b) - total(a) })
 	if len(counts) > maxDomainRows {
 		d.More, counts = len(counts)-maxDomainRows, counts[:maxDomainRows]
 	}
-	d.Domains = counts
+	for _, dc := range counts {
+		d.Domains = append(d.Domains, countsOf(dc.Domain, dc.Counts))
+	}
 	d.Failing = c.failing(ctx, counts, parked)
 	p := newPage(s, "Queue", "queue", d)
 	p.Flash = domainFlash(r.URL.Query())
