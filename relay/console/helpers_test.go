@@ -246,3 +246,31 @@ func (e *env) indexed(t testing.TB, c *http.Client, query, want string) {
 		return strings.Contains(e.get(t, c, "/console/messages?"+query).body, want)
 	})
 }
+
+// settleOne leases the only ready entry, emits its final delivery event
+// (and, for a failure, the DSN event) and acknowledges it, as delivery
+// does; it returns the queue id.
+func (e *env) settleOne(t testing.TB, status string, code int, enh, reply string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	es, err := e.q.Lease(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Stop()
+	ent, err := es.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := ent.Env
+	e.finish(env.ID, env.Rcpts[0].Addr, status, code, enh, reply)
+	if status == events.StatusFailed {
+		e.em.Emit(&events.Event{Event: events.DSN, QueueID: env.ID, DSNID: queue.NewID(), Rcpt: env.Rcpts[0].Addr,
+			MailFrom: events.Str(env.From), Reason: "failure", User: "app"})
+	}
+	if err := ent.Done(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return env.ID
+}
