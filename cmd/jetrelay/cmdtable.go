@@ -35,7 +35,7 @@ func subcommands() map[string][]string {
 		"queue":    {"ls", "show", "retry", "hold", "release", "delete"},
 		"shaping":  {"status", "resume"},
 		"suppress": {"ls", "add", "rm"},
-		"user":     {"hash"},
+		"user":     {"hash", "resume"},
 	}
 }
 

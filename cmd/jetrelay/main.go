@@ -31,7 +31,7 @@ func commands() map[string]command {
 
 		"serve":    {"run the relay (embedded NATS by default)", runServe},
 		"check":    {"validate a config file and print every problem with its line", runCheck},
-		"user":     {"manage submission users (user hash: bcrypt a password read on stdin)", runUser},
+		"user":     {"manage submission users: hash (bcrypt a password read on stdin), resume NAME", runUser},
 		"version":  {"print the version", runVersion},
 		"dkim":     {"DKIM keys: keygen, dns, check", runDKIM},
 		"domain":   {"check a sending domain's SPF, DKIM, DMARC, reverse DNS and bounce MX", runDomain},
@@ -45,6 +45,7 @@ func commands() map[string]command {
 		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
 		"shaping":  {"traffic shaping per provider: status, resume PROVIDER", runShaping},
 		"console":  {"web console logins (console passwd NAME: bcrypt a password read on stdin)", runConsole},
+		"stats":    {"delivery counts per user and domain, bounce rates, paused users", runStats},
 	}
 }
 

@@ -114,6 +114,7 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	r.shapingSet.Store(&shapingSet)
 	applyDeliver()
 	applySubmit()
+	r.applyStats(cfg)
 	r.sub.SetSigner(signer)
 	r.cfg = cfg
 	applyMemoryLimit(cfg)

@@ -95,6 +95,7 @@ type relay struct {
 	adm      *admin.Server
 	stopping atomic.Bool
 
+	stats  *statsWire // the counts and the bounce-rate guard (statswire.go)
 	shaper *shaping.Shaper
 	// shapingSet is the shaping in effect, for the /metrics gauges.
 	shapingSet atomic.Pointer[shaping.Settings]
@@ -198,6 +199,9 @@ func (r *relay) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.startStats(ctx); err != nil {
+		return err
+	}
 	if err := r.sub.Start(); err != nil {
 		return err
 	}
@@ -295,6 +299,7 @@ func (r *relay) close() {
 	if r.shaper != nil {
 		r.shaper.Close()
 	}
+	r.stopStats()
 	if r.evPub != nil {
 		_ = r.evPub.Close(ctx)
 	}

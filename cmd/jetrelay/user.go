@@ -18,14 +18,18 @@ const userHashAbout = "Reads a password on stdin (one trailing newline stripped)
 
 func runUser(args []string, sio stdio) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(sio.out, "Usage: jetrelay user hash\n\n"+userHashAbout)
+		fmt.Fprintln(sio.out, "Usage: jetrelay user hash\n       jetrelay user resume NAME [flags]\n\n"+userHashAbout+
+			"\n\n"+userResumeAbout)
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
 	}
+	if args[0] == "resume" {
+		return runUserResume(args[1:], sio)
+	}
 	if args[0] != "hash" {
-		fmt.Fprintf(sio.err, "jetrelay user: unknown subcommand %q (want: hash)\n", args[0])
+		fmt.Fprintf(sio.err, "jetrelay user: unknown subcommand %q (want: hash, resume)\n", args[0])
 		return 2
 	}
 	fs := newFlags("user hash", "user hash < password", userHashAbout, sio)

@@ -105,6 +105,8 @@ type User struct {
 	// Pool is the delivery.pools entry this user's mail leaves through;
 	// "" = the pool named default when there is one.
 	Pool string `yaml:"pool"`
+	// BounceGuard is this user's bounce-rate guard (guard.go); nil = submission.bounce_guard.
+	BounceGuard *BounceGuard `yaml:"bounce_guard"`
 }
 
 // AuthFailures slows and then refuses a client after repeated bad
@@ -147,6 +149,8 @@ type Submission struct {
 	// PROXY protocol headers to listeners with proxy_protocol; connections
 	// from anywhere else to those listeners are closed. Default none.
 	ProxyFrom []string `yaml:"proxy_from"`
+	// BounceGuard applies to every user without one of its own (guard.go); nil = none.
+	BounceGuard *BounceGuard `yaml:"bounce_guard"`
 }
 
 // DNS configures the resolver used for MX lookups, routes and DKIM checks.

@@ -43,6 +43,7 @@ func (c *Config) Validate() error {
 	checkNetworks(ps, "delivery.denied_networks", c.Delivery.DeniedNetworks)
 	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
+	c.validateGuards(ps)
 	c.validateDKIM(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)

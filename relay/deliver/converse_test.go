@@ -21,7 +21,7 @@ func TestTempfailThenSuccess(t *testing.T) {
 	m.ReplyRcpt("x@retry.test", relaytest.Err(451, "4.3.0", "try later"), 1)
 	h.start(h.config())
 	arrival := time.Now().Add(-time.Minute)
-	h.send([]string{"x@retry.test"}, func(e *queue.Envelope) { e.Arrival = arrival })
+	h.send([]string{"x@retry.test"}, func(e *queue.Envelope) { e.Arrival, e.User = arrival, "shop" })
 	relaytest.Eventually(h.t, "delivered on retry", func() bool {
 		return m.Received("x@retry.test") == 1 && len(h.deliveries("x@retry.test", events.StatusDelivered)) == 1
 	})
@@ -29,6 +29,9 @@ func TestTempfailThenSuccess(t *testing.T) {
 	del := h.deliveries("x@retry.test", events.StatusDelivered)
 	if len(def) != 1 || len(del) != 1 || def[0].SMTPCode != 451 || def[0].Reply != "try later" || del[0].Attempt != 2 {
 		t.Fatalf("events: deferred %v delivered %v", def, del)
+	}
+	if def[0].User != "shop" || del[0].User != "shop" { // relay/stats counts per user
+		t.Fatalf("user %q / %q, want shop", def[0].User, del[0].User)
 	}
 	// The latency histogram's input: the original arrival on every attempt.
 	if !def[0].Arrival.Equal(arrival) || !del[0].Arrival.Equal(arrival) {

@@ -429,6 +429,7 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 			TLS: conn.TLS, TLSPolicy: conn.TLSPolicy, TLSFailure: conn.TLSFailure, TLSCipher: conn.Cipher, TLSVerified: events.Bool(conn.Verified),
 			Attempt: attemptNo(fj), Status: string(r.Status), SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Text,
 			DurationMS: dur, Arrival: env.Arrival, Source: fj.source}
+		ev.User = env.User // whose mail: relay/stats counts per user
 		if r.Status == outcome.Deferred || (r.Status == outcome.Failed && slices.ContainsFunc(keep,
 			func(k outcome.Result) bool { return k.Rcpt.Addr == r.Rcpt.Addr })) {
 			ev.NextAttempt = &next

@@ -88,6 +88,12 @@ func (r *domainRec) merge(d *domainRec) {
 	}
 }
 
+// KeyToken is a user name as one KV key token (relay/guard uses it too).
+func KeyToken(user string) string { return userToken(user) }
+
+// TokenUser reverses KeyToken.
+func TokenUser(tok string) string { return tokenUser(tok) }
+
 // userToken escapes a user name into one KV key token: letters, digits,
 // '-' and '_' stay, every other byte is =XX (hex).
 func userToken(u string) string {

@@ -81,6 +81,23 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Store, error
 	return &Store{js: js, kv: kv, o: o, log: o.Log, known: map[string]cached{}}, nil
 }
 
+// ErrNoStats: the bucket does not exist (no relay has counted yet).
+var ErrNoStats = errors.New("stats: no " + Bucket + " bucket on this NATS (has jetrelay serve run against it?)")
+
+// Attach opens the existing bucket for queries (ops commands): it never
+// creates or changes it.
+func Attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, ErrNoStats
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stats: bucket %s: %w", Bucket, err)
+	}
+	o := Options{Retention: defaultRetention, Interval: defaultInterval, Now: time.Now, Log: zerolog.Nop()}
+	return &Store{js: js, kv: kv, o: o, log: o.Log, known: map[string]cached{}}, nil
+}
+
 // span is q's [since, until) with until defaulting to now.
 func (s *Store) span(q Query) (time.Time, time.Time) {
 	until := q.Until

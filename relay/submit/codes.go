@@ -97,6 +97,12 @@ func suppressedReply(since time.Time) *smtp.SMTPError {
 	return reply(550, 5, 1, 1, "recipient suppressed after hard bounce on "+since.UTC().Format("2006-01-02"))
 }
 
+// pausedReply refuses MAIL of a user the bounce-rate guard paused
+// (paused.go): "451 4.7.1 sending paused: bounce rate 11.2% over 24h".
+func pausedReply(reason string) *smtp.SMTPError {
+	return reply(451, 4, 7, 1, "sending paused: "+reason)
+}
+
 // internalReply hides an internal error behind an id that the log line carries.
 func internalReply(id string) *smtp.SMTPError {
 	return reply(451, 4, 3, 0, fmt.Sprintf("internal error, try again (id=%s)", id))

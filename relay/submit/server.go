@@ -157,6 +157,9 @@ type Server struct {
 	// proxyTimeout bounds reading a PROXY header; 0 = 5 s (tests shorten it).
 	proxyTimeout time.Duration
 
+	// pauses is the bounce-rate guard's check at MAIL (paused.go).
+	pauses atomic.Pointer[pausesBox]
+
 	mu        sync.Mutex
 	servers   []*smtp.Server
 	listeners []net.Listener

@@ -152,6 +152,9 @@ func (s *session) mail(from string, opts *smtp.MailOptions) (*txn, error) {
 	if u == nil {
 		return nil, errUserGone
 	}
+	if err := s.pausedErr(); err != nil { // the bounce-rate guard (paused.go)
+		return nil, err
+	}
 	tx := &txn{helo: helo, utf8: opts.UTF8, body8Bit: opts.Body == smtp.Body8BitMIME, requireT: opts.RequireTLS,
 		ret: string(opts.Return), envID: opts.EnvelopeID, seen: map[string]bool{}, started: time.Now()}
 	if from == "" {
