@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -56,23 +57,45 @@ func (x *Index) Run(ctx context.Context) error {
 		return fmt.Errorf("msgindex: consumer on %s: %w", events.StreamName, err)
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(fetchWait))
-		if err != nil {
+		msgs, err := next(ctx, cons)
+		x.apply(ctx, msgs)
+		if err != nil && ctx.Err() == nil {
 			x.o.Log.Warn().Err(err).Str("event", "msgindex_fetch_error").Msg("message index: fetch failed")
 			pause(ctx, errPause)
-			continue
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
-			!errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			x.o.Log.Debug().Err(err).Msg("message index: fetch ended")
-		}
-		x.apply(ctx, msgs)
 	}
 	return ctx.Err()
+}
+
+// next returns the events available now, up to fetchBatch; when there
+// are none it waits up to fetchWait for one (a long poll, not a loop).
+func next(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	msgs, err := collect(cons.FetchNoWait(fetchBatch))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	wait, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	if msgs, err = collect(cons.Fetch(1, jetstream.FetchContext(wait))); err != nil || len(msgs) == 0 {
+		return msgs, err
+	}
+	more, err := collect(cons.FetchNoWait(fetchBatch - 1))
+	return append(msgs, more...), err
+}
+
+func collect(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+		!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return msgs, err
+	}
+	return msgs, nil
 }
 
 func pause(ctx context.Context, d time.Duration) {

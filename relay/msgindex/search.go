@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -175,20 +176,29 @@ func (x *Index) scanHours(ctx context.Context, hours []time.Time, m *matcher, bo
 		return nil, 0, fmt.Errorf("msgindex: search: %w", err)
 	}
 	defer func() { _ = x.js.DeleteConsumer(context.WithoutCancel(ctx), stream, cons.CachedInfo().Name) }()
-	var out []Summary
+	// A summary updated during the scan can be read twice (its old value,
+	// then the new one at a higher sequence): the later read wins.
+	found := map[string]Summary{}
 	n := 0
 	err = readAll(ctx, cons, func(data []byte) {
 		n++
 		if !m.candidate(data) {
+			if len(found) > 0 {
+				delete(found, storedID(data))
+			}
 			return
 		}
 		var r record
-		if json.Unmarshal(data, &r) != nil || (bound != "" && r.QueueID >= bound) || !m.match(&r.Summary) {
+		if json.Unmarshal(data, &r) != nil || (bound != "" && r.QueueID >= bound) {
 			return
 		}
-		out = append(out, r.Summary)
+		if m.match(&r.Summary) {
+			found[r.QueueID] = r.Summary
+		} else {
+			delete(found, r.QueueID)
+		}
 	})
-	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(b.QueueID, a.QueueID) })
+	out := slices.SortedFunc(maps.Values(found), func(a, b Summary) int { return cmp.Compare(b.QueueID, a.QueueID) })
 	return out, n, err
 }
 
@@ -221,3 +231,15 @@ func readAll(ctx context.Context, cons jetstream.Consumer, fn func([]byte)) erro
 		}
 	}
 }
+
+// storedID is the queue id of a stored record without decoding it: the
+// record's first field (encode writes Summary's fields first).
+func storedID(data []byte) string {
+	const pre = `{"queue_id":"`
+	if len(data) < len(pre)+queueIDLen || string(data[:len(pre)]) != pre {
+		return ""
+	}
+	return string(data[len(pre) : len(pre)+queueIDLen])
+}
+
+const queueIDLen = 22

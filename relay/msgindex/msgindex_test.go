@@ -1,0 +1,280 @@
+package msgindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/jetrelay/jetrelay/relay/events"
+)
+
+func TestSummaryFollowsMessage(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	id, now := queue.NewID(), time.Now().UTC()
+	v.publish(accepted(id, now, "app@example.com", 1))
+	s := v.waitFor(id, "queued", func(s Summary) bool { return s.Status == StatusQueued })
+	if s.From != "app@example.com" || s.MsgID != "<"+id+"@test>" || s.User != "app" || s.Size != 1234 {
+		t.Fatalf("accepted summary: %+v", s)
+	}
+	v.publish(delivery(id, "u@dest.test", events.StatusDeferred, now.Add(time.Second), 1))
+	s = v.waitFor(id, "deferred", func(s Summary) bool { return s.Status == StatusDeferred })
+	if len(s.Rcpts) != 1 || s.Rcpts[0].Code != 451 || s.Rcpts[0].Reply != "try later" {
+		t.Fatalf("deferred summary: %+v", s)
+	}
+	v.publish(delivery(id, "u@dest.test", events.StatusDelivered, now.Add(2*time.Second), 2))
+	s = v.waitFor(id, "delivered", func(s Summary) bool { return s.Status == StatusDelivered })
+	if r := s.Rcpts[0]; r.Code != 250 || r.Attempt != 2 || !s.Updated.Equal(now.Add(2*time.Second)) {
+		t.Fatalf("delivered summary: %+v", s)
+	}
+	if _, err := v.x.Get(context.Background(), queue.NewID()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of an unknown id: %v, want ErrNotFound", err)
+	}
+}
+
+func TestRecipientStates(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	id, now := queue.NewID(), time.Now().UTC()
+	v.publish(accepted(id, now, "app@example.com", 3),
+		delivery(id, "a@one.test", events.StatusDelivered, now, 1),
+		delivery(id, "b@two.test", events.StatusFailed, now, 1))
+	s := v.waitFor(id, "two recipients", func(s Summary) bool { return len(s.Rcpts) == 2 })
+	if s.Status != StatusMixed { // the third recipient is still queued
+		t.Fatalf("status %q, want mixed", s.Status)
+	}
+	v.publish(delivery(id, "c@two.test", events.StatusFailed, now, 1),
+		&events.Event{Time: now, Event: events.DSN, QueueID: id, DSNID: "DSNID", Rcpt: "app@example.com",
+			Status: "queued", Reason: "failed"},
+		&events.Event{Time: now.Add(time.Minute), Event: events.Bounced, QueueID: id, Rcpt: "A@ONE.TEST",
+			Status: events.StatusFailed, SMTPEnh: "5.1.1", Reply: "gone"})
+	s = v.waitFor(id, "bounce and DSN", func(s Summary) bool { return s.DSNID != "" && s.Rcpts[0].Status == StatusBounced })
+	want := map[string]string{"a@one.test": StatusBounced, "b@two.test": StatusFailed, "c@two.test": StatusFailed}
+	for _, r := range s.Rcpts {
+		if want[r.Addr] != r.Status {
+			t.Errorf("rcpt %s: %s, want %s", r.Addr, r.Status, want[r.Addr])
+		}
+	}
+	if s.Status != StatusMixed || s.DSNID != "DSNID" || s.From != "app@example.com" {
+		t.Fatalf("summary: %+v", s)
+	}
+	if p := v.search(Query{Status: StatusBounced}); len(p.Items) != 1 {
+		t.Logf("all: %+v", v.search(Query{}))
+		t.Fatalf("status bounced found %d, want the mixed message", len(p.Items))
+	}
+	v.publish(&events.Event{Time: now.Add(2 * time.Minute), Event: events.Held, QueueID: id},
+		&events.Event{Time: now.Add(3 * time.Minute), Event: events.Deleted, QueueID: id})
+	v.waitFor(id, "deleted", func(s Summary) bool { return s.Status == StatusDeleted })
+}
+
+func TestFoldIsOrderFreeAndIdempotent(t *testing.T) {
+	t.Parallel()
+	id, now := queue.NewID(), time.Now().UTC()
+	evs := []*events.Event{accepted(id, now, "s@x.test", 2),
+		delivery(id, "a@y.test", events.StatusDeferred, now.Add(time.Second), 1),
+		delivery(id, "b@y.test", events.StatusDeferred, now.Add(time.Second), 1),
+		delivery(id, "a@y.test", events.StatusDelivered, now.Add(2*time.Second), 2),
+		{Time: now.Add(3 * time.Second), Event: events.Held, QueueID: id},
+		{Time: now.Add(4 * time.Second), Event: events.Released, QueueID: id},
+		delivery(id, "b@y.test", events.StatusFailed, now.Add(5*time.Second), 2)}
+	if b, _ := encode(&record{Summary: Summary{QueueID: id}}); storedID(b) != id {
+		t.Fatalf("storedID(%s) = %q", b, storedID(b))
+	}
+	fold := func(order []int) []byte {
+		r := &record{Summary: Summary{QueueID: id}}
+		for _, i := range order {
+			r.fold(uint64(i+1), evs[i])
+		}
+		slices.SortFunc(r.Rcpts, func(a, b RcptState) int { return strings.Compare(a.Addr, b.Addr) })
+		r.RcptSeq = nil
+		b, _ := encode(r)
+		return b
+	}
+	inOrder := []int{0, 1, 2, 3, 4, 5, 6}
+	want := fold(inOrder)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := range 50 {
+		order := slices.Clone(inOrder)
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		order = append(order, order[:n%len(order)]...) // some twice
+		if got := fold(order); string(got) != string(want) {
+			t.Fatalf("order %v:\n got %s\nwant %s", order, got, want)
+		}
+	}
+	if !strings.Contains(string(want), `"status":"mixed"`) {
+		t.Fatalf("final record %s: want status mixed (a delivered, b failed)", want)
+	}
+}
+
+func TestSearchFields(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	now := time.Now().UTC()
+	rng := rand.New(rand.NewPCG(3, 4))
+	a := idAt(now.Add(-3*time.Hour), rng)
+	b := idAt(now.Add(-2*time.Hour), rng)
+	c := idAt(now.Add(-time.Minute), rng)
+	ea := accepted(a, now.Add(-3*time.Hour), "Billing@Shop.test", 1)
+	ea.Meta, ea.Tag, ea.MsgID = map[string]string{"campaign": "spring", "customer": "42"}, "promo", "<Order-1@shop.test>"
+	eb := accepted(b, now.Add(-2*time.Hour), "alerts@ops.test", 1)
+	eb.User, eb.Meta = "monitor", map[string]string{"campaign": "autumn"}
+	v.publish(ea, eb, accepted(c, now.Add(-time.Minute), "billing@shop.test", 1),
+		delivery(a, "Ann@Gmail.test", events.StatusDelivered, now, 1),
+		delivery(b, "bob@corp.test", events.StatusFailed, now, 1),
+		delivery(c, "carl@gmail.test", events.StatusDeferred, now, 1))
+	v.waitFor(c, "indexed", func(s Summary) bool { return s.Status == StatusDeferred })
+	v.waitFor(b, "indexed", func(s Summary) bool { return s.Status == StatusFailed })
+	v.waitFor(a, "indexed", func(s Summary) bool { return s.Status == StatusDelivered })
+	cases := []struct {
+		name string
+		q    Query
+		want []string
+	}{
+		{"all newest first", Query{}, []string{c, b, a}},
+		{"rcpt address any case", Query{Rcpt: "ann@gmail.TEST"}, []string{a}},
+		{"rcpt domain with @", Query{Rcpt: "@gmail.test"}, []string{c, a}},
+		{"rcpt bare domain", Query{Rcpt: "corp.test"}, []string{b}},
+		{"rcpt domain is not a suffix match", Query{Rcpt: "mail.test"}, nil},
+		{"sender", Query{From: "billing@shop.test"}, []string{c, a}},
+		{"sender domain", Query{From: "ops.test"}, []string{b}},
+		{"queue id lower case", Query{QueueID: strings.ToLower(b)}, []string{b}},
+		{"message-id without brackets", Query{MsgID: "order-1@SHOP.test"}, []string{a}},
+		{"meta", Query{Meta: map[string]string{"campaign": "spring"}}, []string{a}},
+		{"meta all keys", Query{Meta: map[string]string{"campaign": "spring", "customer": "7"}}, nil},
+		{"status", Query{Status: StatusFailed}, []string{b}},
+		{"user", Query{User: "monitor"}, []string{b}},
+		{"since", Query{Since: now.Add(-150 * time.Minute)}, []string{c, b}},
+		{"until", Query{Until: now.Add(-150 * time.Minute)}, []string{a}},
+		{"limit", Query{Limit: 2}, []string{c, b}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := v.search(tc.q)
+			var got []string
+			for _, s := range p.Items {
+				got = append(got, s.QueueID)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	for _, q := range []Query{{Cursor: "bogus"}, {Status: "sent"}} {
+		if _, err := v.x.Search(context.Background(), q); !errors.Is(err, ErrBadQuery) {
+			t.Errorf("Search(%+v): %v, want ErrBadQuery", q, err)
+		}
+	}
+}
+
+func TestPaginationStableWhileEventsArrive(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	now := time.Now().UTC()
+	rng := rand.New(rand.NewPCG(5, 6))
+	var ids []string
+	for i := range 130 {
+		id := idAt(now.Add(-time.Duration(i)*2*time.Minute), rng) // spans several hours
+		ids = append(ids, id)
+		v.publish(accepted(id, now, "s@x.test", 1), delivery(id, "r@y.test", events.StatusDeferred, now, 1))
+	}
+	v.waitFor(ids[len(ids)-1], "last indexed", func(s Summary) bool { return s.Status == StatusDeferred })
+	queuetest.Eventually(t, 30*time.Second, "all indexed", func() bool { return len(v.search(Query{Limit: 500}).Items) == 130 })
+	var seen []string
+	q := Query{Limit: 50}
+	for page := 0; ; page++ {
+		p := v.search(q)
+		for _, s := range p.Items {
+			seen = append(seen, s.QueueID)
+		}
+		// between pages: new mail and updates of messages on later pages
+		fresh := queue.NewID()
+		v.publish(accepted(fresh, time.Now(), "s@x.test", 1),
+			delivery(ids[min(len(ids)-1, (page+1)*50+3)], "r@y.test", events.StatusDelivered, time.Now(), 2))
+		if p.Next == "" {
+			break
+		}
+		q.Cursor = p.Next
+	}
+	if !slices.Equal(seen, ids) {
+		t.Fatalf("paged through %d ids, want the %d in descending order", len(seen), len(ids))
+	}
+}
+
+func TestTwoIndexersConverge(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	other, err := Open(context.Background(), v.js, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.run(v.x)
+	v.run(other)
+	now := time.Now().UTC()
+	const msgs, rcpts = 10, 30
+	ids := make([]string, msgs)
+	for i := range ids {
+		ids[i] = queue.NewID()
+		v.publish(accepted(ids[i], now, "s@x.test", rcpts))
+	}
+	for r := range rcpts { // interleaved: both indexers update the same summaries at once
+		for _, id := range ids {
+			v.publish(delivery(id, fmt.Sprintf("r%d@y.test", r), events.StatusDeferred, now, 1))
+		}
+		for _, id := range ids {
+			v.publish(delivery(id, fmt.Sprintf("r%d@y.test", r), events.StatusDelivered, now.Add(time.Second), 2))
+		}
+	}
+	for _, id := range ids {
+		s := v.waitFor(id, "all recipients delivered", func(s Summary) bool { return s.Status == StatusDelivered })
+		if len(s.Rcpts) != rcpts || s.From != "s@x.test" {
+			t.Fatalf("summary of %s: %d rcpts, from %q", id, len(s.Rcpts), s.From)
+		}
+	}
+}
+
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{Retention: 2 * time.Second})
+	v.run(v.x)
+	id := queue.NewID()
+	v.publish(accepted(id, time.Now(), "s@x.test", 1))
+	v.waitFor(id, "indexed", func(Summary) bool { return true })
+	queuetest.Eventually(t, 30*time.Second, "summary expired", func() bool {
+		_, err := v.x.Get(context.Background(), id)
+		return errors.Is(err, ErrNotFound)
+	})
+	if p := v.search(Query{}); len(p.Items) != 0 {
+		t.Fatalf("search after expiry found %d", len(p.Items))
+	}
+}
+
+func TestHistory(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	id, other, now := queue.NewID(), queue.NewID(), time.Now().UTC()
+	v.publish(accepted(id, now, "s@x.test", 1), accepted(other, now, "s@x.test", 1),
+		delivery(id, "r@y.test", events.StatusDeferred, now, 1),
+		delivery(id, "r@y.test", events.StatusDelivered, now, 2))
+	h, err := History(context.Background(), v.js, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, r := range h {
+		kinds = append(kinds, r.Event.Event+":"+r.Event.Status)
+	}
+	if want := []string{"accepted:", "delivery:deferred", "delivery:delivered"}; !slices.Equal(kinds, want) {
+		t.Fatalf("history %v, want %v", kinds, want)
+	}
+}
