@@ -8,7 +8,6 @@ import (
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/console"
 	"github.com/jetrelay/jetrelay/relay/msgindex"
-	"github.com/jetrelay/jetrelay/relay/stats"
 )
 
 // openConsole builds the web console of admin.console (nil when it is
@@ -55,8 +54,9 @@ func (r *relay) openConsole(ctx context.Context) (admin.Console, *tls.Config, er
 	return con, tlsCfg, nil
 }
 
-// consoleSources opens the message index and the cluster-wide counts the
-// console reads (their consumers are run by serve's own wiring).
+// consoleSources opens the message index and takes the cluster-wide
+// counts (statswire.go) the console reads; their consumers are run by
+// serve's own wiring.
 func (r *relay) consoleSources(ctx context.Context, o *console.Options) error {
 	js := r.q.JetStream()
 	err := r.q.Await(ctx, "message index", func(ctx context.Context) error {
@@ -68,13 +68,8 @@ func (r *relay) consoleSources(ctx context.Context, o *console.Options) error {
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
-	err = r.q.Await(ctx, "bucket "+stats.Bucket, func(ctx context.Context) error {
-		st, err := stats.Open(ctx, js, stats.Options{Replicas: r.q.Replicas(), Log: r.log})
-		o.Stats = st
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("console: %w", err)
+	if r.stats != nil { // statswire.go: the store whose aggregator this node runs
+		o.Stats = r.stats.store
 	}
 	return nil
 }

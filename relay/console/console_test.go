@@ -340,3 +340,22 @@ func TestLiveStream(t *testing.T) {
 		}
 	}
 }
+
+// TestOverview: the Overview draws the cluster-wide counts (relay/stats,
+// aggregated from the events stream) as SVG without inline style.
+func TestOverview(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.enqueue(t, "a@count.example", "one")
+	e.settleOne(t, events.StatusDelivered, 250, "2.0.0", "ok")
+	c := e.login(t, viewer, viewerPass)
+	relaytest.Eventually(t, "the overview counts the delivery", func() bool {
+		r := e.get(t, c, "/console/")
+		return r.code == http.StatusOK && strings.Contains(r.body, "delivered <strong>1</strong>") &&
+			strings.Contains(r.body, "accepted <strong>1</strong>")
+	})
+	r := e.get(t, c, "/console/")
+	if strings.Count(r.body, "<polyline") != 8 || strings.Contains(r.body, "style=") || len(r.body) > 100<<10 {
+		t.Errorf("overview:\n%s", r.body)
+	}
+}

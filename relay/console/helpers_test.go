@@ -88,13 +88,14 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := stats.Open(ctx, js, stats.Options{Log: log})
+	st, err := stats.Open(ctx, js, stats.Options{Log: log, Interval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = idx.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	done := make(chan struct{}, 2)
+	go func() { _ = idx.Run(ctx); done <- struct{}{} }()
+	go func() { _ = st.Run(ctx); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
 	con, err := console.Open(ctx, console.Options{
 		Users: []console.User{{Name: viewer, PasswordHash: hash(t, viewerPass), Role: console.RoleViewer},
 			{Name: operator, PasswordHash: hash(t, operatorPass), Role: console.RoleOperator}},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/msgindex"
 	"github.com/jetrelay/jetrelay/relay/ops"
 )
 
@@ -33,6 +34,9 @@ type messageData struct {
 	More      bool // history cut at maxHistory
 	HistErr   string
 	CanDelete bool // a Bouncer is there for deletes with DSN
+	// Summary is the index's view: the message's status and each
+	// recipient's latest state (nil without an index or a summary).
+	Summary *msgindex.Summary
 }
 
 // envelopeView is the message's envelope, from its queue entries or, once
@@ -71,6 +75,11 @@ func (c *Console) message(w http.ResponseWriter, r *http.Request, s *session) {
 	d.Entries = items
 	c.readHeader(ctx, &d)
 	c.readHistory(ctx, &d)
+	if c.o.Index != nil {
+		if sum, err := c.o.Index.Get(ctx, id); err == nil {
+			d.Summary = &sum
+		}
+	}
 	if len(items) == 0 && len(d.History) == 0 && d.HistErr == "" {
 		c.fail(w, r, http.StatusNotFound, "no queue entry and no history for "+id)
 		return

@@ -17,6 +17,9 @@ import (
 type Index interface {
 	// Search returns one page of summaries matching q, newest first.
 	Search(ctx context.Context, q msgindex.Query) (msgindex.Page, error)
+	// Get returns one message's summary, msgindex.ErrNotFound when it
+	// has none.
+	Get(ctx context.Context, queueID string) (msgindex.Summary, error)
 }
 
 // pageSize is the number of messages per page.
