@@ -15,7 +15,8 @@ const consolePasswdAbout = "Reads a password on stdin (one trailing newline stri
 
 func runConsole(args []string, sio stdio) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(sio.out, "Usage: jetrelay console passwd [--role viewer|operator] NAME < password\n\n"+consolePasswdAbout)
+		fmt.Fprintln(sio.out, "Usage: jetrelay console passwd [--role viewer|operator] NAME < password\n\n"+
+			consolePasswdAbout)
 		if len(args) == 0 {
 			return 2
 		}
@@ -26,7 +27,8 @@ func runConsole(args []string, sio stdio) int {
 		return 2
 	}
 	fs := newFlags("console passwd", "console passwd [--role viewer|operator] NAME < password", consolePasswdAbout, sio)
-	role := fs.String("role", config.RoleViewer, "viewer (read only) or operator (also retry, hold, release, delete, unsuppress)")
+	role := fs.String("role", config.RoleViewer,
+		"viewer (read only) or operator (also retry, hold, release, delete, unsuppress)")
 	pos, rc, ok := parseMixed(fs, args[1:])
 	if !ok {
 		return rc

@@ -56,10 +56,12 @@ func TestServeConsole(t *testing.T) {
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp := waitGet(t, cl, "https://"+admin+"/console/login", p)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+	csp := resp.Header.Get("Content-Security-Policy")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(csp, "script-src 'self'") {
 		t.Fatalf("login page: %d %v", resp.StatusCode, resp.Header)
 	}
-	resp, err = cl.PostForm("https://"+admin+"/console/login", url.Values{"name": {"support"}, "password": {"support-pass"}})
+	resp, err = cl.PostForm("https://"+admin+"/console/login",
+		url.Values{"name": {"support"}, "password": {"support-pass"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -186,9 +186,11 @@ func (e *env) csrf(t testing.TB, c *http.Client) string {
 func (e *env) enqueue(t testing.TB, rcpt, subject string) *queue.Envelope {
 	t.Helper()
 	domain := rcpt[strings.LastIndexByte(rcpt, '@')+1:]
-	env := &queue.Envelope{From: "app@sender.test", Domain: domain, Arrival: time.Now(), MsgID: "<m-" + domain + "@sender.test>",
-		Rcpts: []queue.Recipient{{Addr: rcpt}}, User: "app", Meta: map[string]string{"order": "42"}}
-	body := "From: app@sender.test\r\nTo: " + rcpt + "\r\nSubject: " + subject + "\r\nMessage-ID: " + env.MsgID + "\r\n\r\nhi\r\n"
+	env := &queue.Envelope{From: "app@sender.test", Domain: domain, Arrival: time.Now(),
+		MsgID: "<m-" + domain + "@sender.test>", Rcpts: []queue.Recipient{{Addr: rcpt}}, User: "app",
+		Meta: map[string]string{"order": "42"}}
+	body := "From: app@sender.test\r\nTo: " + rcpt + "\r\nSubject: " + subject + "\r\nMessage-ID: " + env.MsgID +
+		"\r\n\r\nhi\r\n"
 	m := &queue.Message{Body: []byte(body), Entries: []*queue.Envelope{env}}
 	if err := e.q.Enqueue(context.Background(), m); err != nil {
 		t.Fatal(err)

@@ -51,7 +51,8 @@ type sessions struct {
 
 // openBucket creates or updates the console bucket: history 1, TTL = the
 // session lifetime (failure records carry their own window).
-func openBucket(ctx context.Context, js jetstream.JetStream, replicas int, ttl time.Duration) (jetstream.KeyValue, error) {
+func openBucket(ctx context.Context, js jetstream.JetStream, replicas int,
+	ttl time.Duration) (jetstream.KeyValue, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "jetrelay console sessions and login failures",
