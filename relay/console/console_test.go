@@ -3,6 +3,7 @@ package console_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -357,5 +358,40 @@ func TestOverview(t *testing.T) {
 	r := e.get(t, c, "/console/")
 	if strings.Count(r.body, "<polyline") != 8 || strings.Contains(r.body, "style=") || len(r.body) > 100<<10 {
 		t.Errorf("overview:\n%s", r.body)
+	}
+}
+
+// TestPageBudget: a message with a long header and hundreds of attempts
+// with long replies still gives a Message page under 100 KB, showing its
+// acceptance, its latest attempt and how many events were left out.
+func TestPageBudget(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var hdr strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&hdr, "X-Long-%d: %s\r\n", i, strings.Repeat("v", 900))
+	}
+	env := e.enqueue(t, "u@budget.example", "budget\r\n"+strings.TrimSuffix(hdr.String(), "\r\n"))
+	const attempts = 200
+	for i := 1; i <= attempts; i++ {
+		e.em.Emit(&events.Event{Event: events.Delivery, QueueID: env.ID, Rcpt: "u@budget.example",
+			Domain: "budget.example", Status: events.StatusDeferred, SMTPCode: 451, Attempt: i,
+			Reply: strings.Repeat("r", 4000)})
+	}
+	c := e.login(t, viewer, viewerPass)
+	relaytest.Eventually(t, "every attempt stored", func() bool {
+		return strings.Contains(e.get(t, c, "/console/messages/"+env.ID).body, fmt.Sprintf("attempt %d ", attempts))
+	})
+	r := e.get(t, c, "/console/messages/"+env.ID)
+	if len(r.body) > 100<<10 {
+		t.Errorf("message page is %d bytes", len(r.body))
+	}
+	for _, w := range []string{">accepted<", "141 earlier events are not shown", "attempt 200 ", "X-Long-0"} {
+		if !strings.Contains(r.body, w) {
+			t.Errorf("message page lacks %q", w)
+		}
+	}
+	if strings.Contains(r.body, "attempt 141 ") || !strings.Contains(r.body, "attempt 142 ") {
+		t.Error("the page does not show exactly the latest 59 attempts")
 	}
 }

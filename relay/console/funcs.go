@@ -23,8 +23,10 @@ func parsePages() (map[string]*template.Template, error) {
 	return out, nil
 }
 
-// maxText bounds one value shown on a page (a reply, a header field).
-const maxText = 2000
+// maxText bounds one value shown on a page (a reply, a header field): with
+// the row limits of each page it keeps pages under 100 KB. `jetrelay logs`
+// shows whole replies.
+const maxText = 400
 
 var funcs = template.FuncMap{
 	"when":      when,

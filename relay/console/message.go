@@ -18,8 +18,8 @@ import (
 
 // Bounds of the Message page.
 const (
-	maxHistory      = 300 // events shown (the first ones; a note says when more exist)
-	maxHeaderFields = 100
+	maxHistory      = 60 // events shown: the first (accepted) and the latest
+	maxHeaderFields = 40
 )
 
 // messageData is the Message page.
@@ -31,7 +31,7 @@ type messageData struct {
 	HeaderErr string
 	Envelope  envelopeView
 	History   []historyRow
-	More      bool // history cut at maxHistory
+	Omitted   int // events left out between the first and the latest
 	HistErr   string
 	CanDelete bool // a Bouncer is there for deletes with DSN
 	// Summary is the index's view: the message's status and each
@@ -110,22 +110,35 @@ func (c *Console) readHeader(ctx context.Context, d *messageData) {
 	}
 }
 
-// errEnough stops a history read at maxHistory events.
-var errEnough = errors.New("enough")
-
-// readHistory reads the message's events in stream order.
+// readHistory reads the message's events in stream order and keeps the
+// first (its acceptance) and the latest maxHistory-1.
 func (c *Console) readHistory(ctx context.Context, d *messageData) {
+	var first []historyRow
+	ring := make([]historyRow, 0, maxHistory-1)
+	later := 0 // events after the first
 	err := events.Tail(ctx, c.o.JetStream, events.Filter{ID: d.ID}, func(rec events.Record) error {
-		if len(d.History) == maxHistory {
-			d.More = true
-			return errEnough
+		row := historyRow{Event: rec.Event, Reply: replyOf(rec.Event), TLS: tlsOf(rec.Event)}
+		switch {
+		case first == nil:
+			first = []historyRow{row}
+			return nil
+		case len(ring) < cap(ring):
+			ring = append(ring, row)
+		default:
+			ring[later%cap(ring)] = row
 		}
-		d.History = append(d.History, historyRow{Event: rec.Event, Reply: replyOf(rec.Event), TLS: tlsOf(rec.Event)})
+		later++
 		return nil
 	})
-	if err != nil && !errors.Is(err, errEnough) {
+	if err != nil {
 		d.HistErr = err.Error()
 	}
+	if later > len(ring) { // the ring wrapped: its oldest row is at later % len
+		d.Omitted = later - len(ring)
+		k := later % len(ring)
+		ring = append(ring[k:], ring[:k]...)
+	}
+	d.History = append(first, ring...)
 }
 
 func replyOf(e *events.Event) string {

@@ -15,7 +15,7 @@ import (
 
 // Bounds of the Queue page.
 const (
-	maxDomainRows  = 200 // domains listed (by entries, most first)
+	maxDomainRows  = 100 // domains listed (by entries, most first)
 	maxFailingRows = 50  // failing destinations looked up
 )
 

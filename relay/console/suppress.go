@@ -10,7 +10,7 @@ import (
 )
 
 // maxSuppressionRows bounds the Suppressions page.
-const maxSuppressionRows = 500
+const maxSuppressionRows = 100
 
 // suppressionsData is the Suppressions page.
 type suppressionsData struct {
