@@ -147,6 +147,14 @@ func TestRolesAndCSRF(t *testing.T) {
 			t.Errorf("%s: %d", name, r.code)
 		}
 	}
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(url.Values{"csrf": {e.csrf(t, oc)}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://attacker.example")
+	if resp, err := oc.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-site POST with a valid token: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	items, _ := e.q.List(context.Background(), queue.ListOptions{ID: env.ID})
 	if len(items) != 1 || items[0].State != queue.StateDeferred {
 		t.Fatalf("refused actions changed the entry: %+v", items)
