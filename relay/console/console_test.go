@@ -147,7 +147,8 @@ func TestRolesAndCSRF(t *testing.T) {
 			t.Errorf("%s: %d", name, r.code)
 		}
 	}
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(url.Values{"csrf": {e.csrf(t, oc)}}.Encode()))
+	form := strings.NewReader(url.Values{"csrf": {e.csrf(t, oc)}}.Encode())
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, form)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", "https://attacker.example")
 	if resp, err := oc.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
