@@ -220,7 +220,8 @@ func (c *Console) authed(h handlerFunc) http.HandlerFunc {
 		}
 		switch {
 		case errors.Is(err, errNoSession) && r.Method == http.MethodGet && r.URL.Path != "/console/live/events":
-			http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+			next := url.Values{"next": {r.URL.RequestURI()}}.Encode()
+			http.Redirect(w, r, "/console/login?"+next, http.StatusSeeOther)
 			return
 		case errors.Is(err, errNoSession):
 			c.fail(w, r, http.StatusUnauthorized, "log in first")
@@ -230,9 +231,12 @@ func (c *Console) authed(h handlerFunc) http.HandlerFunc {
 			c.fail(w, r, http.StatusServiceUnavailable, "sessions are unavailable (JetStream); try again")
 			return
 		}
-		h(w, r, s)
+		h(w, r.WithContext(context.WithValue(r.Context(), sessionCtxKey{}, s)), s)
 	}
 }
+
+// sessionCtxKey carries a request's session to fail.
+type sessionCtxKey struct{}
 
 // operator requires a session with the operator role and the session's
 // CSRF token in the form.
@@ -269,5 +273,10 @@ func (c *Console) render(w http.ResponseWriter, status int, name string, data an
 
 // fail answers with the error page.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	c.render(w, status, "error", page{Title: http.StatusText(status), Error: msg})
+	p := page{Title: http.StatusText(status)}
+	if s, ok := r.Context().Value(sessionCtxKey{}).(*session); ok {
+		p = newPage(s, p.Title, "", nil)
+	}
+	p.Error = msg
+	c.render(w, status, "error", p)
 }

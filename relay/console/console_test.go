@@ -37,7 +37,8 @@ func TestAuthRequired(t *testing.T) {
 	for _, c := range []*http.Client{e.client(t), forged} {
 		for _, p := range pages {
 			r := e.get(t, c, p)
-			if r.code != http.StatusSeeOther || r.header.Get("Location") != "/console/login" {
+			want := "/console/login?" + url.Values{"next": {p}}.Encode()
+			if r.code != http.StatusSeeOther || r.header.Get("Location") != want {
 				t.Errorf("GET %s without a session: %d %q", p, r.code, r.header.Get("Location"))
 			}
 		}
@@ -105,6 +106,20 @@ func TestLogin(t *testing.T) {
 	}
 	if strings.Contains(ck, "Secure") {
 		t.Errorf("cookie %q is Secure without TLS", ck)
+	}
+	// A login continues where the session was asked for, on this site only.
+	for next, want := range map[string]string{"/console/messages/" + fakeID: "/console/messages/" + fakeID,
+		"//evil.example/console/": "/console/", "https://evil.example/console/": "/console/",
+		"/console/\\evil.example": "/console/", "": "/console/"} {
+		if !strings.Contains(e.get(t, c, "/console/login?"+url.Values{"next": {next}}.Encode()).body,
+			`name="next" value="`+want+`"`) {
+			t.Errorf("login form for next %q does not carry %q", next, want)
+		}
+		r := e.post(t, e.client(t), "/console/login", url.Values{"name": {operator}, "password": {operatorPass},
+			"next": {next}})
+		if r.code != http.StatusSeeOther || r.header.Get("Location") != want {
+			t.Errorf("login with next %q: %d %q", next, r.code, r.header.Get("Location"))
+		}
 	}
 	for i := 0; i < 8; i++ { // 2 failures above for vic, 8 more
 		e.post(t, e.client(t), "/console/login", url.Values{"name": {viewer}, "password": {"wrong"}})

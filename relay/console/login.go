@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -28,8 +29,24 @@ func newPage(s *session, title, nav string, data any) page {
 // maxNameLen bounds a login name.
 const maxNameLen = 128
 
+// loginData is the login form's data.
+type loginData struct {
+	Name, Next string
+}
+
 func (c *Console) loginForm(w http.ResponseWriter, r *http.Request) {
-	c.render(w, http.StatusOK, "login", page{Title: "Log in"})
+	next := nextPath(r.URL.Query().Get("next"))
+	c.render(w, http.StatusOK, "login", page{Title: "Log in", Data: loginData{Next: next}})
+}
+
+// nextPath is where a login continues: a console path of this site (never
+// another host), else the Overview.
+func nextPath(p string) string {
+	if !strings.HasPrefix(p, "/console/") || strings.Contains(p, "//") || strings.ContainsAny(p, "\\\r\n") ||
+		len(p) > maxFormBytes {
+		return "/console/"
+	}
+	return p
 }
 
 // login checks the form's name and password (bcrypt, the same work for an
@@ -43,8 +60,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	addr := clientAddr(r)
 	ctx, cancel := context.WithTimeout(r.Context(), kvTimeout)
 	defer cancel()
+	next := nextPath(r.PostFormValue("next"))
 	refused := func(status int, msg string) {
-		c.render(w, status, "login", page{Title: "Log in", Error: msg, Data: name})
+		c.render(w, status, "login", page{Title: "Log in", Error: msg, Data: loginData{Name: name, Next: next}})
 	}
 	blocked, err := c.brake.blocked(ctx, name, addr)
 	if err != nil {
@@ -81,7 +99,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log.Info().Str("event", "console_login").Str("user", name).Str("remote_addr", addr).Msg("console login")
 	c.setCookie(w, token, s.Expires)
-	http.Redirect(w, r, "/console/", http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
