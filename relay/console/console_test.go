@@ -162,14 +162,16 @@ func TestRolesAndCSRF(t *testing.T) {
 			t.Errorf("%s: %d", name, r.code)
 		}
 	}
-	form := strings.NewReader(url.Values{"csrf": {e.csrf(t, oc)}}.Encode())
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, form)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Origin", "https://attacker.example")
-	if resp, err := oc.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Errorf("cross-site POST with a valid token: %v %v", resp, err)
-	} else {
-		resp.Body.Close()
+	for _, origin := range []string{"https://attacker.example", "null"} {
+		form := strings.NewReader(url.Values{"csrf": {e.csrf(t, oc)}}.Encode())
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, form)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", origin)
+		if resp, err := oc.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST from origin %s with a valid token: %v %v", origin, resp, err)
+		} else {
+			resp.Body.Close()
+		}
 	}
 	items, _ := e.q.List(context.Background(), queue.ListOptions{ID: env.ID})
 	if len(items) != 1 || items[0].State != queue.StateDeferred {
