@@ -92,7 +92,10 @@ func TestBrowser(t *testing.T) {
 			png, err = chromedp.Run(sctx, chromedp.FullScreenshot(100))
 		}
 		if err != nil {
-			t.Fatalf("%s: %v", name, err)
+			dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+			html, herr := chromedp.Run(dctx, chromedp.OuterHTML(chromedp.CSS("html")))
+			dcancel()
+			t.Fatalf("%s: %v\npage now (%v):\n%s", name, err, herr, html)
 		}
 		if err := os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644); err != nil {
 			t.Fatal(err)
