@@ -421,3 +421,36 @@ func TestPageBudget(t *testing.T) {
 		t.Error("the page does not show exactly the latest 59 attempts")
 	}
 }
+
+// TestQueuePage: counts by domain and state, and the failing and parked
+// destinations with their last reply and next try; an operator holds a
+// domain's entries from the page.
+func TestQueuePage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.enqueue(t, "a@defer.example", "one")
+	e.deferOne(t, "greylisted <try> later")
+	e.enqueue(t, "b@parked.example", "two")
+	e.parkOne(t, "connection refused")
+	e.enqueue(t, "c@ready.example", "three")
+	oc := e.login(t, operator, operatorPass)
+	r := e.get(t, oc, "/console/queue")
+	for _, w := range []string{"defer.example", "parked.example", "ready.example",
+		"451 4.7.1 greylisted &lt;try&gt; later (mx.defer.example)", "retry 20", // its next attempt
+		"421 4.4.2 connection refused (mx.parked.example)", "wake-up (probe) 20"} {
+		if !strings.Contains(r.body, w) {
+			t.Errorf("queue page lacks %q:\n%s", w, r.body)
+		}
+	}
+	form := url.Values{"csrf": {e.csrf(t, oc)}}
+	if r := e.post(t, oc, "/console/queue/ready.example/hold", form); r.code != http.StatusSeeOther {
+		t.Fatalf("hold domain: %d\n%s", r.code, r.body)
+	}
+	relaytest.Eventually(t, "ready.example held", func() bool {
+		items, err := e.q.List(context.Background(), queue.ListOptions{Domain: "ready.example"})
+		return err == nil && len(items) == 1 && items[0].State == queue.StateHeld
+	})
+	if r := e.post(t, oc, "/console/queue/no domain/hold", form); r.code != http.StatusNotFound {
+		t.Errorf("hold of a bad domain: %d", r.code)
+	}
+}

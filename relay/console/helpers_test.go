@@ -277,3 +277,26 @@ func (e *env) settleOne(t testing.TB, status string, code int, enh, reply string
 	}
 	return env.ID
 }
+
+// parkOne leases the only ready entry and parks it with a remote reply,
+// as delivery does for a failing destination, its wake-up in an hour.
+func (e *env) parkOne(t testing.TB, reply string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	es, err := e.q.Lease(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Stop()
+	ent, err := es.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := *ent.Env
+	env.Attempt = 11
+	env.LastReply = queue.Reply{Code: 421, Enh: "4.4.2", Text: reply, MX: "mx." + env.Domain}
+	if err := ent.Park(ctx, &env, time.Now().Add(24*time.Hour), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+}
