@@ -16,6 +16,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/jetrelay/jetrelay/relay/msgindex"
 	"github.com/jetrelay/jetrelay/relay/mtasts"
 	"github.com/jetrelay/jetrelay/relay/shaping"
 	"github.com/jetrelay/jetrelay/relay/submit"
@@ -87,6 +88,7 @@ type relay struct {
 	q        *queue.Queue
 	metrics  *admin.Metrics
 	evPub    *events.StreamPublisher
+	msgIndex *msgindex.Index // the console's message search (msgindexwire.go)
 	emitter  *events.Emitter
 	bouncer  *bounce.Bouncer
 	stsKV    jetstream.KeyValue // MTA-STS policy cache (relay/mtasts)
@@ -235,6 +237,9 @@ func (r *relay) startState(ctx context.Context) (*submit.Brake, error) {
 		return nil, fmt.Errorf("events stream: %w", err)
 	}
 	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
+	if err := r.startMsgIndex(ctx); err != nil {
+		return nil, err
+	}
 	err = r.q.Await(ctx, "bounce buckets", func(ctx context.Context) error {
 		var err error
 		r.bouncer, err = bounce.New(ctx, bounce.Options{Settings: bounceSettings(r.cfg), Queue: r.q,

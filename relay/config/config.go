@@ -318,6 +318,8 @@ type DKIM struct {
 type Events struct {
 	MaxAge   Duration `yaml:"max_age"`
 	MaxBytes Size     `yaml:"max_bytes"`
+	// Index is the console's message index (relay/msgindex).
+	Index EventsIndex `yaml:"index"`
 }
 
 // Admin is the metrics/health listener.

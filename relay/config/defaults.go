@@ -31,6 +31,7 @@ func Default() *Config {
 		Events: Events{
 			MaxAge:   Duration(7 * 24 * time.Hour),
 			MaxBytes: 1 << 30,
+			Index:    EventsIndex{MaxBytes: 256 << 20},
 		},
 		Admin: Admin{Listen: "127.0.0.1:8025", Console: defaultConsole()},
 		Log:   Log{Level: "info", Format: "json"},

@@ -74,6 +74,8 @@ var reloadClasses = map[string]ReloadClass{
 	"events": Live, // the events stream's limits
 	"admin":  Restart,
 	"log":    Restart,
+
+	"events.index": Restart, // the indexer and its streams are set up at start
 }
 
 // ClassOf returns the reload class of a key path as Keys spells it

@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 	c.validateBounces(ps)
 	c.validateGuards(ps)
 	c.validateDKIM(ps)
+	c.validateEventsIndex(ps)
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
 	}

@@ -9,23 +9,34 @@
 // every node runs, so the cluster shares the work; it folds a batch's
 // events per message and writes each changed summary once per batch.
 //
-// Storage is a KV bucket (Bucket) keyed <hour>.<queue id>, hour being the
-// UTC hour the queue id was minted (queue ids start with their
-// milliseconds, so Get needs no lookup). Newest-first search reads whole
-// hours through one server-side subject filter each, newest hour first,
-// and stops once a page is full; a byte pre-filter on the stored JSON
-// decodes only candidates. Every search is bounded (maxScan summaries);
-// the opaque cursor is the last queue id returned, so new mail (newer
-// ids) never shifts later pages.
+// Storage, all JetStream:
+//   - summaries: a KV bucket (Bucket) keyed <hour>.<queue id>, hour being
+//     the UTC hour the queue id was minted (queue ids start with their
+//     milliseconds, so Get is one direct get with no lookup);
+//   - search terms: a stream (PostingsStream) with one small record per
+//     (term, message) — recipient, recipient domain, sender, sender
+//     domain, Message-ID, user, metadata pair — on jr.ix.<kind>.<bucket
+//     of the term's hash>, a bounded set of subjects.
+//
+// Search picks a plan: a queue id is one direct get; a term reads that
+// term's one subject, newest postings first in growing windows, and
+// fetches the newest candidates' summaries; anything else (status, time,
+// nothing) reads whole hours of the bucket through one subject filter,
+// newest hour first, with a byte pre-filter so only candidates are
+// decoded, and stops once a page is full. Every search is bounded
+// (maxScan summaries, maxGets fetches) and returns a cursor to go on;
+// the cursor is the last queue id returned, so new mail (newer ids) never
+// shifts later pages.
 //
 // Promises: summaries converge whatever the order and repetition of
 // events (each part of a summary records the events-stream sequence that
-// set it, updates are compare-and-set on the KV revision, so two nodes'
-// indexers never lose each other's updates); a summary lives Retention
-// after its last update (events.max_age) and the bucket is bounded by
-// MaxBytes, dropping the least recently updated first.
+// set it; writes are compare-and-set on the KV revision, so two nodes'
+// indexers never lose each other's updates); a summary's terms are stored
+// before the summary; both live Retention (events.max_age) after their
+// last write, bounded by MaxBytes, oldest dropped first.
 //
 // Cost: every summary is a distinct subject, and nats-server keeps about
 // 250 bytes of heap per subject for as long as it is stored (see
-// relay/events/stream.go); MaxBytes bounds that with the bucket.
+// relay/events/stream.go); MaxBytes bounds that with the bucket. Terms
+// cost a fixed number of subjects whatever the volume.
 package msgindex

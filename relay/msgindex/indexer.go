@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ const (
 	casAttempts   = 8
 	retryDelay    = 5 * time.Second
 	maxRecord     = 64 << 10 // a summary's stored size
+	maxPostingMsg = 32 << 10 // lines of postings per stored message
 	maxRcpts      = 1000     // recipients kept per summary
 	errPause      = time.Second
 )
@@ -133,14 +135,45 @@ func (x *Index) apply(ctx context.Context, msgs []jetstream.Msg) {
 		byID[u.id] = u
 		order = append(order, u)
 	}
+	preps := make([]*prepared, len(order))
+	parallel(len(order), func(i int) { preps[i] = x.prepare(ctx, order[i]) })
+	// Terms first, all of the batch's in one message per subject: a
+	// summary is never stored without its postings (a failure here
+	// leaves the events for redelivery).
+	var ps []posting
+	for _, p := range preps {
+		if p.err == nil && !p.same {
+			for _, t := range p.terms {
+				ps = append(ps, posting{p.u.id, t})
+			}
+		}
+	}
+	postErr := x.post(ctx, ps)
+	parallel(len(preps), func(i int) {
+		p := preps[i]
+		switch {
+		case p.err != nil || p.same:
+		case postErr != nil:
+			p.err = postErr
+		default:
+			if p.err = x.write(ctx, p); conflict(p.err) {
+				p.err = x.store(ctx, p.u) // another node wrote it meanwhile
+			}
+		}
+		x.finish(ctx, p.u, p.err)
+	})
+}
+
+// parallel runs fn(0..n-1), writers at a time.
+func parallel(n int, fn func(i int)) {
 	sem := make(chan struct{}, writers)
 	var wg sync.WaitGroup
-	for _, u := range order {
+	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			x.finish(ctx, u, x.store(ctx, u))
+			fn(i)
 		}()
 	}
 	wg.Wait()
@@ -183,36 +216,67 @@ func (x *Index) finish(ctx context.Context, u *update, err error) {
 	}
 }
 
-// store folds u into the stored summary with compare-and-set, again on a
-// conflict.
+// prepared is one message's summary with a batch's events folded in.
+type prepared struct {
+	u     *update
+	rev   uint64 // the revision it was read at; 0 = new
+	data  []byte
+	terms []term // terms the stored summary lacks
+	same  bool   // nothing new (redelivered events)
+	err   error
+}
+
+// prepare reads u's summary and folds u's events into it.
+func (x *Index) prepare(ctx context.Context, u *update) *prepared {
+	r, rev, err := x.load(ctx, u.id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return &prepared{u: u, err: err}
+	}
+	before, _ := encode(r)
+	had := r.Summary
+	had.Rcpts = slices.Clone(r.Rcpts)
+	for i, e := range u.evs {
+		r.fold(u.seqs[i], e)
+	}
+	bound(r)
+	p := &prepared{u: u, rev: rev}
+	if p.data, p.err = encode(r); p.err != nil {
+		return p
+	}
+	p.same = rev != 0 && bytes.Equal(before, p.data)
+	p.terms = newTerms(&had, &r.Summary)
+	return p
+}
+
+// write stores p with compare-and-set on the revision it was read at.
+func (x *Index) write(ctx context.Context, p *prepared) error {
+	k, _ := key(p.u.id)
+	var err error
+	if p.rev == 0 {
+		_, err = x.kv.Create(ctx, k, p.data)
+	} else {
+		_, err = x.kv.Update(ctx, k, p.data, p.rev)
+	}
+	return err
+}
+
+// store folds u into the stored summary again after a lost
+// compare-and-set, posting its own terms, until it wins.
 func (x *Index) store(ctx context.Context, u *update) error {
-	k, _ := key(u.id)
 	var err error
 	for range casAttempts {
-		var r *record
-		var rev uint64
-		r, rev, err = x.load(ctx, u.id)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		p := x.prepare(ctx, u)
+		if p.err != nil || p.same {
+			return p.err
+		}
+		ps := make([]posting, len(p.terms))
+		for i, t := range p.terms {
+			ps[i] = posting{u.id, t}
+		}
+		if err = x.post(ctx, ps); err != nil {
 			return err
 		}
-		before, _ := encode(r)
-		for i, e := range u.evs {
-			r.fold(u.seqs[i], e)
-		}
-		bound(r)
-		after, err := encode(r)
-		if err != nil {
-			return err
-		}
-		if rev != 0 && bytes.Equal(before, after) {
-			return nil // redelivered events: nothing new
-		}
-		if rev == 0 {
-			_, err = x.kv.Create(ctx, k, after)
-		} else {
-			_, err = x.kv.Update(ctx, k, after, rev)
-		}
-		if err == nil || !conflict(err) {
+		if err = x.write(ctx, p); !conflict(err) {
 			return err
 		}
 	}
@@ -252,3 +316,50 @@ func bound(r *record) {
 }
 
 const maxReply = 512
+
+// posting is one term of one message.
+type posting struct {
+	id string
+	t  term
+}
+
+// post publishes postings, one message per subject (lines of
+// postingLine), and waits for the acks.
+func (x *Index) post(ctx context.Context, ps []posting) error {
+	type out struct {
+		subject string
+		data    []byte
+	}
+	var msgs []*out
+	open := map[string]*out{} // the message being filled, per subject
+	for _, p := range ps {
+		line := postingLine(p.id, p.t)
+		o := open[p.t.subject()]
+		switch {
+		case o == nil || len(o.data)+len(line) >= maxPostingMsg:
+			o = &out{subject: p.t.subject(), data: []byte(line)}
+			open[o.subject] = o
+			msgs = append(msgs, o)
+		default:
+			o.data = append(append(o.data, '\n'), line...)
+		}
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, o := range msgs {
+		f, err := x.js.PublishAsync(o.subject, o.data, jetstream.WithExpectStream(PostingsStream))
+		if err != nil {
+			return fmt.Errorf("msgindex: posting: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("msgindex: posting: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

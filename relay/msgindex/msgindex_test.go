@@ -151,7 +151,9 @@ func TestSearchFields(t *testing.T) {
 		{"message-id without brackets", Query{MsgID: "order-1@SHOP.test"}, []string{a}},
 		{"meta", Query{Meta: map[string]string{"campaign": "spring"}}, []string{a}},
 		{"meta all keys", Query{Meta: map[string]string{"campaign": "spring", "customer": "7"}}, nil},
-		{"status", Query{Status: StatusFailed}, []string{b}},
+		{"rare status (postings)", Query{Status: StatusFailed}, []string{b}},
+		{"common status (scan)", Query{Status: StatusDeferred}, []string{c}},
+		{"status and domain", Query{Status: StatusDelivered, Rcpt: "gmail.test"}, []string{a}},
 		{"user", Query{User: "monitor"}, []string{b}},
 		{"since", Query{Since: now.Add(-150 * time.Minute)}, []string{c, b}},
 		{"until", Query{Until: now.Add(-150 * time.Minute)}, []string{a}},
@@ -190,8 +192,25 @@ func TestPaginationStableWhileEventsArrive(t *testing.T) {
 	}
 	v.waitFor(ids[len(ids)-1], "last indexed", func(s Summary) bool { return s.Status == StatusDeferred })
 	queuetest.Eventually(t, 30*time.Second, "all indexed", func() bool { return len(v.search(Query{Limit: 500}).Items) == 130 })
+	// The first runs on the messages as they are; later ones exclude the
+	// new mail of earlier runs with Until.
+	until := now.Add(time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		q    Query
+	}{
+		{"all", Query{Limit: 50}},
+		{"domain", Query{Limit: 50, Rcpt: "@y.test", Until: until}},
+		{"address since", Query{Limit: 40, Rcpt: "r@y.test", Since: now.Add(-5 * time.Hour), Until: until}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { pageThrough(t, v, tc.q, ids) })
+	}
+}
+
+// pageThrough pages through q while new mail arrives and messages on
+// later pages change, and expects want, in order.
+func pageThrough(t *testing.T, v *env, q Query, want []string) {
 	var seen []string
-	q := Query{Limit: 50}
 	for page := 0; ; page++ {
 		p := v.search(q)
 		for _, s := range p.Items {
@@ -199,15 +218,18 @@ func TestPaginationStableWhileEventsArrive(t *testing.T) {
 		}
 		// between pages: new mail and updates of messages on later pages
 		fresh := queue.NewID()
-		v.publish(accepted(fresh, time.Now(), "s@x.test", 1),
-			delivery(ids[min(len(ids)-1, (page+1)*50+3)], "r@y.test", events.StatusDelivered, time.Now(), 2))
+		v.publish(accepted(fresh, time.Now(), "s@x.test", 1), delivery(fresh, "r@y.test", events.StatusDeferred, time.Now(), 1),
+			delivery(want[min(len(want)-1, (page+1)*q.Limit+3)], "r@y.test", events.StatusDelivered, time.Now(), 2))
 		if p.Next == "" {
 			break
 		}
 		q.Cursor = p.Next
 	}
-	if !slices.Equal(seen, ids) {
-		t.Fatalf("paged through %d ids, want the %d in descending order", len(seen), len(ids))
+	if !q.Since.IsZero() {
+		want = slices.DeleteFunc(slices.Clone(want), func(id string) bool { at, _ := idTime(id); return at.Before(q.Since) })
+	}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("paged through %d ids, want the %d in descending order", len(seen), len(want))
 	}
 }
 
@@ -276,5 +298,30 @@ func TestHistory(t *testing.T) {
 	}
 	if want := []string{"accepted:", "delivery:deferred", "delivery:delivered"}; !slices.Equal(kinds, want) {
 		t.Fatalf("history %v, want %v", kinds, want)
+	}
+}
+
+func TestGetManyBatchedAndOneByOne(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	now := time.Now().UTC()
+	ids := []string{queue.NewID(), queue.NewID(), queue.NewID()}
+	v.publish(accepted(ids[0], now, "a@x.test", 1), accepted(ids[2], now, "c@x.test", 1))
+	v.waitFor(ids[2], "indexed", func(Summary) bool { return true })
+	v.waitFor(ids[0], "indexed", func(Summary) bool { return true })
+	want := []string{"a@x.test", "", "c@x.test"} // the middle one was never indexed
+	for name, get := range map[string]func(context.Context, []string) ([]Summary, error){
+		"batched": v.x.multiGet, "one by one": v.x.getEach,
+	} {
+		got, err := get(context.Background(), ids)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i, s := range got {
+			if s.From != want[i] {
+				t.Errorf("%s: item %d from %q, want %q", name, i, s.From, want[i])
+			}
+		}
 	}
 }

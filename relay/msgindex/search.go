@@ -57,7 +57,10 @@ const (
 	cursorMagic = "c1:"
 )
 
-// Search returns the summaries matching q, newest accepted first. It
+// Search returns the summaries matching q, newest accepted first. A
+// query naming a queue id is one direct get; one naming a term (address,
+// domain, Message-ID, metadata, user) reads that term's postings and
+// then the newest candidates' summaries; any other (status, time, none)
 // reads the bucket hour by hour backwards from q.Until (or now, or the
 // cursor), a growing number of hours per read (1, 1, 2, 4 ... 48), and
 // stops once a page is full, q.Since (or the retention) is reached, or
@@ -70,6 +73,9 @@ func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
 	m := newMatcher(q)
 	if q.QueueID != "" {
 		return x.searchID(ctx, q, m, bound)
+	}
+	if t, ok := queryTerm(q); ok {
+		return x.searchTerm(ctx, q, m, t, bound)
 	}
 	now := time.Now()
 	floor := now.Add(-x.o.Retention).Truncate(time.Hour)
@@ -180,34 +186,36 @@ func (x *Index) scanHours(ctx context.Context, hours []time.Time, m *matcher, bo
 	// then the new one at a higher sequence): the later read wins.
 	found := map[string]Summary{}
 	n := 0
-	err = readAll(ctx, cons, func(data []byte) {
+	err = readAll(ctx, cons, func(data []byte, _ time.Time) bool {
 		n++
 		if !m.candidate(data) {
 			if len(found) > 0 {
 				delete(found, storedID(data))
 			}
-			return
+			return true
 		}
 		var r record
 		if json.Unmarshal(data, &r) != nil || (bound != "" && r.QueueID >= bound) {
-			return
+			return true
 		}
 		if m.match(&r.Summary) {
 			found[r.QueueID] = r.Summary
 		} else {
 			delete(found, r.QueueID)
 		}
+		return true
 	})
 	out := slices.SortedFunc(maps.Values(found), func(a, b Summary) int { return cmp.Compare(b.QueueID, a.QueueID) })
 	return out, n, err
 }
 
-// readAll fetches without waiting until the consumer has nothing pending.
-func readAll(ctx context.Context, cons jetstream.Consumer, fn func([]byte)) error {
+// readAll fetches without waiting until the consumer has nothing pending
+// or fn returns false (fn gets each message's data and stream time).
+func readAll(ctx context.Context, cons jetstream.Consumer, fn func(data []byte, at time.Time) bool) error {
 	if cons.CachedInfo().NumPending == 0 {
 		return nil
 	}
-	for {
+	for more := true; more; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -216,12 +224,14 @@ func readAll(ctx context.Context, cons jetstream.Consumer, fn func([]byte)) erro
 			return fmt.Errorf("msgindex: search: %w", err)
 		}
 		n, pending := 0, uint64(0)
-		for msg := range batch.Messages() {
+		for msg := range batch.Messages() { // drained even after a stop
 			n++
-			if meta, err := msg.Metadata(); err == nil {
-				pending = meta.NumPending
+			meta, err := msg.Metadata()
+			if err != nil || !more {
+				continue
 			}
-			fn(msg.Data())
+			pending = meta.NumPending
+			more = fn(msg.Data(), meta.Timestamp)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return fmt.Errorf("msgindex: search: %w", err)
@@ -230,6 +240,7 @@ func readAll(ctx context.Context, cons jetstream.Consumer, fn func([]byte)) erro
 			return nil
 		}
 	}
+	return nil
 }
 
 // storedID is the queue id of a stored record without decoding it: the

@@ -89,14 +89,34 @@ func (o Options) withDefaults() Options {
 // Open creates or updates the index bucket and returns the index.
 func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Index, error) {
 	o = o.withDefaults()
-	if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(o)); err != nil {
-		return nil, fmt.Errorf("msgindex: bucket %s: %w", Bucket, err)
+	for _, cfg := range []jetstream.StreamConfig{StreamConfig(o), PostingsConfig(o)} {
+		if err := ensureStream(ctx, js, cfg); err != nil {
+			return nil, err
+		}
 	}
 	kv, err := js.KeyValue(ctx, Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("msgindex: bucket %s: %w", Bucket, err)
 	}
 	return &Index{o: o, js: js, kv: kv}, nil
+}
+
+// ensureStream creates or updates one of the index's streams. Like the
+// events stream, a single-replica index writes in the async persist mode
+// (no fsync per summary: the index is derived from the events and
+// rebuilt from them); an existing stream keeps the mode it has (it cannot
+// change).
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	if cfg.Replicas == 1 {
+		cfg.PersistMode = jetstream.AsyncPersistMode
+	}
+	if s, err := js.Stream(ctx, cfg.Name); err == nil {
+		cfg.PersistMode = s.CachedInfo().Config.PersistMode
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("msgindex: stream %s: %w", cfg.Name, err)
+	}
+	return nil
 }
 
 // Get returns the summary of one message.

@@ -1,0 +1,197 @@
+package msgindex
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/jetrelay/jetrelay/queue/queuetest"
+	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// benchEvents is the size of the benchmark's events stream.
+const benchEvents = 100000
+
+// BenchmarkSearch100k indexes 100,000 events — accepted, delivery
+// (delivered, deferred, failed) and dsn, about 40,000 messages accepted
+// over the last 24 hours to 200 domains — through the real indexer on an
+// embedded nats-server, then times searches.
+func BenchmarkSearch100k(b *testing.B) {
+	v := newEnv(b, Options{})
+	start := time.Now()
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	sample := fillBench(b, v)
+	v.run(v.x)
+	waitIndexed(b, v)
+	runtime.GC()
+	runtime.ReadMemStats(&ms1)
+	b.Logf("indexed %d events (%d messages) in %s; heap +%d MiB", benchEvents, sample.messages,
+		time.Since(start).Round(time.Millisecond), (int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc))>>20)
+	for _, name := range []string{"KV_" + Bucket, PostingsStream} {
+		st, err := v.js.Stream(context.Background(), name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%s: %d messages, %d bytes, %d subjects", name, info.State.Msgs, info.State.Bytes, info.State.NumSubjects)
+	}
+	page5 := pageCursor(b, v, Query{}, 5)
+	domPage3 := pageCursor(b, v, Query{Rcpt: "@d1.test"}, 3)
+	cases := []struct {
+		name string
+		q    Query
+	}{
+		{"first_page", Query{}},
+		{"later_page", Query{Cursor: page5}},
+		{"rcpt", Query{Rcpt: sample.rcpt}},
+		{"rcpt_no_match", Query{Rcpt: "nobody@nowhere.test"}},
+		{"domain", Query{Rcpt: "@d7.test"}},
+		{"domain_later_page", Query{Rcpt: "@d1.test", Cursor: domPage3}},
+		{"status_failed", Query{Status: StatusFailed}},
+		{"meta", Query{Meta: map[string]string{"campaign": "c42"}}},
+		{"sender_last_6h", Query{From: sample.from, Since: time.Now().Add(-6 * time.Hour)}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			n := 0
+			for b.Loop() {
+				p, err := v.x.Search(context.Background(), tc.q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n = len(p.Items)
+			}
+			b.ReportMetric(float64(n), "items")
+		})
+	}
+}
+
+type benchSample struct {
+	messages   int
+	rcpt, from string
+}
+
+// fillBench publishes benchEvents events (asynchronously, bounded).
+func fillBench(b *testing.B, v *env) benchSample {
+	b.Helper()
+	rng := rand.New(rand.NewPCG(7, 8))
+	now := time.Now().UTC()
+	var s benchSample
+	var futures []jetstream.PubAckFuture
+	pub := func(e *events.Event) {
+		data, err := json.Marshal(e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := v.js.PublishAsync(events.Subject(e), data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if futures = append(futures, f); len(futures) >= 1000 {
+			waitAcks(b, futures)
+			futures = futures[:0]
+		}
+	}
+	n := 0
+	for n < benchEvents {
+		at := now.Add(-time.Duration(rng.Int64N(int64(24 * time.Hour))))
+		evs := benchMessage(rng, idAt(at, rng), at)
+		for _, e := range evs {
+			pub(e)
+		}
+		n += len(evs)
+		s.messages++
+		if s.messages == 1000 {
+			s.rcpt, s.from = evs[1].Rcpt, *evs[0].MailFrom
+		}
+	}
+	waitAcks(b, futures)
+	return s
+}
+
+func waitAcks(b *testing.B, fs []jetstream.PubAckFuture) {
+	b.Helper()
+	for _, f := range fs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			b.Fatal(err)
+		case <-time.After(time.Minute):
+			b.Fatal("publish ack timed out")
+		}
+	}
+}
+
+// benchMessage is one message's events: 70 % delivered at once, 15 %
+// deferred then delivered, 8 % deferred twice then failed with a DSN, 5 %
+// failed at once with a DSN, 2 % with two recipients.
+func benchMessage(rng *rand.Rand, id string, at time.Time) []*events.Event {
+	rcpt := func() string {
+		d := rng.IntN(200)
+		if rng.IntN(10) < 3 {
+			d = 1 // the big mailbox provider
+		}
+		return fmt.Sprintf("user%d@d%d.test", rng.IntN(5000), d)
+	}
+	acc := accepted(id, at, fmt.Sprintf("app%d@sender%d.test", rng.IntN(20), rng.IntN(10)), 1)
+	acc.User = fmt.Sprintf("user%d", rng.IntN(10))
+	acc.Meta = map[string]string{"campaign": fmt.Sprintf("c%d", rng.IntN(100)), "customer": fmt.Sprint(rng.IntN(10000))}
+	r, t := rcpt(), func(m int) time.Time { return at.Add(time.Duration(m) * time.Minute) }
+	out := []*events.Event{acc}
+	dsn := &events.Event{Time: t(90), Event: events.DSN, QueueID: id, DSNID: "DSN" + id[3:],
+		Rcpt: *acc.MailFrom, Status: "queued", Reason: "failed"}
+	switch p := rng.IntN(100); {
+	case p < 70:
+		out = append(out, delivery(id, r, events.StatusDelivered, t(0), 1))
+	case p < 85:
+		out = append(out, delivery(id, r, events.StatusDeferred, t(0), 1), delivery(id, r, events.StatusDelivered, t(5), 2))
+	case p < 93:
+		out = append(out, delivery(id, r, events.StatusDeferred, t(0), 1), delivery(id, r, events.StatusDeferred, t(5), 2),
+			delivery(id, r, events.StatusFailed, t(90), 3), dsn)
+	case p < 98:
+		out = append(out, delivery(id, r, events.StatusFailed, t(0), 1), dsn)
+	default:
+		acc.RcptCount = 2
+		out = append(out, delivery(id, r, events.StatusDelivered, t(0), 1), delivery(id, rcpt(), events.StatusDeferred, t(0), 1))
+	}
+	for _, e := range out[1:] {
+		e.Meta, e.User = acc.Meta, acc.User
+	}
+	return out
+}
+
+// waitIndexed waits until the indexer has acknowledged every event.
+func waitIndexed(b *testing.B, v *env) {
+	b.Helper()
+	queuetest.Eventually(b, 10*time.Minute, "events indexed", func() bool {
+		c, err := v.js.Consumer(context.Background(), events.StreamName, Durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= benchEvents
+	})
+}
+
+// pageCursor returns the cursor after n pages of q.
+func pageCursor(b *testing.B, v *env, q Query, n int) string {
+	b.Helper()
+	for range n {
+		p, err := v.x.Search(context.Background(), q)
+		if err != nil || p.Next == "" {
+			b.Fatalf("page of %+v: %v (next %q)", q, err, p.Next)
+		}
+		q.Cursor = p.Next
+	}
+	return q.Cursor
+}
