@@ -7,7 +7,6 @@ import (
 
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/console"
-	"github.com/jetrelay/jetrelay/relay/msgindex"
 )
 
 // openConsole builds the web console of admin.console (nil when it is
@@ -35,9 +34,7 @@ func (r *relay) openConsole(ctx context.Context) (admin.Console, *tls.Config, er
 		Users: users, Secure: tlsCfg != nil, JetStream: r.q.JetStream(), Replicas: r.q.Replicas(), Queue: r.q,
 		Events: r.emitter, Bouncer: r.bouncer, Suppressions: r.bouncer.Suppressions(), Logger: r.log,
 	}
-	if err := r.consoleSources(ctx, &o); err != nil {
-		return nil, nil, err
-	}
+	r.consoleSources(&o)
 	var con *console.Console
 	err := r.q.Await(ctx, "bucket "+console.Bucket, func(ctx context.Context) error {
 		var err error
@@ -54,22 +51,13 @@ func (r *relay) openConsole(ctx context.Context) (admin.Console, *tls.Config, er
 	return con, tlsCfg, nil
 }
 
-// consoleSources opens the message index and takes the cluster-wide
-// counts (statswire.go) the console reads; their consumers are run by
-// serve's own wiring.
-func (r *relay) consoleSources(ctx context.Context, o *console.Options) error {
-	js := r.q.JetStream()
-	err := r.q.Await(ctx, "message index", func(ctx context.Context) error {
-		x, err := msgindex.Open(ctx, js, msgindex.Options{Replicas: r.q.Replicas(), Retention: r.cfg.Events.MaxAge.D(),
-			Log: r.log})
-		o.Index = x
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("console: %w", err)
+// consoleSources gives the console the message index (msgindexwire.go)
+// and the cluster-wide counts (statswire.go) this node keeps up to date.
+func (r *relay) consoleSources(o *console.Options) {
+	if r.msgIndex != nil {
+		o.Index = r.msgIndex
 	}
-	if r.stats != nil { // statswire.go: the store whose aggregator this node runs
+	if r.stats != nil {
 		o.Stats = r.stats.store
 	}
-	return nil
 }
