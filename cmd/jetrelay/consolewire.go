@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jetrelay/jetrelay/relay/admin"
+	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/jetrelay/jetrelay/relay/console"
 )
 
@@ -26,10 +27,7 @@ func (r *relay) openConsole(ctx context.Context) (admin.Console, *tls.Config, er
 	if !cc.Enabled {
 		return nil, tlsCfg, nil
 	}
-	users := make([]console.User, 0, len(cc.Users))
-	for _, u := range cc.Users {
-		users = append(users, console.User{Name: u.Name, PasswordHash: u.PasswordHash, Role: u.Role})
-	}
+	users := consoleUsers(r.cfg)
 	o := console.Options{
 		Users: users, Secure: tlsCfg != nil, JetStream: r.q.JetStream(), Replicas: r.q.Replicas(), Queue: r.q,
 		Events: r.emitter, Bouncer: r.bouncer, Suppressions: r.bouncer.Suppressions(), Logger: r.log,
@@ -44,6 +42,7 @@ func (r *relay) openConsole(ctx context.Context) (admin.Console, *tls.Config, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("console: %w", err)
 	}
+	r.console = con
 	if len(users) == 0 {
 		r.log.Warn().Str("event", "config_warning").Str("path", "admin.console.users").
 			Msg("the console is on without users: nobody can log in (jetrelay console passwd NAME makes one)")
@@ -60,4 +59,26 @@ func (r *relay) consoleSources(o *console.Options) {
 	if r.stats != nil {
 		o.Stats = r.stats.store
 	}
+}
+
+// consoleUsers are admin.console.users as the console takes them.
+func consoleUsers(cfg *config.Config) []console.User {
+	users := make([]console.User, 0, len(cfg.Admin.Console.Users))
+	for _, u := range cfg.Admin.Console.Users {
+		users = append(users, console.User{Name: u.Name, PasswordHash: u.PasswordHash, Role: u.Role})
+	}
+	return users
+}
+
+// prepareConsole readies a reload's admin.console.users (live: the next
+// request sees them); a no-op without a console.
+func (r *relay) prepareConsole(cfg *config.Config) (func(), error) {
+	if r.console == nil {
+		return func() {}, nil
+	}
+	apply, err := r.console.PrepareUsers(consoleUsers(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("admin.console.users: %w", err)
+	}
+	return apply, nil
 }

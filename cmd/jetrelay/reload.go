@@ -96,6 +96,10 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	if err != nil {
 		return ch, err
 	}
+	applyConsole, err := r.prepareConsole(cfg) // consolewire.go
+	if err != nil {
+		return ch, err
+	}
 	// Last, as the only step outside this process: when the stream refuses
 	// its new limits, nothing has been applied yet.
 	if so := eventStreamOptions(cfg); !reflect.DeepEqual(so, eventStreamOptions(r.cfg)) {
@@ -114,6 +118,7 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	r.shapingSet.Store(&shapingSet)
 	applyDeliver()
 	applySubmit()
+	applyConsole()
 	r.applyStats(cfg)
 	r.sub.SetSigner(signer)
 	r.cfg = cfg

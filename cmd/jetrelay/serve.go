@@ -14,6 +14,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/console"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/msgindex"
@@ -101,6 +102,8 @@ type relay struct {
 	shaper *shaping.Shaper
 	// shapingSet is the shaping in effect, for the /metrics gauges.
 	shapingSet atomic.Pointer[shaping.Settings]
+
+	console *console.Console // the web console, nil when off (consolewire.go)
 }
 
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {

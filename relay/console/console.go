@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
@@ -67,8 +68,7 @@ type Options struct {
 type Console struct {
 	o        Options
 	log      zerolog.Logger
-	users    map[string]User
-	dummy    []byte // a bcrypt hash checked for unknown users (same cost)
+	users    atomic.Pointer[userSet]
 	sessions *sessions
 	brake    *brake
 	pages    map[string]*template.Template
@@ -98,24 +98,12 @@ func Open(ctx context.Context, o Options) (*Console, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	c := &Console{o: o, log: o.Logger, users: map[string]User{}, streams: make(chan struct{}, o.MaxStreams),
-		stop: make(chan struct{})}
-	cost := bcrypt.MinCost
-	for _, u := range o.Users {
-		if u.Role != RoleViewer && u.Role != RoleOperator {
-			return nil, fmt.Errorf("console: user %s: role %q is not viewer or operator", u.Name, u.Role)
-		}
-		if uc, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-			return nil, fmt.Errorf("console: user %s: password_hash is not a bcrypt hash: %w", u.Name, err)
-		} else {
-			cost = max(cost, uc)
-		}
-		c.users[u.Name] = u
-	}
-	var err error
-	if c.dummy, err = bcrypt.GenerateFromPassword([]byte("jetrelay console dummy"), cost); err != nil {
+	c := &Console{o: o, log: o.Logger, streams: make(chan struct{}, o.MaxStreams), stop: make(chan struct{})}
+	apply, err := c.PrepareUsers(o.Users)
+	if err != nil {
 		return nil, err
 	}
+	apply()
 	if c.pages, err = parsePages(); err != nil {
 		return nil, err
 	}
@@ -126,6 +114,36 @@ func Open(ctx context.Context, o Options) (*Console, error) {
 	c.sessions = &sessions{kv: kv, ttl: o.SessionTTL, now: o.Now}
 	c.brake = &brake{kv: kv, now: o.Now}
 	return c, nil
+}
+
+// userSet is the users who may log in.
+type userSet struct {
+	byName map[string]User
+	dummy  []byte // a bcrypt hash checked for unknown names (the users' highest cost)
+}
+
+// PrepareUsers checks a new user list (a reload's) and returns the
+// function that puts it in effect: the next request of a removed user, or
+// of one whose role changed, sees the change; sessions are not ended
+// otherwise.
+func (c *Console) PrepareUsers(users []User) (apply func(), err error) {
+	set := &userSet{byName: map[string]User{}}
+	cost := bcrypt.MinCost
+	for _, u := range users {
+		if u.Role != RoleViewer && u.Role != RoleOperator {
+			return nil, fmt.Errorf("console: user %s: role %q is not viewer or operator", u.Name, u.Role)
+		}
+		uc, err := bcrypt.Cost([]byte(u.PasswordHash))
+		if err != nil {
+			return nil, fmt.Errorf("console: user %s: password_hash is not a bcrypt hash: %w", u.Name, err)
+		}
+		cost = max(cost, uc)
+		set.byName[u.Name] = u
+	}
+	if set.dummy, err = bcrypt.GenerateFromPassword([]byte("jetrelay console dummy"), cost); err != nil {
+		return nil, err
+	}
+	return func() { c.users.Store(set) }, nil
 }
 
 // Shutdown ends the live streams (the HTTP server's Shutdown waits for
@@ -212,7 +230,7 @@ func (c *Console) authed(h handlerFunc) http.HandlerFunc {
 		s, _, err := c.sessions.lookup(ctx, r)
 		cancel()
 		if err == nil {
-			u, ok := c.users[s.User]
+			u, ok := c.users.Load().byName[s.User]
 			if !ok {
 				err = errNoSession
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/bounce"
+	"github.com/jetrelay/jetrelay/relay/console"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
@@ -453,4 +454,39 @@ func TestQueuePage(t *testing.T) {
 	if r := e.post(t, oc, "/console/queue/no domain/hold", form); r.code != http.StatusNotFound {
 		t.Errorf("hold of a bad domain: %d", r.code)
 	}
+}
+
+// TestPrepareUsers: a reload's user list takes effect at once: a new user
+// logs in, a removed user's session is refused, a role change applies to
+// existing sessions; a bad list is refused and changes nothing.
+func TestPrepareUsers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	vc := e.login(t, viewer, viewerPass)
+	oc := e.login(t, operator, operatorPass)
+	plain := []console.User{{Name: "x", PasswordHash: "plain", Role: console.RoleViewer}}
+	if _, err := e.con.PrepareUsers(plain); err == nil {
+		t.Error("a plain-text password was accepted")
+	}
+	if _, err := e.con.PrepareUsers([]console.User{{Name: "x", PasswordHash: hash(t, "p"), Role: "admin"}}); err == nil {
+		t.Error("an unknown role was accepted")
+	}
+	apply, err := e.con.PrepareUsers([]console.User{
+		{Name: operator, PasswordHash: hash(t, operatorPass), Role: console.RoleViewer},
+		{Name: "new", PasswordHash: hash(t, "new-pass"), Role: console.RoleViewer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.get(t, vc, "/console/queue"); r.code != http.StatusOK {
+		t.Errorf("before apply, the viewer's session: %d", r.code)
+	}
+	apply()
+	if r := e.get(t, vc, "/console/queue"); r.code != http.StatusSeeOther {
+		t.Errorf("a removed user's session: %d", r.code)
+	}
+	r := e.get(t, oc, "/console/queue")
+	if strings.Contains(r.body, "(operator)") || !strings.Contains(r.body, "(viewer)") {
+		t.Error("the role change did not reach the existing session")
+	}
+	e.login(t, "new", "new-pass")
 }

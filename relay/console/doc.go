@@ -13,7 +13,8 @@
 //     cookie holds a random token (the key is its SHA-256), HttpOnly,
 //     SameSite=Strict, Secure when the admin listener serves TLS. A
 //     session's role is the configured user's role at each request:
-//     removing a user or changing its role takes effect at once.
+//     removing a user or changing its role (a reload, PrepareUsers) takes
+//     effect at once.
 //   - Login checks bcrypt hashes (the submission users' scheme); unknown
 //     users cost the same bcrypt work. A failure brake in the same bucket
 //     refuses a user name or a client address after maxFailures failed

@@ -76,8 +76,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		refused(http.StatusTooManyRequests, brakeMessage)
 		return
 	}
-	u, known := c.users[name]
-	hash := c.dummy
+	users := c.users.Load()
+	u, known := users.byName[name]
+	hash := users.dummy
 	if known {
 		hash = []byte(u.PasswordHash)
 	}
