@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -13,8 +13,9 @@ import (
 
 // Live stream bounds.
 const (
-	liveKeepalive = 15 * time.Second
-	maxFilterLen  = 255
+	liveKeepalive    = 15 * time.Second
+	liveWriteTimeout = 30 * time.Second
+	maxFilterLen     = 255
 )
 
 // liveRow is one event as the Live page's script receives it (JSON; the
@@ -65,11 +66,6 @@ func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request, s *session)
 		http.Error(w, "too many live streams; close one and try again", http.StatusServiceUnavailable)
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
-	}
 	ctx, cancel := context.WithDeadline(r.Context(), s.Expires)
 	defer cancel()
 	go func() {
@@ -84,13 +80,14 @@ func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request, s *session)
 	// cancels the request when its background read of the idle
 	// connection times out.
 	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprint(w, ": stream open\n\n")
-	fl.Flush()
+	_, _ = io.WriteString(w, ": stream open\n\n")
+	if err := rc.Flush(); err != nil {
+		return
+	}
 	f := liveFilterOf(r)
 	out := make(chan liveRow, 64)
 	go func() {
@@ -108,11 +105,19 @@ func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request, s *session)
 			c.log.Warn().Err(err).Str("event", "console_live_failed").Msg("console live stream ended")
 		}
 	}()
-	c.pump(ctx, w, fl, out)
+	c.pump(ctx, w, out)
 }
 
-// pump writes rows and keep-alive comments until out closes or ctx ends.
-func (c *Console) pump(ctx context.Context, w http.ResponseWriter, fl http.Flusher, out <-chan liveRow) {
+// pump writes rows and keep-alive comments until out closes, ctx ends or
+// a write fails; each write must be taken by the client within
+// liveWriteTimeout (a client that stops reading does not hold the stream).
+func (c *Console) pump(ctx context.Context, w http.ResponseWriter, out <-chan liveRow) {
+	rc := http.NewResponseController(w)
+	send := func(s string) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(liveWriteTimeout))
+		_, err := io.WriteString(w, s)
+		return err == nil && rc.Flush() == nil
+	}
 	tick := time.NewTicker(liveKeepalive)
 	defer tick.Stop()
 	for {
@@ -120,21 +125,19 @@ func (c *Console) pump(ctx context.Context, w http.ResponseWriter, fl http.Flush
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+			if !send(": keep-alive\n\n") {
 				return
 			}
 		case row, ok := <-out:
 			if !ok {
-				_, _ = fmt.Fprint(w, "event: end\ndata: {}\n\n")
-				fl.Flush()
+				send("event: end\ndata: {}\n\n")
 				return
 			}
 			b, _ := json.Marshal(row)
-			if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			if !send("data: " + string(b) + "\n\n") {
 				return
 			}
 		}
-		fl.Flush()
 	}
 }
 
