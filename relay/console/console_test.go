@@ -490,3 +490,35 @@ func TestPrepareUsers(t *testing.T) {
 	}
 	e.login(t, "new", "new-pass")
 }
+
+// TestDeleteActions: an operator deletes one message with a DSN to its
+// sender and one without; both are recorded as deleted by the console
+// user, and only the first queues a DSN.
+func TestDeleteActions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	withDSN := e.enqueue(t, "a@del.example", "one")
+	e.deferOne(t, "later")
+	noDSN := e.enqueue(t, "b@del.example", "two")
+	e.deferOne(t, "later")
+	oc := e.login(t, operator, operatorPass)
+	tok := e.csrf(t, oc)
+	for id, action := range map[string]string{withDSN.ID: "delete", noDSN.ID: "delete-nodsn"} {
+		r := e.post(t, oc, "/console/messages/"+id+"/"+action, url.Values{"csrf": {tok}})
+		if r.code != http.StatusSeeOther {
+			t.Fatalf("%s %s: %d\n%s", action, id, r.code, r.body)
+		}
+		if items, err := e.q.List(ctx, queue.ListOptions{ID: id}); err != nil || len(items) != 0 {
+			t.Errorf("%s left %v %v", action, items, err)
+		}
+	}
+	dels := e.events.Find(events.Deleted, func(ev events.Event) bool { return ev.Actor == "console:"+operator })
+	if len(dels) != 2 {
+		t.Errorf("deleted events %+v", dels)
+	}
+	relaytest.Eventually(t, "one DSN queued", func() bool {
+		items, err := e.q.List(ctx, queue.ListOptions{Domain: "sender.test"})
+		return err == nil && len(items) == 1 && items[0].Env.IsDSN
+	})
+}
