@@ -45,12 +45,14 @@ func chromium(t *testing.T) string {
 }
 
 // browser starts headless Chromium (no sandbox: the tests run as root)
-// that resolves no name and reaches nothing but loopback.
+// that resolves no name and reaches nothing but the console on loopback.
 func browser(t *testing.T, exe string) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 1000),
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"),
+		// Anything but the console goes to a closed loopback port.
+		chromedp.Flag("proxy-server", "http://127.0.0.1:9"), chromedp.Flag("proxy-bypass-list", "127.0.0.1"),
 		chromedp.Flag("disable-component-update", true), chromedp.UserDataDir(t.TempDir()))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
