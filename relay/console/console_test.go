@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -521,4 +522,42 @@ func TestDeleteActions(t *testing.T) {
 		items, err := e.q.List(ctx, queue.ListOptions{Domain: "sender.test"})
 		return err == nil && len(items) == 1 && items[0].Env.IsDSN
 	})
+}
+
+// TestSearchForm: the Messages form's fields reach the index (status,
+// meta, queue id, time range) and bad values are explained, not searched.
+func TestSearchForm(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.enqueue(t, "a@ok.example", "one")
+	okID := e.settleOne(t, events.StatusDelivered, 250, "2.0.0", "ok")
+	e.enqueue(t, "b@bad.example", "two")
+	badID := e.settleOne(t, events.StatusFailed, 550, "5.1.1", "no such user")
+	c := e.login(t, viewer, viewerPass)
+	e.indexed(t, c, "", okID)
+	e.indexed(t, c, "", badID)
+	now := time.Now().UTC()
+	for q, want := range map[string][]string{
+		"status=failed":    {badID},
+		"status=delivered": {okID},
+		"meta=order%3D42":  {okID, badID},
+		"meta=order%3D43":  nil,
+		"id=" + okID:       {okID},
+		"rcpt=bad.example": {badID},
+		"since=" + now.Add(time.Hour).Format("2006-01-02T15:04"): nil,
+		"until=" + now.Add(time.Hour).Format("2006-01-02T15:04"): {okID, badID},
+	} {
+		r := e.get(t, c, "/console/messages?"+q)
+		for _, id := range []string{okID, badID} {
+			if strings.Contains(r.body, id) != slices.Contains(want, id) {
+				t.Errorf("%s: shows %s %v, want %v", q, id, strings.Contains(r.body, id), want)
+			}
+		}
+	}
+	for q, w := range map[string]string{"meta=order": "meta takes key=value pairs", "since=yesterday": "times are",
+		"status=lost": "unknown status"} {
+		if r := e.get(t, c, "/console/messages?"+q); !strings.Contains(r.body, w) || strings.Contains(r.body, okID) {
+			t.Errorf("%s: no explanation %q:\n%s", q, w, r.body)
+		}
+	}
 }
