@@ -112,6 +112,7 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	// The Bouncer first: it accepts bounces for the new VERP domain (and
 	// still the old one) before delivery mints tokens for it.
 	applyBounce()
+	r.applyStats(cfg) // the guard's rules
 	// Shaping before delivery: the next connection decision sees the new
 	// limits; connections open within them stay.
 	r.shaper.Apply(shapingSet)
@@ -119,7 +120,6 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	applyDeliver()
 	applySubmit()
 	applyConsole()
-	r.applyStats(cfg)
 	r.sub.SetSigner(signer)
 	r.cfg = cfg
 	applyMemoryLimit(cfg)

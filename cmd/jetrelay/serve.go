@@ -304,10 +304,10 @@ func (r *relay) close() {
 	if r.bouncer != nil && r.cfg.Bounces.Listen != "" {
 		_ = r.bouncer.Shutdown(ctx)
 	}
+	r.stopStats() // before the events publisher: the guard emits through it
 	if r.shaper != nil {
 		r.shaper.Close()
 	}
-	r.stopStats()
 	if r.evPub != nil {
 		_ = r.evPub.Close(ctx)
 	}

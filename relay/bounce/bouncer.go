@@ -1,6 +1,7 @@
 // Package bounce owns what happens when mail cannot be delivered, or the
 // sender asked to hear about it: delivery status notifications, VERP
-// envelope senders, the asynchronous bounce intake, and the suppression list.
+// envelope senders, the asynchronous bounce intake, complaints (ARF feedback
+// reports at the intake, complaint.go), and the suppression list.
 //
 // DSNs (RFC 3461, 3464, 6522). The delivery engine reports outcomes through
 // Bouncer's Failed, Delayed and Relayed methods (its Reporter). For each call

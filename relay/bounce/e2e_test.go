@@ -64,7 +64,7 @@ func newWorld(t *testing.T, mod func(*config.Config)) *world {
 		t.Fatal(err)
 	}
 	eng, err := deliver.New(deliver.Options{Settings: deliverSettings(w.cfg), Queue: w.q, Events: w.em,
-		Logger: log, Reporter: w.b, Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
+		Logger: log, Reporter: w.b, Sender: w.b.VERPAddress, Resolver: res, Dialer: &relaytest.LoopbackDialer{}})
 	if err != nil {
 		t.Fatal(err)
 	}

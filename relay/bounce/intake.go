@@ -36,7 +36,18 @@ var (
 	errLookup   = &smtp.SMTPError{
 		Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary lookup failure, try again",
 	}
+	// errNotReport: a message at bounces.fbl_address that is not an ARF
+	// report (RFC 5965 §2). Refused at DATA rather than dropped: the
+	// sender learns at once, and no bounce of ours goes anywhere.
+	errNotReport = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "this address accepts only ARF feedback reports (RFC 5965 multipart/report; report-type=feedback-report)"}
 )
+
+// errMalformedReport is the reply to an ARF report that cannot be read.
+func errMalformedReport(e *arfError) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "malformed ARF feedback report: " + e.reason}
+}
 
 // Connection refusals are written before go-smtp sees the connection.
 const (
@@ -52,14 +63,17 @@ type intake struct {
 
 // StartIntake starts the bounce intake listener on bounces.listen: SMTP
 // without AUTH or relaying, accepting RCPT only for unexpired VERP
-// addresses this process's key minted (550 5.7.1 for anything else,
-// 550 5.1.1 for expired ones), within the bounces.intake connection,
-// idle and session limits (intake_conn.go). Each accepted bounce is
-// parsed (RFC 3464 DSN, RFC 5965 ARF or plain text), recorded as
-// event=bounced for the original message and recipient, and suppresses
-// only what ShouldSuppress allows. Messages over the submission limit
-// plus intakeSlack get go-smtp's 552 5.3.4. It returns once the listener
-// is bound.
+// addresses this process's key minted and bounces.fbl_address (550 5.7.1
+// for anything else, 550 5.1.1 for expired tokens), from any sender,
+// within the bounces.intake connection, idle and session limits
+// (intake_conn.go). An ARF feedback report (RFC 5965) is a complaint
+// (complaint.go): event=complaint, and abuse suppresses; a malformed one
+// gets 550 5.6.0 naming the problem, as does anything but a report at
+// fbl_address. Other mail to a VERP address is parsed as a bounce (RFC
+// 3464 DSN or plain text), recorded as event=bounced for the original
+// message and recipient, and suppresses only what ShouldSuppress allows.
+// Messages over the submission limit plus intakeSlack get go-smtp's
+// 552 5.3.4. It returns once the listener is bound.
 func (b *Bouncer) StartIntake() error {
 	set := b.state().set
 	listen := set.Listen
@@ -96,7 +110,7 @@ func (b *Bouncer) StartIntake() error {
 		}
 	}()
 	b.log.Info().Str("event", "bounce_intake").Str("listen", ln.Addr().String()).Str("verp_domain", set.VERPDomain).
-		Msg("bounce intake listening")
+		Str("fbl_address", set.FBLAddress).Msg("bounce intake listening")
 	return nil
 }
 
@@ -125,16 +139,18 @@ func (b *Bouncer) Shutdown(ctx context.Context) error {
 }
 
 // intakeSession is one SMTP session at the intake. Only the VERP
-// recipients accepted at RCPT are per-message state.
+// recipients accepted at RCPT and whether fbl_address was one are
+// per-message state.
 type intakeSession struct {
 	b      *Bouncer
 	conn   *intakeConn // nil only if the listener was bypassed
 	remote string
 	from   string
 	rcpts  []string
+	fbl    bool
 }
 
-func (s *intakeSession) Reset()        { s.from, s.rcpts = "", nil }
+func (s *intakeSession) Reset()        { s.from, s.rcpts, s.fbl = "", nil, false }
 func (s *intakeSession) Logout() error { return nil }
 
 // progress marks a transaction step: the idle clock restarts.
@@ -152,8 +168,14 @@ func (s *intakeSession) Mail(from string, _ *smtp.MailOptions) error {
 	return nil
 }
 
-// Rcpt accepts only authentic, unexpired VERP addresses at verp_domain.
+// Rcpt accepts only authentic, unexpired VERP addresses at verp_domain
+// and bounces.fbl_address.
 func (s *intakeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if fbl := s.b.state().set.FBLAddress; fbl != "" && NormalizeAddr(to) == NormalizeAddr(fbl) {
+		s.fbl = true
+		s.progress()
+		return nil
+	}
 	if err := s.b.checkVERP(to); err != nil {
 		s.b.log.Warn().Str("event", "bounce_refused").Str("remote_addr", s.remote).Str("mail_from", s.from).
 			Str("rcpt", to).Int("smtp_code", err.Code).Str("smtp_enh", enhString(err.EnhancedCode)).
@@ -195,7 +217,7 @@ func (b *Bouncer) checkVERP(addr string) *smtp.SMTPError {
 // is logged, never returned: the sender could do nothing better with it.
 // The body may take until the session cap, not only the idle time.
 func (s *intakeSession) Data(r io.Reader) error {
-	if len(s.rcpts) == 0 {
+	if len(s.rcpts) == 0 && !s.fbl {
 		return errNoRcpt
 	}
 	if s.conn != nil {
@@ -213,12 +235,31 @@ func (s *intakeSession) Data(r io.Reader) error {
 			Int("smtp_code", se.Code).Str("smtp_enh", enhString(se.EnhancedCode)).Msg("intake refused a message body")
 		return se
 	}
+	rep, err := ParseARF(msg)
+	var bad *arfError
+	switch {
+	case errors.As(err, &bad):
+		return s.refuse(errMalformedReport(bad), "intake refused a malformed feedback report")
+	case err != nil && s.fbl:
+		return s.refuse(errNotReport, "intake refused a message at the feedback-loop address")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), intakeHandlerTimeout)
 	defer cancel()
+	if rep != nil {
+		s.b.handleReport(ctx, s.remote, s.rcpts, s.fbl, rep)
+		return nil
+	}
 	for _, to := range s.rcpts {
 		s.b.handleBounce(ctx, s.remote, to, msg)
 	}
 	return nil
+}
+
+// refuse logs a refused message and returns its reply.
+func (s *intakeSession) refuse(se *smtp.SMTPError, msg string) error {
+	s.b.log.Warn().Str("event", "bounce_refused").Str("remote_addr", s.remote).Str("mail_from", s.from).
+		Int("smtp_code", se.Code).Str("smtp_enh", enhString(se.EnhancedCode)).Str("reply", se.Message).Msg(msg)
+	return se
 }
 
 // logProtocolRefusal logs the refusals go-smtp makes itself (bad

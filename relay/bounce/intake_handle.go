@@ -6,16 +6,15 @@ import (
 	"github.com/jetrelay/jetrelay/relay/events"
 )
 
-// Bounced-event statuses besides events.StatusFailed.
-const statusComplaint = "complaint" // an ARF feedback report
-
 // handleBounce matches one bounce to the message and recipient its VERP
-// address stands for, records event=bounced and suppresses what the
-// suppression rule (ShouldSuppress) allows: only the exact recipient the
-// token's KV record names, only on a DSN's 5.1.0/5.1.1/5.1.6 or an ARF
-// abuse report.
+// address stands for, records event=bounced (with the message's user,
+// meta and tag: msginfo.go) and suppresses what the suppression rule
+// (ShouldSuppress) allows: only the exact recipient the token's KV record
+// names, only on a DSN's 5.1.0/5.1.1/5.1.6. ARF reports are complaints
+// (complaint.go).
 func (b *Bouncer) handleBounce(ctx context.Context, remote, verpAddr string, msg []byte) {
-	qid, tokRcpt, ok := b.ParseVERP(ctx, verpAddr)
+	qid, rec, ok := b.lookupVERP(ctx, verpAddr)
+	tokRcpt := rec.Rcpt
 	ignored := b.log.Info().Str("event", "bounce_ignored").Str("queue_id", qid).Str("remote_addr", remote)
 	if !ok {
 		ignored.Msg("VERP token expired or no longer known")
@@ -25,10 +24,6 @@ func (b *Bouncer) handleBounce(ctx context.Context, remote, verpAddr string, msg
 	bn, ok := ParseBounce(msg)
 	if !ok {
 		ignored.Msg("message at the bounce intake reports no delivery status")
-		return
-	}
-	if bn.Feedback != nil {
-		b.handleFeedback(ctx, remote, qid, tokRcpt, bn.Feedback)
 		return
 	}
 	r, ok := matchBounce(bn, tokRcpt, t.h)
@@ -49,31 +44,10 @@ func (b *Bouncer) handleBounce(ctx context.Context, remote, verpAddr string, msg
 	if rcpt == "" {
 		rcpt = NormalizeAddr(r.Addr)
 	}
-	b.decide(ctx, ev, &events.Event{Event: events.Bounced, QueueID: qid, Rcpt: rcpt, RemoteAddr: remote,
-		MX: r.RemoteMTA, Status: events.StatusFailed, SMTPEnh: r.Status, Reply: r.Diagnostic})
-}
-
-// handleFeedback applies the rule to an ARF report (RFC 5965). The VERP
-// token names the complaining recipient; Original-Rcpt-To is often
-// redacted, so when absent the token's recipient is taken as reported,
-// and when present it must be that recipient.
-func (b *Bouncer) handleFeedback(ctx context.Context, remote, qid, tokRcpt string, fb *Feedback) {
-	reported := tokRcpt
-	if len(fb.Rcpts) > 0 {
-		reported = fb.Rcpts[0]
-		for _, a := range fb.Rcpts {
-			if tokRcpt != "" && NormalizeAddr(a) == tokRcpt {
-				reported = a
-			}
-		}
-	}
-	ev := Evidence{Source: SourceARF, FeedbackType: fb.Type, Reported: reported, Token: tokRcpt}
-	rcpt := tokRcpt
-	if rcpt == "" {
-		rcpt = NormalizeAddr(reported)
-	}
-	b.decide(ctx, ev, &events.Event{Event: events.Bounced, QueueID: qid, Rcpt: rcpt, RemoteAddr: remote,
-		Status: statusComplaint, Reply: "feedback-type " + fb.Type})
+	e := &events.Event{Event: events.Bounced, QueueID: qid, Rcpt: rcpt, RemoteAddr: remote,
+		MX: r.RemoteMTA, Status: events.StatusFailed, SMTPEnh: r.Status, Reply: r.Diagnostic}
+	b.withInfo(ctx, qid, rec).stamp(e)
+	b.decide(ctx, ev, e)
 }
 
 // decide emits e with the rule's verdict as its reason and suppresses

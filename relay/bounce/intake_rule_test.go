@@ -182,7 +182,10 @@ func TestIntakeARF(t *testing.T) {
 			t.Errorf("%s after %s complaint (Original-Rcpt-To %q): suppressed=%v, want %v", c.rcpt, c.typ, c.rcptTo, got, c.want)
 		}
 	}
-	if evs := f.rec.Find(events.Bounced, nil); len(evs) != len(cases) || evs[0].Status != statusComplaint {
-		t.Errorf("bounced events %+v, want %d complaints", evs, len(cases))
+	if evs := f.rec.Find(events.Complaint, nil); len(evs) != len(cases) || evs[0].FeedbackType != "abuse" {
+		t.Errorf("complaint events %+v, want %d", evs, len(cases))
+	}
+	if evs := f.rec.Find(events.Bounced, nil); len(evs) != 0 {
+		t.Errorf("bounced events %+v for complaints", evs)
 	}
 }

@@ -29,16 +29,6 @@ type Bounce struct {
 	// DSN is true when the message carried an RFC 3464 delivery-status part.
 	DSN   bool
 	Rcpts []BouncedRcpt
-	// Feedback is set when the message is an RFC 5965 ARF report
-	// (a message/feedback-report part).
-	Feedback *Feedback
-}
-
-// Feedback is the machine-readable part of an ARF report (RFC 5965 §3.1).
-type Feedback struct {
-	Type  string   // Feedback-Type, lower case: abuse, fraud, virus, not-spam, other, auth-failure
-	Rcpts []string // Original-Rcpt-To addresses (often redacted or absent)
-	UA    string   // User-Agent
 }
 
 // BouncedRcpt is one recipient a bounce reports on.
@@ -56,7 +46,7 @@ func (r BouncedRcpt) Permanent() bool {
 	return r.Action == ActionFailed && strings.HasPrefix(r.Status, "5.")
 }
 
-// ParseBounce reads a bounce: an RFC 3464 DSN (multipart/report,
+// ParseBounce reads a bounce (ARF feedback reports are ParseARF's): an RFC 3464 DSN (multipart/report,
 // RFC 6522) if there is one, else a plain-text bounce that names a
 // permanent status (5.x.x, or a 5xx reply line) and the recipients. It
 // never panics; what it cannot read it leaves out. ok is false when the
@@ -68,10 +58,6 @@ func ParseBounce(msg []byte) (b Bounce, ok bool) {
 	}
 	var text strings.Builder
 	walkParts(textproto.MIMEHeader(m.Header), m.Body, 0, new(int), &b, &text)
-	if b.Feedback != nil {
-		b.Rcpts = nil // an ARF report is not a delivery report
-		return b, true
-	}
 	if len(b.Rcpts) > 0 {
 		b.DSN = true
 		return b, true
@@ -107,8 +93,6 @@ func walkParts(h textproto.MIMEHeader, body io.Reader, depth int, seen *int, b *
 		}
 	case ctype == "message/delivery-status" || ctype == "message/global-delivery-status":
 		b.Rcpts = append(b.Rcpts, parseDeliveryStatus(body)...)
-	case ctype == "message/feedback-report" && b.Feedback == nil:
-		b.Feedback = parseFeedback(body)
 	case ctype == "text/plain" && text.Len() < maxTextScan:
 		buf, _ := io.ReadAll(io.LimitReader(body, int64(maxTextScan-text.Len())))
 		text.Write(buf)
@@ -145,34 +129,6 @@ func parseDeliveryStatus(r io.Reader) []BouncedRcpt {
 		}
 	}
 	return out
-}
-
-// parseFeedback reads an RFC 5965 §3.1 feedback-report block. A report
-// without a Feedback-Type gets type "other".
-func parseFeedback(r io.Reader) *Feedback {
-	tp := textproto.NewReader(bufio.NewReader(io.LimitReader(r, maxFeedbackBytes)))
-	f, _ := tp.ReadMIMEHeader()
-	fb := &Feedback{Type: strings.ToLower(firstWord(f.Get("Feedback-Type"))), UA: afterType(f.Get("User-Agent"))}
-	if fb.Type == "" {
-		fb.Type = "other"
-	}
-	for _, v := range f.Values("Original-Rcpt-To") {
-		if len(fb.Rcpts) >= maxAddrs {
-			break
-		}
-		if a := typedAddr(v); a != "" {
-			fb.Rcpts = append(fb.Rcpts, a)
-		}
-	}
-	return fb
-}
-
-func firstWord(v string) string {
-	f := strings.Fields(v)
-	if len(f) == 0 || len(f[0]) > 40 {
-		return ""
-	}
-	return f[0]
 }
 
 func recipientBlock(f textproto.MIMEHeader) (BouncedRcpt, bool) {

@@ -49,7 +49,9 @@ import (
 // The token does not carry the address (base32 of an address would break
 // the 64-octet limit). VERPAddress records R under verp.<Q>.<H> in the
 // jetrelay_bounce KV bucket (rewritten at every minting, so it outlives
-// every token that names it), and ParseVERP looks it up. The record is
+// every token that names it), with the message's user, Message-ID, meta
+// and tag for the events of its bounces and complaints (msginfo.go), and
+// ParseVERP looks it up. The record is
 // the truth about the recipient: without it a bounce is recorded but never
 // suppresses (ShouldSuppress).
 const (
@@ -183,7 +185,7 @@ func (b *Bouncer) mint(ctx context.Context, env *queue.Envelope, rcpt string, no
 	h := rcptHash(rcpt)
 	t := encodeHours(now)
 	token := strings.ToLower(env.ID) + t + b32.EncodeToString(h) + b32.EncodeToString(verpMAC(st.key, env.ID, t, h))
-	if _, err := b.kv.Put(ctx, verpRecordKey(env.ID, h), []byte(NormalizeAddr(rcpt))); err != nil {
+	if _, err := b.kv.Put(ctx, verpRecordKey(env.ID, h), encodeRecord(env, rcpt)); err != nil {
 		return env.From, fmt.Errorf("bounce: VERP record for %s: %w", env.ID, err)
 	}
 	return verpPrefix + token + "@" + st.set.VERPDomain, nil
@@ -261,18 +263,25 @@ func (b *Bouncer) expired(t verpToken) bool {
 // for expired tokens and for legacy tokens whose record is gone. rcpt is
 // "" when a current token's record is gone or cannot be read.
 func (b *Bouncer) ParseVERP(ctx context.Context, addr string) (queueID, rcpt string, ok bool) {
+	qid, rec, ok := b.lookupVERP(ctx, addr)
+	return qid, rec.Rcpt, ok
+}
+
+// lookupVERP is ParseVERP returning the whole record (recipient and what
+// events about the message carry); the record is zero when it is gone.
+func (b *Bouncer) lookupVERP(ctx context.Context, addr string) (queueID string, rec verpRecord, ok bool) {
 	t, ok := b.verifyVERP(addr)
 	if !ok || b.expired(t) {
-		return "", "", false
+		return "", verpRecord{}, false
 	}
 	e, err := b.kv.Get(ctx, verpRecordKey(t.qid, t.h))
 	if err != nil {
 		if t.legacy() {
-			return "", "", false
+			return "", verpRecord{}, false
 		}
-		return t.qid, "", true
+		return t.qid, verpRecord{}, true
 	}
-	return t.qid, string(e.Value()), true
+	return t.qid, decodeRecord(e.Value()), true
 }
 
 // kvTimeout bounds one KV operation made without a caller's context.

@@ -277,6 +277,9 @@ type Bounces struct {
 	// intake (at most MaxVERPAge, the life of its KV record).
 	VERPMaxAge Duration     `yaml:"verp_max_age"`
 	Intake     BounceIntake `yaml:"intake"`
+	// FBLAddress is where mailbox providers' feedback loops send ARF
+	// complaint reports (RFC 5965); the bounce intake accepts mail for it.
+	FBLAddress string `yaml:"fbl_address"`
 }
 
 // BounceIntake limits the bounce intake listener (bounces.listen).

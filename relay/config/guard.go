@@ -108,7 +108,7 @@ func ParsePercent(s string) (Percent, error) {
 		return Percent{}, fmt.Errorf("bad percentage %q: write it with %%, e.g. 5%% or 0.1%%", s)
 	}
 	v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if err != nil || v <= 0 || v > 100 {
+	if err != nil || !(v > 0 && v <= 100) { // NaN too
 		return Percent{}, fmt.Errorf("bad percentage %q: must be above 0%% and at most 100%%", s)
 	}
 	return Percent{Frac: v / 100, Source: s}, nil

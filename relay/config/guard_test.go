@@ -37,10 +37,10 @@ func TestBounceGuardConfig(t *testing.T) {
 
 	bad := "hostname: relay.example.com\nsubmission:\n  users:\n" +
 		line("shop", ", bounce_guard: {warn: 10%, pause: 5%, complaint_warn: 2, window: 1m, min_volume: -1}") +
-		line("news", ", bounce_guard: {pause: 120%}")
+		line("news", ", bounce_guard: {pause: 120%, warn: NaN%}")
 	_, err = Parse([]byte(bad))
 	for _, want := range []string{"users[0].bounce_guard.warn", "complaint_warn", "users[0].bounce_guard.window",
-		"users[0].bounce_guard.min_volume", "120%"} {
+		"users[0].bounce_guard.min_volume", "120%", "NaN%"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v, want one naming %s", err, want)
 		}

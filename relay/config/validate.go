@@ -37,13 +37,14 @@ func (c *Config) Validate() error {
 	}
 	c.validateNATS(ps)
 	c.validateSubmission(ps)
+	c.validateGuards(ps) // guard.go
 	c.validateDelivery(ps)
 	c.validateShaping(ps)
 	c.validateEgress(ps)
 	checkNetworks(ps, "delivery.denied_networks", c.Delivery.DeniedNetworks)
 	checkNetworks(ps, "delivery.allowed_networks", c.Delivery.AllowedNetworks)
 	c.validateBounces(ps)
-	c.validateGuards(ps)
+	c.validateFBL(ps)
 	c.validateDKIM(ps)
 	c.validateEventsIndex(ps)
 	if c.Admin.Listen != "" {

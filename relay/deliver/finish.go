@@ -429,7 +429,6 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 			TLS: conn.TLS, TLSPolicy: conn.TLSPolicy, TLSFailure: conn.TLSFailure, TLSCipher: conn.Cipher, TLSVerified: events.Bool(conn.Verified),
 			Attempt: attemptNo(fj), Status: string(r.Status), SMTPCode: r.Code, SMTPEnh: r.Enh, Reply: r.Text,
 			DurationMS: dur, Arrival: env.Arrival, Source: fj.source}
-		ev.User = env.User // whose mail: relay/stats counts per user
 		if r.Status == outcome.Deferred || (r.Status == outcome.Failed && slices.ContainsFunc(keep,
 			func(k outcome.Result) bool { return k.Rcpt.Addr == r.Rcpt.Addr })) {
 			ev.NextAttempt = &next
@@ -437,6 +436,7 @@ func (f *finisher) emit(fj *finishJob, o outcomes, keep []outcome.Result, next t
 		if fj.untried {
 			ev.Reason = "not_attempted"
 		}
+		ev.User = env.User // whose mail: relay/stats counts per user
 		f.ev.Emit(ev)
 	}
 }

@@ -36,30 +36,36 @@ func (g *Guard) Evaluate(ctx context.Context, users []string) {
 	}
 }
 
-// evaluate decides for one user and records the decision by CAS; only
-// the writer that wins publishes the events.
+// evaluate decides for one user from the watched state; only a decision
+// that changes it reads the key and writes by CAS, and only the writer
+// that wins publishes the events.
 func (g *Guard) evaluate(ctx context.Context, user string, r Rule) error {
-	if g.state(user).Paused {
-		return nil // nothing to decide until a resume
-	}
 	ctx, cancel := context.WithTimeout(ctx, evalTimeout)
 	defer cancel()
+	st := g.state(user)
 	for range evalAttempts {
-		st, rev, err := read(ctx, g.kv, user)
-		if err != nil || st.Paused {
-			return err
+		if st.Paused {
+			return nil // nothing to decide until a resume
 		}
 		since := g.o.Now().Add(-r.Window)
 		if st.WindowStart.After(since) {
 			since = st.WindowStart
 		}
-		c, err := g.o.Stats.Totals(ctx, stats.Query{User: user, Since: since})
+		c, err := g.o.Stats.WindowTotals(ctx, user, since)
 		if err != nil {
 			return err
 		}
 		next, evs := decide(user, r, st, c, g.o.Now())
 		if next == st {
 			return nil
+		}
+		fresh, rev, err := read(ctx, g.kv, user)
+		if err != nil {
+			return err
+		}
+		if fresh != st { // the watcher is behind: decide on the stored state
+			st = fresh
+			continue
 		}
 		ok, err := write(ctx, g.kv, user, next, rev)
 		if err != nil {
@@ -70,6 +76,9 @@ func (g *Guard) evaluate(ctx context.Context, user string, r Rule) error {
 				g.o.Events.Emit(e)
 			}
 			return nil
+		}
+		if st, _, err = read(ctx, g.kv, user); err != nil { // another node came first
+			return err
 		}
 	}
 	return fmt.Errorf("guard: state of %s kept changing", user)

@@ -122,9 +122,10 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jets
 // watch keeps states current; the watcher resumes by itself after a
 // reconnect (an ordered consumer).
 func (g *Guard) watch(loaded chan struct{}) {
+	var once sync.Once
 	for e := range g.w.Updates() {
-		if e == nil {
-			close(loaded)
+		if e == nil { // the current values are in
+			once.Do(func() { close(loaded) })
 			continue
 		}
 		tok := strings.TrimPrefix(e.Key(), keyPrefix)

@@ -183,6 +183,38 @@ func TestTwoAggregatorsCountOnce(t *testing.T) {
 	}
 }
 
+// TestWindowTotals: the guard's window sum (settled hours from the
+// node's copy) equals Totals over a day and a bit, from any minute.
+func TestWindowTotals(t *testing.T) {
+	e := newEnv(t)
+	s := e.store(stats.Options{})
+	now := time.Now().UTC()
+	const n = 26 * 6
+	for i := range n {
+		ev := delivery("shop", fmt.Sprintf("r%d@gmail.com", i), events.StatusDelivered, 250)
+		if i%5 == 0 {
+			ev = delivery("shop", fmt.Sprintf("r%d@gmail.com", i), events.StatusFailed, 550)
+		}
+		ev.Time = now.Add(-time.Duration(i) * 10 * time.Minute)
+		e.pub.Publish(ev)
+	}
+	relaytest.Eventually(t, "all counted", func() bool {
+		c := totals(t, s, stats.Query{User: "shop", Since: now.Add(-27 * time.Hour)})
+		return c.Delivered+c.Bounced == n
+	})
+	relaytest.Eventually(t, "consumer settled", e.settled)
+	for _, back := range []time.Duration{30 * time.Minute, 3 * time.Hour, 24*time.Hour + 7*time.Minute, 25 * time.Hour} {
+		since := now.Add(-back)
+		want := totals(t, s, stats.Query{User: "shop", Since: since})
+		for range 2 { // read, then from the copy
+			got, err := s.WindowTotals(context.Background(), "shop", since)
+			if err != nil || got != want {
+				t.Fatalf("window of %s: %+v, %v; want %+v", back, got, err, want)
+			}
+		}
+	}
+}
+
 // BenchmarkSeriesDay is the console's day chart of one user: 24 hours of
 // minute counts in 5-minute steps.
 func BenchmarkSeriesDay(b *testing.B) {

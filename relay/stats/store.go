@@ -45,8 +45,9 @@ type Store struct {
 	o   Options
 	log zerolog.Logger
 
-	mu    sync.Mutex
-	known map[string]cached // last value this node wrote per key (CAS without a read)
+	mu      sync.Mutex
+	known   map[string]cached  // last value this node wrote per key (CAS without a read)
+	settled map[string]settled // sums of settled hours (window.go)
 }
 
 // cached is a key's value as this node last wrote it.
@@ -78,7 +79,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Store, error
 	if err != nil {
 		return nil, fmt.Errorf("stats: bucket %s: %w", Bucket, err)
 	}
-	return &Store{js: js, kv: kv, o: o, log: o.Log, known: map[string]cached{}}, nil
+	return &Store{js: js, kv: kv, o: o, log: o.Log, known: map[string]cached{}, settled: map[string]settled{}}, nil
 }
 
 // ErrNoStats: the bucket does not exist (no relay has counted yet).
@@ -95,7 +96,7 @@ func Attach(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		return nil, fmt.Errorf("stats: bucket %s: %w", Bucket, err)
 	}
 	o := Options{Retention: defaultRetention, Interval: defaultInterval, Now: time.Now, Log: zerolog.Nop()}
-	return &Store{js: js, kv: kv, o: o, log: o.Log, known: map[string]cached{}}, nil
+	return &Store{js: js, kv: kv, o: o, log: o.Log, known: map[string]cached{}, settled: map[string]settled{}}, nil
 }
 
 // span is q's [since, until) with until defaulting to now.

@@ -85,6 +85,12 @@ func queuedReply(id string) *smtp.SMTPError {
 	return reply(250, 2, 0, 0, "OK: queued as "+id)
 }
 
+// pausedReply refuses MAIL of a user the bounce-rate guard paused
+// (paused.go): "451 4.7.1 sending paused: bounce rate 11.2% over 24h".
+func pausedReply(reason string) *smtp.SMTPError {
+	return reply(451, 4, 7, 1, "sending paused: "+reason)
+}
+
 // tooBigReply refuses a message over max_message_bytes (RFC 1870 §6.1,
 // RFC 3463 5.3.4), naming the limit as the go-smtp fork's SIZE refusal
 // at MAIL does (third_party/go-smtp patch 0008).
@@ -95,12 +101,6 @@ func tooBigReply(limit int64) *smtp.SMTPError {
 // suppressedReply refuses a recipient on the suppression list.
 func suppressedReply(since time.Time) *smtp.SMTPError {
 	return reply(550, 5, 1, 1, "recipient suppressed after hard bounce on "+since.UTC().Format("2006-01-02"))
-}
-
-// pausedReply refuses MAIL of a user the bounce-rate guard paused
-// (paused.go): "451 4.7.1 sending paused: bounce rate 11.2% over 24h".
-func pausedReply(reason string) *smtp.SMTPError {
-	return reply(451, 4, 7, 1, "sending paused: "+reason)
 }
 
 // internalReply hides an internal error behind an id that the log line carries.
