@@ -9,9 +9,9 @@ type EventsIndex struct {
 	// a cluster shares one durable consumer; a node with false only stops
 	// contributing.
 	Enabled *bool `yaml:"enabled"`
-	// MaxBytes bounds the summaries' bucket; the search terms get a
-	// quarter of it beside. When full, the least recently updated
-	// summaries are dropped first.
+	// MaxBytes bounds the summaries' bucket (about 650 bytes a message);
+	// the search terms get half of it beside. When full, the least
+	// recently updated summaries are dropped first.
 	MaxBytes Size `yaml:"max_bytes"`
 }
 

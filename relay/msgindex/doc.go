@@ -10,20 +10,22 @@
 // events per message and writes each changed summary once per batch.
 //
 // Storage, all JetStream:
-//   - summaries: a KV bucket (Bucket) keyed <hour>.<queue id>, hour being
-//     the UTC hour the queue id was minted (queue ids start with their
+//   - summaries: a KV bucket (Bucket) keyed <hour>.<minute>.<queue id>,
+//     when the queue id was minted (UTC; queue ids start with their
 //     milliseconds, so Get is one direct get with no lookup);
-//   - search terms: a stream (PostingsStream) with one small record per
-//     (term, message) — recipient, recipient domain, sender, sender
-//     domain, Message-ID, user, metadata pair — on jr.ix.<kind>.<bucket
-//     of the term's hash>, a bounded set of subjects.
+//   - search terms: a stream (PostingsStream) with one line per (term,
+//     message) — recipient, recipient domain, sender, sender domain,
+//     Message-ID, user, metadata pair, any status but delivered — on
+//     jr.ix.<kind>.<bucket of the term's hash>, a bounded set of
+//     subjects, one message per subject and indexer batch.
 //
 // Search picks a plan: a queue id is one direct get; a term reads that
 // term's one subject, newest postings first in growing windows, and
-// fetches the newest candidates' summaries; anything else (status, time,
-// nothing) reads whole hours of the bucket through one subject filter,
-// newest hour first, with a byte pre-filter so only candidates are
-// decoded, and stops once a page is full. Every search is bounded
+// fetches the newest candidates' summaries; anything else (a common
+// status, time, nothing) reads the bucket newest first, the newest hour
+// minute by minute and older hours whole, one subject filter each, with a
+// byte pre-filter so only candidates are decoded, and stops once a page
+// is full. Every search is bounded
 // (maxScan summaries, maxGets fetches) and returns a cursor to go on;
 // the cursor is the last queue id returned, so new mail (newer ids) never
 // shifts later pages.

@@ -240,7 +240,7 @@ func (x *Index) prepare(ctx context.Context, u *update) *prepared {
 	}
 	bound(r)
 	p := &prepared{u: u, rev: rev}
-	if p.data, p.err = encode(r); p.err != nil {
+	if p.data, p.err = encodeFit(r); p.err != nil {
 		return p
 	}
 	p.same = rev != 0 && bytes.Equal(before, p.data)
@@ -306,7 +306,7 @@ func encode(r *record) ([]byte, error) {
 // long replies are cut (the history keeps everything).
 func bound(r *record) {
 	if len(r.Rcpts) > maxRcpts {
-		r.Rcpts, r.RcptSeq = r.Rcpts[:maxRcpts], r.RcptSeq[:min(len(r.RcptSeq), maxRcpts)]
+		r.Rcpts, r.RcptSeq, r.Cut = r.Rcpts[:maxRcpts], r.RcptSeq[:min(len(r.RcptSeq), maxRcpts)], true
 	}
 	for i := range r.Rcpts {
 		if len(r.Rcpts[i].Reply) > maxReply {
@@ -316,6 +316,30 @@ func bound(r *record) {
 }
 
 const maxReply = 512
+
+// encodeFit encodes r within maxRecord: replies, then metadata, then
+// recipients (halved) are dropped until it fits; the history keeps all.
+func encodeFit(r *record) ([]byte, error) {
+	for {
+		data, err := encode(r)
+		if err != nil || len(data) <= maxRecord {
+			return data, err
+		}
+		switch {
+		case slices.ContainsFunc(r.Rcpts, func(s RcptState) bool { return s.Reply != "" }):
+			for i := range r.Rcpts {
+				r.Rcpts[i].Reply = ""
+			}
+		case len(r.Meta) > 0:
+			r.Meta = nil
+		case len(r.Rcpts) > 1:
+			n := len(r.Rcpts) / 2
+			r.Rcpts, r.RcptSeq, r.Cut = r.Rcpts[:n], r.RcptSeq[:min(n, len(r.RcptSeq))], true
+		default:
+			return nil, fmt.Errorf("msgindex: summary of %s too large (%d bytes)", r.QueueID, len(data))
+		}
+	}
+}
 
 // posting is one term of one message.
 type posting struct {

@@ -90,9 +90,9 @@ func (m *matcher) match(s *Summary) bool {
 		q.MsgID != "" && !strings.EqualFold(strings.Trim(s.MsgID, "<>"), strings.Trim(q.MsgID, "<>")),
 		q.User != "" && !strings.EqualFold(s.User, q.User),
 		q.From != "" && !addrMatch(s.From, q.From),
-		!q.Since.IsZero() && s.Accepted.Before(q.Since),
-		!q.Until.IsZero() && !s.Accepted.Before(q.Until):
-		return false
+		!q.Since.IsZero() && s.QueueID < idFloor(q.Since),
+		!q.Until.IsZero() && s.QueueID >= idFloor(q.Until):
+		return false // the time range is on the queue id's time (the acceptance)
 	}
 	for k, v := range q.Meta {
 		if s.Meta[k] != v {

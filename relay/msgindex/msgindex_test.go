@@ -151,8 +151,9 @@ func TestSearchFields(t *testing.T) {
 		{"message-id without brackets", Query{MsgID: "order-1@SHOP.test"}, []string{a}},
 		{"meta", Query{Meta: map[string]string{"campaign": "spring"}}, []string{a}},
 		{"meta all keys", Query{Meta: map[string]string{"campaign": "spring", "customer": "7"}}, nil},
-		{"rare status (postings)", Query{Status: StatusFailed}, []string{b}},
-		{"common status (scan)", Query{Status: StatusDeferred}, []string{c}},
+		{"failed (postings)", Query{Status: StatusFailed}, []string{b}},
+		{"deferred (postings)", Query{Status: StatusDeferred}, []string{c}},
+		{"delivered (scan)", Query{Status: StatusDelivered}, []string{a}},
 		{"status and domain", Query{Status: StatusDelivered, Rcpt: "gmail.test"}, []string{a}},
 		{"user", Query{User: "monitor"}, []string{b}},
 		{"since", Query{Since: now.Add(-150 * time.Minute)}, []string{c, b}},
@@ -171,7 +172,12 @@ func TestSearchFields(t *testing.T) {
 			}
 		})
 	}
-	for _, q := range []Query{{Cursor: "bogus"}, {Status: "sent"}} {
+}
+
+func TestBadQuery(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	for _, q := range []Query{{Cursor: "bogus"}, {Cursor: cursor("not-an-id")}, {Status: "sent"}} {
 		if _, err := v.x.Search(context.Background(), q); !errors.Is(err, ErrBadQuery) {
 			t.Errorf("Search(%+v): %v, want ErrBadQuery", q, err)
 		}
@@ -323,5 +329,25 @@ func TestGetManyBatchedAndOneByOne(t *testing.T) {
 				t.Errorf("%s: item %d from %q, want %q", name, i, s.From, want[i])
 			}
 		}
+	}
+}
+
+func TestLargeSummaryFits(t *testing.T) {
+	t.Parallel()
+	id, now := queue.NewID(), time.Now().UTC()
+	r := &record{Summary: Summary{QueueID: id}}
+	acc := accepted(id, now, "s@x.test", 3000)
+	acc.Meta = map[string]string{"k": strings.Repeat("v", 2000)}
+	r.fold(1, acc)
+	for i := range 3000 {
+		e := delivery(id, fmt.Sprintf("recipient-%d@some-long-domain-name.test", i), events.StatusFailed, now, 1)
+		e.Reply = strings.Repeat("x", 400)
+		r.fold(uint64(i+2), e)
+	}
+	bound(r)
+	data, err := encodeFit(r)
+	r.fold(5000, delivery(id, "late@x.test", events.StatusFailed, now, 2)) // after the cut: still failed
+	if err != nil || len(data) > maxRecord || len(r.Rcpts) == 0 || r.Status != StatusFailed {
+		t.Fatalf("encodeFit: %d bytes, %d rcpts, status %s, %v", len(data), len(r.Rcpts), r.Status, err)
 	}
 }

@@ -29,7 +29,8 @@ type Query struct {
 	// "failed"); "" = any.
 	Status string
 	User   string
-	// Since and Until bound the acceptance time: Since <= accepted < Until.
+	// Since and Until bound the acceptance time, Since <= t < Until, t
+	// being the time in the queue id (minted on acceptance).
 	Since, Until time.Time
 	Limit        int    // default 50, max 500
 	Cursor       string // from Page.Next; "" = newest
@@ -51,7 +52,7 @@ const (
 	// maxScan bounds the summaries one Search reads; a search that finds
 	// too few within it returns what it found and a Next to go on.
 	maxScan = 250000
-	// maxGroup bounds the hours one scan reads through one consumer.
+	// maxGroup bounds the slots (subject filters) one consumer reads.
 	maxGroup    = 48
 	scanBatch   = 2000
 	cursorMagic = "c1:"
@@ -59,12 +60,12 @@ const (
 
 // Search returns the summaries matching q, newest accepted first. A
 // query naming a queue id is one direct get; one naming a term (address,
-// domain, Message-ID, metadata, user) reads that term's postings and
-// then the newest candidates' summaries; any other (status, time, none)
-// reads the bucket hour by hour backwards from q.Until (or now, or the
-// cursor), a growing number of hours per read (1, 1, 2, 4 ... 48), and
-// stops once a page is full, q.Since (or the retention) is reached, or
-// maxScan summaries were read.
+// domain, Message-ID, metadata, user, a rare status) reads that term's
+// postings and then the newest candidates' summaries; any other (a
+// common status, time, none) reads the bucket's slots (slots) backwards
+// from q.Until (or now, or the cursor), a growing number per read (1, 1,
+// 2, 4 ... 48), and stops once a page is full, q.Since (or the retention)
+// is reached, or maxScan summaries were read.
 func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
 	q, bound, err := normalize(q)
 	if err != nil {
@@ -78,11 +79,11 @@ func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
 		return x.searchTerm(ctx, q, m, t, bound)
 	}
 	now := time.Now()
-	floor := now.Add(-x.o.Retention).Truncate(time.Hour)
+	floor := now.Add(-x.o.Retention)
 	if !q.Since.IsZero() && q.Since.After(floor) {
-		floor = q.Since.Truncate(time.Hour)
+		floor = q.Since
 	}
-	top := now.Add(time.Hour) // clock skew between nodes
+	top := now.Add(clockSkew) // another node's clock may be ahead
 	if !q.Until.IsZero() && q.Until.Before(top) {
 		top = q.Until
 	}
@@ -90,14 +91,18 @@ func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
 		t, _ := idTime(bound)
 		top = minTime(top, t.Add(time.Millisecond))
 	}
+	return x.scan(ctx, q, m, bound, slots(top, floor))
+}
+
+// scan reads slots newest first, a growing number at a time (1, 1, 2, 4
+// ... maxGroup), until a page is full or the budget is spent.
+func (x *Index) scan(ctx context.Context, q Query, m *matcher, bound string, all []slot) (Page, error) {
 	var items []Summary
 	scanned, group := 0, 1
-	for h := top.Truncate(time.Hour); !h.Before(floor); {
-		hours := make([]time.Time, 0, group)
-		for ; len(hours) < group && !h.Before(floor); h = h.Add(-time.Hour) {
-			hours = append(hours, h)
-		}
-		found, n, err := x.scanHours(ctx, hours, m, bound)
+	for i := 0; i < len(all); {
+		part := all[i:min(i+group, len(all))]
+		i += len(part)
+		found, n, err := x.scanSlots(ctx, part, m, bound)
 		if err != nil {
 			return Page{}, err
 		}
@@ -105,15 +110,42 @@ func (x *Index) Search(ctx context.Context, q Query) (Page, error) {
 		if len(items) > q.Limit {
 			return Page{Items: items[:q.Limit], Next: cursor(items[q.Limit-1].QueueID)}, nil
 		}
-		if scanned >= maxScan && !h.Before(floor) {
-			return Page{Items: items, Next: cursor(idFloor(hours[len(hours)-1]))}, nil
+		if scanned >= maxScan && i < len(all) {
+			return Page{Items: items, Next: cursor(idFloor(part[len(part)-1].start))}, nil
 		}
-		if len(hours) > 1 || h.Add(time.Hour) != top.Truncate(time.Hour) {
+		if i > 1 {
 			group = min(group*2, maxGroup)
 		}
 	}
 	return Page{Items: items}, nil
 }
+
+// A slot is one subject filter of the bucket: a minute of the newest hour
+// (a busy hour holds tens of thousands of summaries, and the first page
+// should read only the last minutes), or a whole older hour.
+type slot struct {
+	subject string
+	start   time.Time
+}
+
+// slots lists the slots from top's minute down to floor's hour, newest
+// first.
+func slots(top, floor time.Time) []slot {
+	var out []slot
+	hour := top.Truncate(time.Hour)
+	if hour.Before(floor.Truncate(time.Hour)) {
+		return nil
+	}
+	for m := top.Truncate(time.Minute); !m.Before(hour); m = m.Add(-time.Minute) {
+		out = append(out, slot{subject: slotPrefix + minuteToken(m) + ".*", start: m})
+	}
+	for h := hour.Add(-time.Hour); !h.Before(floor.Truncate(time.Hour)); h = h.Add(-time.Hour) {
+		out = append(out, slot{subject: slotPrefix + hourToken(h) + ".>", start: h})
+	}
+	return out
+}
+
+const slotPrefix = "$KV." + Bucket + "."
 
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {
@@ -165,13 +197,13 @@ func (x *Index) searchID(ctx context.Context, q Query, m *matcher, bound string)
 	return Page{Items: []Summary{r.Summary}}, nil
 }
 
-// scanHours reads every summary of the given hours through one ordered
-// consumer and returns the matching ones below bound, newest first, and
-// how many it read.
-func (x *Index) scanHours(ctx context.Context, hours []time.Time, m *matcher, bound string) ([]Summary, int, error) {
-	subjects := make([]string, len(hours))
-	for i, h := range hours {
-		subjects[i] = "$KV." + Bucket + "." + hourToken(h) + ".*"
+// scanSlots reads every summary of the given slots through one consumer
+// and returns the matching ones below bound, newest first, and how many
+// it read.
+func (x *Index) scanSlots(ctx context.Context, part []slot, m *matcher, bound string) ([]Summary, int, error) {
+	subjects := make([]string, len(part))
+	for i, s := range part {
+		subjects[i] = s.subject
 	}
 	stream := "KV_" + Bucket
 	cons, err := x.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{

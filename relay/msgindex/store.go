@@ -14,9 +14,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// The index bucket: a KV bucket whose keys are <hour>.<queue id>, hour
-// being the UTC hour the queue id was minted in (queue ids begin with
-// their milliseconds), so one hour's summaries are one subject filter.
+// The index bucket: a KV bucket whose keys are <hour>.<minute>.<queue id>,
+// hour and minute being when the queue id was minted (UTC; queue ids begin
+// with their milliseconds), so one hour's or one minute's summaries are
+// one subject filter.
 const (
 	Bucket           = "jetrelay_msgindex"
 	hourLayout       = "2006010215"
@@ -33,7 +34,8 @@ type Options struct {
 	// events.max_age (0 there = unlimited, here a week).
 	Retention time.Duration
 	// MaxBytes bounds the bucket (events.index.max_bytes, default
-	// 256 MiB); the least recently updated summaries go first.
+	// 256 MiB; the postings get half of it besides); the least recently
+	// updated summaries go first.
 	MaxBytes int64
 	Log      zerolog.Logger
 }
@@ -156,10 +158,14 @@ func key(queueID string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return hourToken(t) + "." + queueID, true
+	return minuteToken(t) + "." + queueID, true
 }
 
 func hourToken(t time.Time) string { return t.UTC().Format(hourLayout) }
+
+// minuteToken is "<hour>.<minute>": keys are <hour>.<minute>.<queue id>,
+// so an hour is one filter (<hour>.>) and so is a minute (<hour>.<minute>.*).
+func minuteToken(t time.Time) string { return hourToken(t) + "." + t.UTC().Format("04") }
 
 // idTime is when a queue id was minted: its first ten characters are
 // milliseconds in Crockford base32 (queue.NewID).

@@ -75,6 +75,7 @@ type record struct {
 	State   string   `json:"state,omitempty"`    // held | deleted | expired | "" (follows the recipients)
 	RcptSeq []uint64 `json:"rcpt_seq,omitempty"` // parallel to Rcpts
 	DSNSeq  uint64   `json:"dsn_seq,omitempty"`
+	Cut     bool     `json:"cut,omitempty"` // recipients were dropped to fit (bound, encodeFit)
 }
 
 // fold applies one event, stored at events-stream sequence seq.
@@ -192,7 +193,7 @@ func (r *record) status() string {
 			return StatusMixed
 		}
 	}
-	if r.RcptCount > len(r.Rcpts) {
+	if r.RcptCount > len(r.Rcpts) && !r.Cut {
 		return StatusMixed
 	}
 	return st
