@@ -29,6 +29,7 @@ func subcommands() map[string][]string {
 	return map[string][]string{
 		"auth":     {"bans", "unban"},
 		"cluster":  {"status"},
+		"console":  {"passwd"},
 		"dkim":     {"keygen", "dns", "check"},
 		"domain":   {"check"},
 		"queue":    {"ls", "show", "retry", "hold", "release", "delete"},

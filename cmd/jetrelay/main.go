@@ -44,6 +44,7 @@ func commands() map[string]command {
 		"send":     {"send one test message through the relay and follow it", runSend},
 		"cluster":  {"show the NATS cluster: nodes, stream leaders and replicas, backlog", runCluster},
 		"shaping":  {"traffic shaping per provider: status, resume PROVIDER", runShaping},
+		"console":  {"web console logins (console passwd NAME: bcrypt a password read on stdin)", runConsole},
 		"stats":    {"delivery counts per user and domain, bounce rates, paused users", runStats},
 		"tls":      {"check what delivery to a domain does about TLS: MTA-STS, DANE, live STARTTLS", runTLS},
 		"tlsrpt":   {"TLS reporting (RFC 8460): show today's counters, send --now", runTLSRPT},

@@ -100,6 +100,10 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	if err != nil {
 		return ch, err
 	}
+	applyConsole, err := r.prepareConsole(cfg) // consolewire.go
+	if err != nil {
+		return ch, err
+	}
 	// Last, as the only step outside this process: when the stream refuses
 	// its new limits, nothing has been applied yet.
 	if so := eventStreamOptions(cfg); !reflect.DeepEqual(so, eventStreamOptions(r.cfg)) {
@@ -120,6 +124,7 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	applyDeliver()
 	applySubmit()
 	r.webhooks.Apply(hooks)
+	applyConsole()
 	r.sub.SetSigner(signer)
 	r.tlsrpt.setSigner(signer)
 	r.cfg = cfg

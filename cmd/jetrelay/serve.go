@@ -14,6 +14,7 @@ import (
 	"github.com/jetrelay/jetrelay/relay/admin"
 	"github.com/jetrelay/jetrelay/relay/bounce"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/console"
 	"github.com/jetrelay/jetrelay/relay/deliver"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/msgindex"
@@ -106,6 +107,7 @@ type relay struct {
 	shapingSet atomic.Pointer[shaping.Settings]
 
 	webhooks *webhooks.Manager // webhookwire.go
+	console  *console.Console  // the web console, nil when off (consolewire.go)
 }
 
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdio) error {
@@ -223,7 +225,7 @@ func (r *relay) start(ctx context.Context) error {
 	if err := r.startWebhooks(ctx); err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}
-	return r.startAdmin()
+	return r.startAdmin(ctx)
 }
 
 // startState opens the components' streams and buckets (events, bounce
@@ -278,12 +280,15 @@ func (r *relay) startState(ctx context.Context) (*submit.Brake, error) {
 	return brake, err
 }
 
-func (r *relay) startAdmin() error {
+func (r *relay) startAdmin(ctx context.Context) error {
 	if r.cfg.Admin.Listen == "" {
 		return nil
 	}
-	var err error
-	r.adm, err = admin.New(admin.Options{
+	con, tlsCfg, err := r.openConsole(ctx) // consolewire.go
+	if err != nil {
+		return err
+	}
+	r.adm, err = admin.New(admin.Options{Console: con, TLS: tlsCfg,
 		Listen: r.cfg.Admin.Listen, PProf: r.cfg.Admin.PProf, Metrics: r.metrics, Queue: r.q, Logger: r.log,
 		Cluster: r.clusterView(), Shaping: r.shapingStatus,
 		Listening: func() error {

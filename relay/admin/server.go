@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,9 +45,21 @@ type Options struct {
 	// Shaping, when set, adds the per-provider shaping gauges to /metrics
 	// (shaping.go), read at scrape time.
 	Shaping ShapingStatus
+	// Console, when set, is served under /console/ (relay/console).
+	Console Console
+	// TLS, when set, serves the whole listener over HTTPS (admin.tls).
+	TLS *tls.Config
 	// SampleEvery is the queue sampling period (default 15s).
 	SampleEvery time.Duration
 	Logger      zerolog.Logger
+}
+
+// Console is the web console (*console.Console).
+type Console interface {
+	// Handler serves the paths under /console/.
+	Handler() http.Handler
+	// Shutdown ends the console's long-lived responses (live streams).
+	Shutdown()
 }
 
 // Defaults.
@@ -98,6 +111,11 @@ func (s *Server) Handler() http.Handler {
 		_, _ = fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.o.Console != nil {
+		h := s.o.Console.Handler()
+		mux.Handle("/console/", h)
+		mux.Handle("/console", h)
+	}
 	if s.o.PProf {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -148,6 +166,9 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin.listen %s: %w", s.o.Listen, err)
 	}
+	if s.o.TLS != nil {
+		ln = tls.NewListener(ln, s.o.TLS)
+	}
 	s.ln = ln
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -175,6 +196,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.stop()
+	if s.o.Console != nil {
+		s.o.Console.Shutdown()
+	}
 	err := s.http.Shutdown(ctx)
 	s.wg.Wait()
 	return err

@@ -336,8 +336,10 @@ type Events struct {
 
 // Admin is the metrics/health listener.
 type Admin struct {
-	Listen string `yaml:"listen"`
-	PProf  bool   `yaml:"pprof"`
+	Listen  string   `yaml:"listen"`
+	PProf   bool     `yaml:"pprof"`
+	TLS     AdminTLS `yaml:"tls"`     // serve the admin listener over HTTPS
+	Console Console  `yaml:"console"` // the web console at /console/
 }
 
 // Log configures zerolog output.

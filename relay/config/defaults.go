@@ -33,7 +33,7 @@ func Default() *Config {
 			MaxBytes: 1 << 30,
 			Index:    EventsIndex{MaxBytes: 256 << 20},
 		},
-		Admin: Admin{Listen: "127.0.0.1:8025"},
+		Admin: Admin{Listen: "127.0.0.1:8025", Console: defaultConsole()},
 		Log:   Log{Level: "info", Format: "json"},
 		// See DESIGN-NOTES "Memory limit": most of the heap above the live
 		// state is nats-server's block caches, which a soft limit lets the

@@ -29,6 +29,7 @@ func (c *Config) Effective() *Config {
 			u.PasswordHash = Redacted
 		}
 	}
+	e.redactConsole()
 	e.NATS.URL = redactURLs(c.NATS.URL)
 	e.Delivery.Routes = slices.Clone(c.Delivery.Routes)
 	for i := range e.Delivery.Routes {

@@ -79,6 +79,8 @@ var reloadClasses = map[string]ReloadClass{
 
 	"webhooks":     Live,    // senders are started, stopped or restarted per webhook
 	"events.index": Restart, // the indexer and its streams are set up at start
+
+	"admin.console.users": Live, // the console checks the running users at each request
 }
 
 // ClassOf returns the reload class of a key path as Keys spells it

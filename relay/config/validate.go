@@ -52,6 +52,7 @@ func (c *Config) Validate() error {
 	if c.Admin.Listen != "" {
 		checkAddr(ps, "admin.listen", c.Admin.Listen)
 	}
+	c.validateAdmin(ps)
 	oneOf(ps, "log.format", c.Log.Format, logFormats)
 	oneOf(ps, "log.level", c.Log.Level, logLevels)
 	if c.MemoryLimit != 0 && c.MemoryLimit < minMemoryLimit {
