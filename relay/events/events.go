@@ -56,15 +56,19 @@ type Event struct {
 	User       string    `json:"user,omitempty"`
 	MailFrom   *string   `json:"mail_from,omitempty"` // pointer: "" (null sender) is meaningful
 	Rcpt       string    `json:"rcpt,omitempty"`
-	RcptCount  int       `json:"rcpt_count,omitempty"`
-	Domain     string    `json:"domain,omitempty"`
-	Size       int64     `json:"size,omitempty"`
-	MX         string    `json:"mx,omitempty"`
-	IP         string    `json:"ip,omitempty"`
-	Source     string    `json:"source,omitempty"` // egress source of a delivery's connection
-	Port       int       `json:"port,omitempty"`
-	TLS        string    `json:"tls,omitempty"`        // version, "none" or "failed"
-	TLSPolicy  string    `json:"tls_policy,omitempty"` // dane, mta-sts, mta-sts-testing, configured, opportunistic, none (DESIGN-NOTES)
+	// Rcpts lists an accepted message's recipients (at most
+	// submission.max_recipients), so a search finds a message by
+	// recipient before its first delivery attempt.
+	Rcpts     []string `json:"rcpts,omitempty"`
+	RcptCount int      `json:"rcpt_count,omitempty"`
+	Domain    string   `json:"domain,omitempty"`
+	Size      int64    `json:"size,omitempty"`
+	MX        string   `json:"mx,omitempty"`
+	IP        string   `json:"ip,omitempty"`
+	Source    string   `json:"source,omitempty"` // egress source of a delivery's connection
+	Port      int      `json:"port,omitempty"`
+	TLS       string   `json:"tls,omitempty"`        // version, "none" or "failed"
+	TLSPolicy string   `json:"tls_policy,omitempty"` // dane, mta-sts, mta-sts-testing, configured, opportunistic, none (DESIGN-NOTES)
 	// TLSFailure is the TLS-RPT result type (RFC 8460 §4.3) of a failed or
 	// (under a testing policy) unmet TLS policy.
 	TLSFailure  string     `json:"tls_failure,omitempty"`
@@ -164,6 +168,9 @@ func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
 		z = z.Str("mail_from", *e.MailFrom)
 	}
 	str("rcpt", e.Rcpt)
+	if len(e.Rcpts) > 0 {
+		z = z.Strs("rcpts", e.Rcpts)
+	}
 	num("rcpt_count", int64(e.RcptCount))
 	str("domain", e.Domain)
 	num("size", e.Size)

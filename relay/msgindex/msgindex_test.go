@@ -385,3 +385,30 @@ func TestEventsStreamCreatedAgain(t *testing.T) {
 	v.run(v.x)
 	v.waitFor(id, "delivered", func(s Summary) bool { return s.Status == StatusDelivered })
 }
+
+// TestQueuedFoundByRecipient: the accepted event lists the recipients, so
+// a held or not yet attempted message is found by recipient and domain;
+// a later delivery event updates the same recipient (any case).
+func TestQueuedFoundByRecipient(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	id, now := queue.NewID(), time.Now().UTC()
+	acc := accepted(id, now, "app@example.com", 2)
+	acc.Rcpts = []string{"Ann@Wait.test", "bob@other.test"}
+	v.publish(acc)
+	s := v.waitFor(id, "queued recipients", func(s Summary) bool { return len(s.Rcpts) == 2 })
+	if s.Status != StatusQueued || s.Rcpts[0].Status != StatusQueued {
+		t.Fatalf("summary before any attempt: %+v", s)
+	}
+	for _, q := range []Query{{Rcpt: "ann@wait.test"}, {Rcpt: "wait.test"}, {Rcpt: "bob@other.test", Status: StatusQueued}} {
+		if p := v.search(q); len(p.Items) != 1 || p.Items[0].QueueID != id {
+			t.Errorf("search %+v: %+v, want the queued message", q, p.Items)
+		}
+	}
+	v.publish(delivery(id, "ann@wait.test", events.StatusDelivered, now.Add(time.Second), 1))
+	s = v.waitFor(id, "one delivered", func(s Summary) bool { return s.Status == StatusMixed })
+	if len(s.Rcpts) != 2 || s.Rcpts[0].Status != StatusDelivered || s.Rcpts[1].Status != StatusQueued {
+		t.Fatalf("after one delivery: %+v", s.Rcpts)
+	}
+}

@@ -104,6 +104,7 @@ func (r *record) fold(seq uint64, e *events.Event) {
 				r.From = *e.MailFrom
 			}
 			r.RcptCount, r.Size = e.RcptCount, e.Size
+			r.addQueued(e.Rcpts)
 		}
 	case events.Delivery:
 		st := e.Status
@@ -178,6 +179,19 @@ func (r *record) setRcpt(seq uint64, e *events.Event, status string) {
 	r.RcptSeq[i] = seq
 	r.Rcpts[i] = RcptState{Addr: r.Rcpts[i].Addr, Status: status, Code: e.SMTPCode, Enh: e.SMTPEnh,
 		Reply: e.Reply, MX: e.MX, At: e.Time.UTC(), Attempt: e.Attempt}
+}
+
+// addQueued lists an accepted message's recipients as queued (sequence 0:
+// any delivery event about one of them wins), so a search by recipient
+// finds the message before its first attempt.
+func (r *record) addQueued(addrs []string) {
+	for _, a := range addrs {
+		if a == "" || r.rcptIndex(a) >= 0 {
+			continue
+		}
+		r.Rcpts = append(r.Rcpts, RcptState{Addr: a, Status: StatusQueued})
+		r.RcptSeq = append(r.RcptSeq, 0)
+	}
 }
 
 // rcptIndex finds addr among the recipients (ASCII case-insensitive: a

@@ -190,8 +190,9 @@ func (s *session) store(tx *txn, p *prepared, sp *spool) (string, error) {
 	// publish its event before this one, and histories sort by time.
 	s.srv.emit(&events.Event{
 		Time: now.UTC(), Event: events.Accepted, QueueID: id, MsgID: msgID, ConnID: s.id, RemoteAddr: s.remote,
-		User: s.user, MailFrom: events.Str(tx.from), RcptCount: len(tx.rcpts), Size: int64(len(m.Body)),
-		TLS: tlsName(s), DKIM: dkim, Meta: p.meta.meta, Tag: p.meta.tag,
+		User: s.user, MailFrom: events.Str(tx.from), RcptCount: len(tx.rcpts), Rcpts: rcptAddrs(tx.rcpts),
+		Size: int64(len(m.Body)),
+		TLS:  tlsName(s), DKIM: dkim, Meta: p.meta.meta, Tag: p.meta.tag,
 	})
 	return id, nil
 }
@@ -221,4 +222,13 @@ func tlsName(s *session) string {
 		return "none"
 	}
 	return tlsVersionName(s.tlsState.Version)
+}
+
+// rcptAddrs lists the recipients' addresses for the accepted event.
+func rcptAddrs(rs []queue.Recipient) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Addr
+	}
+	return out
 }
