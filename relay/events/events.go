@@ -148,75 +148,89 @@ func (em *Emitter) Emit(e *Event) {
 
 // Fields adds e's fields to a zerolog event under the fixed names.
 func Fields(z *zerolog.Event, e *Event) *zerolog.Event {
-	z = z.Str("event", e.Event)
-	str := func(k, v string) {
-		if v != "" {
-			z = z.Str(k, v)
-		}
-	}
-	num := func(k string, v int64) {
-		if v != 0 {
-			z = z.Int64(k, v)
-		}
-	}
-	str("queue_id", e.QueueID)
-	str("msg_id", e.MsgID)
-	str("conn_id", e.ConnID)
-	str("remote_addr", e.RemoteAddr)
-	str("user", e.User)
+	w := fieldWriter{z.Str("event", e.Event)}
+	w.str("queue_id", e.QueueID)
+	w.str("msg_id", e.MsgID)
+	w.str("conn_id", e.ConnID)
+	w.str("remote_addr", e.RemoteAddr)
+	w.str("user", e.User)
 	if e.MailFrom != nil {
-		z = z.Str("mail_from", *e.MailFrom)
+		w.z = w.z.Str("mail_from", *e.MailFrom)
 	}
-	str("rcpt", e.Rcpt)
+	w.str("rcpt", e.Rcpt)
 	if len(e.Rcpts) > 0 {
-		z = z.Strs("rcpts", e.Rcpts)
+		w.z = w.z.Strs("rcpts", e.Rcpts)
 	}
-	num("rcpt_count", int64(e.RcptCount))
-	str("domain", e.Domain)
-	num("size", e.Size)
-	str("mx", e.MX)
-	str("ip", e.IP)
-	str("source", e.Source)
-	num("port", int64(e.Port))
-	str("tls", e.TLS)
-	str("tls_policy", e.TLSPolicy)
-	str("tls_failure", e.TLSFailure)
-	str("tls_cipher", e.TLSCipher)
-	if e.TLSVerified != nil {
-		z = z.Bool("tls_verified", *e.TLSVerified)
-	}
-	str("dkim", e.DKIM)
-	num("attempt", int64(e.Attempt))
-	str("status", e.Status)
-	num("smtp_code", int64(e.SMTPCode))
-	str("smtp_enh", e.SMTPEnh)
-	str("reply", e.Reply)
-	str("reason", e.Reason)
-	if e.DurationMS != 0 || e.Event == Delivery {
-		z = z.Int64("duration_ms", e.DurationMS)
-	}
-	if e.NextAttempt != nil {
-		z = z.Str("next_attempt", e.NextAttempt.UTC().Format(time.RFC3339))
-	}
-	str("dsn_id", e.DSNID)
-	str("actor", e.Actor)
-	if !e.Arrival.IsZero() {
-		z = z.Str("arrival", e.Arrival.UTC().Format(time.RFC3339Nano))
-	}
-	str("provider", e.Provider)
-	str("rule", e.Rule)
-	str("action", e.Action)
+	w.num("rcpt_count", int64(e.RcptCount))
+	w.str("domain", e.Domain)
+	w.num("size", e.Size)
+	w.delivery(e)
+	w.str("dsn_id", e.DSNID)
+	w.str("actor", e.Actor)
+	w.time("arrival", e.Arrival, time.RFC3339Nano)
+	w.str("provider", e.Provider)
+	w.str("rule", e.Rule)
+	w.str("action", e.Action)
 	if e.Until != nil {
-		z = z.Str("until", e.Until.UTC().Format(time.RFC3339))
+		w.time("until", *e.Until, time.RFC3339)
 	}
 	if len(e.Meta) > 0 {
 		d := zerolog.Dict()
 		for _, k := range slices.Sorted(maps.Keys(e.Meta)) {
 			d = d.Str(k, e.Meta[k])
 		}
-		z = z.Dict("meta", d)
+		w.z = w.z.Dict("meta", d)
 	}
-	str("tag", e.Tag)
-	str("feedback_type", e.FeedbackType)
-	return z
+	w.str("tag", e.Tag)
+	w.str("feedback_type", e.FeedbackType)
+	return w.z
+}
+
+// fieldWriter adds the non-empty fields of an event to a log line.
+type fieldWriter struct{ z *zerolog.Event }
+
+func (w *fieldWriter) str(k, v string) {
+	if v != "" {
+		w.z = w.z.Str(k, v)
+	}
+}
+
+func (w *fieldWriter) num(k string, v int64) {
+	if v != 0 {
+		w.z = w.z.Int64(k, v)
+	}
+}
+
+func (w *fieldWriter) time(k string, t time.Time, layout string) {
+	if !t.IsZero() {
+		w.z = w.z.Str(k, t.UTC().Format(layout))
+	}
+}
+
+// delivery adds the fields of a delivery attempt: where, TLS, outcome.
+func (w *fieldWriter) delivery(e *Event) {
+	w.str("mx", e.MX)
+	w.str("ip", e.IP)
+	w.str("source", e.Source)
+	w.num("port", int64(e.Port))
+	w.str("tls", e.TLS)
+	w.str("tls_policy", e.TLSPolicy)
+	w.str("tls_failure", e.TLSFailure)
+	w.str("tls_cipher", e.TLSCipher)
+	if e.TLSVerified != nil {
+		w.z = w.z.Bool("tls_verified", *e.TLSVerified)
+	}
+	w.str("dkim", e.DKIM)
+	w.num("attempt", int64(e.Attempt))
+	w.str("status", e.Status)
+	w.num("smtp_code", int64(e.SMTPCode))
+	w.str("smtp_enh", e.SMTPEnh)
+	w.str("reply", e.Reply)
+	w.str("reason", e.Reason)
+	if e.DurationMS != 0 || e.Event == Delivery {
+		w.z = w.z.Int64("duration_ms", e.DurationMS)
+	}
+	if e.NextAttempt != nil {
+		w.time("next_attempt", *e.NextAttempt, time.RFC3339)
+	}
 }
