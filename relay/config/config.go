@@ -6,7 +6,6 @@
 package config
 
 import (
-
 	"gopkg.in/yaml.v3"
 )
 
