@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
@@ -51,22 +49,9 @@ a node is down, something did not answer, or NATS is unreachable; 2 usage.`
 const clusterTimeout = 15 * time.Second
 
 func runCluster(args []string, sio stdio) int {
-	if len(args) == 0 {
-		fmt.Fprint(sio.err, clusterUsage)
-		return 2
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(sio.out, clusterUsage)
-		return 0
-	case "status":
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return clusterStatusMain(ctx, args[1:], sio)
-	}
-	_ = tprintf(sio.err, "jetrelay cluster: unknown command %q\n\n", args[0])
-	fmt.Fprint(sio.err, clusterUsage)
-	return 2
+	return runGroup("cluster", clusterUsage, map[string]subcommand{
+		"status": clusterStatusMain,
+	}, args, sio)
 }
 
 // clusterStatusCmd is one parsed `jetrelay cluster status`.

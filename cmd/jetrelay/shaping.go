@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -52,24 +49,10 @@ delivery.shaping's (from --config). Nothing in force is no error.`
 const shapingTimeout = 15 * time.Second
 
 func runShaping(args []string, sio stdio) int {
-	if len(args) == 0 {
-		fmt.Fprint(sio.err, shapingUsage)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(sio.out, shapingUsage)
-		return 0
-	case "status":
-		return shapingStatusMain(ctx, args[1:], sio)
-	case "resume":
-		return shapingResumeMain(ctx, args[1:], sio)
-	}
-	_ = tprintf(sio.err, "jetrelay shaping: unknown command %q\n\n", args[0])
-	fmt.Fprint(sio.err, shapingUsage)
-	return 2
+	return runGroup("shaping", shapingUsage, map[string]subcommand{
+		"status": shapingStatusMain,
+		"resume": shapingResumeMain,
+	}, args, sio)
 }
 
 // shapingStatusMain is `shaping status` with the caller's context.

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -51,24 +49,10 @@ by --now is not reported again by tonight's run, and the sessions after
 const tlsrptTimeout = 2 * time.Minute
 
 func runTLSRPT(args []string, sio stdio) int {
-	if len(args) == 0 {
-		fmt.Fprint(sio.err, tlsrptUsage)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(sio.out, tlsrptUsage)
-		return 0
-	case "show":
-		return tlsrptShowMain(ctx, args[1:], sio)
-	case "send":
-		return tlsrptSendMain(ctx, args[1:], sio)
-	}
-	_ = tprintf(sio.err, "jetrelay tlsrpt: unknown command %q\n\n", args[0])
-	fmt.Fprint(sio.err, tlsrptUsage)
-	return 2
+	return runGroup("tlsrpt", tlsrptUsage, map[string]subcommand{
+		"show": tlsrptShowMain,
+		"send": tlsrptSendMain,
+	}, args, sio)
 }
 
 // tlsrptBucket opens the counts bucket; a relay that never counted has none.

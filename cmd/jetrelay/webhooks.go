@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -51,26 +48,11 @@ its pending events alone. The first failing POST ends it (exit 1).`
 const webhooksTimeout = 30 * time.Second
 
 func runWebhooks(args []string, sio stdio) int {
-	if len(args) == 0 {
-		fmt.Fprint(sio.err, webhooksUsage)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(sio.out, webhooksUsage)
-		return 0
-	case "ls":
-		return webhooksLs(ctx, args[1:], sio)
-	case "test":
-		return webhooksTest(ctx, args[1:], sio)
-	case "replay":
-		return webhooksReplay(ctx, args[1:], sio)
-	}
-	_ = tprintf(sio.err, "jetrelay webhooks: unknown command %q\n\n", args[0])
-	fmt.Fprint(sio.err, webhooksUsage)
-	return 2
+	return runGroup("webhooks", webhooksUsage, map[string]subcommand{
+		"ls":     webhooksLs,
+		"test":   webhooksTest,
+		"replay": webhooksReplay,
+	}, args, sio)
 }
 
 // webhookRow is one line of `webhooks ls`.
