@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/stats"
 	"github.com/nats-io/nats.go/jetstream"
@@ -197,21 +198,8 @@ func write(ctx context.Context, kv jetstream.KeyValue, user string, st State, re
 	} else {
 		_, err = kv.Update(ctx, key(user), data, rev)
 	}
-	if isConflict(err) {
+	if queue.IsConflict(err) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// isConflict reports a lost compare-and-set race.
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -178,7 +179,7 @@ func (x *Index) apply(ctx context.Context, epoch int64, msgs []jetstream.Msg) {
 		case postErr != nil:
 			p.err = postErr
 		default:
-			if p.err = x.write(ctx, p); conflict(p.err) {
+			if p.err = x.write(ctx, p); queue.IsConflict(p.err) {
 				p.err = x.store(ctx, p.u) // another node wrote it meanwhile
 			}
 		}
@@ -299,18 +300,11 @@ func (x *Index) store(ctx context.Context, u *update) error {
 		if err = x.post(ctx, ps); err != nil {
 			return err
 		}
-		if err = x.write(ctx, p); !conflict(err) {
+		if err = x.write(ctx, p); !queue.IsConflict(err) {
 			return err
 		}
 	}
 	return fmt.Errorf("msgindex: %s changed %d times while being updated: %w", u.id, casAttempts, err)
-}
-
-// conflict reports a compare-and-set that lost against another writer.
-func conflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) ||
-		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
 }
 
 // encode writes r as stored: JSON without HTML escaping, so the search's

@@ -115,19 +115,6 @@ func get(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, uint64
 	return e.Value(), e.Revision(), nil
 }
 
-// isConflict reports a lost compare-and-set race.
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
-
 // health fails the node open while the bucket does not answer: decisions
 // are taken as if the node were alone for downFor, logged at most once per
 // downLogEvery.

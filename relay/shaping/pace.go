@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/jetrelay/jetrelay/queue"
 )
 
 const (
@@ -105,7 +107,7 @@ func (s *Shaper) reserve(ctx context.Context, p *pacer, r Rate, now time.Time) (
 		end := s0.Add(time.Duration(k) * T)
 		ttl := end.Sub(now) + paceBurst*T + time.Second
 		newRev, err := store(kctx, s.js, s.kv, p.key, []byte(strconv.FormatInt(end.UnixNano(), 10)), rev, ttl)
-		if isConflict(err) {
+		if queue.IsConflict(err) {
 			known = false
 			continue
 		}

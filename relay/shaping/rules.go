@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/rs/zerolog"
 )
 
@@ -128,7 +129,7 @@ func (s *Shaper) reached(ctx context.Context, ru *rule, ob observation) bool {
 		}
 		data, _ := json.Marshal(times) // []int64 cannot fail
 		_, err = store(kctx, s.js, s.kv, key, data, rev, ru.Window)
-		if isConflict(err) {
+		if queue.IsConflict(err) {
 			continue
 		}
 		if err != nil {
@@ -211,7 +212,7 @@ func (s *Shaper) begin(ctx context.Context, st *class, prefix string, o *overrid
 			return
 		}
 		nrev, err := store(kctx, s.js, s.kv, key, o.encode(), rev, o.Until.Sub(s.now())+time.Second)
-		if isConflict(err) {
+		if queue.IsConflict(err) {
 			continue
 		}
 		if err != nil {

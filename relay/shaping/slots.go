@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -39,7 +40,7 @@ func (s *Shaper) takeSlot(ctx context.Context, st *class, c *Conn, limit int, pr
 			continue
 		}
 		rev, err := s.kv.Create(kctx, key, val, jetstream.KeyTTL(ttlOf(s.timings.slotTTL)))
-		if isConflict(err) {
+		if queue.IsConflict(err) {
 			st.slots[key] = c.scope
 			continue
 		}
@@ -69,7 +70,7 @@ func (s *Shaper) dropSlot(key string, rev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
 	err := s.kv.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(markerTTL))
-	if err != nil && !isConflict(err) {
+	if err != nil && !queue.IsConflict(err) {
 		s.health.fail(err)
 	}
 }
@@ -107,7 +108,7 @@ func (s *Shaper) renewOne(ctx context.Context, c *Conn) {
 	val := []byte(s.node + "/" + strconv.FormatUint(leaseSeq.Add(1), 10))
 	rev, err := store(kctx, s.js, s.kv, c.slot, val, c.rev, s.timings.slotTTL)
 	switch {
-	case isConflict(err):
+	case queue.IsConflict(err):
 		s.log.Warn().Str("event", "shaping_slot_lost").Str("provider", c.st.Provider).Str("slot", c.slot).
 			Msg("connection slot lease lost (the bucket was unreachable longer than its TTL); taking another")
 		c.slot, c.rev, c.owed = "", 0, true

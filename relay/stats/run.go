@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -300,7 +301,7 @@ func (s *Store) apply(ctx context.Context, key string, d any) error {
 			s.remember(key, cached{rev: rev, data: data})
 			return nil
 		}
-		if !isConflict(err) {
+		if !queue.IsConflict(err) {
 			return err
 		}
 	}
@@ -339,14 +340,4 @@ func (s *Store) remember(key string, c cached) {
 		clear(s.known)
 	}
 	s.known[key] = c
-}
-
-// isConflict reports a lost compare-and-set race.
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -261,7 +262,7 @@ func (b *Brake) bump(
 		}
 		ttl := recordTTL(r, cfg, now)
 		err = b.write(ctx, key, r, rev, ttl)
-		if isConflict(err) {
+		if queue.IsConflict(err) {
 			continue
 		}
 		return r, started, err
@@ -296,19 +297,6 @@ func (b *Brake) write(ctx context.Context, key string, r brakeRecord, rev uint64
 	return err
 }
 
-// isConflict reports a lost compare-and-set race.
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
-
 // success clears the (user, client) counter only, unless it is banned (the
 // caller checked that it was not; a ban set since then stays). The
 // client's and the user's counters keep counting.
@@ -320,7 +308,7 @@ func (b *Brake) success(ctx context.Context, client, user string) error {
 			return err
 		}
 		err = b.kv.Purge(ctx, key, jetstream.LastRevision(rev), jetstream.PurgeTTL(brakeMarkerTTL))
-		if !isConflict(err) {
+		if !queue.IsConflict(err) {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/config"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -225,7 +226,7 @@ func (r *Rates) lease(ctx context.Context, u *userRate, rt config.Rate, now time
 		k := min(max(1, rt.Count/rateBlockShare), max(1, room/rateShrink))
 		ttl := start.Add(2*rt.Per).Sub(now).Truncate(time.Second) + time.Second
 		newRev, err := r.put(ctx, key, cur+k, rev, ttl)
-		if isConflict(err) {
+		if queue.IsConflict(err) {
 			known = false
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/dnsname"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -207,7 +208,7 @@ func addTo(ctx context.Context, kv jetstream.KeyValue, delta *DomainCounts) erro
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+		if !errors.Is(err, jetstream.ErrKeyExists) && !queue.IsConflict(err) {
 			return fmt.Errorf("tlsrpt: %s: %w", key, err)
 		}
 	}
@@ -216,12 +217,6 @@ func addTo(ctx context.Context, kv jetstream.KeyValue, delta *DomainCounts) erro
 
 // casTries bounds one key's compare-and-swap retries per flush.
 const casTries = 20
-
-// isWrongSequence: Update's revision check failed (another node wrote).
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
 
 // validKeyPart: KV keys are [-_=.A-Za-z0-9]; domains are A-labels.
 func validKeyPart(k string) bool {
