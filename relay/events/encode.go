@@ -1,10 +1,12 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -18,12 +20,25 @@ import (
 // returns its error. TestMarshalMatchesJSON and FuzzMarshal hold it to
 // json.Marshal's output.
 func Marshal(e *Event) ([]byte, error) {
-	b, err := e.appendJSON(make([]byte, 0, 768)) // an accepted or delivery event fits
+	bp := encodeBufs.Get().(*[]byte)
+	b, err := e.appendJSON((*bp)[:0])
 	if err != nil {
+		encodeBufs.Put(bp)
 		return json.Marshal(e)
 	}
-	return b, nil
+	out := bytes.Clone(b) // the publish keeps it; the scratch buffer goes back
+	if cap(b) <= maxPooledEncode {
+		*bp = b
+		encodeBufs.Put(bp)
+	}
+	return out, nil
 }
+
+// encodeBufs are Marshal's scratch buffers; one that grew past
+// maxPooledEncode (an event with a large meta map) is not kept.
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledEncode = 16 << 10
 
 var errTimeRange = errors.New("events: time outside RFC 3339")
 
