@@ -15,19 +15,27 @@ func decodeSamples() []*events.Event {
 	var out []*events.Event
 	for _, f := range []func(e *events.Event){
 		func(e *events.Event) { e.Event, e.RcptCount = events.Accepted, 3 },
-		func(e *events.Event) { e.Event, e.Status, e.Rcpt = events.Delivery, events.StatusDelivered, "a@X.Test." },
+		func(e *events.Event) {
+			e.Event, e.Status, e.Rcpt = events.Delivery, events.StatusDelivered, "a@X.Test."
+		},
 		func(e *events.Event) { e.Event, e.Status, e.Domain = events.Delivery, events.StatusRelayed, "y.test" },
-		func(e *events.Event) { e.Event, e.Status, e.Reason = events.Delivery, events.StatusDeferred, "not_attempted" },
+		func(e *events.Event) {
+			e.Event, e.Status, e.Reason = events.Delivery, events.StatusDeferred, "not_attempted"
+		},
 		func(e *events.Event) { e.Event, e.Status, e.SMTPCode = events.Delivery, events.StatusDeferred, 451 },
 		func(e *events.Event) { e.Event, e.Status, e.SMTPCode = events.Delivery, events.StatusFailed, 550 },
 		func(e *events.Event) { e.Event, e.Status, e.SMTPEnh = events.Delivery, events.StatusFailed, "5.1.1" },
 		func(e *events.Event) { e.Event, e.Status, e.SMTPEnh = events.Delivery, events.StatusFailed, "4.4.1" },
 		func(e *events.Event) { e.Event, e.Status = events.Bounced, "failed" },
-		func(e *events.Event) { e.Event, e.Status, e.Reply = events.Bounced, bouncedComplaint, "feedback-type abuse" },
-		func(e *events.Event) { e.Event, e.Status, e.Reply = events.Bounced, bouncedComplaint, "feedback-type fraud" },
+		func(e *events.Event) {
+			e.Event, e.Status, e.Reply = events.Bounced, bouncedComplaint, "feedback-type abuse"
+		},
+		func(e *events.Event) {
+			e.Event, e.Status, e.Reply = events.Bounced, bouncedComplaint, "feedback-type fraud"
+		},
 		func(e *events.Event) { e.Event, e.FeedbackType = events.Complaint, "Abuse" },
 		func(e *events.Event) { e.Event, e.FeedbackType = events.Complaint, "fraud" },
-		func(e *events.Event) { e.Event, e.Reason = events.Rejected, suppressedReason + ":x" },
+		func(e *events.Event) { e.Event, e.Reason = events.Rejected, suppressedReason+":x" },
 		func(e *events.Event) { e.Event, e.Reason = events.Rejected, "other" },
 		func(e *events.Event) { e.Event = events.Held },
 	} {

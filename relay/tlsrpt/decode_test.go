@@ -17,7 +17,9 @@ func TestDecodeEventSessionsAlike(t *testing.T) {
 	for i, f := range []func(e *events.Event){
 		func(e *events.Event) { e.TLS, e.TLSPolicy = "TLS1.3", "dane" },
 		func(e *events.Event) { e.TLS, e.TLSPolicy = "TLS1.2", "mta-sts" },
-		func(e *events.Event) { e.TLS, e.TLSPolicy, e.TLSFailure = "failed", "mta-sts-testing", "certificate-expired" },
+		func(e *events.Event) {
+			e.TLS, e.TLSPolicy, e.TLSFailure = "failed", "mta-sts-testing", "certificate-expired"
+		},
 		func(e *events.Event) { e.TLS, e.TLSPolicy, e.TLSFailure = "none", "dane", "starttls-not-supported" },
 		func(e *events.Event) { e.TLS = "none" },
 		func(e *events.Event) { e.TLS, e.Domain = "TLS1.3", "" },
