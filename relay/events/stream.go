@@ -214,7 +214,7 @@ func (p *StreamPublisher) Start(ctx context.Context) error {
 
 // Publish queues e for the stream without blocking.
 func (p *StreamPublisher) Publish(e *Event) {
-	data, err := json.Marshal(e)
+	data, err := Marshal(e)
 	if err != nil {
 		p.drop(e.Event, e.QueueID, err.Error())
 		return

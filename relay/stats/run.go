@@ -161,8 +161,8 @@ func (s *Store) take(b *batch, m jetstream.Msg) {
 		b.progress = time.Now()
 	}
 	b.msgs = append(b.msgs, m)
-	var e events.Event
-	if err := json.Unmarshal(m.Data(), &e); err != nil {
+	e, err := decodeEvent(m.Data())
+	if err != nil {
 		return
 	}
 	c, ok := classify(&e)

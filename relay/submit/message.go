@@ -244,7 +244,7 @@ func received(s stamp) string {
 	b.WriteString("\tby " + s.Host + " (jetrelay) with " + proto + "\r\n")
 	if s.TLS != nil {
 		b.WriteString("\t(version=" + tlsVersionName(s.TLS.Version) +
-			" cipher=" + tls.CipherSuiteName(s.TLS.CipherSuite) + ")\r\n")
+			" cipher=" + cipherSuiteName(s.TLS.CipherSuite) + ")\r\n")
 	}
 	if s.User != "" { // only with submission.received_user (stampUser)
 		b.WriteString("\t(authenticated user " + sanitize(s.User, 64) + ")\r\n")
@@ -264,6 +264,3 @@ func ipLiteral(ip string) string {
 	}
 	return "[" + ip + "]"
 }
-
-// tlsVersionName is "TLS1.3" and the like (no space: log fields, comments).
-func tlsVersionName(v uint16) string { return strings.ReplaceAll(tls.VersionName(v), " ", "") }

@@ -2,7 +2,6 @@ package tlsrpt
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -113,8 +112,8 @@ func (c *Counter) round(ctx context.Context) error {
 	sums := map[string]*pending{}
 	var skip []jetstream.Msg
 	for m := range batch.Messages() {
-		var e events.Event
-		s, ok := session{}, json.Unmarshal(m.Data(), &e) == nil
+		e, err := decodeEvent(m.Data())
+		s, ok := session{}, err == nil
 		if ok {
 			s, ok = sessionOf(&e)
 		}

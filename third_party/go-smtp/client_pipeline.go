@@ -131,7 +131,13 @@ func (c *Client) SendPipelined(from string, opts *MailOptions, rcpts []Pipelined
 
 // pipelineCommands encodes [RSET] MAIL RCPT… DATA.
 func (c *Client) pipelineCommands(from string, opts *MailOptions, rcpts []PipelinedRcpt) ([]byte, error) {
+	// One allocation for the usual commands (parameters beyond SIZE grow it).
+	n := len("RSET\r\nMAIL FROM:<> BODY=8BITMIME SIZE=1234567890\r\nDATA\r\n") + len(from)
+	for _, r := range rcpts {
+		n += len("RCPT TO:<>\r\n") + len(r.Addr)
+	}
 	var b bytes.Buffer
+	b.Grow(n)
 	if c.inTx {
 		b.WriteString("RSET\r\n")
 	}
@@ -139,7 +145,8 @@ func (c *Client) pipelineCommands(from string, opts *MailOptions, rcpts []Pipeli
 	if err != nil {
 		return nil, err
 	}
-	b.WriteString(line + "\r\n")
+	b.WriteString(line)
+	b.WriteString("\r\n")
 	for _, r := range rcpts {
 		if err := validateLine(r.Addr); err != nil {
 			return nil, err
@@ -148,7 +155,8 @@ func (c *Client) pipelineCommands(from string, opts *MailOptions, rcpts []Pipeli
 		if err != nil {
 			return nil, err
 		}
-		b.WriteString(line + "\r\n")
+		b.WriteString(line)
+		b.WriteString("\r\n")
 	}
 	b.WriteString("DATA\r\n")
 	return b.Bytes(), nil

@@ -1,0 +1,219 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Marshal encodes e exactly as encoding/json does (same fields, order,
+// escaping and time format), without reflection: every message publishes
+// at least two events, and json.Marshal was the largest CPU cost of the
+// relay's own code on the event path (docs/performance.md, "CPU per
+// message"). A time json.Marshal would refuse (a year outside 0–9999, a
+// zone offset of 24 hours or more) falls back to json.Marshal, which
+// returns its error. TestMarshalMatchesJSON and FuzzMarshal hold it to
+// json.Marshal's output.
+func Marshal(e *Event) ([]byte, error) {
+	bp := encodeBufs.Get().(*[]byte)
+	b, err := e.appendJSON((*bp)[:0])
+	if err != nil {
+		encodeBufs.Put(bp)
+		return json.Marshal(e)
+	}
+	out := bytes.Clone(b) // the publish keeps it; the scratch buffer goes back
+	if cap(b) <= maxPooledEncode {
+		*bp = b
+		encodeBufs.Put(bp)
+	}
+	return out, nil
+}
+
+// encodeBufs are Marshal's scratch buffers; one that grew past
+// maxPooledEncode (an event with a large meta map) is not kept.
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledEncode = 16 << 10
+
+var errTimeRange = errors.New("events: time outside RFC 3339")
+
+func (e *Event) appendJSON(b []byte) ([]byte, error) {
+	var err error
+	b = append(b, `{"time":`...)
+	if b, err = appendTime(b, e.Time); err != nil {
+		return nil, err
+	}
+	b = appendStr(append(b, `,"event":`...), e.Event)
+	b = field(b, "queue_id", e.QueueID)
+	b = field(b, "msg_id", e.MsgID)
+	b = field(b, "conn_id", e.ConnID)
+	b = field(b, "remote_addr", e.RemoteAddr)
+	b = field(b, "user", e.User)
+	if e.MailFrom != nil {
+		b = appendStr(append(b, `,"mail_from":`...), *e.MailFrom)
+	}
+	b = field(b, "rcpt", e.Rcpt)
+	b = intField(b, "rcpt_count", int64(e.RcptCount))
+	b = field(b, "domain", e.Domain)
+	b = intField(b, "size", e.Size)
+	b = field(b, "mx", e.MX)
+	b = field(b, "ip", e.IP)
+	b = field(b, "source", e.Source)
+	b = intField(b, "port", int64(e.Port))
+	b = field(b, "tls", e.TLS)
+	b = field(b, "tls_policy", e.TLSPolicy)
+	b = field(b, "tls_failure", e.TLSFailure)
+	b = field(b, "tls_cipher", e.TLSCipher)
+	if e.TLSVerified != nil {
+		b = strconv.AppendBool(append(b, `,"tls_verified":`...), *e.TLSVerified)
+	}
+	b = field(b, "dkim", e.DKIM)
+	b = intField(b, "attempt", int64(e.Attempt))
+	b = field(b, "status", e.Status)
+	b = intField(b, "smtp_code", int64(e.SMTPCode))
+	b = field(b, "smtp_enh", e.SMTPEnh)
+	b = field(b, "reply", e.Reply)
+	b = field(b, "reason", e.Reason)
+	b = intField(b, "duration_ms", e.DurationMS)
+	if b, err = timePtrField(b, "next_attempt", e.NextAttempt); err != nil {
+		return nil, err
+	}
+	b = field(b, "dsn_id", e.DSNID)
+	b = field(b, "actor", e.Actor)
+	if !e.Arrival.IsZero() {
+		if b, err = appendTime(append(b, `,"arrival":`...), e.Arrival); err != nil {
+			return nil, err
+		}
+	}
+	return e.appendTail(b)
+}
+
+// appendTail encodes the fields after Arrival.
+func (e *Event) appendTail(b []byte) ([]byte, error) {
+	b = field(b, "provider", e.Provider)
+	b = field(b, "rule", e.Rule)
+	b = field(b, "action", e.Action)
+	b, err := timePtrField(b, "until", e.Until)
+	if err != nil {
+		return nil, err
+	}
+	if len(e.Meta) > 0 {
+		b = append(b, `,"meta":{`...)
+		keys := make([]string, 0, len(e.Meta))
+		for k := range e.Meta {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendStr(append(appendStr(b, k), ':'), e.Meta[k])
+		}
+		b = append(b, '}')
+	}
+	b = field(b, "tag", e.Tag)
+	b = field(b, "feedback_type", e.FeedbackType)
+	return append(b, '}'), nil
+}
+
+// field appends ,"name":"v" unless v is empty (omitempty).
+func field(b []byte, name, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(append(append(b, `,"`...), name...), `":`...)
+	return appendStr(b, v)
+}
+
+func intField(b []byte, name string, v int64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = append(append(append(b, `,"`...), name...), `":`...)
+	return strconv.AppendInt(b, v, 10)
+}
+
+func timePtrField(b []byte, name string, t *time.Time) ([]byte, error) {
+	if t == nil {
+		return b, nil
+	}
+	b = append(append(append(b, `,"`...), name...), `":`...)
+	return appendTime(b, *t)
+}
+
+// appendTime is time.Time.MarshalJSON: RFC 3339 with nanoseconds, and the
+// same refusals (time.Time.appendStrictRFC3339).
+func appendTime(b []byte, t time.Time) ([]byte, error) {
+	n0 := len(b) + 1
+	b = append(t.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
+	s := b[n0 : len(b)-1]
+	switch {
+	case len(s) < len("9999-") || s[4] != '-':
+		return nil, errTimeRange
+	case s[len(s)-1] != 'Z':
+		c := s[len(s)-len("Z07:00")]
+		h := s[len(s)-len("07:00"):]
+		if ('0' <= c && c <= '9') || 10*(h[0]-'0')+(h[1]-'0') >= 24 {
+			return nil, errTimeRange
+		}
+	}
+	return b, nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendStr is encoding/json's string encoding with HTML escaping (the
+// default of json.Marshal): ", \ and control characters escaped, <, > and
+// & as \u003c and the like, invalid UTF-8 as \ufffd, U+2028 and U+2029
+// escaped.
+func appendStr(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(append(b, s[start:i]...), `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(append(b, s[start:i]...), '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	return append(append(b, s[start:]...), '"')
+}
