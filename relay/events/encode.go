@@ -58,6 +58,16 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 		b = appendStr(append(b, `,"mail_from":`...), *e.MailFrom)
 	}
 	b = field(b, "rcpt", e.Rcpt)
+	if len(e.Rcpts) > 0 {
+		b = append(b, `,"rcpts":[`...)
+		for i, r := range e.Rcpts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendStr(b, r)
+		}
+		b = append(b, ']')
+	}
 	b = intField(b, "rcpt_count", int64(e.RcptCount))
 	b = field(b, "domain", e.Domain)
 	b = intField(b, "size", e.Size)

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ func sampleEvents() []*Event {
 	next := t.Add(time.Minute).In(time.FixedZone("x", -(3*3600 + 30*60)))
 	odd := "a\"b\\c<d>e&f\x00\x01\x1f\b\f\n\r\t\x7f\u2028\u2029\xff\xc3é 😀"
 	full := &Event{Time: t, Event: Delivery, QueueID: "01ABC", MsgID: "<m@x>", ConnID: "c1", RemoteAddr: "127.0.0.1:1",
-		User: "u", MailFrom: Str(""), Rcpt: "r@x.test", RcptCount: 3, Domain: "x.test", Size: 4096, MX: "mx.x.test",
+		User: "u", MailFrom: Str(""), Rcpt: "r@x.test", Rcpts: []string{"r@x.test", odd}, RcptCount: 3, Domain: "x.test", Size: 4096, MX: "mx.x.test",
 		IP: "::1", Source: "s1", Port: 25, TLS: "TLS1.3", TLSPolicy: "dane", TLSFailure: "tlsa-invalid",
 		TLSCipher: "TLS_AES_128_GCM_SHA256", TLSVerified: Bool(false), DKIM: "pass", Attempt: -2, Status: StatusDeferred,
 		SMTPCode: 451, SMTPEnh: "4.7.1", Reply: odd, Reason: "r", DurationMS: 12, NextAttempt: &next, DSNID: "d",
@@ -23,9 +24,21 @@ func sampleEvents() []*Event {
 	return []*Event{
 		{},
 		{Time: t, Event: Accepted, MailFrom: Str("a@b"), TLSVerified: Bool(true), Meta: map[string]string{}},
-		{Time: t.Local(), Event: odd, User: odd, Rcpt: "\xed\xa0\x80", Meta: map[string]string{odd: odd}},
+		{Time: t.Local(), Event: odd, User: odd, Rcpt: "\xed\xa0\x80", Meta: map[string]string{odd: odd}, Rcpts: []string{}},
 		{Time: time.Date(0, 1, 1, 0, 0, 0, 0, time.FixedZone("", 23*3600+59*60))},
 		full,
+	}
+}
+
+// TestSampleSetsEveryField: the full sample sets every field of Event, so
+// a field added to Event but not to Marshal fails TestMarshalMatchesJSON
+// instead of being dropped from the stream without a word.
+func TestSampleSetsEveryField(t *testing.T) {
+	full := reflect.ValueOf(sampleEvents()[4]).Elem()
+	for i := range full.NumField() {
+		if full.Field(i).IsZero() {
+			t.Errorf("the full sample event leaves %s unset: set it (and encode it in Marshal)", full.Type().Field(i).Name)
+		}
 	}
 }
 
