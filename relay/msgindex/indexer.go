@@ -19,9 +19,12 @@ import (
 // The indexer: one durable pull consumer on the events stream, shared by
 // every node that runs Run (each event goes to one of them).
 const (
-	Durable       = "msgindex"
-	fetchBatch    = 256
-	fetchWait     = 5 * time.Second
+	Durable    = "msgindex"
+	fetchBatch = 1024
+	fetchWait  = 5 * time.Second
+	// gatherWait lets a batch fill once events flow: a message's accepted
+	// and delivery events then mostly fold into one summary write.
+	gatherWait    = 300 * time.Millisecond
 	ackWait       = time.Minute
 	maxAckPending = 4 * fetchBatch
 	writers       = 8 // concurrent summary updates within one batch
@@ -100,7 +103,7 @@ func next(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error)
 	if msgs, err = collect(cons.Fetch(1, jetstream.FetchContext(wait))); err != nil || len(msgs) == 0 {
 		return msgs, err
 	}
-	more, err := collect(cons.FetchNoWait(fetchBatch - 1))
+	more, err := collect(cons.Fetch(fetchBatch-1, jetstream.FetchMaxWait(gatherWait)))
 	return append(msgs, more...), err
 }
 
@@ -135,6 +138,10 @@ type update struct {
 	seqs  []uint64
 	evs   []*events.Event
 	msgs  []jetstream.Msg
+	// fresh: the batch starts with the message's accepted event, so its
+	// summary is new — written with Create and no read first; a lost
+	// Create (a redelivery, another node) takes the reading path.
+	fresh bool
 }
 
 // apply folds a batch into the summaries, writers at a time, and
@@ -155,6 +162,7 @@ func (x *Index) apply(ctx context.Context, epoch int64, msgs []jetstream.Msg) {
 			have.seqs, have.evs, have.msgs = append(have.seqs, u.seqs...), append(have.evs, u.evs...), append(have.msgs, m)
 			continue
 		}
+		u.fresh = u.evs[0].Event == events.Accepted
 		byID[u.id] = u
 		order = append(order, u)
 	}
@@ -251,7 +259,10 @@ type prepared struct {
 
 // prepare reads u's summary and folds u's events into it.
 func (x *Index) prepare(ctx context.Context, u *update) *prepared {
-	r, rev, err := x.load(ctx, u.id)
+	r, rev, err := &record{Summary: Summary{QueueID: u.id}}, uint64(0), error(nil)
+	if !u.fresh {
+		r, rev, err = x.load(ctx, u.id)
+	}
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return &prepared{u: u, err: err}
 	}
@@ -287,6 +298,7 @@ func (x *Index) write(ctx context.Context, p *prepared) error {
 // store folds u into the stored summary again after a lost
 // compare-and-set, posting its own terms, until it wins.
 func (x *Index) store(ctx context.Context, u *update) error {
+	u.fresh = false
 	var err error
 	for range casAttempts {
 		p := x.prepare(ctx, u)
