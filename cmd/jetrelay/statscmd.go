@@ -26,8 +26,7 @@ domain, the recipients accepted, delivered, deferred (attempts), hard-bounced
 (permanent failures and asynchronous bounces), complained about (ARF abuse
 reports), refused as suppressed at RCPT, and the bounce rate (bounced /
 (delivered + bounced)). Users paused by the bounce-rate guard are marked with
-the reason (jetrelay user resume NAME lifts it). Accepted is known per user
-only: the accepted event is per message and names no domain.
+the reason (jetrelay user resume NAME lifts it).
 
 --json prints one object: {"since", "until", "users": [{"user", "accepted",
 "delivered", "deferred", "bounced", "complaints", "suppressed", "bounce_rate",

@@ -16,6 +16,7 @@ type countedFields struct {
 	Event        string    `json:"event"`
 	User         string    `json:"user"`
 	Rcpt         string    `json:"rcpt"`
+	Rcpts        []string  `json:"rcpts"`
 	RcptCount    int       `json:"rcpt_count"`
 	Domain       string    `json:"domain"`
 	Status       string    `json:"status"`
@@ -32,7 +33,8 @@ func decodeEvent(data []byte) (events.Event, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return events.Event{}, err
 	}
-	return events.Event{Time: c.Time, Event: c.Event, User: c.User, Rcpt: c.Rcpt, RcptCount: c.RcptCount,
-		Domain: c.Domain, Status: c.Status, SMTPCode: c.SMTPCode, SMTPEnh: c.SMTPEnh, Reply: c.Reply,
+	return events.Event{Time: c.Time, Event: c.Event, User: c.User, Rcpt: c.Rcpt, Rcpts: c.Rcpts,
+		RcptCount: c.RcptCount,
+		Domain:    c.Domain, Status: c.Status, SMTPCode: c.SMTPCode, SMTPEnh: c.SMTPEnh, Reply: c.Reply,
 		Reason: c.Reason, FeedbackType: c.FeedbackType}, nil
 }

@@ -24,8 +24,8 @@
 //
 // What counts (units are recipients, so that rates divide like by like,
 // as RFC 3464 reports per recipient):
-//   - accepted: an accepted event's rcpt_count (known per user, not per
-//     domain: the event is per message);
+//   - accepted: an accepted event's rcpt_count, each listed recipient
+//     (rcpts) under its domain;
 //   - delivered, deferred: delivery events with that status (relayed
 //     counts as delivered; deferrals without an attempt do not count);
 //   - bounced (hard bounces): delivery events with status failed whose

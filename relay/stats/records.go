@@ -69,7 +69,7 @@ func (r *minuteRec) merge(d *minuteRec) {
 }
 
 // domainRec is the value of d.<user>.<hour>: counts by recipient domain
-// ("" for accepted recipients, whose domains the event does not name).
+// ("" for accepted recipients an accepted event does not list).
 type domainRec struct {
 	D map[string]vec `json:"d"`
 }

@@ -197,10 +197,40 @@ func (s *Store) take(b *batch, m jetstream.Msg) {
 	if b.dom[dk] == nil {
 		b.dom[dk] = &domainRec{D: map[string]vec{}}
 	}
-	x := b.dom[dk].D[c.domain]
-	x.add(c.v)
-	b.dom[dk].D[c.domain] = x
+	for dom, v := range byDomain(c, &e) {
+		x := b.dom[dk].D[dom]
+		x.add(v)
+		b.dom[dk].D[dom] = x
+	}
 	b.users[c.user] = true
+}
+
+// byDomain splits what c counts over recipient domains: an accepted event
+// counts each listed recipient under its domain (recipients it does not
+// list, from events before the list existed, under ""); every other
+// event counts under its one domain.
+func byDomain(c counted, e *events.Event) map[string]vec {
+	if e.Event != events.Accepted || len(e.Rcpts) == 0 {
+		return map[string]vec{c.domain: c.v}
+	}
+	out := map[string]vec{}
+	left := c.v[0]
+	for _, r := range e.Rcpts {
+		if left == 0 {
+			break
+		}
+		d := rcptDomain(&events.Event{Rcpt: r})
+		x := out[d]
+		x[0]++
+		out[d] = x
+		left--
+	}
+	if left > 0 {
+		x := out[""]
+		x[0] += left
+		out[""] = x
+	}
+	return out
 }
 
 // flush writes b's sums, then acknowledges its events. A key that fails

@@ -95,7 +95,9 @@ func TestCountsFromEvents(t *testing.T) {
 	s := e.store(stats.Options{})
 	now := time.Now().UTC()
 	for _, ev := range []*events.Event{
-		{Event: events.Accepted, User: "shop", QueueID: "Q1", RcptCount: 3},
+		{Event: events.Accepted, User: "shop", QueueID: "Q1", RcptCount: 3,
+			Rcpts: []string{"a@gmail.com", "b@Example.ORG", "c@gmail.com"}}, // per domain: gmail 2, example.org 1
+		{Event: events.Accepted, User: "news", QueueID: "Q2", RcptCount: 1}, // no list (older events): domain ""
 		delivery("shop", "a@gmail.com", events.StatusDelivered, 250),
 		delivery("shop", "b@example.org", events.StatusRelayed, 250),
 		delivery("shop", "c@gmail.com", events.StatusFailed, 550),
@@ -130,7 +132,7 @@ func TestCountsFromEvents(t *testing.T) {
 		t.Errorf("bounce rate %v, want 0.5", r)
 	}
 	gm := totals(t, s, stats.Query{User: "shop", Domain: "gmail.com", Since: now.Add(-time.Hour)})
-	if gm != (stats.Counts{Delivered: 1, Deferred: 1, Bounced: 1, Complaints: 1, Suppressed: 1}) {
+	if gm != (stats.Counts{Accepted: 2, Delivered: 1, Deferred: 1, Bounced: 1, Complaints: 1, Suppressed: 1}) {
 		t.Errorf("shop at gmail.com: %+v", gm)
 	}
 	if got := totals(t, s, stats.Query{User: "shop", Since: now.Add(time.Minute)}); !got.Zero() {
@@ -141,8 +143,8 @@ func TestCountsFromEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(rows)
-	exp := "[{news  {0 1 0 0 0 0}} {news gmail.com {0 1 0 0 0 0}} {shop  {3 2 1 2 1 1}} " +
-		"{shop gmail.com {0 1 1 1 1 1}} {shop example.org {0 1 0 1 0 0}}]"
+	exp := "[{news  {1 1 0 0 0 0}} {news gmail.com {0 1 0 0 0 0}} {shop  {3 2 1 2 1 1}} " +
+		"{shop gmail.com {2 1 1 1 1 1}} {shop example.org {1 1 0 1 0 0}}]"
 	if got != exp {
 		t.Errorf("rows:\n got %s\nwant %s", got, exp)
 	}

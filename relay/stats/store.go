@@ -188,8 +188,8 @@ func (s *Store) Series(ctx context.Context, q Query, step time.Duration) ([]Poin
 }
 
 // Rows returns q's counts per user and recipient domain, whole hours from
-// Since's: for each user a row with Domain "" (all domains, and the only
-// one with Accepted) and a row per domain, busiest first; with a Domain,
+// Since's: for each user a row with Domain "" (all domains) and a row per
+// domain, busiest first; with a Domain,
 // only that domain's rows. Users by name.
 func (s *Store) Rows(ctx context.Context, q Query) ([]Row, error) {
 	since, until := s.span(q)
