@@ -172,9 +172,13 @@ func (s *Shaper) start() {
 func (s *Shaper) Apply(set Settings) {
 	s.set.Store(compile(set, s.set.Load().gen+1))
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	classes := make([]*class, 0, len(s.classes))
 	for _, st := range s.classes {
-		st.notify()
+		classes = append(classes, st)
+	}
+	s.mu.Unlock()
+	for _, st := range classes {
+		st.wake() // under st.mu, as every other notify
 	}
 }
 
