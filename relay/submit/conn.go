@@ -94,12 +94,16 @@ func (c *trackedConn) beforeCommand() (string, error) {
 
 // endLineLocked returns the line that ends the session now, if any.
 func (c *trackedConn) endLineLocked() string {
+	// One reading of the clock: two could fall either side of sessionEnd
+	// and name the wrong limit (the pre-auth one ends an unauthenticated
+	// session).
+	over := !time.Now().Before(c.sessionEnd)
 	switch {
 	case c.draining && !c.inData:
 		return lineShutdown
-	case !time.Now().Before(c.sessionEnd) && !c.authed:
+	case over && !c.authed:
 		return linePreAuthOver
-	case !time.Now().Before(c.sessionEnd):
+	case over:
 		return lineSessionOver
 	}
 	return ""
