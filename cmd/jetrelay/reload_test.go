@@ -97,6 +97,8 @@ func (e *reloadEnv) start(t *testing.T) {
 		_ = e.r.sub.Shutdown(sctx)
 		_ = e.r.bouncer.Shutdown(sctx)
 		e.r.stopMsgIndex()
+		e.r.closeWebhooks()
+		e.r.stopStats() // before the publisher: the guard emits through it
 		_ = e.r.evPub.Close(sctx)
 		e.r.shaper.Close()
 		e.r.tlsrpt.stop()
