@@ -225,9 +225,9 @@ func (e *Entry) Superseded(ctx context.Context) bool {
 
 // Done acknowledges the entry for good (delivered, or failed and handed to
 // the bounce stage) and reclaims the body once no entry of the message is left.
-// The ack is synchronous: when Done returns, the entry is gone from the
-// stream for every reader (the lease connection is not the one Info and
-// List use, so an unconfirmed ack could still be seen there).
+// The ack is synchronous: when Done returns, the consumer has it, so every
+// reader sees the entry as finished or in flight, never ready (the lease
+// connection is not the one Info and List use).
 func (e *Entry) Done(ctx context.Context) error {
 	if e.Wake != nil {
 		if err := e.ack(ctx); err != nil {
@@ -293,15 +293,36 @@ func (e *Entry) Defer(ctx context.Context, env *Envelope, at time.Time) error {
 }
 
 // ack acknowledges the lease for good (a double ack: confirmed by the
-// server), trying again through passing failures.
+// server), trying again through passing failures, and hands the stored
+// copy to the sweeper (sweep.go). Entries that others look up by
+// subject — a chunked body's entries (reclaimBody), wake-ups
+// (EnsureWakes) — are deleted by sequence at once instead.
 func (e *Entry) ack(ctx context.Context) error {
-	return persist(ctx, func() error {
+	err := persist(ctx, func() error {
 		err := e.msg.DoubleAck(ctx)
 		if errors.Is(err, jetstream.ErrMsgAlreadyAckd) { // an earlier try got through
 			return nil
 		}
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	if e.Wake != nil || e.Env.Chunks > 0 || e.q.sweeper == nil {
+		return e.q.deleteFinished(ctx, e.Seq())
+	}
+	e.q.sweeper.finished(e.Seq())
+	return nil
+}
+
+// deleteFinished deletes an acknowledged entry by sequence (gone already
+// is fine: swept, or removed by an operator).
+func (q *Queue) deleteFinished(ctx context.Context, seq uint64) error {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return err
+	}
+	return persist(ctx, func() error { return deleteIfStored(ctx, s, seq) })
 }
 
 // persist runs op, which records a lease's outcome in the stream, until it

@@ -154,6 +154,7 @@ func exportStream(ctx context.Context, js jetstream.JetStream, rw *recordWriter,
 	}
 	last := s.CachedInfo().State.LastSeq
 	scheduled := map[uint64]struct{}{} // hashes of exported schedule subjects
+	floor := finishedFloor(ctx, s, name)
 	n := 0
 	for seq := uint64(1); ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
@@ -164,6 +165,9 @@ func exportStream(ctx context.Context, js jetstream.JetStream, rw *recordWriter,
 			return n, fmt.Errorf("read seq %d: %w", seq, err)
 		}
 		seq = m.Sequence + 1
+		if m.Sequence <= floor && strings.HasPrefix(m.Subject, SubjReady+".") {
+			continue // finished, not yet swept (sweep.go)
+		}
 		keep, err := exportKeep(ctx, s, cfg, m, m.Sequence > last, scheduled)
 		if err != nil {
 			return n, err
@@ -182,6 +186,23 @@ func exportStream(ctx context.Context, js jetstream.JetStream, rw *recordWriter,
 		}
 		n++
 	}
+}
+
+// finishedFloor is the delivery consumer's ack floor when name is the
+// queue stream (its jr.q entries at or below it are finished), else 0.
+func finishedFloor(ctx context.Context, s jetstream.Stream, name string) uint64 {
+	if name != StreamName {
+		return 0
+	}
+	c, err := s.Consumer(ctx, ConsumerName)
+	if err != nil {
+		return 0
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.AckFloor.Stream
 }
 
 // exportKeep says whether m belongs in the export (see exportStream).

@@ -110,6 +110,11 @@ func (im *importer) run(ctx context.Context, rr *recordReader) error {
 			if err != nil {
 				return err
 			}
+			if cfg.Name == LegacyStreamName {
+				// An older jetrelay's work-queue stream: every entry in it
+				// is unfinished; its messages go into today's queue stream.
+				cfg = im.q.StreamConfig()
+			}
 			if err := im.ensureStream(ctx, cfg); err != nil {
 				return err
 			}

@@ -2,20 +2,20 @@ package queue
 
 // Operator view of and actions on queue entries (jetrelay queue).
 //
-// Reading without a second consumer. A work-queue stream allows one
-// consumer per subject, and that is the delivery consumer. Operators read
-// the stream directly instead: per-subject counts from stream info with a
-// subject filter, and messages with batched direct gets (no server state).
+// Reading without a second consumer. Operators read the stream directly:
+// per-subject counts from stream info with a subject filter, and messages
+// with batched direct gets (no server state).
 //
 // In-flight. JetStream tracks leases per consumer, not per message, but
 // the delivery consumer hands out jr.q messages in stream order, so its
-// position decides: a jr.q message with a stream sequence at or below the
-// consumer's delivered stream sequence has been handed to a worker and,
-// because it is still stored (work-queue retention removes acknowledged
-// messages), not yet acknowledged: it is in flight (leased, or handed back
-// at shutdown and waiting for redelivery). A jr.q message above it has
-// never been handed out: it is ready. Only messages above the ack floor can
-// be in flight, so listing them is a scan of (ack floor, delivered].
+// position decides. A jr.q message at or below the consumer's ack floor is
+// finished (acknowledged, waiting for the sweeper's purge, sweep.go): it
+// is not shown. One above the floor and at or below the delivered stream
+// sequence has been handed to a worker: it is in flight (leased, handed
+// back at shutdown and waiting for redelivery, or acknowledged while an
+// older entry holds the floor, until the sweeper removes it). A jr.q
+// message above the delivered sequence has never been handed out: it is
+// ready. So jr.q is read from the ack floor on, never by subject counts.
 //
 // Safety against the delivery worker. Every action names the stored copy
 // it acts on by stream sequence: deletes are by sequence, and publishes
@@ -175,7 +175,11 @@ func (q *Queue) List(ctx context.Context, o ListOptions) ([]*Item, error) {
 		if p == SubjParked { // no queue id in the subject: matched below
 			filter = p + ".*." + dom
 		}
-		err := q.scan(ctx, filter, 1, 0, func(m *nats.Msg) error {
+		from := uint64(1)
+		if p == SubjReady {
+			from = c.ackFloor + 1 // at or below: finished, not yet swept
+		}
+		err := q.scan(ctx, filter, from, 0, func(m *nats.Msg) error {
 			it, err := itemFrom(m, c)
 			if err == nil && (o.State == "" || it.State == o.State) && (o.ID == "" || it.Env.ID == o.ID) {
 				out = append(out, it)
@@ -196,7 +200,8 @@ func (q *Queue) List(ctx context.Context, o ListOptions) ([]*Item, error) {
 }
 
 // Counts returns entries per destination domain and state, from subject
-// counts plus a scan of the in-flight sequence range.
+// counts of the deferred and held ones plus a scan of jr.q from the ack
+// floor on.
 func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 	c, err := q.cursor(ctx)
 	if err != nil {
@@ -213,9 +218,7 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 		}
 		by[d][st] += n
 	}
-	subjStates := map[string]State{
-		SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred,
-	}
+	subjStates := map[string]State{SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred}
 	for p, st := range subjStates {
 		ps, err := q.streamFor(ctx, p+".>")
 		var info *jetstream.StreamInfo
@@ -232,20 +235,20 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 			add(subj, st, int(n))
 		}
 	}
-	if c.delivered > c.ackFloor {
-		err = q.scan(ctx, SubjReady+".>", c.ackFloor+1, c.delivered, func(m *nats.Msg) error {
-			add(m.Header.Get(jetstream.SubjectHeader), StateInFlight, 1)
-			add(m.Header.Get(jetstream.SubjectHeader), StateReady, -1)
-			return nil
-		})
-		if err != nil {
-			return nil, err
+	// jr.q from the ack floor on (below it: finished, not yet swept).
+	err = q.scan(ctx, SubjReady+".>", c.ackFloor+1, 0, func(m *nats.Msg) error {
+		st := StateReady
+		if seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); seq <= c.delivered {
+			st = StateInFlight
 		}
+		add(m.Header.Get(jetstream.SubjectHeader), st, 1)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	out := make([]DomainCount, 0, len(by))
 	for d, m := range by {
-		m[StateReady] = max(m[StateReady], 0) // an entry acked between the two reads
-
 		out = append(out, DomainCount{Domain: d, Counts: m})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })

@@ -122,9 +122,13 @@ func (q *Queue) Release(ctx context.Context, it *Item) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// Expect no ready copy, then drop the held one: a crash in between
-	// leaves the held copy behind (never a lost entry).
-	if _, err := q.publishExpect(ctx, msg, 0); err != nil {
+	// Expect no unfinished ready copy, then drop the held one: a crash in
+	// between leaves the held copy behind (never a lost entry).
+	last, err := q.finishedLast(ctx, msg.Subject)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := q.publishExpect(ctx, msg, last); err != nil {
 		return Result{}, casErr(err)
 	}
 	if err := q.deleteSeq(ctx, it.Subject, it.Seq); err != nil {
@@ -237,6 +241,33 @@ func (q *Queue) deleteSeq(ctx context.Context, subject string, seq uint64) error
 		return ErrChanged
 	}
 	return derr
+}
+
+// finishedLast returns the sequence of the last jr.q message on subject
+// when it is finished (at or below the delivery consumer's ack floor, not
+// yet swept: sweep.go), 0 when there is none, and ErrChanged when it is
+// not finished (ready or in flight): the expectation for a publish that
+// must not make a second live copy.
+func (q *Queue) finishedLast(ctx context.Context, subject string) (uint64, error) {
+	s, err := q.Stream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	c, err := q.cursor(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if m.Sequence > c.ackFloor {
+		return 0, ErrChanged
+	}
+	return m.Sequence, nil
 }
 
 // publishExpect publishes msg to the queue stream only if the last message

@@ -3,7 +3,8 @@
 // delivery consumer, the envelope codec, and the operations on entries
 // (enqueue, lease, defer, hold, finish, body reclaim).
 //
-// Model. One stream, JETRELAY_QUEUE (work-queue retention), holds:
+// Model. One stream, JETRELAY_SPOOL (limits retention: finished entries are
+// purged in bulk below the delivery consumer's ack floor, sweep.go), holds:
 //
 //	jr.q.<id>.<domain>   ready entries, consumed by the durable "deliver" consumer
 //	jr.s.<id>.<domain>   deferred entries: message schedules (Nats-Schedule: @at T,
@@ -22,8 +23,8 @@
 // JetStream acknowledged the publish; with the embedded server's default
 // sync=always that means the data is on disk.
 //
-// Guarantees: at-least-once. An entry leaves jr.q only when Done or Defer
-// acknowledges it; the entries of a crashed or cut-off node are
+// Guarantees: at-least-once. An entry leaves jr.q only after Done, Defer,
+// Hold or Park acknowledged it (sweep.go); the entries of a crashed or cut-off node are
 // redelivered to the others after AckWait (20 s), which heartbeats keep
 // from expiring while a node holds them.
 // Body chunks are purged when the last entry of their message is done.
@@ -47,7 +48,10 @@ import (
 
 // Stream and subject names.
 const (
-	StreamName = "JETRELAY_QUEUE"
+	StreamName = "JETRELAY_SPOOL"
+	// LegacyStreamName is the work-queue stream of jetrelay before issue
+	// 20; Open moves what it holds into StreamName (upgrade.go).
+	LegacyStreamName = "JETRELAY_QUEUE"
 	// ParkStreamName holds parked entries (jr.p.>, park.go) apart from the
 	// queue stream's churn.
 	ParkStreamName = "JETRELAY_PARKED"
@@ -81,6 +85,9 @@ type Options struct {
 	Name string
 	// AckWait overrides the lease time (0: AckWait); tests shorten it.
 	AckWait time.Duration
+	// FinishedGrace overrides how long an entry acknowledged above the
+	// ack floor waits before it is deleted on its own (sweep.go).
+	FinishedGrace time.Duration
 	// ServerName is the embedded server's name ("" = "jetrelay"); in a
 	// cluster every node needs its own.
 	ServerName string
@@ -124,6 +131,8 @@ type Queue struct {
 	leaseMu     sync.Mutex
 	leaseNC     *nats.Conn
 	leaseClosed chan struct{}
+	// sweeper removes finished entries (sweep.go); nil until Open.
+	sweeper *sweeper
 }
 
 // drainTimeout bounds how long Close waits for pending acks and publishes.
@@ -144,6 +153,8 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		q.Close()
 		return nil, err
 	}
+	q.sweeper = newSweeper(q)
+	go q.sweeper.run()
 	return q, nil
 }
 
@@ -255,7 +266,7 @@ func (q *Queue) StreamConfig() jetstream.StreamConfig {
 		Subjects: []string{
 			SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>", SubjWake + ".>",
 		},
-		Retention:          jetstream.WorkQueuePolicy,
+		Retention:          jetstream.LimitsPolicy, // finished entries: sweep.go
 		Storage:            jetstream.FileStorage,
 		Replicas:           q.opts.Replicas,
 		AllowMsgSchedules:  true,
@@ -288,7 +299,15 @@ func (q *Queue) ParkStreamConfig() jetstream.StreamConfig {
 // retry bucket, waiting (Await) while JetStream is not ready: a cluster
 // node started before the others blocks here until they are up.
 func (q *Queue) setup(ctx context.Context) error {
-	err := q.Await(ctx, "stream "+StreamName, func(ctx context.Context) error {
+	var legacy bool
+	err := q.Await(ctx, "stream "+LegacyStreamName+" (upgrade)", func(ctx context.Context) (err error) {
+		legacy, err = q.releaseLegacy(ctx) // upgrade.go
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	err = q.Await(ctx, "stream "+StreamName, func(ctx context.Context) error {
 		s, err := q.js.CreateOrUpdateStream(ctx, q.StreamConfig())
 		if err != nil {
 			return fmt.Errorf("create stream %s: %w", StreamName, err)
@@ -323,10 +342,14 @@ func (q *Queue) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return q.Await(ctx, "bucket "+RetryBucket, func(ctx context.Context) error {
+	err = q.Await(ctx, "bucket "+RetryBucket, func(ctx context.Context) error {
 		_, err := q.retryBucket(ctx)
 		return err
 	})
+	if err != nil || !legacy {
+		return err
+	}
+	return q.moveLegacy(ctx)
 }
 
 // consumerConfig is the delivery consumer's configuration.
@@ -430,6 +453,11 @@ func (q *Queue) Ping(ctx context.Context) error {
 // Close drains the connections (the lease connection first: its acks)
 // and shuts the embedded server down.
 func (q *Queue) Close() {
+	if q.sweeper != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		q.sweeper.close(ctx)
+		cancel()
+	}
 	q.leaseMu.Lock()
 	if lnc := q.leaseNC; lnc != nil {
 		if err := lnc.Drain(); err == nil {

@@ -77,12 +77,12 @@ func TestClusterStatusServeNodes(t *testing.T) {
 	stops[2]()
 	queuetest.Eventually(t, 2*time.Minute, "cluster status exit 1 naming the queue stream", func() bool {
 		rc, out, errOut = status()
-		return rc == 1 && strings.Contains(errOut, "stream JETRELAY_QUEUE lost 1 of 3 replicas (node-2 offline)")
+		return rc == 1 && strings.Contains(errOut, "stream JETRELAY_SPOOL lost 1 of 3 replicas (node-2 offline)")
 	})
 	queuetest.Eventually(t, time.Minute, "/metrics with node-2 down", func() bool {
 		m := scrape(t, admins[0])
 		return strings.Contains(m, `jetrelay_cluster_node_up{node="node-2"} 0`) &&
-			strings.Contains(m, `jetrelay_stream_replicas_lost{stream="JETRELAY_QUEUE"} 1`)
+			strings.Contains(m, `jetrelay_stream_replicas_lost{stream="JETRELAY_SPOOL"} 1`)
 	})
 }
 

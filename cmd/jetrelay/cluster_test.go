@@ -72,7 +72,7 @@ func TestClusterStatusStandalone(t *testing.T) {
 	}
 
 	rc, out, errOut = runOps(t, clusterStatusMain, o.args()...)
-	if rc != 0 || !regexp.MustCompile(`(?m)^JETRELAY_QUEUE +jetrelay +- +1/1 +yes$`).MatchString(out) ||
+	if rc != 0 || !regexp.MustCompile(`(?m)^JETRELAY_SPOOL +jetrelay +- +1/1 +yes$`).MatchString(out) ||
 		!strings.Contains(out, "1 pending, 0 ack pending") {
 		t.Errorf("rc %d:\n%s%s", rc, out, errOut)
 	}
@@ -140,7 +140,7 @@ func TestClusterStatusThreeNodes(t *testing.T) {
 	c.Stop(2)
 	queuetest.Eventually(t, 90*time.Second, "exit 1 naming both streams", func() bool {
 		rc, out, errOut = runOps(t, clusterStatusMain, args...)
-		return rc == 1 && strings.Contains(errOut, "stream JETRELAY_QUEUE lost 1 of 3 replicas (n3 offline)") &&
+		return rc == 1 && strings.Contains(errOut, "stream JETRELAY_SPOOL lost 1 of 3 replicas (n3 offline)") &&
 			strings.Contains(errOut, "stream JETRELAY_PARKED lost 1 of 3 replicas (n3 offline)")
 	})
 	if !regexp.MustCompile(`(?m)^n3 +- +- +DOWN +-$`).MatchString(out) || !strings.Contains(errOut, "node n3 is down") {

@@ -85,6 +85,9 @@ type testRelayConfig struct {
 	dir, cfgPath, subAddr, natsAddr string
 	user, pass                      string
 	closedPort                      int
+	// mx, when set, is where delivery goes instead (a fake MX's ip:port;
+	// allowed_networks then lets delivery reach loopback).
+	mx string
 }
 
 func writeRelayConfig(t *testing.T) testRelayConfig {
@@ -116,6 +119,10 @@ func (c testRelayConfig) userLine(t *testing.T, name, pass string) string {
 // loopback port, so entries stay queued (deferred).
 func (c testRelayConfig) write(t *testing.T, users ...string) {
 	t.Helper()
+	route, allowed := fmt.Sprintf("127.0.0.1:%d", c.closedPort), ""
+	if c.mx != "" {
+		route, allowed = c.mx, `"127.0.0.0/8"`
+	}
 	yaml := fmt.Sprintf(`hostname: relay.test
 data_dir: %s
 nats: {listen: "%s"}
@@ -124,10 +131,11 @@ submission:
   users: [%s]
 delivery:
   dns: {servers: ["127.0.0.1:9"]}
-  routes: [{domains: ["*"], host: "127.0.0.1:%d", tls: none}]
+  routes: [{domains: ["*"], host: "%s", tls: none}]
+  allowed_networks: [%s]
 admin: {listen: ""}
 log: {level: info}
-`, filepath.Join(c.dir, "data"), c.natsAddr, c.subAddr, strings.Join(users, ", "), c.closedPort)
+`, filepath.Join(c.dir, "data"), c.natsAddr, c.subAddr, strings.Join(users, ", "), route, allowed)
 	if err := os.WriteFile(c.cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

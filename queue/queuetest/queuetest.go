@@ -57,7 +57,8 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 }
 
 // StreamMsgs returns how many messages the queue stream holds (entries,
-// schedules, held entries and body chunks).
+// schedules, held entries and body chunks), after sweeping the finished
+// entries this process acknowledged.
 func StreamMsgs(t testing.TB, q *queue.Queue) uint64 {
 	t.Helper()
 	return StreamInfo(t, q, "").State.Msgs
@@ -71,6 +72,11 @@ func StreamInfo(t testing.TB, q *queue.Queue, filter string) *jetstream.StreamIn
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Finished entries stay until the sweeper purges them: count after it.
+	// (Await: a cluster may be electing the consumer's leader.)
+	if err := q.Await(ctx, "sweep", q.Sweep); err != nil {
+		t.Fatal(err)
+	}
 	s, err := q.JetStream().Stream(ctx, queue.StreamFor(filter))
 	if err != nil {
 		t.Fatal(err)

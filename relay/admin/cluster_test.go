@@ -38,9 +38,9 @@ func TestClusterGaugesStandalone(t *testing.T) {
 	want := map[string]float64{
 		`jetrelay_cluster_node_up{node="jetrelay"}`:              1,
 		"jetrelay_cluster_problems":                              0,
-		`jetrelay_stream_has_leader{stream="JETRELAY_QUEUE"}`:    1,
+		`jetrelay_stream_has_leader{stream="JETRELAY_SPOOL"}`:    1,
 		`jetrelay_stream_quorum{stream="JETRELAY_PARKED"}`:       1,
-		`jetrelay_stream_replicas_lost{stream="JETRELAY_QUEUE"}`: 0,
+		`jetrelay_stream_replicas_lost{stream="JETRELAY_SPOOL"}`: 0,
 		"jetrelay_consumer_pending":                              1,
 		"jetrelay_consumer_ack_pending":                          0,
 	}
@@ -78,10 +78,10 @@ func TestClusterGaugesNodeDown(t *testing.T) {
 	c.Stop(2)
 	queuetest.Eventually(t, 90*time.Second, "n3 down in /metrics", func() bool {
 		return metric(t, base, `jetrelay_cluster_node_up{node="n3"}`) == 0 &&
-			metric(t, base, `jetrelay_stream_replicas_lost{stream="JETRELAY_QUEUE"}`) == 1 &&
-			metric(t, base, `jetrelay_stream_replica_current{replica="n3",stream="JETRELAY_QUEUE"}`) == 0
+			metric(t, base, `jetrelay_stream_replicas_lost{stream="JETRELAY_SPOOL"}`) == 1 &&
+			metric(t, base, `jetrelay_stream_replica_current{replica="n3",stream="JETRELAY_SPOOL"}`) == 0
 	})
-	if got := metric(t, base, `jetrelay_stream_quorum{stream="JETRELAY_QUEUE"}`); got != 1 {
+	if got := metric(t, base, `jetrelay_stream_quorum{stream="JETRELAY_SPOOL"}`); got != 1 {
 		t.Errorf("quorum with one node down = %v", got)
 	}
 	dashboardCharts(t, m.Registry())

@@ -29,6 +29,7 @@ type Message struct {
 	TLS      *tls.ConnectionState // nil: received in plaintext
 	User     string               // authenticated user ("" = none)
 	ConnID   int64                // which connection (1 = first accepted)
+	At       time.Time            // when the message was accepted (after DATA)
 }
 
 // TLSMode is how a FakeMX offers TLS.
@@ -437,6 +438,7 @@ func (s *session) Data(r io.Reader) error {
 	if st, ok := s.conn.TLSConnectionState(); ok {
 		s.msg.TLS = &st
 	}
+	s.msg.At = time.Now()
 	s.mx.msgs = append(s.mx.msgs, s.msg)
 	return nil
 }
