@@ -311,7 +311,7 @@ func (e *Entry) ack(ctx context.Context) error {
 	if e.Wake != nil || e.Env.Chunks > 0 || e.q.sweeper == nil {
 		return e.q.deleteFinished(ctx, e.Seq())
 	}
-	e.q.sweeper.finished(e.Seq())
+	e.q.sweeper.finished(e.Seq(), e.Env.Size)
 	return nil
 }
 

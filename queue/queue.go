@@ -66,6 +66,9 @@ const (
 	AckWait = 20 * time.Second
 )
 
+// blockSizeHint is the queue stream's MaxMsgsPerSubject (see StreamConfig).
+const blockSizeHint = 1 << 30
+
 // Options says how to reach NATS.
 type Options struct {
 	DataDir string
@@ -266,7 +269,12 @@ func (q *Queue) StreamConfig() jetstream.StreamConfig {
 		Subjects: []string{
 			SubjReady + ".>", SubjScheduled + ".>", SubjHeld + ".>", SubjBody + ".>", SubjWake + ".>",
 		},
-		Retention:          jetstream.LimitsPolicy, // finished entries: sweep.go
+		Retention: jetstream.LimitsPolicy, // finished entries: sweep.go
+		// A per-subject limit no subject reaches (each holds one entry, or
+		// a few finished ones before a sweep): with it nats-server sizes
+		// the stream's blocks at 4 MiB like a work queue's, not the 8 MiB
+		// of a limits stream (stream.go, autoTuneFileStorageBlockSize).
+		MaxMsgsPerSubject:  blockSizeHint,
 		Storage:            jetstream.FileStorage,
 		Replicas:           q.opts.Replicas,
 		AllowMsgSchedules:  true,

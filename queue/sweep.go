@@ -11,21 +11,21 @@ package queue
 // fsynced on its own: half of the fsyncs per message.
 //
 // Finished entries are removed instead by the sweeper that Open starts
-// on every node: at most every sweepInterval, when this node has
-// finished entries since its last sweep (or every sweepIdle anyway), it
+// on every node: sweepInterval after this node finished an entry, sooner
+// after sweepBytes or sweepCount (or every sweepIdle anyway), it
 // reads the consumer's ack floor (every jr.q entry at or below it is
 // acknowledged, cluster-wide, because the floor is replicated consumer
 // state) and purges jr.q.> below it: one request, one fsync, whatever it
 // removes. jr.s, jr.h and jr.b are left alone (the purge takes a subject
 // filter).
 //
-// Why seconds apart, not at once: nats-server (v2.15.2, consumer.purge)
+// Why not after every entry: nats-server (v2.15.2, consumer.purge)
 // empties the consumer's redelivery queue of everything already
 // delivered on any purge that touches its subjects, also what the purge
 // did not remove. An entry handed back (Nak) or whose lease expired, and
 // not yet sent again when a purge lands, is then sent again only after
 // AckWait. Entries wait in that queue for milliseconds while a worker
-// has a pull outstanding, so rare purges make that rare; the stopping
+// has a pull outstanding, so a few purges a second make that rare; the stopping
 // node's own sweep at Close deletes by sequence and never purges (its
 // hand-back Naks are in that queue right then).
 //
@@ -57,8 +57,15 @@ import (
 )
 
 const (
-	// sweepInterval is the shortest time between two sweeps of a node.
+	// sweepInterval is the longest a finished entry waits for a sweep.
 	sweepInterval = 5 * time.Second
+	// sweepBytes and sweepCount: this much finished since the last sweep
+	// sweeps sooner (the blocks to purge are then still in the server's
+	// cache: a purge reads every block it removes messages from).
+	sweepBytes = 16 << 20
+	sweepCount = 2048
+	// sweepMinGap is the shortest time between two sweeps of a node.
+	sweepMinGap = 100 * time.Millisecond
 	// sweepIdle: a node that finished nothing sweeps this often anyway
 	// (another node's acknowledgements may have moved the floor).
 	sweepIdle = 30 * time.Second
@@ -78,16 +85,19 @@ type finishedEntry struct {
 
 // sweeper removes finished entries (see above).
 type sweeper struct {
-	q      *Queue
-	grace  time.Duration
-	mu     sync.Mutex
-	done   []finishedEntry // in acknowledgement order
-	sweepM sync.Mutex      // one sweep at a time (floor)
-	kick   chan struct{}   // a finish since the last sweep
-	floor  uint64          // the ack floor purged below, last sweep
-	stop   chan struct{}
-	exited chan struct{}
-	closed sync.Once
+	q     *Queue
+	grace time.Duration
+	mu    sync.Mutex
+	done  []finishedEntry // in acknowledgement order
+	// since the last sweep: entries and bytes finished
+	pendN, pendBytes int64
+	full             chan struct{} // sweepBytes or sweepCount reached
+	sweepM           sync.Mutex    // one sweep at a time (floor)
+	kick             chan struct{} // a finish since the last sweep
+	floor            uint64        // the ack floor purged below, last sweep
+	stop             chan struct{}
+	exited           chan struct{}
+	closed           sync.Once
 }
 
 func newSweeper(q *Queue) *sweeper {
@@ -95,32 +105,56 @@ func newSweeper(q *Queue) *sweeper {
 	if grace <= 0 {
 		grace = finishedGrace
 	}
-	return &sweeper{q: q, grace: grace, kick: make(chan struct{}, 1),
+	return &sweeper{q: q, grace: grace, kick: make(chan struct{}, 1), full: make(chan struct{}, 1),
 		stop: make(chan struct{}), exited: make(chan struct{})}
 }
 
-// finished records seq, acknowledged by this node.
-func (s *sweeper) finished(seq uint64) {
+// finished records seq (size bytes), acknowledged by this node.
+func (s *sweeper) finished(seq uint64, size int64) {
 	s.mu.Lock()
 	s.done = append(s.done, finishedEntry{seq: seq, at: time.Now()})
+	s.pendN++
+	s.pendBytes += size
+	full := s.pendN >= sweepCount || s.pendBytes >= sweepBytes
 	s.mu.Unlock()
+	signal(s.kick)
+	if full {
+		signal(s.full)
+	}
+}
+
+func signal(c chan struct{}) {
 	select {
-	case s.kick <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
+// run sweeps sweepInterval after the first entry finished since the last
+// sweep, sooner when sweepBytes or sweepCount have finished, and every
+// sweepIdle anyway; sweeps are at least sweepMinGap apart.
 func (s *sweeper) run() {
 	defer close(s.exited)
 	idle := time.NewTimer(sweepIdle)
 	defer idle.Stop()
+	var due <-chan time.Time
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-s.kick:
+			if due == nil {
+				due = time.After(sweepInterval)
+			}
+			continue
+		case <-s.full:
+		case <-due:
 		case <-idle.C:
 		}
+		due = nil
+		s.mu.Lock()
+		s.pendN, s.pendBytes = 0, 0
+		s.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := s.sweep(ctx, s.grace, true); err != nil && !errors.Is(err, context.Canceled) {
 			s.q.log.Debug().Err(err).Str("event", "queue_sweep_failed").Msg("sweep of finished entries failed; trying again")
@@ -130,7 +164,7 @@ func (s *sweeper) run() {
 		select {
 		case <-s.stop:
 			return
-		case <-time.After(sweepInterval):
+		case <-time.After(sweepMinGap):
 		}
 	}
 }
