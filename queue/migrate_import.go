@@ -227,27 +227,7 @@ func (im *importer) flush(ctx context.Context) error {
 }
 
 func (im *importer) publishWindow(ctx context.Context) error {
-	futures := make([]jetstream.PubAckFuture, 0, len(im.window))
-	for _, msg := range im.window {
-		f, err := im.q.js.PublishMsgAsync(msg)
-		if err != nil {
-			return err
-		}
-		futures = append(futures, f)
-	}
-	var errs []error
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			if !keyPresent(f.Msg(), err) {
-				errs = append(errs, fmt.Errorf("%s: %w", f.Msg().Subject, err))
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return errors.Join(errs...)
+	return im.q.publishAll(ctx, im.window, keyPresent)
 }
 
 // keyPresent reports whether err answers a key's conditional write

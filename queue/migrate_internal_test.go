@@ -111,39 +111,32 @@ func fillStandalone(t *testing.T, dir string) map[string]string {
 	return snapshot(t, ctx, q.js)
 }
 
-// waitGone polls until subject filter matches no message of the queue stream.
-func waitGone(t *testing.T, ctx context.Context, q *Queue, filter string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		info, err := q.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(info.State.Subjects) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still a message on %s", filter)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitFired polls until subject filter matches a message of the queue stream.
 func waitFired(t *testing.T, ctx context.Context, q *Queue, filter string) {
 	t.Helper()
+	waitSubjects(t, ctx, q, filter, true)
+}
+
+// waitGone polls until subject filter matches no message of the queue stream.
+func waitGone(t *testing.T, ctx context.Context, q *Queue, filter string) {
+	t.Helper()
+	waitSubjects(t, ctx, q, filter, false)
+}
+
+// waitSubjects polls until filter matches a message (present) or none.
+func waitSubjects(t *testing.T, ctx context.Context, q *Queue, filter string, present bool) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		info, err := q.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(info.State.Subjects) > 0 {
+		if (len(info.State.Subjects) > 0) == present {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no message on %s", filter)
+			t.Fatalf("%s: still not present=%v after 30s", filter, present)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -82,7 +82,7 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 		if len(window) == 0 {
 			return nil
 		}
-		if err := q.publishAll(ctx, window); err != nil {
+		if err := q.publishAll(ctx, window, nil); err != nil {
 			return err
 		}
 		moved += len(window)
@@ -127,8 +127,9 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 	return nil
 }
 
-// publishAll publishes msgs asynchronously and waits for every ack.
-func (q *Queue) publishAll(ctx context.Context, msgs []*nats.Msg) error {
+// publishAll publishes msgs asynchronously and waits for every ack; an
+// error for which ignore (when set) returns true is not one.
+func (q *Queue) publishAll(ctx context.Context, msgs []*nats.Msg, ignore func(*nats.Msg, error) bool) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, msg := range msgs {
 		f, err := q.js.PublishMsgAsync(msg)
@@ -142,7 +143,9 @@ func (q *Queue) publishAll(ctx context.Context, msgs []*nats.Msg) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			errs = append(errs, fmt.Errorf("%s: %w", f.Msg().Subject, err))
+			if ignore == nil || !ignore(f.Msg(), err) {
+				errs = append(errs, fmt.Errorf("%s: %w", f.Msg().Subject, err))
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,7 +11,6 @@ import (
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -60,7 +56,7 @@ func TestKillAfterDeliveryWindow(t *testing.T) {
 	queuetest.Eventually(t, 60*time.Second, "the first batch delivered", func() bool { return len(count()) == first })
 	// Swept: no finished entry left on jr.q (the purge is stored before
 	// it is answered, so these cannot come back).
-	js := natsJS(t, c)
+	js := embeddedJetStream(t, c)
 	queuetest.Eventually(t, 60*time.Second, "the first batch swept", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -100,24 +96,4 @@ func TestKillAfterDeliveryWindow(t *testing.T) {
 		}
 	}
 	t.Logf("second batch: %d duplicates after kill -9 (at-least-once)", dups)
-}
-
-// natsJS connects to a relay's embedded NATS as the embedded user.
-func natsJS(t *testing.T, c testRelayConfig) jetstream.JetStream {
-	t.Helper()
-	pass, err := os.ReadFile(filepath.Join(c.dir, "data", queue.PasswordFileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect("nats://"+c.natsAddr, nats.UserInfo(queue.EmbeddedUser, strings.TrimSpace(string(pass))),
-		nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
