@@ -365,9 +365,31 @@ func (e *Entry) Hold(ctx context.Context) error {
 	return e.ack(ctx)
 }
 
-// Nak hands the lease back for immediate redelivery (shutdown). Not to be
-// confused with Queue.Release, the operator's "resume a held entry".
-func (e *Entry) Nak() error { return e.msg.Nak() }
+// nakTimeout bounds Nak's store of the fresh copy.
+const nakTimeout = 10 * time.Second
+
+// Nak hands the lease back for immediate redelivery (shutdown, a panic).
+// Not to be confused with Queue.Release, the operator's "resume a held
+// entry". A plain JetStream Nak puts the entry on the consumer's
+// redelivery queue, which a sweep's purge empties (sweep.go): the entry
+// would then wait for AckWait. So the entry is stored again instead, a
+// fresh copy of envelope and body on its subject at the end of the queue,
+// and the leased copy is acknowledged; a crash in between leaves both,
+// and the older one, delivered again, is Superseded. A wake-up, or an
+// entry whose copy cannot be stored, gets the plain Nak.
+func (e *Entry) Nak() error {
+	if e.Wake != nil {
+		return e.msg.Nak()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), nakTimeout)
+	defer cancel()
+	msg := &nats.Msg{Subject: e.msg.Subject(), Header: nats.Header{}, Data: e.msg.Data()}
+	msg.Header.Set(HeaderEnv, e.msg.Headers().Get(HeaderEnv))
+	if _, err := e.q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(StreamName)); err != nil {
+		return e.msg.Nak()
+	}
+	return e.ack(ctx)
+}
 
 func (e *Entry) inlineBody() []byte {
 	if e.Env.Chunks == 0 {
