@@ -142,9 +142,6 @@ type update struct {
 	// summary is new — written with Create and no read first; a lost
 	// Create (a redelivery, another node) takes the reading path.
 	fresh bool
-	// reread: a compare-and-set was lost; read the stored summary, not
-	// the one this indexer remembers.
-	reread bool
 }
 
 // apply folds a batch into the summaries, writers at a time, and
@@ -264,7 +261,7 @@ type prepared struct {
 func (x *Index) prepare(ctx context.Context, u *update) *prepared {
 	r, rev, err := &record{Summary: Summary{QueueID: u.id}}, uint64(0), error(nil)
 	if !u.fresh {
-		r, rev, err = x.loadRecent(ctx, u)
+		r, rev, err = x.load(ctx, u.id)
 	}
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return &prepared{u: u, err: err}
@@ -289,40 +286,19 @@ func (x *Index) prepare(ctx context.Context, u *update) *prepared {
 // write stores p with compare-and-set on the revision it was read at.
 func (x *Index) write(ctx context.Context, p *prepared) error {
 	k, _ := key(p.u.id)
-	var rev uint64
 	var err error
 	if p.rev == 0 {
-		rev, err = x.kv.Create(ctx, k, p.data)
+		_, err = x.kv.Create(ctx, k, p.data)
 	} else {
-		rev, err = x.kv.Update(ctx, k, p.data, p.rev)
-	}
-	switch {
-	case err == nil && x.recent != nil:
-		x.recent.put(p.u.id, rev, p.data)
-	case err != nil && x.recent != nil:
-		x.recent.forget(p.u.id)
+		_, err = x.kv.Update(ctx, k, p.data, p.rev)
 	}
 	return err
-}
-
-// loadRecent returns u's summary as this indexer last wrote it (recent.go)
-// or, when it has none or u lost a compare-and-set, as stored.
-func (x *Index) loadRecent(ctx context.Context, u *update) (*record, uint64, error) {
-	if x.recent != nil && !u.reread {
-		if e, ok := x.recent.get(u.id); ok {
-			var r record
-			if err := json.Unmarshal(e.data, &r); err == nil {
-				return &r, e.rev, nil
-			}
-		}
-	}
-	return x.load(ctx, u.id)
 }
 
 // store folds u into the stored summary again after a lost
 // compare-and-set, posting its own terms, until it wins.
 func (x *Index) store(ctx context.Context, u *update) error {
-	u.fresh, u.reread = false, true
+	u.fresh = false
 	var err error
 	for range casAttempts {
 		p := x.prepare(ctx, u)

@@ -43,10 +43,9 @@ type Options struct {
 // Index is the message index: Run keeps it up to date, Search and Get
 // read it. Its methods are safe for concurrent use.
 type Index struct {
-	o      Options
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	recent *recent // summaries this indexer wrote last (recent.go)
+	o  Options
+	js jetstream.JetStream
+	kv jetstream.KeyValue
 }
 
 // StreamConfig is the index bucket's stream: a KV bucket (one value per
@@ -101,7 +100,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Index, error
 	if err != nil {
 		return nil, fmt.Errorf("msgindex: bucket %s: %w", Bucket, err)
 	}
-	return &Index{o: o, js: js, kv: kv, recent: newRecent()}, nil
+	return &Index{o: o, js: js, kv: kv}, nil
 }
 
 // ensureStream creates or updates one of the index's streams. Like the
