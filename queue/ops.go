@@ -15,7 +15,8 @@ package queue
 // back at shutdown and waiting for redelivery, or acknowledged while an
 // older entry holds the floor, until the sweeper removes it). A jr.q
 // message above the delivered sequence has never been handed out: it is
-// ready. So jr.q is read from the ack floor on, never by subject counts.
+// ready. So jr.q lists are read from the ack floor on, and jr.q subject
+// counts are corrected by a scan up to the delivered sequence.
 //
 // Safety against the delivery worker. Every action names the stored copy
 // it acts on by stream sequence: deletes are by sequence, and publishes
@@ -200,8 +201,8 @@ func (q *Queue) List(ctx context.Context, o ListOptions) ([]*Item, error) {
 }
 
 // Counts returns entries per destination domain and state, from subject
-// counts of the deferred and held ones plus a scan of jr.q from the ack
-// floor on.
+// counts plus a scan of jr.q up to the delivered sequence (finished
+// entries not yet swept, and in-flight ones).
 func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 	c, err := q.cursor(ctx)
 	if err != nil {
@@ -218,7 +219,9 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 		}
 		by[d][st] += n
 	}
-	subjStates := map[string]State{SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred}
+	subjStates := map[string]State{
+		SubjReady: StateReady, SubjScheduled: StateDeferred, SubjHeld: StateHeld, SubjParked: StateDeferred,
+	}
 	for p, st := range subjStates {
 		ps, err := q.streamFor(ctx, p+".>")
 		var info *jetstream.StreamInfo
@@ -235,20 +238,29 @@ func (q *Queue) Counts(ctx context.Context) ([]DomainCount, error) {
 			add(subj, st, int(n))
 		}
 	}
-	// jr.q from the ack floor on (below it: finished, not yet swept).
-	err = q.scan(ctx, SubjReady+".>", c.ackFloor+1, 0, func(m *nats.Msg) error {
-		st := StateReady
-		if seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); seq <= c.delivered {
-			st = StateInFlight
+	// The jr.q subject counts include finished entries not yet swept (at
+	// or below the ack floor: few, a sweep's worth) and in-flight ones
+	// (up to the delivered sequence): scan just those two ranges, however
+	// long the ready backlog behind them.
+	if c.delivered > 0 { // (an upTo of 0 would scan everything)
+		err = q.scan(ctx, SubjReady+".>", 1, c.delivered, func(m *nats.Msg) error {
+			subj := m.Header.Get(jetstream.SubjectHeader)
+			add(subj, StateReady, -1)
+			if seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); seq > c.ackFloor {
+				add(subj, StateInFlight, 1)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		add(m.Header.Get(jetstream.SubjectHeader), st, 1)
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	out := make([]DomainCount, 0, len(by))
 	for d, m := range by {
+		m[StateReady] = max(m[StateReady], 0) // an entry swept between the two reads
+		if m[StateReady] == 0 && len(m) == 1 {
+			continue // only finished entries
+		}
 		out = append(out, DomainCount{Domain: d, Counts: m})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
