@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,9 @@ type Entry struct {
 	q    *Queue
 	msg  jetstream.Msg
 	meta *jetstream.MsgMetadata
+	// renewed is when the lease was last known fresh (handed out by Next,
+	// or renewed by InProgress), as Unix nanoseconds; see Nak.
+	renewed atomic.Int64
 }
 
 // Entries is a stream of leased entries from the delivery consumer.
@@ -145,7 +149,9 @@ func (q *Queue) entryFromMsg(msg jetstream.Msg) (*Entry, error) {
 			return nil, err
 		}
 		w := wakeFromMsg(strings.TrimPrefix(subj, SubjReady+"."+WakeID+"."), msg.Headers())
-		return &Entry{Wake: w, q: q, msg: msg, meta: meta}, nil
+		e := &Entry{Wake: w, q: q, msg: msg, meta: meta}
+		e.renewed.Store(time.Now().UnixNano())
+		return e, nil
 	}
 	env, err := UnmarshalEnvelope([]byte(msg.Headers().Get(HeaderEnv)))
 	if err != nil {
@@ -155,7 +161,9 @@ func (q *Queue) entryFromMsg(msg jetstream.Msg) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Entry{Env: env, q: q, msg: msg, meta: meta}, nil
+	e := &Entry{Env: env, q: q, msg: msg, meta: meta}
+	e.renewed.Store(time.Now().UnixNano())
+	return e, nil
 }
 
 // Deliveries is how often JetStream handed out this message (1 = first time).
@@ -198,7 +206,14 @@ func (q *Queue) body(ctx context.Context, env *Envelope) ([]byte, error) {
 // replicated consumer it is one Raft proposal, batched with the others
 // of the moment into one append (one WAL write per replica), so renew
 // only entries held for a while, not every entry on every tick.
-func (e *Entry) InProgress() error { return e.msg.InProgress() }
+func (e *Entry) InProgress() error {
+	now := time.Now().UnixNano()
+	err := e.msg.InProgress()
+	if err == nil {
+		e.renewed.Store(now)
+	}
+	return err
+}
 
 // Superseded reports whether a redelivered entry was already moved on by an
 // earlier lease holder that crashed after scheduling or holding it but
@@ -375,10 +390,13 @@ const nakTimeout = 10 * time.Second
 // would then wait for AckWait. So the entry is stored again instead, a
 // fresh copy of envelope and body on its subject at the end of the queue,
 // and the leased copy is acknowledged; a crash in between leaves both,
-// and the older one, delivered again, is Superseded. A wake-up, or an
-// entry whose copy cannot be stored, gets the plain Nak.
+// and the older one, delivered again, is Superseded. A wake-up, an entry
+// whose copy cannot be stored, and one whose lease may have run out (past
+// half of AckWait since it was handed out or renewed: the server may have
+// given it to another node, and a copy would make two live entries) get
+// the plain Nak, which the server ignores for a lease no longer held.
 func (e *Entry) Nak() error {
-	if e.Wake != nil {
+	if e.Wake != nil || time.Since(time.Unix(0, e.renewed.Load())) > e.q.ackWait()/2 {
 		return e.msg.Nak()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), nakTimeout)
