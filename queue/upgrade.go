@@ -25,7 +25,7 @@ package queue
 //
 // Every node of a cluster runs it at its start; steps are idempotent and
 // the ids make two nodes moving at once harmless. Nodes of the older
-// version must be stopped first (README: upgrading): they publish into
+// version must be stopped first (docs/operations.md, "Durability"): they publish into
 // and deliver from the legacy stream.
 
 import (
