@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,4 +203,92 @@ func pageCursor(b *testing.B, v *env, q Query, n int) string {
 		q.Cursor = p.Next
 	}
 	return q.Cursor
+}
+
+// BenchmarkIndexRelayLoad times the indexer catching up with what a relay
+// under load emits: per message an accepted event and, a moment later, a
+// delivered one (the relay's own fields: connection, TLS, DKIM, MX), in
+// the order the events stream gets them (deliveries trail acceptances).
+// cpu-µs/event is the whole process (indexer and nats-server), the cost
+// the relay pays beside its mail path.
+func BenchmarkIndexRelayLoad(b *testing.B) {
+	const messages = 5000
+	v := newEnv(b, Options{})
+	rng := rand.New(rand.NewPCG(9, 10))
+	indexed := 0
+	var cpu time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		now := time.Now().UTC()
+		var evs []*events.Event
+		var pending []*events.Event
+		for i := range messages {
+			at := now.Add(time.Duration(i) * time.Millisecond)
+			id := idAt(at, rng)
+			rcpt := fmt.Sprintf("user%d@example.test", i)
+			acc := accepted(id, at, "app@sender.test", 1)
+			acc.ConnID, acc.RemoteAddr, acc.TLS, acc.DKIM, acc.Rcpts = "C"+id[10:], "127.0.0.1:40000", "TLS1.3", "signed", []string{rcpt}
+			d := delivery(id, rcpt, events.StatusDelivered, at.Add(40*time.Millisecond), 1)
+			d.IP, d.Port, d.TLS, d.TLSPolicy, d.TLSCipher, d.DurationMS, d.Arrival, d.Domain =
+				"127.0.0.1", 25, "TLS1.3", "opportunistic", "TLS_AES_128_GCM_SHA256", 12, at, "example.test"
+			d.Reply = "250 2.0.0 Ok: queued as " + id
+			evs = append(evs, acc)
+			if pending = append(pending, d); len(pending) > 40 { // deliveries trail by ~40 messages
+				evs, pending = append(evs, pending[0]), pending[1:]
+			}
+		}
+		evs = append(evs, pending...)
+		var futures []jetstream.PubAckFuture
+		for _, e := range evs {
+			data, err := events.Marshal(e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := v.js.PublishAsync(events.Subject(e), data)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if futures = append(futures, f); len(futures) >= 1000 {
+				waitAcks(b, futures)
+				futures = futures[:0]
+			}
+		}
+		waitAcks(b, futures)
+		indexed += len(evs)
+		c0 := processCPU()
+		b.StartTimer()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = v.x.Run(ctx) }()
+		waitAcked(b, v, uint64(indexed))
+		cancel()
+		<-done
+		b.StopTimer()
+		cpu += processCPU() - c0
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(indexed), "cpu-µs/event")
+}
+
+// waitAcked waits until the indexer has acknowledged the first n events.
+func waitAcked(b *testing.B, v *env, n uint64) {
+	b.Helper()
+	queuetest.Eventually(b, 10*time.Minute, "events indexed", func() bool {
+		c, err := v.js.Consumer(context.Background(), events.StreamName, Durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.AckFloor.Stream >= n && info.NumAckPending == 0
+	})
+}
+
+// processCPU is the process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

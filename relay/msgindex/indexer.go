@@ -139,25 +139,30 @@ type update struct {
 	evs   []*events.Event
 	msgs  []jetstream.Msg
 	// fresh: the batch starts with the message's accepted event, so its
-	// summary is new — written with Create and no read first; a lost
-	// Create (a redelivery, another node) takes the reading path.
+	// summary is new — written with a create and no read first; a lost
+	// create (a redelivery, another node) takes the reading path.
 	fresh bool
+	st    stored // the stored summary (read by readAll)
+	err   error  // reading it failed
 }
 
-// apply folds a batch into the summaries, writers at a time, and
-// acknowledges (or leaves for redelivery) every message of the batch.
+// apply folds a batch into the summaries and acknowledges (or leaves for
+// redelivery) every message of the batch: the stored summaries of the
+// messages not new in it are read in batched gets, the events folded in,
+// the batch's new terms posted, then every changed summary written at
+// once (asynchronous publishes, each a compare-and-set on the revision it
+// was read at); the few whose compare-and-set lost are read and written
+// again one by one.
 func (x *Index) apply(ctx context.Context, epoch int64, msgs []jetstream.Msg) {
 	var order []*update
 	byID := map[string]*update{}
 	for _, m := range msgs {
 		u := x.decode(m)
-		if u != nil {
-			u.epoch = epoch
-		}
 		if u == nil {
 			_ = m.Ack() // not about a message (or unreadable): nothing to index
 			continue
 		}
+		u.epoch = epoch
 		if have := byID[u.id]; have != nil {
 			have.seqs, have.evs, have.msgs = append(have.seqs, u.seqs...), append(have.evs, u.evs...), append(have.msgs, m)
 			continue
@@ -166,8 +171,11 @@ func (x *Index) apply(ctx context.Context, epoch int64, msgs []jetstream.Msg) {
 		byID[u.id] = u
 		order = append(order, u)
 	}
+	x.readAll(ctx, order)
 	preps := make([]*prepared, len(order))
-	parallel(len(order), func(i int) { preps[i] = x.prepare(ctx, order[i]) })
+	for i, u := range order {
+		preps[i] = prepare(u)
+	}
 	// Terms first, all of the batch's in one message per subject: a
 	// summary is never stored without its postings (a failure here
 	// leaves the events for redelivery).
@@ -180,19 +188,27 @@ func (x *Index) apply(ctx context.Context, epoch int64, msgs []jetstream.Msg) {
 		}
 	}
 	postErr := x.post(ctx, ps)
-	parallel(len(preps), func(i int) {
-		p := preps[i]
+	var writes []*prepared
+	for _, p := range preps {
 		switch {
 		case p.err != nil || p.same:
 		case postErr != nil:
 			p.err = postErr
 		default:
-			if p.err = x.write(ctx, p); queue.IsConflict(p.err) {
-				p.err = x.store(ctx, p.u) // another node wrote it meanwhile
-			}
+			writes = append(writes, p)
 		}
+	}
+	x.writeAll(ctx, writes)
+	var lost []*prepared
+	for _, p := range writes {
+		if queue.IsConflict(p.err) {
+			lost = append(lost, p) // another node wrote it meanwhile
+		}
+	}
+	parallel(len(lost), func(i int) { lost[i].err = x.store(ctx, lost[i].u) })
+	for _, p := range preps {
 		x.finish(ctx, p.u, p.err)
-	})
+	}
 }
 
 // parallel runs fn(0..n-1), writers at a time.
@@ -210,6 +226,59 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
+// readAll reads the stored summaries of the updates that are not fresh,
+// maxChunk keys per batched get.
+func (x *Index) readAll(ctx context.Context, us []*update) {
+	var todo []*update
+	for _, u := range us {
+		if !u.fresh {
+			todo = append(todo, u)
+		}
+	}
+	for len(todo) > 0 {
+		chunk := todo[:min(len(todo), maxChunk)]
+		todo = todo[len(chunk):]
+		ids := make([]string, len(chunk))
+		for i, u := range chunk {
+			ids[i] = u.id
+		}
+		st, err := x.readMany(ctx, ids)
+		for i, u := range chunk {
+			if err != nil {
+				u.err = err
+			} else {
+				u.st = st[i]
+			}
+		}
+	}
+}
+
+// indexed is the part of an events.Event the index reads: decoding only
+// these fields skips the rest (connection, TLS, DKIM, durations) without
+// storing them.
+type indexed struct {
+	Time      time.Time         `json:"time"`
+	Event     string            `json:"event"`
+	QueueID   string            `json:"queue_id"`
+	MsgID     string            `json:"msg_id"`
+	User      string            `json:"user"`
+	MailFrom  *string           `json:"mail_from"`
+	Rcpt      string            `json:"rcpt"`
+	Rcpts     []string          `json:"rcpts"`
+	RcptCount int               `json:"rcpt_count"`
+	Size      int64             `json:"size"`
+	MX        string            `json:"mx"`
+	Attempt   int               `json:"attempt"`
+	Status    string            `json:"status"`
+	SMTPCode  int               `json:"smtp_code"`
+	SMTPEnh   string            `json:"smtp_enh"`
+	Reply     string            `json:"reply"`
+	DSNID     string            `json:"dsn_id"`
+	Arrival   time.Time         `json:"arrival"`
+	Meta      map[string]string `json:"meta"`
+	Tag       string            `json:"tag"`
+}
+
 // decode returns the update of one events-stream message, nil for events
 // that belong to no message.
 func (x *Index) decode(m jetstream.Msg) *update {
@@ -217,7 +286,7 @@ func (x *Index) decode(m jetstream.Msg) *update {
 	if err != nil {
 		return nil
 	}
-	var e events.Event
+	var e indexed
 	if err := json.Unmarshal(m.Data(), &e); err != nil {
 		x.o.Log.Debug().Err(err).Uint64("seq", meta.Sequence.Stream).Msg("message index: unreadable event skipped")
 		return nil
@@ -225,7 +294,11 @@ func (x *Index) decode(m jetstream.Msg) *update {
 	if _, ok := key(e.QueueID); !ok {
 		return nil
 	}
-	return &update{id: e.QueueID, seqs: []uint64{meta.Sequence.Stream}, evs: []*events.Event{&e},
+	ev := &events.Event{Time: e.Time, Event: e.Event, QueueID: e.QueueID, MsgID: e.MsgID, User: e.User,
+		MailFrom: e.MailFrom, Rcpt: e.Rcpt, Rcpts: e.Rcpts, RcptCount: e.RcptCount, Size: e.Size, MX: e.MX,
+		Attempt: e.Attempt, Status: e.Status, SMTPCode: e.SMTPCode, SMTPEnh: e.SMTPEnh, Reply: e.Reply,
+		DSNID: e.DSNID, Arrival: e.Arrival, Meta: e.Meta, Tag: e.Tag}
+	return &update{id: e.QueueID, seqs: []uint64{meta.Sequence.Stream}, evs: []*events.Event{ev},
 		msgs: []jetstream.Msg{m}}
 }
 
@@ -257,16 +330,16 @@ type prepared struct {
 	err   error
 }
 
-// prepare reads u's summary and folds u's events into it.
-func (x *Index) prepare(ctx context.Context, u *update) *prepared {
-	r, rev, err := &record{Summary: Summary{QueueID: u.id}}, uint64(0), error(nil)
-	if !u.fresh {
-		r, rev, err = x.load(ctx, u.id)
+// prepare folds u's events into its stored summary (u.st: read by readAll
+// or store; none for a fresh message).
+func prepare(u *update) *prepared {
+	if u.err != nil {
+		return &prepared{u: u, err: u.err}
 	}
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return &prepared{u: u, err: err}
+	r := u.st.rec
+	if r == nil { // none stored (or unreadable: written anew)
+		r = &record{Summary: Summary{QueueID: u.id}}
 	}
-	before, _ := encode(r)
 	had := r.Summary
 	had.Rcpts = slices.Clone(r.Rcpts)
 	r.renumber(u.epoch)
@@ -274,34 +347,62 @@ func (x *Index) prepare(ctx context.Context, u *update) *prepared {
 		r.fold(u.seqs[i], e)
 	}
 	bound(r)
-	p := &prepared{u: u, rev: rev}
+	p := &prepared{u: u, rev: u.st.rev}
 	if p.data, p.err = encodeFit(r); p.err != nil {
 		return p
 	}
-	p.same = rev != 0 && bytes.Equal(before, p.data)
+	// Encoding is deterministic: the same bytes mean nothing changed.
+	p.same = p.rev != 0 && bytes.Equal(u.st.raw, p.data)
 	p.terms = newTerms(&had, &r.Summary)
 	return p
 }
 
-// write stores p with compare-and-set on the revision it was read at.
-func (x *Index) write(ctx context.Context, p *prepared) error {
-	k, _ := key(p.u.id)
-	var err error
-	if p.rev == 0 {
-		_, err = x.kv.Create(ctx, k, p.data)
-	} else {
-		_, err = x.kv.Update(ctx, k, p.data, p.rev)
+// writeWait bounds the wait for a batch's stores.
+const writeWait = 30 * time.Second
+
+// writeAll stores the prepared summaries, each with compare-and-set on
+// the revision it was read at (0: only if none exists), all published at
+// once; each one's outcome is in its err.
+func (x *Index) writeAll(ctx context.Context, ps []*prepared) {
+	futures := make([]jetstream.PubAckFuture, len(ps))
+	for i, p := range ps {
+		k, _ := key(p.u.id)
+		m := nats.NewMsg("$KV." + Bucket + "." + k)
+		m.Data = p.data
+		futures[i], p.err = x.js.PublishMsgAsync(m, jetstream.WithExpectStream(bucketStream),
+			jetstream.WithExpectLastSequencePerSubject(p.rev))
 	}
-	return err
+	ctx, cancel := context.WithTimeout(ctx, writeWait)
+	defer cancel()
+	for i, f := range futures {
+		if f != nil {
+			ps[i].err = await(ctx, f)
+		}
+	}
 }
 
-// store folds u into the stored summary again after a lost
-// compare-and-set, posting its own terms, until it wins.
+// await waits for one asynchronous publish's acknowledgement.
+func await(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// store reads u's stored summary again after a lost compare-and-set,
+// folds u's events in, posts its own terms and writes it, until it wins.
 func (x *Index) store(ctx context.Context, u *update) error {
-	u.fresh = false
 	var err error
 	for range casAttempts {
-		p := x.prepare(ctx, u)
+		u.st, u.err = x.load(ctx, u.id)
+		if errors.Is(u.err, ErrNotFound) {
+			u.st, u.err = stored{}, nil
+		}
+		p := prepare(u)
 		if p.err != nil || p.same {
 			return p.err
 		}
@@ -312,7 +413,8 @@ func (x *Index) store(ctx context.Context, u *update) error {
 		if err = x.post(ctx, ps); err != nil {
 			return err
 		}
-		if err = x.write(ctx, p); !queue.IsConflict(err) {
+		x.writeAll(ctx, []*prepared{p})
+		if err = p.err; !queue.IsConflict(err) {
 			return err
 		}
 	}
@@ -405,13 +507,11 @@ func (x *Index) post(ctx context.Context, ps []posting) error {
 		}
 		futures = append(futures, f)
 	}
+	ctx, cancel := context.WithTimeout(ctx, writeWait)
+	defer cancel()
 	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+		if err := await(ctx, f); err != nil {
 			return fmt.Errorf("msgindex: posting: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	return nil

@@ -412,3 +412,80 @@ func TestQueuedFoundByRecipient(t *testing.T) {
 		t.Fatalf("after one delivery: %+v", s.Rcpts)
 	}
 }
+
+// TestLostCompareAndSetIsFoldedAgain: a summary written from a stale read
+// (another node stored a newer one meanwhile) loses its compare-and-set;
+// store reads it again and keeps both nodes' changes.
+func TestLostCompareAndSetIsFoldedAgain(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	id := queue.NewID()
+	v.publish(accepted(id, now, "s@x.test", 2))
+	v.waitFor(id, "accepted", func(s Summary) bool { return s.Status == StatusQueued })
+	stale, err := v.x.load(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.publish(delivery(id, "a@y.test", events.StatusDelivered, now, 1))
+	v.waitFor(id, "a delivered", func(s Summary) bool { return len(s.Rcpts) == 1 })
+	// This node's update, folded into the stale read: b failed.
+	u := &update{id: id, seqs: []uint64{1 << 40}, evs: []*events.Event{delivery(id, "b@y.test", events.StatusFailed, now, 1)},
+		st: stale}
+	st, err := v.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.epoch = st.CachedInfo().Created.UnixNano()
+	p := prepare(u)
+	v.x.writeAll(ctx, []*prepared{p})
+	if !queue.IsConflict(p.err) {
+		t.Fatalf("write from a stale read: %v, want a conflict", p.err)
+	}
+	if err := v.x.store(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	s, err := v.x.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range s.Rcpts {
+		got[r.Addr] = r.Status
+	}
+	if got["a@y.test"] != StatusDelivered || got["b@y.test"] != StatusFailed || s.Status != StatusMixed {
+		t.Fatalf("after the retry: %v, status %s; want a delivered, b failed, mixed", got, s.Status)
+	}
+	if p := v.search(Query{Rcpt: "b@y.test"}); len(p.Items) != 1 {
+		t.Fatalf("search by b@y.test after the retry: %d items, want 1 (its term posted)", len(p.Items))
+	}
+}
+
+// TestUnreadableSummaryIsWrittenAnew: a summary that does not decode (a
+// damaged value) is replaced by the next event's fold instead of holding
+// the message's events in redelivery for ever.
+func TestUnreadableSummaryIsWrittenAnew(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t, Options{})
+	v.run(v.x)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	id := queue.NewID()
+	k, _ := key(id)
+	if _, err := v.x.kv.Put(ctx, k, []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.x.Get(ctx, id); err == nil || errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of a damaged summary: %v, want an error other than not found", err)
+	}
+	if p := v.search(Query{QueueID: id}); len(p.Items) != 0 {
+		t.Fatalf("search of a damaged summary: %d items, want none", len(p.Items))
+	}
+	v.publish(delivery(id, "a@y.test", events.StatusDelivered, now, 1))
+	s := v.waitFor(id, "written anew", func(s Summary) bool { return s.Status == StatusDelivered })
+	if s.QueueID != id || len(s.Rcpts) != 1 {
+		t.Fatalf("summary written anew: %+v", s)
+	}
+}

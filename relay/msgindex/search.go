@@ -184,14 +184,15 @@ func cursor(id string) string {
 
 // searchID answers a query naming a queue id with one direct get.
 func (x *Index) searchID(ctx context.Context, q Query, m *matcher, bound string) (Page, error) {
-	r, _, err := x.load(ctx, q.QueueID)
+	s, err := x.load(ctx, q.QueueID)
 	if errors.Is(err, ErrNotFound) {
 		return Page{}, nil
 	}
 	if err != nil {
 		return Page{}, err
 	}
-	if (bound != "" && r.QueueID >= bound) || !m.match(&r.Summary) {
+	r := s.rec
+	if r == nil || (bound != "" && r.QueueID >= bound) || !m.match(&r.Summary) {
 		return Page{}, nil
 	}
 	return Page{Items: []Summary{r.Summary}}, nil
@@ -205,7 +206,7 @@ func (x *Index) scanSlots(ctx context.Context, part []slot, m *matcher, bound st
 	for i, s := range part {
 		subjects[i] = s.subject
 	}
-	stream := "KV_" + Bucket
+	stream := bucketStream
 	cons, err := x.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
 		MemoryStorage: true, InactiveThreshold: time.Minute, Replicas: 1,

@@ -20,6 +20,7 @@ import (
 // one subject filter.
 const (
 	Bucket           = "jetrelay_msgindex"
+	bucketStream     = "KV_" + Bucket
 	hourLayout       = "2006010215"
 	defaultRetention = 7 * 24 * time.Hour
 	defaultMaxBytes  = 256 << 20
@@ -58,7 +59,7 @@ func StreamConfig(o Options) jetstream.StreamConfig {
 		dup = max(o.Retention/2, minDuplicates)
 	}
 	return jetstream.StreamConfig{
-		Name:              "KV_" + Bucket,
+		Name:              bucketStream,
 		Description:       "jetrelay message summaries for the console search (derived from " + events.StreamName + ")",
 		Subjects:          []string{"$KV." + Bucket + ".>"},
 		MaxMsgsPerSubject: 1,
@@ -123,32 +124,36 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 
 // Get returns the summary of one message.
 func (x *Index) Get(ctx context.Context, queueID string) (Summary, error) {
-	r, _, err := x.load(ctx, queueID)
+	s, err := x.load(ctx, queueID)
 	if err != nil {
 		return Summary{}, err
 	}
-	return r.Summary, nil
+	if s.rec == nil {
+		return Summary{}, fmt.Errorf("msgindex: summary of %s unreadable", queueID)
+	}
+	return s.rec.Summary, nil
 }
 
-// load reads the stored record of queueID and its revision (0 and an
-// empty record when there is none).
-func (x *Index) load(ctx context.Context, queueID string) (*record, uint64, error) {
+// load reads the stored summary of queueID (ErrNotFound when there is
+// none); an unreadable one has no record.
+func (x *Index) load(ctx context.Context, queueID string) (stored, error) {
 	k, ok := key(queueID)
 	if !ok {
-		return nil, 0, ErrNotFound
+		return stored{}, ErrNotFound
 	}
 	e, err := x.kv.Get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &record{Summary: Summary{QueueID: queueID}}, 0, ErrNotFound
+		return stored{}, ErrNotFound
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("msgindex: get %s: %w", queueID, err)
+		return stored{}, fmt.Errorf("msgindex: get %s: %w", queueID, err)
 	}
+	s := stored{rev: e.Revision(), raw: e.Value()}
 	var r record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return nil, 0, fmt.Errorf("msgindex: summary of %s: %w", queueID, err)
+	if err := json.Unmarshal(e.Value(), &r); err == nil {
+		s.rec = &r
 	}
-	return &r, e.Revision(), nil
+	return s, nil
 }
 
 // key is the bucket key of a queue id; ok is false for strings that are
