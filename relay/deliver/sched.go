@@ -3,6 +3,7 @@ package deliver
 import (
 	"context"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,9 +66,13 @@ type dest struct {
 	queue     []*job
 	workers   int
 	idle      int
-	starting  int           // workers started that have not yet looked for a job
-	notify    chan struct{} // closed (and replaced) when a job is queued
-	popped    chan struct{} // closed (and replaced) when a job is taken
+	starting  int // workers started that have not yet looked for a job
+	// waiters are the idle workers' wake-up channels, the most recently
+	// idle last; woken: workers woken for a queued job that have not yet
+	// taken it. A queued job wakes one idle worker, not all of them.
+	waiters []chan struct{}
+	woken   int
+	popped  chan struct{} // closed (and replaced) when a job is taken
 	// circuit breaker: consecutive attempts that reached no server.
 	failures  int
 	openUntil time.Time
@@ -199,7 +204,7 @@ func (s *scheduler) destLocked(target, pool string) *dest {
 	key := poolKey(target, pool)
 	d := s.dests[key]
 	if d == nil {
-		d = &dest{key: key, target: target, pool: pool, notify: make(chan struct{}), popped: make(chan struct{})}
+		d = &dest{key: key, target: target, pool: pool, popped: make(chan struct{})}
 		s.dests[key] = d
 	}
 	if rt := s.rt.Load(); s.shaper != nil && d.classRT != rt { // new, or reloaded: (re)classify
@@ -228,7 +233,15 @@ func (s *scheduler) maxWorkers(d *dest) int {
 // allows and a global slot is free. Without a free slot, d waits in line
 // and idle workers elsewhere are asked to exit.
 func (s *scheduler) kickLocked(d *dest) {
-	broadcast(&d.notify)
+	// One idle worker per queued job that no woken worker will take: the
+	// most recently idle first (its connection is the freshest; the
+	// others may reach timeouts.idle and close theirs).
+	for len(d.queue) > d.woken && len(d.waiters) > 0 {
+		w := d.waiters[len(d.waiters)-1]
+		d.waiters = d.waiters[:len(d.waiters)-1]
+		w <- struct{}{} // buffered, and each waiter is listed once
+		d.woken++
+	}
 	if !d.waitUntil.IsZero() && time.Now().Before(d.waitUntil) {
 		return // shaping: its waker kicks it again (shape.go)
 	}
@@ -259,8 +272,9 @@ func (s *scheduler) worker(d *dest) {
 		s.drop(w)
 		s.workerExit(d)
 	}()
+	wake := make(chan struct{}, 1)
 	for first := true; ; first = false {
-		j := s.next(d, first)
+		j := s.next(d, first, wake)
 		if j == nil {
 			return
 		}
@@ -321,8 +335,9 @@ func (s *scheduler) logPanic(j *job, p any, msg string) {
 }
 
 // next pops d's next job, waiting up to timeouts.idle; nil means exit.
-// first: the worker's first call (it is no longer starting).
-func (s *scheduler) next(d *dest, first bool) *job {
+// first: the worker's first call (it is no longer starting); wake: the
+// worker's wake-up channel (kickLocked sends on it when a job is queued).
+func (s *scheduler) next(d *dest, first bool, wake chan struct{}) *job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	idle := time.NewTimer(s.idleHold(d.class))
@@ -342,12 +357,14 @@ func (s *scheduler) next(d *dest, first bool) *job {
 			j.class, j.observe = d.class, d.observe
 			return j
 		}
-		notify, reclaim := d.notify, s.reclaim
+		reclaim := s.reclaim
+		d.waiters = append(d.waiters, wake)
 		d.idle++
 		s.mu.Unlock()
 		var exit bool
 		select {
-		case <-notify:
+		case <-wake:
+			wake <- struct{}{} // put back: taken below, under the lock
 		case <-reclaim:
 			exit = true
 		case <-idle.C:
@@ -356,6 +373,14 @@ func (s *scheduler) next(d *dest, first bool) *job {
 		}
 		s.mu.Lock()
 		d.idle--
+		select {
+		case <-wake: // woken (maybe while leaving for another reason)
+			d.woken--
+		default: // not woken: no longer waiting
+			if i := slices.Index(d.waiters, wake); i >= 0 {
+				d.waiters = slices.Delete(d.waiters, i, i+1)
+			}
+		}
 		if exit && len(d.queue) == 0 {
 			return nil
 		}

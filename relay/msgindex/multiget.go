@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // stored is a summary as read from the bucket: the decoded record (nil:
@@ -102,7 +104,10 @@ func (x *Index) multiRead(ctx context.Context, ids []string) ([]stored, error) {
 	}
 	nc := x.js.Conn()
 	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	// A channel as long as the replies can be (one per key, then the end
+	// of batch): SubscribeSync would allocate 64k slots per call.
+	replies := make(chan *nats.Msg, len(subjects)+2)
+	sub, err := nc.ChanSubscribe(inbox, replies)
 	if err != nil {
 		return nil, err
 	}
@@ -113,9 +118,11 @@ func (x *Index) multiRead(ctx context.Context, ids []string) ([]stored, error) {
 	ctx, cancel := context.WithTimeout(ctx, multiGetWait)
 	defer cancel()
 	for range len(subjects) + 1 {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errMultiGet, err)
+		var m *nats.Msg
+		select {
+		case m = <-replies:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", errMultiGet, ctx.Err())
 		}
 		switch st := m.Header.Get(statusHdr); {
 		case st == "204" || (st == "404" && strings.Contains(m.Header.Get(descrHdr), "No Results")):
