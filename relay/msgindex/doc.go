@@ -7,7 +7,11 @@
 // The index is derived from the events stream and never on the mail
 // path: Run is a durable pull consumer (Durable) on JETRELAY_EVENTS that
 // every node runs, so the cluster shares the work; it folds a batch's
-// events per message and writes each changed summary once per batch.
+// events per message and writes each changed summary once per batch:
+// the summaries of messages not new in the batch are read in batched
+// direct gets, and all the batch's writes go out at once as asynchronous
+// compare-and-set publishes (the few that lose to another node are read
+// and written again one by one).
 //
 // Storage, all JetStream:
 //   - summaries: a KV bucket (Bucket) keyed <hour>.<minute>.<queue id>,
