@@ -24,7 +24,12 @@ package queue
 //  3. The empty legacy stream is deleted.
 //
 // Every node of a cluster runs it at its start; steps are idempotent and
-// the ids make two nodes moving at once harmless. Nodes of the older
+// the ids make two nodes moving at once harmless: a publish nats-server
+// answers "duplicate message id is in process" (the other node's copy is
+// being stored) is repeated until stored or a duplicate (publishAll), and
+// a node that finds the old stream gone stops — the node that deleted it
+// had every message stored first (TestUpgradeClusterFromWorkQueue: three
+// nodes starting at once). Nodes of the older
 // version must be stopped first (docs/operations.md, "Durability"): they publish into
 // and deliver from the legacy stream.
 
@@ -58,11 +63,19 @@ func (q *Queue) releaseLegacy(ctx context.Context) (bool, error) {
 	}
 	q.log.Info().Str("event", "queue_upgrade").Str("stream", LegacyStreamName).Uint64("messages", old.CachedInfo().State.Msgs).
 		Msg("moving the work-queue stream into " + StreamName)
-	if err := old.DeleteConsumer(ctx, ConsumerName); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	err = old.DeleteConsumer(ctx, ConsumerName)
+	if streamGone(err) {
+		return false, nil // another node moved it all meanwhile
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return false, fmt.Errorf("queue: upgrade: delete the legacy consumer: %w", err)
 	}
 	cfg.Subjects = []string{legacySubject}
-	if _, err := q.js.UpdateStream(ctx, cfg); err != nil {
+	_, err = q.js.UpdateStream(ctx, cfg)
+	if streamGone(err) {
+		return false, nil
+	}
+	if err != nil {
 		return false, fmt.Errorf("queue: upgrade: release the legacy stream's subjects: %w", err)
 	}
 	return true, nil
@@ -71,6 +84,9 @@ func (q *Queue) releaseLegacy(ctx context.Context) (bool, error) {
 // moveLegacy is steps 2 and 3.
 func (q *Queue) moveLegacy(ctx context.Context) error {
 	old, err := q.js.Stream(ctx, LegacyStreamName)
+	if streamGone(err) {
+		return nil // another node moved it all and deleted it
+	}
 	if err != nil {
 		return err
 	}
@@ -89,10 +105,24 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 		window = window[:0]
 		return old.Purge(ctx, jetstream.WithPurgeSequence(last+1))
 	}
+	// done: another node moved the rest and deleted the stream (only once
+	// its own publishes of everything were acknowledged); what this node
+	// read is published anyway: duplicates within the window.
+	done := func() error {
+		if err := q.publishAll(ctx, window, nil); err != nil {
+			return err
+		}
+		q.log.Info().Str("event", "queue_upgrade").Int("messages", moved).
+			Msg("work-queue stream moved into " + StreamName + " (finished by another node)")
+		return nil
+	}
 	for seq := uint64(1); ; {
 		m, err := old.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
+		}
+		if streamGone(err) {
+			return done()
 		}
 		if err != nil {
 			return fmt.Errorf("queue: upgrade: read legacy seq %d: %w", seq, err)
@@ -112,12 +142,16 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 		msg.Header.Set(jetstream.ExpectedStreamHeader, StreamName)
 		window = append(window, msg)
 		if len(window) >= importWindowMsgs {
-			if err := flush(); err != nil {
+			if err := flush(); streamGone(err) {
+				return done()
+			} else if err != nil {
 				return err
 			}
 		}
 	}
-	if err := flush(); err != nil {
+	if err := flush(); streamGone(err) {
+		return done()
+	} else if err != nil {
 		return err
 	}
 	if err := q.js.DeleteStream(ctx, LegacyStreamName); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -127,8 +161,22 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 	return nil
 }
 
+// streamGone reports that the legacy stream no longer exists: another
+// node of the cluster finished the move (its publishes stored everything
+// this node had read; a window this node publishes again is a duplicate).
+func streamGone(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrStreamNotFound) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound)
+}
+
 // publishAll publishes msgs asynchronously and waits for every ack; an
-// error for which ignore (when set) returns true is not one.
+// error for which ignore (when set) returns true is not one. A message
+// whose id another publish is storing at that moment (two nodes moving
+// the same window: nats-server answers 409 "duplicate message id is in
+// process") is published again until the answer is definite — stored, or
+// a duplicate of the stored one — so that no window is purged from its
+// source on the strength of another node's publish that may still fail.
 func (q *Queue) publishAll(ctx context.Context, msgs []*nats.Msg, ignore func(*nats.Msg, error) bool) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, msg := range msgs {
@@ -140,15 +188,50 @@ func (q *Queue) publishAll(ctx context.Context, msgs []*nats.Msg, ignore func(*n
 	}
 	var errs []error
 	for _, f := range futures {
+		var err error
 		select {
 		case <-f.Ok():
-		case err := <-f.Err():
-			if ignore == nil || !ignore(f.Msg(), err) {
-				errs = append(errs, fmt.Errorf("%s: %w", f.Msg().Subject, err))
-			}
+		case err = <-f.Err():
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if inProcess(err) {
+			err = q.publishSettled(ctx, f.Msg())
+		}
+		if err != nil && (ignore == nil || !ignore(f.Msg(), err)) {
+			errs = append(errs, fmt.Errorf("%s: %w", f.Msg().Subject, err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// inProcess reports nats-server's answer to a publish whose message id
+// another publish is storing at that moment.
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeDuplicateInProcess
+}
+
+// jsErrCodeDuplicateInProcess is JSStreamDuplicateMessageConflict (nats.go
+// has no name for it).
+const jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// publishSettled publishes msg again, pausing between tries, while its id
+// is still in process elsewhere.
+func (q *Queue) publishSettled(ctx context.Context, msg *nats.Msg) error {
+	pause := 50 * time.Millisecond
+	for {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		_, err := q.js.PublishMsg(ctx, msg)
+		if !inProcess(err) {
+			return err
+		}
+		pause = min(2*pause, time.Second)
+	}
 }

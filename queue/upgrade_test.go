@@ -2,6 +2,7 @@ package queue
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -17,15 +18,25 @@ import (
 // chunked body. It returns each entry's subject and body.
 func fillLegacy(t *testing.T, dir string, releaseOnly bool) map[string][]byte {
 	t.Helper()
-	ctx := mtCtx(t)
-	q, err := Connect(ctx, Options{DataDir: dir, Logger: mtLogger(t)})
+	q, err := Connect(mtCtx(t), Options{DataDir: dir, Logger: mtLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
+	return fillLegacyOn(t, q, releaseOnly)
+}
+
+// fillLegacyOn is fillLegacy on a connected queue (its replicas).
+func fillLegacyOn(t *testing.T, q *Queue, releaseOnly bool) map[string][]byte {
+	t.Helper()
+	ctx := mtCtx(t)
 	cfg := q.StreamConfig()
 	cfg.Name, cfg.Retention = LegacyStreamName, jetstream.WorkQueuePolicy
-	s, err := q.js.CreateStream(ctx, cfg)
+	var s jetstream.Stream
+	err := q.Await(ctx, "the legacy stream", func(ctx context.Context) (err error) {
+		s, err = q.js.CreateStream(ctx, cfg)
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +141,81 @@ func TestUpgradeFromWorkQueue(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, []string{"big.example", "ready.example"}) {
 			t.Fatalf("leased %v", got)
+		}
+	}
+}
+
+// TestUpgradeClusterFromWorkQueue: a three-node cluster's replicated
+// work-queue stream moves into the new stream when the three nodes of the
+// new version start at the same moment (each runs the move): every entry,
+// schedule, held entry and body chunk is there once and unchanged, with
+// three replicas, and the old stream is gone.
+func TestUpgradeClusterFromWorkQueue(t *testing.T) {
+	ports := clusterPorts(t, 3)
+	log := &clusterLog{}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	opts := make([]Options, len(ports))
+	for i := range opts {
+		opts[i] = clusterNode(t, i, ports, "route-secret", log)
+	}
+	// The older version's cluster: connected, its legacy stream filled.
+	old := make([]*Queue, len(opts))
+	errs := make(chan error, len(opts))
+	for i, o := range opts {
+		go func() {
+			var err error
+			old[i], err = Connect(ctx, o)
+			errs <- err
+		}()
+	}
+	for range opts {
+		if err := <-errs; err != nil {
+			t.Fatalf("connect: %v\nlog:\n%s", err, log.b.String())
+		}
+	}
+	want := fillLegacyOn(t, old[0], false)
+	for _, q := range old {
+		q.Close()
+	}
+	// The new version on all three at once.
+	var starts []<-chan clusterOpenResult
+	for _, o := range opts {
+		starts = append(starts, clusterOpenAsync(t, ctx, o))
+	}
+	var qs []*Queue
+	t.Cleanup(func() {
+		for _, q := range qs {
+			q.Close()
+		}
+	})
+	for i, ch := range starts {
+		r := <-ch
+		if r.err != nil {
+			t.Fatalf("node %d: Open: %v\nlog:\n%s", i, r.err, log.b.String())
+		}
+		qs = append(qs, r.q)
+	}
+	q := qs[0]
+	if _, err := q.js.Stream(ctx, LegacyStreamName); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("legacy stream after the upgrade: %v", err)
+	}
+	s, err := q.Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != uint64(len(want)) || info.Config.Replicas != 3 || info.Config.Retention != jetstream.LimitsPolicy {
+		t.Fatalf("new stream: %d messages (want %d, each once), %d replicas, retention %v",
+			info.State.Msgs, len(want), info.Config.Replicas, info.Config.Retention)
+	}
+	for subj, data := range want {
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if err != nil || !bytes.Equal(m.Data, data) {
+			t.Fatalf("%s after the upgrade: %v (data equal %v)", subj, err, err == nil && bytes.Equal(m.Data, data))
 		}
 	}
 }
