@@ -67,8 +67,12 @@ func newTerm(kind, v string) term {
 	if len(v) > maxTermLen {
 		v = v[:maxTermLen]
 	}
-	return term{kind, strings.NewReplacer("\n", " ", "\r", " ").Replace(v)}
+	return term{kind, lineBreaks.Replace(v)}
 }
+
+// lineBreaks turns a term's line breaks into spaces (built once: a
+// Replacer builds its tables on first use).
+var lineBreaks = strings.NewReplacer("\n", " ", "\r", " ")
 
 func (t term) subject() string {
 	h := fnv.New32a()
