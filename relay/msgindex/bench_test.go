@@ -96,21 +96,8 @@ func fillBench(b *testing.B, v *env, spread time.Duration) benchSample {
 	rng := rand.New(rand.NewPCG(7, 8))
 	now := time.Now().UTC()
 	var s benchSample
-	var futures []jetstream.PubAckFuture
-	pub := func(e *events.Event) {
-		data, err := json.Marshal(e)
-		if err != nil {
-			b.Fatal(err)
-		}
-		f, err := v.js.PublishAsync(events.Subject(e), data)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if futures = append(futures, f); len(futures) >= 1000 {
-			waitAcks(b, futures)
-			futures = futures[:0]
-		}
-	}
+	p := &asyncPub{b: b, js: v.js, marshal: json.Marshal}
+	pub := p.publish
 	n := 0
 	for n < benchEvents {
 		at := now.Add(-time.Duration(rng.Int64N(int64(spread))))
@@ -124,8 +111,36 @@ func fillBench(b *testing.B, v *env, spread time.Duration) benchSample {
 			s.rcpt, s.from = evs[1].Rcpt, *evs[0].MailFrom
 		}
 	}
-	waitAcks(b, futures)
+	p.wait()
 	return s
+}
+
+// asyncPub stores events asynchronously, at most 1,000 unacknowledged.
+type asyncPub struct {
+	b       *testing.B
+	js      jetstream.JetStream
+	marshal func(any) ([]byte, error)
+	futures []jetstream.PubAckFuture
+}
+
+func (p *asyncPub) publish(e *events.Event) {
+	data, err := p.marshal(e)
+	if err != nil {
+		p.b.Fatal(err)
+	}
+	f, err := p.js.PublishAsync(events.Subject(e), data)
+	if err != nil {
+		p.b.Fatal(err)
+	}
+	if p.futures = append(p.futures, f); len(p.futures) >= 1000 {
+		p.wait()
+	}
+}
+
+// wait waits for every publish's acknowledgement.
+func (p *asyncPub) wait() {
+	waitAcks(p.b, p.futures)
+	p.futures = p.futures[:0]
 }
 
 func waitAcks(b *testing.B, fs []jetstream.PubAckFuture) {
@@ -239,22 +254,11 @@ func BenchmarkIndexRelayLoad(b *testing.B) {
 			}
 		}
 		evs = append(evs, pending...)
-		var futures []jetstream.PubAckFuture
+		p := &asyncPub{b: b, js: v.js, marshal: func(e any) ([]byte, error) { return events.Marshal(e.(*events.Event)) }}
 		for _, e := range evs {
-			data, err := events.Marshal(e)
-			if err != nil {
-				b.Fatal(err)
-			}
-			f, err := v.js.PublishAsync(events.Subject(e), data)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if futures = append(futures, f); len(futures) >= 1000 {
-				waitAcks(b, futures)
-				futures = futures[:0]
-			}
+			p.publish(e)
 		}
-		waitAcks(b, futures)
+		p.wait()
 		indexed += len(evs)
 		c0 := processCPU()
 		b.StartTimer()

@@ -33,15 +33,7 @@ func (s stored) summary() Summary {
 // getMany fetches the summaries of ids in ids' order; a missing one
 // (expired) is a zero Summary.
 func (x *Index) getMany(ctx context.Context, ids []string) ([]Summary, error) {
-	st, err := x.readMany(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Summary, len(st))
-	for i, s := range st {
-		out[i] = s.summary()
-	}
-	return out, nil
+	return summaries(x.readMany(ctx, ids))
 }
 
 // readMany reads the stored summaries of ids in ids' order (a missing one
@@ -73,6 +65,7 @@ func (x *Index) getEach(ctx context.Context, ids []string) ([]Summary, error) {
 	return summaries(x.readEach(ctx, ids))
 }
 
+// summaries are the Summaries of stored reads (zero ones for none).
 func summaries(st []stored, err error) ([]Summary, error) {
 	if err != nil {
 		return nil, err
