@@ -195,17 +195,7 @@ func benchMessage(rng *rand.Rand, id string, at time.Time) []*events.Event {
 }
 
 // waitIndexed waits until the indexer has acknowledged every event.
-func waitIndexed(b *testing.B, v *env) {
-	b.Helper()
-	queuetest.Eventually(b, 10*time.Minute, "events indexed", func() bool {
-		c, err := v.js.Consumer(context.Background(), events.StreamName, Durable)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream >= benchEvents
-	})
-}
+func waitIndexed(b *testing.B, v *env) { b.Helper(); waitAcked(b, v, benchEvents) }
 
 // pageCursor returns the cursor after n pages of q.
 func pageCursor(b *testing.B, v *env, q Query, n int) string {
