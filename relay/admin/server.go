@@ -92,6 +92,11 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("admin: cluster metrics: %w", err)
 		}
 	}
+	if js := o.Queue.JetStream(); js != nil {
+		if err := o.Metrics.Registry().Register(newBacklogCollector(js)); err != nil {
+			return nil, fmt.Errorf("admin: events backlog metrics: %w", err)
+		}
+	}
 	if o.Shaping != nil {
 		if err := o.Metrics.Registry().Register(newShapingCollector(o.Shaping)); err != nil {
 			return nil, fmt.Errorf("admin: shaping metrics: %w", err)
