@@ -14,8 +14,8 @@ func TestMemoryLimit(t *testing.T) {
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	t.Setenv("GOMEMLIMIT", "")
 	cfg := config.Default()
-	if cfg.MemoryLimit != 128<<20 {
-		t.Fatalf("default memory_limit %d, want 128MiB", cfg.MemoryLimit)
+	if cfg.MemoryLimit != 192<<20 {
+		t.Fatalf("default memory_limit %d, want 192MiB", cfg.MemoryLimit)
 	}
 	cfg.MemoryLimit = 96 << 20
 	if got, from := applyMemoryLimit(cfg); got != 96<<20 || from != "memory_limit" || debug.SetMemoryLimit(-1) != 96<<20 {

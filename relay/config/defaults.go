@@ -31,14 +31,14 @@ func Default() *Config {
 		Events: Events{
 			MaxAge:   Duration(7 * 24 * time.Hour),
 			MaxBytes: 1 << 30,
-			Index:    EventsIndex{MaxBytes: 256 << 20},
+			Index:    EventsIndex{MaxBytes: 128 << 20},
 		},
 		Admin: Admin{Listen: "127.0.0.1:8025", Console: defaultConsole()},
 		Log:   Log{Level: "info", Format: "json"},
 		// See DESIGN-NOTES "Memory limit": most of the heap above the live
 		// state is nats-server's block caches, which a soft limit lets the
 		// GC reclaim before the heap doubles.
-		MemoryLimit: 128 << 20,
+		MemoryLimit: 192 << 20,
 	}
 }
 

@@ -427,6 +427,7 @@ func (c *Config) Warnings() []Problem {
 	out = append(out, c.daneWarnings()...)
 	out = append(out, c.tlsrptWarnings()...)
 	out = append(out, c.webhookWarnings()...)
+	out = append(out, c.indexMemoryWarning()...)
 	return append(out, c.syncWarning()...)
 }
 

@@ -23,7 +23,7 @@ const (
 	bucketStream     = "KV_" + Bucket
 	hourLayout       = "2006010215"
 	defaultRetention = 7 * 24 * time.Hour
-	defaultMaxBytes  = 256 << 20
+	defaultMaxBytes  = 128 << 20
 	minDuplicates    = time.Second
 )
 
@@ -35,8 +35,9 @@ type Options struct {
 	// events.max_age (0 there = unlimited, here a week).
 	Retention time.Duration
 	// MaxBytes bounds the bucket (events.index.max_bytes, default
-	// 256 MiB; the postings get half of it besides); the least recently
-	// updated summaries go first.
+	// 128 MiB, about 190,000 summaries; the postings get half of it
+	// besides); the least recently updated summaries go first. Each
+	// summary is a subject: ~205 B of the embedded server's heap.
 	MaxBytes int64
 	Log      zerolog.Logger
 }
