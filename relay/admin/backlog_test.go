@@ -15,7 +15,8 @@ import (
 // TestEventsBacklogGauges: each durable consumer on the events stream has
 // its pending and ack-pending counts in /metrics, an ephemeral one (a
 // `logs -f` tail) none; after the consumer took and acknowledged its
-// events both gauges are 0 (read again once the 5 s cache expired).
+// events both gauges are 0 (read again once the 5 s cache expired); the
+// example dashboard charts both.
 func TestEventsBacklogGauges(t *testing.T) {
 	t.Parallel()
 	q := queuetest.RunJetStream(t)
@@ -40,7 +41,8 @@ func TestEventsBacklogGauges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, base := startAdmin(t, admin.Options{Metrics: admin.NewMetrics(), Queue: q})
+	m := admin.NewMetrics()
+	_, base := startAdmin(t, admin.Options{Metrics: m, Queue: q})
 	if got := metric(t, base, `jetrelay_events_consumer_pending{consumer="backlog_test"}`); got != 3 {
 		t.Fatalf("pending = %v, want 3", got)
 	}
@@ -69,6 +71,7 @@ func TestEventsBacklogGauges(t *testing.T) {
 		return metric(t, base, `jetrelay_events_consumer_pending{consumer="backlog_test"}`) == 0 &&
 			metric(t, base, `jetrelay_events_consumer_ack_pending{consumer="backlog_test"}`) == 0
 	})
+	dashboardCharts(t, m.Registry())
 }
 
 // countLines counts the lines of body that start with prefix.
