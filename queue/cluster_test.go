@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/devtools/testport"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -27,31 +27,23 @@ func (l *clusterLog) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// String is everything written so far.
+func (l *clusterLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func (l *clusterLog) has(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Contains(l.b.String(), s)
 }
 
-// clusterPorts returns n distinct free loopback TCP ports (held open until
-// all are chosen).
-func clusterPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
-}
+// clusterPorts returns n distinct loopback ports reserved for the test
+// (see testport: picked and released :0 ports were taken by other tests'
+// servers in CI).
+func clusterPorts(t *testing.T, n int) []int { return testport.Ports(t, n) }
 
 // clusterNode is the Options of node i of a test cluster on ports, every
 // node routing to every port (its own included).
@@ -124,14 +116,14 @@ func TestEmbeddedClusterFormsR3(t *testing.T) {
 	default:
 	}
 	if !log.has("waiting for the JetStream cluster: 1 of 3 nodes seen") {
-		t.Errorf("the wait does not say how many nodes are seen:\n%s", log.b.String())
+		t.Errorf("the wait does not say how many nodes are seen:\n%s", log.String())
 	}
 	second := clusterOpenAsync(t, ctx, clusterNode(t, 1, ports, "route-secret", log))
 	third := clusterOpenAsync(t, ctx, clusterNode(t, 2, ports, "route-secret", log))
 	for i, ch := range []<-chan clusterOpenResult{first, second, third} {
 		r := <-ch
 		if r.err != nil {
-			t.Fatalf("node %d: Open: %v\nlog:\n%s", i, r.err, log.b.String())
+			t.Fatalf("node %d: Open: %v\nlog:\n%s", i, r.err, log.String())
 		}
 		qs = append(qs, r.q)
 	}
@@ -150,7 +142,7 @@ func TestEmbeddedClusterFormsR3(t *testing.T) {
 		}
 	}
 	if log.has("nats_route_auth_failed") {
-		t.Errorf("route auth failures with one secret:\n%s", log.b.String())
+		t.Errorf("route auth failures with one secret:\n%s", log.String())
 	}
 }
 

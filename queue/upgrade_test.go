@@ -171,7 +171,7 @@ func TestUpgradeClusterFromWorkQueue(t *testing.T) {
 	}
 	for range opts {
 		if err := <-errs; err != nil {
-			t.Fatalf("connect: %v\nlog:\n%s", err, log.b.String())
+			t.Fatalf("connect: %v\nlog:\n%s", err, log.String())
 		}
 	}
 	want := fillLegacyOn(t, old[0], false)
@@ -192,7 +192,7 @@ func TestUpgradeClusterFromWorkQueue(t *testing.T) {
 	for i, ch := range starts {
 		r := <-ch
 		if r.err != nil {
-			t.Fatalf("node %d: Open: %v\nlog:\n%s", i, r.err, log.b.String())
+			t.Fatalf("node %d: Open: %v\nlog:\n%s", i, r.err, log.String())
 		}
 		qs = append(qs, r.q)
 	}

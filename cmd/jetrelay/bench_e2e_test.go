@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/jetrelay/jetrelay/relay/config"
+	"github.com/jetrelay/jetrelay/relay/devtools/testport"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
@@ -137,12 +138,7 @@ func writeBenchConfig(b *testing.B, mxAddr string) (string, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	subAddr := l.Addr().String()
-	l.Close()
+	subAddr := testport.Addr(b)
 	yaml := fmt.Sprintf(`hostname: relay.bench.test
 data_dir: %s
 nats: {listen: ""}

@@ -53,9 +53,7 @@ func TestClusterStatusServeNodes(t *testing.T) {
 		logs, stops = append(logs, buf), append(stops, stop)
 		dones = append(dones, done)
 	}
-	for i, l := range logs {
-		waitServeLogOrExit(t, l, dones[i], `"event":"started"`)
-	}
+	waitNodesLogOrExit(t, logs, dones, `"event":"started"`)
 	status := func() (int, string, string) { return runOps(t, clusterStatusMain, "--config", nodes[0].cfgPath) }
 	var rc int
 	var out, errOut string
@@ -97,21 +95,35 @@ func scrape(t *testing.T, base string) string {
 	return string(b)
 }
 
-// waitServeLogOrExit is waitServeLog that fails at once, with serve's
-// error, when the node's serve returned instead.
-func waitServeLogOrExit(t *testing.T, l *syncBuffer, done chan error, s string) {
+// waitNodesLogOrExit waits until every node's log contains s, failing at
+// once, with that node's error and log, when any node's serve returns
+// first (a node that cannot start must not leave the others waiting out
+// the deadline for a cluster that cannot form).
+func waitNodesLogOrExit(t *testing.T, logs []*syncBuffer, dones []chan error, s string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
-	for !strings.Contains(l.String(), s) {
-		select {
-		case err := <-done:
-			done <- err // for the cleanup's stop
-			t.Fatalf("serve returned %v before %s in the log:\n%s", err, s, l)
-		default:
+	for {
+		all := true
+		for i, l := range logs {
+			select {
+			case err := <-dones[i]:
+				dones[i] <- err // for the cleanup's stop
+				t.Fatalf("node %d: serve returned %v before %s in the log:\n%s", i, err, s, l)
+			default:
+			}
+			all = all && strings.Contains(l.String(), s)
+		}
+		if all {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s in the log:\n%s", s, l)
+			for i, l := range logs {
+				if !strings.Contains(l.String(), s) {
+					t.Errorf("node %d: no %s in the log:\n%s", i, s, l)
+				}
+			}
+			t.FailNow()
 		}
-		time.Sleep(50 * time.Millisecond) // polling a log
+		time.Sleep(50 * time.Millisecond) // polling logs
 	}
 }

@@ -3,12 +3,12 @@ package queuetest
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/devtools/testport"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 )
@@ -55,20 +55,8 @@ type Cluster struct {
 	opts  []*server.Options
 }
 
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
+// freePorts returns n loopback ports reserved for the test (testport).
+func freePorts(t testing.TB, n int) []int { return testport.Ports(t, n) }
 
 // StartCluster forms a three-node JetStream cluster (trying other route
 // ports if one was taken meanwhile); its nodes are shut down at test end.

@@ -5,13 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	mrand "math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/jetrelay/jetrelay/relay/devtools/testport"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -189,28 +188,20 @@ func (c *Cluster) Node(name string) *Node {
 	return nil
 }
 
-// Ports for the nodes come from below the kernel's ephemeral range
-// (net.ipv4.ip_local_port_range starts at 32768 by default): a port the
-// kernel hands out for :0 or for an outgoing connection could be taken by
-// then, when a node starts (or restarts) on it seconds later.
-const (
-	portLow  = 20000
-	portHigh = 32000
-)
-
-// portPicker hands out loopback addresses whose ports were free a moment
-// ago, each once.
+// portPicker hands out loopback addresses reserved with testport (below
+// the kernel's ephemeral range, locked against other processes) for the
+// rest of the process: nodes restart on their ports until it ends.
 type portPicker map[string]bool
 
 func (p portPicker) addr() string {
-	for i := 0; i < 1000; i++ {
-		addr := fmt.Sprintf("127.0.0.1:%d", portLow+mrand.IntN(portHigh-portLow))
-		if p[addr] {
-			continue
+	for range 100 {
+		port, _, err := testport.Reserve()
+		if err != nil {
+			break
 		}
-		if l, err := net.Listen("tcp", addr); err == nil {
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if !p[addr] {
 			p[addr] = true
-			l.Close()
 			return addr
 		}
 	}

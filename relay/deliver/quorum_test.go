@@ -3,27 +3,19 @@ package deliver_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/devtools/testport"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 )
 
-// freePort is a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback TCP port reserved for the test (testport).
+func freePort(t *testing.T) int { return testport.Port(t) }
 
 // node is one server of a three-node JetStream cluster on loopback.
 type node struct {

@@ -7,7 +7,6 @@ package clusterviewtest
 
 import (
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetrelay/jetrelay/queue"
+	"github.com/jetrelay/jetrelay/relay/devtools/testport"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -64,10 +64,7 @@ func Run(t testing.TB, n int) *Cluster {
 // start picks free ports and starts every node; a port taken in between
 // fails the start (Run retries with new ports).
 func start(t testing.TB, n int) (*Cluster, error) {
-	ports, err := freePorts(2 * n)
-	if err != nil {
-		return nil, err
-	}
+	ports := testport.Ports(t, 2*n)
 	c := &Cluster{t: t}
 	var routes []string
 	for i := range n {
@@ -87,26 +84,6 @@ func start(t testing.TB, n int) (*Cluster, error) {
 		}
 	}
 	return c, nil
-}
-
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // Options returns the node's server options.
