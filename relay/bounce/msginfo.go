@@ -126,7 +126,8 @@ func (b *Bouncer) acceptedInfo(ctx context.Context, qid string) (rec verpRecord,
 			}
 			pending = meta.NumPending
 			var e events.Event
-			if json.Unmarshal(msg.Data(), &e) == nil && e.QueueID == qid && e.Event == events.Accepted {
+			if events.Decode(msg.Data(), &e, events.FQueueID|events.FEvent|events.FUser|events.FMsgID|events.FMeta|events.FTag) == nil &&
+				e.QueueID == qid && e.Event == events.Accepted {
 				return verpRecord{User: e.User, MsgID: e.MsgID, Meta: e.Meta, Tag: e.Tag, full: true}, true
 			}
 		}

@@ -88,17 +88,7 @@ func FuzzMarshal(f *testing.F) {
 // BenchmarkMarshal encodes an accepted and a delivery event as the relay
 // emits them for one message.
 func BenchmarkMarshal(b *testing.B) {
-	t := time.Now().UTC()
-	evs := []*Event{
-		{Time: t, Event: Accepted, QueueID: "01KBZ3R6Q1XJ5F0E8H2K4M6N8P", MsgID: "<01KBZ3R6Q1XJ5F0E8H2K4M6N8P@relay.bench.test>",
-			ConnID: "c8f2a", RemoteAddr: "127.0.0.1:53412", User: "bench", MailFrom: Str("bench@example.test"),
-			RcptCount: 1, Size: 4460, TLS: "TLS1.3", DKIM: "none"},
-		{Time: t, Event: Delivery, QueueID: "01KBZ3R6Q1XJ5F0E8H2K4M6N8P", MsgID: "<01KBZ3R6Q1XJ5F0E8H2K4M6N8P@relay.bench.test>",
-			User: "bench", MailFrom: Str("bench@example.test"), Rcpt: "user17@example.test", Domain: "example.test",
-			Size: 4460, MX: "127.0.0.1", IP: "127.0.0.1", Port: 40123, TLS: "none", TLSPolicy: "configured",
-			Attempt: 1, Status: StatusDelivered, SMTPCode: 250, SMTPEnh: "2.0.0", Reply: "250 2.0.0 OK: queued",
-			DurationMS: 3, Arrival: t},
-	}
+	evs := benchEvents()
 	for _, enc := range []struct {
 		name string
 		f    func(*Event) ([]byte, error)
@@ -113,5 +103,21 @@ func BenchmarkMarshal(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// benchEvents are an accepted and a delivery event as the 4 KiB load
+// makes them.
+func benchEvents() []*Event {
+	t := time.Now().UTC()
+	return []*Event{
+		{Time: t, Event: Accepted, QueueID: "01KBZ3R6Q1XJ5F0E8H2K4M6N8P", MsgID: "<01KBZ3R6Q1XJ5F0E8H2K4M6N8P@relay.bench.test>",
+			ConnID: "c8f2a", RemoteAddr: "127.0.0.1:53412", User: "bench", MailFrom: Str("bench@example.test"),
+			RcptCount: 1, Size: 4460, TLS: "TLS1.3", DKIM: "none"},
+		{Time: t, Event: Delivery, QueueID: "01KBZ3R6Q1XJ5F0E8H2K4M6N8P", MsgID: "<01KBZ3R6Q1XJ5F0E8H2K4M6N8P@relay.bench.test>",
+			User: "bench", MailFrom: Str("bench@example.test"), Rcpt: "user17@example.test", Domain: "example.test",
+			Size: 4460, MX: "127.0.0.1", IP: "127.0.0.1", Port: 40123, TLS: "none", TLSPolicy: "configured",
+			Attempt: 1, Status: StatusDelivered, SMTPCode: 250, SMTPEnh: "2.0.0", Reply: "250 2.0.0 OK: queued",
+			DurationMS: 3, Arrival: t},
 	}
 }

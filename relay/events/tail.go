@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -96,7 +95,7 @@ func Tail(ctx context.Context, js jetstream.JetStream, f Filter, fn func(Record)
 			return 0, nil
 		}
 		var ev Event
-		if json.Unmarshal(msg.Data(), &ev) != nil || !m.match(&ev) {
+		if Decode(msg.Data(), &ev, AllFields) != nil || !m.match(&ev) {
 			return meta.NumPending, nil
 		}
 		rec := Record{Seq: meta.Sequence.Stream, Time: meta.Timestamp, Event: &ev, Raw: msg.Data()}

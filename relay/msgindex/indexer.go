@@ -253,31 +253,13 @@ func (x *Index) readAll(ctx context.Context, us []*update) {
 	}
 }
 
-// indexed is the part of an events.Event the index reads: decoding only
-// these fields skips the rest (connection, TLS, DKIM, durations) without
-// storing them.
-type indexed struct {
-	Time      time.Time         `json:"time"`
-	Event     string            `json:"event"`
-	QueueID   string            `json:"queue_id"`
-	MsgID     string            `json:"msg_id"`
-	User      string            `json:"user"`
-	MailFrom  *string           `json:"mail_from"`
-	Rcpt      string            `json:"rcpt"`
-	Rcpts     []string          `json:"rcpts"`
-	RcptCount int               `json:"rcpt_count"`
-	Size      int64             `json:"size"`
-	MX        string            `json:"mx"`
-	Attempt   int               `json:"attempt"`
-	Status    string            `json:"status"`
-	SMTPCode  int               `json:"smtp_code"`
-	SMTPEnh   string            `json:"smtp_enh"`
-	Reply     string            `json:"reply"`
-	DSNID     string            `json:"dsn_id"`
-	Arrival   time.Time         `json:"arrival"`
-	Meta      map[string]string `json:"meta"`
-	Tag       string            `json:"tag"`
-}
+// indexedFields are the parts of an events.Event the index reads:
+// decoding only these skips the rest (connection, TLS, DKIM, durations)
+// without storing them.
+const indexedFields = events.FTime | events.FEvent | events.FQueueID | events.FMsgID | events.FUser |
+	events.FMailFrom | events.FRcpt | events.FRcpts | events.FRcptCount | events.FSize | events.FMX |
+	events.FAttempt | events.FStatus | events.FSMTPCode | events.FSMTPEnh | events.FReply | events.FDSNID |
+	events.FArrival | events.FMeta | events.FTag
 
 // decode returns the update of one events-stream message, nil for events
 // that belong to no message.
@@ -286,19 +268,15 @@ func (x *Index) decode(m jetstream.Msg) *update {
 	if err != nil {
 		return nil
 	}
-	var e indexed
-	if err := json.Unmarshal(m.Data(), &e); err != nil {
+	ev := &events.Event{}
+	if err := events.Decode(m.Data(), ev, indexedFields); err != nil {
 		x.o.Log.Debug().Err(err).Uint64("seq", meta.Sequence.Stream).Msg("message index: unreadable event skipped")
 		return nil
 	}
-	if _, ok := key(e.QueueID); !ok {
+	if _, ok := key(ev.QueueID); !ok {
 		return nil
 	}
-	ev := &events.Event{Time: e.Time, Event: e.Event, QueueID: e.QueueID, MsgID: e.MsgID, User: e.User,
-		MailFrom: e.MailFrom, Rcpt: e.Rcpt, Rcpts: e.Rcpts, RcptCount: e.RcptCount, Size: e.Size, MX: e.MX,
-		Attempt: e.Attempt, Status: e.Status, SMTPCode: e.SMTPCode, SMTPEnh: e.SMTPEnh, Reply: e.Reply,
-		DSNID: e.DSNID, Arrival: e.Arrival, Meta: e.Meta, Tag: e.Tag}
-	return &update{id: e.QueueID, seqs: []uint64{meta.Sequence.Stream}, evs: []*events.Event{ev},
+	return &update{id: ev.QueueID, seqs: []uint64{meta.Sequence.Stream}, evs: []*events.Event{ev},
 		msgs: []jetstream.Msg{m}}
 }
 

@@ -3,7 +3,6 @@ package webhooks
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"slices"
@@ -207,7 +206,7 @@ func (s *sender) items(msgs []jetstream.Msg) []item {
 			continue
 		}
 		var e events.Event
-		if json.Unmarshal(m.Data(), &e) != nil {
+		if events.Decode(m.Data(), &e, events.AllFields) != nil {
 			continue
 		}
 		typ := TypeOf(&e)

@@ -1,0 +1,643 @@
+package events
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// FieldMask selects the fields of an Event that Decode fills, one bit each
+// (named after the Go fields). Every reader of the events stream decodes
+// every event, so each takes only what it uses: the others are checked
+// for their type but not copied.
+type FieldMask uint64
+
+// The field bits, in the order of Event's fields.
+const (
+	FTime FieldMask = 1 << iota
+	FEvent
+	FQueueID
+	FMsgID
+	FConnID
+	FRemoteAddr
+	FUser
+	FMailFrom
+	FRcpt
+	FRcpts
+	FRcptCount
+	FDomain
+	FSize
+	FMX
+	FIP
+	FSource
+	FPort
+	FTLS
+	FTLSPolicy
+	FTLSFailure
+	FTLSCipher
+	FTLSVerified
+	FDKIM
+	FAttempt
+	FStatus
+	FSMTPCode
+	FSMTPEnh
+	FReply
+	FReason
+	FDurationMS
+	FNextAttempt
+	FDSNID
+	FActor
+	FArrival
+	FProvider
+	FRule
+	FAction
+	FUntil
+	FMeta
+	FTag
+	FFeedbackType
+	fieldsEnd
+
+	// AllFields is every field: Decode is then json.Unmarshal.
+	AllFields = fieldsEnd - 1
+)
+
+// Decode reads the JSON event data into e (reset first), filling the
+// fields in want; the result and whether it fails are those of
+// json.Unmarshal into an Event, restricted to want.
+//
+// It is the reflection-free reader of what Marshal writes: one pass, no
+// allocation but the wanted strings (and their slice, map and pointers).
+// A document outside that shape — a key Event's tags do not spell
+// exactly (encoding/json matches keys without regard to case), a key
+// twice, a null, a number that is not a plain integer, trailing bytes, a
+// syntax error — is handed to encoding/json, whose answer it returns.
+func Decode(data []byte, e *Event, want FieldMask) error {
+	*e = Event{}
+	if decodeFast(data, e, want) {
+		return nil
+	}
+	var full Event // apart from e, so that e does not escape on the fast path
+	if err := json.Unmarshal(data, &full); err != nil {
+		*e = Event{}
+		return err
+	}
+	full.keep(want)
+	*e = full
+	return nil
+}
+
+// decodeFast is Decode's own reader; false: not its shape (e then holds
+// anything).
+func decodeFast(data []byte, e *Event, want FieldMask) bool {
+	d := decoder{b: data, want: want, e: e}
+	return d.object()
+}
+
+// keep zeroes the fields not in want.
+func (e *Event) keep(want FieldMask) {
+	if want == AllFields {
+		return
+	}
+	var z Event
+	clear := func(bit FieldMask, f func()) {
+		if want&bit == 0 {
+			f()
+		}
+	}
+	clear(FTime, func() { e.Time = z.Time })
+	clear(FEvent, func() { e.Event = "" })
+	clear(FQueueID, func() { e.QueueID = "" })
+	clear(FMsgID, func() { e.MsgID = "" })
+	clear(FConnID, func() { e.ConnID = "" })
+	clear(FRemoteAddr, func() { e.RemoteAddr = "" })
+	clear(FUser, func() { e.User = "" })
+	clear(FMailFrom, func() { e.MailFrom = nil })
+	clear(FRcpt, func() { e.Rcpt = "" })
+	clear(FRcpts, func() { e.Rcpts = nil })
+	clear(FRcptCount, func() { e.RcptCount = 0 })
+	clear(FDomain, func() { e.Domain = "" })
+	clear(FSize, func() { e.Size = 0 })
+	clear(FMX, func() { e.MX = "" })
+	clear(FIP, func() { e.IP = "" })
+	clear(FSource, func() { e.Source = "" })
+	clear(FPort, func() { e.Port = 0 })
+	clear(FTLS, func() { e.TLS = "" })
+	clear(FTLSPolicy, func() { e.TLSPolicy = "" })
+	clear(FTLSFailure, func() { e.TLSFailure = "" })
+	clear(FTLSCipher, func() { e.TLSCipher = "" })
+	clear(FTLSVerified, func() { e.TLSVerified = nil })
+	clear(FDKIM, func() { e.DKIM = "" })
+	clear(FAttempt, func() { e.Attempt = 0 })
+	clear(FStatus, func() { e.Status = "" })
+	clear(FSMTPCode, func() { e.SMTPCode = 0 })
+	clear(FSMTPEnh, func() { e.SMTPEnh = "" })
+	clear(FReply, func() { e.Reply = "" })
+	clear(FReason, func() { e.Reason = "" })
+	clear(FDurationMS, func() { e.DurationMS = 0 })
+	clear(FNextAttempt, func() { e.NextAttempt = nil })
+	clear(FDSNID, func() { e.DSNID = "" })
+	clear(FActor, func() { e.Actor = "" })
+	clear(FArrival, func() { e.Arrival = z.Arrival })
+	clear(FProvider, func() { e.Provider = "" })
+	clear(FRule, func() { e.Rule = "" })
+	clear(FAction, func() { e.Action = "" })
+	clear(FUntil, func() { e.Until = nil })
+	clear(FMeta, func() { e.Meta = nil })
+	clear(FTag, func() { e.Tag = "" })
+	clear(FFeedbackType, func() { e.FeedbackType = "" })
+}
+
+// decoder is one pass over an event; any method returning false means
+// "not the shape this reader takes" (encoding/json decides then).
+type decoder struct {
+	b    []byte
+	i    int
+	want FieldMask
+	seen FieldMask
+	e    *Event
+}
+
+func (d *decoder) ws() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// byte consumes c (after white space).
+func (d *decoder) byte(c byte) bool {
+	d.ws()
+	if d.i < len(d.b) && d.b[d.i] == c {
+		d.i++
+		return true
+	}
+	return false
+}
+
+func (d *decoder) peek() byte {
+	d.ws()
+	if d.i < len(d.b) {
+		return d.b[d.i]
+	}
+	return 0
+}
+
+func (d *decoder) object() bool {
+	if !d.byte('{') {
+		return false
+	}
+	if d.byte('}') {
+		return d.end()
+	}
+	for {
+		key, esc, ok := d.rawString()
+		if !ok || esc || !d.byte(':') {
+			return false
+		}
+		if !d.field(key) {
+			return false
+		}
+		if d.byte(',') {
+			continue
+		}
+		if d.byte('}') {
+			return d.end()
+		}
+		return false
+	}
+}
+
+func (d *decoder) end() bool {
+	d.ws()
+	return d.i == len(d.b)
+}
+
+// take marks bit seen (a repeated key is not taken) and says whether the
+// value is wanted.
+func (d *decoder) take(bit FieldMask) (wanted, ok bool) {
+	if d.seen&bit != 0 {
+		return false, false
+	}
+	d.seen |= bit
+	return d.want&bit != 0, true
+}
+
+func (d *decoder) field(key []byte) bool {
+	e := d.e
+	switch string(key) {
+	case "time":
+		return d.timeField(FTime, &e.Time)
+	case "event":
+		return d.stringField(FEvent, &e.Event)
+	case "queue_id":
+		return d.stringField(FQueueID, &e.QueueID)
+	case "msg_id":
+		return d.stringField(FMsgID, &e.MsgID)
+	case "conn_id":
+		return d.stringField(FConnID, &e.ConnID)
+	case "remote_addr":
+		return d.stringField(FRemoteAddr, &e.RemoteAddr)
+	case "user":
+		return d.stringField(FUser, &e.User)
+	case "mail_from":
+		var s string
+		w, ok := d.take(FMailFrom)
+		if !ok || !d.stringValue(w, &s) {
+			return false
+		}
+		if w {
+			e.MailFrom = &s
+		}
+		return true
+	case "rcpt":
+		return d.stringField(FRcpt, &e.Rcpt)
+	case "rcpts":
+		return d.stringsField(FRcpts, &e.Rcpts)
+	case "rcpt_count":
+		return d.intField(FRcptCount, func(v int64) { e.RcptCount = int(v) })
+	case "domain":
+		return d.stringField(FDomain, &e.Domain)
+	case "size":
+		return d.intField(FSize, func(v int64) { e.Size = v })
+	case "mx":
+		return d.stringField(FMX, &e.MX)
+	case "ip":
+		return d.stringField(FIP, &e.IP)
+	case "source":
+		return d.stringField(FSource, &e.Source)
+	case "port":
+		return d.intField(FPort, func(v int64) { e.Port = int(v) })
+	case "tls":
+		return d.stringField(FTLS, &e.TLS)
+	case "tls_policy":
+		return d.stringField(FTLSPolicy, &e.TLSPolicy)
+	case "tls_failure":
+		return d.stringField(FTLSFailure, &e.TLSFailure)
+	case "tls_cipher":
+		return d.stringField(FTLSCipher, &e.TLSCipher)
+	case "tls_verified":
+		w, ok := d.take(FTLSVerified)
+		if !ok {
+			return false
+		}
+		var v bool
+		switch {
+		case d.literal("true"):
+			v = true
+		case d.literal("false"):
+		default:
+			return false
+		}
+		if w {
+			e.TLSVerified = &v
+		}
+		return true
+	case "dkim":
+		return d.stringField(FDKIM, &e.DKIM)
+	case "attempt":
+		return d.intField(FAttempt, func(v int64) { e.Attempt = int(v) })
+	case "status":
+		return d.stringField(FStatus, &e.Status)
+	case "smtp_code":
+		return d.intField(FSMTPCode, func(v int64) { e.SMTPCode = int(v) })
+	case "smtp_enh":
+		return d.stringField(FSMTPEnh, &e.SMTPEnh)
+	case "reply":
+		return d.stringField(FReply, &e.Reply)
+	case "reason":
+		return d.stringField(FReason, &e.Reason)
+	case "duration_ms":
+		return d.intField(FDurationMS, func(v int64) { e.DurationMS = v })
+	case "next_attempt":
+		return d.timePtrField(FNextAttempt, &e.NextAttempt)
+	case "dsn_id":
+		return d.stringField(FDSNID, &e.DSNID)
+	case "actor":
+		return d.stringField(FActor, &e.Actor)
+	case "arrival":
+		return d.timeField(FArrival, &e.Arrival)
+	case "provider":
+		return d.stringField(FProvider, &e.Provider)
+	case "rule":
+		return d.stringField(FRule, &e.Rule)
+	case "action":
+		return d.stringField(FAction, &e.Action)
+	case "until":
+		return d.timePtrField(FUntil, &e.Until)
+	case "meta":
+		return d.metaField()
+	case "tag":
+		return d.stringField(FTag, &e.Tag)
+	case "feedback_type":
+		return d.stringField(FFeedbackType, &e.FeedbackType)
+	}
+	return false
+}
+
+func (d *decoder) literal(s string) bool {
+	d.ws()
+	if len(d.b)-d.i >= len(s) && string(d.b[d.i:d.i+len(s)]) == s {
+		d.i += len(s)
+		return true
+	}
+	return false
+}
+
+func (d *decoder) stringField(bit FieldMask, dst *string) bool {
+	w, ok := d.take(bit)
+	return ok && d.stringValue(w, dst)
+}
+
+// stringValue reads a string, stored in dst when w.
+func (d *decoder) stringValue(w bool, dst *string) bool {
+	raw, esc, ok := d.rawString()
+	if !ok {
+		return false
+	}
+	if w {
+		*dst = unquote(raw, esc)
+	}
+	return true
+}
+
+func (d *decoder) stringsField(bit FieldMask, dst *[]string) bool {
+	w, ok := d.take(bit)
+	if !ok || !d.byte('[') {
+		return false
+	}
+	var out []string
+	if w {
+		out = []string{}
+	}
+	if !d.byte(']') {
+		for {
+			raw, esc, ok := d.rawString()
+			if !ok {
+				return false
+			}
+			if w {
+				out = append(out, unquote(raw, esc))
+			}
+			if d.byte(',') {
+				continue
+			}
+			if !d.byte(']') {
+				return false
+			}
+			break
+		}
+	}
+	if w {
+		*dst = out
+	}
+	return true
+}
+
+func (d *decoder) metaField() bool {
+	w, ok := d.take(FMeta)
+	if !ok || !d.byte('{') {
+		return false
+	}
+	var m map[string]string
+	if w {
+		m = map[string]string{}
+	}
+	if !d.byte('}') {
+		for {
+			k, kesc, ok := d.rawString()
+			if !ok || !d.byte(':') {
+				return false
+			}
+			v, vesc, ok := d.rawString()
+			if !ok {
+				return false
+			}
+			if w {
+				m[unquote(k, kesc)] = unquote(v, vesc)
+			}
+			if d.byte(',') {
+				continue
+			}
+			if !d.byte('}') {
+				return false
+			}
+			break
+		}
+	}
+	if w {
+		d.e.Meta = m
+	}
+	return true
+}
+
+// intField reads a plain JSON integer (no fraction or exponent) that fits
+// 64 bits; set receives it when wanted.
+func (d *decoder) intField(bit FieldMask, set func(int64)) bool {
+	w, ok := d.take(bit)
+	if !ok {
+		return false
+	}
+	d.ws()
+	start := d.i
+	if d.i < len(d.b) && d.b[d.i] == '-' {
+		d.i++
+	}
+	digits := d.i
+	for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
+		d.i++
+	}
+	n := d.i - digits
+	if n == 0 || (n > 1 && d.b[digits] == '0') {
+		return false
+	}
+	if d.i < len(d.b) {
+		switch d.b[d.i] {
+		case '.', 'e', 'E':
+			return false
+		}
+	}
+	v, err := strconv.ParseInt(string(d.b[start:d.i]), 10, 64)
+	if err != nil {
+		return false
+	}
+	if w {
+		set(v)
+	}
+	return true
+}
+
+// timeField reads a time as encoding/json does: the quoted token to
+// time.Time's UnmarshalJSON (which checks it whether wanted or not).
+func (d *decoder) timeField(bit FieldMask, dst *time.Time) bool {
+	w, ok := d.take(bit)
+	if !ok {
+		return false
+	}
+	var t time.Time
+	if !d.timeValue(&t) {
+		return false
+	}
+	if w {
+		*dst = t
+	}
+	return true
+}
+
+func (d *decoder) timePtrField(bit FieldMask, dst **time.Time) bool {
+	w, ok := d.take(bit)
+	if !ok {
+		return false
+	}
+	var t time.Time
+	if !d.timeValue(&t) {
+		return false
+	}
+	if w {
+		*dst = &t
+	}
+	return true
+}
+
+func (d *decoder) timeValue(t *time.Time) bool {
+	d.ws()
+	start := d.i
+	if _, _, ok := d.rawString(); !ok {
+		return false
+	}
+	return t.UnmarshalJSON(d.b[start:d.i]) == nil
+}
+
+// rawString reads a JSON string, returning its bytes between the quotes
+// and whether they hold an escape; false on anything JSON's grammar
+// refuses in a string (a control character, a bad escape, no end).
+func (d *decoder) rawString() (raw []byte, esc, ok bool) {
+	if !d.byte('"') {
+		return nil, false, false
+	}
+	start := d.i
+	for d.i < len(d.b) {
+		c := d.b[d.i]
+		switch {
+		case c == '"':
+			raw = d.b[start:d.i]
+			d.i++
+			return raw, esc, true
+		case c == '\\':
+			esc = true
+			if d.i+1 >= len(d.b) {
+				return nil, false, false
+			}
+			switch d.b[d.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				d.i += 2
+			case 'u':
+				if d.i+6 > len(d.b) || getu4(d.b[d.i:]) < 0 {
+					return nil, false, false
+				}
+				d.i += 6
+			default:
+				return nil, false, false
+			}
+		case c < 0x20:
+			return nil, false, false
+		default:
+			if c >= utf8.RuneSelf {
+				esc = true // maybe not valid UTF-8: unquote checks
+			}
+			d.i++
+		}
+	}
+	return nil, false, false
+}
+
+// getu4 decodes \uXXXX at the start of s, or returns -1.
+func getu4(s []byte) rune {
+	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
+		return -1
+	}
+	var r rune
+	for _, c := range s[2:6] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return -1
+		}
+		r = r*16 + rune(c)
+	}
+	return r
+}
+
+// unquote turns a string's raw bytes (already checked by rawString) into
+// its value as encoding/json does: escapes decoded, a lone surrogate or
+// an invalid UTF-8 byte becoming U+FFFD.
+func unquote(s []byte, esc bool) string {
+	if !esc || utf8.Valid(s) && !hasByte(s, '\\') {
+		return string(s)
+	}
+	b := make([]byte, 0, len(s)+2*utf8.UTFMax)
+	for r := 0; r < len(s); {
+		c := s[r]
+		switch {
+		case c == '\\':
+			switch s[r+1] {
+			case '"', '\\', '/':
+				b = append(b, s[r+1])
+			case 'b':
+				b = append(b, '\b')
+			case 'f':
+				b = append(b, '\f')
+			case 'n':
+				b = append(b, '\n')
+			case 'r':
+				b = append(b, '\r')
+			case 't':
+				b = append(b, '\t')
+			case 'u':
+				rr := getu4(s[r:])
+				r += 6
+				if utf16.IsSurrogate(rr) {
+					if rr1 := getu4(s[r:]); rr1 >= 0 {
+						if dec := utf16.DecodeRune(rr, rr1); dec != unicode.ReplacementChar {
+							b = utf8.AppendRune(b, dec)
+							r += 6
+							continue
+						}
+					}
+					rr = unicode.ReplacementChar
+				}
+				b = utf8.AppendRune(b, rr)
+				continue
+			}
+			r += 2
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			r++
+		default:
+			rr, size := utf8.DecodeRune(s[r:])
+			r += size
+			b = utf8.AppendRune(b, rr) // RuneError for an invalid byte, as encoding/json
+		}
+	}
+	return string(b)
+}
+
+func hasByte(s []byte, c byte) bool {
+	for _, x := range s {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
