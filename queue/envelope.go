@@ -2,7 +2,6 @@ package queue
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -76,13 +75,10 @@ type Envelope struct {
 	TLSReport bool `json:"tls_report,omitempty"`
 }
 
-// Marshal encodes the envelope for the Jr-Env header.
-func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }
-
 // UnmarshalEnvelope decodes a Jr-Env header value.
 func UnmarshalEnvelope(b []byte) (*Envelope, error) {
 	var e Envelope
-	if err := json.Unmarshal(b, &e); err != nil {
+	if err := decodeEnvelope(b, &e); err != nil {
 		return nil, fmt.Errorf("queue: bad envelope: %w", err)
 	}
 	if e.ID == "" || e.Domain == "" || len(e.Rcpts) == 0 {

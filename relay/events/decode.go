@@ -2,11 +2,9 @@ package events
 
 import (
 	"encoding/json"
-	"strconv"
 	"time"
-	"unicode"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/jetrelay/jetrelay/relay/jsonwire"
 )
 
 // FieldMask selects the fields of an Event that Decode fills, one bit each
@@ -92,7 +90,7 @@ func Decode(data []byte, e *Event, want FieldMask) error {
 // decodeFast is Decode's own reader; false: not its shape (e then holds
 // anything).
 func decodeFast(data []byte, e *Event, want FieldMask) bool {
-	d := decoder{b: data, want: want, e: e}
+	d := decoder{Reader: jsonwire.NewReader(data), want: want, e: e}
 	return d.object()
 }
 
@@ -153,70 +151,35 @@ func (e *Event) keep(want FieldMask) {
 // decoder is one pass over an event; any method returning false means
 // "not the shape this reader takes" (encoding/json decides then).
 type decoder struct {
-	b    []byte
-	i    int
+	jsonwire.Reader
 	want FieldMask
 	seen FieldMask
 	e    *Event
 }
 
-func (d *decoder) ws() {
-	for d.i < len(d.b) {
-		switch d.b[d.i] {
-		case ' ', '\t', '\n', '\r':
-			d.i++
-		default:
-			return
-		}
-	}
-}
-
-// byte consumes c (after white space).
-func (d *decoder) byte(c byte) bool {
-	d.ws()
-	if d.i < len(d.b) && d.b[d.i] == c {
-		d.i++
-		return true
-	}
-	return false
-}
-
-func (d *decoder) peek() byte {
-	d.ws()
-	if d.i < len(d.b) {
-		return d.b[d.i]
-	}
-	return 0
-}
-
 func (d *decoder) object() bool {
-	if !d.byte('{') {
+	if !d.Byte('{') {
 		return false
 	}
-	if d.byte('}') {
-		return d.end()
+	if d.Byte('}') {
+		return d.End()
 	}
 	for {
-		key, esc, ok := d.rawString()
-		if !ok || esc || !d.byte(':') {
+		key, esc, ok := d.RawString()
+		if !ok || esc || !d.Byte(':') {
 			return false
 		}
 		if !d.field(key) {
 			return false
 		}
-		if d.byte(',') {
+		if d.Byte(',') {
 			continue
 		}
-		if d.byte('}') {
-			return d.end()
+		if d.Byte('}') {
+			return d.End()
 		}
 		return false
 	}
-}
-
-func (d *decoder) end() bool {
-	d.ws()
-	return d.i == len(d.b)
 }
 
 // take marks bit seen (a repeated key is not taken) and says whether the
@@ -249,7 +212,7 @@ func (d *decoder) field(key []byte) bool {
 	case "mail_from":
 		var s string
 		w, ok := d.take(FMailFrom)
-		if !ok || !d.stringValue(w, &s) {
+		if !ok || !d.String(w, &s) {
 			return false
 		}
 		if w {
@@ -287,12 +250,8 @@ func (d *decoder) field(key []byte) bool {
 		if !ok {
 			return false
 		}
-		var v bool
-		switch {
-		case d.literal("true"):
-			v = true
-		case d.literal("false"):
-		default:
+		v, ok := d.Bool()
+		if !ok {
 			return false
 		}
 		if w {
@@ -341,54 +300,33 @@ func (d *decoder) field(key []byte) bool {
 	return false
 }
 
-func (d *decoder) literal(s string) bool {
-	d.ws()
-	if len(d.b)-d.i >= len(s) && string(d.b[d.i:d.i+len(s)]) == s {
-		d.i += len(s)
-		return true
-	}
-	return false
-}
-
 func (d *decoder) stringField(bit FieldMask, dst *string) bool {
 	w, ok := d.take(bit)
-	return ok && d.stringValue(w, dst)
-}
-
-// stringValue reads a string, stored in dst when w.
-func (d *decoder) stringValue(w bool, dst *string) bool {
-	raw, esc, ok := d.rawString()
-	if !ok {
-		return false
-	}
-	if w {
-		*dst = unquote(raw, esc)
-	}
-	return true
+	return ok && d.String(w, dst)
 }
 
 func (d *decoder) stringsField(bit FieldMask, dst *[]string) bool {
 	w, ok := d.take(bit)
-	if !ok || !d.byte('[') {
+	if !ok || !d.Byte('[') {
 		return false
 	}
 	var out []string
 	if w {
 		out = []string{}
 	}
-	if !d.byte(']') {
+	if !d.Byte(']') {
 		for {
-			raw, esc, ok := d.rawString()
+			raw, esc, ok := d.RawString()
 			if !ok {
 				return false
 			}
 			if w {
-				out = append(out, unquote(raw, esc))
+				out = append(out, jsonwire.Unquote(raw, esc))
 			}
-			if d.byte(',') {
+			if d.Byte(',') {
 				continue
 			}
-			if !d.byte(']') {
+			if !d.Byte(']') {
 				return false
 			}
 			break
@@ -402,30 +340,30 @@ func (d *decoder) stringsField(bit FieldMask, dst *[]string) bool {
 
 func (d *decoder) metaField() bool {
 	w, ok := d.take(FMeta)
-	if !ok || !d.byte('{') {
+	if !ok || !d.Byte('{') {
 		return false
 	}
 	var m map[string]string
 	if w {
 		m = map[string]string{}
 	}
-	if !d.byte('}') {
+	if !d.Byte('}') {
 		for {
-			k, kesc, ok := d.rawString()
-			if !ok || !d.byte(':') {
+			k, kesc, ok := d.RawString()
+			if !ok || !d.Byte(':') {
 				return false
 			}
-			v, vesc, ok := d.rawString()
+			v, vesc, ok := d.RawString()
 			if !ok {
 				return false
 			}
 			if w {
-				m[unquote(k, kesc)] = unquote(v, vesc)
+				m[jsonwire.Unquote(k, kesc)] = jsonwire.Unquote(v, vesc)
 			}
-			if d.byte(',') {
+			if d.Byte(',') {
 				continue
 			}
-			if !d.byte('}') {
+			if !d.Byte('}') {
 				return false
 			}
 			break
@@ -444,27 +382,8 @@ func (d *decoder) intField(bit FieldMask, set func(int64)) bool {
 	if !ok {
 		return false
 	}
-	d.ws()
-	start := d.i
-	if d.i < len(d.b) && d.b[d.i] == '-' {
-		d.i++
-	}
-	digits := d.i
-	for d.i < len(d.b) && d.b[d.i] >= '0' && d.b[d.i] <= '9' {
-		d.i++
-	}
-	n := d.i - digits
-	if n == 0 || (n > 1 && d.b[digits] == '0') {
-		return false
-	}
-	if d.i < len(d.b) {
-		switch d.b[d.i] {
-		case '.', 'e', 'E':
-			return false
-		}
-	}
-	v, err := strconv.ParseInt(string(d.b[start:d.i]), 10, 64)
-	if err != nil {
+	v, ok := d.Int()
+	if !ok {
 		return false
 	}
 	if w {
@@ -481,7 +400,7 @@ func (d *decoder) timeField(bit FieldMask, dst *time.Time) bool {
 		return false
 	}
 	var t time.Time
-	if !d.timeValue(&t) {
+	if !d.Time(&t) {
 		return false
 	}
 	if w {
@@ -496,148 +415,11 @@ func (d *decoder) timePtrField(bit FieldMask, dst **time.Time) bool {
 		return false
 	}
 	var t time.Time
-	if !d.timeValue(&t) {
+	if !d.Time(&t) {
 		return false
 	}
 	if w {
 		*dst = &t
 	}
 	return true
-}
-
-func (d *decoder) timeValue(t *time.Time) bool {
-	d.ws()
-	start := d.i
-	if _, _, ok := d.rawString(); !ok {
-		return false
-	}
-	return t.UnmarshalJSON(d.b[start:d.i]) == nil
-}
-
-// rawString reads a JSON string, returning its bytes between the quotes
-// and whether they hold an escape; false on anything JSON's grammar
-// refuses in a string (a control character, a bad escape, no end).
-func (d *decoder) rawString() (raw []byte, esc, ok bool) {
-	if !d.byte('"') {
-		return nil, false, false
-	}
-	start := d.i
-	for d.i < len(d.b) {
-		c := d.b[d.i]
-		switch {
-		case c == '"':
-			raw = d.b[start:d.i]
-			d.i++
-			return raw, esc, true
-		case c == '\\':
-			esc = true
-			if d.i+1 >= len(d.b) {
-				return nil, false, false
-			}
-			switch d.b[d.i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				d.i += 2
-			case 'u':
-				if d.i+6 > len(d.b) || getu4(d.b[d.i:]) < 0 {
-					return nil, false, false
-				}
-				d.i += 6
-			default:
-				return nil, false, false
-			}
-		case c < 0x20:
-			return nil, false, false
-		default:
-			if c >= utf8.RuneSelf {
-				esc = true // maybe not valid UTF-8: unquote checks
-			}
-			d.i++
-		}
-	}
-	return nil, false, false
-}
-
-// getu4 decodes \uXXXX at the start of s, or returns -1.
-func getu4(s []byte) rune {
-	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
-		return -1
-	}
-	var r rune
-	for _, c := range s[2:6] {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return -1
-		}
-		r = r*16 + rune(c)
-	}
-	return r
-}
-
-// unquote turns a string's raw bytes (already checked by rawString) into
-// its value as encoding/json does: escapes decoded, a lone surrogate or
-// an invalid UTF-8 byte becoming U+FFFD.
-func unquote(s []byte, esc bool) string {
-	if !esc || utf8.Valid(s) && !hasByte(s, '\\') {
-		return string(s)
-	}
-	b := make([]byte, 0, len(s)+2*utf8.UTFMax)
-	for r := 0; r < len(s); {
-		c := s[r]
-		switch {
-		case c == '\\':
-			switch s[r+1] {
-			case '"', '\\', '/':
-				b = append(b, s[r+1])
-			case 'b':
-				b = append(b, '\b')
-			case 'f':
-				b = append(b, '\f')
-			case 'n':
-				b = append(b, '\n')
-			case 'r':
-				b = append(b, '\r')
-			case 't':
-				b = append(b, '\t')
-			case 'u':
-				rr := getu4(s[r:])
-				r += 6
-				if utf16.IsSurrogate(rr) {
-					if rr1 := getu4(s[r:]); rr1 >= 0 {
-						if dec := utf16.DecodeRune(rr, rr1); dec != unicode.ReplacementChar {
-							b = utf8.AppendRune(b, dec)
-							r += 6
-							continue
-						}
-					}
-					rr = unicode.ReplacementChar
-				}
-				b = utf8.AppendRune(b, rr)
-				continue
-			}
-			r += 2
-		case c < utf8.RuneSelf:
-			b = append(b, c)
-			r++
-		default:
-			rr, size := utf8.DecodeRune(s[r:])
-			r += size
-			b = utf8.AppendRune(b, rr) // RuneError for an invalid byte, as encoding/json
-		}
-	}
-	return string(b)
-}
-
-func hasByte(s []byte, c byte) bool {
-	for _, x := range s {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }

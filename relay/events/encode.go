@@ -3,12 +3,12 @@ package events
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/jetrelay/jetrelay/relay/jsonwire"
 )
 
 // Marshal encodes e exactly as encoding/json does (same fields, order,
@@ -40,22 +40,20 @@ var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return 
 
 const maxPooledEncode = 16 << 10
 
-var errTimeRange = errors.New("events: time outside RFC 3339")
-
 func (e *Event) appendJSON(b []byte) ([]byte, error) {
 	var err error
 	b = append(b, `{"time":`...)
-	if b, err = appendTime(b, e.Time); err != nil {
+	if b, err = jsonwire.AppendTime(b, e.Time); err != nil {
 		return nil, err
 	}
-	b = appendStr(append(b, `,"event":`...), e.Event)
+	b = jsonwire.AppendString(append(b, `,"event":`...), e.Event)
 	b = field(b, "queue_id", e.QueueID)
 	b = field(b, "msg_id", e.MsgID)
 	b = field(b, "conn_id", e.ConnID)
 	b = field(b, "remote_addr", e.RemoteAddr)
 	b = field(b, "user", e.User)
 	if e.MailFrom != nil {
-		b = appendStr(append(b, `,"mail_from":`...), *e.MailFrom)
+		b = jsonwire.AppendString(append(b, `,"mail_from":`...), *e.MailFrom)
 	}
 	b = field(b, "rcpt", e.Rcpt)
 	if len(e.Rcpts) > 0 {
@@ -64,7 +62,7 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendStr(b, r)
+			b = jsonwire.AppendString(b, r)
 		}
 		b = append(b, ']')
 	}
@@ -96,7 +94,7 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 	b = field(b, "dsn_id", e.DSNID)
 	b = field(b, "actor", e.Actor)
 	if !e.Arrival.IsZero() {
-		if b, err = appendTime(append(b, `,"arrival":`...), e.Arrival); err != nil {
+		if b, err = jsonwire.AppendTime(append(b, `,"arrival":`...), e.Arrival); err != nil {
 			return nil, err
 		}
 	}
@@ -123,7 +121,7 @@ func (e *Event) appendTail(b []byte) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendStr(append(appendStr(b, k), ':'), e.Meta[k])
+			b = jsonwire.AppendString(append(jsonwire.AppendString(b, k), ':'), e.Meta[k])
 		}
 		b = append(b, '}')
 	}
@@ -138,7 +136,7 @@ func field(b []byte, name, v string) []byte {
 		return b
 	}
 	b = append(append(append(b, `,"`...), name...), `":`...)
-	return appendStr(b, v)
+	return jsonwire.AppendString(b, v)
 }
 
 func intField(b []byte, name string, v int64) []byte {
@@ -154,76 +152,5 @@ func timePtrField(b []byte, name string, t *time.Time) ([]byte, error) {
 		return b, nil
 	}
 	b = append(append(append(b, `,"`...), name...), `":`...)
-	return appendTime(b, *t)
-}
-
-// appendTime is time.Time.MarshalJSON: RFC 3339 with nanoseconds, and the
-// same refusals (time.Time.appendStrictRFC3339).
-func appendTime(b []byte, t time.Time) ([]byte, error) {
-	n0 := len(b) + 1
-	b = append(t.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
-	s := b[n0 : len(b)-1]
-	switch {
-	case len(s) < len("9999-") || s[4] != '-':
-		return nil, errTimeRange
-	case s[len(s)-1] != 'Z':
-		c := s[len(s)-len("Z07:00")]
-		h := s[len(s)-len("07:00"):]
-		if ('0' <= c && c <= '9') || 10*(h[0]-'0')+(h[1]-'0') >= 24 {
-			return nil, errTimeRange
-		}
-	}
-	return b, nil
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendStr is encoding/json's string encoding with HTML escaping (the
-// default of json.Marshal): ", \ and control characters escaped, <, > and
-// & as \u003c and the like, invalid UTF-8 as \ufffd, U+2028 and U+2029
-// escaped.
-func appendStr(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(append(b, s[start:i]...), `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(append(b, s[start:i]...), '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	return append(append(b, s[start:]...), '"')
+	return jsonwire.AppendTime(b, *t)
 }
