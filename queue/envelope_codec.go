@@ -3,7 +3,6 @@ package queue
 import (
 	"bytes"
 	"encoding/json"
-	"slices"
 	"strconv"
 	"sync"
 
@@ -87,19 +86,7 @@ func (e *Envelope) appendJSON(b []byte) ([]byte, error) {
 	}
 	b = strField(b, "waiting", e.Waiting)
 	if len(e.Meta) > 0 {
-		b = append(b, `,"meta":{`...)
-		keys := make([]string, 0, len(e.Meta))
-		for k := range e.Meta {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = jsonwire.AppendString(append(jsonwire.AppendString(b, k), ':'), e.Meta[k])
-		}
-		b = append(b, '}')
+		b = jsonwire.AppendStringMap(append(b, `,"meta":`...), e.Meta)
 	}
 	b = strField(b, "tag", e.Tag)
 	b = boolField(b, "tls_report", e.TLSReport)
@@ -109,14 +96,7 @@ func (e *Envelope) appendJSON(b []byte) ([]byte, error) {
 func (r *Recipient) appendJSON(b []byte) []byte {
 	b = jsonwire.AppendString(append(b, `{"addr":`...), r.Addr)
 	if len(r.Notify) > 0 {
-		b = append(b, `,"notify":[`...)
-		for i, n := range r.Notify {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = jsonwire.AppendString(b, n)
-		}
-		b = append(b, ']')
+		b = jsonwire.AppendStrings(append(b, `,"notify":`...), r.Notify)
 	}
 	b = strField(b, "orcpt", r.ORCPT)
 	return append(b, '}')
@@ -181,16 +161,9 @@ type envReader struct {
 // object reads {"key":value,...}, each key once (seen is the keys'
 // bits, as key returns them; a key it does not know is false).
 func (d *envReader) object(key func(k []byte) (bit uint64, ok bool)) bool {
-	if !d.Byte('{') {
-		return false
-	}
-	if d.Byte('}') {
-		return true
-	}
 	var seen uint64
-	for {
-		k, esc, ok := d.RawString()
-		if !ok || esc || !d.Byte(':') {
+	return d.Object(func(k []byte, esc bool) bool {
+		if esc {
 			return false
 		}
 		bit, ok := key(k)
@@ -198,11 +171,8 @@ func (d *envReader) object(key func(k []byte) (bit uint64, ok bool)) bool {
 			return false
 		}
 		seen |= bit
-		if d.Byte(',') {
-			continue
-		}
-		return d.Byte('}')
-	}
+		return true
+	})
 }
 
 func (d *envReader) int(dst *int) bool {
@@ -218,31 +188,6 @@ func (d *envReader) bool(dst *bool) bool {
 	v, ok := d.Bool()
 	*dst = v
 	return ok
-}
-
-func (d *envReader) strings(dst *[]string) bool {
-	if !d.Byte('[') {
-		return false
-	}
-	out := []string{}
-	if !d.Byte(']') {
-		for {
-			var s string
-			if !d.String(true, &s) {
-				return false
-			}
-			out = append(out, s)
-			if d.Byte(',') {
-				continue
-			}
-			if !d.Byte(']') {
-				return false
-			}
-			break
-		}
-	}
-	*dst = out
-	return true
 }
 
 func (d *envReader) envelope(e *Envelope) bool {
@@ -297,7 +242,7 @@ func (d *envReader) envelope(e *Envelope) bool {
 		case "waiting":
 			return 1 << 22, d.String(true, &e.Waiting)
 		case "meta":
-			return 1 << 23, d.meta(&e.Meta)
+			return 1 << 23, d.StringMap(true, &e.Meta)
 		case "tag":
 			return 1 << 24, d.String(true, &e.Tag)
 		case "tls_report":
@@ -312,39 +257,29 @@ func (d *envReader) recipients(dst *[]Recipient) bool {
 	if d.Literal("null") { // what Marshal writes for none; json.Unmarshal leaves nil
 		return true
 	}
-	if !d.Byte('[') {
-		return false
-	}
 	out := []Recipient{}
-	if !d.Byte(']') {
-		for {
-			var r Recipient
-			ok := d.object(func(k []byte) (uint64, bool) {
-				switch string(k) {
-				case "addr":
-					return 1 << 0, d.String(true, &r.Addr)
-				case "notify":
-					return 1 << 1, d.strings(&r.Notify)
-				case "orcpt":
-					return 1 << 2, d.String(true, &r.ORCPT)
-				}
-				return 0, false
-			})
-			if !ok {
-				return false
+	ok := d.Array(func() bool {
+		var r Recipient
+		if !d.object(func(k []byte) (uint64, bool) {
+			switch string(k) {
+			case "addr":
+				return 1 << 0, d.String(true, &r.Addr)
+			case "notify":
+				return 1 << 1, d.Strings(true, &r.Notify)
+			case "orcpt":
+				return 1 << 2, d.String(true, &r.ORCPT)
 			}
-			out = append(out, r)
-			if d.Byte(',') {
-				continue
-			}
-			if !d.Byte(']') {
-				return false
-			}
-			break
+			return 0, false
+		}) {
+			return false
 		}
+		out = append(out, r)
+		return true
+	})
+	if ok {
+		*dst = out
 	}
-	*dst = out
-	return true
+	return ok
 }
 
 func (d *envReader) reply(r *Reply) bool {
@@ -361,32 +296,4 @@ func (d *envReader) reply(r *Reply) bool {
 		}
 		return 0, false
 	})
-}
-
-func (d *envReader) meta(dst *map[string]string) bool {
-	if !d.Byte('{') {
-		return false
-	}
-	m := map[string]string{}
-	if !d.Byte('}') {
-		for {
-			var k, v string
-			if !d.String(true, &k) || !d.Byte(':') || !d.String(true, &v) {
-				return false
-			}
-			if _, dup := m[k]; dup {
-				return false
-			}
-			m[k] = v
-			if d.Byte(',') {
-				continue
-			}
-			if !d.Byte('}') {
-				return false
-			}
-			break
-		}
-	}
-	*dst = m
-	return true
 }

@@ -158,28 +158,7 @@ type decoder struct {
 }
 
 func (d *decoder) object() bool {
-	if !d.Byte('{') {
-		return false
-	}
-	if d.Byte('}') {
-		return d.End()
-	}
-	for {
-		key, esc, ok := d.RawString()
-		if !ok || esc || !d.Byte(':') {
-			return false
-		}
-		if !d.field(key) {
-			return false
-		}
-		if d.Byte(',') {
-			continue
-		}
-		if d.Byte('}') {
-			return d.End()
-		}
-		return false
-	}
+	return d.Object(func(key []byte, esc bool) bool { return !esc && d.field(key) }) && d.End()
 }
 
 // take marks bit seen (a repeated key is not taken) and says whether the
@@ -307,72 +286,12 @@ func (d *decoder) stringField(bit FieldMask, dst *string) bool {
 
 func (d *decoder) stringsField(bit FieldMask, dst *[]string) bool {
 	w, ok := d.take(bit)
-	if !ok || !d.Byte('[') {
-		return false
-	}
-	var out []string
-	if w {
-		out = []string{}
-	}
-	if !d.Byte(']') {
-		for {
-			raw, esc, ok := d.RawString()
-			if !ok {
-				return false
-			}
-			if w {
-				out = append(out, jsonwire.Unquote(raw, esc))
-			}
-			if d.Byte(',') {
-				continue
-			}
-			if !d.Byte(']') {
-				return false
-			}
-			break
-		}
-	}
-	if w {
-		*dst = out
-	}
-	return true
+	return ok && d.Strings(w, dst)
 }
 
 func (d *decoder) metaField() bool {
 	w, ok := d.take(FMeta)
-	if !ok || !d.Byte('{') {
-		return false
-	}
-	var m map[string]string
-	if w {
-		m = map[string]string{}
-	}
-	if !d.Byte('}') {
-		for {
-			k, kesc, ok := d.RawString()
-			if !ok || !d.Byte(':') {
-				return false
-			}
-			v, vesc, ok := d.RawString()
-			if !ok {
-				return false
-			}
-			if w {
-				m[jsonwire.Unquote(k, kesc)] = jsonwire.Unquote(v, vesc)
-			}
-			if d.Byte(',') {
-				continue
-			}
-			if !d.Byte('}') {
-				return false
-			}
-			break
-		}
-	}
-	if w {
-		d.e.Meta = m
-	}
-	return true
+	return ok && d.StringMap(w, &d.e.Meta)
 }
 
 // intField reads a plain JSON integer (no fraction or exponent) that fits

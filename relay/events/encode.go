@@ -3,7 +3,6 @@ package events
 import (
 	"bytes"
 	"encoding/json"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -57,14 +56,7 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 	}
 	b = field(b, "rcpt", e.Rcpt)
 	if len(e.Rcpts) > 0 {
-		b = append(b, `,"rcpts":[`...)
-		for i, r := range e.Rcpts {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = jsonwire.AppendString(b, r)
-		}
-		b = append(b, ']')
+		b = jsonwire.AppendStrings(append(b, `,"rcpts":`...), e.Rcpts)
 	}
 	b = intField(b, "rcpt_count", int64(e.RcptCount))
 	b = field(b, "domain", e.Domain)
@@ -111,19 +103,7 @@ func (e *Event) appendTail(b []byte) ([]byte, error) {
 		return nil, err
 	}
 	if len(e.Meta) > 0 {
-		b = append(b, `,"meta":{`...)
-		keys := make([]string, 0, len(e.Meta))
-		for k := range e.Meta {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = jsonwire.AppendString(append(jsonwire.AppendString(b, k), ':'), e.Meta[k])
-		}
-		b = append(b, '}')
+		b = jsonwire.AppendStringMap(append(b, `,"meta":`...), e.Meta)
 	}
 	b = field(b, "tag", e.Tag)
 	b = field(b, "feedback_type", e.FeedbackType)

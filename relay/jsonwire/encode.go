@@ -2,6 +2,7 @@ package jsonwire
 
 import (
 	"errors"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -78,4 +79,34 @@ func AppendString(b []byte, s string) []byte {
 		start = i
 	}
 	return append(append(b, s[start:]...), '"')
+}
+
+// AppendStrings is encoding/json's array of strings.
+func AppendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendString(b, s)
+	}
+	return append(b, ']')
+}
+
+// AppendStringMap is encoding/json's object of a map of strings: keys
+// sorted.
+func AppendStringMap(b []byte, m map[string]string) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendString(append(AppendString(b, k), ':'), m[k])
+	}
+	return append(b, '}')
 }

@@ -243,3 +243,89 @@ func hasByte(s []byte, c byte) bool {
 	}
 	return false
 }
+
+// Object reads {"key": value, ...}: field reads the value of key, given
+// as RawString returns it. Repeated keys are field's business.
+func (r *Reader) Object(field func(key []byte, esc bool) bool) bool {
+	if !r.Byte('{') {
+		return false
+	}
+	if r.Byte('}') {
+		return true
+	}
+	for {
+		key, esc, ok := r.RawString()
+		if !ok || !r.Byte(':') || !field(key, esc) {
+			return false
+		}
+		if r.Byte(',') {
+			continue
+		}
+		return r.Byte('}')
+	}
+}
+
+// Array reads [elem, ...]; elem reads one element.
+func (r *Reader) Array(elem func() bool) bool {
+	if !r.Byte('[') {
+		return false
+	}
+	if r.Byte(']') {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		if r.Byte(',') {
+			continue
+		}
+		return r.Byte(']')
+	}
+}
+
+// Strings reads an array of strings, stored in dst when store (as
+// encoding/json: [] is an empty slice, not nil).
+func (r *Reader) Strings(store bool, dst *[]string) bool {
+	var out []string
+	if store {
+		out = []string{}
+	}
+	ok := r.Array(func() bool {
+		var s string
+		if !r.String(store, &s) {
+			return false
+		}
+		if store {
+			out = append(out, s)
+		}
+		return true
+	})
+	if ok && store {
+		*dst = out
+	}
+	return ok
+}
+
+// StringMap reads an object of strings, stored in dst when store (as
+// encoding/json: {} is an empty map, a repeated key keeps its last value).
+func (r *Reader) StringMap(store bool, dst *map[string]string) bool {
+	var m map[string]string
+	if store {
+		m = map[string]string{}
+	}
+	ok := r.Object(func(key []byte, esc bool) bool {
+		var v string
+		if !r.String(store, &v) {
+			return false
+		}
+		if store {
+			m[Unquote(key, esc)] = v
+		}
+		return true
+	})
+	if ok && store {
+		*dst = m
+	}
+	return ok
+}
