@@ -59,6 +59,9 @@ func Reserve() (port int, release func(), err error) {
 	if err := os.MkdirAll(Dir(), 0o777); err != nil {
 		return 0, nil, err
 	}
+	// Shared by every user's test runs, like the temp dir itself (best
+	// effort: it fails when another user created it, who did the same).
+	_ = os.Chmod(Dir(), 0o777|os.ModeSticky)
 	for range tries {
 		p := pick()
 		if f, ok := tryReserve(p); ok {
@@ -74,7 +77,9 @@ func tryReserve(p int) (*os.File, bool) {
 	if held[p] != nil {
 		return nil, false
 	}
-	f, err := os.OpenFile(filepath.Join(Dir(), strconv.Itoa(p)), os.O_CREATE|os.O_RDWR, 0o666)
+	// Read-only is enough for flock, and lets another user lock a file
+	// this one created.
+	f, err := os.OpenFile(filepath.Join(Dir(), strconv.Itoa(p)), os.O_CREATE|os.O_RDONLY, 0o644)
 	if err != nil {
 		return nil, false
 	}
