@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"reflect"
 	"time"
 
 	"github.com/jetrelay/jetrelay/relay/jsonwire"
@@ -94,58 +95,15 @@ func decodeFast(data []byte, e *Event, want FieldMask) bool {
 	return d.object()
 }
 
-// keep zeroes the fields not in want.
+// keep zeroes the fields not in want (bit i is field i of Event,
+// TestDecodeFieldBits holds that; only encoding/json's path comes here).
 func (e *Event) keep(want FieldMask) {
-	if want == AllFields {
-		return
-	}
-	var z Event
-	clear := func(bit FieldMask, f func()) {
-		if want&bit == 0 {
-			f()
+	v := reflect.ValueOf(e).Elem()
+	for i := range v.NumField() {
+		if want&(1<<i) == 0 {
+			v.Field(i).SetZero()
 		}
 	}
-	clear(FTime, func() { e.Time = z.Time })
-	clear(FEvent, func() { e.Event = "" })
-	clear(FQueueID, func() { e.QueueID = "" })
-	clear(FMsgID, func() { e.MsgID = "" })
-	clear(FConnID, func() { e.ConnID = "" })
-	clear(FRemoteAddr, func() { e.RemoteAddr = "" })
-	clear(FUser, func() { e.User = "" })
-	clear(FMailFrom, func() { e.MailFrom = nil })
-	clear(FRcpt, func() { e.Rcpt = "" })
-	clear(FRcpts, func() { e.Rcpts = nil })
-	clear(FRcptCount, func() { e.RcptCount = 0 })
-	clear(FDomain, func() { e.Domain = "" })
-	clear(FSize, func() { e.Size = 0 })
-	clear(FMX, func() { e.MX = "" })
-	clear(FIP, func() { e.IP = "" })
-	clear(FSource, func() { e.Source = "" })
-	clear(FPort, func() { e.Port = 0 })
-	clear(FTLS, func() { e.TLS = "" })
-	clear(FTLSPolicy, func() { e.TLSPolicy = "" })
-	clear(FTLSFailure, func() { e.TLSFailure = "" })
-	clear(FTLSCipher, func() { e.TLSCipher = "" })
-	clear(FTLSVerified, func() { e.TLSVerified = nil })
-	clear(FDKIM, func() { e.DKIM = "" })
-	clear(FAttempt, func() { e.Attempt = 0 })
-	clear(FStatus, func() { e.Status = "" })
-	clear(FSMTPCode, func() { e.SMTPCode = 0 })
-	clear(FSMTPEnh, func() { e.SMTPEnh = "" })
-	clear(FReply, func() { e.Reply = "" })
-	clear(FReason, func() { e.Reason = "" })
-	clear(FDurationMS, func() { e.DurationMS = 0 })
-	clear(FNextAttempt, func() { e.NextAttempt = nil })
-	clear(FDSNID, func() { e.DSNID = "" })
-	clear(FActor, func() { e.Actor = "" })
-	clear(FArrival, func() { e.Arrival = z.Arrival })
-	clear(FProvider, func() { e.Provider = "" })
-	clear(FRule, func() { e.Rule = "" })
-	clear(FAction, func() { e.Action = "" })
-	clear(FUntil, func() { e.Until = nil })
-	clear(FMeta, func() { e.Meta = nil })
-	clear(FTag, func() { e.Tag = "" })
-	clear(FFeedbackType, func() { e.FeedbackType = "" })
 }
 
 // decoder is one pass over an event; any method returning false means
