@@ -133,7 +133,7 @@ func (d *decoder) field(key []byte) bool {
 	e := d.e
 	switch string(key) {
 	case "time":
-		return d.timeField(FTime, &e.Time)
+		return d.timeField(FTime, func(t time.Time) { e.Time = t })
 	case "event":
 		return d.stringField(FEvent, &e.Event)
 	case "queue_id":
@@ -212,13 +212,13 @@ func (d *decoder) field(key []byte) bool {
 	case "duration_ms":
 		return d.intField(FDurationMS, func(v int64) { e.DurationMS = v })
 	case "next_attempt":
-		return d.timePtrField(FNextAttempt, &e.NextAttempt)
+		return d.timeField(FNextAttempt, func(t time.Time) { e.NextAttempt = &t })
 	case "dsn_id":
 		return d.stringField(FDSNID, &e.DSNID)
 	case "actor":
 		return d.stringField(FActor, &e.Actor)
 	case "arrival":
-		return d.timeField(FArrival, &e.Arrival)
+		return d.timeField(FArrival, func(t time.Time) { e.Arrival = t })
 	case "provider":
 		return d.stringField(FProvider, &e.Provider)
 	case "rule":
@@ -226,7 +226,7 @@ func (d *decoder) field(key []byte) bool {
 	case "action":
 		return d.stringField(FAction, &e.Action)
 	case "until":
-		return d.timePtrField(FUntil, &e.Until)
+		return d.timeField(FUntil, func(t time.Time) { e.Until = &t })
 	case "meta":
 		return d.metaField()
 	case "tag":
@@ -270,8 +270,9 @@ func (d *decoder) intField(bit FieldMask, set func(int64)) bool {
 }
 
 // timeField reads a time as encoding/json does: the quoted token to
-// time.Time's UnmarshalJSON (which checks it whether wanted or not).
-func (d *decoder) timeField(bit FieldMask, dst *time.Time) bool {
+// time.Time's UnmarshalJSON (which checks it whether wanted or not); set
+// receives it when wanted.
+func (d *decoder) timeField(bit FieldMask, set func(time.Time)) bool {
 	w, ok := d.take(bit)
 	if !ok {
 		return false
@@ -281,22 +282,7 @@ func (d *decoder) timeField(bit FieldMask, dst *time.Time) bool {
 		return false
 	}
 	if w {
-		*dst = t
-	}
-	return true
-}
-
-func (d *decoder) timePtrField(bit FieldMask, dst **time.Time) bool {
-	w, ok := d.take(bit)
-	if !ok {
-		return false
-	}
-	var t time.Time
-	if !d.Time(&t) {
-		return false
-	}
-	if w {
-		*dst = &t
+		set(t)
 	}
 	return true
 }
