@@ -45,4 +45,5 @@ require (
 )
 
 replace github.com/emersion/go-smtp => ./third_party/go-smtp
+
 replace github.com/nats-io/nats-server/v2 => ./third_party/nats-server
