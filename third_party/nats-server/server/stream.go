@@ -9853,9 +9853,10 @@ func (mset *stream) trackReplicationTraffic(node RaftNode, sz int, r int) {
 // deferred and synced once at its end (fileStore.beginGroupSync and
 // endGroupSync). Nothing is acknowledged early: publish acknowledgements
 // and consumer deliveries travel through the stream's outq, which only
-// this loop drains, after endGroupSync returned. A batch of one, a
-// clustered stream (its Raft log carries durability), atomic and fast
-// batches keep upstream's path; so does a store that does not sync always.
+// this loop drains, after endGroupSync returned — the replies of atomic
+// and fast batch publishes in the group too. A batch of one, a clustered
+// stream (its Raft log carries durability) and a store that does not sync
+// always keep upstream's path.
 func (mset *stream) beginGroupSync(clustered bool, n int) *fileStore {
 	if clustered || n < 2 {
 		return nil
