@@ -330,9 +330,13 @@ func TestServerAcceptErrorHandling(t *testing.T) {
 	l.Send(temporaryError)
 	permanentError := newMockError("permanent mock error", false)
 	l.Send(permanentError)
-	s.Close()
 
+	// Serve's result is read before Close: once Close has been called,
+	// Serve reports a failing Accept as the consequence of Close (nil),
+	// and the permanent error may be taken from the listener just before
+	// Close runs.
 	serveError := <-done
+	s.Close()
 	if serveError == nil {
 		t.Fatal("Serve had exited without an expected error")
 	} else if serveError != permanentError {
