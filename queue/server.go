@@ -25,6 +25,19 @@ const PasswordFileName = "nats.password"
 // bodies fit one message; larger bodies are chunked whatever the limit.
 const embeddedMaxPayload = 8 << 20
 
+// The embedded server's file stores: blocks of at most 1 MiB, and a block's
+// cache dropped 2 s after its last access (nats-server: up to 8 MiB and
+// 10 s). A block being written keeps its whole content cached while any
+// consumer reads the stream, so with nats-server's sizes the events stream,
+// the message index's streams and the queue held 50-60 MB of block caches
+// under load — over half of the live heap, which the GC doubles. The
+// delivery consumer reads an entry within milliseconds of its store, so it
+// still reads from the cache. Patch 0003 in third_party/nats-server.
+const (
+	embeddedMaxBlockSize = 1 << 20
+	embeddedCacheExpire  = 2 * time.Second
+)
+
 // DefaultServerName is the embedded server's name when Options.ServerName
 // is "". A standalone server's store does not depend on its name (streams
 // live under StoreDir/jetstream/<account>); a clustered one's Raft
@@ -78,6 +91,8 @@ func embeddedOptions(opts Options, pass string) (*server.Options, error) {
 		SyncAlways:         opts.SyncInterval == 0,
 		SyncInterval:       opts.SyncInterval,
 		JetStreamMaxMemory: 256 << 20,
+		StreamMaxBlockSize: embeddedMaxBlockSize,
+		StreamCacheExpire:  embeddedCacheExpire,
 	}
 	EmbeddedAuth(so, pass)
 	switch {

@@ -61,6 +61,8 @@ type FileStoreConfig struct {
 	StoreDir string
 	// BlockSize is the file block size. This also represents the maximum overhead size.
 	BlockSize uint64
+	// MaxBlockSize caps BlockSize, also when the store chooses it; 0 = no cap.
+	MaxBlockSize uint64
 	// CacheExpire is how long with no activity until we expire the cache.
 	CacheExpire time.Duration
 	// SubjectStateExpire is how long with no activity until we expire a msg block's subject state.
@@ -426,6 +428,9 @@ func newFileStoreWithCreatedAndMode(fcfg FileStoreConfig, cfg StreamConfig, crea
 	// Default values.
 	if fcfg.BlockSize == 0 {
 		fcfg.BlockSize = dynBlkSize(cfg.Retention, cfg.MaxBytes, prf != nil)
+	}
+	if fcfg.MaxBlockSize > 0 && fcfg.BlockSize > fcfg.MaxBlockSize {
+		fcfg.BlockSize = fcfg.MaxBlockSize
 	}
 	if fcfg.BlockSize > maxBlockSize {
 		return nil, fmt.Errorf("filestore max block size is %s", friendlyBytes(maxBlockSize))

@@ -490,6 +490,8 @@ type Options struct {
 	StoreDir                   string            `json:"-"`
 	SyncInterval               time.Duration     `json:"-"`
 	SyncAlways                 bool              `json:"-"`
+	StreamMaxBlockSize         uint64            `json:"-"` // caps the block size of stores not configured explicitly (0: the store's choice, up to 8 MiB)
+	StreamCacheExpire          time.Duration     `json:"-"` // how long a stream's block cache outlives its last access (0: 10 s)
 	JsAccDefaultDomain         map[string]string `json:"-"` // account to domain name mapping
 	Websocket                  WebsocketOpts     `json:"-"`
 	MQTT                       MQTTOpts          `json:"-"`

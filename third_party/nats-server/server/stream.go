@@ -1101,6 +1101,9 @@ func (a *Account) addStreamWithAssignmentAndMode(config *StreamConfig, fsConfig 
 		if cfg.Storage == FileStorage {
 			mset.autoTuneFileStorageBlockSize(fsCfg)
 		}
+		// The server's caps for stores not configured explicitly.
+		fsCfg.MaxBlockSize = s.getOpts().StreamMaxBlockSize
+		fsCfg.CacheExpire = s.getOpts().StreamCacheExpire
 	}
 	fsCfg.StoreDir = storeDir
 	// Grab configured sync interval.
