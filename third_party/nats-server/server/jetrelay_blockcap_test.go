@@ -50,12 +50,12 @@ func streamStore(t *testing.T, s *Server, name string) *fileStore {
 // replaces the 10 s default; without the options upstream's sizes stay.
 func TestStreamMaxBlockSizeAndCacheExpire(t *testing.T) {
 	streams := []nats.StreamConfig{
-		{Name: "LIM", Subjects: []string{"lim.>"}, MaxBytes: 1 << 30},                                       // upstream: 8 MiB
-		{Name: "WQ", Subjects: []string{"wq.>"}, Retention: nats.WorkQueuePolicy},                           // 4 MiB
-		{Name: "KV", Subjects: []string{"kv.>"}, MaxMsgsPerSubject: 1},                                      // 4 MiB
-		{Name: "EVT", Subjects: []string{"evt.>"}},                                                          // 8 MiB (limits, no max)
-		{Name: "SMALL", Subjects: []string{"small.>"}, MaxBytes: 64000, Discard: nats.DiscardOld},           // 32,000
-		{Name: "MID", Subjects: []string{"mid.>"}, MaxBytes: 2 << 20, Retention: nats.WorkQueuePolicy},      // 4 MiB
+		{Name: "LIM", Subjects: []string{"lim.>"}, MaxBytes: 1 << 30},                                  // upstream: 8 MiB
+		{Name: "WQ", Subjects: []string{"wq.>"}, Retention: nats.WorkQueuePolicy},                      // 4 MiB
+		{Name: "KV", Subjects: []string{"kv.>"}, MaxMsgsPerSubject: 1},                                 // 4 MiB
+		{Name: "EVT", Subjects: []string{"evt.>"}},                                                     // 8 MiB (limits, no max)
+		{Name: "SMALL", Subjects: []string{"small.>"}, MaxBytes: 64000, Discard: nats.DiscardOld},      // 32,000
+		{Name: "MID", Subjects: []string{"mid.>"}, MaxBytes: 2 << 20, Retention: nats.WorkQueuePolicy}, // 4 MiB
 	}
 	for _, tc := range []struct {
 		name     string
