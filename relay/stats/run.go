@@ -11,6 +11,7 @@ import (
 
 	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/relay/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -123,7 +124,7 @@ func (s *Store) consume(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		in := msgs
-		if len(b.msgs) >= maxHeld {
+		if len(b.acks) >= maxHeld {
 			in = nil
 		}
 		select {
@@ -143,12 +144,23 @@ func (s *Store) consume(ctx context.Context) error {
 
 // batch is what a node pulled and has not yet written.
 type batch struct {
-	min      map[string]*minuteRec
-	dom      map[string]*domainRec
-	users    map[string]bool
-	msgs     []jetstream.Msg
-	progress time.Time // when msgs were last renewed (or the first taken)
+	min   map[string]*minuteRec
+	dom   map[string]*domainRec
+	users map[string]bool
+	// acks are the reply subjects of the events taken: what acknowledges
+	// (or renews) each once its sums are written. Only the subject is
+	// kept: the pulled message with its payload, header map and reply
+	// would keep ~1.5 KB each in the heap, over 15 MB at maxHeld.
+	acks     []string
+	progress time.Time // when acks were last renewed (or the first taken)
 }
+
+// JetStream's acknowledgement protocol: the body published to an event's
+// reply subject (what jetstream.Msg's Ack and InProgress send).
+var (
+	ackBody      = []byte("+ACK")
+	progressBody = []byte("+WPI")
+)
 
 func newBatch() *batch {
 	return &batch{min: map[string]*minuteRec{}, dom: map[string]*domainRec{}, users: map[string]bool{}}
@@ -157,10 +169,10 @@ func newBatch() *batch {
 // take adds one pulled event to b. Events that count nothing, cannot be
 // read or are older than the retention are acknowledged with the batch.
 func (s *Store) take(b *batch, m jetstream.Msg) {
-	if len(b.msgs) == 0 {
+	if len(b.acks) == 0 {
 		b.progress = time.Now()
 	}
-	b.msgs = append(b.msgs, m)
+	b.acks = append(b.acks, m.Reply())
 	e, err := decodeEvent(m.Data())
 	if err != nil {
 		return
@@ -238,11 +250,12 @@ func byDomain(c counted, e *events.Event) map[string]vec {
 // (renewed) until every sum is written: an event is acknowledged only
 // after what it counts is stored.
 func (s *Store) flush(ctx context.Context, b *batch) {
-	if len(b.msgs) == 0 {
+	if len(b.acks) == 0 {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
+	nc := s.js.Conn()
 	var failed error
 	for _, k := range sortedKeys(b.min) {
 		if err := s.apply(wctx, k, b.min[k]); err != nil {
@@ -259,20 +272,16 @@ func (s *Store) flush(ctx context.Context, b *batch) {
 		delete(b.dom, k)
 	}
 	if failed != nil {
-		s.log.Warn().Err(failed).Str("event", "stats_write_failed").Int("events", len(b.msgs)).
+		s.log.Warn().Err(failed).Str("event", "stats_write_failed").Int("events", len(b.acks)).
 			Msg("stats not written; retrying, the events stay unacknowledged")
 		if time.Since(b.progress) > ackWait/3 {
-			for _, m := range b.msgs {
-				_ = m.InProgress()
-			}
+			publishEach(nc, b.acks, progressBody)
 			b.progress = time.Now()
 		}
 		return
 	}
-	for _, m := range b.msgs {
-		_ = m.Ack()
-	}
-	_ = s.js.Conn().FlushTimeout(writeTimeout)
+	publishEach(nc, b.acks, ackBody)
+	_ = nc.FlushTimeout(writeTimeout)
 	users := make([]string, 0, len(b.users))
 	for u := range b.users {
 		users = append(users, u)
@@ -281,6 +290,15 @@ func (s *Store) flush(ctx context.Context, b *batch) {
 	*b = *newBatch()
 	if s.o.AfterFlush != nil && len(users) > 0 {
 		s.o.AfterFlush(ctx, users)
+	}
+}
+
+// publishEach sends body to every reply subject (none to an empty one).
+func publishEach(nc *nats.Conn, replies []string, body []byte) {
+	for _, r := range replies {
+		if r != "" {
+			_ = nc.Publish(r, body)
+		}
 	}
 }
 
