@@ -25,17 +25,22 @@ const PasswordFileName = "nats.password"
 // bodies fit one message; larger bodies are chunked whatever the limit.
 const embeddedMaxPayload = 8 << 20
 
-// The embedded server's file stores: blocks of at most 1 MiB, and a block's
-// cache dropped 2 s after its last access (nats-server: up to 8 MiB and
-// 10 s). A block being written keeps its whole content cached while any
-// consumer reads the stream, so with nats-server's sizes the events stream,
-// the message index's streams and the queue held 50-60 MB of block caches
-// under load — over half of the live heap, which the GC doubles. The
-// delivery consumer reads an entry within milliseconds of its store, so it
-// still reads from the cache. Patch 0003 in third_party/nats-server.
+// The embedded server's file stores: blocks of at most 1 MiB, a block's
+// cache dropped 2 s and its per-subject state 15 s after its last access
+// (nats-server: up to 8 MiB, 10 s and 2 min). A block being written keeps
+// its whole content cached while any consumer reads the stream, so with
+// nats-server's sizes the events stream, the message index's streams and
+// the queue held 50-60 MB of block caches under load, over half of the
+// live heap, which the GC doubles; and a deep queue's per-subject state
+// (each entry has a subject of its own, ~450 B) stayed for two minutes
+// after its blocks were written. The delivery consumer reads an entry
+// within milliseconds of its store, so it still reads from the cache; a
+// block touched again later is read (at most 1 MiB) and its subject state
+// rebuilt once. Patch 0003 in third_party/nats-server.
 const (
-	embeddedMaxBlockSize = 1 << 20
-	embeddedCacheExpire  = 2 * time.Second
+	embeddedMaxBlockSize       = 1 << 20
+	embeddedCacheExpire        = 2 * time.Second
+	embeddedSubjectStateExpire = 15 * time.Second
 )
 
 // DefaultServerName is the embedded server's name when Options.ServerName
@@ -82,17 +87,18 @@ func embeddedOptions(opts Options, pass string) (*server.Options, error) {
 		name = DefaultServerName
 	}
 	so := &server.Options{
-		ServerName:         name,
-		JetStream:          true,
-		StoreDir:           filepath.Join(opts.DataDir, "nats"),
-		NoSigs:             true,
-		NoLog:              true,
-		MaxPayload:         embeddedMaxPayload,
-		SyncAlways:         opts.SyncInterval == 0,
-		SyncInterval:       opts.SyncInterval,
-		JetStreamMaxMemory: 256 << 20,
-		StreamMaxBlockSize: embeddedMaxBlockSize,
-		StreamCacheExpire:  embeddedCacheExpire,
+		ServerName:               name,
+		JetStream:                true,
+		StoreDir:                 filepath.Join(opts.DataDir, "nats"),
+		NoSigs:                   true,
+		NoLog:                    true,
+		MaxPayload:               embeddedMaxPayload,
+		SyncAlways:               opts.SyncInterval == 0,
+		SyncInterval:             opts.SyncInterval,
+		JetStreamMaxMemory:       256 << 20,
+		StreamMaxBlockSize:       embeddedMaxBlockSize,
+		StreamCacheExpire:        embeddedCacheExpire,
+		StreamSubjectStateExpire: embeddedSubjectStateExpire,
 	}
 	EmbeddedAuth(so, pass)
 	switch {

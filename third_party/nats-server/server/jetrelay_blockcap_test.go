@@ -11,10 +11,11 @@ import (
 )
 
 // blockCapServer starts a server with the given caps (zero: upstream's).
-func blockCapServer(t *testing.T, maxBlock uint64, cacheExpire time.Duration) (*Server, nats.JetStreamContext) {
+func blockCapServer(t *testing.T, maxBlock uint64, cacheExpire, fssExpire time.Duration) (*Server, nats.JetStreamContext) {
 	t.Helper()
 	opts := &Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true,
-		StoreDir: t.TempDir(), StreamMaxBlockSize: maxBlock, StreamCacheExpire: cacheExpire}
+		StoreDir: t.TempDir(), StreamMaxBlockSize: maxBlock, StreamCacheExpire: cacheExpire,
+		StreamSubjectStateExpire: fssExpire}
 	s, err := NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -46,8 +47,9 @@ func streamStore(t *testing.T, s *Server, name string) *fileStore {
 }
 
 // The cap lowers every block size the store or the stream's auto-tuning
-// would choose above it, never raises a smaller one, and the expiry
-// replaces the 10 s default; without the options upstream's sizes stay.
+// would choose above it, never raises a smaller one, and the expiries
+// replace the 10 s and 2 min defaults; without the options upstream's
+// values stay.
 func TestStreamMaxBlockSizeAndCacheExpire(t *testing.T) {
 	streams := []nats.StreamConfig{
 		{Name: "LIM", Subjects: []string{"lim.>"}, MaxBytes: 1 << 30},                                  // upstream: 8 MiB
@@ -58,20 +60,21 @@ func TestStreamMaxBlockSizeAndCacheExpire(t *testing.T) {
 		{Name: "MID", Subjects: []string{"mid.>"}, MaxBytes: 2 << 20, Retention: nats.WorkQueuePolicy}, // 4 MiB
 	}
 	for _, tc := range []struct {
-		name     string
-		maxBlock uint64
-		expire   time.Duration
-		want     map[string]uint64
-		wantExp  time.Duration
+		name             string
+		maxBlock         uint64
+		expire, fssExp   time.Duration
+		want             map[string]uint64
+		wantExp, wantFss time.Duration
 	}{
-		{"upstream", 0, 0, map[string]uint64{"LIM": defaultLargeBlockSize, "WQ": defaultMediumBlockSize,
+		{"upstream", 0, 0, 0, map[string]uint64{"LIM": defaultLargeBlockSize, "WQ": defaultMediumBlockSize,
 			"KV": defaultKVBlockSize, "EVT": defaultLargeBlockSize, "SMALL": FileStoreMinBlkSize,
-			"MID": defaultMediumBlockSize}, defaultCacheBufferExpiration},
-		{"capped", 1 << 20, 2 * time.Second, map[string]uint64{"LIM": 1 << 20, "WQ": 1 << 20, "KV": 1 << 20,
-			"EVT": 1 << 20, "SMALL": FileStoreMinBlkSize, "MID": 1 << 20}, 2 * time.Second},
+			"MID": defaultMediumBlockSize}, defaultCacheBufferExpiration, defaultFssExpiration},
+		{"capped", 1 << 20, 2 * time.Second, 15 * time.Second, map[string]uint64{"LIM": 1 << 20, "WQ": 1 << 20,
+			"KV": 1 << 20, "EVT": 1 << 20, "SMALL": FileStoreMinBlkSize, "MID": 1 << 20},
+			2 * time.Second, 15 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, js := blockCapServer(t, tc.maxBlock, tc.expire)
+			s, js := blockCapServer(t, tc.maxBlock, tc.expire, tc.fssExp)
 			for _, cfg := range streams {
 				cfg.Storage = nats.FileStorage
 				if _, err := js.AddStream(&cfg); err != nil {
@@ -79,13 +82,16 @@ func TestStreamMaxBlockSizeAndCacheExpire(t *testing.T) {
 				}
 				fs := streamStore(t, s, cfg.Name)
 				fs.mu.RLock()
-				bs, exp := fs.fcfg.BlockSize, fs.fcfg.CacheExpire
+				bs, exp, fexp := fs.fcfg.BlockSize, fs.fcfg.CacheExpire, fs.fcfg.SubjectStateExpire
 				fs.mu.RUnlock()
 				if bs != tc.want[cfg.Name] {
 					t.Errorf("stream %s: block size %d, want %d", cfg.Name, bs, tc.want[cfg.Name])
 				}
 				if exp != tc.wantExp {
 					t.Errorf("stream %s: cache expiry %v, want %v", cfg.Name, exp, tc.wantExp)
+				}
+				if fexp != tc.wantFss {
+					t.Errorf("stream %s: subject state expiry %v, want %v", cfg.Name, fexp, tc.wantFss)
 				}
 			}
 		})
@@ -95,7 +101,7 @@ func TestStreamMaxBlockSizeAndCacheExpire(t *testing.T) {
 // Under the cap the store really rolls blocks at that size, and every
 // message reads back whole once every block's cache is dropped.
 func TestStreamMaxBlockSizeRollsBlocks(t *testing.T) {
-	s, js := blockCapServer(t, 256<<10, time.Second)
+	s, js := blockCapServer(t, 256<<10, time.Second, 0)
 	if _, err := js.AddStream(&nats.StreamConfig{Name: "LIM", Subjects: []string{"lim.>"},
 		Storage: nats.FileStorage}); err != nil {
 		t.Fatal(err)
@@ -126,5 +132,60 @@ func TestStreamMaxBlockSizeRollsBlocks(t *testing.T) {
 		if !bytes.Equal(sm.msg, body) {
 			t.Fatalf("message %d read back with %d bytes, want the %d published", seq, len(sm.msg), len(body))
 		}
+	}
+}
+
+// A block's per-subject state is dropped once it was not touched for
+// StreamSubjectStateExpire, and rebuilt whole on the next access: lookups
+// by subject, the subject counts and a delete still give upstream's
+// answers.
+func TestStreamSubjectStateExpires(t *testing.T) {
+	s, js := blockCapServer(t, 256<<10, 100*time.Millisecond, 300*time.Millisecond)
+	if _, err := js.AddStream(&nats.StreamConfig{Name: "LIM", Subjects: []string{"lim.>"},
+		Storage: nats.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef"), 100<<10/16) // 100 KiB
+	subjects := []string{"lim.a", "lim.b", "lim.c", "lim.d", "lim.e", "lim.f"}
+	for _, subj := range subjects {
+		if _, err := js.Publish(subj, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := streamStore(t, s, "LIM")
+	fs.mu.RLock()
+	first := fs.blks[0]
+	fs.mu.RUnlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		first.mu.RLock()
+		dropped := first.fss == nil
+		first.mu.RUnlock()
+		if dropped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first block's subject state was still held 30 s after its last access")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
+	}
+	sm, err := fs.LoadLastMsg("lim.a", nil)
+	if err != nil || sm.seq != 1 || !bytes.Equal(sm.msg, body) {
+		t.Fatalf("last message of lim.a after the subject state was dropped: %v, %v", sm, err)
+	}
+	st := fs.SubjectsState("lim.>")
+	if len(st) != len(subjects) {
+		t.Fatalf("%d subjects after the subject state was dropped, want %d", len(st), len(subjects))
+	}
+	for _, subj := range subjects {
+		if st[subj].Msgs != 1 {
+			t.Fatalf("subject %s holds %d messages, want 1", subj, st[subj].Msgs)
+		}
+	}
+	if removed, err := fs.RemoveMsg(2); err != nil || !removed {
+		t.Fatalf("remove message 2: %v, %v", removed, err)
+	}
+	if st := fs.SubjectsState("lim.b"); st["lim.b"].Msgs != 0 {
+		t.Fatalf("lim.b holds %d messages after its one was removed", st["lim.b"].Msgs)
 	}
 }

@@ -492,6 +492,7 @@ type Options struct {
 	SyncAlways                 bool              `json:"-"`
 	StreamMaxBlockSize         uint64            `json:"-"` // caps the block size of stores not configured explicitly (0: the store's choice, up to 8 MiB)
 	StreamCacheExpire          time.Duration     `json:"-"` // how long a stream's block cache outlives its last access (0: 10 s)
+	StreamSubjectStateExpire   time.Duration     `json:"-"` // how long a stream's per-block subject state outlives its last access (0: 2 min)
 	JsAccDefaultDomain         map[string]string `json:"-"` // account to domain name mapping
 	Websocket                  WebsocketOpts     `json:"-"`
 	MQTT                       MQTTOpts          `json:"-"`

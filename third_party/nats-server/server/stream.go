@@ -1104,6 +1104,7 @@ func (a *Account) addStreamWithAssignmentAndMode(config *StreamConfig, fsConfig 
 		// The server's caps for stores not configured explicitly.
 		fsCfg.MaxBlockSize = s.getOpts().StreamMaxBlockSize
 		fsCfg.CacheExpire = s.getOpts().StreamCacheExpire
+		fsCfg.SubjectStateExpire = s.getOpts().StreamSubjectStateExpire
 	}
 	fsCfg.StoreDir = storeDir
 	// Grab configured sync interval.
