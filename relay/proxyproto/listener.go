@@ -57,6 +57,7 @@ type Listener struct {
 	wg      sync.WaitGroup
 
 	mu      sync.Mutex
+	closed  bool                  // Close has begun (guards starting the accept loop)
 	pending map[net.Conn]struct{} // headers being read
 }
 
@@ -84,16 +85,28 @@ func NewListener(inner net.Listener, o Options) *Listener {
 // the inner listener's error (temporary ones are passed on and accepting
 // goes on).
 func (l *Listener) Accept() (net.Conn, error) {
-	l.start.Do(func() {
-		l.wg.Add(1)
-		go l.acceptLoop()
-	})
+	l.start.Do(l.startLoop)
 	select {
 	case a := <-l.results:
 		return a.c, a.err
 	case <-l.done:
 		return nil, l.err
 	}
+}
+
+// startLoop starts the accept loop, unless Close came first: then Accept
+// reports the closed listener. Under mu, so that the loop's wg.Add
+// happens before Close's wg.Wait or not at all.
+func (l *Listener) startLoop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		l.err = net.ErrClosed
+		close(l.done)
+		return
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
 }
 
 // Close stops accepting, ends the header reads in progress and waits for
@@ -104,6 +117,7 @@ func (l *Listener) Close() error {
 		close(l.closing)
 		err = l.Listener.Close()
 		l.mu.Lock()
+		l.closed = true
 		for c := range l.pending {
 			_ = c.SetReadDeadline(time.Now())
 		}

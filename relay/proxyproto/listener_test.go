@@ -216,3 +216,30 @@ func TestListenerClose(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 }
+
+// TestListenerCloseBeforeAccept: an Accept after Close reports the closed
+// listener at once (the accept loop never starts, so Close had nothing to
+// wait for).
+func TestListenerCloseBeforeAccept(t *testing.T) {
+	t.Parallel()
+	l, _ := listen(t, Options{Allowed: allowLoopback})
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if c != nil {
+			_ = c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Accept after Close did not return")
+	}
+}
