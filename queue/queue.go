@@ -357,7 +357,12 @@ func (q *Queue) setup(ctx context.Context) error {
 	if err != nil || !legacy {
 		return err
 	}
-	return q.moveLegacy(ctx)
+	// Each attempt of the move is bounded like every other step here: an
+	// answer lost in a leader change (a publish acknowledgement, an API
+	// reply) ends the attempt instead of waiting out ctx, and the next one
+	// goes on from what the last purge left; the message ids make a
+	// repeated publish a duplicate (upgrade.go).
+	return q.Await(ctx, "stream "+LegacyStreamName+" (move)", q.moveLegacy)
 }
 
 // consumerConfig is the delivery consumer's configuration.

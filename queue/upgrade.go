@@ -93,7 +93,7 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 	cfg := q.StreamConfig()
 	var window []*nats.Msg
 	var last uint64
-	moved := 0
+	moved, winBytes := 0, 0
 	flush := func() error {
 		if len(window) == 0 {
 			return nil
@@ -102,7 +102,7 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 			return err
 		}
 		moved += len(window)
-		window = window[:0]
+		window, winBytes = window[:0], 0
 		return old.Purge(ctx, jetstream.WithPurgeSequence(last+1))
 	}
 	// done: another node moved the rest and deleted the stream (only once
@@ -141,7 +141,8 @@ func (q *Queue) moveLegacy(ctx context.Context) error {
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("jrup-%d", m.Sequence))
 		msg.Header.Set(jetstream.ExpectedStreamHeader, StreamName)
 		window = append(window, msg)
-		if len(window) >= importWindowMsgs {
+		winBytes += len(msg.Data)
+		if len(window) >= importWindowMsgs || winBytes >= importWindowBytes {
 			if err := flush(); streamGone(err) {
 				return done()
 			} else if err != nil {
