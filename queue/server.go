@@ -26,7 +26,7 @@ const PasswordFileName = "nats.password"
 const embeddedMaxPayload = 8 << 20
 
 // The embedded server's file stores: blocks of at most 1 MiB, a block's
-// cache dropped 2 s and its per-subject state 15 s after its last access
+// cache dropped 250 ms and its per-subject state 15 s after its last access
 // (nats-server: up to 8 MiB, 10 s and 2 min). A block being written keeps
 // its whole content cached while any consumer reads the stream, so with
 // nats-server's sizes the events stream, the message index's streams and
@@ -34,12 +34,15 @@ const embeddedMaxPayload = 8 << 20
 // live heap, which the GC doubles; and a deep queue's per-subject state
 // (each entry has a subject of its own, ~450 B) stayed for two minutes
 // after its blocks were written. The delivery consumer reads an entry
-// within milliseconds of its store, so it still reads from the cache; a
-// block touched again later is read (at most 1 MiB) and its subject state
-// rebuilt once. Patch 0003 in third_party/nats-server.
+// within milliseconds of its store, and the events stream's consumers
+// within a few (they pull continuously; the index's 300 ms batching is on
+// its side), so they still read from the cache; with a 2 s expiry the
+// blocks written in the last 2 s stayed cached, ~20 MB under the 4 KiB
+// load. A block touched again later is read (at most 1 MiB) and its
+// subject state rebuilt once. Patch 0003 in third_party/nats-server.
 const (
 	embeddedMaxBlockSize       = 1 << 20
-	embeddedCacheExpire        = 2 * time.Second
+	embeddedCacheExpire        = 250 * time.Millisecond
 	embeddedSubjectStateExpire = 15 * time.Second
 )
 
