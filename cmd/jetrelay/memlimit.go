@@ -29,6 +29,39 @@ func applyMemoryLimit(cfg *config.Config) (int64, string) {
 	return 0, "memory_limit"
 }
 
+// applyGCPercent sets the GC's pace from the configuration (gc_percent),
+// unless GOGC is set in the environment, which the runtime has applied
+// already. It returns the pace in force (-1: off) and where it came from.
+//
+// jetrelay's live heap is mostly the embedded nats-server's (block caches,
+// per-subject state, duplicate ids); Go's default of 100 lets the heap
+// grow to twice that before a collection, and a collection of ~40 MB costs
+// little next to the 4 KiB load's CPU (DESIGN-NOTES "GC pace 70").
+func applyGCPercent(cfg *config.Config) (int, string) {
+	if os.Getenv("GOGC") != "" {
+		return gcPercentInForce(), "GOGC"
+	}
+	debug.SetGCPercent(cfg.GCPercent)
+	return cfg.GCPercent, "gc_percent"
+}
+
+// gcPercent reports the pace in force and its source.
+func gcPercent() (int, string) {
+	from := "gc_percent"
+	if os.Getenv("GOGC") != "" {
+		from = "GOGC"
+	}
+	return gcPercentInForce(), from
+}
+
+// gcPercentInForce reads the runtime's GC percent (SetGCPercent only
+// reports it by setting it, so it is set back at once).
+func gcPercentInForce() int {
+	v := debug.SetGCPercent(100)
+	debug.SetGCPercent(v)
+	return v
+}
+
 // memoryLimit reports the limit in force (0: none) and its source.
 func memoryLimit() (int64, string) {
 	from := "memory_limit"

@@ -32,3 +32,30 @@ func TestMemoryLimit(t *testing.T) {
 		t.Fatalf("with GOMEMLIMIT set: %d from %s", got, from)
 	}
 }
+
+// gc_percent sets the GC's pace; GOGC in the environment wins over the file.
+func TestGCPercent(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+	t.Setenv("GOGC", "")
+	cfg := config.Default()
+	if cfg.GCPercent != 70 {
+		t.Fatalf("default gc_percent %d, want 70", cfg.GCPercent)
+	}
+	if got, from := applyGCPercent(cfg); got != 70 || from != "gc_percent" || gcPercentInForce() != 70 {
+		t.Fatalf("applied %d from %s; runtime has %d", got, from, gcPercentInForce())
+	}
+	cfg.GCPercent = -1
+	if got, _ := applyGCPercent(cfg); got != -1 || gcPercentInForce() != -1 {
+		t.Fatalf("gc_percent -1 left %d in force", gcPercentInForce())
+	}
+	t.Setenv("GOGC", "150")
+	debug.SetGCPercent(150) // what the runtime did at start
+	cfg.GCPercent = 50
+	if got, from := applyGCPercent(cfg); got != 150 || from != "GOGC" || gcPercentInForce() != 150 {
+		t.Fatalf("with GOGC set: %d from %s; runtime has %d", got, from, gcPercentInForce())
+	}
+	if got, from := gcPercent(); got != 150 || from != "GOGC" {
+		t.Fatalf("gcPercent() = %d, %s", got, from)
+	}
+}

@@ -129,6 +129,7 @@ func (r *relay) applyConfig(next *config.Config) (config.Changes, error) {
 	r.tlsrpt.setSigner(signer)
 	r.cfg = cfg
 	applyMemoryLimit(cfg)
+	applyGCPercent(cfg)
 	return ch, nil
 }
 

@@ -115,6 +115,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, sio stdi
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	applyMemoryLimit(cfg)
+	applyGCPercent(cfg)
 	if cfg.Dev {
 		if err := addDevUser(cfg, sio); err != nil {
 			return err
@@ -352,8 +353,10 @@ func (r *relay) shutdown(engCancel context.CancelFunc, engDone <-chan error) err
 
 func logStart(cfg *config.Config, log zerolog.Logger, q *queue.Queue, sub *submit.Server) {
 	limit, from := memoryLimit()
+	pace, paceFrom := gcPercent()
 	ev := log.Info().Str("event", "started").Str("version", versionString()).Str("crypto", cryptoBackend).
-		Str("hostname", cfg.Hostname).Str("data_dir", cfg.DataDir).Int64("memory_limit", limit).Str("memory_limit_from", from)
+		Str("hostname", cfg.Hostname).Str("data_dir", cfg.DataDir).Int64("memory_limit", limit).Str("memory_limit_from", from).
+		Int("gc_percent", pace).Str("gc_percent_from", paceFrom)
 	addrs := []string{}
 	for _, a := range sub.Addrs() {
 		addrs = append(addrs, a.String())

@@ -26,6 +26,11 @@ type Config struct {
 	// MemoryLimit is the Go runtime's soft memory limit (0 = none); the
 	// GOMEMLIMIT environment variable, when set, takes precedence.
 	MemoryLimit Size `yaml:"memory_limit"`
+	// GCPercent is the Go GC's pace (GOGC): a collection starts once the
+	// heap has grown by this many per cent over what the last one left
+	// live; -1 = only near memory_limit (which must then be set). The GOGC
+	// environment variable, when set, takes precedence.
+	GCPercent int `yaml:"gc_percent"`
 
 	// Path is the file this was loaded from ("" for the built-in default).
 	Path string `yaml:"-"`

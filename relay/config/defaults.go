@@ -39,6 +39,9 @@ func Default() *Config {
 		// state is nats-server's block caches, which a soft limit lets the
 		// GC reclaim before the heap doubles.
 		MemoryLimit: 192 << 20,
+		// See DESIGN-NOTES "GC pace 70": the heap may grow by 70 % of
+		// the live state between collections, not 100 %.
+		GCPercent: 70,
 	}
 }
 

@@ -44,6 +44,7 @@ var reloadClasses = map[string]ReloadClass{
 	"data_dir":     Restart,
 	"nats":         Restart, // the queue's connection and the embedded server (cluster included)
 	"memory_limit": Live,
+	"gc_percent":   Live,
 
 	"submission":                    Live, // users, rates, limits checked per connection or command
 	"submission.listeners":          Restart,

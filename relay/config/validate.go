@@ -25,6 +25,13 @@ var (
 // minMemoryLimit: below this the GC would run all the time.
 const minMemoryLimit = 32 << 20
 
+// gc_percent bounds: below 10 the GC runs nearly all the time; above 1000
+// it lets the heap grow to eleven times the live state.
+const (
+	minGCPercent = 10
+	maxGCPercent = 1000
+)
+
 // Validate checks the whole configuration and returns every problem at once
 // (errors.Join of Problem values).
 func (c *Config) Validate() error {
@@ -57,6 +64,12 @@ func (c *Config) Validate() error {
 	oneOf(ps, "log.level", c.Log.Level, logLevels)
 	if c.MemoryLimit != 0 && c.MemoryLimit < minMemoryLimit {
 		ps.add("memory_limit", "must be 0 (no limit) or at least 32MiB")
+	}
+	switch {
+	case c.GCPercent == -1 && c.MemoryLimit == 0:
+		ps.add("gc_percent", "-1 (collect only near memory_limit) needs a memory_limit; with neither the heap would grow without bound")
+	case c.GCPercent != -1 && (c.GCPercent < minGCPercent || c.GCPercent > maxGCPercent):
+		ps.add("gc_percent", "must be -1 or between %d and %d", minGCPercent, maxGCPercent)
 	}
 	return ps.err()
 }
