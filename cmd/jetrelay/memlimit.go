@@ -16,7 +16,7 @@ import (
 // the CPU), it never makes an allocation fail. Above the live state, most
 // of jetrelay's heap is the embedded nats-server's message-block caches;
 // without a limit Go lets the heap grow to twice the live state before
-// collecting them (DESIGN-NOTES "Memory limit").
+// collecting them (DESIGN-NOTES "A soft memory limit").
 func applyMemoryLimit(cfg *config.Config) (int64, string) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return limitInForce(debug.SetMemoryLimit(-1)), "GOMEMLIMIT"

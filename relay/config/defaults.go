@@ -35,7 +35,7 @@ func Default() *Config {
 		},
 		Admin: Admin{Listen: "127.0.0.1:8025", Console: defaultConsole()},
 		Log:   Log{Level: "info", Format: "json"},
-		// See DESIGN-NOTES "Memory limit": most of the heap above the live
+		// See DESIGN-NOTES "A soft memory limit": most of the heap above the live
 		// state is nats-server's block caches, which a soft limit lets the
 		// GC reclaim before the heap doubles.
 		MemoryLimit: 192 << 20,
