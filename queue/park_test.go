@@ -17,14 +17,16 @@ import (
 const parkDom = "park.example"
 
 // parkAll enqueues n messages to parkDom, leases them and parks each one:
-// the first `past` of them due already, the rest in two hours.
+// the first `past` of them due already, the rest in two hours. It returns
+// their ids in the order they were parked: the lease's order, which is the
+// order of enqueueing unless an entry was redelivered (under heavy load an
+// entry pulled for an iterator that restarted its pull comes back after
+// AckWait, behind the others).
 func parkAll(t *testing.T, q *queue.Queue, n, past int) []string {
 	t.Helper()
 	ctx := context.Background()
-	var ids []string
 	for i := range n {
-		m := enqueue(t, q, fmt.Sprintf("body %d\r\n", i), env(parkDom, fmt.Sprintf("u%d@%s", i, parkDom)))
-		ids = append(ids, m.ID)
+		enqueue(t, q, fmt.Sprintf("body %d\r\n", i), env(parkDom, fmt.Sprintf("u%d@%s", i, parkDom)))
 	}
 	es, err := q.Lease(ctx, 1)
 	if err != nil {
@@ -32,6 +34,7 @@ func parkAll(t *testing.T, q *queue.Queue, n, past int) []string {
 	}
 	defer es.Stop()
 	now := time.Now()
+	var ids []string
 	for i := range n {
 		e := nextEnv(t, es)
 		next := *e.Env
@@ -43,6 +46,7 @@ func parkAll(t *testing.T, q *queue.Queue, n, past int) []string {
 		if err := e.Park(ctx, &next, due, now.Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, e.Env.ID)
 	}
 	return ids
 }
