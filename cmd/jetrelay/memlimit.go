@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 
 	"github.com/jetrelay/jetrelay/relay/config"
 )
@@ -54,12 +55,15 @@ func gcPercent() (int, string) {
 	return gcPercentInForce(), from
 }
 
-// gcPercentInForce reads the runtime's GC percent (SetGCPercent only
-// reports it by setting it, so it is set back at once).
+// gcPercentInForce reads the runtime's GC percent without setting it
+// (debug.SetGCPercent reports it only by changing it).
 func gcPercentInForce() int {
-	v := debug.SetGCPercent(100)
-	debug.SetGCPercent(v)
-	return v
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 100 // not reported by this runtime: Go's default
+	}
+	return int(int64(s[0].Value.Uint64()))
 }
 
 // memoryLimit reports the limit in force (0: none) and its source.
