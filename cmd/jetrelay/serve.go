@@ -240,14 +240,11 @@ func (r *relay) startState(ctx context.Context) (*submit.Brake, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = r.q.Await(ctx, "stream "+events.StreamName, func(ctx context.Context) error {
-		_, err := events.EnsureStream(ctx, r.q.JetStream(), eventStreamOptions(r.cfg))
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("events stream: %w", err)
-	}
-	if err := r.evPub.Start(ctx); err != nil {
+	// Start ensures the stream itself: under Await, so that a cluster
+	// whose meta leader changes while the node starts (an election after
+	// the first streams were placed) is waited for, not a failed start.
+	// A failed Start has started nothing and may be called again.
+	if err := r.q.Await(ctx, "stream "+events.StreamName, r.evPub.Start); err != nil {
 		return nil, fmt.Errorf("events stream: %w", err)
 	}
 	r.emitter = events.NewEmitter(r.log, events.Tee(r.metrics, r.evPub))
