@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jetrelay/jetrelay/queue"
 	"github.com/jetrelay/jetrelay/queue/queuetest"
 	"github.com/jetrelay/jetrelay/relay/events"
 	"github.com/jetrelay/jetrelay/relay/relaytest"
@@ -311,5 +312,48 @@ func TestPublisherAttachLeavesStreamAlone(t *testing.T) {
 	}
 	if info.Config.MaxAge != time.Hour || info.State.Msgs != 1 {
 		t.Fatalf("stream after an attached publisher: max_age %v, %d msgs", info.Config.MaxAge, info.State.Msgs)
+	}
+}
+
+// TestPublisherStartAgainAfterAFailure: serve starts the publisher under
+// queue.Await, which calls Start again after a not-ready answer (a cluster
+// electing its meta leader). A failed Start must have started nothing, be
+// reported as transient, and the next Start must work once.
+func TestPublisherStartAgainAfterAFailure(t *testing.T) {
+	t.Parallel()
+	q := queuetest.RunJetStream(t)
+	p, err := events.NewPublisher(events.PublisherOptions{Conn: q.Conn(), Logger: zerolog.Nop(),
+		Stream: events.StreamOptions{MaxAge: time.Hour, Replicas: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	err = p.Start(expired)
+	if err == nil || !queue.Transient(err) {
+		t.Fatalf("Start past its deadline: %v, want a transient error", err)
+	}
+	ctx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	if err := p.Start(ctx); err != nil {
+		t.Fatalf("Start after a failed one: %v", err)
+	}
+	if err := p.Start(ctx); err == nil {
+		t.Fatal("a third Start succeeded: the publisher would run twice")
+	}
+	events.NewEmitter(zerolog.Nop(), p).Emit(&events.Event{Event: events.Held, QueueID: "q1"})
+	if err := p.Close(ctx); err != nil || p.Dropped() != 0 {
+		t.Fatalf("close: %v, %d dropped", err, p.Dropped())
+	}
+	s, err := q.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("%d events stored, want 1", info.State.Msgs)
 	}
 }
