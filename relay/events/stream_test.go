@@ -298,18 +298,7 @@ func TestPublisherAttachLeavesStreamAlone(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	events.NewEmitter(zerolog.Nop(), p).Emit(&events.Event{Event: events.Held, QueueID: "q1"})
-	if err := p.Close(ctx); err != nil || p.Dropped() != 0 {
-		t.Fatalf("close: %v, %d dropped", err, p.Dropped())
-	}
-	s, err := q.JetStream().Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := emitOneAndClose(t, ctx, p, q.JetStream())
 	if info.Config.MaxAge != time.Hour || info.State.Msgs != 1 {
 		t.Fatalf("stream after an attached publisher: max_age %v, %d msgs", info.Config.MaxAge, info.State.Msgs)
 	}
@@ -341,11 +330,21 @@ func TestPublisherStartAgainAfterAFailure(t *testing.T) {
 	if err := p.Start(ctx); err == nil {
 		t.Fatal("a third Start succeeded: the publisher would run twice")
 	}
+	info := emitOneAndClose(t, ctx, p, q.JetStream())
+	if info.State.Msgs != 1 {
+		t.Fatalf("%d events stored, want 1", info.State.Msgs)
+	}
+}
+
+// emitOneAndClose emits one event through p, closes p (nothing dropped)
+// and returns the events stream's info afterwards.
+func emitOneAndClose(t *testing.T, ctx context.Context, p *events.StreamPublisher, js jetstream.JetStream) *jetstream.StreamInfo {
+	t.Helper()
 	events.NewEmitter(zerolog.Nop(), p).Emit(&events.Event{Event: events.Held, QueueID: "q1"})
 	if err := p.Close(ctx); err != nil || p.Dropped() != 0 {
 		t.Fatalf("close: %v, %d dropped", err, p.Dropped())
 	}
-	s, err := q.JetStream().Stream(ctx, events.StreamName)
+	s, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +352,5 @@ func TestPublisherStartAgainAfterAFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State.Msgs != 1 {
-		t.Fatalf("%d events stored, want 1", info.State.Msgs)
-	}
+	return info
 }
