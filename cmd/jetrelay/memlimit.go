@@ -39,11 +39,10 @@ func applyMemoryLimit(cfg *config.Config) (int64, string) {
 // grow to twice that before a collection, and a collection of ~40 MB costs
 // little next to the 4 KiB load's CPU (DESIGN-NOTES "GC pace 70").
 func applyGCPercent(cfg *config.Config) (int, string) {
-	if os.Getenv("GOGC") != "" {
-		return gcPercentInForce(), "GOGC"
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent)
 	}
-	debug.SetGCPercent(cfg.GCPercent)
-	return cfg.GCPercent, "gc_percent"
+	return gcPercent()
 }
 
 // gcPercent reports the pace in force and its source.
