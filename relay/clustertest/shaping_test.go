@@ -42,7 +42,7 @@ const (
 // a retry interval later.
 func TestShapingAcrossProcesses(t *testing.T) {
 	bin, _ := binaries(t)
-	mx := relaytest.StartMeasureMX(t, "", 0)
+	mx := relaytest.StartMeasureMX(t, "127.0.0.1", 0) // the zone below names 127.0.0.1
 	zone := relaytest.NewZone()
 	zone.AddA("mx1.prov.test", "127.0.0.1")
 	zone.AddA("mx2.prov.test", "127.0.0.1")

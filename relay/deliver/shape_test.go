@@ -107,7 +107,7 @@ func TestShapingLimitsHoldAcrossEngines(t *testing.T) {
 	t.Parallel()
 	h := newHarnessListen(t)
 	cfg := h.config()
-	mx := relaytest.StartMeasureMX(t, "127.0.0.151", h.port)
+	mx := relaytest.StartMeasureMX(t, "", h.port)
 	h.googleMX(mx.IP, "g1.test", "g2.test", "g3.test")
 	rate := shaping.Rate{Count: 600, Per: time.Minute}
 	set := shaping.Settings{Default: shaping.Limits{Connections: 10},
@@ -164,7 +164,7 @@ func TestShapingRuleSuspendsAndResumes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	cfg := h.config()
-	mx := relaytest.StartMeasureMX(t, "127.0.0.152", h.port)
+	mx := relaytest.StartMeasureMX(t, "", h.port)
 	h.googleMX(mx.IP, "s.test")
 	var mu sync.Mutex
 	refusals := 3
@@ -241,8 +241,8 @@ func TestLimitedProviderDoesNotDelayOthers(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	cfg := h.config()
-	slow := relaytest.StartMeasureMX(t, "127.0.0.153", h.port)
-	fast := relaytest.StartMeasureMX(t, "127.0.0.154", h.port)
+	slow := relaytest.StartMeasureMX(t, "", h.port)
+	fast := relaytest.StartMeasureMX(t, "", h.port)
 	h.googleMX(slow.IP, "slow.test")
 	h.domain("fast.test", fast.IP)
 	set := shaping.Settings{Default: shaping.Limits{Connections: 10},
@@ -286,7 +286,7 @@ func TestSourcesBindPerPool(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	cfg := h.config()
-	mx := relaytest.StartMeasureMX(t, "127.0.0.155", h.port)
+	mx := relaytest.StartMeasureMX(t, "", h.port)
 	h.domain("pool.test", mx.IP)
 	h.dialer = &sourceDialer{}
 	h.editSet = func(s *deliver.Settings) {
@@ -336,7 +336,7 @@ func TestReloadKeepsConnections(t *testing.T) {
 	cfg := h.config()
 	cfg.Delivery.Timeouts.Idle = config.Duration(time.Minute) // the connection outlives the test's pauses
 	cfg.Delivery.MaxPerDestination = 1                        // one worker: its connection is the one reused
-	mx := relaytest.StartMeasureMX(t, "127.0.0.156", h.port)
+	mx := relaytest.StartMeasureMX(t, "", h.port)
 	h.domain("reload.test", mx.IP)
 	h.dialer = &sourceDialer{}
 	set := settingsOf(cfg)

@@ -46,14 +46,14 @@ type Arrival struct {
 	Rcpts    []string
 }
 
-// StartMeasureMX listens on ip:port ("" = 127.0.0.1, 0 = any free port);
-// it is stopped at test end.
+// StartMeasureMX listens on ip:port (port 0: any free port); it is
+// stopped at test end. ip "" picks a 127.0.0.x address on which port is
+// free, as FakeMX does: tests that put several servers on one harness
+// port must not name fixed addresses, which another server on that port
+// may already hold (FakeMX's own pick among the same addresses).
 func StartMeasureMX(t testing.TB, ip string, port int) *MeasureMX {
 	t.Helper()
-	if ip == "" {
-		ip = "127.0.0.1"
-	}
-	m := &MeasureMX{IP: ip, open: map[*smtp.Conn]bool{}}
+	m := &MeasureMX{open: map[*smtp.Conn]bool{}}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		m.mu.Lock()
 		m.open[c] = true
@@ -74,11 +74,20 @@ func StartMeasureMX(t testing.TB, ip string, port int) *MeasureMX {
 		}
 		return nil
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
+	var ln net.Listener
+	if ip != "" {
+		if a := net.ParseIP(ip); a == nil || !a.IsLoopback() {
+			t.Fatalf("measure mx: %q is not a loopback address", ip)
+		}
+		var err error
+		if ln, err = net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		ln = listenLoopback(t, port)
 	}
 	m.Addr = ln.Addr().String()
+	m.IP, _, _ = net.SplitHostPort(m.Addr)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return m
